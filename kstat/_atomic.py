@@ -1,0 +1,62 @@
+"""Files that appear whole or not at all: written beside their target, then renamed over it."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from kstat.errors import OutputError
+
+
+def check_writable(path: Path) -> None:
+    """Fail now, with a one-line reason, if `write_atomically(path, ...)` could not succeed later.
+
+    Proves it by creating (and removing) a temporary file in the target's directory, which is
+    exactly what the real write will need.
+    """
+    if path.is_dir():
+        raise OutputError(f"cannot write {path}: it is a directory")
+    directory = path.parent
+    if not directory.is_dir():
+        raise OutputError(f"cannot write {path}: directory {directory} does not exist")
+    try:
+        handle, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=directory)
+    except OSError as error:
+        raise OutputError(f"cannot write {path}: {error.strerror}") from None
+    os.close(handle)
+    os.unlink(probe)
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that readers see the old file or the whole new one, never part.
+
+    The temporary file lives in the same directory (a rename is only atomic within a
+    filesystem) and is fsynced before the rename, so a crash leaves either version intact.
+    """
+    directory = path.parent
+    try:
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    except OSError as error:
+        raise OutputError(f"cannot write {path}: {error.strerror}") from None
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        # mkstemp creates 0600; give the report the mode a plain open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
+        os.replace(temporary, path)
+    except OSError as error:
+        try:
+            os.unlink(temporary)
+        except FileNotFoundError:
+            pass
+        raise OutputError(f"cannot write {path}: {error.strerror}") from None
+    directory_handle = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(directory_handle)
+    finally:
+        os.close(directory_handle)

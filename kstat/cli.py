@@ -1,0 +1,215 @@
+"""The command line: `kstat [flags]` collects (the seed's interface), `kstat demo` shows it off.
+
+Errors become one line on stderr and an exit status here, and nowhere else:
+0 success, 1 a runtime failure (privileges, kernel, output, a sink), 2 a usage error,
+130 interrupted before anything could be collected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+import structlog
+import trio
+
+from kstat import __version__
+from kstat._logging import configure_logging
+from kstat.demo import DEMO_PROGRAMS, run_demo
+from kstat.durations import parse_duration_ns
+from kstat.errors import KstatError, UsageError, sole_exception
+from kstat.session import CollectionResult, CollectionSettings, StopRequest, collect
+from kstat.sink import Sink
+from sinks.json_file import JsonFileSink
+from sinks.stdout import StdoutSink
+
+log = structlog.get_logger(__name__)
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+DEFAULT_DURATION = "60s"
+DEFAULT_DEMO_DURATION = "5s"
+DEFAULT_INTERVAL = "1s"
+MIN_INTERVAL_NS = 10_000_000
+_SUBCOMMANDS = ("collect", "demo")
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One usage line and one error line, exit 2, as argparse does, but never a traceback.
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _duration(text: str) -> int:
+    try:
+        duration_ns = parse_duration_ns(text)
+    except UsageError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    if duration_ns <= 0:
+        raise argparse.ArgumentTypeError(f"duration {text!r} must be longer than zero")
+    return duration_ns
+
+
+def _interval(text: str) -> int:
+    interval_ns = _duration(text)
+    if interval_ns < MIN_INTERVAL_NS:
+        raise argparse.ArgumentTypeError(f"interval {text!r} is shorter than the minimum of 10ms")
+    return interval_ns
+
+
+def _add_window_flags(parser: argparse.ArgumentParser, default_duration: str) -> None:
+    # Go's flag package spells long flags with one dash; the seed documented them that way, so
+    # both spellings work (`-duration 5m`, `--duration=5m`).
+    parser.add_argument(
+        "-duration",
+        "--duration",
+        type=_duration,
+        default=_duration(default_duration),
+        metavar="DURATION",
+        help=f"how long to collect, e.g. 500ms, 30s, 5m, 1h30m (default {default_duration})",
+    )
+    parser.add_argument(
+        "-interval",
+        "--interval",
+        type=_interval,
+        default=_interval(DEFAULT_INTERVAL),
+        metavar="DURATION",
+        help=f"time between snapshots (default {DEFAULT_INTERVAL}); the report uses the first and last",
+    )
+    parser.add_argument(
+        "-output",
+        "--output",
+        "-o",
+        type=Path,
+        metavar="FILE",
+        help="write the JSON report to FILE, atomically (default: standard output)",
+    )
+    parser.add_argument("-verbose", "--verbose", "-v", action="store_true", help="log debug details")
+
+
+def build_collect_parser() -> argparse.ArgumentParser:
+    parser = _ArgumentParser(
+        prog="kstat",
+        description=(
+            "Measure what loaded eBPF programs cost inside the kernel: enable the kernel's run-time "
+            "statistics, sample every program, and report per-program runtime, runs, events/s, "
+            "average runtime, estimated CPU %% and recursion misses over the window. "
+            "Subcommands: demo (run a self-contained demonstration)."
+        ),
+        allow_abbrev=False,
+    )
+    _add_window_flags(parser, DEFAULT_DURATION)
+    parser.add_argument("--version", action="version", version=f"kstat {__version__}")
+    return parser
+
+
+def build_demo_parser() -> argparse.ArgumentParser:
+    parser = _ArgumentParser(
+        prog="kstat demo",
+        description=(
+            "Load "
+            + ", ".join(program.name for program in DEMO_PROGRAMS)
+            + " (socket filters of increasing weight), send them loopback UDP traffic while "
+            "collecting, print the report and unload them."
+        ),
+        allow_abbrev=False,
+    )
+    _add_window_flags(parser, DEFAULT_DEMO_DURATION)
+    parser.add_argument(
+        "--rate",
+        type=_positive_int,
+        default=10_000,
+        metavar="PACKETS",
+        help="packets per second sent to each demo program (default 10000)",
+    )
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
+    return value
+
+
+def _sinks_for(options: argparse.Namespace) -> list[Sink]:
+    if options.output is not None:
+        return [JsonFileSink(options.output)]
+    return [StdoutSink()]
+
+
+async def _watch_signals(stop: StopRequest) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
+        async for signal_number in received:
+            name = signal.Signals(signal_number).name
+            if stop.event.is_set():
+                log.warning("already stopping; the report is being written", signal=name)
+            else:
+                log.info("stopping early; the report will cover the time collected", signal=name)
+                stop.request(name)
+
+
+async def _run(command: str, options: argparse.Namespace, sinks: list[Sink]) -> int:
+    stop = StopRequest()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_watch_signals, stop)
+        result: CollectionResult
+        if command == "demo":
+            result, _ = await run_demo(
+                duration_ns=options.duration,
+                interval_ns=options.interval,
+                rate_per_program=options.rate,
+                sinks=sinks,
+                user_stop=stop,
+            )
+        else:
+            settings = CollectionSettings(duration_ns=options.duration, interval_ns=options.interval)
+            result = await collect(settings, sinks, stop=stop)
+        nursery.cancel_scope.cancel()
+    if result.failed_sinks:
+        for failure in result.failed_sinks:
+            print(f"kstat: error: {failure.sink}: {failure.error}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    command = "collect"
+    if arguments and arguments[0] in _SUBCOMMANDS:
+        command = arguments.pop(0)
+    parser = build_demo_parser() if command == "demo" else build_collect_parser()
+    options = parser.parse_args(arguments)
+    configure_logging(verbose=options.verbose)
+    try:
+        try:
+            # Sinks are made first: their checks (an unwritable path) fail before the window.
+            sinks = _sinks_for(options)
+            return trio.run(_run, command, options, sinks)
+        except BaseExceptionGroup as group:
+            sole = sole_exception(group)
+            if sole is None:
+                raise
+            raise sole from None
+    except KstatError as error:
+        print(f"kstat: error: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        print("kstat: interrupted before the window started", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def entry_point() -> NoReturn:
+    """The `kstat` and `collect-kernel-stats` console scripts."""
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""The exceptions kstat raises: one hierarchy, turned into a line and an exit code only by the CLI."""
+
+from __future__ import annotations
+
+
+class KstatError(Exception):
+    """Base of every error kstat raises on purpose."""
+
+
+class PermissionDenied(KstatError):
+    """The kernel refused a bpf(2) command for lack of privilege (EPERM/EACCES)."""
+
+
+class UnsupportedKernel(KstatError):
+    """The running kernel lacks something kstat needs (bpf(2), run-time stats, a command)."""
+
+
+class BpfError(KstatError):
+    """A bpf(2) command failed in a way kstat does not expect; carries the errno."""
+
+    def __init__(self, command: str, errno_value: int, message: str) -> None:
+        super().__init__(f"bpf({command}) failed: {message}")
+        self.command = command
+        self.errno = errno_value
+
+
+class ProgramLoadError(BpfError):
+    """BPF_PROG_LOAD failed; carries the verifier's log when the kernel gave one."""
+
+    def __init__(self, command: str, errno_value: int, message: str, verifier_log: str) -> None:
+        super().__init__(command, errno_value, message)
+        self.verifier_log = verifier_log
+
+
+class OutputError(KstatError):
+    """A report or stream cannot be written where the user asked."""
+
+
+class UsageError(KstatError):
+    """A flag or argument value is malformed (the CLI exits 2)."""
+
+
+class SinkError(KstatError):
+    """One or more sinks failed while the collection went on."""
+
+
+def sole_exception(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The one exception inside a (nested) group, or None when it holds more than one.
+
+    trio nurseries wrap every error in an ExceptionGroup; callers of kstat want the typed
+    error itself when there is just one.
+    """
+    leaves: list[BaseException] = []
+
+    def collect(exception: BaseException) -> None:
+        if isinstance(exception, BaseExceptionGroup):
+            for inner in exception.exceptions:
+                collect(inner)
+        else:
+            leaves.append(exception)
+
+    collect(group)
+    return leaves[0] if len(leaves) == 1 else None

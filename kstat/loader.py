@@ -1,0 +1,91 @@
+"""eBPF programs kstat loads itself, for the demo workload and the tests: socket filters on
+loopback UDP sockets, so that the number of runs is exactly the number of packets sent."""
+
+from __future__ import annotations
+
+import os
+import socket
+from types import TracebackType
+
+from kstat import _bpf
+from kstat.model import ProgramStats
+
+# A packet per datagram; the payload's size does not matter to a filter that looks at nothing.
+_PAYLOAD = b"kstat"
+
+
+def socket_filter_instructions(work_instructions: int) -> list[_bpf.Instruction]:
+    """A filter that does `work_instructions` ALU operations, then drops the packet (returns 0).
+
+    Dropping keeps the receive queue empty however many packets arrive, and the extra ALU work
+    gives programs of different, known weight.
+    """
+    instructions = [_bpf.mov64_imm(2, 1)]
+    for step in range(work_instructions):
+        instructions.append(_bpf.add64_imm(2, step) if step % 2 else _bpf.xor64_imm(2, step))
+    instructions += [_bpf.mov64_imm(0, 0), _bpf.exit_insn()]
+    return instructions
+
+
+class SocketFilter:
+    """A loaded socket-filter program; unloaded when closed (and no socket holds it any more)."""
+
+    def __init__(self, name: str, work_instructions: int = 0) -> None:
+        self.name = name
+        self.fd = _bpf.load_program(
+            _bpf.BPF_PROG_TYPE_SOCKET_FILTER, socket_filter_instructions(work_instructions), name
+        )
+
+    def stats(self) -> ProgramStats:
+        """The program's counters right now, read through its own fd."""
+        return _bpf.ProgramReader().read_fd(self.fd)
+
+    @property
+    def id(self) -> int:
+        return self.stats().id
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> SocketFilter:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class LoopbackTarget:
+    """A UDP socket on 127.0.0.1 with a filter attached, and a socket to send it packets.
+
+    Each datagram sent runs the filter exactly once, on this machine, before `send` returns
+    control to the caller's next step (loopback delivers in the sender's softirq).
+    """
+
+    def __init__(self, program: SocketFilter) -> None:
+        self.program = program
+        self._receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._receiver.bind(("127.0.0.1", 0))
+        self._receiver.setsockopt(socket.SOL_SOCKET, _bpf.SO_ATTACH_BPF, program.fd)
+        self._sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._sender.connect(self._receiver.getsockname())
+
+    def send(self, count: int) -> None:
+        send = self._sender.send
+        for _ in range(count):
+            send(_PAYLOAD)
+
+    def close(self) -> None:
+        self._sender.close()
+        self._receiver.close()
+
+    def __enter__(self) -> LoopbackTarget:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.close()

@@ -1,0 +1,52 @@
+"""Values that flow from the sampler to the sinks: one program's counters and a whole snapshot."""
+
+from __future__ import annotations
+
+from attrs import frozen
+
+
+@frozen
+class ProgramIdentity:
+    """What makes a program the same program across snapshots.
+
+    The kernel may hand a freed id to a new program, so the id alone is not enough: a program
+    is the same one only while its id, load time and tag all match.
+    """
+
+    id: int
+    load_time_ns: int
+    tag: str
+
+
+@frozen
+class ProgramStats:
+    """One program's identity and cumulative counters, as the kernel reported them at one moment."""
+
+    id: int
+    type: str
+    name: str
+    tag: str
+    # Nanoseconds since boot (CLOCK_BOOTTIME), as bpf_prog_info.load_time gives it.
+    load_time_ns: int
+    run_time_ns: int
+    run_count: int
+    recursion_misses: int
+
+    @property
+    def identity(self) -> ProgramIdentity:
+        return ProgramIdentity(self.id, self.load_time_ns, self.tag)
+
+
+@frozen
+class Snapshot:
+    """Every loaded program's counters, read in one pass, with the clocks around that pass.
+
+    The pass over thousands of programs takes a while; the snapshot's moment is the midpoint of
+    the pass on each clock, which is the best single estimate for every program in it.
+    """
+
+    sequence: int
+    monotonic_ns: int
+    boottime_ns: int
+    wall_time_ns: int
+    programs: tuple[ProgramStats, ...]

@@ -1,0 +1,219 @@
+"""The scheduler: stats on, the sampler feeding a nursery of sinks, stats off, the report out.
+
+Fan-out policy (why a slow sink cannot hurt the measurement):
+- every sink has its own bounded channel; during the window the sampler only ever offers a
+  snapshot (`send_nowait`) and counts it as skipped for a sink whose channel is full;
+- the first snapshot always fits (the channel is empty then) and the last one is sent with a
+  waiting `send` after the stats are off again, so every sink sees both ends of the window;
+- the summary is not a channel sink: it sees every snapshot, so the report never misses one;
+- a sink that raises is logged and cut off; the others and the report carry on, and the
+  result lists it as failed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+
+import structlog
+import trio
+from attrs import define, field, frozen
+
+from kstat.durations import format_duration_ns
+from kstat.errors import KstatError, sole_exception
+from kstat.model import Snapshot
+from kstat.report import Report
+from kstat.runtime_stats import runtime_stats_enabled
+from kstat.sampler import SnapshotTaker, sample_window
+from kstat.sink import Sink
+from kstat.summary import Summary
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_INTERVAL_NS = 1_000_000_000
+# Enough for a sink to fall a few intervals behind before it starts skipping.
+SINK_CHANNEL_CAPACITY = 8
+
+
+@frozen
+class CollectionSettings:
+    """How long to collect (None: until stopped) and how often to snapshot."""
+
+    duration_ns: int | None
+    interval_ns: int = DEFAULT_INTERVAL_NS
+
+
+@define
+class StopRequest:
+    """Ends a window early, remembering why (a signal name, "command exited", ...)."""
+
+    event: trio.Event = field(factory=trio.Event)
+    reason: str | None = None
+
+    def request(self, reason: str) -> None:
+        if not self.event.is_set():
+            self.reason = reason
+            self.event.set()
+
+
+@frozen
+class SinkFailure:
+    sink: str
+    error: str
+
+
+@frozen
+class CollectionResult:
+    report: Report
+    failed_sinks: tuple[SinkFailure, ...]
+    # Per sink: intermediate snapshots it was too slow to take.
+    skipped_snapshots: dict[str, int]
+
+
+@define
+class _SinkLane:
+    """One sink with its own channel and its own fate."""
+
+    sink: Sink
+    send_channel: trio.MemorySendChannel[Snapshot]
+    receive_channel: trio.MemoryReceiveChannel[Snapshot]
+    skipped: int = 0
+    failure: SinkFailure | None = None
+
+    @property
+    def name(self) -> str:
+        return repr(self.sink)
+
+    def offer(self, snapshot: Snapshot) -> None:
+        if self.failure is not None:
+            return
+        try:
+            self.send_channel.send_nowait(snapshot)
+        except trio.WouldBlock:
+            self.skipped += 1
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the sink stopped reading; nothing more to give it
+
+    async def send_last(self, snapshot: Snapshot) -> None:
+        async with self.send_channel:
+            if self.failure is None:
+                try:
+                    await self.send_channel.send(snapshot)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass
+
+    async def consume(self) -> None:
+        async with self.receive_channel:
+            try:
+                await self.sink.consume(self.receive_channel)
+            except Exception as error:  # noqa: BLE001 - isolate any sink's failure, and say so
+                self._fail("consume", error)
+
+    async def finish(self, report: Report) -> None:
+        if self.failure is not None:
+            return
+        try:
+            await self.sink.finish(report)
+        except Exception as error:  # noqa: BLE001 - isolate any sink's failure, and say so
+            self._fail("finish", error)
+
+    def _fail(self, stage: str, error: Exception) -> None:
+        message = str(error) if isinstance(error, KstatError) else f"{type(error).__name__}: {error}"
+        self.failure = SinkFailure(self.name, message)
+        log.error("sink failed", sink=self.name, stage=stage, error=message)
+
+
+def online_cpu_count() -> int:
+    return max(1, os.sysconf("SC_NPROCESSORS_ONLN"))
+
+
+async def collect(
+    settings: CollectionSettings,
+    sinks: Sequence[Sink],
+    *,
+    stop: StopRequest | None = None,
+    on_snapshot: Callable[[Snapshot, Summary], None] | None = None,
+) -> CollectionResult:
+    """Collect one window and deliver it to `sinks`; returns the report and any sink failures.
+
+    Raises PermissionDenied or UnsupportedKernel before the window starts when the kernel will
+    not cooperate. The stats are on only while snapshots are being taken.
+    """
+    stop = stop if stop is not None else StopRequest()
+    summary = Summary()
+    taker = SnapshotTaker()
+    lanes = []
+    for sink in sinks:
+        send_channel, receive_channel = trio.open_memory_channel[Snapshot](SINK_CHANNEL_CAPACITY)
+        lanes.append(_SinkLane(sink, send_channel, receive_channel))
+
+    async def observe(snapshot: Snapshot, final: bool) -> None:
+        summary.observe(snapshot)
+        if snapshot.sequence == 0:
+            log.info(
+                "window started",
+                programs=len(snapshot.programs),
+                duration=format_duration_ns(settings.duration_ns) if settings.duration_ns is not None else "until stopped",
+                interval=format_duration_ns(settings.interval_ns),
+            )
+            if not snapshot.programs:
+                log.warning("no eBPF programs are loaded; the report will have none unless some load")
+        if on_snapshot is not None:
+            on_snapshot(snapshot, summary)
+        if not final:
+            # The last one is held back: it is sent, waiting, once the stats are off.
+            for lane in lanes:
+                lane.offer(snapshot)
+
+    try:
+        async with trio.open_nursery() as nursery:
+            for lane in lanes:
+                nursery.start_soon(lane.consume)
+            try:
+                with runtime_stats_enabled() as stats_method:
+                    await sample_window(
+                        taker,
+                        duration_ns=settings.duration_ns,
+                        interval_ns=settings.interval_ns,
+                        stop=stop.event,
+                        on_snapshot=observe,
+                    )
+            except BaseException:
+                for lane in lanes:
+                    lane.send_channel.close()
+                raise
+            last = summary.last_snapshot
+            assert last is not None  # sample_window always takes the first and last snapshot
+            for lane in lanes:
+                await lane.send_last(last)
+    except BaseExceptionGroup as group:
+        # One typed error (PermissionDenied, ...) is what callers want, not a group of one.
+        sole = sole_exception(group)
+        if sole is None:
+            raise
+        raise sole from None
+
+    report = summary.report(
+        requested_duration_ns=settings.duration_ns,
+        interval_ns=settings.interval_ns,
+        online_cpus=online_cpu_count(),
+        kernel_release=os.uname().release,
+        stats_enabled_by=stats_method.value,
+        stopped_by=stop.reason,
+    )
+    log.info(
+        "window ended",
+        elapsed=format_duration_ns(report.collection_duration_ns),
+        snapshots=report.snapshots,
+        programs=report.num_programs,
+        stopped_by=stop.reason,
+    )
+    for lane in lanes:
+        if lane.skipped:
+            log.warning("slow sink skipped snapshots", sink=lane.name, skipped=lane.skipped)
+        await lane.finish(report)
+    return CollectionResult(
+        report=report,
+        failed_sinks=tuple(lane.failure for lane in lanes if lane.failure is not None),
+        skipped_snapshots={lane.name: lane.skipped for lane in lanes},
+    )

@@ -1,0 +1,86 @@
+"""The summary: what the whole window saw of each program, turned into the report at the end.
+
+The sampler hands it every snapshot directly (never through a channel that could drop one), so
+the first and last snapshots, and every program's first and last sighting, are always there.
+"""
+
+from __future__ import annotations
+
+from attrs import define, field
+
+from kstat.model import ProgramIdentity, ProgramStats, Snapshot
+from kstat.report import ProgramSighting, Report, WindowFacts, build_report
+
+
+@define
+class _Sighting:
+    first: ProgramStats
+    last: ProgramStats
+    last_sequence: int
+
+
+@define
+class Summary:
+    """Accumulates snapshots of one window; `report()` gives the delta report so far."""
+
+    first_snapshot: Snapshot | None = None
+    last_snapshot: Snapshot | None = None
+    snapshot_count: int = 0
+    _sightings: dict[ProgramIdentity, _Sighting] = field(factory=dict)
+
+    def observe(self, snapshot: Snapshot) -> None:
+        if self.first_snapshot is None:
+            self.first_snapshot = snapshot
+        self.last_snapshot = snapshot
+        self.snapshot_count += 1
+        sightings = self._sightings
+        for program in snapshot.programs:
+            identity = program.identity
+            seen = sightings.get(identity)
+            if seen is None:
+                sightings[identity] = _Sighting(program, program, snapshot.sequence)
+            else:
+                seen.last = program
+                seen.last_sequence = snapshot.sequence
+
+    def sightings(self) -> list[ProgramSighting]:
+        first, last = self.first_snapshot, self.last_snapshot
+        if first is None or last is None:
+            return []
+        return [
+            ProgramSighting(
+                first=seen.first,
+                last=seen.last,
+                # load_time is CLOCK_BOOTTIME, the clock the snapshot also records.
+                loaded_during_window=seen.first.load_time_ns > first.boottime_ns,
+                unloaded_during_window=seen.last_sequence != last.sequence,
+            )
+            for seen in self._sightings.values()
+        ]
+
+    def report(
+        self,
+        *,
+        requested_duration_ns: int | None,
+        interval_ns: int,
+        online_cpus: int,
+        kernel_release: str,
+        stats_enabled_by: str,
+        stopped_by: str | None,
+    ) -> Report:
+        first, last = self.first_snapshot, self.last_snapshot
+        if first is None or last is None:
+            raise ValueError("no snapshot was taken, so there is no window to report on")
+        window = WindowFacts(
+            start_wall_time_ns=first.wall_time_ns,
+            end_wall_time_ns=last.wall_time_ns,
+            elapsed_ns=last.monotonic_ns - first.monotonic_ns,
+            requested_duration_ns=requested_duration_ns,
+            interval_ns=interval_ns,
+            snapshot_count=self.snapshot_count,
+            online_cpus=online_cpus,
+            kernel_release=kernel_release,
+            stats_enabled_by=stats_enabled_by,
+            stopped_by=stopped_by,
+        )
+        return build_report(window, self.sightings())

@@ -1,0 +1,1 @@
+"""kstat's built-in sinks, one module each, registered in the `kstat.sinks` entry-point group."""
