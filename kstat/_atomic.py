@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -50,10 +51,8 @@ def write_atomically(path: Path, data: bytes) -> None:
         os.chmod(temporary, 0o666 & ~umask)
         os.replace(temporary, path)
     except OSError as error:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
-        except FileNotFoundError:
-            pass
         raise OutputError(f"cannot write {path}: {error.strerror}") from None
     directory_handle = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:

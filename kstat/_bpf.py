@@ -128,10 +128,15 @@ def _bpf(command: int, attr: ctypes.Structure) -> int:
 def _error_for(command: int, errno_value: int) -> Exception:
     name = _COMMAND_NAMES.get(command, str(command))
     message = os.strerror(errno_value)
-    if errno_value in (errno.EPERM, errno.EACCES):
+    # BPF_PROG_LOAD says EACCES when the verifier rejects a program: that is no privilege matter.
+    denied = errno_value == errno.EPERM or (errno_value == errno.EACCES and command != BPF_PROG_LOAD)
+    if denied:
+        # The kernel checks CAP_SYS_ADMIN itself (not CAP_BPF/CAP_PERFMON) for
+        # BPF_ENABLE_STATS and for walking and opening other programs by id.
         return PermissionDenied(
-            f"bpf({name}): {message}: reading every program's statistics needs root "
-            "(CAP_SYS_ADMIN; kernels check it for BPF_ENABLE_STATS and for walking program ids)"
+            f"permission denied for bpf({name}): kstat needs root, or CAP_SYS_ADMIN, "
+            "to switch on the kernel's eBPF stats and read every program (CAP_BPF with CAP_PERFMON "
+            "is not enough for these commands); run it with sudo"
         )
     if errno_value == errno.ENOSYS:
         return UnsupportedKernel("this kernel has no bpf(2) syscall (CONFIG_BPF_SYSCALL is off)")

@@ -86,7 +86,9 @@ async def run_demo(
 
         async def collect_window() -> None:
             settings = CollectionSettings(duration_ns=None, interval_ns=interval_ns)
-            results.append(await collect(settings, sinks, stop=collection_stop, on_snapshot=note_window_start))
+            results.append(
+                await collect(settings, sinks, stop=collection_stop, on_snapshot=note_window_start)
+            )
 
         traffic_stop = threading.Event()
 
@@ -109,7 +111,8 @@ async def run_demo(
         result = results[0]
         packets = {target.program.name: count for target, count in zip(targets, sent, strict=True)}
         for name, count in packets.items():
-            counted = sum(line.run_count for line in result.report.program_stats.values() if line.name == name)
+            counted = sum(
+                line.run_count for line in result.report.program_stats.values() if line.name == name
+            )
             log.info("demo traffic", program=name, packets_sent=count, runs_counted=counted)
         return result, packets
-

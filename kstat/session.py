@@ -12,6 +12,7 @@ Fan-out policy (why a slow sink cannot hurt the measurement):
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Sequence
 
@@ -97,10 +98,9 @@ class _SinkLane:
     async def send_last(self, snapshot: Snapshot) -> None:
         async with self.send_channel:
             if self.failure is None:
-                try:
+                # A sink that stopped reading early simply gets nothing more.
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                     await self.send_channel.send(snapshot)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    pass
 
     async def consume(self) -> None:
         async with self.receive_channel:
@@ -153,7 +153,9 @@ async def collect(
             log.info(
                 "window started",
                 programs=len(snapshot.programs),
-                duration=format_duration_ns(settings.duration_ns) if settings.duration_ns is not None else "until stopped",
+                duration=format_duration_ns(settings.duration_ns)
+                if settings.duration_ns is not None
+                else "until stopped",
                 interval=format_duration_ns(settings.interval_ns),
             )
             if not snapshot.programs:

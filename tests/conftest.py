@@ -1,0 +1,34 @@
+"""Shared fixtures: real eBPF programs loaded through kstat's own bpf(2) layer."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+
+import pytest
+
+from kstat.loader import LoopbackTarget, SocketFilter
+
+LoadFilter = Callable[..., LoopbackTarget]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.geteuid() == 0:
+        return
+    skip = pytest.mark.skip(reason="needs root: loads eBPF programs and reads kernel stats")
+    for item in items:
+        if "kernel" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def load_filter() -> Iterator[LoadFilter]:
+    """Load socket filters attached to loopback UDP sockets; all unloaded after the test."""
+    with ExitStack() as stack:
+
+        def load(name: str, work_instructions: int = 0) -> LoopbackTarget:
+            program = stack.enter_context(SocketFilter(name, work_instructions))
+            return stack.enter_context(LoopbackTarget(program))
+
+        yield load

@@ -1,0 +1,76 @@
+"""Running the real `kstat` command in a child process and following its log."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+KSTAT = [sys.executable, "-m", "kstat"]
+
+
+class KstatProcess:
+    """`python -m kstat ARGS` with its stderr log parsed as it arrives (JSON lines, no TTY)."""
+
+    def __init__(
+        self, arguments: Sequence[str], *, prefix: Sequence[str] = (), cwd: Path | None = None
+    ) -> None:
+        self.process = subprocess.Popen(
+            [*prefix, *KSTAT, *arguments],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=cwd,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self.log: list[dict[str, Any]] = []
+        self.stderr_lines: list[str] = []
+        self._window_started = threading.Event()
+        self._reader = threading.Thread(target=self._read_stderr, daemon=True)
+        self._reader.start()
+
+    def _read_stderr(self) -> None:
+        assert self.process.stderr is not None
+        for raw in self.process.stderr:
+            line = raw.decode(errors="replace").rstrip("\n")
+            self.stderr_lines.append(line)
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            self.log.append(entry)
+            if entry.get("event") == "window started":
+                self._window_started.set()
+
+    def wait_for_window(self, timeout_s: float = 30) -> None:
+        if not self._window_started.wait(timeout_s):
+            self.process.kill()
+            raise AssertionError(f"kstat never started its window: {self.stderr_lines}")
+
+    def signal(self, signal_number: signal.Signals) -> None:
+        self.process.send_signal(signal_number)
+
+    def finish(self, timeout_s: float = 60) -> tuple[int, str]:
+        """Wait for exit; return the exit status and standard output."""
+        assert self.process.stdout is not None
+        stdout = self.process.stdout.read()
+        returncode = self.process.wait(timeout_s)
+        self._reader.join(timeout_s)
+        return returncode, stdout.decode()
+
+    def errors(self) -> list[str]:
+        """stderr lines that are not structured log entries (the one-line errors)."""
+        return [line for line in self.stderr_lines if not line.startswith("{")]
+
+
+def run_kstat(
+    arguments: Sequence[str], *, prefix: Sequence[str] = (), timeout_s: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*prefix, *KSTAT, *arguments], capture_output=True, text=True, timeout=timeout_s, check=False
+    )

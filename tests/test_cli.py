@@ -1,0 +1,207 @@
+"""The `kstat` command end to end, as a user runs it, against real programs."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from kstat._bpf import ProgramReader
+from tests.conftest import LoadFilter
+from tests.kstat_process import KstatProcess, run_kstat
+
+pytestmark = pytest.mark.kernel
+
+DROP_ADMIN_CAPABILITIES = ["setpriv", "--inh-caps=-all", "--bounding-set=-sys_admin,-bpf,-perfmon"]
+
+
+def loaded_program_names(settle_s: float = 5) -> set[str]:
+    """Names of loaded programs, once the kernel's deferred freeing of closed ones has settled."""
+    deadline = time.monotonic() + settle_s
+    while True:
+        names = {program.name for program in ProgramReader().read_all()}
+        if not names or time.monotonic() > deadline:
+            return names
+        time.sleep(0.05)
+
+
+def no_traceback(stderr: str) -> None:
+    assert "Traceback" not in stderr, stderr
+
+
+def test_seed_flags_give_the_exact_run_count(load_filter: LoadFilter, tmp_path: Path) -> None:
+    target = load_filter("kstat_t_cli")
+    output = tmp_path / "r.json"
+    kstat = KstatProcess(["-duration", "3s", "-output", str(output)])
+    kstat.wait_for_window()
+    target.send(4_321)
+    returncode, stdout = kstat.finish()
+    assert returncode == 0, kstat.stderr_lines
+    assert stdout == ""
+    report = json.loads(output.read_text())
+    line = report["program_stats"]["kstat_t_cli"]
+    assert line["run_count"] == 4_321
+    assert line["id"] == target.program.id
+    assert line["type"] == "SocketFilter"
+    assert report["total_run_count"] >= 4_321
+    assert 3_000_000_000 <= report["collection_duration_ns"] < 5_000_000_000
+    assert report["requested_duration_ns"] == 3_000_000_000
+    # Written by rename: nothing else is left beside the report.
+    assert [path.name for path in tmp_path.iterdir()] == ["r.json"]
+
+
+def test_report_goes_to_stdout_by_default(load_filter: LoadFilter) -> None:
+    target = load_filter("kstat_t_stdout")
+    kstat = KstatProcess(["--duration=1s", "--interval", "200ms"])
+    kstat.wait_for_window()
+    target.send(12)
+    returncode, stdout = kstat.finish()
+    assert returncode == 0
+    report = json.loads(stdout)
+    assert report["program_stats"]["kstat_t_stdout"]["run_count"] == 12
+    assert report["interval_ns"] == 200_000_000
+    assert report["snapshots"] >= 6
+
+
+def test_the_seed_command_name_works_too(load_filter: LoadFilter) -> None:
+    load_filter("kstat_t_alias")
+    alias = Path(sys.executable).with_name("collect-kernel-stats")
+    if not alias.exists():
+        pytest.skip("console scripts are not installed beside this interpreter")
+    shown = subprocess.run(
+        [str(alias), "-duration", "300ms"], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "kstat_t_alias" in json.loads(shown.stdout)["program_stats"]
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_ends_the_window_early_with_a_whole_report(
+    load_filter: LoadFilter, tmp_path: Path, stop_signal: signal.Signals
+) -> None:
+    target = load_filter("kstat_t_sig")
+    output = tmp_path / "r.json"
+    kstat = KstatProcess(["-duration", "10m", "-output", str(output)])
+    kstat.wait_for_window()
+    target.send(999)
+    started = time.monotonic()
+    kstat.signal(stop_signal)
+    returncode, _ = kstat.finish()
+    assert time.monotonic() - started < 10
+    assert returncode == 0, kstat.stderr_lines
+    report = json.loads(output.read_text())
+    assert report["program_stats"]["kstat_t_sig"]["run_count"] == 999
+    assert report["stopped_by"] == stop_signal.name
+    assert report["collection_duration_ns"] < 60_000_000_000
+
+
+def test_stats_are_off_again_after_kstat_exits(load_filter: LoadFilter) -> None:
+    target = load_filter("kstat_t_after")
+    kstat = KstatProcess(["-duration", "500ms"])
+    kstat.wait_for_window()
+    target.send(5)
+    assert kstat.finish()[0] == 0
+    counted = target.program.stats()
+    target.send(2_000)
+    assert target.program.stats() == counted
+    assert counted.run_count == 5
+
+
+def test_without_privileges_one_clear_line_and_exit_1(load_filter: LoadFilter) -> None:
+    load_filter("kstat_t_priv")
+    completed = run_kstat(["-duration", "1s"], prefix=DROP_ADMIN_CAPABILITIES)
+    assert completed.returncode == 1
+    no_traceback(completed.stderr)
+    errors = [line for line in completed.stderr.splitlines() if not line.startswith("{")]
+    assert len(errors) == 1, completed.stderr
+    assert "needs root" in errors[0]
+    assert "CAP_SYS_ADMIN" in errors[0]
+    assert completed.stdout == ""
+
+
+def test_cap_bpf_and_cap_perfmon_alone_are_not_enough() -> None:
+    completed = run_kstat(
+        ["-duration", "1s"], prefix=["setpriv", "--inh-caps=-all", "--bounding-set=-sys_admin"]
+    )
+    assert completed.returncode == 1
+    assert "CAP_SYS_ADMIN" in completed.stderr
+    no_traceback(completed.stderr)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "complaint"),
+    [
+        (["-duration", "5"], "missing unit"),
+        (["-duration=-3s"], "negative"),
+        (["-duration", "0"], "longer than zero"),
+        (["-duration", "soon"], "invalid duration"),
+        (["--interval", "1ms"], "minimum"),
+        (["--frobnicate"], "unrecognized"),
+        (["-duration"], "expected one argument"),
+        (["demo", "--rate", "0"], "positive"),
+    ],
+)
+def test_bad_flags_are_usage_errors(arguments: list[str], complaint: str) -> None:
+    completed = run_kstat(arguments)
+    assert completed.returncode == 2
+    no_traceback(completed.stderr)
+    assert complaint in completed.stderr
+    assert completed.stderr.startswith("usage:")
+
+
+@pytest.mark.parametrize("bad_output", ["/nonexistent-dir/r.json", "/proc/kstat-r.json", "/tmp"])
+def test_an_unwritable_output_fails_before_the_window(bad_output: str) -> None:
+    started = time.monotonic()
+    completed = run_kstat(["-duration", "1h", "-output", bad_output])
+    assert time.monotonic() - started < 10
+    assert completed.returncode == 1
+    no_traceback(completed.stderr)
+    assert "window started" not in completed.stderr
+    assert f"cannot write {bad_output}" in completed.stderr
+
+
+def test_an_interval_longer_than_the_window_still_reports(load_filter: LoadFilter) -> None:
+    target = load_filter("kstat_t_long_iv")
+    kstat = KstatProcess(["-duration", "700ms", "--interval", "1h"])
+    kstat.wait_for_window()
+    target.send(3)
+    returncode, stdout = kstat.finish()
+    assert returncode == 0
+    report = json.loads(stdout)
+    assert report["snapshots"] == 2
+    assert report["program_stats"]["kstat_t_long_iv"]["run_count"] == 3
+
+
+def test_no_programs_gives_a_warning_and_an_empty_report() -> None:
+    if loaded_program_names():
+        pytest.skip("other eBPF programs are loaded on this machine")
+    kstat = KstatProcess(["-duration", "300ms"])
+    returncode, stdout = kstat.finish()
+    assert returncode == 0
+    report = json.loads(stdout)
+    assert (report["num_programs"], report["program_stats"]) == (0, {})
+    assert any(entry["level"] == "warning" and "no eBPF programs" in entry["event"] for entry in kstat.log)
+
+
+def test_the_demo_counts_exactly_what_it_sends(tmp_path: Path) -> None:
+    output = tmp_path / "demo.json"
+    kstat = KstatProcess(["demo", "-duration", "1s", "--rate", "2000", "-output", str(output)])
+    returncode, _ = kstat.finish()
+    assert returncode == 0, kstat.stderr_lines
+    report = json.loads(output.read_text())
+    traffic = [entry for entry in kstat.log if entry["event"] == "demo traffic"]
+    assert {entry["program"] for entry in traffic} == {"kstat_lite", "kstat_mid", "kstat_heavy"}
+    for entry in traffic:
+        assert entry["packets_sent"] > 0
+        assert report["program_stats"][entry["program"]]["run_count"] == entry["packets_sent"]
+    averages = [
+        report["program_stats"][name]["avg_runtime_ns"] for name in ("kstat_lite", "kstat_mid", "kstat_heavy")
+    ]
+    assert averages == sorted(averages)
+    # The demo unloads its programs when it is done.
+    assert not loaded_program_names() & {"kstat_lite", "kstat_mid", "kstat_heavy"}

@@ -1,0 +1,210 @@
+"""The collector as a library, in trio, against real programs and real packet counts."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import pytest
+import trio
+
+from kstat.loader import LoopbackTarget, SocketFilter
+from kstat.model import Snapshot
+from kstat.report import Report
+from kstat.session import CollectionResult, CollectionSettings, StopRequest, collect
+from kstat.sink import Sink
+from kstat.summary import Summary
+from tests.conftest import LoadFilter
+
+pytestmark = pytest.mark.kernel
+
+Body = Callable[["WindowProbe"], Awaitable[None]]
+
+
+class WindowProbe:
+    """Lets a test act inside a running window and wait for the sampler's progress."""
+
+    def __init__(self) -> None:
+        self.snapshots_seen = 0
+        self._progress = trio.Event()
+
+    def saw(self, snapshot: Snapshot, summary: Summary) -> None:
+        self.snapshots_seen = snapshot.sequence + 1
+        self._progress.set()
+        self._progress = trio.Event()
+
+    async def wait_for_snapshots(self, count: int) -> None:
+        while self.snapshots_seen < count:
+            await self._progress.wait()
+
+
+async def run_window(
+    body: Body, *, interval_ns: int = 100_000_000, sinks: list[Sink] | None = None
+) -> CollectionResult:
+    """Collect until `body` returns, with `body` running inside the window."""
+    probe = WindowProbe()
+    stop = StopRequest()
+    results: list[CollectionResult] = []
+
+    async def collect_into_results() -> None:
+        settings = CollectionSettings(duration_ns=None, interval_ns=interval_ns)
+        results.append(await collect(settings, sinks or [], stop=stop, on_snapshot=probe.saw))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(collect_into_results)
+        await probe.wait_for_snapshots(1)
+        await body(probe)
+        stop.request("test done")
+    return results[0]
+
+
+def line_for(report: Report, program_id: int) -> tuple[str, int]:
+    matches = [(key, line.run_count) for key, line in report.program_stats.items() if line.id == program_id]
+    assert len(matches) == 1, report.program_stats
+    return matches[0]
+
+
+async def send(target: LoopbackTarget, count: int) -> None:
+    await trio.to_thread.run_sync(target.send, count)
+
+
+async def test_run_count_equals_packets_sent_inside_the_window(load_filter: LoadFilter) -> None:
+    target = load_filter("kstat_t_win")
+    target.send(77)  # before the window: must not count
+
+    async def body(probe: WindowProbe) -> None:
+        await send(target, 2_500)
+
+    result = await run_window(body)
+    target.send(33)  # after the window: must not count either
+    line = result.report.program("kstat_t_win")
+    assert line.run_count == 2_500
+    assert line.avg_runtime_ns > 0
+    assert result.report.stopped_by == "test done"
+    assert result.report.stats_enabled_by == "bpf_enable_stats"
+    assert not result.failed_sinks
+
+
+async def test_a_program_without_runs_appears_with_zeros(load_filter: LoadFilter) -> None:
+    idle = load_filter("kstat_t_idle")
+
+    async def body(probe: WindowProbe) -> None:
+        await probe.wait_for_snapshots(2)
+
+    line = (await run_window(body)).report.program(idle.program.id)
+    assert (line.name, line.run_count, line.runtime_ns, line.avg_runtime_ns) == ("kstat_t_idle", 0, 0, 0)
+
+
+async def test_programs_sharing_a_name_are_both_reported(load_filter: LoadFilter) -> None:
+    first = load_filter("kstat_t_twin")
+    second = load_filter("kstat_t_twin")
+
+    async def body(probe: WindowProbe) -> None:
+        await send(first, 300)
+        await send(second, 500)
+
+    report = (await run_window(body)).report
+    assert line_for(report, first.program.id) == (f"kstat_t_twin#{first.program.id}", 300)
+    assert line_for(report, second.program.id) == (f"kstat_t_twin#{second.program.id}", 500)
+
+
+async def test_a_program_loaded_mid_window_counts_from_its_load(load_filter: LoadFilter) -> None:
+    late: list[LoopbackTarget] = []
+
+    async def body(probe: WindowProbe) -> None:
+        late.append(load_filter("kstat_t_late"))
+        await send(late[0], 400)
+
+    # A long interval: the sampler first sees the program in the last snapshot.
+    result = await run_window(body, interval_ns=60_000_000_000)
+    line = result.report.program(late[0].program.id)
+    assert line.run_count == 400
+    assert line.loaded_during_window
+    assert result.report.snapshots == 2
+
+
+async def test_a_program_unloaded_mid_window_is_reported_up_to_its_last_sighting() -> None:
+    program = SocketFilter("kstat_t_leave")
+    target = LoopbackTarget(program)
+    program_id = program.id
+
+    async def body(probe: WindowProbe) -> None:
+        await send(target, 600)
+        await probe.wait_for_snapshots(probe.snapshots_seen + 2)
+        target.close()
+        program.close()
+        await probe.wait_for_snapshots(probe.snapshots_seen + 2)
+
+    line = (await run_window(body)).report.program(program_id)
+    assert line.run_count == 600
+    assert line.unloaded_during_window
+
+
+async def test_the_window_ends_after_its_duration(load_filter: LoadFilter) -> None:
+    load_filter("kstat_t_dur")
+    settings = CollectionSettings(duration_ns=350_000_000, interval_ns=100_000_000)
+    started = trio.current_time()
+    result = await collect(settings, [])
+    assert 0.35 <= trio.current_time() - started < 2
+    assert 350_000_000 <= result.report.collection_duration_ns < 1_000_000_000
+    assert result.report.snapshots == 5
+    assert result.report.stopped_by is None
+
+
+class RecordingSink:
+    def __init__(self, delay_s: float = 0) -> None:
+        self.delay_s = delay_s
+        self.sequences: list[int] = []
+        self.reports: list[Report] = []
+
+    def __repr__(self) -> str:
+        return f"recording(delay={self.delay_s})"
+
+    async def consume(self, snapshots: trio.MemoryReceiveChannel[Snapshot]) -> None:
+        async for snapshot in snapshots:
+            self.sequences.append(snapshot.sequence)
+            await trio.sleep(self.delay_s)
+
+    async def finish(self, report: Report) -> None:
+        self.reports.append(report)
+
+
+class BrokenSink(RecordingSink):
+    def __repr__(self) -> str:
+        return "broken"
+
+    async def consume(self, snapshots: trio.MemoryReceiveChannel[Snapshot]) -> None:
+        async for _ in snapshots:
+            raise RuntimeError("disk on fire")
+
+
+async def test_a_failing_sink_is_isolated_and_reported(load_filter: LoadFilter) -> None:
+    target = load_filter("kstat_t_sinks")
+    healthy, broken = RecordingSink(), BrokenSink()
+
+    async def body(probe: WindowProbe) -> None:
+        await send(target, 50)
+        await probe.wait_for_snapshots(3)
+
+    result = await run_window(body, sinks=[broken, healthy])
+    assert [failure.sink for failure in result.failed_sinks] == ["broken"]
+    assert "disk on fire" in result.failed_sinks[0].error
+    assert healthy.sequences == list(range(result.report.snapshots))
+    assert healthy.reports == [result.report]
+    assert broken.reports == []
+    assert result.report.program("kstat_t_sinks").run_count == 50
+
+
+async def test_a_slow_sink_skips_the_middle_but_never_the_ends(load_filter: LoadFilter) -> None:
+    load_filter("kstat_t_slow")
+    slow = RecordingSink(delay_s=0.5)
+
+    async def body(probe: WindowProbe) -> None:
+        await probe.wait_for_snapshots(40)
+
+    result = await run_window(body, interval_ns=10_000_000, sinks=[slow])
+    last_sequence = result.report.snapshots - 1
+    assert slow.sequences[0] == 0
+    assert slow.sequences[-1] == last_sequence
+    skipped = result.skipped_snapshots[repr(slow)]
+    assert skipped > 0
+    assert len(slow.sequences) + skipped == result.report.snapshots
