@@ -49,4 +49,6 @@ class Snapshot:
     monotonic_ns: int
     boottime_ns: int
     wall_time_ns: int
+    # How long the pass over all programs took (monotonic clock): the sampler's own cost.
+    pass_duration_ns: int
     programs: tuple[ProgramStats, ...]

@@ -48,6 +48,7 @@ class SnapshotTaker:
             monotonic_ns=_midpoint(monotonic_before, monotonic_after),
             boottime_ns=_midpoint(boottime_before, boottime_after),
             wall_time_ns=_midpoint(wall_before, wall_after),
+            pass_duration_ns=monotonic_after - monotonic_before,
             programs=tuple(programs),
         )
 

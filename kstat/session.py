@@ -149,6 +149,12 @@ async def collect(
 
     async def observe(snapshot: Snapshot, final: bool) -> None:
         summary.observe(snapshot)
+        log.debug(
+            "snapshot",
+            sequence=snapshot.sequence,
+            programs=len(snapshot.programs),
+            pass_duration=format_duration_ns(snapshot.pass_duration_ns),
+        )
         if snapshot.sequence == 0:
             log.info(
                 "window started",

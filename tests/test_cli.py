@@ -205,3 +205,13 @@ def test_the_demo_counts_exactly_what_it_sends(tmp_path: Path) -> None:
     assert averages == sorted(averages)
     # The demo unloads its programs when it is done.
     assert not loaded_program_names() & {"kstat_lite", "kstat_mid", "kstat_heavy"}
+
+
+def test_verbose_adds_debug_lines_and_the_default_does_not() -> None:
+    quiet = KstatProcess(["-duration", "300ms", "--interval", "100ms"])
+    assert quiet.finish()[0] == 0
+    assert not [entry for entry in quiet.log if entry["level"] == "debug"]
+    verbose = KstatProcess(["-duration", "300ms", "--interval", "100ms", "-verbose"])
+    assert verbose.finish()[0] == 0
+    snapshots = [entry for entry in verbose.log if entry["level"] == "debug" and entry["event"] == "snapshot"]
+    assert [entry["sequence"] for entry in snapshots] == [0, 1, 2, 3]

@@ -65,6 +65,7 @@ def snapshot(sequence: int, at_s: float, *programs: ProgramStats) -> Snapshot:
         monotonic_ns=5_000_000_000 + at_ns,
         boottime_ns=10_000_000_000 + at_ns,
         wall_time_ns=1_700_000_000_000_000_000 + at_ns,
+        pass_duration_ns=1_000,
         programs=programs,
     )
 

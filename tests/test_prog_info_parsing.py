@@ -1,0 +1,110 @@
+"""Parsing struct bpf_prog_info as older kernels write it (a faked syscall: parsing only)."""
+
+from __future__ import annotations
+
+import ctypes
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from kstat import _bpf
+from kstat.errors import UnsupportedKernel
+
+
+def fake_kernel(info_len: int) -> object:
+    """A stand-in for bpf(2) that fills every field but reports writing only `info_len` bytes."""
+
+    def syscall(command: int, attr: ctypes.Structure) -> int:
+        assert command == _bpf.BPF_OBJ_GET_INFO_BY_FD
+        info = _bpf._ProgInfo.from_address(attr.info)
+        info.type = 3
+        info.id = 42
+        info.tag[:] = list(range(1, 9))
+        info.name = b"tc_ingress_flow"
+        info.load_time = 123
+        info.run_time_ns = 5_000
+        info.run_cnt = 50
+        info.recursion_misses = 7
+        attr.info_len = info_len
+        return 0
+
+    return syscall
+
+
+def test_a_current_kernel_struct_gives_every_counter(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_bpf, "_bpf", fake_kernel(ctypes.sizeof(_bpf._ProgInfo)))
+    stats = _bpf.ProgramReader().read_fd(3)
+    assert stats.id == 42
+    assert stats.type == "SchedCLS"
+    assert stats.name == "tc_ingress_flow"
+    assert stats.tag == "0102030405060708"
+    assert (stats.load_time_ns, stats.run_time_ns, stats.run_count) == (123, 5_000, 50)
+    assert stats.recursion_misses == 7
+
+
+def test_before_5_12_recursion_misses_read_as_zero(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_bpf, "_bpf", fake_kernel(_bpf._ProgInfo.recursion_misses.offset))
+    stats = _bpf.ProgramReader().read_fd(3)
+    assert (stats.run_count, stats.recursion_misses) == (50, 0)
+
+
+def test_before_5_1_there_are_no_run_counters(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_bpf, "_bpf", fake_kernel(_bpf._ProgInfo.run_time_ns.offset))
+    with pytest.raises(UnsupportedKernel, match=r"Linux 5\.1"):
+        _bpf.ProgramReader().read_fd(3)
+
+
+def test_struct_layout_matches_linux_bpf_h() -> None:
+    # Offsets from include/uapi/linux/bpf.h (x86_64 and every 64-bit ABI): a drifted field
+    # would silently read the wrong counter.
+    assert _bpf._ProgInfo.load_time.offset == 40
+    assert _bpf._ProgInfo.name.offset == 64
+    assert _bpf._ProgInfo.run_time_ns.offset == 192
+    assert _bpf._ProgInfo.run_cnt.offset == 200
+    assert _bpf._ProgInfo.recursion_misses.offset == 208
+    assert ctypes.sizeof(_bpf._ProgInfo) == 232
+
+
+@pytest.mark.parametrize(
+    ("type_id", "name"),
+    [(0, "UnspecifiedProgram"), (1, "SocketFilter"), (6, "XDP"), (29, "LSM"), (99, "ProgramType(99)")],
+)
+def test_program_types_are_named_as_the_seed_names_them(type_id: int, name: str) -> None:
+    assert _bpf.program_type_name(type_id) == name
+
+
+_FIELDS_TO_CHECK = ("load_time", "name", "run_time_ns", "run_cnt", "recursion_misses", "verified_insns")
+_OFFSETS_PROGRAM = """
+#include <stdio.h>
+#include <stddef.h>
+#include <linux/bpf.h>
+int main(void) {
+%s
+    printf("sizeof %%zu\\n", sizeof(struct bpf_prog_info));
+    return 0;
+}
+"""
+
+
+@pytest.mark.skipif(
+    shutil.which("cc") is None or not Path("/usr/include/linux/bpf.h").exists(),
+    reason="needs a C compiler and linux-libc-dev's linux/bpf.h",
+)
+def test_struct_layout_matches_the_installed_header(tmp_path: Path) -> None:
+    """Compile the header's own offsets and compare: linux/bpf.h is the authority."""
+    lines = "\n".join(
+        f'    printf("{field} %zu\\n", offsetof(struct bpf_prog_info, {field}));'
+        for field in _FIELDS_TO_CHECK
+    )
+    source = tmp_path / "offsets.c"
+    source.write_text(_OFFSETS_PROGRAM % lines)
+    binary = tmp_path / "offsets"
+    subprocess.run(["cc", "-o", str(binary), str(source)], check=True)
+    printed = subprocess.run([str(binary)], check=True, capture_output=True, text=True).stdout
+    from_header = dict(line.split() for line in printed.splitlines())
+    for field in _FIELDS_TO_CHECK:
+        assert int(from_header[field]) == getattr(_bpf._ProgInfo, field).offset, field
+    # The installed header may be older (shorter) than kstat's struct, never longer.
+    assert int(from_header["sizeof"]) <= ctypes.sizeof(_bpf._ProgInfo)
