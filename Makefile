@@ -5,8 +5,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
-# Independent cross-checks the tests use: bpftool (does kstat agree with it?) and jq.
-APT_PACKAGES := bpftool jq
+# What the tests use beside kstat: bpftool (does kstat agree with it?), jq (NDJSON in a pipe),
+# a C compiler (struct offsets from linux/bpf.h), node and npm (the reference StatsD daemon).
+# Each as PACKAGE:WHAT-PROVES-IT-IS-THERE, so that a node or cc installed otherwise is kept.
+APT_PACKAGES := bpftool:/usr/sbin/bpftool jq:jq gcc:cc linux-libc-dev:/usr/include/linux/bpf.h nodejs:node npm:npm
+STATSD_DIR := tests/statsd
 ARGS ?=
 
 .PHONY: install deps test lint demo clean
@@ -19,12 +22,19 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
-deps:
-	@missing=$$(for package in $(APT_PACKAGES); do dpkg -s $$package >/dev/null 2>&1 || echo $$package; done); \
+deps: $(STATSD_DIR)/node_modules/.installed
+
+$(STATSD_DIR)/node_modules/.installed: $(STATSD_DIR)/package-lock.json
+	@missing=$$(for pair in $(APT_PACKAGES); do \
+		package=$${pair%%:*}; proof=$${pair#*:}; \
+		[ -e "$$proof" ] || command -v "$$proof" >/dev/null 2>&1 || echo $$package; \
+	done); \
 	if [ -n "$$missing" ]; then \
 		echo "installing $$missing"; \
 		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
+	npm ci --prefix $(STATSD_DIR) --no-audit --no-fund --loglevel=error
+	touch $@
 
 test: install deps
 	$(SUDO) $(BIN)/pytest $(ARGS)

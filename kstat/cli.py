@@ -24,8 +24,7 @@ from kstat.durations import parse_duration_ns
 from kstat.errors import KstatError, UsageError, sole_exception
 from kstat.session import CollectionResult, CollectionSettings, StopRequest, collect
 from kstat.sink import Sink
-from sinks.json_file import JsonFileSink
-from sinks.stdout import StdoutSink
+from kstat.sink_specs import make_sink
 
 log = structlog.get_logger(__name__)
 
@@ -92,6 +91,18 @@ def _add_window_flags(parser: argparse.ArgumentParser, default_duration: str) ->
         metavar="FILE",
         help="write the JSON report to FILE, atomically (default: standard output)",
     )
+    parser.add_argument(
+        "--sink",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        dest="sinks",
+        help=(
+            "where snapshots and the report go; repeatable: stdout, json:PATH, ndjson:PATH, ndjson:-, "
+            "statsd://HOST:PORT?prefix=P[&tags=dogstatsd][&transport=tcp], or a third-party sink "
+            "(default: stdout, or only the -output file when it is given)"
+        ),
+    )
     parser.add_argument("-verbose", "--verbose", "-v", action="store_true", help="log debug details")
 
 
@@ -143,10 +154,20 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _sinks_for(options: argparse.Namespace) -> list[Sink]:
+def _sink_specs(options: argparse.Namespace) -> list[str]:
+    """The seed's `-output FILE` is shorthand for `--sink json:FILE`; stdout is the default."""
+    specs: list[str] = list(options.sinks)
     if options.output is not None:
-        return [JsonFileSink(options.output)]
-    return [StdoutSink()]
+        specs.insert(0, f"json:{options.output}")
+    if not specs:
+        specs.append("stdout")
+    writers_of_stdout = [spec for spec in specs if spec in ("stdout", "ndjson:-")]
+    if len(writers_of_stdout) > 1:
+        raise UsageError(
+            f"{' and '.join(writers_of_stdout)} would both write standard output; the NDJSON stream "
+            "already ends with the report"
+        )
+    return specs
 
 
 async def _watch_signals(stop: StopRequest) -> None:
@@ -193,9 +214,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = parser.parse_args(arguments)
     configure_logging(verbose=options.verbose)
     try:
+        # Sinks are made first: their checks (an unwritable path) fail before the window.
+        sinks = [make_sink(spec) for spec in _sink_specs(options)]
+    except UsageError as error:
+        parser.error(str(error))
+    except KstatError as error:
+        print(f"kstat: error: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    try:
         try:
-            # Sinks are made first: their checks (an unwritable path) fail before the window.
-            sinks = _sinks_for(options)
             return trio.run(_run, command, options, sinks)
         except BaseExceptionGroup as group:
             sole = sole_exception(group)

@@ -36,6 +36,10 @@ class OutputError(KstatError):
     """A report or stream cannot be written where the user asked."""
 
 
+class OutputClosed(KstatError):
+    """The reader of a stream went away (a closed pipe): the stream ends, which is no failure."""
+
+
 class UsageError(KstatError):
     """A flag or argument value is malformed (the CLI exits 2)."""
 

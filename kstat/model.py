@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from attrs import frozen
+from attrs import evolve, frozen
 
 
 @frozen
@@ -41,14 +41,29 @@ class ProgramStats:
 class Snapshot:
     """Every loaded program's counters, read in one pass, with the clocks around that pass.
 
-    The pass over thousands of programs takes a while; the snapshot's moment is the midpoint of
-    the pass on each clock, which is the best single estimate for every program in it.
+    The pass over thousands of programs takes a while; the snapshot's moment (monotonic and
+    wall time) is the midpoint of the pass, the best single estimate for every program in it.
     """
 
     sequence: int
     monotonic_ns: int
-    boottime_ns: int
+    # CLOCK_BOOTTIME when the pass began (not its midpoint): a program whose load_time is later
+    # was loaded after the pass started, so all of its runs happened after that moment.
+    boottime_at_start_ns: int
     wall_time_ns: int
     # How long the pass over all programs took (monotonic clock): the sampler's own cost.
     pass_duration_ns: int
     programs: tuple[ProgramStats, ...]
+
+
+def carry_forward(older: Snapshot, newer: Snapshot) -> Snapshot:
+    """`newer`, plus the last reading of every program that `older` had and `newer` lacks.
+
+    What a sink that skipped `older` gets instead of `newer`: a program unloaded in between
+    keeps its last sighting, so the sink's deltas still add up to the report.
+    """
+    present = {program.identity for program in newer.programs}
+    vanished = tuple(program for program in older.programs if program.identity not in present)
+    if not vanished:
+        return newer
+    return evolve(newer, programs=newer.programs + vanished)

@@ -8,8 +8,9 @@ Formulas (also in the README):
     estimated_cpu_percent   = runtime_ns / elapsed_ns * 100          (share of one CPU)
     estimated_cpu_percent_of_all_cpus = estimated_cpu_percent / online_cpus
 where elapsed is measured on the monotonic clock between the first and last snapshot, and the
-baseline is the program's first sighting, or zero when the kernel says it was loaded after the
-window began (every one of its runs then happened inside the window).
+baseline is the program's reading in the first snapshot; a program first seen later that the
+kernel says was loaded after the window began has a baseline of zero (every one of its runs
+happened inside the window).
 """
 
 from __future__ import annotations
@@ -31,22 +32,30 @@ class ProgramSighting:
 
     first: ProgramStats
     last: ProgramStats
-    # Loaded after the window's first snapshot: its counters started inside the window.
+    # Loaded after the window's first pass began: its counters started inside the window.
     loaded_during_window: bool
+    # Read by the window's first pass: that reading is its baseline, whatever its load time,
+    # so that consecutive windows (NDJSON intervals) never count the same runs twice.
+    in_first_snapshot: bool
     # Missing from the window's last snapshot: reported up to its last sighting.
     unloaded_during_window: bool
 
     @property
+    def counted_from_zero(self) -> bool:
+        """First seen after the first snapshot, but loaded inside the window: every run counts."""
+        return self.loaded_during_window and not self.in_first_snapshot
+
+    @property
     def baseline_run_time_ns(self) -> int:
-        return 0 if self.loaded_during_window else self.first.run_time_ns
+        return 0 if self.counted_from_zero else self.first.run_time_ns
 
     @property
     def baseline_run_count(self) -> int:
-        return 0 if self.loaded_during_window else self.first.run_count
+        return 0 if self.counted_from_zero else self.first.run_count
 
     @property
     def baseline_recursion_misses(self) -> int:
-        return 0 if self.loaded_during_window else self.first.recursion_misses
+        return 0 if self.counted_from_zero else self.first.recursion_misses
 
 
 @frozen
@@ -79,6 +88,8 @@ class ProgramReport:
     estimated_cpu_percent: float
     recursion_misses: int
     tag: str
+    # Nanoseconds since boot (CLOCK_BOOTTIME): with id and tag, what identifies the program.
+    load_time_ns: int
     estimated_cpu_percent_of_all_cpus: float
     loaded_during_window: bool
     unloaded_during_window: bool
@@ -171,6 +182,7 @@ def program_report(sighting: ProgramSighting, elapsed_ns: int, online_cpus: int)
         estimated_cpu_percent=cpu,
         recursion_misses=last.recursion_misses - sighting.baseline_recursion_misses,
         tag=last.tag,
+        load_time_ns=last.load_time_ns,
         estimated_cpu_percent_of_all_cpus=cpu / online_cpus,
         loaded_during_window=sighting.loaded_during_window,
         unloaded_during_window=sighting.unloaded_during_window,

@@ -39,14 +39,13 @@ class SnapshotTaker:
         wall_before = time.time_ns()
         programs = self._reader.read_all()
         monotonic_after = time.monotonic_ns()
-        boottime_after = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
         wall_after = time.time_ns()
         sequence = self._next_sequence
         self._next_sequence += 1
         return Snapshot(
             sequence=sequence,
             monotonic_ns=_midpoint(monotonic_before, monotonic_after),
-            boottime_ns=_midpoint(boottime_before, boottime_after),
+            boottime_at_start_ns=boottime_before,
             wall_time_ns=_midpoint(wall_before, wall_after),
             pass_duration_ns=monotonic_after - monotonic_before,
             programs=tuple(programs),

@@ -3,6 +3,9 @@
 Fan-out policy (why a slow sink cannot hurt the measurement):
 - every sink has its own bounded channel; during the window the sampler only ever offers a
   snapshot (`send_nowait`) and counts it as skipped for a sink whose channel is full;
+- a skipped snapshot is not simply lost: the next one offered carries forward the last reading
+  of every program that vanished since (`carry_forward`), so a lagging sink's deltas still add
+  up to the report;
 - the first snapshot always fits (the channel is empty then) and the last one is sent with a
   waiting `send` after the stats are off again, so every sink sees both ends of the window;
 - the summary is not a channel sink: it sees every snapshot, so the report never misses one;
@@ -13,7 +16,6 @@ Fan-out policy (why a slow sink cannot hurt the measurement):
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Callable, Sequence
 
 import structlog
@@ -21,8 +23,9 @@ import trio
 from attrs import define, field, frozen
 
 from kstat.durations import format_duration_ns
-from kstat.errors import KstatError, sole_exception
-from kstat.model import Snapshot
+from kstat.errors import KstatError, OutputClosed, sole_exception
+from kstat.host import kernel_release, online_cpu_count
+from kstat.model import Snapshot, carry_forward
 from kstat.report import Report
 from kstat.runtime_stats import runtime_stats_enabled
 from kstat.sampler import SnapshotTaker, sample_window
@@ -79,41 +82,58 @@ class _SinkLane:
     send_channel: trio.MemorySendChannel[Snapshot]
     receive_channel: trio.MemoryReceiveChannel[Snapshot]
     skipped: int = 0
+    # The skipped snapshots' content still owed to the sink, merged into one.
+    pending: Snapshot | None = None
     failure: SinkFailure | None = None
+    closed: bool = False
 
     @property
     def name(self) -> str:
         return repr(self.sink)
 
     def offer(self, snapshot: Snapshot) -> None:
-        if self.failure is not None:
+        if self.failure is not None or self.closed:
             return
+        candidate = self._with_pending(snapshot)
         try:
-            self.send_channel.send_nowait(snapshot)
+            self.send_channel.send_nowait(candidate)
+            self.pending = None
         except trio.WouldBlock:
+            self.pending = candidate
             self.skipped += 1
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the sink stopped reading; nothing more to give it
 
     async def send_last(self, snapshot: Snapshot) -> None:
         async with self.send_channel:
-            if self.failure is None:
+            if self.failure is None and not self.closed:
                 # A sink that stopped reading early simply gets nothing more.
                 with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                    await self.send_channel.send(snapshot)
+                    await self.send_channel.send(self._with_pending(snapshot))
 
-    async def consume(self) -> None:
+    def _with_pending(self, snapshot: Snapshot) -> Snapshot:
+        return snapshot if self.pending is None else carry_forward(self.pending, snapshot)
+
+    async def consume(self, stop: StopRequest) -> None:
         async with self.receive_channel:
             try:
                 await self.sink.consume(self.receive_channel)
+            except OutputClosed:
+                # `kstat --sink ndjson:- | head -n 3`: the reader has seen enough; the window
+                # ends as if by Ctrl-C, and the other sinks still get the whole report.
+                self.closed = True
+                log.info("output closed by its reader; ending the window", sink=self.name)
+                stop.request(f"{self.name} closed")
             except Exception as error:  # noqa: BLE001 - isolate any sink's failure, and say so
                 self._fail("consume", error)
 
     async def finish(self, report: Report) -> None:
-        if self.failure is not None:
+        if self.failure is not None or self.closed:
             return
         try:
             await self.sink.finish(report)
+        except OutputClosed:
+            log.info("output closed by its reader before the report", sink=self.name)
         except Exception as error:  # noqa: BLE001 - isolate any sink's failure, and say so
             self._fail("finish", error)
 
@@ -121,10 +141,6 @@ class _SinkLane:
         message = str(error) if isinstance(error, KstatError) else f"{type(error).__name__}: {error}"
         self.failure = SinkFailure(self.name, message)
         log.error("sink failed", sink=self.name, stage=stage, error=message)
-
-
-def online_cpu_count() -> int:
-    return max(1, os.sysconf("SC_NPROCESSORS_ONLN"))
 
 
 async def collect(
@@ -176,7 +192,7 @@ async def collect(
     try:
         async with trio.open_nursery() as nursery:
             for lane in lanes:
-                nursery.start_soon(lane.consume)
+                nursery.start_soon(lane.consume, stop)
             try:
                 with runtime_stats_enabled() as stats_method:
                     await sample_window(
@@ -205,7 +221,7 @@ async def collect(
         requested_duration_ns=settings.duration_ns,
         interval_ns=settings.interval_ns,
         online_cpus=online_cpu_count(),
-        kernel_release=os.uname().release,
+        kernel_release=kernel_release(),
         stats_enabled_by=stats_method.value,
         stopped_by=stop.reason,
     )

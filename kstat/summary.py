@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from attrs import define, field
 
+from kstat.host import online_cpu_count
 from kstat.model import ProgramIdentity, ProgramStats, Snapshot
 from kstat.report import ProgramSighting, Report, WindowFacts, build_report
 
@@ -16,6 +17,7 @@ from kstat.report import ProgramSighting, Report, WindowFacts, build_report
 class _Sighting:
     first: ProgramStats
     last: ProgramStats
+    first_sequence: int
     last_sequence: int
 
 
@@ -38,7 +40,7 @@ class Summary:
             identity = program.identity
             seen = sightings.get(identity)
             if seen is None:
-                sightings[identity] = _Sighting(program, program, snapshot.sequence)
+                sightings[identity] = _Sighting(program, program, snapshot.sequence, snapshot.sequence)
             else:
                 seen.last = program
                 seen.last_sequence = snapshot.sequence
@@ -52,7 +54,8 @@ class Summary:
                 first=seen.first,
                 last=seen.last,
                 # load_time is CLOCK_BOOTTIME, the clock the snapshot also records.
-                loaded_during_window=seen.first.load_time_ns > first.boottime_ns,
+                loaded_during_window=seen.first.load_time_ns > first.boottime_at_start_ns,
+                in_first_snapshot=seen.first_sequence == first.sequence,
                 unloaded_during_window=seen.last_sequence != last.sequence,
             )
             for seen in self._sightings.values()
@@ -84,3 +87,22 @@ class Summary:
             stopped_by=stopped_by,
         )
         return build_report(window, self.sightings())
+
+
+def interval_report(previous: Snapshot, current: Snapshot, online_cpus: int | None = None) -> Report:
+    """The delta report between two snapshots of a window: what one interval added.
+
+    The same rules as the window's report apply (a program loaded inside the interval counts
+    from zero), so for every program the intervals' deltas add up to the window's.
+    """
+    summary = Summary()
+    summary.observe(previous)
+    summary.observe(current)
+    return summary.report(
+        requested_duration_ns=None,
+        interval_ns=current.monotonic_ns - previous.monotonic_ns,
+        online_cpus=online_cpus if online_cpus is not None else online_cpu_count(),
+        kernel_release="",
+        stats_enabled_by="",
+        stopped_by=None,
+    )

@@ -9,6 +9,7 @@ import trio
 
 from kstat._atomic import check_writable, write_atomically
 from kstat._serialize import report_to_json
+from kstat.errors import UsageError
 from kstat.model import Snapshot
 from kstat.report import Report
 from kstat.sink import drain
@@ -32,3 +33,9 @@ class JsonFileSink:
         data = report_to_json(report).encode()
         await trio.to_thread.run_sync(write_atomically, self.path, data)
         log.info("report written", path=str(self.path), programs=report.num_programs)
+
+
+def from_spec(argument: str | None) -> JsonFileSink:
+    if not argument:
+        raise UsageError("json needs a path (json:PATH)")
+    return JsonFileSink(Path(argument))

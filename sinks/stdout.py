@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import trio
 
 from kstat._serialize import report_to_json
-from kstat.errors import OutputError
+from kstat.errors import OutputClosed, OutputError, UsageError
 from kstat.model import Snapshot
 from kstat.report import Report
 from kstat.sink import drain
@@ -22,12 +23,32 @@ class StdoutSink:
 
     async def finish(self, report: Report) -> None:
         data = report_to_json(report).encode()
-        try:
-            await trio.to_thread.run_sync(_write_stdout, data)
-        except BrokenPipeError:
-            raise OutputError("standard output was closed before the report was written") from None
+        await trio.to_thread.run_sync(_write_stdout, data)
 
 
 def _write_stdout(data: bytes) -> None:
-    sys.stdout.buffer.write(data)
-    sys.stdout.buffer.flush()
+    try:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    except BrokenPipeError:
+        silence_stdout()
+        raise OutputClosed("stdout: the reader closed the stream before the report") from None
+    except OSError as error:
+        raise OutputError(f"cannot write the report to standard output: {error.strerror}") from None
+
+
+def silence_stdout() -> None:
+    """Point fd 1 at /dev/null once its reader has gone.
+
+    Python flushes stdout again at exit; without this, that flush raises a second
+    BrokenPipeError after kstat has already ended cleanly.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def from_spec(argument: str | None) -> StdoutSink:
+    if argument:
+        raise UsageError("stdout takes no argument")
+    return StdoutSink()

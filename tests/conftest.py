@@ -8,6 +8,7 @@ from contextlib import ExitStack
 
 import pytest
 
+from kstat._logging import configure_logging
 from kstat.loader import LoopbackTarget, SocketFilter
 
 LoadFilter = Callable[..., LoopbackTarget]
@@ -32,3 +33,9 @@ def load_filter() -> Iterator[LoadFilter]:
             return stack.enter_context(LoopbackTarget(program))
 
         yield load
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _kstat_logs_to_stderr() -> None:
+    # In-process collections log like the CLI does: to stderr, info and up.
+    configure_logging(verbose=False)

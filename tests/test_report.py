@@ -63,7 +63,7 @@ def snapshot(sequence: int, at_s: float, *programs: ProgramStats) -> Snapshot:
     return Snapshot(
         sequence=sequence,
         monotonic_ns=5_000_000_000 + at_ns,
-        boottime_ns=10_000_000_000 + at_ns,
+        boottime_at_start_ns=10_000_000_000 + at_ns,
         wall_time_ns=1_700_000_000_000_000_000 + at_ns,
         pass_duration_ns=1_000,
         programs=programs,
@@ -237,3 +237,15 @@ def test_deltas_add_up_whatever_the_snapshots(
         assert line.avg_runtime_ns * runs <= runtime
     assert report.total_run_count == sum(runs for _, runs in totals)
     assert report.total_runtime_ns == sum(runtime for runtime, _ in totals)
+
+
+def test_a_program_loaded_as_the_first_pass_ran_keeps_that_reading_as_baseline() -> None:
+    # Loaded after the first pass began (boot time 10 s) but read by it: the reading is the
+    # baseline, so consecutive windows never count its early runs twice.
+    early = program(5, 100, 10, load_time_ns=10_000_000_001)
+    report = report_of(
+        snapshot(0, 0.0, early), snapshot(1, 1.0, program(5, 300, 30, load_time_ns=10_000_000_001))
+    )
+    line = report.program_stats["prog5"]
+    assert line.run_count == 20
+    assert line.loaded_during_window

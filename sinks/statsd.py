@@ -1,0 +1,262 @@
+"""`statsd://HOST:PORT?prefix=P&tags=dogstatsd&transport=tcp&mtu=N`: metrics per interval.
+
+Per program and interval: gauges `avg_runtime_ns`, `estimated_cpu_percent`, `events_per_sec`
+and counters `run_count`, `runtime_ns`, `recursion_misses`; the same under `total`. Without
+tags a metric is `PREFIX.PROGRAM.METRIC`, PROGRAM being the report key made safe for StatsD and
+Graphite; with `tags=dogstatsd` it is `PREFIX.program.METRIC|#program:NAME,id:ID,type:TYPE`.
+
+UDP (the default) batches lines into datagrams of at most `mtu` bytes (default 1432: an
+Ethernet frame less IP/UDP headers); TCP sends newline-terminated lines on one connection. A
+server that is down, refuses or cannot be resolved costs a warning at most every 30 s (with
+how many sends failed meanwhile) and never stops the collection.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import time
+from collections.abc import Iterator
+from typing import Final
+from urllib.parse import parse_qs, urlsplit
+
+import structlog
+import trio
+from attrs import define, frozen
+
+from kstat.errors import UsageError
+from kstat.host import online_cpu_count
+from kstat.model import Snapshot
+from kstat.report import Report
+from kstat.summary import interval_report
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_PORT: Final = 8125
+DEFAULT_PREFIX: Final = "kstat"
+DEFAULT_MTU: Final = 1432
+_MAX_UDP_PAYLOAD: Final = 65_507
+_WARNING_PERIOD_S: Final = 30.0
+_CONNECT_TIMEOUT_S: Final = 2.0
+_UNSAFE_IN_NAME: Final = re.compile(r"[^A-Za-z0-9_-]")
+_UNSAFE_IN_TAG: Final = re.compile(r"[^A-Za-z0-9_.:/-]")
+_PREFIX: Final = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
+_GAUGES: Final = ("avg_runtime_ns", "estimated_cpu_percent", "events_per_sec")
+_COUNTERS: Final = ("run_count", "runtime_ns", "recursion_misses")
+
+
+@frozen
+class StatsdSettings:
+    host: str
+    port: int = DEFAULT_PORT
+    prefix: str = DEFAULT_PREFIX
+    dogstatsd_tags: bool = False
+    transport: str = "udp"
+    mtu: int = DEFAULT_MTU
+
+
+def parse_statsd_url(url: str) -> StatsdSettings:
+    """Settings from `statsd://HOST[:PORT][?prefix=P&tags=dogstatsd&transport=udp|tcp&mtu=N]`."""
+    parts = urlsplit(url)
+    if parts.scheme != "statsd" or not parts.netloc:
+        raise UsageError("expected statsd://HOST:PORT[?prefix=P&tags=dogstatsd&transport=tcp&mtu=N]")
+    try:
+        port = parts.port or DEFAULT_PORT
+    except ValueError:
+        raise UsageError(f"bad port in {url!r}") from None
+    if not parts.hostname:
+        raise UsageError(f"no host in {url!r}")
+    if parts.path not in ("", "/"):
+        raise UsageError(f"unexpected path {parts.path!r} in {url!r}")
+    query = parse_qs(parts.query, keep_blank_values=True, strict_parsing=False)
+    unknown = set(query) - {"prefix", "tags", "transport", "mtu"}
+    if unknown:
+        raise UsageError(
+            f"unknown statsd option(s) {', '.join(sorted(unknown))}; known: prefix, tags, transport, mtu"
+        )
+
+    def single(name: str, default: str) -> str:
+        values = query.get(name, [default])
+        if len(values) != 1:
+            raise UsageError(f"statsd option {name!r} given more than once")
+        return values[0]
+
+    prefix = single("prefix", DEFAULT_PREFIX)
+    if not _PREFIX.fullmatch(prefix):
+        raise UsageError(f"statsd prefix {prefix!r} must be dot-separated words of letters, digits, _ and -")
+    tags = single("tags", "none")
+    if tags not in ("none", "dogstatsd"):
+        raise UsageError(f"statsd tags must be none or dogstatsd, not {tags!r}")
+    transport = single("transport", "udp")
+    if transport not in ("udp", "tcp"):
+        raise UsageError(f"statsd transport must be udp or tcp, not {transport!r}")
+    mtu_text = single("mtu", str(DEFAULT_MTU))
+    if not mtu_text.isdigit() or not 64 <= int(mtu_text) <= _MAX_UDP_PAYLOAD:
+        raise UsageError(f"statsd mtu must be a whole number from 64 to {_MAX_UDP_PAYLOAD}, not {mtu_text!r}")
+    return StatsdSettings(
+        host=parts.hostname,
+        port=port,
+        prefix=prefix,
+        dogstatsd_tags=tags == "dogstatsd",
+        transport=transport,
+        mtu=int(mtu_text),
+    )
+
+
+def _number(value: float) -> str:
+    # StatsD reads plain decimals; exponents ("1e-05") are not valid everywhere.
+    text = f"{value:.6f}".rstrip("0").rstrip(".")
+    return text if text not in ("", "-0") else "0"
+
+
+def metric_lines(report: Report, settings: StatsdSettings) -> list[str]:
+    """The StatsD lines for one interval's delta report."""
+    prefix = settings.prefix
+    lines: list[str] = []
+    for key, program in report.program_stats.items():
+        values = {
+            "avg_runtime_ns": float(program.avg_runtime_ns),
+            "estimated_cpu_percent": program.estimated_cpu_percent,
+            "events_per_sec": program.events_per_sec,
+            "run_count": program.run_count,
+            "runtime_ns": program.runtime_ns,
+            "recursion_misses": program.recursion_misses,
+        }
+        if settings.dogstatsd_tags:
+            stem = f"{prefix}.program"
+            name = _UNSAFE_IN_TAG.sub("_", program.name) or "unnamed"
+            suffix = f"|#program:{name},id:{program.id},type:{_UNSAFE_IN_TAG.sub('_', program.type)}"
+        else:
+            stem = f"{prefix}.{_UNSAFE_IN_NAME.sub('_', key) or 'unnamed'}"
+            suffix = ""
+        lines += [f"{stem}.{metric}:{_number(values[metric])}|g{suffix}" for metric in _GAUGES]
+        lines += [f"{stem}.{metric}:{int(values[metric])}|c{suffix}" for metric in _COUNTERS]
+    total_runs = report.total_run_count
+    totals = {
+        "avg_runtime_ns": float(report.total_runtime_ns // total_runs if total_runs else 0),
+        "estimated_cpu_percent": report.total_estimated_cpu_percent,
+        "events_per_sec": report.total_events_per_sec,
+        "run_count": total_runs,
+        "runtime_ns": report.total_runtime_ns,
+        "recursion_misses": report.total_recursion_misses,
+    }
+    lines += [f"{prefix}.total.{metric}:{_number(totals[metric])}|g" for metric in _GAUGES]
+    lines += [f"{prefix}.total.{metric}:{int(totals[metric])}|c" for metric in _COUNTERS]
+    return lines
+
+
+def batch_datagrams(lines: list[str], mtu: int) -> Iterator[bytes]:
+    """Newline-joined lines in datagrams of at most `mtu` bytes (a longer line goes alone)."""
+    batch: list[bytes] = []
+    size = 0
+    for line in lines:
+        encoded = line.encode()
+        added = len(encoded) + (1 if batch else 0)
+        if batch and size + added > mtu:
+            yield b"\n".join(batch)
+            batch, size, added = [], 0, len(encoded)
+        batch.append(encoded)
+        size += added
+    if batch:
+        yield b"\n".join(batch)
+
+
+@define
+class _RateLimitedWarning:
+    """A warning logged at most once a period, saying how often it happened meanwhile."""
+
+    event: str
+    period_s: float = _WARNING_PERIOD_S
+    _last_logged: float = float("-inf")
+    _suppressed: int = 0
+
+    def happened(self, **details: object) -> None:
+        now = time.monotonic()
+        if now - self._last_logged >= self.period_s:
+            log.warning(self.event, failures_since_last_warning=self._suppressed + 1, **details)
+            self._last_logged = now
+            self._suppressed = 0
+        else:
+            self._suppressed += 1
+
+
+class StatsdSink:
+    def __init__(self, settings: StatsdSettings) -> None:
+        self.settings = settings
+        self._online_cpus = online_cpu_count()
+        self._udp: trio.socket.SocketType | None = None
+        self._tcp: trio.SocketStream | None = None
+        self._failed = _RateLimitedWarning("statsd unreachable; metrics for this interval are lost")
+        self.sent_datagrams = 0
+        self.failed_sends = 0
+
+    def __repr__(self) -> str:
+        s = self.settings
+        return f"statsd://{s.host}:{s.port}?prefix={s.prefix}&transport={s.transport}"
+
+    async def consume(self, snapshots: trio.MemoryReceiveChannel[Snapshot]) -> None:
+        previous: Snapshot | None = None
+        try:
+            async for snapshot in snapshots:
+                if previous is not None:
+                    lines = await trio.to_thread.run_sync(self._lines_for, previous, snapshot)
+                    await self._send(lines)
+                previous = snapshot
+        finally:
+            await self._close()
+
+    async def finish(self, report: Report) -> None:
+        """Everything was sent per interval; the summary adds nothing a metrics stack needs."""
+
+    def _lines_for(self, previous: Snapshot, current: Snapshot) -> list[str]:
+        return metric_lines(interval_report(previous, current, self._online_cpus), self.settings)
+
+    async def _send(self, lines: list[str]) -> None:
+        settings = self.settings
+        try:
+            if settings.transport == "tcp":
+                stream = await self._tcp_stream()
+                await stream.send_all("".join(line + "\n" for line in lines).encode())
+                self.sent_datagrams += 1
+            else:
+                udp = await self._udp_socket()
+                for datagram in batch_datagrams(lines, settings.mtu):
+                    await udp.send(datagram)
+                    self.sent_datagrams += 1
+        except (OSError, trio.BrokenResourceError, trio.TooSlowError) as error:
+            self.failed_sends += 1
+            self._failed.happened(server=repr(self), error=str(error) or type(error).__name__)
+            # Start afresh next interval: a new lookup, a new socket or connection.
+            await self._close()
+
+    async def _udp_socket(self) -> trio.socket.SocketType:
+        if self._udp is None:
+            settings = self.settings
+            family, kind, protocol, _, address = (
+                await trio.socket.getaddrinfo(settings.host, settings.port, type=socket.SOCK_DGRAM)
+            )[0]
+            udp = trio.socket.socket(family, kind, protocol)
+            # Connected, so that a refusing port (ICMP unreachable) shows as ECONNREFUSED.
+            await udp.connect(address)
+            self._udp = udp
+        return self._udp
+
+    async def _tcp_stream(self) -> trio.SocketStream:
+        if self._tcp is None:
+            with trio.fail_after(_CONNECT_TIMEOUT_S):
+                self._tcp = await trio.open_tcp_stream(self.settings.host, self.settings.port)
+        return self._tcp
+
+    async def _close(self) -> None:
+        if self._udp is not None:
+            self._udp.close()
+            self._udp = None
+        if self._tcp is not None:
+            await self._tcp.aclose()
+            self._tcp = None
+
+
+def from_spec(argument: str | None) -> StatsdSink:
+    if argument is None:
+        raise UsageError("expected statsd://HOST:PORT")
+    return StatsdSink(parse_statsd_url("statsd:" + argument))

@@ -1,0 +1,247 @@
+"""The NDJSON stream: per-interval deltas that add up to the report, line by line, in pipes."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kstat._serialize import report_to_dict
+from kstat.loader import LoopbackTarget, SocketFilter
+from kstat.model import ProgramStats, Snapshot, carry_forward
+from kstat.session import CollectionSettings, StopRequest, collect
+from kstat.summary import Summary
+from sinks.ndjson import NdjsonSink, interval_line
+from tests.conftest import LoadFilter
+from tests.kstat_process import KstatProcess
+from tests.statsd_daemon import running_statsd
+from tests.test_report import program, report_of, snapshot
+
+KSTAT = f"{sys.executable} -m kstat"
+
+
+def read_lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def interval_sums(lines: list[dict[str, Any]]) -> dict[tuple[int, int], int]:
+    """run_count summed over interval lines, per program identity (id, load time)."""
+    sums: dict[tuple[int, int], int] = {}
+    for line in lines:
+        if line["kind"] != "interval":
+            continue
+        for stats in line["program_stats"].values():
+            identity = (stats["id"], stats["load_time_ns"])
+            sums[identity] = sums.get(identity, 0) + stats["run_count"]
+    return sums
+
+
+def report_counts(report: dict[str, Any]) -> dict[tuple[int, int], int]:
+    return {
+        (stats["id"], stats["load_time_ns"]): stats["run_count"] for stats in report["program_stats"].values()
+    }
+
+
+# A program's life in a synthetic window: when it appears, when it goes, runs per snapshot.
+lives = st.lists(
+    st.tuples(
+        st.integers(min_value=0, max_value=6),
+        st.integers(min_value=0, max_value=6),
+        st.lists(st.integers(min_value=0, max_value=1_000), min_size=8, max_size=8),
+        st.booleans(),
+    ),
+    min_size=1,
+    max_size=6,
+)
+
+
+@given(lives=lives, skip=st.sets(st.integers(min_value=1, max_value=6)))
+def test_interval_deltas_add_up_to_the_report_whatever_comes_and_goes(
+    lives: list[tuple[int, int, list[int], bool]], skip: set[int]
+) -> None:
+    """Programs load and unload at any snapshot, a lagging sink skips some: sums still match."""
+    snapshots: list[Snapshot] = []
+    for sequence in range(8):
+        present: list[ProgramStats] = []
+        for index, (appear, span, runs, loaded_before_window) in enumerate(lives):
+            if appear <= sequence <= appear + span:
+                # Loaded before the window only if the first pass saw it; otherwise loaded just
+                # before the pass that first saw it.
+                before = loaded_before_window and appear == 0
+                load_time_ns = 1_000 if before else 10_000_000_000 + appear * 10**9 - 1
+                total = sum(runs[: sequence + 1])
+                present.append(program(index + 1, total * 10, total, load_time_ns=load_time_ns))
+        snapshots.append(snapshot(sequence, float(sequence), *present))
+    # What a lagging sink gets: skipped snapshots carried forward into the next one it takes.
+    seen: list[Snapshot] = []
+    pending: Snapshot | None = None
+    for each in snapshots:
+        candidate = each if pending is None else carry_forward(pending, each)
+        if each.sequence in skip and each.sequence != snapshots[-1].sequence:
+            pending = candidate
+        else:
+            seen.append(candidate)
+            pending = None
+    lines = [interval_line(previous, current, 0, 2) for previous, current in itertools.pairwise(seen)]
+    report = report_to_dict(report_of(*snapshots))
+    sums = interval_sums(lines)
+    for identity, count in report_counts(report).items():
+        assert sums.get(identity, 0) == count, (identity, sums, report_counts(report))
+
+
+def test_an_interval_line_has_deltas_and_absolute_counters() -> None:
+    first = snapshot(0, 0.0, program(1, 500, 5, name="flow"))
+    second = snapshot(1, 0.5, program(1, 2_500, 25, name="flow"))
+    line = interval_line(first, second, 0, 2)
+    stats = line["program_stats"]["flow"]
+    assert (stats["run_count"], stats["runtime_ns"], stats["avg_runtime_ns"]) == (20, 2_000, 100)
+    assert stats["events_per_sec"] == pytest.approx(40.0)
+    assert stats["counters"] == {"run_time_ns": 2_500, "run_cnt": 25, "recursion_misses": 0}
+    assert (line["kind"], line["sequence"], line["elapsed_ns"]) == ("interval", 1, 500_000_000)
+    assert line["total_run_count"] == 20
+
+
+@pytest.mark.kernel
+async def test_each_line_is_in_the_file_as_its_interval_ends(load_filter: LoadFilter, tmp_path: Path) -> None:
+    target = load_filter("kstat_t_nd")
+    stream = tmp_path / "s.ndjson"
+    stop = StopRequest()
+    lines_when_seen: list[int] = []
+    window_started = trio.Event()
+
+    def check_file(snapshot: Snapshot, summary: Summary) -> None:
+        lines_when_seen.append(len(stream.read_text().splitlines()))
+        window_started.set()
+
+    async def traffic() -> None:
+        await window_started.wait()
+        for _ in range(4):
+            await trio.to_thread.run_sync(target.send, 250)
+            await trio.sleep(0.15)
+        stop.request("test done")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(traffic)
+        result = await collect(
+            CollectionSettings(duration_ns=None, interval_ns=100_000_000),
+            [NdjsonSink(stream)],
+            stop=stop,
+            on_snapshot=check_file,
+        )
+    lines = read_lines(stream)
+    assert [line["kind"] for line in lines] == ["interval"] * (result.report.snapshots - 1) + ["summary"]
+    # When snapshot k is taken, the lines of the intervals before it are already on disk.
+    assert all(count >= sequence - 2 for sequence, count in enumerate(lines_when_seen))
+    assert interval_sums(lines)[(target.program.id, target.program.stats().load_time_ns)] == 1_000
+    assert lines[-1]["program_stats"]["kstat_t_nd"]["run_count"] == 1_000
+    assert lines[-1]["total_run_count"] == result.report.total_run_count
+
+
+@pytest.mark.kernel
+@settings(max_examples=4, deadline=None)
+@given(bursts=st.lists(st.integers(min_value=0, max_value=400), min_size=1, max_size=5))
+def test_real_traffic_sums_match_the_report(
+    bursts: list[int], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """With the kernel as oracle: any schedule of bursts, the intervals add up to the report."""
+    stream = tmp_path_factory.mktemp("nd") / "s.ndjson"
+    with SocketFilter("kstat_t_prop") as loaded, LoopbackTarget(loaded) as target:
+
+        async def main() -> int:
+            stop = StopRequest()
+            window_started = trio.Event()
+
+            async def traffic() -> None:
+                await window_started.wait()
+                for burst in bursts:
+                    await trio.to_thread.run_sync(target.send, burst)
+                    await trio.sleep(0.06)
+                stop.request("done")
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(traffic)
+                result = await collect(
+                    CollectionSettings(duration_ns=None, interval_ns=25_000_000),
+                    [NdjsonSink(stream)],
+                    stop=stop,
+                    on_snapshot=lambda snapshot, summary: window_started.set(),
+                )
+            return result.report.program(loaded.id).run_count
+
+        reported = trio.run(main)
+        lines = read_lines(stream)
+        summed = interval_sums(lines)[(loaded.id, loaded.stats().load_time_ns)]
+    assert reported == summed == sum(bursts)
+
+
+@pytest.mark.kernel
+def test_ndjson_through_jq(load_filter: LoadFilter) -> None:
+    load_filter("kstat_t_jq")
+    shown = subprocess.run(
+        f"{KSTAT} -duration 1s --interval 250ms --sink ndjson:- | jq -c '[.kind, .num_programs]'",
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    kinds = [json.loads(line)[0] for line in shown.stdout.splitlines()]
+    assert kinds == ["interval"] * 4 + ["summary"]
+
+
+@pytest.mark.kernel
+def test_a_closed_pipe_ends_kstat_cleanly() -> None:
+    shown = subprocess.run(
+        f"{KSTAT} -duration 10m --interval 100ms --sink ndjson:- | head -n 3; "
+        'echo "status ${PIPESTATUS[0]}"',
+        shell=True,
+        executable="/bin/bash",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    lines = shown.stdout.splitlines()
+    assert len(lines) == 4
+    assert lines[-1] == "status 0"
+    assert "Traceback" not in shown.stderr
+    assert "BrokenPipe" not in shown.stderr
+
+
+@pytest.mark.kernel
+def test_ndjson_statsd_and_report_agree(load_filter: LoadFilter, tmp_path: Path) -> None:
+    """The issue's acceptance run: three outputs of one window, all consistent."""
+    target = load_filter("kstat_t_all")
+    with running_statsd(tmp_path) as statsd:
+        stream, output = tmp_path / "s.ndjson", tmp_path / "r.json"
+        kstat = KstatProcess(
+            [
+                "-duration", "5s", "--interval", "1s",
+                "--sink", f"ndjson:{stream}",
+                "--sink", f"statsd://127.0.0.1:{statsd.udp_port}",
+                "-output", str(output),
+            ]
+        )  # fmt: skip
+        kstat.wait_for_window()
+        target.send(1_500)
+        trio.run(trio.sleep, 1.2)
+        target.send(500)
+        returncode, _ = kstat.finish()
+        assert returncode == 0, kstat.stderr_lines
+        report = json.loads(output.read_text())
+        lines = read_lines(stream)
+        identity = (target.program.id, target.program.stats().load_time_ns)
+        assert report["program_stats"]["kstat_t_all"]["run_count"] == 2_000
+        assert interval_sums(lines)[identity] == 2_000
+        assert lines[-1]["kind"] == "summary"
+        assert lines[-1]["program_stats"] == report["program_stats"]
+        assert statsd.counters()["kstat.kstat_t_all.run_count"] == 2_000
+        assert statsd.counters()["kstat.total.run_count"] == report["total_run_count"]

@@ -1,0 +1,159 @@
+"""The StatsD sink against the reference StatsD daemon, and its line format in isolation."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kstat.errors import UsageError
+from sinks.statsd import StatsdSettings, batch_datagrams, metric_lines, parse_statsd_url
+from tests.conftest import LoadFilter
+from tests.kstat_process import KstatProcess
+from tests.statsd_daemon import StatsdDaemon, free_port, running_statsd
+from tests.test_report import program, report_of, snapshot
+
+
+@pytest.fixture
+def statsd(tmp_path: Path) -> Iterator[StatsdDaemon]:
+    with running_statsd(tmp_path) as daemon:
+        yield daemon
+
+
+def test_url_options() -> None:
+    assert parse_statsd_url("statsd://127.0.0.1") == StatsdSettings(host="127.0.0.1")
+    assert parse_statsd_url(
+        "statsd://metrics.local:9125?prefix=team.ebpf&tags=dogstatsd&transport=tcp&mtu=512"
+    ) == (StatsdSettings("metrics.local", 9125, "team.ebpf", dogstatsd_tags=True, transport="tcp", mtu=512))
+
+
+@pytest.mark.parametrize(
+    ("url", "complaint"),
+    [
+        ("statsd://", "expected statsd://"),
+        ("statsd://host:99999", "bad port"),
+        ("statsd://host:8125/path", "unexpected path"),
+        ("statsd://host?prefix=a..b", "prefix"),
+        ("statsd://host?prefix=a%20b", "prefix"),
+        ("statsd://host?tags=influx", "tags"),
+        ("statsd://host?transport=quic", "transport"),
+        ("statsd://host?mtu=10", "mtu"),
+        ("statsd://host?colour=blue", "unknown statsd option"),
+        ("statsd://host?prefix=a&prefix=b", "more than once"),
+    ],
+)
+def test_malformed_urls_are_usage_errors(url: str, complaint: str) -> None:
+    with pytest.raises(UsageError, match=complaint):
+        parse_statsd_url(url)
+
+
+def test_metric_lines_are_safe_names_with_plain_numbers() -> None:
+    report = report_of(
+        snapshot(0, 0.0, program(4, 0, 0, name="tc/ingress"), program(9, 0, 0, name="tc/ingress")),
+        snapshot(1, 2.0, program(4, 1_000, 3, name="tc/ingress"), program(9, 0, 0, name="tc/ingress")),
+    )
+    lines = metric_lines(report, StatsdSettings("h", prefix="kt"))
+    assert "kt.tc_ingress_4.run_count:3|c" in lines
+    assert "kt.tc_ingress_4.runtime_ns:1000|c" in lines
+    assert "kt.tc_ingress_4.avg_runtime_ns:333|g" in lines
+    assert "kt.tc_ingress_4.events_per_sec:1.5|g" in lines
+    assert "kt.tc_ingress_4.estimated_cpu_percent:0.00005|g" in lines
+    assert "kt.tc_ingress_9.run_count:0|c" in lines
+    assert "kt.total.run_count:3|c" in lines
+    assert len(lines) == 3 * 6
+    tagged = metric_lines(report, StatsdSettings("h", prefix="kt", dogstatsd_tags=True))
+    assert "kt.program.run_count:3|c|#program:tc/ingress,id:4,type:SocketFilter" in tagged
+
+
+def test_datagrams_stay_under_the_mtu_and_keep_every_line() -> None:
+    lines = [f"kstat.prog{index}.run_count:{index}|c" for index in range(500)]
+    datagrams = list(batch_datagrams(lines, 200))
+    assert all(len(datagram) <= 200 for datagram in datagrams)
+    assert b"\n".join(datagrams).decode().split("\n") == lines
+    assert len(datagrams) > 1
+    assert list(batch_datagrams(["x" * 300], 200)) == [b"x" * 300]
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_the_daemon_aggregates_exact_run_counts(
+    load_filter: LoadFilter, statsd: StatsdDaemon, transport: str
+) -> None:
+    target = load_filter("kstat_t_sd")
+    port = statsd.udp_port if transport == "udp" else statsd.tcp_port
+    kstat = KstatProcess(
+        [
+            "-duration",
+            "2s",
+            "--interval",
+            "500ms",
+            "--sink",
+            f"statsd://127.0.0.1:{port}?prefix=kt&transport={transport}",
+        ]
+    )
+    kstat.wait_for_window()
+    target.send(700)
+    returncode, stdout = kstat.finish()
+    assert returncode == 0, kstat.stderr_lines
+    assert stdout == ""
+    counters = statsd.counters()
+    assert counters["kt.kstat_t_sd.run_count"] == 700
+    assert counters["kt.kstat_t_sd.runtime_ns"] > 0
+    assert counters["kt.total.run_count"] >= 700
+    assert counters["statsd.bad_lines_seen"] == 0
+    gauges = statsd.gauges()
+    assert "kt.kstat_t_sd.avg_runtime_ns" in gauges
+    assert "kt.kstat_t_sd.estimated_cpu_percent" in gauges
+
+
+@pytest.mark.kernel
+def test_dogstatsd_tags_reach_the_daemon(load_filter: LoadFilter, statsd: StatsdDaemon) -> None:
+    target = load_filter("kstat_t_tags")
+    kstat = KstatProcess(
+        ["-duration", "1s", "--sink", f"statsd://127.0.0.1:{statsd.udp_port}?prefix=kt&tags=dogstatsd"]
+    )
+    kstat.wait_for_window()
+    target.send(55)
+    assert kstat.finish()[0] == 0
+    key = f"kt.program.run_count;program=kstat_t_tags;id={target.program.id};type=SocketFilter"
+    assert statsd.counters()[key] == 55
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize(
+    "url",
+    [
+        "statsd://127.0.0.1:{closed_port}",
+        "statsd://127.0.0.1:{closed_port}?transport=tcp",
+        "statsd://no-such-host.invalid:8125",
+    ],
+)
+def test_an_unreachable_server_costs_a_warning_not_the_report(
+    load_filter: LoadFilter, tmp_path: Path, url: str
+) -> None:
+    target = load_filter("kstat_t_down")
+    closed_port = free_port(socket.SOCK_DGRAM if "tcp" not in url else socket.SOCK_STREAM)
+    output = tmp_path / "r.json"
+    kstat = KstatProcess(
+        [
+            "-duration",
+            "1500ms",
+            "--interval",
+            "250ms",
+            "-output",
+            str(output),
+            "--sink",
+            url.format(closed_port=closed_port),
+        ]
+    )
+    kstat.wait_for_window()
+    target.send(40)
+    returncode, _ = kstat.finish()
+    assert returncode == 0, kstat.stderr_lines
+    assert json.loads(output.read_text())["program_stats"]["kstat_t_down"]["run_count"] == 40
+    warnings = [entry for entry in kstat.log if entry["level"] == "warning" and "statsd" in entry["event"]]
+    # Rate-limited: one warning, however many intervals failed.
+    assert len(warnings) == 1, kstat.log
