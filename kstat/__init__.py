@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
+from kstat.api import (
+    Session,
+    SyncSession,
+    collect,
+    collect_sync,
+    load_report,
+    read_programs,
+    save_report,
+)
+from kstat.budget import BudgetExceeded, ProgramBudget, expect_program
 from kstat.errors import (
     BpfError,
     KstatError,
@@ -21,18 +31,28 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BpfError",
+    "BudgetExceeded",
     "KstatError",
     "OutputClosed",
     "OutputError",
     "PermissionDenied",
+    "ProgramBudget",
     "ProgramReport",
     "ProgramStats",
     "Report",
+    "Session",
     "Sink",
     "SinkError",
     "Snapshot",
+    "SyncSession",
     "UnsupportedKernel",
     "UsageError",
     "__version__",
+    "collect",
+    "collect_sync",
+    "expect_program",
     "interval_report",
+    "load_report",
+    "read_programs",
+    "save_report",
 ]

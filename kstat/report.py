@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from attrs import frozen
 
@@ -118,6 +119,25 @@ class Report:
     kernel_release: str
     stats_enabled_by: str
     stopped_by: str | None
+
+    @property
+    def programs(self) -> tuple[ProgramReport, ...]:
+        """Every program's line, in key order."""
+        return tuple(self.program_stats.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as the seed's JSON shape (plus kstat's fields), ready for json.dumps."""
+        # Imported here: the converter module needs this one's classes first.
+        from kstat._serialize import report_to_dict  # noqa: PLC0415 - a cycle otherwise
+
+        return report_to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Report:
+        """A report back from `to_dict()` output or a saved JSON file's content."""
+        from kstat._serialize import report_from_dict  # noqa: PLC0415 - a cycle otherwise
+
+        return report_from_dict(data)
 
     def program(self, name_or_id: str | int) -> ProgramReport:
         """The line for a report key, a program name (when unique) or a program id."""

@@ -27,7 +27,7 @@ from kstat.errors import KstatError, OutputClosed, sole_exception
 from kstat.host import kernel_release, online_cpu_count
 from kstat.model import Snapshot, carry_forward
 from kstat.report import Report
-from kstat.runtime_stats import runtime_stats_enabled
+from kstat.runtime_stats import StatsMethod, runtime_stats_enabled
 from kstat.sampler import SnapshotTaker, sample_window
 from kstat.sink import Sink
 from kstat.summary import Summary
@@ -143,6 +143,133 @@ class _SinkLane:
         log.error("sink failed", sink=self.name, stage=stage, error=message)
 
 
+@define
+class Collection:
+    """One window: stats on, snapshots fanned out to sinks, stats off, the report delivered.
+
+    `run()` does the whole window; while it runs, `report_so_far()` gives the delta from the
+    first snapshot to a fresh one, for callers that check while traffic flows.
+    """
+
+    settings: CollectionSettings
+    sinks: Sequence[Sink] = ()
+    stop: StopRequest = field(factory=StopRequest)
+    on_snapshot: Callable[[Snapshot, Summary], None] | None = None
+    window_started: trio.Event = field(factory=trio.Event)
+    summary: Summary = field(factory=Summary)
+    _stats_method: StatsMethod | None = None
+
+    async def run(self) -> CollectionResult:
+        """Collect the window and deliver it; returns the report and any sink failures.
+
+        Raises PermissionDenied or UnsupportedKernel before the window starts when the kernel
+        will not cooperate. The stats are on only while snapshots are being taken.
+        """
+        settings = self.settings
+        lanes = []
+        for sink in self.sinks:
+            send_channel, receive_channel = trio.open_memory_channel[Snapshot](SINK_CHANNEL_CAPACITY)
+            lanes.append(_SinkLane(sink, send_channel, receive_channel))
+
+        async def observe(snapshot: Snapshot, final: bool) -> None:
+            self.summary.observe(snapshot)
+            log.debug(
+                "snapshot",
+                sequence=snapshot.sequence,
+                programs=len(snapshot.programs),
+                pass_duration=format_duration_ns(snapshot.pass_duration_ns),
+            )
+            if snapshot.sequence == 0:
+                self._log_window_start(snapshot)
+                self.window_started.set()
+            if self.on_snapshot is not None:
+                self.on_snapshot(snapshot, self.summary)
+            if not final:
+                # The last one is held back: it is sent, waiting, once the stats are off.
+                for lane in lanes:
+                    lane.offer(snapshot)
+
+        try:
+            async with trio.open_nursery() as nursery:
+                for lane in lanes:
+                    nursery.start_soon(lane.consume, self.stop)
+                try:
+                    with runtime_stats_enabled() as self._stats_method:
+                        await sample_window(
+                            SnapshotTaker(),
+                            duration_ns=settings.duration_ns,
+                            interval_ns=settings.interval_ns,
+                            stop=self.stop.event,
+                            on_snapshot=observe,
+                        )
+                except BaseException:
+                    for lane in lanes:
+                        lane.send_channel.close()
+                    raise
+                last = self.summary.last_snapshot
+                assert last is not None  # sample_window always takes the first and last snapshot
+                for lane in lanes:
+                    await lane.send_last(last)
+        except BaseExceptionGroup as group:
+            # One typed error (PermissionDenied, ...) is what callers want, not a group of one.
+            sole = sole_exception(group)
+            if sole is None:
+                raise
+            raise sole from None
+
+        report = self._report(self.summary, stopped_by=self.stop.reason)
+        log.info(
+            "window ended",
+            elapsed=format_duration_ns(report.collection_duration_ns),
+            snapshots=report.snapshots,
+            programs=report.num_programs,
+            stopped_by=self.stop.reason,
+        )
+        for lane in lanes:
+            if lane.skipped:
+                log.warning("slow sink skipped snapshots", sink=lane.name, skipped=lane.skipped)
+            await lane.finish(report)
+        return CollectionResult(
+            report=report,
+            failed_sinks=tuple(lane.failure for lane in lanes if lane.failure is not None),
+            skipped_snapshots={lane.name: lane.skipped for lane in lanes},
+        )
+
+    async def report_so_far(self) -> Report:
+        """The report from the window's first snapshot to one taken now (the window goes on)."""
+        await self.window_started.wait()
+        last = self.summary.last_snapshot
+        assert last is not None
+        # A taker of its own (a reader is one thread's), numbered after what the window has
+        # seen; the window's own snapshots and sinks are untouched.
+        fresh = await SnapshotTaker(next_sequence=last.sequence + 1).take()
+        view = self.summary.copy()
+        view.observe(fresh)
+        return self._report(view, stopped_by=None)
+
+    def _report(self, summary: Summary, *, stopped_by: str | None) -> Report:
+        assert self._stats_method is not None
+        return summary.report(
+            requested_duration_ns=self.settings.duration_ns,
+            interval_ns=self.settings.interval_ns,
+            online_cpus=online_cpu_count(),
+            kernel_release=kernel_release(),
+            stats_enabled_by=self._stats_method.value,
+            stopped_by=stopped_by,
+        )
+
+    def _log_window_start(self, snapshot: Snapshot) -> None:
+        duration_ns = self.settings.duration_ns
+        log.info(
+            "window started",
+            programs=len(snapshot.programs),
+            duration=format_duration_ns(duration_ns) if duration_ns is not None else "until stopped",
+            interval=format_duration_ns(self.settings.interval_ns),
+        )
+        if not snapshot.programs:
+            log.warning("no eBPF programs are loaded; the report will have none unless some load")
+
+
 async def collect(
     settings: CollectionSettings,
     sinks: Sequence[Sink],
@@ -150,94 +277,6 @@ async def collect(
     stop: StopRequest | None = None,
     on_snapshot: Callable[[Snapshot, Summary], None] | None = None,
 ) -> CollectionResult:
-    """Collect one window and deliver it to `sinks`; returns the report and any sink failures.
-
-    Raises PermissionDenied or UnsupportedKernel before the window starts when the kernel will
-    not cooperate. The stats are on only while snapshots are being taken.
-    """
-    stop = stop if stop is not None else StopRequest()
-    summary = Summary()
-    taker = SnapshotTaker()
-    lanes = []
-    for sink in sinks:
-        send_channel, receive_channel = trio.open_memory_channel[Snapshot](SINK_CHANNEL_CAPACITY)
-        lanes.append(_SinkLane(sink, send_channel, receive_channel))
-
-    async def observe(snapshot: Snapshot, final: bool) -> None:
-        summary.observe(snapshot)
-        log.debug(
-            "snapshot",
-            sequence=snapshot.sequence,
-            programs=len(snapshot.programs),
-            pass_duration=format_duration_ns(snapshot.pass_duration_ns),
-        )
-        if snapshot.sequence == 0:
-            log.info(
-                "window started",
-                programs=len(snapshot.programs),
-                duration=format_duration_ns(settings.duration_ns)
-                if settings.duration_ns is not None
-                else "until stopped",
-                interval=format_duration_ns(settings.interval_ns),
-            )
-            if not snapshot.programs:
-                log.warning("no eBPF programs are loaded; the report will have none unless some load")
-        if on_snapshot is not None:
-            on_snapshot(snapshot, summary)
-        if not final:
-            # The last one is held back: it is sent, waiting, once the stats are off.
-            for lane in lanes:
-                lane.offer(snapshot)
-
-    try:
-        async with trio.open_nursery() as nursery:
-            for lane in lanes:
-                nursery.start_soon(lane.consume, stop)
-            try:
-                with runtime_stats_enabled() as stats_method:
-                    await sample_window(
-                        taker,
-                        duration_ns=settings.duration_ns,
-                        interval_ns=settings.interval_ns,
-                        stop=stop.event,
-                        on_snapshot=observe,
-                    )
-            except BaseException:
-                for lane in lanes:
-                    lane.send_channel.close()
-                raise
-            last = summary.last_snapshot
-            assert last is not None  # sample_window always takes the first and last snapshot
-            for lane in lanes:
-                await lane.send_last(last)
-    except BaseExceptionGroup as group:
-        # One typed error (PermissionDenied, ...) is what callers want, not a group of one.
-        sole = sole_exception(group)
-        if sole is None:
-            raise
-        raise sole from None
-
-    report = summary.report(
-        requested_duration_ns=settings.duration_ns,
-        interval_ns=settings.interval_ns,
-        online_cpus=online_cpu_count(),
-        kernel_release=kernel_release(),
-        stats_enabled_by=stats_method.value,
-        stopped_by=stop.reason,
-    )
-    log.info(
-        "window ended",
-        elapsed=format_duration_ns(report.collection_duration_ns),
-        snapshots=report.snapshots,
-        programs=report.num_programs,
-        stopped_by=stop.reason,
-    )
-    for lane in lanes:
-        if lane.skipped:
-            log.warning("slow sink skipped snapshots", sink=lane.name, skipped=lane.skipped)
-        await lane.finish(report)
-    return CollectionResult(
-        report=report,
-        failed_sinks=tuple(lane.failure for lane in lanes if lane.failure is not None),
-        skipped_snapshots={lane.name: lane.skipped for lane in lanes},
-    )
+    """Collect one window and deliver it to `sinks` (see `Collection.run`)."""
+    collection = Collection(settings, sinks, stop if stop is not None else StopRequest(), on_snapshot)
+    return await collection.run()

@@ -6,7 +6,7 @@ the first and last snapshots, and every program's first and last sighting, are a
 
 from __future__ import annotations
 
-from attrs import define, field
+from attrs import define, evolve, field
 
 from kstat.host import online_cpu_count
 from kstat.model import ProgramIdentity, ProgramStats, Snapshot
@@ -44,6 +44,15 @@ class Summary:
             else:
                 seen.last = program
                 seen.last_sequence = snapshot.sequence
+
+    def copy(self) -> Summary:
+        """An independent copy, to extend with a snapshot without touching this one."""
+        return Summary(
+            self.first_snapshot,
+            self.last_snapshot,
+            self.snapshot_count,
+            {identity: evolve(seen) for identity, seen in self._sightings.items()},
+        )
 
     def sightings(self) -> list[ProgramSighting]:
         first, last = self.first_snapshot, self.last_snapshot

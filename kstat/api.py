@@ -1,0 +1,226 @@
+"""The library API: collect around a block of code, from trio or from plain synchronous code.
+
+async with kstat.collect(interval="100ms") as session:
+    await drive_traffic()
+    so_far = await session.report_so_far()
+report = session.report
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+
+import trio
+from attrs import define
+
+from kstat._atomic import write_atomically
+from kstat._bpf import ProgramReader
+from kstat._serialize import report_from_dict, report_to_json
+from kstat.durations import parse_duration_ns
+from kstat.errors import KstatError, OutputError, UsageError, sole_exception
+from kstat.model import ProgramStats
+from kstat.report import Report
+from kstat.session import (
+    DEFAULT_INTERVAL_NS,
+    Collection,
+    CollectionResult,
+    CollectionSettings,
+    SinkFailure,
+)
+from kstat.sink import Sink
+
+Duration = str | float | int
+"""A duration: Go notation ("100ms", "1m30s") or seconds as a number."""
+
+
+def to_ns(duration: Duration) -> int:
+    """Nanoseconds from "100ms" or from seconds (0.1)."""
+    if isinstance(duration, str):
+        return parse_duration_ns(duration)
+    if isinstance(duration, bool) or duration < 0:
+        raise UsageError(f"duration {duration!r} must be a non-negative number of seconds")
+    return round(duration * 1_000_000_000)
+
+
+def _settings(interval: Duration | None, duration: Duration | None) -> CollectionSettings:
+    interval_ns = DEFAULT_INTERVAL_NS if interval is None else to_ns(interval)
+    if interval_ns <= 0:
+        raise UsageError("interval must be longer than zero")
+    duration_ns = None if duration is None else to_ns(duration)
+    return CollectionSettings(duration_ns=duration_ns, interval_ns=interval_ns)
+
+
+@define
+class Session:
+    """A collection window in progress; after the `with` block, `report` holds its result."""
+
+    _collection: Collection
+    _result: CollectionResult | None = None
+
+    @property
+    def report(self) -> Report:
+        """The window's report; available once the `with` block has ended."""
+        if self._result is None:
+            raise RuntimeError("the window is still open: use report_so_far() inside the block")
+        return self._result.report
+
+    @property
+    def failed_sinks(self) -> tuple[SinkFailure, ...]:
+        return () if self._result is None else self._result.failed_sinks
+
+    async def report_so_far(self) -> Report:
+        """The delta from the window's start to now, while the window goes on."""
+        return await self._collection.report_so_far()
+
+    def stop(self) -> None:
+        """End the window now instead of at the end of the block (or of `duration`)."""
+        self._collection.stop.request("stopped by caller")
+
+
+@asynccontextmanager
+async def collect(
+    *, interval: Duration | None = None, duration: Duration | None = None, sinks: Sequence[Sink] = ()
+) -> AsyncIterator[Session]:
+    """Collect kernel stats while the block runs (or for `duration`, if that ends first).
+
+    The window has started (stats on, first snapshot taken) when the block begins; it ends
+    when the block exits, and `session.report` then holds the delta report. Raises
+    PermissionDenied or UnsupportedKernel on entry when the kernel will not cooperate.
+    """
+    async with _collect(_settings(interval, duration), sinks) as session:
+        yield session
+
+
+@asynccontextmanager
+async def _collect(settings: CollectionSettings, sinks: Sequence[Sink]) -> AsyncIterator[Session]:
+    collection = Collection(settings, sinks)
+    session = Session(collection)
+
+    async def run_window() -> None:
+        session._result = await collection.run()
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run_window)
+            # If the window cannot start, run_window raises, this wait is cancelled, and the
+            # nursery re-raises the error below.
+            await collection.window_started.wait()
+            try:
+                yield session
+            finally:
+                collection.stop.request("block ended")
+    except BaseExceptionGroup as group:
+        # The caller's own exception, or kstat's typed error, rather than a group of one.
+        sole = sole_exception(group)
+        if sole is None:
+            raise
+        raise sole from None
+
+
+class SyncSession:
+    """A window collected by trio on a background thread, for synchronous callers."""
+
+    def __init__(self, settings: CollectionSettings, sinks: Sequence[Sink]) -> None:
+        self._settings = settings
+        self._sinks = sinks
+        self._session: Session | None = None
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._release: trio.Event | None = None
+        self._started = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._thread_main, name="kstat-collector", daemon=True)
+
+    @property
+    def report(self) -> Report:
+        """The window's report; available once the `with` block has ended."""
+        if self._session is None:
+            raise RuntimeError("the window never started")
+        return self._session.report
+
+    @property
+    def failed_sinks(self) -> tuple[SinkFailure, ...]:
+        return () if self._session is None else self._session.failed_sinks
+
+    def report_so_far(self) -> Report:
+        """The delta from the window's start to now (blocks for one snapshot pass)."""
+        if self._session is None or self._token is None:
+            raise RuntimeError("the window is not open")
+        return trio.from_thread.run(self._session.report_so_far, trio_token=self._token)
+
+    def open(self) -> None:
+        self._thread.start()
+        self._started.wait()
+        if self._error is not None:
+            raise self._error
+
+    def close(self) -> None:
+        if self._release is not None and self._token is not None:
+            with contextlib.suppress(trio.RunFinishedError):
+                trio.from_thread.run_sync(self._release.set, trio_token=self._token)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def _thread_main(self) -> None:
+        try:
+            trio.run(self._trio_main)
+        except BaseException as error:  # noqa: BLE001 - handed over to the caller's thread as it is
+            self._error = error
+        finally:
+            self._started.set()
+
+    async def _trio_main(self) -> None:
+        self._token = trio.lowlevel.current_trio_token()
+        self._release = trio.Event()
+        async with _collect(self._settings, self._sinks) as session:
+            self._session = session
+            self._started.set()
+            await self._release.wait()
+
+
+@contextmanager
+def collect_sync(
+    *, interval: Duration | None = None, duration: Duration | None = None, sinks: Sequence[Sink] = ()
+) -> Iterator[SyncSession]:
+    """`collect` for synchronous code: trio runs the window on a background thread.
+
+    For plain pytest tests and scripts. The block runs in the caller's thread; the window has
+    started when it begins and has ended, with `session.report` filled in, when it exits.
+    """
+    session = SyncSession(_settings(interval, duration), sinks)
+    session.open()
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+def read_programs() -> list[ProgramStats]:
+    """Every loaded program's cumulative counters, read once, synchronously.
+
+    The counters only move while some process holds the kernel's stats on (kstat does during
+    a window); outside one they stand still.
+    """
+    return ProgramReader().read_all()
+
+
+def load_report(path: str | Path) -> Report:
+    """A report saved by kstat (`-output`, `json:` sink or `save_report`), as a typed value."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as error:
+        raise OutputError(f"cannot read a report from {path}: {error}") from None
+    try:
+        return report_from_dict(data)
+    except Exception as error:  # noqa: BLE001 - cattrs raises several kinds; one clear message
+        raise KstatError(f"{path} is not a kstat report: {error}") from None
+
+
+def save_report(report: Report, path: str | Path) -> None:
+    """Write a report as JSON, atomically (temp file and rename)."""
+    write_atomically(Path(path), report_to_json(report).encode())

@@ -1,0 +1,134 @@
+"""The library API, used only through `import kstat`, as an embedding test harness would."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+
+import kstat
+from tests.conftest import LoadFilter
+
+pytestmark = pytest.mark.kernel
+
+
+async def test_collect_around_a_block(load_filter: LoadFilter) -> None:
+    target = load_filter("kstat_t_api")
+    async with kstat.collect(interval="50ms") as session:
+        await trio.to_thread.run_sync(target.send, 3_000)
+        so_far = await session.report_so_far()
+        assert so_far.program("kstat_t_api").run_count == 3_000
+        await trio.to_thread.run_sync(target.send, 1_000)
+    report = session.report
+    line = report.program("kstat_t_api")
+    assert line.run_count == 4_000
+    assert report.program(line.id) == line
+    assert line in report.programs
+    assert report.stopped_by == "block ended"
+    assert report.total_run_count >= 4_000
+
+
+async def test_report_is_not_there_before_the_block_ends() -> None:
+    async with kstat.collect(interval=0.05) as session:
+        with pytest.raises(RuntimeError, match="still open"):
+            _ = session.report
+
+
+async def test_duration_can_end_the_window_before_the_block(load_filter: LoadFilter) -> None:
+    load_filter("kstat_t_api_dur")
+    async with kstat.collect(interval="50ms", duration="200ms") as session:
+        await trio.sleep(0.6)
+    assert 200_000_000 <= session.report.collection_duration_ns < 500_000_000
+
+
+async def test_an_exception_in_the_block_is_the_callers_own() -> None:
+    with pytest.raises(ZeroDivisionError):
+        async with kstat.collect(interval="50ms"):
+            _ = 1 / 0
+
+
+def test_collect_sync_for_plain_code(load_filter: LoadFilter) -> None:
+    target = load_filter("kstat_t_sync")
+    with kstat.collect_sync(interval="50ms") as session:
+        target.send(250)
+        assert session.report_so_far().program("kstat_t_sync").run_count == 250
+        target.send(250)
+    assert session.report.program("kstat_t_sync").run_count == 500
+
+
+def test_read_programs_once(load_filter: LoadFilter) -> None:
+    target = load_filter("kstat_t_read")
+    by_id = {program.id: program for program in kstat.read_programs()}
+    assert by_id[target.program.id].name == "kstat_t_read"
+    assert by_id[target.program.id].type == "SocketFilter"
+
+
+def test_reports_round_trip_through_files(load_filter: LoadFilter, tmp_path: Path) -> None:
+    target = load_filter("kstat_t_save")
+    with kstat.collect_sync(interval="50ms") as session:
+        target.send(12)
+    path = tmp_path / "saved.json"
+    kstat.save_report(session.report, path)
+    loaded = kstat.load_report(path)
+    assert loaded == session.report
+    assert loaded.to_dict() == json.loads(path.read_text())
+    assert kstat.Report.from_dict(loaded.to_dict()) == loaded
+
+
+def test_loading_something_else_is_a_typed_error(tmp_path: Path) -> None:
+    path = tmp_path / "not-a-report.json"
+    path.write_text('{"hello": "world"}')
+    with pytest.raises(kstat.KstatError, match="not a kstat report"):
+        kstat.load_report(path)
+    with pytest.raises(kstat.OutputError, match="cannot read"):
+        kstat.load_report(tmp_path / "missing.json")
+
+
+def test_budgets_read_naturally_and_fail_with_numbers(load_filter: LoadFilter) -> None:
+    target = load_filter("kstat_t_budget", 256)
+    with kstat.collect_sync(interval="50ms") as session:
+        target.send(2_000)
+    report = session.report
+    average = report.program("kstat_t_budget").avg_runtime_ns
+    kstat.expect_program(report, "kstat_t_budget").ran_at_least(2_000).avg_runtime_ns_at_most(average)
+    with pytest.raises(kstat.BudgetExceeded) as caught:
+        kstat.expect_program(report, "kstat_t_budget").avg_runtime_ns_at_most(1)
+    message = str(caught.value)
+    assert f"avg_runtime_ns measured {average} > limit 1" in message
+    assert "'kstat_t_budget'" in message
+    assert "runs" in message
+    with pytest.raises(kstat.BudgetExceeded, match="run_count measured 2000 < expected at least 2001"):
+        kstat.expect_program(report, "kstat_t_budget").ran_at_least(2_001)
+    with pytest.raises(kstat.BudgetExceeded, match="no program 'nope'"):
+        kstat.expect_program(report, "nope")
+
+
+def test_a_program_that_never_ran_cannot_pass_an_average_budget(load_filter: LoadFilter) -> None:
+    load_filter("kstat_t_idle_b")
+    with kstat.collect_sync(interval="50ms") as session:
+        pass
+    with pytest.raises(kstat.BudgetExceeded, match="no runs in the window"):
+        kstat.expect_program(session.report, "kstat_t_idle_b").avg_runtime_ns_at_most(10**9)
+
+
+def test_without_privileges_the_error_is_typed() -> None:
+    script = (
+        "import kstat\n"
+        "try:\n"
+        "    with kstat.collect_sync(interval='50ms'):\n"
+        "        pass\n"
+        "except kstat.PermissionDenied as error:\n"
+        "    print('typed:', error)\n"
+    )
+    shown = subprocess.run(
+        ["setpriv", "--inh-caps=-all", "--bounding-set=-sys_admin", sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert shown.stdout.startswith("typed: permission denied"), shown.stderr
