@@ -12,11 +12,15 @@ import ctypes
 import errno
 import os
 import platform
+import struct
 from collections.abc import Iterator, Sequence
 from typing import Final
 
+from attrs import evolve, frozen
+
+from kstat._btf import BtfFormatError, single_function_btf, type_names
 from kstat.errors import BpfError, PermissionDenied, ProgramLoadError, UnsupportedKernel
-from kstat.model import ProgramStats
+from kstat.model import ProgramIdentity, ProgramStats
 
 # --- syscall plumbing -------------------------------------------------------------------------
 
@@ -45,6 +49,11 @@ BPF_PROG_LOAD: Final = 5
 BPF_PROG_GET_NEXT_ID: Final = 11
 BPF_PROG_GET_FD_BY_ID: Final = 13
 BPF_OBJ_GET_INFO_BY_FD: Final = 15
+BPF_BTF_LOAD: Final = 18
+BPF_BTF_GET_FD_BY_ID: Final = 19
+BPF_LINK_CREATE: Final = 28
+BPF_LINK_GET_FD_BY_ID: Final = 30
+BPF_LINK_GET_NEXT_ID: Final = 31
 BPF_ENABLE_STATS: Final = 32
 
 _COMMAND_NAMES: Final = {
@@ -52,6 +61,11 @@ _COMMAND_NAMES: Final = {
     BPF_PROG_GET_NEXT_ID: "BPF_PROG_GET_NEXT_ID",
     BPF_PROG_GET_FD_BY_ID: "BPF_PROG_GET_FD_BY_ID",
     BPF_OBJ_GET_INFO_BY_FD: "BPF_OBJ_GET_INFO_BY_FD",
+    BPF_BTF_LOAD: "BPF_BTF_LOAD",
+    BPF_BTF_GET_FD_BY_ID: "BPF_BTF_GET_FD_BY_ID",
+    BPF_LINK_CREATE: "BPF_LINK_CREATE",
+    BPF_LINK_GET_FD_BY_ID: "BPF_LINK_GET_FD_BY_ID",
+    BPF_LINK_GET_NEXT_ID: "BPF_LINK_GET_NEXT_ID",
     BPF_ENABLE_STATS: "BPF_ENABLE_STATS",
 }
 
@@ -103,6 +117,62 @@ _PROGRAM_TYPE_NAMES: Final = (
     "Netfilter",
 )
 BPF_PROG_TYPE_SOCKET_FILTER: Final = 1
+BPF_PROG_TYPE_XDP: Final = 6
+
+# enum bpf_attach_type, the few kstat names in attachments or uses in its tests.
+BPF_XDP: Final = 37
+_ATTACH_TYPE_NAMES: Final = {
+    0: "ingress",  # BPF_CGROUP_INET_INGRESS
+    1: "egress",  # BPF_CGROUP_INET_EGRESS
+    2: "sock_create",
+    3: "sock_ops",
+    6: "device",
+    8: "bind4",
+    9: "bind6",
+    10: "connect4",
+    11: "connect6",
+    18: "sysctl",
+    21: "getsockopt",
+    22: "setsockopt",
+    46: "ingress",  # BPF_TCX_INGRESS
+    47: "egress",  # BPF_TCX_EGRESS
+    48: "primary",  # BPF_NETKIT_PRIMARY
+    49: "peer",  # BPF_NETKIT_PEER
+}
+
+# enum bpf_link_type
+_LINK_TYPE_NAMES: Final = (
+    "unspec",
+    "raw_tracepoint",
+    "tracing",
+    "cgroup",
+    "iter",
+    "netns",
+    "xdp",
+    "perf_event",
+    "kprobe_multi",
+    "struct_ops",
+    "netfilter",
+    "tcx",
+    "uprobe_multi",
+    "netkit",
+    "sockmap",
+)
+
+
+def attach_type_name(attach_type: int) -> str:
+    return _ATTACH_TYPE_NAMES.get(attach_type, f"attach_type_{attach_type}")
+
+
+def link_type_name(link_type: int) -> str:
+    if 0 <= link_type < len(_LINK_TYPE_NAMES):
+        return _LINK_TYPE_NAMES[link_type]
+    return f"link_type_{link_type}"
+
+
+def program_type_names() -> tuple[str, ...]:
+    """Every program type kstat knows by name."""
+    return _PROGRAM_TYPE_NAMES
 
 
 def program_type_name(type_id: int) -> str:
@@ -188,6 +258,63 @@ class _ProgLoadAttr(ctypes.Structure):
         ("prog_name", ctypes.c_char * BPF_OBJ_NAME_LEN),
         ("prog_ifindex", ctypes.c_uint32),
         ("expected_attach_type", ctypes.c_uint32),
+        ("prog_btf_fd", ctypes.c_uint32),
+        ("func_info_rec_size", ctypes.c_uint32),
+        ("func_info", ctypes.c_uint64),
+        ("func_info_cnt", ctypes.c_uint32),
+    ]
+
+
+class _BtfLoadAttr(ctypes.Structure):
+    _fields_ = [
+        ("btf", ctypes.c_uint64),
+        ("btf_log_buf", ctypes.c_uint64),
+        ("btf_size", ctypes.c_uint32),
+        ("btf_log_size", ctypes.c_uint32),
+        ("btf_log_level", ctypes.c_uint32),
+    ]
+
+
+class _LinkCreateAttr(ctypes.Structure):
+    _fields_ = [
+        ("prog_fd", ctypes.c_uint32),
+        ("target_ifindex", ctypes.c_uint32),  # a union with target_fd
+        ("attach_type", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+    ]
+
+
+class _FuncInfo(ctypes.Structure):
+    """struct bpf_func_info: where a function starts and its BTF FUNC type."""
+
+    _fields_ = [("insn_off", ctypes.c_uint32), ("type_id", ctypes.c_uint32)]
+
+
+class _BtfInfo(ctypes.Structure):
+    """struct bpf_btf_info."""
+
+    _fields_ = [
+        ("btf", ctypes.c_uint64),
+        ("btf_size", ctypes.c_uint32),
+        ("id", ctypes.c_uint32),
+        ("name", ctypes.c_uint64),
+        ("name_len", ctypes.c_uint32),
+        ("kernel_btf", ctypes.c_uint32),
+    ]
+
+
+class _LinkInfo(ctypes.Structure):
+    """struct bpf_link_info: type, id and prog_id, then a per-type union read by offset.
+
+    The union keeps growing with new link types; 64 bytes hold every member kstat reads.
+    """
+
+    _fields_ = [
+        ("type", ctypes.c_uint32),
+        ("id", ctypes.c_uint32),
+        ("prog_id", ctypes.c_uint32),
+        ("_pad", ctypes.c_uint32),
+        ("union", ctypes.c_uint8 * 64),
     ]
 
 
@@ -266,28 +393,21 @@ def enable_run_time_stats() -> int:
 class ProgramReader:
     """Reads every loaded program's counters, reusing its buffers between passes.
 
-    Not thread-safe: one reader per thread. Every fd it opens is closed before it moves on.
+    Not thread-safe: one reader per thread. Every fd it opens is closed before it moves on. A
+    program's full name (from its BTF) is looked up once, when the reader first meets it.
     """
 
     def __init__(self) -> None:
         self._id_attr = _GetIdAttr()
         self._info = _ProgInfo()
         self._info_attr = _InfoByFdAttr(info_len=ctypes.sizeof(_ProgInfo), info=ctypes.addressof(self._info))
+        self._full_names: dict[ProgramIdentity, str] = {}
+        # Type names of the BTF objects met during one pass; programs of one object share it.
+        self._btf_type_names: dict[int, list[str] | None] = {}
 
     def program_ids(self) -> Iterator[int]:
         """Every loaded program id, ascending, as the kernel walks its idr."""
-        attr = self._id_attr
-        current_id = 0
-        while True:
-            attr.start_id = current_id
-            attr.next_id = 0
-            attr.open_flags = 0
-            try:
-                _bpf(BPF_PROG_GET_NEXT_ID, attr)
-            except _NoSuchObject:
-                return
-            current_id = attr.next_id
-            yield current_id
+        yield from _walk_ids(BPF_PROG_GET_NEXT_ID, self._id_attr)
 
     def read_all(self) -> list[ProgramStats]:
         """Every loaded program's stats; a program unloaded while being read is skipped."""
@@ -296,17 +416,15 @@ class ProgramReader:
             stats = self.read_one(program_id)
             if stats is not None:
                 programs.append(stats)
+        # Forget what is no longer loaded, so churn cannot grow the caches.
+        self._full_names = {program.identity: program.name for program in programs}
+        self._btf_type_names.clear()
         return programs
 
     def read_one(self, program_id: int) -> ProgramStats | None:
         """One program's stats, or None when that id no longer names a loaded program."""
-        attr = self._id_attr
-        attr.start_id = program_id
-        attr.next_id = 0
-        attr.open_flags = 0
-        try:
-            fd = _bpf(BPF_PROG_GET_FD_BY_ID, attr)
-        except _NoSuchObject:
+        fd = _get_fd_by_id(BPF_PROG_GET_FD_BY_ID, self._id_attr, program_id)
+        if fd is None:
             return None
         try:
             return self.read_fd(fd)
@@ -316,27 +434,166 @@ class ProgramReader:
     def read_fd(self, fd: int) -> ProgramStats:
         """The stats of the program behind an fd the caller owns."""
         info = self._info
-        # Pointer/count pairs must go in as zero, or the kernel copies arrays to them.
-        ctypes.memset(ctypes.addressof(info), 0, ctypes.sizeof(info))
-        attr = self._info_attr
-        attr.bpf_fd = fd
-        attr.info_len = ctypes.sizeof(info)
-        _bpf(BPF_OBJ_GET_INFO_BY_FD, attr)
-        written = attr.info_len
+        self._get_info(fd)
+        written = self._info_attr.info_len
         if written < _RUN_COUNTERS_END:
             raise UnsupportedKernel(
                 "this kernel's bpf_prog_info has no run_time_ns/run_cnt (they arrived in Linux 5.1)"
             )
-        return ProgramStats(
+        kernel_name = info.name.decode("utf-8", "replace")
+        stats = ProgramStats(
             id=info.id,
             type=program_type_name(info.type),
-            name=info.name.decode("utf-8", "replace"),
+            name=kernel_name,
             tag=bytes(info.tag).hex(),
             load_time_ns=info.load_time,
             run_time_ns=info.run_time_ns,
             run_count=info.run_cnt,
             recursion_misses=info.recursion_misses if written >= _RECURSION_MISSES_END else 0,
+            kernel_name=kernel_name,
         )
+        full_name = self._full_names.get(stats.identity)
+        if full_name is None:
+            full_name = self._btf_function_name(fd) or kernel_name
+            self._full_names[stats.identity] = full_name
+        if full_name != kernel_name:
+            stats = evolve(stats, name=full_name)
+        return stats
+
+    def _get_info(self, fd: int, func_info: _FuncInfo | None = None) -> None:
+        info = self._info
+        # Pointer/count pairs must go in as zero, or the kernel copies arrays to them.
+        ctypes.memset(ctypes.addressof(info), 0, ctypes.sizeof(info))
+        if func_info is not None:
+            info.nr_func_info = 1
+            info.func_info_rec_size = ctypes.sizeof(_FuncInfo)
+            info.func_info = ctypes.addressof(func_info)
+        attr = self._info_attr
+        attr.bpf_fd = fd
+        attr.info_len = ctypes.sizeof(info)
+        _bpf(BPF_OBJ_GET_INFO_BY_FD, attr)
+
+    def _btf_function_name(self, fd: int) -> str | None:
+        """The main function's name from the program's BTF (what bpftool shows), if it has BTF."""
+        btf_id, function_count = self._info.btf_id, self._info.nr_func_info
+        if not btf_id or not function_count:
+            return None
+        main_function = _FuncInfo()
+        try:
+            # The first func_info record is the program's entry point (insn_off 0).
+            self._get_info(fd, main_function)
+        except BpfError:
+            return None
+        if btf_id not in self._btf_type_names:
+            self._btf_type_names[btf_id] = _btf_type_names(btf_id)
+        names = self._btf_type_names[btf_id]
+        if names is None or not 0 < main_function.type_id < len(names):
+            return None
+        return names[main_function.type_id] or None
+
+
+def _walk_ids(command: int, attr: _GetIdAttr) -> Iterator[int]:
+    current_id = 0
+    while True:
+        attr.start_id = current_id
+        attr.next_id = 0
+        attr.open_flags = 0
+        try:
+            _bpf(command, attr)
+        except _NoSuchObject:
+            return
+        current_id = attr.next_id
+        yield current_id
+
+
+def _get_fd_by_id(command: int, attr: _GetIdAttr, object_id: int) -> int | None:
+    attr.start_id = object_id
+    attr.next_id = 0
+    attr.open_flags = 0
+    try:
+        return _bpf(command, attr)
+    except _NoSuchObject:
+        return None
+
+
+def _btf_type_names(btf_id: int) -> list[str] | None:
+    """Every type name of a loaded BTF object, or None if it is gone or unreadable."""
+    fd = _get_fd_by_id(BPF_BTF_GET_FD_BY_ID, _GetIdAttr(), btf_id)
+    if fd is None:
+        return None
+    try:
+        info = _BtfInfo()
+        attr = _InfoByFdAttr(bpf_fd=fd, info_len=ctypes.sizeof(info), info=ctypes.addressof(info))
+        _bpf(BPF_OBJ_GET_INFO_BY_FD, attr)  # with no buffer: learns the blob's size
+        size = info.btf_size
+        blob = ctypes.create_string_buffer(size)
+        ctypes.memset(ctypes.addressof(info), 0, ctypes.sizeof(info))
+        info.btf = ctypes.addressof(blob)
+        info.btf_size = size
+        attr.info_len = ctypes.sizeof(info)
+        _bpf(BPF_OBJ_GET_INFO_BY_FD, attr)
+        return type_names(blob.raw[: info.btf_size])
+    except (BpfError, BtfFormatError):
+        return None
+    finally:
+        os.close(fd)
+
+
+@frozen
+class LinkInfo:
+    """What a bpf_link says about where its program is attached."""
+
+    id: int
+    type: str
+    program_id: int
+    attach_type: int | None = None
+    ifindex: int | None = None
+    cgroup_id: int | None = None
+    netns_inode: int | None = None
+
+
+def read_links() -> list[LinkInfo]:
+    """Every bpf_link on the system (Linux 5.8+; none on older kernels)."""
+    id_attr = _GetIdAttr()
+    try:
+        link_ids = list(_walk_ids(BPF_LINK_GET_NEXT_ID, id_attr))
+    except BpfError as error:
+        if error.errno == errno.EINVAL:  # no links before 5.8
+            return []
+        raise
+    links: list[LinkInfo] = []
+    info = _LinkInfo()
+    attr = _InfoByFdAttr(info=ctypes.addressof(info))
+    for link_id in link_ids:
+        fd = _get_fd_by_id(BPF_LINK_GET_FD_BY_ID, id_attr, link_id)
+        if fd is None:
+            continue
+        try:
+            ctypes.memset(ctypes.addressof(info), 0, ctypes.sizeof(info))
+            attr.bpf_fd = fd
+            attr.info_len = ctypes.sizeof(info)
+            _bpf(BPF_OBJ_GET_INFO_BY_FD, attr)
+        finally:
+            os.close(fd)
+        links.append(_link_from_info(info))
+    return links
+
+
+def _link_from_info(info: _LinkInfo) -> LinkInfo:
+    union = bytes(info.union)
+    kind = link_type_name(info.type)
+    first_u32, second_u32 = struct.unpack_from("<II", union)
+    link = LinkInfo(id=info.id, type=kind, program_id=info.prog_id)
+    if kind == "xdp":
+        return evolve(link, ifindex=first_u32)
+    if kind in ("tcx", "netkit"):
+        return evolve(link, ifindex=first_u32, attach_type=second_u32)
+    if kind == "cgroup":
+        cgroup_id, attach_type = struct.unpack_from("<QI", union)
+        return evolve(link, cgroup_id=cgroup_id, attach_type=attach_type)
+    if kind == "netns":
+        return evolve(link, netns_inode=first_u32, attach_type=second_u32)
+    return link
 
 
 # --- loading programs (the demo workload and the tests) ---------------------------------------
@@ -380,9 +637,19 @@ _VERIFIER_LOG_SIZE: Final = 64 * 1024
 
 
 def load_program(
-    program_type: int, instructions: Sequence[Instruction], name: str, license_text: str = "GPL"
+    program_type: int,
+    instructions: Sequence[Instruction],
+    name: str,
+    *,
+    function_name: str | None = None,
+    expected_attach_type: int = 0,
+    license_text: str = "GPL",
 ) -> int:
-    """BPF_PROG_LOAD: returns the new program's fd; the program lives while an fd or attachment holds it."""
+    """BPF_PROG_LOAD: returns the new program's fd; the program lives while an fd or attachment holds it.
+
+    `name` is the kernel's 15-character name; `function_name`, if given, goes into the
+    program's BTF (func_info) as its full name, as a C compiler would put it there.
+    """
     encoded_name = name.encode("ascii")
     if len(encoded_name) >= BPF_OBJ_NAME_LEN:
         raise ValueError(f"program name {name!r} is longer than {BPF_OBJ_NAME_LEN - 1} bytes")
@@ -394,7 +661,27 @@ def load_program(
         insns=ctypes.addressof(insns),
         license=ctypes.addressof(license_buffer),
         prog_name=encoded_name,
+        expected_attach_type=expected_attach_type,
     )
+    btf_fd = None
+    main_function = _FuncInfo()
+    if function_name is not None:
+        blob, function_type_id = single_function_btf(function_name)
+        btf_fd = load_btf(blob)
+        main_function.insn_off = 0
+        main_function.type_id = function_type_id
+        attr.prog_btf_fd = btf_fd
+        attr.func_info_rec_size = ctypes.sizeof(_FuncInfo)
+        attr.func_info = ctypes.addressof(main_function)
+        attr.func_info_cnt = 1
+    try:
+        return _load_with_log_on_failure(attr)
+    finally:
+        if btf_fd is not None:
+            os.close(btf_fd)  # the program holds its own reference to the BTF
+
+
+def _load_with_log_on_failure(attr: _ProgLoadAttr) -> int:
     try:
         return _bpf(BPF_PROG_LOAD, attr)
     except BpfError as error:
@@ -411,3 +698,27 @@ def load_program(
         raise ProgramLoadError(
             logged_error.command, logged_error.errno, os.strerror(logged_error.errno), log
         ) from first_error
+
+
+def load_btf(blob: bytes) -> int:
+    """BPF_BTF_LOAD: the fd of a new BTF object holding `blob`."""
+    buffer = ctypes.create_string_buffer(blob, len(blob))
+    log_buffer = ctypes.create_string_buffer(_VERIFIER_LOG_SIZE)
+    attr = _BtfLoadAttr(
+        btf=ctypes.addressof(buffer),
+        btf_size=len(blob),
+        btf_log_buf=ctypes.addressof(log_buffer),
+        btf_log_size=_VERIFIER_LOG_SIZE,
+        btf_log_level=1,
+    )
+    try:
+        return _bpf(BPF_BTF_LOAD, attr)
+    except BpfError as error:
+        log = log_buffer.value.decode("utf-8", "replace")
+        raise ProgramLoadError(error.command, error.errno, os.strerror(error.errno), log) from None
+
+
+def create_xdp_link(program_fd: int, ifindex: int) -> int:
+    """BPF_LINK_CREATE for an XDP program on an interface; the fd holds the attachment."""
+    attr = _LinkCreateAttr(prog_fd=program_fd, target_ifindex=ifindex, attach_type=BPF_XDP)
+    return _bpf(BPF_LINK_CREATE, attr)

@@ -22,9 +22,12 @@ from kstat._logging import configure_logging
 from kstat.demo import DEMO_PROGRAMS, run_demo
 from kstat.durations import parse_duration_ns
 from kstat.errors import KstatError, UsageError, sole_exception
+from kstat.filters import ProgramFilter
+from kstat.listing import list_programs, listing_json, listing_table
 from kstat.session import CollectionResult, CollectionSettings, StopRequest, collect
 from kstat.sink import Sink
 from kstat.sink_specs import make_sink
+from sinks.stdout import silence_stdout
 
 log = structlog.get_logger(__name__)
 
@@ -37,7 +40,7 @@ DEFAULT_DURATION = "60s"
 DEFAULT_DEMO_DURATION = "5s"
 DEFAULT_INTERVAL = "1s"
 MIN_INTERVAL_NS = 10_000_000
-_SUBCOMMANDS = ("collect", "demo")
+_SUBCOMMANDS = ("collect", "demo", "list")
 
 
 class _ArgumentParser(argparse.ArgumentParser):
@@ -106,6 +109,66 @@ def _add_window_flags(parser: argparse.ArgumentParser, default_duration: str) ->
     parser.add_argument("-verbose", "--verbose", "-v", action="store_true", help="log debug details")
 
 
+def _add_filter_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "selecting programs", "every criterion given must match; a repeated one matches any of its values"
+    )
+    group.add_argument("--id", dest="ids", type=_positive_int, action="append", default=[], metavar="ID")
+    group.add_argument(
+        "--name", metavar="REGEX", help="a regular expression searched in the full and the kernel name"
+    )
+    group.add_argument(
+        "--type",
+        dest="types",
+        action="append",
+        default=[],
+        metavar="TYPE",
+        help="e.g. XDP, SchedCLS, sched_cls",
+    )
+    group.add_argument(
+        "--pid",
+        dest="pids",
+        type=_positive_int,
+        action="append",
+        default=[],
+        metavar="PID",
+        help="programs held open by this process",
+    )
+    group.add_argument(
+        "--comm",
+        dest="commands",
+        action="append",
+        default=[],
+        metavar="COMMAND",
+        help="programs held open by a process with this command name",
+    )
+
+
+def _program_filter(options: argparse.Namespace) -> ProgramFilter:
+    return ProgramFilter(
+        ids=tuple(options.ids),
+        name=options.name,
+        types=tuple(options.types),
+        pids=tuple(options.pids),
+        commands=tuple(options.commands),
+    )
+
+
+def build_list_parser() -> argparse.ArgumentParser:
+    parser = _ArgumentParser(
+        prog="kstat list",
+        description=(
+            "List the loaded eBPF programs (id, type, full name, owning processes, attachments) "
+            "without a collection window."
+        ),
+        allow_abbrev=False,
+    )
+    parser.add_argument("--json", action="store_true", help="JSON instead of a table")
+    parser.add_argument("-verbose", "--verbose", "-v", action="store_true", help="log debug details")
+    _add_filter_flags(parser)
+    return parser
+
+
 def build_collect_parser() -> argparse.ArgumentParser:
     parser = _ArgumentParser(
         prog="kstat",
@@ -113,11 +176,12 @@ def build_collect_parser() -> argparse.ArgumentParser:
             "Measure what loaded eBPF programs cost inside the kernel: enable the kernel's run-time "
             "statistics, sample every program, and report per-program runtime, runs, events/s, "
             "average runtime, estimated CPU %% and recursion misses over the window. "
-            "Subcommands: demo (run a self-contained demonstration)."
+            "Subcommands: demo (a self-contained demonstration), list (the loaded programs)."
         ),
         allow_abbrev=False,
     )
     _add_window_flags(parser, DEFAULT_DURATION)
+    _add_filter_flags(parser)
     parser.add_argument("--version", action="version", version=f"kstat {__version__}")
     return parser
 
@@ -195,7 +259,11 @@ async def _run(command: str, options: argparse.Namespace, sinks: list[Sink]) -> 
                 user_stop=stop,
             )
         else:
-            settings = CollectionSettings(duration_ns=options.duration, interval_ns=options.interval)
+            settings = CollectionSettings(
+                duration_ns=options.duration,
+                interval_ns=options.interval,
+                program_filter=options.program_filter,
+            )
             result = await collect(settings, sinks, stop=stop)
         nursery.cancel_scope.cancel()
     if result.failed_sinks:
@@ -205,14 +273,37 @@ async def _run(command: str, options: argparse.Namespace, sinks: list[Sink]) -> 
     return EXIT_OK
 
 
+def _list(options: argparse.Namespace) -> int:
+    try:
+        programs = list_programs(options.program_filter)
+    except KstatError as error:
+        print(f"kstat: error: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    text = listing_json(programs) if options.json else listing_table(programs)
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        silence_stdout()
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     command = "collect"
     if arguments and arguments[0] in _SUBCOMMANDS:
         command = arguments.pop(0)
-    parser = build_demo_parser() if command == "demo" else build_collect_parser()
+    builders = {"demo": build_demo_parser, "list": build_list_parser, "collect": build_collect_parser}
+    parser = builders[command]()
     options = parser.parse_args(arguments)
     configure_logging(verbose=options.verbose)
+    if command != "demo":
+        try:
+            options.program_filter = _program_filter(options)
+        except UsageError as error:
+            parser.error(str(error))
+    if command == "list":
+        return _list(options)
     try:
         # Sinks are made first: their checks (an unwritable path) fail before the window.
         sinks = [make_sink(spec) for spec in _sink_specs(options)]

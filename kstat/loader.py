@@ -10,6 +10,8 @@ from types import TracebackType
 from kstat import _bpf
 from kstat.model import ProgramStats
 
+# enum xdp_action
+_XDP_PASS = 2
 # A packet per datagram; the payload's size does not matter to a filter that looks at nothing.
 _PAYLOAD = b"kstat"
 
@@ -30,10 +32,15 @@ def socket_filter_instructions(work_instructions: int) -> list[_bpf.Instruction]
 class SocketFilter:
     """A loaded socket-filter program; unloaded when closed (and no socket holds it any more)."""
 
-    def __init__(self, name: str, work_instructions: int = 0) -> None:
+    def __init__(self, name: str, work_instructions: int = 0, *, function_name: str | None = None) -> None:
+        """`name` is the kernel's (15 characters at most); `function_name` goes into the
+        program's BTF as its full name, as a compiler puts a C function's name there."""
         self.name = name
         self.fd = _bpf.load_program(
-            _bpf.BPF_PROG_TYPE_SOCKET_FILTER, socket_filter_instructions(work_instructions), name
+            _bpf.BPF_PROG_TYPE_SOCKET_FILTER,
+            socket_filter_instructions(work_instructions),
+            name,
+            function_name=function_name,
         )
 
     def stats(self) -> ProgramStats:
@@ -83,6 +90,40 @@ class LoopbackTarget:
         self._receiver.close()
 
     def __enter__(self) -> LoopbackTarget:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class XdpPass:
+    """An XDP program that passes every packet, attached to an interface through a bpf_link."""
+
+    def __init__(self, name: str, interface: str) -> None:
+        self.program_fd = _bpf.load_program(
+            _bpf.BPF_PROG_TYPE_XDP,
+            [_bpf.mov64_imm(0, _XDP_PASS), _bpf.exit_insn()],
+            name,
+            expected_attach_type=_bpf.BPF_XDP,
+        )
+        try:
+            self.link_fd = _bpf.create_xdp_link(self.program_fd, socket.if_nametoindex(interface))
+        except BaseException:
+            os.close(self.program_fd)
+            raise
+
+    def stats(self) -> ProgramStats:
+        return _bpf.ProgramReader().read_fd(self.program_fd)
+
+    def close(self) -> None:
+        for fd in (self.link_fd, self.program_fd):
+            if fd >= 0:
+                os.close(fd)
+        self.link_fd = self.program_fd = -1
+
+    def __enter__(self) -> XdpPass:
         return self
 
     def __exit__(

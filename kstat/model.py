@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from attrs import evolve, frozen
+from collections.abc import Mapping
+from typing import Final
+
+from attrs import Factory, evolve, field, frozen
 
 
 @frozen
@@ -24,6 +27,7 @@ class ProgramStats:
 
     id: int
     type: str
+    # The full function name from the program's BTF where it has one, else the kernel's.
     name: str
     tag: str
     # Nanoseconds since boot (CLOCK_BOOTTIME), as bpf_prog_info.load_time gives it.
@@ -31,10 +35,32 @@ class ProgramStats:
     run_time_ns: int
     run_count: int
     recursion_misses: int
+    # bpf_prog_info.name: at most 15 characters of what the loader called it.
+    kernel_name: str = field(default=Factory(lambda self: self.name, takes_self=True))
 
     @property
     def identity(self) -> ProgramIdentity:
         return ProgramIdentity(self.id, self.load_time_ns, self.tag)
+
+
+@frozen
+class ProgramOwner:
+    """A process holding the program open (an fd to it or to one of its links)."""
+
+    pid: int
+    command: str
+
+
+@frozen
+class ProgramDetails:
+    """Who holds a program and where it is attached, learnt once when it is first seen."""
+
+    owners: tuple[ProgramOwner, ...] = ()
+    # "xdp:eth0", "tcx/ingress:eth0", "cgroup/egress:/sys/fs/cgroup/app", ...
+    attachments: tuple[str, ...] = ()
+
+
+NO_DETAILS: Final = ProgramDetails()
 
 
 @frozen
@@ -54,6 +80,11 @@ class Snapshot:
     # How long the pass over all programs took (monotonic clock): the sampler's own cost.
     pass_duration_ns: int
     programs: tuple[ProgramStats, ...]
+    # Owners and attachments by program; shared between snapshots, filled for new programs.
+    details: Mapping[ProgramIdentity, ProgramDetails] = field(factory=dict)
+
+    def details_of(self, program: ProgramStats) -> ProgramDetails:
+        return self.details.get(program.identity, NO_DETAILS)
 
 
 def carry_forward(older: Snapshot, newer: Snapshot) -> Snapshot:
@@ -66,4 +97,5 @@ def carry_forward(older: Snapshot, newer: Snapshot) -> Snapshot:
     vanished = tuple(program for program in older.programs if program.identity not in present)
     if not vanished:
         return newer
-    return evolve(newer, programs=newer.programs + vanished)
+    details = {**{program.identity: older.details_of(program) for program in vanished}, **newer.details}
+    return evolve(newer, programs=newer.programs + vanished, details=details)

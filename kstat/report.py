@@ -22,7 +22,7 @@ from typing import Any
 
 from attrs import frozen
 
-from kstat.model import ProgramStats
+from kstat.model import NO_DETAILS, ProgramDetails, ProgramOwner, ProgramStats
 
 NS_PER_S = 1_000_000_000
 
@@ -40,6 +40,9 @@ class ProgramSighting:
     in_first_snapshot: bool
     # Missing from the window's last snapshot: reported up to its last sighting.
     unloaded_during_window: bool
+    # The share of the window between its load (or the window's start) and its last sighting.
+    window_coverage_percent: float = 100.0
+    details: ProgramDetails = NO_DETAILS
 
     @property
     def counted_from_zero(self) -> bool:
@@ -73,6 +76,7 @@ class WindowFacts:
     kernel_release: str
     stats_enabled_by: str
     stopped_by: str | None
+    program_filter: dict[str, Any] | None = None
 
 
 @frozen
@@ -94,6 +98,11 @@ class ProgramReport:
     estimated_cpu_percent_of_all_cpus: float
     loaded_during_window: bool
     unloaded_during_window: bool
+    window_coverage_percent: float
+    # The kernel's own (at most 15-character) name; `name` is the full one from BTF.
+    kernel_name: str
+    owners: tuple[ProgramOwner, ...]
+    attachments: tuple[str, ...]
 
 
 @frozen
@@ -119,6 +128,8 @@ class Report:
     kernel_release: str
     stats_enabled_by: str
     stopped_by: str | None
+    # The selection the report covers (totals included); None when it covers every program.
+    filter: dict[str, Any] | None
 
     @property
     def programs(self) -> tuple[ProgramReport, ...]:
@@ -206,6 +217,10 @@ def program_report(sighting: ProgramSighting, elapsed_ns: int, online_cpus: int)
         estimated_cpu_percent_of_all_cpus=cpu / online_cpus,
         loaded_during_window=sighting.loaded_during_window,
         unloaded_during_window=sighting.unloaded_during_window,
+        window_coverage_percent=sighting.window_coverage_percent,
+        kernel_name=last.kernel_name,
+        owners=sighting.details.owners,
+        attachments=sighting.details.attachments,
     )
 
 
@@ -240,6 +255,7 @@ def build_report(window: WindowFacts, sightings: Iterable[ProgramSighting]) -> R
         kernel_release=window.kernel_release,
         stats_enabled_by=window.stats_enabled_by,
         stopped_by=window.stopped_by,
+        filter=window.program_filter,
     )
 
 

@@ -10,6 +10,8 @@ import trio
 from attrs import define, field
 
 from kstat._bpf import ProgramReader
+from kstat.attribution import Attributor
+from kstat.filters import ProgramFilter
 from kstat.model import Snapshot
 
 log = structlog.get_logger(__name__)
@@ -30,8 +32,10 @@ class SnapshotTaker:
     for milliseconds; the thread keeps the sinks and signal handling responsive meanwhile.
     """
 
+    program_filter: ProgramFilter = field(factory=ProgramFilter)
+    next_sequence: int = 0
     _reader: ProgramReader = field(factory=ProgramReader)
-    _next_sequence: int = 0
+    _attributor: Attributor = field(factory=Attributor)
 
     def take_blocking(self) -> Snapshot:
         monotonic_before = time.monotonic_ns()
@@ -40,8 +44,14 @@ class SnapshotTaker:
         programs = self._reader.read_all()
         monotonic_after = time.monotonic_ns()
         wall_after = time.time_ns()
-        sequence = self._next_sequence
-        self._next_sequence += 1
+        # After the clocks: owners and attachments are not part of the counters' moment.
+        details = self._attributor.details_for(programs)
+        if not self.program_filter.is_empty:
+            selects = self.program_filter.selects
+            programs = [program for program in programs if selects(program, details[program.identity])]
+            details = {program.identity: details[program.identity] for program in programs}
+        sequence = self.next_sequence
+        self.next_sequence += 1
         return Snapshot(
             sequence=sequence,
             monotonic_ns=_midpoint(monotonic_before, monotonic_after),
@@ -49,6 +59,7 @@ class SnapshotTaker:
             wall_time_ns=_midpoint(wall_before, wall_after),
             pass_duration_ns=monotonic_after - monotonic_before,
             programs=tuple(programs),
+            details=details,
         )
 
     async def take(self) -> Snapshot:

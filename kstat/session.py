@@ -24,6 +24,7 @@ from attrs import define, field, frozen
 
 from kstat.durations import format_duration_ns
 from kstat.errors import KstatError, OutputClosed, sole_exception
+from kstat.filters import ProgramFilter
 from kstat.host import kernel_release, online_cpu_count
 from kstat.model import Snapshot, carry_forward
 from kstat.report import Report
@@ -45,6 +46,7 @@ class CollectionSettings:
 
     duration_ns: int | None
     interval_ns: int = DEFAULT_INTERVAL_NS
+    program_filter: ProgramFilter = field(factory=ProgramFilter)
 
 
 @define
@@ -196,7 +198,7 @@ class Collection:
                 try:
                     with runtime_stats_enabled() as self._stats_method:
                         await sample_window(
-                            SnapshotTaker(),
+                            SnapshotTaker(settings.program_filter),
                             duration_ns=settings.duration_ns,
                             interval_ns=settings.interval_ns,
                             stop=self.stop.event,
@@ -242,7 +244,7 @@ class Collection:
         assert last is not None
         # A taker of its own (a reader is one thread's), numbered after what the window has
         # seen; the window's own snapshots and sinks are untouched.
-        fresh = await SnapshotTaker(next_sequence=last.sequence + 1).take()
+        fresh = await SnapshotTaker(self.settings.program_filter, next_sequence=last.sequence + 1).take()
         view = self.summary.copy()
         view.observe(fresh)
         return self._report(view, stopped_by=None)
@@ -256,6 +258,7 @@ class Collection:
             kernel_release=kernel_release(),
             stats_enabled_by=self._stats_method.value,
             stopped_by=stopped_by,
+            program_filter=self.settings.program_filter.describe(),
         )
 
     def _log_window_start(self, snapshot: Snapshot) -> None:

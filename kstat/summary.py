@@ -6,10 +6,12 @@ the first and last snapshots, and every program's first and last sighting, are a
 
 from __future__ import annotations
 
+from typing import Any
+
 from attrs import define, evolve, field
 
 from kstat.host import online_cpu_count
-from kstat.model import ProgramIdentity, ProgramStats, Snapshot
+from kstat.model import ProgramDetails, ProgramIdentity, ProgramStats, Snapshot
 from kstat.report import ProgramSighting, Report, WindowFacts, build_report
 
 
@@ -19,6 +21,9 @@ class _Sighting:
     last: ProgramStats
     first_sequence: int
     last_sequence: int
+    # Boot-time clock at the start of the pass that last saw the program.
+    last_seen_boottime_ns: int
+    details: ProgramDetails
 
 
 @define
@@ -36,14 +41,17 @@ class Summary:
         self.last_snapshot = snapshot
         self.snapshot_count += 1
         sightings = self._sightings
+        sequence, boottime = snapshot.sequence, snapshot.boottime_at_start_ns
         for program in snapshot.programs:
             identity = program.identity
             seen = sightings.get(identity)
             if seen is None:
-                sightings[identity] = _Sighting(program, program, snapshot.sequence, snapshot.sequence)
+                details = snapshot.details_of(program)
+                sightings[identity] = _Sighting(program, program, sequence, sequence, boottime, details)
             else:
                 seen.last = program
-                seen.last_sequence = snapshot.sequence
+                seen.last_sequence = sequence
+                seen.last_seen_boottime_ns = boottime
 
     def copy(self) -> Summary:
         """An independent copy, to extend with a snapshot without touching this one."""
@@ -58,14 +66,22 @@ class Summary:
         first, last = self.first_snapshot, self.last_snapshot
         if first is None or last is None:
             return []
+        window_start, window_end = first.boottime_at_start_ns, last.boottime_at_start_ns
         return [
             ProgramSighting(
                 first=seen.first,
                 last=seen.last,
                 # load_time is CLOCK_BOOTTIME, the clock the snapshot also records.
-                loaded_during_window=seen.first.load_time_ns > first.boottime_at_start_ns,
+                loaded_during_window=seen.first.load_time_ns > window_start,
                 in_first_snapshot=seen.first_sequence == first.sequence,
                 unloaded_during_window=seen.last_sequence != last.sequence,
+                window_coverage_percent=_coverage_percent(
+                    max(window_start, seen.first.load_time_ns),
+                    seen.last_seen_boottime_ns,
+                    window_start,
+                    window_end,
+                ),
+                details=seen.details,
             )
             for seen in self._sightings.values()
         ]
@@ -79,6 +95,7 @@ class Summary:
         kernel_release: str,
         stats_enabled_by: str,
         stopped_by: str | None,
+        program_filter: dict[str, Any] | None = None,
     ) -> Report:
         first, last = self.first_snapshot, self.last_snapshot
         if first is None or last is None:
@@ -94,8 +111,17 @@ class Summary:
             kernel_release=kernel_release,
             stats_enabled_by=stats_enabled_by,
             stopped_by=stopped_by,
+            program_filter=program_filter,
         )
         return build_report(window, self.sightings())
+
+
+def _coverage_percent(existed_from: int, existed_until: int, window_start: int, window_end: int) -> float:
+    """The share of the window a program was loaded for, as far as the snapshots can tell."""
+    if window_end <= window_start:
+        return 100.0
+    share = (existed_until - existed_from) / (window_end - window_start) * 100
+    return min(100.0, max(0.0, share))
 
 
 def interval_report(previous: Snapshot, current: Snapshot, online_cpus: int | None = None) -> Report:

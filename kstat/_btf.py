@@ -1,0 +1,105 @@
+"""The BTF wire format (include/uapi/linux/btf.h): reading type names out of a BTF blob, and
+building the one-function blob kstat's own loader gives its programs.
+
+A program keeps only 15 characters of its name in bpf_prog_info; its BTF keeps the whole
+function name, which is what bpftool shows and what kstat reports.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Final
+
+BTF_MAGIC: Final = 0xEB9F
+BTF_VERSION: Final = 1
+_HEADER = struct.Struct("<HBBIIIII")  # magic, version, flags, hdr_len, type_off/len, str_off/len
+_TYPE = struct.Struct("<III")  # name_off, info, size_or_type
+
+BTF_KIND_INT: Final = 1
+BTF_KIND_FUNC: Final = 12
+BTF_KIND_FUNC_PROTO: Final = 13
+
+# Bytes that follow the common 12-byte header of each kind: (fixed, per vlen item).
+_TRAILING_BYTES: Final = {
+    1: (4, 0),  # INT: encoding word
+    2: (0, 0),  # PTR
+    3: (12, 0),  # ARRAY: struct btf_array
+    4: (0, 12),  # STRUCT: btf_member per field
+    5: (0, 12),  # UNION
+    6: (0, 8),  # ENUM: btf_enum per value
+    7: (0, 0),  # FWD
+    8: (0, 0),  # TYPEDEF
+    9: (0, 0),  # VOLATILE
+    10: (0, 0),  # CONST
+    11: (0, 0),  # RESTRICT
+    12: (0, 0),  # FUNC
+    13: (0, 8),  # FUNC_PROTO: btf_param per argument
+    14: (4, 0),  # VAR: btf_var
+    15: (0, 12),  # DATASEC: btf_var_secinfo per variable
+    16: (0, 0),  # FLOAT
+    17: (4, 0),  # DECL_TAG: btf_decl_tag
+    18: (0, 0),  # TYPE_TAG
+    19: (0, 12),  # ENUM64: btf_enum64 per value
+}
+
+
+class BtfFormatError(ValueError):
+    """The blob is not BTF kstat can read (bad magic, a kind newer than kstat, truncation)."""
+
+
+def type_names(blob: bytes) -> list[str]:
+    """The name of every type in a BTF blob, indexed by type id (id 0, void, is "")."""
+    if len(blob) < _HEADER.size:
+        raise BtfFormatError("BTF blob shorter than its header")
+    magic, version, _, header_length, type_offset, type_length, string_offset, string_length = (
+        _HEADER.unpack_from(blob)
+    )
+    if magic != BTF_MAGIC or version != BTF_VERSION:
+        raise BtfFormatError(f"not BTF: magic {magic:#x}, version {version}")
+    types_start = header_length + type_offset
+    types_end = types_start + type_length
+    strings_start = header_length + string_offset
+    strings = blob[strings_start : strings_start + string_length]
+    if types_end > len(blob) or strings_start + string_length > len(blob):
+        raise BtfFormatError("BTF sections run past the end of the blob")
+
+    names = [""]
+    position = types_start
+    while position < types_end:
+        name_offset, info, _ = _TYPE.unpack_from(blob, position)
+        kind = (info >> 24) & 0x1F
+        vlen = info & 0xFFFF
+        try:
+            fixed, per_item = _TRAILING_BYTES[kind]
+        except KeyError:
+            raise BtfFormatError(f"BTF kind {kind} is newer than kstat") from None
+        names.append(_string_at(strings, name_offset))
+        position += _TYPE.size + fixed + per_item * vlen
+    return names
+
+
+def _string_at(strings: bytes, offset: int) -> str:
+    end = strings.find(b"\0", offset)
+    return strings[offset : end if end >= 0 else len(strings)].decode("utf-8", "replace")
+
+
+def single_function_btf(function_name: str) -> tuple[bytes, int]:
+    """BTF describing one static function `int NAME(void)`; returns the blob and its FUNC id.
+
+    Enough for BPF_PROG_LOAD's func_info, which is what carries a program's full name.
+    """
+    strings = b"\0int\0" + function_name.encode() + b"\0"
+    int_name, function_name_offset = 1, 5
+    types = b"".join(
+        [
+            # [1] INT "int": 4 bytes, signed (encoding 1 << 24), 32 bits.
+            _TYPE.pack(int_name, BTF_KIND_INT << 24, 4),
+            struct.pack("<I", (1 << 24) | 32),
+            # [2] FUNC_PROTO returning [1], no arguments.
+            _TYPE.pack(0, BTF_KIND_FUNC_PROTO << 24, 1),
+            # [3] FUNC NAME of type [2], static linkage (vlen 0).
+            _TYPE.pack(function_name_offset, BTF_KIND_FUNC << 24, 2),
+        ]
+    )
+    header = _HEADER.pack(BTF_MAGIC, BTF_VERSION, 0, _HEADER.size, 0, len(types), len(types), len(strings))
+    return header + types + strings, 3

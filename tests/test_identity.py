@@ -1,0 +1,177 @@
+"""Which program, of which process: full BTF names, owners, attachments, churn and filters."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import kstat
+from kstat.loader import LoopbackTarget, SocketFilter, XdpPass
+from tests.conftest import LoadFilter
+from tests.kstat_process import KstatProcess, run_kstat
+
+pytestmark = pytest.mark.kernel
+
+REPO = Path(__file__).parents[1]
+LONG_NAME = "flow_exporter_parse_ipv6_extension_headers"
+
+
+class Holder:
+    """A separate process holding socket filters, as an agent would (tests/program_holder.py)."""
+
+    def __init__(self, *specs: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.program_holder", *specs],
+            cwd=REPO,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        loaded = json.loads(self.process.stdout.readline())
+        self.pid: int = loaded["pid"]
+        self.ids: list[int] = loaded["ids"]
+        self.command = Path(f"/proc/{self.pid}/comm").read_text().strip()
+
+    def tell(self, line: str) -> None:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(line + "\n")
+        self.process.stdin.flush()
+        assert self.process.stdout.readline().strip() == "ok"
+
+    def close(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        self.process.wait(10)
+
+
+@pytest.fixture
+def holders() -> Iterator[list[Holder]]:
+    started: list[Holder] = []
+    yield started
+    for holder in started:
+        holder.close()
+
+
+def lines_by_id(report: dict[str, Any]) -> dict[int, tuple[str, dict[str, Any]]]:
+    return {line["id"]: (key, line) for key, line in report["program_stats"].items()}
+
+
+def test_the_full_btf_name_is_reported_and_the_kernels_kept(load_filter: LoadFilter) -> None:
+    with SocketFilter("kstat_t_btf", function_name=LONG_NAME) as program, LoopbackTarget(program) as target:
+        with kstat.collect_sync(interval="50ms") as session:
+            target.send(10)
+        line = session.report.program(LONG_NAME)
+        assert (line.kernel_name, line.run_count) == ("kstat_t_btf", 10)
+        assert [p.name for p in kstat.read_programs() if p.id == program.stats().id] == [LONG_NAME]
+
+
+def test_two_agents_with_the_same_names_one_leaving_mid_window(holders: list[Holder], tmp_path: Path) -> None:
+    """The issue's acceptance run: nothing merged, nothing lost, every line attributed."""
+    specs = (f"kstat_t_agent:{LONG_NAME}", "kstat_t_agent2:flow_exporter_second_program_long_name")
+    staying, leaving = Holder(*specs), Holder(*specs)
+    holders += [staying, leaving]
+    output = tmp_path / "r.json"
+    kstat_run = KstatProcess(["-duration", "3s", "--interval", "250ms", "-output", str(output)])
+    kstat_run.wait_for_window()
+    staying.tell("send 0 100")
+    staying.tell("send 1 200")
+    leaving.tell("send 0 300")
+    leaving.tell("send 1 400")
+    time.sleep(1.0)
+    leaving.tell("unload 0")
+    leaving.tell("unload 1")
+    returncode, _ = kstat_run.finish()
+    assert returncode == 0, kstat_run.stderr_lines
+    report = json.loads(output.read_text())
+    lines = lines_by_id(report)
+    expected_runs = {staying.ids[0]: 100, staying.ids[1]: 200, leaving.ids[0]: 300, leaving.ids[1]: 400}
+    for holder in (staying, leaving):
+        for index, program_id in enumerate(holder.ids):
+            key, line = lines[program_id]
+            full_name = LONG_NAME if index == 0 else "flow_exporter_second_program_long_name"
+            assert key == f"{full_name}#{program_id}"
+            assert line["name"] == full_name
+            assert line["run_count"] == expected_runs[program_id]
+            assert [owner["pid"] for owner in line["owners"]] == [holder.pid]
+            assert line["unloaded_during_window"] is (holder is leaving)
+    left = lines[leaving.ids[0]][1]
+    assert 20 < left["window_coverage_percent"] < 80
+    assert lines[staying.ids[0]][1]["window_coverage_percent"] == 100
+
+
+def test_filters_select_programs_and_totals_follow(holders: list[Holder], tmp_path: Path) -> None:
+    first, second = Holder("kstat_t_fa", "kstat_t_fb"), Holder("kstat_t_fc")
+    holders += [first, second]
+
+    def collect(*filters: str) -> dict[str, Any]:
+        run = KstatProcess(["-duration", "800ms", "--interval", "200ms", *filters])
+        run.wait_for_window()
+        first.tell("send 0 10")
+        first.tell("send 1 20")
+        second.tell("send 0 40")
+        returncode, stdout = run.finish()
+        assert returncode == 0, run.stderr_lines
+        report: dict[str, Any] = json.loads(stdout)
+        return report
+
+    by_pid = collect("--pid", str(first.pid))
+    assert sorted(by_pid["program_stats"]) == ["kstat_t_fa", "kstat_t_fb"]
+    assert by_pid["total_run_count"] == 30
+    assert by_pid["filter"] == {"pids": [first.pid]}
+
+    by_name = collect("--name", "^kstat_t_f[bc]$")
+    assert sorted(by_name["program_stats"]) == ["kstat_t_fb", "kstat_t_fc"]
+    assert by_name["total_run_count"] == 60
+
+    by_id_and_type = collect("--id", str(second.ids[0]), "--type", "socket_filter")
+    assert list(by_id_and_type["program_stats"]) == ["kstat_t_fc"]
+    assert by_id_and_type["filter"] == {"ids": [second.ids[0]], "types": ["SocketFilter"]}
+
+    by_command = collect("--comm", first.command, "--name", "kstat_t_f")
+    assert sorted(by_command["program_stats"]) == ["kstat_t_fa", "kstat_t_fb", "kstat_t_fc"]
+
+    nothing = collect("--type", "XDP", "--name", "kstat_t_f")
+    assert (nothing["num_programs"], nothing["total_run_count"]) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "complaint"),
+    [(["--type", "teapot"], "unknown program type 'teapot'"), (["--name", "("], "bad name pattern")],
+)
+def test_bad_filters_are_usage_errors(arguments: list[str], complaint: str) -> None:
+    for command in ([], ["list"]):
+        completed = run_kstat([*command, *arguments])
+        assert completed.returncode == 2
+        assert complaint in completed.stderr
+        assert "Traceback" not in completed.stderr
+
+
+def test_list_shows_owners_and_attachments(holders: list[Holder]) -> None:
+    holder = Holder(f"kstat_t_list:{LONG_NAME}")
+    holders.append(holder)
+    subprocess.run(
+        ["ip", "link", "add", "kstat-t-a", "type", "veth", "peer", "name", "kstat-t-b"], check=True
+    )
+    try:
+        with XdpPass("kstat_t_xdp", "kstat-t-a"):
+            listed = json.loads(run_kstat(["list", "--json", "--name", "kstat_t_"]).stdout)
+            table = run_kstat(["list", "--name", "kstat_t_"]).stdout
+    finally:
+        subprocess.run(["ip", "link", "del", "kstat-t-a"], check=True)
+    by_name = {program["kernel_name"]: program for program in listed}
+    assert by_name["kstat_t_list"]["name"] == LONG_NAME
+    assert by_name["kstat_t_list"]["owners"] == [{"pid": holder.pid, "command": holder.command}]
+    assert by_name["kstat_t_xdp"]["type"] == "XDP"
+    assert by_name["kstat_t_xdp"]["attachments"] == ["xdp:kstat-t-a"]
+    header, *rows = table.splitlines()
+    assert header.split() == ["ID", "TYPE", "NAME", "OWNERS", "ATTACHED"]
+    assert any(LONG_NAME in row and f"{holder.pid}/{holder.command}" in row for row in rows)
+    assert any("xdp:kstat-t-a" in row for row in rows)
