@@ -12,7 +12,17 @@ APT_PACKAGES := bpftool:/usr/sbin/bpftool jq:jq gcc:cc linux-libc-dev:/usr/inclu
 STATSD_DIR := tests/statsd
 ARGS ?=
 
-.PHONY: install deps test lint demo clean
+# The e2e workflow: `make e2e E2E_NAME=main` on the baseline, then `make e2e BASELINE=main` on
+# the change. WORKLOAD is the command measured (your agent and its load test go here).
+E2E_NAME ?= current
+E2E_DURATION ?= 5s
+E2E_LOGS ?= e2e-logs
+PERF_DIR ?= perf
+WORK_SCALE ?= 1
+WORKLOAD ?= $(BIN)/kstat demo --workload-only -duration $(E2E_DURATION) --work-scale $(WORK_SCALE)
+FAIL_ON ?= avg_runtime_ns:+10%
+
+.PHONY: install deps test lint demo e2e clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +56,18 @@ lint: install
 
 demo: install
 	$(SUDO) $(BIN)/kstat demo $(ARGS)
+
+e2e: install
+	mkdir -p $(E2E_LOGS)/$(E2E_NAME)
+	$(SUDO) $(BIN)/kstat run -o $(E2E_LOGS)/$(E2E_NAME)/kernel-stats.json -- $(WORKLOAD)
+ifdef BASELINE
+	mkdir -p $(PERF_DIR)
+	$(BIN)/kstat plot $(E2E_LOGS)/$(E2E_NAME)/kernel-stats.json \
+		--baseline $(E2E_LOGS)/$(BASELINE)/kernel-stats.json -o $(PERF_DIR)/kernel-comparison-$(BASELINE).png
+	$(BIN)/kstat compare $(E2E_LOGS)/$(BASELINE)/kernel-stats.json $(E2E_LOGS)/$(E2E_NAME)/kernel-stats.json \
+		--format markdown $(foreach threshold,$(FAIL_ON),--fail-on $(threshold)) \
+		| tee $(PERF_DIR)/kernel-comparison-$(BASELINE).md; exit $${PIPESTATUS[0]}
+endif
 
 clean:
 	rm -rf $(VENV) .nox .mypy_cache .ruff_cache .pytest_cache .hypothesis *.egg-info

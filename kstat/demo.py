@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
-from contextlib import ExitStack
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 
 import structlog
 import trio
@@ -23,16 +23,59 @@ log = structlog.get_logger(__name__)
 
 @frozen
 class DemoProgram:
+    # The kernel keeps 15 characters; the full name travels in the program's BTF.
+    kernel_name: str
     name: str
     # ALU instructions per run: the programs differ in weight, so their average runtimes do.
     work_instructions: int
 
 
 DEMO_PROGRAMS = (
-    DemoProgram("kstat_lite", 0),
-    DemoProgram("kstat_mid", 256),
-    DemoProgram("kstat_heavy", 1024),
+    DemoProgram("kstat_lite", "kstat_demo_light_socket_filter", 0),
+    DemoProgram("kstat_mid", "kstat_demo_medium_socket_filter", 256),
+    DemoProgram("kstat_heavy", "kstat_demo_heavy_socket_filter", 1024),
 )
+
+
+@contextmanager
+def demo_targets(work_scale: float = 1.0) -> Iterator[list[LoopbackTarget]]:
+    """The demo programs, loaded and attached to loopback sockets; unloaded on exit.
+
+    `work_scale` multiplies each program's work: 2.0 is the same workload, heavier per run.
+    """
+    with ExitStack() as stack:
+        targets = []
+        for program in DEMO_PROGRAMS:
+            loaded = stack.enter_context(
+                SocketFilter(
+                    program.kernel_name,
+                    round(program.work_instructions * work_scale),
+                    function_name=program.name,
+                )
+            )
+            targets.append(stack.enter_context(LoopbackTarget(loaded)))
+        log.info("demo programs loaded", programs=[program.name for program in DEMO_PROGRAMS])
+        yield targets
+
+
+def run_workload(
+    duration_s: float, rate_per_program: int, work_scale: float, linger_s: float, stop: threading.Event
+) -> dict[str, int]:
+    """`kstat demo --workload-only`: load, drive traffic, linger, unload; no collection of its own.
+
+    What an agent and its load test look like to `kstat run` (or to a kstat running beside). A
+    collector sees a program's counters only while it is loaded: the linger lets its snapshots
+    catch the final ones before the programs go.
+    """
+    with demo_targets(work_scale) as targets:
+        sent = drive_traffic(targets, rate_per_program, duration_s, stop)
+        stop.wait(linger_s)
+    packets = {program.name: count for program, count in zip(DEMO_PROGRAMS, sent, strict=True)}
+    for name, count in packets.items():
+        log.info("demo traffic", program=name, packets_sent=count)
+    return packets
+
+
 # Datagrams per pacing step, per program: large enough to keep Python's overhead per packet low.
 _BURST = 50
 
@@ -66,17 +109,12 @@ async def run_demo(
     duration_ns: int,
     interval_ns: int,
     rate_per_program: int,
+    work_scale: float,
     sinks: Sequence[Sink],
     user_stop: StopRequest,
 ) -> tuple[CollectionResult, dict[str, int]]:
     """Collect a window that exactly brackets the demo traffic; returns the result and packets sent."""
-    with ExitStack() as stack:
-        targets = []
-        for program in DEMO_PROGRAMS:
-            loaded = stack.enter_context(SocketFilter(program.name, program.work_instructions))
-            targets.append(stack.enter_context(LoopbackTarget(loaded)))
-        log.info("demo programs loaded", programs=[target.program.name for target in targets])
-
+    with demo_targets(work_scale) as targets:
         window_started = trio.Event()
         collection_stop = StopRequest()
         results: list[CollectionResult] = []
@@ -108,11 +146,9 @@ async def run_demo(
                 )
                 collection_stop.request(user_stop.reason or "demo traffic done")
             nursery.cancel_scope.cancel()
-        result = results[0]
-        packets = {target.program.name: count for target, count in zip(targets, sent, strict=True)}
-        for name, count in packets.items():
-            counted = sum(
-                line.run_count for line in result.report.program_stats.values() if line.name == name
-            )
-            log.info("demo traffic", program=name, packets_sent=count, runs_counted=counted)
-        return result, packets
+    result = results[0]
+    packets = {program.name: count for program, count in zip(DEMO_PROGRAMS, sent, strict=True)}
+    for name, count in packets.items():
+        counted = sum(line.run_count for line in result.report.program_stats.values() if line.name == name)
+        log.info("demo traffic", program=name, packets_sent=count, runs_counted=counted)
+    return result, packets

@@ -30,7 +30,8 @@ class KstatProcess:
         )
         self.log: list[dict[str, Any]] = []
         self.stderr_lines: list[str] = []
-        self._window_started = threading.Event()
+        self._events_seen: set[str] = set()
+        self._event_arrived = threading.Condition()
         self._reader = threading.Thread(target=self._read_stderr, daemon=True)
         self._reader.start()
 
@@ -44,13 +45,19 @@ class KstatProcess:
             except json.JSONDecodeError:
                 continue
             self.log.append(entry)
-            if entry.get("event") == "window started":
-                self._window_started.set()
+            with self._event_arrived:
+                self._events_seen.add(str(entry.get("event")))
+                self._event_arrived.notify_all()
+
+    def wait_for_event(self, event: str, timeout_s: float = 30) -> None:
+        """Wait until kstat has logged `event` ("window started", "command started", ...)."""
+        with self._event_arrived:
+            if not self._event_arrived.wait_for(lambda: event in self._events_seen, timeout_s):
+                self.process.kill()
+                raise AssertionError(f"kstat never logged {event!r}: {self.stderr_lines}")
 
     def wait_for_window(self, timeout_s: float = 30) -> None:
-        if not self._window_started.wait(timeout_s):
-            self.process.kill()
-            raise AssertionError(f"kstat never started its window: {self.stderr_lines}")
+        self.wait_for_event("window started", timeout_s)
 
     def signal(self, signal_number: signal.Signals) -> None:
         self.process.send_signal(signal_number)

@@ -195,16 +195,19 @@ def test_the_demo_counts_exactly_what_it_sends(tmp_path: Path) -> None:
     assert returncode == 0, kstat.stderr_lines
     report = json.loads(output.read_text())
     traffic = [entry for entry in kstat.log if entry["event"] == "demo traffic"]
-    assert {entry["program"] for entry in traffic} == {"kstat_lite", "kstat_mid", "kstat_heavy"}
+    names = [
+        "kstat_demo_light_socket_filter",
+        "kstat_demo_medium_socket_filter",
+        "kstat_demo_heavy_socket_filter",
+    ]
+    assert {entry["program"] for entry in traffic} == set(names)
     for entry in traffic:
         assert entry["packets_sent"] > 0
         assert report["program_stats"][entry["program"]]["run_count"] == entry["packets_sent"]
-    averages = [
-        report["program_stats"][name]["avg_runtime_ns"] for name in ("kstat_lite", "kstat_mid", "kstat_heavy")
-    ]
+    averages = [report["program_stats"][name]["avg_runtime_ns"] for name in names]
     assert averages == sorted(averages)
     # The demo unloads its programs when it is done.
-    assert not loaded_program_names() & {"kstat_lite", "kstat_mid", "kstat_heavy"}
+    assert not loaded_program_names() & set(names)
 
 
 def test_verbose_adds_debug_lines_and_the_default_does_not() -> None:

@@ -1,0 +1,280 @@
+"""run, compare, plot and the e2e make target: the branch-against-main workflow."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy
+import pytest
+
+from kstat.compare import compare, parse_threshold, render_json, render_markdown, render_table
+from kstat.errors import UsageError
+from kstat.plot import report_figure, stream_figure
+from kstat.report import Report
+from tests.kstat_process import KstatProcess, run_kstat
+from tests.test_report import program, report_of, snapshot
+
+REPO = Path(__file__).parents[1]
+KSTAT = [sys.executable, "-m", "kstat"]
+WORKLOAD = [*KSTAT, "demo", "--workload-only", "-duration", "1s", "--rate", "3000", "--linger", "300ms"]
+
+
+def two_window_report(*pairs: tuple[int, int, int, str], seconds: float = 1.0) -> Report:
+    """A report in which program (id, runtime, runs, name) ran that much over `seconds`."""
+    first = snapshot(0, 0.0, *(program(pid, 0, 0, name=name) for pid, _, _, name in pairs))
+    last = snapshot(
+        1, seconds, *(program(pid, runtime, runs, name=name) for pid, runtime, runs, name in pairs)
+    )
+    return report_of(first, last)
+
+
+BASELINE = two_window_report((1, 100_000, 1_000, "parse"), (2, 0, 0, "idle"), (3, 5_000, 50, "old_only"))
+CURRENT = two_window_report(
+    (1, 150_000, 1_000, "parse"), (2, 0, 0, "idle"), (4, 1_000, 10, "new_only"), (5, 3_000, 10, "new_only")
+)
+
+
+def test_programs_are_matched_by_name_and_type_and_none_is_dropped() -> None:
+    comparison = compare(BASELINE, CURRENT)
+    rows = {row.name: row for row in comparison.rows}
+    assert set(rows) == {"parse", "idle", "old_only", "new_only"}
+    assert rows["parse"].change_percent("avg_runtime_ns") == pytest.approx(50.0)
+    assert rows["idle"].change_percent("avg_runtime_ns") is None  # no runs on either side
+    assert [row.name for row in comparison.only_in_baseline] == ["old_only"]
+    assert [row.name for row in comparison.only_in_current] == ["new_only"]
+    # Two programs named new_only (different ids) are added up into one row.
+    new_only = rows["new_only"].current
+    assert new_only is not None
+    assert (new_only.programs, new_only.runtime_ns, new_only.run_count, new_only.avg_runtime_ns) == (
+        2,
+        4_000,
+        20,
+        200,
+    )
+    assert comparison.total.baseline is not None and comparison.total.current is not None
+    assert comparison.total.baseline.run_count == 1_050
+    assert comparison.total.current.run_count == 1_020
+
+
+@pytest.mark.parametrize(
+    ("threshold", "violated_rows"),
+    [
+        ("avg_runtime_ns:+10%", ["parse", "(total)"]),
+        ("avg_runtime_ns:+60%", []),
+        ("estimated_cpu_percent:+49%", ["parse"]),
+        ("run_count:-2%", ["(total)"]),
+        ("run_count:+0", []),
+        ("runtime_ns:+40000", ["parse", "(total)"]),
+    ],
+)
+def test_thresholds(threshold: str, violated_rows: list[str]) -> None:
+    violations = compare(BASELINE, CURRENT).violations([parse_threshold(threshold)])
+    assert [violation.split(" (")[0].split(":")[0] for violation in violations] == violated_rows
+
+
+@pytest.mark.parametrize("text", ["avg_runtime_ns", "avg_runtime_ns:10%", "speed:+10%", "avg_runtime_ns:+x%"])
+def test_bad_thresholds(text: str) -> None:
+    with pytest.raises(UsageError):
+        parse_threshold(text)
+
+
+def test_renderings_say_the_same_thing() -> None:
+    comparison = compare(BASELINE, CURRENT)
+    violations = comparison.violations([parse_threshold("avg_runtime_ns:+10%")])
+    markdown = render_markdown(comparison, violations)
+    assert "| parse (SocketFilter) | 100 → 150 (+50.0%) |" in markdown
+    assert "| new_only (SocketFilter) (x2) | - → 200 (new) |" in markdown
+    assert "| old_only (SocketFilter) | 100 → - (gone) |" in markdown
+    assert "Only in baseline: old_only (SocketFilter)" in markdown
+    assert "REGRESSION (2):" in markdown
+    table = render_table(comparison, violations)
+    assert "parse (SocketFilter)" in table and "REGRESSION (2):" in table
+    data = json.loads(render_json(comparison, violations))
+    assert data["regression"] is True
+    assert data["only_in_current"] == ["new_only (SocketFilter)"]
+    assert data["total"]["change_percent"]["run_count"] == pytest.approx(-30 / 1050 * 100)
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+def test_report_chart_has_a_bar_per_program_and_side() -> None:
+    alone = report_figure(CURRENT)
+    assert [len(axis.patches) for axis in alone.axes] == [4, 4, 4]
+    beside = report_figure(CURRENT, BASELINE)
+    assert [len(axis.patches) for axis in beside.axes] == [10, 10, 10]  # 5 keys, 2 sides
+    assert [axis.get_title() for axis in beside.axes] == [
+        "Average runtime per run",
+        "Estimated CPU",
+        "Events per second",
+    ]
+    assert [axis.get_xlabel() for axis in beside.axes] == ["nanoseconds", "% of one CPU", "runs / s"]
+    # Sorted by the current value: the costliest program's bars are at the top.
+    labels = [label.get_text() for label in beside.axes[0].get_yticklabels()]
+    assert labels[-2:] == ["parse", "new_only#5"]
+
+
+def test_plot_command_writes_pngs_of_the_expected_size(tmp_path: Path) -> None:
+    (tmp_path / "base.json").write_text(json.dumps(BASELINE.to_dict()))
+    (tmp_path / "cur.json").write_text(json.dumps(CURRENT.to_dict()))
+    completed = run_kstat(
+        [
+            "plot",
+            str(tmp_path / "cur.json"),
+            "--baseline",
+            str(tmp_path / "base.json"),
+            "-o",
+            str(tmp_path / "c.png"),
+        ]
+    )
+    assert completed.returncode == 0, completed.stderr
+    figure = report_figure(CURRENT, BASELINE)
+    expected = (round(figure.get_figwidth() * 100), round(figure.get_figheight() * 100))
+    assert png_size(tmp_path / "c.png") == expected
+
+
+def test_stream_chart_draws_a_line_per_program(tmp_path: Path) -> None:
+    lines: list[dict[str, Any]] = []
+    for sequence in range(1, 4):
+        lines.append(
+            {
+                "kind": "interval",
+                "elapsed_ns": 1_000_000_000,
+                "program_stats": {
+                    "a": {
+                        "avg_runtime_ns": 10 * sequence,
+                        "estimated_cpu_percent": 0.1,
+                        "events_per_sec": 5,
+                        "runtime_ns": 9,
+                    },
+                    "b": {
+                        "avg_runtime_ns": 20,
+                        "estimated_cpu_percent": 0.2,
+                        "events_per_sec": 7,
+                        "runtime_ns": 99,
+                    },
+                },
+            }
+        )
+    figure = stream_figure([*lines, {"kind": "summary"}])
+    assert [len(axis.lines) for axis in figure.axes] == [2, 2, 2]
+    assert numpy.asarray(figure.axes[0].lines[1].get_ydata()).tolist() == [10, 20, 30]
+
+
+def test_bad_inputs_are_one_line_errors(tmp_path: Path) -> None:
+    missing = run_kstat(["compare", str(tmp_path / "nope.json"), str(tmp_path / "nope.json")])
+    assert missing.returncode == 1
+    assert missing.stderr.startswith("kstat: error: cannot read a report")
+    (tmp_path / "junk.json").write_text("[1, 2]")
+    junk = run_kstat(["plot", str(tmp_path / "junk.json"), "-o", str(tmp_path / "x.png")])
+    assert junk.returncode == 1
+    assert "not a kstat report" in junk.stderr
+    assert "Traceback" not in missing.stderr + junk.stderr
+    bad_threshold = run_kstat(["compare", "a", "b", "--fail-on", "fast"])
+    assert bad_threshold.returncode == 2
+    assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.kernel
+def test_run_measures_a_command_whole_and_exits_with_its_status(tmp_path: Path) -> None:
+    output = tmp_path / "r.json"
+    run = KstatProcess(["run", "-o", str(output), "--", *WORKLOAD])
+    returncode, _ = run.finish()
+    assert returncode == 0, run.stderr_lines
+    report = json.loads(output.read_text())
+    sent = {entry["program"]: entry["packets_sent"] for entry in run.log if entry["event"] == "demo traffic"}
+    assert len(sent) == 3
+    for name, packets in sent.items():
+        line = report["program_stats"][name]
+        # Loaded by the command inside the window: counted from their load, exactly.
+        assert line["run_count"] == packets
+        assert line["loaded_during_window"]
+    assert report["stopped_by"] == "command exited with status 0"
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize(("script", "status"), [("exit 3", 3), ("kill -TERM $$", 128 + 15)])
+def test_run_writes_the_report_when_the_command_fails(tmp_path: Path, script: str, status: int) -> None:
+    output = tmp_path / "r.json"
+    completed = run_kstat(["run", "-o", str(output), "--", "sh", "-c", script])
+    assert completed.returncode == status
+    assert json.loads(output.read_text())["stopped_by"] == f"command exited with status {status}"
+
+
+@pytest.mark.kernel
+def test_run_passes_a_signal_to_the_command(tmp_path: Path) -> None:
+    output = tmp_path / "r.json"
+    run = KstatProcess(["run", "-o", str(output), "--", "sleep", "60"])
+    run.wait_for_event("command started")
+    run.signal(signal.SIGTERM)
+    returncode, _ = run.finish()
+    assert returncode == 128 + signal.SIGTERM
+    assert output.exists()
+
+
+def test_run_usage_and_missing_commands() -> None:
+    no_command = run_kstat(["run", "-o", "x.json"])
+    assert no_command.returncode == 2
+    assert "kstat run [options] -- COMMAND" in no_command.stderr
+    missing = run_kstat(["run", "--", "no-such-command-kstat"])
+    assert missing.returncode == 127
+    assert missing.stderr.strip().endswith("command not found: no-such-command-kstat")
+
+
+@pytest.mark.kernel
+def test_a_heavier_build_is_caught_by_compare(tmp_path: Path) -> None:
+    """The issue's acceptance run: base, heavier, compare with a verdict, plot."""
+    base, current = tmp_path / "base.json", tmp_path / "cur.json"
+    assert run_kstat(["run", "-o", str(base), "--", *WORKLOAD]).returncode == 0
+    assert run_kstat(["run", "-o", str(current), "--", *WORKLOAD, "--work-scale", "3"]).returncode == 0
+    verdict = run_kstat(["compare", str(base), str(current), "--fail-on", "avg_runtime_ns:+10%"])
+    assert verdict.returncode == 1
+    assert "kstat_demo_heavy_socket_filter (SocketFilter): avg_runtime_ns" in verdict.stdout
+    same = run_kstat(
+        ["compare", str(base), str(base), "--fail-on", "avg_runtime_ns:+10%", "--format", "json"]
+    )
+    assert same.returncode == 0
+    assert json.loads(same.stdout)["regression"] is False
+    chart = run_kstat(["plot", str(current), "--baseline", str(base), "-o", str(tmp_path / "cmp.png")])
+    assert chart.returncode == 0
+    assert png_size(tmp_path / "cmp.png")[0] == 1800
+
+
+@pytest.mark.kernel
+@pytest.mark.skipif(
+    not (REPO / ".venv" / "bin" / "kstat").exists(), reason="needs the Makefile's .venv (make install)"
+)
+def test_make_e2e_with_a_baseline(tmp_path: Path) -> None:
+    make = [
+        "make",
+        "-s",
+        "-C",
+        str(REPO),
+        "e2e",
+        "E2E_DURATION=1s",
+        f"E2E_LOGS={tmp_path}/logs",
+        f"PERF_DIR={tmp_path}/perf",
+    ]
+    environment = {**os.environ, "MAKEFLAGS": ""}
+    subprocess.run([*make, "E2E_NAME=main"], check=True, capture_output=True, env=environment)
+    assert (tmp_path / "logs" / "main" / "kernel-stats.json").exists()
+    heavier = subprocess.run(
+        [*make, "BASELINE=main", "WORK_SCALE=3"], check=False, capture_output=True, text=True, env=environment
+    )
+    assert heavier.returncode != 0  # the default FAIL_ON caught the heavier build
+    assert (tmp_path / "logs" / "current" / "kernel-stats.json").exists()
+    assert png_size(tmp_path / "perf" / "kernel-comparison-main.png")[0] == 1800
+    assert "REGRESSION" in (tmp_path / "perf" / "kernel-comparison-main.md").read_text()
+    assert shutil.which("make")
