@@ -1,6 +1,6 @@
 """`python -m kstat`: the same as the `kstat` command."""
 
-from kstat.cli import entry_point
+from kstat._entry import main
 
 if __name__ == "__main__":
-    entry_point()
+    main()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import TextIO
 
@@ -11,7 +12,9 @@ import structlog
 
 def configure_logging(*, verbose: bool, stream: TextIO | None = None) -> None:
     """Log to `stream` (stderr): debug and up with `verbose`, info and up otherwise."""
-    stream = stream if stream is not None else sys.stderr
+    if stream is None:
+        # A closed stderr (`2>&-`) leaves Python with none: logs then go nowhere, quietly.
+        stream = sys.stderr if sys.stderr is not None else open(os.devnull, "w")  # noqa: SIM115
     renderer: structlog.types.Processor
     if stream.isatty():
         renderer = structlog.dev.ConsoleRenderer(colors=True)

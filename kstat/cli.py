@@ -26,7 +26,7 @@ from kstat.api import load_report
 from kstat.compare import Threshold, compare, parse_threshold, render_json, render_markdown, render_table
 from kstat.demo import DEMO_PROGRAMS, run_demo, run_workload
 from kstat.durations import parse_duration_ns
-from kstat.errors import KstatError, UsageError, sole_exception
+from kstat.errors import KstatError, OutputError, UsageError, sole_exception
 from kstat.filters import ProgramFilter
 from kstat.listing import list_programs, listing_json, listing_table
 from kstat.plot import read_stream, report_figure, save_png, stream_figure
@@ -403,7 +403,7 @@ async def _collect_window(command: str, options: argparse.Namespace, sinks: list
             result = await collect(settings, sinks, stop=stop)
         nursery.cancel_scope.cancel()
     for failure in result.failed_sinks:
-        print(f"kstat: error: {failure.sink}: {failure.error}", file=sys.stderr)
+        _say_error(f"{failure.sink}: {failure.error}")
     if exit_status is not None:
         # `kstat run` reports the command's fate, even when a sink failed (it said so above).
         return exit_status
@@ -447,7 +447,19 @@ def _list(options: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _say(line: str) -> None:
+    """A line on stderr, if there is a stderr (a closed one leaves only the exit status)."""
+    if sys.stderr is not None:
+        print(line, file=sys.stderr)
+
+
+def _say_error(message: str) -> None:
+    _say(f"kstat: error: {message}")
+
+
 def _write_stdout(text: str) -> None:
+    if sys.stdout is None:
+        raise OutputError("standard output is closed; write to a file instead (-o FILE)")
     try:
         sys.stdout.write(text)
         sys.stdout.flush()
@@ -496,13 +508,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as error:
         parser.error(str(error))
     except CommandNotRunnable as error:
-        print(f"kstat: error: {error}", file=sys.stderr)
+        _say_error(str(error))
         return error.exit_status
     except KstatError as error:
-        print(f"kstat: error: {error}", file=sys.stderr)
+        _say_error(str(error))
         return EXIT_FAILURE
     except KeyboardInterrupt:
-        print("kstat: interrupted before the window started", file=sys.stderr)
+        _say("kstat: interrupted before the window started")
         return EXIT_INTERRUPTED
 
 
@@ -524,8 +536,3 @@ def _dispatch(command: str, parser: argparse.ArgumentParser, options: argparse.N
         if sole is None:
             raise
         raise sole from None
-
-
-def entry_point() -> NoReturn:
-    """The `kstat` and `collect-kernel-stats` console scripts."""
-    sys.exit(main())

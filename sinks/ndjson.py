@@ -24,7 +24,7 @@ from kstat.host import online_cpu_count
 from kstat.model import Snapshot
 from kstat.report import Report
 from kstat.summary import interval_report
-from sinks.stdout import silence_stdout
+from sinks.stdout import require_stdout, silence_stdout
 
 log = structlog.get_logger(__name__)
 
@@ -78,6 +78,7 @@ class NdjsonSink:
         self.path = path
         self._stream: BinaryIO
         if path is None:
+            require_stdout()
             self._stream = sys.stdout.buffer
         else:
             check_writable(path)

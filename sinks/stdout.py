@@ -15,6 +15,9 @@ from kstat.sink import drain
 
 
 class StdoutSink:
+    def __init__(self) -> None:
+        require_stdout()
+
     def __repr__(self) -> str:
         return "stdout"
 
@@ -35,6 +38,12 @@ def _write_stdout(data: bytes) -> None:
         raise OutputClosed("stdout: the reader closed the stream before the report") from None
     except OSError as error:
         raise OutputError(f"cannot write the report to standard output: {error.strerror}") from None
+
+
+def require_stdout() -> None:
+    """Fail before the window when there is no standard output to write to (`>&-`)."""
+    if sys.stdout is None:
+        raise OutputError("standard output is closed; write to a file instead (-o FILE, ndjson:PATH)")
 
 
 def silence_stdout() -> None:

@@ -132,3 +132,11 @@ def test_without_privileges_the_error_is_typed() -> None:
         check=True,
     )
     assert shown.stdout.startswith("typed: permission denied"), shown.stderr
+
+
+def test_every_public_name_is_exported_and_importable() -> None:
+    for name in kstat.__all__:
+        assert getattr(kstat, name) is not None, name
+    assert "collect" in dir(kstat)
+    with pytest.raises(AttributeError):
+        _ = kstat.no_such_thing

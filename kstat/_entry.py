@@ -1,0 +1,28 @@
+"""The console scripts' entry point, kept free of imports that take time.
+
+Until kstat's own signal handling is running, Ctrl-C or SIGTERM must still end it with one
+clear line and no traceback, even in the middle of importing trio; so the handlers go in
+before any import. Once a window runs, kstat's own handlers take over (and put these back).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from types import FrameType
+
+
+def _interrupted_early(signal_number: int, frame: FrameType | None) -> None:
+    # Nothing has been switched on or written yet: leaving at once leaves nothing behind.
+    name = signal.Signals(signal_number).name
+    os.write(2, f"kstat: {name} before the window started; nothing was collected\n".encode())
+    os._exit(128 + signal_number)
+
+
+def main() -> None:
+    signal.signal(signal.SIGINT, _interrupted_early)
+    signal.signal(signal.SIGTERM, _interrupted_early)
+    from kstat.cli import main as cli_main  # noqa: PLC0415 - only after the handler is in place
+
+    sys.exit(cli_main())
