@@ -22,7 +22,7 @@ WORK_SCALE ?= 1
 WORKLOAD ?= $(BIN)/kstat demo --workload-only -duration $(E2E_DURATION) --work-scale $(WORK_SCALE)
 FAIL_ON ?= avg_runtime_ns:+10%
 
-.PHONY: install deps test lint demo e2e clean
+.PHONY: install deps test lint demo e2e soak clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -68,6 +68,10 @@ ifdef BASELINE
 		--format markdown $(foreach threshold,$(FAIL_ON),--fail-on $(threshold)) \
 		| tee $(PERF_DIR)/kernel-comparison-$(BASELINE).md; exit $${PIPESTATUS[0]}
 endif
+
+# The long soak of RELIABILITY.md (not in CI): SOAK_DURATION=10m by default.
+soak: install
+	$(SUDO) $(BIN)/python -m tests.soak
 
 clean:
 	rm -rf $(VENV) .nox .mypy_cache .ruff_cache .pytest_cache .hypothesis *.egg-info

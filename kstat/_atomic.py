@@ -18,6 +18,10 @@ def check_writable(path: Path) -> None:
     """
     if path.is_dir():
         raise OutputError(f"cannot write {path}: it is a directory")
+    if _is_special(path):
+        if not os.access(path, os.W_OK):
+            raise OutputError(f"cannot write {path}: permission denied")
+        return
     directory = path.parent
     if not directory.is_dir():
         raise OutputError(f"cannot write {path}: directory {directory} does not exist")
@@ -35,6 +39,15 @@ def write_atomically(path: Path, data: bytes) -> None:
     The temporary file lives in the same directory (a rename is only atomic within a
     filesystem) and is fsynced before the rename, so a crash leaves either version intact.
     """
+    if _is_special(path):
+        # /dev/stdout, a FIFO, /dev/null: written in place; renaming over them would replace
+        # the device or pipe with a plain file.
+        try:
+            with path.open("wb") as stream:
+                stream.write(data)
+        except OSError as error:
+            raise OutputError(f"cannot write {path}: {error.strerror}") from None
+        return
     directory = path.parent
     try:
         handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
@@ -59,3 +72,8 @@ def write_atomically(path: Path, data: bytes) -> None:
         os.fsync(directory_handle)
     finally:
         os.close(directory_handle)
+
+
+def _is_special(path: Path) -> bool:
+    """An existing path that is not a regular file (a device, a FIFO, a socket)."""
+    return path.exists() and not path.is_file()

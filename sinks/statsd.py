@@ -57,7 +57,10 @@ class StatsdSettings:
 
 def parse_statsd_url(url: str) -> StatsdSettings:
     """Settings from `statsd://HOST[:PORT][?prefix=P&tags=dogstatsd&transport=udp|tcp&mtu=N]`."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as error:  # "Invalid IPv6 URL" and the like
+        raise UsageError(f"bad statsd URL {url!r}: {error}") from None
     if parts.scheme != "statsd" or not parts.netloc:
         raise UsageError("expected statsd://HOST:PORT[?prefix=P&tags=dogstatsd&transport=tcp&mtu=N]")
     try:

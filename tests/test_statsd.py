@@ -25,6 +25,7 @@ def statsd(tmp_path: Path) -> Iterator[StatsdDaemon]:
 
 def test_url_options() -> None:
     assert parse_statsd_url("statsd://127.0.0.1") == StatsdSettings(host="127.0.0.1")
+    assert parse_statsd_url("statsd://[::1]:9125") == StatsdSettings(host="::1", port=9125)
     assert parse_statsd_url(
         "statsd://metrics.local:9125?prefix=team.ebpf&tags=dogstatsd&transport=tcp&mtu=512"
     ) == (StatsdSettings("metrics.local", 9125, "team.ebpf", dogstatsd_tags=True, transport="tcp", mtu=512))
@@ -43,6 +44,7 @@ def test_url_options() -> None:
         ("statsd://host?mtu=10", "mtu"),
         ("statsd://host?colour=blue", "unknown statsd option"),
         ("statsd://host?prefix=a&prefix=b", "more than once"),
+        ("statsd://[::1", "bad statsd URL"),
     ],
 )
 def test_malformed_urls_are_usage_errors(url: str, complaint: str) -> None:
