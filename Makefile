@@ -22,7 +22,7 @@ WORK_SCALE ?= 1
 WORKLOAD ?= $(BIN)/kstat demo --workload-only -duration $(E2E_DURATION) --work-scale $(WORK_SCALE)
 FAIL_ON ?= avg_runtime_ns:+10%
 
-.PHONY: install deps test lint demo e2e soak clean
+.PHONY: install deps test lint demo e2e soak clean bench
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -75,3 +75,8 @@ soak: install
 
 clean:
 	rm -rf $(VENV) .nox .mypy_cache .ruff_cache .pytest_cache .hypothesis *.egg-info
+
+# The benchmark suite (issue 7; BENCHMARKS.md): kstat against bpftool and a C floor, steady-state
+# CPU and memory, the stats' observer effect. A few minutes; BENCH_QUICK=1 for a short smoke run.
+bench: install
+	$(SUDO) env BENCH_QUICK=$(BENCH_QUICK) $(BIN)/python -m bench.run

@@ -24,3 +24,10 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy")
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """The benchmark suite (needs root: it loads eBPF programs); BENCH_QUICK=1 shortens it."""
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "bench.run")

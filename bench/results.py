@@ -1,0 +1,209 @@
+"""What one bench run found, the targets of issue 7 judged against it, and the JSON record.
+
+Pure: everything here is computed from measurements already taken.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import cattrs
+from attrs import frozen
+
+from bench.breakdown import Breakdown
+from bench.interval_work import IntervalWork
+from bench.measure import Machine
+from bench.observer import ObserverEffect
+from bench.snapshot import BpftoolSnapshot, FloorSnapshot, KstatSnapshot
+from bench.steady import SteadyState
+
+FLOOR_RATIO_LIMIT: Final = 1.3
+BPFTOOL_SPEED_UP_LIMIT: Final = 2.0
+STEADY_CPU_PERCENT_LIMIT: Final = 1.0
+STEADY_PROGRAMS: Final = 1000
+PEAK_RSS_LIMIT_BYTES: Final = 80_000_000
+# Per-program cost at the largest size over that at the next smaller one: linear within 25 %.
+LINEARITY_LIMIT: Final = 1.25
+
+METHOD: Final = {
+    "kstat": "in process: SnapshotTaker().take_blocking() after one cold pass and one warm-up, "
+    "then N back-to-back passes timed with perf_counter_ns (median); read_all the same on a fresh "
+    "ProgramReader",
+    "c_floor": "bench/snapshot_floor.c, cc -O2: N+1 passes in one process, each timed inside it "
+    "(CLOCK_MONOTONIC), the first dropped; median",
+    "bpftool": "per pass: wall time of `bpftool --json batch file` with 1+P `prog show` lines less "
+    "that with 1 line, over P (start-up cancels out); median over trials. Output to /dev/null. "
+    "process: the wall time of one whole `bpftool --json prog show`, start-up included",
+    "steady_state": "the `python -m kstat` CLI as a child with NDJSON (file) and StatsD (UDP to "
+    "127.0.0.1, a socket that never reads) sinks; user+sys from /proc/<pid>/stat polled every 50 ms, "
+    "between the first interval line written and the last before the window's end; peak RSS is "
+    "VmHWM and wait4's ru_maxrss",
+    "observer_effect": "one attached socket filter on loopback: fixed packet counts sent by "
+    "LoopbackTarget.send, timed, with a BPF_ENABLE_STATS fd held or not, alternating; and "
+    "BPF_PROG_TEST_RUN with repeat, its kernel-measured ns per run and its wall time per run",
+}
+
+
+@frozen
+class SizeResult:
+    programs_loaded: int
+    programs_seen: int
+    kstat: KstatSnapshot
+    floor: FloorSnapshot
+    bpftool: BpftoolSnapshot
+    # Median pass of each tool over the programs seen.
+    microseconds_per_program: dict[str, float]
+    kstat_over_floor: float
+    kstat_over_bpftool: float
+    kstat_over_bpftool_process: float
+
+    @classmethod
+    def of(
+        cls, programs_loaded: int, kstat: KstatSnapshot, floor: FloorSnapshot, bpftool: BpftoolSnapshot
+    ) -> SizeResult:
+        take_ns = kstat.take_blocking.median_ns
+        times_ns = {
+            "kstat take_blocking": take_ns,
+            "kstat read_all": kstat.read_all.median_ns,
+            "C floor": floor.per_pass.median_ns,
+            "bpftool (per pass)": bpftool.per_pass.median_ns,
+        }
+        return cls(
+            programs_loaded=programs_loaded,
+            programs_seen=kstat.programs_seen,
+            kstat=kstat,
+            floor=floor,
+            bpftool=bpftool,
+            microseconds_per_program={
+                tool: time_ns / kstat.programs_seen / 1e3 for tool, time_ns in times_ns.items()
+            },
+            kstat_over_floor=take_ns / floor.per_pass.median_ns,
+            kstat_over_bpftool=take_ns / bpftool.per_pass.median_ns,
+            kstat_over_bpftool_process=take_ns / bpftool.process_wall.median_ns,
+        )
+
+    def times_ns(self) -> dict[str, float]:
+        """The median pass of each way of taking a snapshot, by name."""
+        return {
+            tool: micros * self.programs_seen * 1e3 for tool, micros in self.microseconds_per_program.items()
+        }
+
+
+@frozen
+class Slope:
+    """Cost per program between two sizes, in microseconds: (t2 - t1) / (n2 - n1)."""
+
+    tool: str
+    from_programs: int
+    to_programs: int
+    microseconds_per_program: float
+
+
+@frozen
+class Target:
+    name: str
+    measured: str
+    limit: str
+    passed: bool
+
+
+@frozen
+class BenchResults:
+    timestamp: str
+    quick: bool
+    machine: Machine
+    foreign_programs_at_start: int
+    method: dict[str, str]
+    sizes: tuple[SizeResult, ...]
+    slopes: tuple[Slope, ...]
+    steady_states: tuple[SteadyState, ...]
+    interval_work: IntervalWork
+    observer_effect: ObserverEffect
+    breakdown: Breakdown
+    targets: tuple[Target, ...]
+
+
+def slopes(sizes: Sequence[SizeResult]) -> tuple[Slope, ...]:
+    found: list[Slope] = []
+    for smaller, larger in itertools.pairwise(sizes):
+        added = larger.programs_seen - smaller.programs_seen
+        smaller_times_ns = smaller.times_ns()
+        for tool, larger_ns in larger.times_ns().items():
+            smaller_ns = smaller_times_ns[tool]
+            found.append(
+                Slope(
+                    tool, smaller.programs_seen, larger.programs_seen, (larger_ns - smaller_ns) / added / 1e3
+                )
+            )
+    return tuple(found)
+
+
+def judge(sizes: Sequence[SizeResult], steady_states: Sequence[SteadyState]) -> tuple[Target, ...]:
+    largest = sizes[-1]
+    targets = [
+        Target(
+            f"snapshot of {largest.programs_seen} programs within {FLOOR_RATIO_LIMIT}x the C floor",
+            f"{largest.kstat_over_floor:.2f}x",
+            f"<= {FLOOR_RATIO_LIMIT}x",
+            largest.kstat_over_floor <= FLOOR_RATIO_LIMIT,
+        ),
+        Target(
+            f"snapshot of {largest.programs_seen} programs at least "
+            f"{BPFTOOL_SPEED_UP_LIMIT:g}x faster than bpftool",
+            f"{1 / largest.kstat_over_bpftool:.2f}x faster (per pass; "
+            f"{1 / largest.kstat_over_bpftool_process:.2f}x against a whole bpftool process)",
+            f">= {BPFTOOL_SPEED_UP_LIMIT:g}x",
+            1 / largest.kstat_over_bpftool >= BPFTOOL_SPEED_UP_LIMIT,
+        ),
+    ]
+    at_one_second = [
+        state
+        for state in steady_states
+        if state.interval_s == 1.0 and set(state.sinks) == {"ndjson", "statsd"}
+    ]
+    for state in at_one_second:
+        targets.append(
+            Target(
+                f"steady state at 1 s with {STEADY_PROGRAMS} programs "
+                f"under {STEADY_CPU_PERCENT_LIMIT:g}% of one CPU",
+                f"{state.steady_cpu_percent:.2f}%",
+                f"< {STEADY_CPU_PERCENT_LIMIT:g}%",
+                state.steady_cpu_percent < STEADY_CPU_PERCENT_LIMIT,
+            )
+        )
+    if steady_states:
+        peak = max(state.peak_rss_bytes for state in steady_states)
+        targets.append(
+            Target(
+                f"peak RSS of the kstat CLI under {PEAK_RSS_LIMIT_BYTES / 1e6:g} MB",
+                f"{peak / 1e6:.1f} MB",
+                f"< {PEAK_RSS_LIMIT_BYTES / 1e6:g} MB",
+                peak < PEAK_RSS_LIMIT_BYTES,
+            )
+        )
+    if len(sizes) >= 2:
+        smaller = sizes[-2]
+        before = smaller.microseconds_per_program["kstat take_blocking"]
+        after = largest.microseconds_per_program["kstat take_blocking"]
+        growth = after / before
+        targets.append(
+            Target(
+                f"cost linear in programs ({smaller.programs_seen} -> {largest.programs_seen})",
+                f"{before:.2f} -> {after:.2f} us/program ({growth:.2f}x)",
+                f"<= {LINEARITY_LIMIT}x",
+                growth <= LINEARITY_LIMIT,
+            )
+        )
+    return tuple(targets)
+
+
+def write_json(results: BenchResults, directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"bench-{results.timestamp}.json"
+    data: dict[str, Any] = cattrs.Converter().unstructure(results)
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    return path

@@ -1,0 +1,313 @@
+"""`python -m bench.run` (`make bench`, `nox -s bench`): the benchmark suite of issue 7.
+
+Loads 100, 1,000 and 10,000 real programs and times one full snapshot of all of them by kstat,
+by bpftool and by a C floor; runs the kstat command for a steady state; measures what the
+stats cost the programs measured; prints PASS/FAIL per target and writes everything as JSON to
+bench-results/. BENCH_QUICK=1 shortens it all to a smoke test. Needs root.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Final
+
+from attrs import frozen
+
+from bench.breakdown import Breakdown, measure_breakdown
+from bench.interval_work import IntervalWork, measure_interval_work
+from bench.measure import describe_machine
+from bench.observer import ObserverEffect, measure_observer_effect
+from bench.programs import ProgramSet, raise_open_file_limit
+from bench.results import (
+    METHOD,
+    STEADY_PROGRAMS,
+    BenchResults,
+    SizeResult,
+    Slope,
+    Target,
+    judge,
+    slopes,
+    write_json,
+)
+from bench.snapshot import Bpftool, SnapshotFloor, measure_kstat
+from bench.steady import SteadyState, measure_steady_state
+from kstat._bpf import ProgramReader
+
+BPFTOOL: Final = "/usr/sbin/bpftool"
+BOTH_SINKS: Final = ("ndjson", "statsd")
+SINK_VARIANTS: Final = ((), ("ndjson",), ("statsd",))
+C_COMPILER: Final = "cc"
+RESULTS_DIRECTORY: Final = Path(__file__).resolve().parent.parent / "bench-results"
+# Room for the programs and for what else the process has open.
+_SPARE_FDS: Final = 1024
+
+
+@frozen
+class Plan:
+    sizes: tuple[int, ...]
+    steady_duration_s: float
+    steady_intervals_s: tuple[float, ...]
+    interval_work_repetitions: int
+    # Each streaming sink alone (and none) at 1 s, to see what each costs; shorter windows.
+    sink_variant_duration_s: float
+    floor_passes: int
+    bpftool_trials: int
+    bpftool_process_runs: int
+    observer_packets: int
+    observer_rounds: int
+    test_run_repeat: int
+    breakdown_repetitions: int
+
+    def kstat_repetitions(self, programs: int) -> int:
+        # About a second of passes at each size, never fewer than 5.
+        return max(5, min(21, 100_000 // programs))
+
+    def bpftool_passes(self, programs: int) -> int:
+        # Enough passes per batch that the start-up jitter is small beside them.
+        return max(5, min(50, 100_000 // programs))
+
+
+FULL: Final = Plan(
+    sizes=(100, 1_000, 10_000),
+    steady_duration_s=30.0,
+    steady_intervals_s=(1.0, 0.1),
+    interval_work_repetitions=11,
+    sink_variant_duration_s=15.0,
+    floor_passes=21,
+    bpftool_trials=3,
+    bpftool_process_runs=5,
+    observer_packets=200_000,
+    observer_rounds=7,
+    test_run_repeat=1_000_000,
+    breakdown_repetitions=7,
+)
+QUICK: Final = Plan(
+    sizes=(100, 1_000),
+    steady_duration_s=5.0,
+    steady_intervals_s=(1.0, 0.1),
+    interval_work_repetitions=5,
+    sink_variant_duration_s=5.0,
+    floor_passes=7,
+    bpftool_trials=2,
+    bpftool_process_runs=3,
+    observer_packets=50_000,
+    observer_rounds=3,
+    test_run_repeat=200_000,
+    breakdown_repetitions=3,
+)
+
+
+def _say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def _ms(nanoseconds: float) -> str:
+    return f"{nanoseconds / 1e6:.2f} ms"
+
+
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    # SystemExit unwinds like Ctrl-C does: every `with` closes, so every program is unloaded.
+    raise SystemExit(128 + signum)
+
+
+def main() -> int:
+    quick = os.environ.get("BENCH_QUICK", "") not in ("", "0")
+    plan = QUICK if quick else FULL
+    if os.geteuid() != 0:
+        _say("bench: needs root (it loads eBPF programs and switches the kernel's stats on)")
+        return 1
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    raise_open_file_limit(max(plan.sizes) + _SPARE_FDS)
+    timestamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    machine = describe_machine(BPFTOOL, C_COMPILER)
+    foreign = len(list(ProgramReader().program_ids()))
+    _say(f"kstat bench ({'quick' if quick else 'full'}) {timestamp}")
+    _say(f"  {machine.cpu_model}, {machine.online_cpus} CPUs online, {machine.kernel}, {machine.python}")
+    _say(f"  {machine.bpftool}; load average {machine.load_average_at_start}")
+    _say(f"  programs already loaded by others: {foreign}")
+
+    with tempfile.TemporaryDirectory(prefix="kstat-bench-") as scratch_name, ProgramSet() as programs:
+        scratch = Path(scratch_name)
+        observer = _observer_effect(plan)
+        programs.resize(STEADY_PROGRAMS)
+        steady_states = _steady_states(plan, scratch)
+        interval_work = _interval_work(plan, machine.online_cpus)
+        floor = SnapshotFloor(scratch, C_COMPILER)
+        bpftool = Bpftool(BPFTOOL, scratch)
+        _say("\n== one full snapshot of every program (medians) ==")
+        _say(f"  bpftool reads owner pids (BPF iterator over all tasks' files): {bpftool.reads_owner_pids()}")
+        sizes: list[SizeResult] = []
+        for size in plan.sizes:
+            programs.resize(size)
+            result = SizeResult.of(
+                size,
+                measure_kstat(plan.kstat_repetitions(size)),
+                floor.measure(plan.floor_passes),
+                bpftool.measure(plan.bpftool_passes(size), plan.bpftool_trials, plan.bpftool_process_runs),
+            )
+            sizes.append(result)
+            _print_size(result, foreign)
+        breakdown = measure_breakdown(scratch, plan.breakdown_repetitions)
+    _print_slopes(slopes(sizes))
+    _print_breakdown(breakdown, sizes[-1])
+    targets = judge(sizes, steady_states)
+    _print_targets(targets)
+    results = BenchResults(
+        timestamp=timestamp,
+        quick=quick,
+        machine=machine,
+        foreign_programs_at_start=foreign,
+        method=METHOD,
+        sizes=tuple(sizes),
+        slopes=slopes(sizes),
+        steady_states=tuple(steady_states),
+        interval_work=interval_work,
+        observer_effect=observer,
+        breakdown=breakdown,
+        targets=targets,
+    )
+    path = write_json(results, RESULTS_DIRECTORY)
+    _say(f"\nresults: {path}")
+    return 0
+
+
+def _observer_effect(plan: Plan) -> ObserverEffect:
+    _say("\n== observer effect: what the stats cost the programs measured ==")
+    effect = measure_observer_effect(plan.observer_packets, plan.observer_rounds, plan.test_run_repeat)
+    if effect.stats_were_enabled_elsewhere:
+        _say("  WARNING: another process held the stats on: the 'off' rounds were not off")
+    _say(
+        f"  loopback UDP through a socket filter: {effect.packets_per_s_off:,.0f} packets/s stats off, "
+        f"{effect.packets_per_s_on:,.0f} on: {effect.overhead_per_packet_ns:+.0f} ns per packet"
+    )
+    _say(
+        f"  BPF_PROG_TEST_RUN x{effect.test_run_repeat:,}: {effect.test_run_wall_off.median_ns:.1f} ns "
+        f"per run off, {effect.test_run_wall_on.median_ns:.1f} on (kernel's own timing "
+        f"{effect.test_run_kernel_off.median_ns:.0f} / {effect.test_run_kernel_on.median_ns:.0f}): "
+        f"accounting costs {effect.accounting_overhead_per_run_ns:.1f} ns per run"
+    )
+    _say(
+        f"  run_time_ns / run_cnt reported by the kernel while on: {effect.kernel_run_time_ns_per_run:.1f} ns"
+    )
+    return effect
+
+
+def _print_size(result: SizeResult, foreign: int) -> None:
+    kstat, bpftool = result.kstat, result.bpftool
+    per_program = result.microseconds_per_program
+    _say(f"  {result.programs_seen} programs ({result.programs_loaded} loaded by the bench):")
+    if result.programs_seen != result.programs_loaded + foreign:
+        # Someone else is loading or unloading programs: the machine is not quiet.
+        others = result.programs_seen - result.programs_loaded
+        _say(f"    WARNING: {others} programs of others loaded now, {foreign} at the start")
+    for tool, time_ns in result.times_ns().items():
+        _say(f"    {tool:20s} {_ms(time_ns):>10} ({per_program[tool]:5.2f} us/program)")
+    _say(
+        f"    kstat's first pass (attribution of every program) {_ms(kstat.first_take_blocking_ns)}; "
+        f"one whole bpftool process {_ms(bpftool.process_wall.median_ns)}"
+    )
+    _say(
+        f"    kstat/C {result.kstat_over_floor:.2f}x, kstat/bpftool {result.kstat_over_bpftool:.2f}x "
+        f"(against a whole bpftool process {result.kstat_over_bpftool_process:.2f}x)"
+    )
+
+
+def _steady_states(plan: Plan, scratch: Path) -> list[SteadyState]:
+    _say(f"\n== steady state: the kstat command sampling {STEADY_PROGRAMS} programs ==")
+    runs: list[tuple[float, float, tuple[str, ...]]] = [
+        (plan.steady_duration_s, interval_s, BOTH_SINKS) for interval_s in plan.steady_intervals_s
+    ]
+    runs += [(plan.sink_variant_duration_s, 1.0, sinks) for sinks in SINK_VARIANTS]
+    states = []
+    for duration_s, interval_s, sinks in runs:
+        state = measure_steady_state(scratch, duration_s, interval_s, sinks)
+        states.append(state)
+        sink_names = " + ".join(sinks) or "report only"
+        _say(
+            f"  {sink_names:14s} every {interval_s * 1000:4g} ms for {duration_s:g} s: "
+            f"{state.steady_cpu_percent:5.2f}% of one CPU in steady state "
+            f"(over {state.steady_seconds_measured:.1f} s); whole process {state.total_cpu_s:.2f} s CPU "
+            f"in {state.total_wall_s:.1f} s; peak RSS {state.peak_rss_bytes / 1e6:.1f} MB; "
+            f"{state.snapshots} snapshots"
+        )
+    return states
+
+
+def _interval_work(plan: Plan, online_cpus: int) -> IntervalWork:
+    work = measure_interval_work(plan.interval_work_repetitions, online_cpus)
+    pieces = {
+        "snapshot (take_blocking)": work.take_blocking,
+        "summary.observe": work.summary_observe,
+        "interval_report (each sink makes one)": work.interval_report,
+        "NDJSON interval_line (report included)": work.ndjson_interval_line,
+        "NDJSON encode_line (json.dumps)": work.ndjson_encode_line,
+        "StatsD metric_lines": work.statsd_metric_lines,
+        "StatsD batch_datagrams": work.statsd_batch_datagrams,
+    }
+    _say(f"  where an interval goes, in process ({work.programs_seen} programs; per program per interval):")
+    for piece, timing in pieces.items():
+        _say(f"    {piece:40s} {timing.median_ns / work.programs_seen / 1e3:6.2f} us")
+    _say(
+        f"    StatsD sends {work.statsd_lines_per_interval} lines in "
+        f"{work.statsd_datagrams_per_interval} datagrams per interval"
+    )
+    return work
+
+
+def _print_slopes(found: tuple[Slope, ...]) -> None:
+    _say("\n== cost per added program (slope between sizes) ==")
+    for slope in found:
+        _say(
+            f"  {slope.tool:20s} {slope.from_programs:>6} -> {slope.to_programs:<6} "
+            f"{slope.microseconds_per_program:6.2f} us/program"
+        )
+
+
+def _print_breakdown(breakdown: Breakdown, largest: SizeResult) -> None:
+    passes = {
+        "C floor (the 4 syscalls)": largest.floor.per_pass,
+        "same syscalls, kstat's ctypes plumbing": breakdown.kstat_plumbing_pass,
+        "same, ctypes args prebuilt, no memset": breakdown.lean_plumbing_pass,
+        "kstat id walk alone (program_ids)": breakdown.kstat_id_walk,
+        "kstat ProgramReader.read_all": breakdown.kstat_read_all,
+        "kstat Attributor.details_for (steady)": breakdown.attributor_details_for,
+        "kstat SnapshotTaker.take_blocking": largest.kstat.take_blocking,
+        "what-if: C pass + a ProgramStats each": breakdown.compiled_pass_with_objects,
+    }
+    _say(f"\n== where kstat's time per program goes ({breakdown.programs_seen} programs) ==")
+    for layer, timing in passes.items():
+        _say(f"  {layer:40s} {timing.median_ns / breakdown.programs_seen / 1e3:6.2f} us/program")
+    _say(
+        f"  per call: ctypes foreign call {breakdown.foreign_call_overhead_ns:.0f} ns over os.getpid; "
+        f"a bpf(2) as kstat calls it {breakdown.bpf_call_as_kstat_ns:.0f} ns, prebuilt args "
+        f"{breakdown.bpf_call_unconverted_ns:.0f} ns; memset {breakdown.memset_ns:.0f} ns, "
+        f"memoryview zeroing {breakdown.memoryview_zero_ns:.0f} ns; ProgramStats() "
+        f"{breakdown.program_stats_new_ns:.0f} ns; .identity {breakdown.program_identity_ns:.0f} ns"
+    )
+
+
+def _print_targets(targets: tuple[Target, ...]) -> None:
+    _say("\n== targets (issue 7) ==")
+    for target in targets:
+        verdict = "PASS" if target.passed else "FAIL"
+        _say(f"  {verdict}  {target.name}: {target.measured} (target {target.limit})")
+
+
+def entry_point() -> None:
+    try:
+        status = main()
+    except KeyboardInterrupt:
+        # Everything is unloaded by now: the `with` blocks closed on the way out.
+        _say("\nbench: interrupted")
+        status = 130
+    sys.exit(status)
+
+
+if __name__ == "__main__":
+    entry_point()
