@@ -20,7 +20,7 @@ from attrs import evolve, frozen
 
 from kstat._btf import BtfFormatError, single_function_btf, type_names
 from kstat.errors import BpfError, PermissionDenied, ProgramLoadError, UnsupportedKernel
-from kstat.model import ProgramIdentity, ProgramStats
+from kstat.model import ProgramStats
 
 # --- syscall plumbing -------------------------------------------------------------------------
 
@@ -393,15 +393,33 @@ def enable_run_time_stats() -> int:
 class ProgramReader:
     """Reads every loaded program's counters, reusing its buffers between passes.
 
-    Not thread-safe: one reader per thread. Every fd it opens is closed before it moves on. A
-    program's full name (from its BTF) is looked up once, when the reader first meets it.
+    Not thread-safe: one reader per thread. Every fd it opens is closed before it moves on.
+
+    This is the sampler's hot path (a few µs a program, most of it the four syscalls): the
+    ctypes arguments are built once, the walk is inline, and a program met before is rebuilt
+    from what the reader already knows (its names, tag and type), or reused whole when its
+    counters have not moved. Its full name (from BTF) is looked up once, on first meeting.
     """
 
     def __init__(self) -> None:
+        if _SYS_BPF is None:
+            raise UnsupportedKernel(f"kstat does not know the bpf(2) syscall number on {platform.machine()}")
         self._id_attr = _GetIdAttr()
         self._info = _ProgInfo()
         self._info_attr = _InfoByFdAttr(info_len=ctypes.sizeof(_ProgInfo), info=ctypes.addressof(self._info))
-        self._full_names: dict[ProgramIdentity, str] = {}
+        self._info_bytes = memoryview(self._info).cast("B")
+        self._info_zeros = bytes(ctypes.sizeof(_ProgInfo))
+        # Built once: converting Python ints and addresses on every call costs as much as the call.
+        self._sys_bpf = ctypes.c_long(_SYS_BPF)
+        self._next_id_command = ctypes.c_int(BPF_PROG_GET_NEXT_ID)
+        self._fd_by_id_command = ctypes.c_int(BPF_PROG_GET_FD_BY_ID)
+        self._info_command = ctypes.c_int(BPF_OBJ_GET_INFO_BY_FD)
+        self._id_attr_pointer = ctypes.c_void_p(ctypes.addressof(self._id_attr))
+        self._id_attr_size = ctypes.c_uint(ctypes.sizeof(_GetIdAttr))
+        self._info_attr_pointer = ctypes.c_void_p(ctypes.addressof(self._info_attr))
+        self._info_attr_size = ctypes.c_uint(ctypes.sizeof(_InfoByFdAttr))
+        # The last reading of every program met in the previous pass, by (id, load time).
+        self._known: dict[tuple[int, int], ProgramStats] = {}
         # Type names of the BTF objects met during one pass; programs of one object share it.
         self._btf_type_names: dict[int, list[str] | None] = {}
 
@@ -411,13 +429,38 @@ class ProgramReader:
 
     def read_all(self) -> list[ProgramStats]:
         """Every loaded program's stats; a program unloaded while being read is skipped."""
+        syscall, sys_bpf = _syscall, self._sys_bpf
+        next_id, fd_by_id = self._next_id_command, self._fd_by_id_command
+        attr, attr_pointer, attr_size = self._id_attr, self._id_attr_pointer, self._id_attr_size
+        known: dict[tuple[int, int], ProgramStats] = {}
         programs: list[ProgramStats] = []
-        for program_id in self.program_ids():
-            stats = self.read_one(program_id)
-            if stats is not None:
-                programs.append(stats)
-        # Forget what is no longer loaded, so churn cannot grow the caches.
-        self._full_names = {program.identity: program.name for program in programs}
+        current_id = 0
+        while True:
+            attr.start_id = current_id
+            attr.next_id = 0
+            attr.open_flags = 0
+            if syscall(sys_bpf, next_id, attr_pointer, attr_size) < 0:
+                error = ctypes.get_errno()
+                if error == errno.ENOENT:
+                    break  # past the last id
+                raise _error_for(BPF_PROG_GET_NEXT_ID, error)
+            current_id = attr.next_id
+            attr.start_id = current_id  # prog_id, for BPF_PROG_GET_FD_BY_ID
+            attr.next_id = 0
+            fd = syscall(sys_bpf, fd_by_id, attr_pointer, attr_size)
+            if fd < 0:
+                error = ctypes.get_errno()
+                if error == errno.ENOENT:
+                    continue  # unloaded since it was listed
+                raise _error_for(BPF_PROG_GET_FD_BY_ID, error)
+            try:
+                stats = self._read_fd(fd)
+            finally:
+                os.close(fd)
+            known[(stats.id, stats.load_time_ns)] = stats
+            programs.append(stats)
+        # Only what is loaded now is remembered, so churn cannot grow the caches.
+        self._known = known
         self._btf_type_names.clear()
         return programs
 
@@ -433,6 +476,9 @@ class ProgramReader:
 
     def read_fd(self, fd: int) -> ProgramStats:
         """The stats of the program behind an fd the caller owns."""
+        return self._read_fd(fd)
+
+    def _read_fd(self, fd: int) -> ProgramStats:
         info = self._info
         self._get_info(fd)
         written = self._info_attr.info_len
@@ -440,30 +486,47 @@ class ProgramReader:
             raise UnsupportedKernel(
                 "this kernel's bpf_prog_info has no run_time_ns/run_cnt (they arrived in Linux 5.1)"
             )
-        kernel_name = info.name.decode("utf-8", "replace")
-        stats = ProgramStats(
-            id=info.id,
-            type=program_type_name(info.type),
-            name=kernel_name,
-            tag=bytes(info.tag).hex(),
-            load_time_ns=info.load_time,
-            run_time_ns=info.run_time_ns,
-            run_count=info.run_cnt,
-            recursion_misses=info.recursion_misses if written >= _RECURSION_MISSES_END else 0,
+        run_time_ns, run_count = info.run_time_ns, info.run_cnt
+        recursion_misses = info.recursion_misses if written >= _RECURSION_MISSES_END else 0
+        before = self._known.get((info.id, info.load_time))
+        if before is not None:
+            if (
+                before.run_time_ns == run_time_ns
+                and before.run_count == run_count
+                and before.recursion_misses == recursion_misses
+            ):
+                return before  # an idle program: the very same value as last time
+            return ProgramStats(
+                id=before.id,
+                type=before.type,
+                name=before.name,
+                tag=before.tag,
+                load_time_ns=before.load_time_ns,
+                run_time_ns=run_time_ns,
+                run_count=run_count,
+                recursion_misses=recursion_misses,
+                kernel_name=before.kernel_name,
+            )
+        program_id, load_time_ns, tag = info.id, info.load_time, bytes(info.tag).hex()
+        type_name, kernel_name = program_type_name(info.type), info.name.decode("utf-8", "replace")
+        # Last: looking up the BTF name reuses the info buffer.
+        full_name = self._btf_function_name(fd) or kernel_name
+        return ProgramStats(
+            id=program_id,
+            type=type_name,
+            name=full_name,
+            tag=tag,
+            load_time_ns=load_time_ns,
+            run_time_ns=run_time_ns,
+            run_count=run_count,
+            recursion_misses=recursion_misses,
             kernel_name=kernel_name,
         )
-        full_name = self._full_names.get(stats.identity)
-        if full_name is None:
-            full_name = self._btf_function_name(fd) or kernel_name
-            self._full_names[stats.identity] = full_name
-        if full_name != kernel_name:
-            stats = evolve(stats, name=full_name)
-        return stats
 
     def _get_info(self, fd: int, func_info: _FuncInfo | None = None) -> None:
         info = self._info
         # Pointer/count pairs must go in as zero, or the kernel copies arrays to them.
-        ctypes.memset(ctypes.addressof(info), 0, ctypes.sizeof(info))
+        self._info_bytes[:] = self._info_zeros
         if func_info is not None:
             info.nr_func_info = 1
             info.func_info_rec_size = ctypes.sizeof(_FuncInfo)
@@ -471,7 +534,8 @@ class ProgramReader:
         attr = self._info_attr
         attr.bpf_fd = fd
         attr.info_len = ctypes.sizeof(info)
-        _bpf(BPF_OBJ_GET_INFO_BY_FD, attr)
+        if _syscall(self._sys_bpf, self._info_command, self._info_attr_pointer, self._info_attr_size) < 0:
+            raise _error_for(BPF_OBJ_GET_INFO_BY_FD, ctypes.get_errno())
 
     def _btf_function_name(self, fd: int) -> str | None:
         """The main function's name from the program's BTF (what bpftool shows), if it has BTF."""

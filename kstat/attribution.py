@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import socket
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -117,19 +117,27 @@ class Attributor:
     proc: Path = PROC
     _known: dict[ProgramIdentity, ProgramDetails] = field(factory=dict)
 
-    def details_for(self, programs: Sequence[ProgramStats]) -> dict[ProgramIdentity, ProgramDetails]:
-        new = [program for program in programs if program.identity not in self._known]
+    def details_for(self, programs: Sequence[ProgramStats]) -> Mapping[ProgramIdentity, ProgramDetails]:
+        """Details of every program given. The mapping returned is never changed afterwards
+        (snapshots share it), so a pass over the same programs costs one check each."""
+        known = self._known
+        new = [program for program in programs if program.identity not in known]
+        if not new and len(known) == len(programs):
+            return known  # the same programs as last time
         if new:
             owners = program_owners(self.proc)
             attachments = self._attachments()
-            for program in new:
-                self._known[program.identity] = ProgramDetails(
+            learnt = {
+                program.identity: ProgramDetails(
                     owners=tuple(owners.get(program.id, ())),
                     attachments=tuple(attachments.get(program.id, ())),
                 )
-        # Only what is loaded now is kept: churn cannot grow the cache.
-        self._known = {program.identity: self._known[program.identity] for program in programs}
-        return dict(self._known)
+                for program in new
+            }
+            known = {**known, **learnt}
+        # A new mapping holding only what is loaded now: churn cannot grow it.
+        self._known = {program.identity: known[program.identity] for program in programs}
+        return self._known
 
     def _attachments(self) -> dict[int, list[str]]:
         try:

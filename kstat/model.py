@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Final
+from functools import cached_property
+from typing import Final, NamedTuple
 
 from attrs import Factory, evolve, field, frozen
 
 
-@frozen
-class ProgramIdentity:
+class ProgramIdentity(NamedTuple):
     """What makes a program the same program across snapshots.
 
     The kernel may hand a freed id to a new program, so the id alone is not enough: a program
-    is the same one only while its id, load time and tag all match.
+    is the same one only while its id, load time and tag all match. A NamedTuple rather than an
+    attrs class: it is the dict key of every program in every snapshot, and tuples hash and
+    compare in C.
     """
 
     id: int
@@ -38,7 +40,7 @@ class ProgramStats:
     # bpf_prog_info.name: at most 15 characters of what the loader called it.
     kernel_name: str = field(default=Factory(lambda self: self.name, takes_self=True))
 
-    @property
+    @cached_property
     def identity(self) -> ProgramIdentity:
         return ProgramIdentity(self.id, self.load_time_ns, self.tag)
 

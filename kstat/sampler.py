@@ -82,9 +82,12 @@ async def sample_window(
     pass that overruns its interval delays the next tick instead of queueing missed ones.
     """
     interval_s = interval_ns / 1e9
-    window_start = trio.current_time()
+    first = await taker.take()
+    # The window's clock starts at the first snapshot's moment (the middle of its pass), so
+    # the measured elapsed time is never shorter than the duration asked for.
+    window_start = trio.current_time() - first.pass_duration_ns / 2e9
     deadline = window_start + duration_ns / 1e9 if duration_ns is not None else float("inf")
-    await on_snapshot(await taker.take(), False)
+    await on_snapshot(first, False)
     next_tick = window_start + interval_s
     while True:
         with trio.move_on_at(min(next_tick, deadline)):

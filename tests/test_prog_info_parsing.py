@@ -16,8 +16,12 @@ from kstat.errors import UnsupportedKernel
 def fake_kernel(info_len: int) -> object:
     """A stand-in for bpf(2) that fills every field but reports writing only `info_len` bytes."""
 
-    def syscall(command: int, attr: ctypes.Structure) -> int:
-        assert command == _bpf.BPF_OBJ_GET_INFO_BY_FD
+    def syscall(
+        number: ctypes.c_long, command: ctypes.c_int, pointer: ctypes.c_void_p, size: ctypes.c_uint
+    ) -> int:
+        assert command.value == _bpf.BPF_OBJ_GET_INFO_BY_FD
+        assert pointer.value is not None
+        attr = _bpf._InfoByFdAttr.from_address(pointer.value)
         info = _bpf._ProgInfo.from_address(attr.info)
         info.type = 3
         info.id = 42
@@ -34,7 +38,7 @@ def fake_kernel(info_len: int) -> object:
 
 
 def test_a_current_kernel_struct_gives_every_counter(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_bpf, "_bpf", fake_kernel(ctypes.sizeof(_bpf._ProgInfo)))
+    monkeypatch.setattr(_bpf, "_syscall", fake_kernel(ctypes.sizeof(_bpf._ProgInfo)))
     stats = _bpf.ProgramReader().read_fd(3)
     assert stats.id == 42
     assert stats.type == "SchedCLS"
@@ -45,13 +49,13 @@ def test_a_current_kernel_struct_gives_every_counter(monkeypatch: pytest.MonkeyP
 
 
 def test_before_5_12_recursion_misses_read_as_zero(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_bpf, "_bpf", fake_kernel(_bpf._ProgInfo.recursion_misses.offset))
+    monkeypatch.setattr(_bpf, "_syscall", fake_kernel(_bpf._ProgInfo.recursion_misses.offset))
     stats = _bpf.ProgramReader().read_fd(3)
     assert (stats.run_count, stats.recursion_misses) == (50, 0)
 
 
 def test_before_5_1_there_are_no_run_counters(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_bpf, "_bpf", fake_kernel(_bpf._ProgInfo.run_time_ns.offset))
+    monkeypatch.setattr(_bpf, "_syscall", fake_kernel(_bpf._ProgInfo.run_time_ns.offset))
     with pytest.raises(UnsupportedKernel, match=r"Linux 5\.1"):
         _bpf.ProgramReader().read_fd(3)
 
