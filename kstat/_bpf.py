@@ -364,6 +364,7 @@ class _ProgInfo(ctypes.Structure):
     ]
 
 
+_PROG_INFO_SIZE: Final = ctypes.sizeof(_ProgInfo)
 # run_time_ns and run_cnt arrived in Linux 5.1, recursion_misses in 5.12: an older kernel
 # writes a shorter struct and says how much in info_len.
 _RUN_COUNTERS_END: Final = _ProgInfo.run_cnt.offset + 8
@@ -432,13 +433,13 @@ class ProgramReader:
         syscall, sys_bpf = _syscall, self._sys_bpf
         next_id, fd_by_id = self._next_id_command, self._fd_by_id_command
         attr, attr_pointer, attr_size = self._id_attr, self._id_attr_pointer, self._id_attr_size
+        read_fd = self._read_fd
         known: dict[tuple[int, int], ProgramStats] = {}
         programs: list[ProgramStats] = []
         current_id = 0
+        attr.open_flags = 0  # never written by the kernel: set once a pass
         while True:
             attr.start_id = current_id
-            attr.next_id = 0
-            attr.open_flags = 0
             if syscall(sys_bpf, next_id, attr_pointer, attr_size) < 0:
                 error = ctypes.get_errno()
                 if error == errno.ENOENT:
@@ -446,7 +447,7 @@ class ProgramReader:
                 raise _error_for(BPF_PROG_GET_NEXT_ID, error)
             current_id = attr.next_id
             attr.start_id = current_id  # prog_id, for BPF_PROG_GET_FD_BY_ID
-            attr.next_id = 0
+            attr.next_id = 0  # must be zero there: the kernel checks unused attr bytes
             fd = syscall(sys_bpf, fd_by_id, attr_pointer, attr_size)
             if fd < 0:
                 error = ctypes.get_errno()
@@ -454,10 +455,10 @@ class ProgramReader:
                     continue  # unloaded since it was listed
                 raise _error_for(BPF_PROG_GET_FD_BY_ID, error)
             try:
-                stats = self._read_fd(fd)
+                key, stats = read_fd(fd)
             finally:
                 os.close(fd)
-            known[(stats.id, stats.load_time_ns)] = stats
+            known[key] = stats
             programs.append(stats)
         # Only what is loaded now is remembered, so churn cannot grow the caches.
         self._known = known
@@ -476,27 +477,35 @@ class ProgramReader:
 
     def read_fd(self, fd: int) -> ProgramStats:
         """The stats of the program behind an fd the caller owns."""
-        return self._read_fd(fd)
+        return self._read_fd(fd)[1]
 
-    def _read_fd(self, fd: int) -> ProgramStats:
+    def _read_fd(self, fd: int) -> tuple[tuple[int, int], ProgramStats]:
+        """The program's stats and the key (id, load time) the reader remembers it by."""
         info = self._info
-        self._get_info(fd)
-        written = self._info_attr.info_len
+        # Inline _get_info: this runs once per program per pass.
+        self._info_bytes[:] = self._info_zeros
+        info_attr = self._info_attr
+        info_attr.bpf_fd = fd
+        info_attr.info_len = _PROG_INFO_SIZE
+        if _syscall(self._sys_bpf, self._info_command, self._info_attr_pointer, self._info_attr_size) < 0:
+            raise _error_for(BPF_OBJ_GET_INFO_BY_FD, ctypes.get_errno())
+        written = info_attr.info_len
         if written < _RUN_COUNTERS_END:
             raise UnsupportedKernel(
                 "this kernel's bpf_prog_info has no run_time_ns/run_cnt (they arrived in Linux 5.1)"
             )
         run_time_ns, run_count = info.run_time_ns, info.run_cnt
         recursion_misses = info.recursion_misses if written >= _RECURSION_MISSES_END else 0
-        before = self._known.get((info.id, info.load_time))
+        key = (info.id, info.load_time)
+        before = self._known.get(key)
         if before is not None:
             if (
                 before.run_time_ns == run_time_ns
                 and before.run_count == run_count
                 and before.recursion_misses == recursion_misses
             ):
-                return before  # an idle program: the very same value as last time
-            return ProgramStats(
+                return key, before  # an idle program: the very same value as last time
+            return key, ProgramStats(
                 id=before.id,
                 type=before.type,
                 name=before.name,
@@ -511,7 +520,7 @@ class ProgramReader:
         type_name, kernel_name = program_type_name(info.type), info.name.decode("utf-8", "replace")
         # Last: looking up the BTF name reuses the info buffer.
         full_name = self._btf_function_name(fd) or kernel_name
-        return ProgramStats(
+        return key, ProgramStats(
             id=program_id,
             type=type_name,
             name=full_name,

@@ -27,7 +27,7 @@ from attrs import define, frozen
 from kstat.errors import UsageError
 from kstat.host import online_cpu_count
 from kstat.model import Snapshot
-from kstat.report import Report
+from kstat.report import ProgramReport, Report
 from kstat.summary import interval_report
 
 log = structlog.get_logger(__name__)
@@ -41,6 +41,7 @@ _CONNECT_TIMEOUT_S: Final = 2.0
 _UNSAFE_IN_NAME: Final = re.compile(r"[^A-Za-z0-9_-]")
 _UNSAFE_IN_TAG: Final = re.compile(r"[^A-Za-z0-9_.:/-]")
 _PREFIX: Final = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
+_FULL_REFRESH_INTERVALS: Final = 60
 _GAUGES: Final = ("avg_runtime_ns", "estimated_cpu_percent", "events_per_sec")
 _COUNTERS: Final = ("run_count", "runtime_ns", "recursion_misses")
 
@@ -112,28 +113,30 @@ def _number(value: float) -> str:
     return text if text not in ("", "-0") else "0"
 
 
-def metric_lines(report: Report, settings: StatsdSettings) -> list[str]:
-    """The StatsD lines for one interval's delta report."""
-    prefix = settings.prefix
-    lines: list[str] = []
-    for key, program in report.program_stats.items():
-        values = {
-            "avg_runtime_ns": float(program.avg_runtime_ns),
-            "estimated_cpu_percent": program.estimated_cpu_percent,
-            "events_per_sec": program.events_per_sec,
-            "run_count": program.run_count,
-            "runtime_ns": program.runtime_ns,
-            "recursion_misses": program.recursion_misses,
-        }
-        if settings.dogstatsd_tags:
-            stem = f"{prefix}.program"
-            name = _UNSAFE_IN_TAG.sub("_", program.name) or "unnamed"
-            suffix = f"|#program:{name},id:{program.id},type:{_UNSAFE_IN_TAG.sub('_', program.type)}"
-        else:
-            stem = f"{prefix}.{_UNSAFE_IN_NAME.sub('_', key) or 'unnamed'}"
-            suffix = ""
-        lines += [f"{stem}.{metric}:{_number(values[metric])}|g{suffix}" for metric in _GAUGES]
-        lines += [f"{stem}.{metric}:{int(values[metric])}|c{suffix}" for metric in _COUNTERS]
+def program_lines(key: str, program: ProgramReport, settings: StatsdSettings) -> list[str]:
+    """One program's six lines for one interval."""
+    values = {
+        "avg_runtime_ns": float(program.avg_runtime_ns),
+        "estimated_cpu_percent": program.estimated_cpu_percent,
+        "events_per_sec": program.events_per_sec,
+        "run_count": program.run_count,
+        "runtime_ns": program.runtime_ns,
+        "recursion_misses": program.recursion_misses,
+    }
+    if settings.dogstatsd_tags:
+        stem = f"{settings.prefix}.program"
+        name = _UNSAFE_IN_TAG.sub("_", program.name) or "unnamed"
+        suffix = f"|#program:{name},id:{program.id},type:{_UNSAFE_IN_TAG.sub('_', program.type)}"
+    else:
+        stem = f"{settings.prefix}.{_UNSAFE_IN_NAME.sub('_', key) or 'unnamed'}"
+        suffix = ""
+    return [
+        *(f"{stem}.{metric}:{_number(values[metric])}|g{suffix}" for metric in _GAUGES),
+        *(f"{stem}.{metric}:{int(values[metric])}|c{suffix}" for metric in _COUNTERS),
+    ]
+
+
+def total_lines(report: Report, settings: StatsdSettings) -> list[str]:
     total_runs = report.total_run_count
     totals = {
         "avg_runtime_ns": float(report.total_runtime_ns // total_runs if total_runs else 0),
@@ -143,9 +146,23 @@ def metric_lines(report: Report, settings: StatsdSettings) -> list[str]:
         "runtime_ns": report.total_runtime_ns,
         "recursion_misses": report.total_recursion_misses,
     }
-    lines += [f"{prefix}.total.{metric}:{_number(totals[metric])}|g" for metric in _GAUGES]
-    lines += [f"{prefix}.total.{metric}:{int(totals[metric])}|c" for metric in _COUNTERS]
-    return lines
+    prefix = settings.prefix
+    return [
+        *(f"{prefix}.total.{metric}:{_number(totals[metric])}|g" for metric in _GAUGES),
+        *(f"{prefix}.total.{metric}:{int(totals[metric])}|c" for metric in _COUNTERS),
+    ]
+
+
+def metric_lines(report: Report, settings: StatsdSettings) -> list[str]:
+    """Every StatsD line for one interval's delta report."""
+    lines: list[str] = []
+    for key, program in report.program_stats.items():
+        lines += program_lines(key, program, settings)
+    return lines + total_lines(report, settings)
+
+
+def _idle(program: ProgramReport) -> bool:
+    return program.run_count == 0 and program.runtime_ns == 0 and program.recursion_misses == 0
 
 
 def batch_datagrams(lines: list[str], mtu: int) -> Iterator[bytes]:
@@ -187,6 +204,9 @@ class StatsdSink:
     def __init__(self, settings: StatsdSettings) -> None:
         self.settings = settings
         self._online_cpus = online_cpu_count()
+        self._intervals = 0
+        # Report keys of programs whose zero lines were sent and that have stayed idle since.
+        self._reported_idle: set[str] = set()
         self._udp: trio.socket.SocketType | None = None
         self._tcp: trio.SocketStream | None = None
         self._failed = _RateLimitedWarning("statsd unreachable; metrics for this interval are lost")
@@ -212,7 +232,26 @@ class StatsdSink:
         """Everything was sent per interval; the summary adds nothing a metrics stack needs."""
 
     def _lines_for(self, previous: Snapshot, current: Snapshot) -> list[str]:
-        return metric_lines(interval_report(previous, current, self._online_cpus), self.settings)
+        """This interval's lines, less those of programs already reported idle.
+
+        A program with no runs has zero counters and zero gauges; saying so once is enough (a
+        StatsD server keeps a gauge's last value), so on a host where most programs are idle
+        each interval costs little. Every few intervals everything is sent again, so that a
+        restarted server catches up.
+        """
+        report = interval_report(previous, current, self._online_cpus)
+        refresh = self._intervals % _FULL_REFRESH_INTERVALS == 0
+        self._intervals += 1
+        lines: list[str] = []
+        idle_now: set[str] = set()
+        for key, program in report.program_stats.items():
+            if _idle(program):
+                idle_now.add(key)
+                if key in self._reported_idle and not refresh:
+                    continue
+            lines += program_lines(key, program, self.settings)
+        self._reported_idle = idle_now
+        return lines + total_lines(report, self.settings)
 
     async def _send(self, lines: list[str]) -> None:
         settings = self.settings

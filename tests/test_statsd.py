@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import socket
 from collections.abc import Iterator
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from kstat.errors import UsageError
-from sinks.statsd import StatsdSettings, batch_datagrams, metric_lines, parse_statsd_url
+from sinks.statsd import StatsdSettings, StatsdSink, batch_datagrams, metric_lines, parse_statsd_url
 from tests.conftest import LoadFilter
 from tests.kstat_process import KstatProcess
 from tests.statsd_daemon import StatsdDaemon, free_port, running_statsd
@@ -159,3 +160,33 @@ def test_an_unreachable_server_costs_a_warning_not_the_report(
     warnings = [entry for entry in kstat.log if entry["level"] == "warning" and "statsd" in entry["event"]]
     # Rate-limited: one warning, however many intervals failed.
     assert len(warnings) == 1, kstat.log
+
+
+def test_idle_programs_are_reported_once_then_left_out_until_they_run() -> None:
+    sink = StatsdSink(StatsdSettings("127.0.0.1", prefix="kt"))
+    states = [(0, 0), (0, 0), (0, 0), (10, 1), (10, 1)]  # (runtime, runs) of "idle" over time
+    snapshots = [
+        snapshot(
+            index,
+            float(index),
+            program(1, index * 100, index, name="busy"),
+            program(2, runtime, runs, name="idle"),
+        )
+        for index, (runtime, runs) in enumerate(states)
+    ]
+    sent = [sink._lines_for(previous, current) for previous, current in itertools.pairwise(snapshots)]
+    mentions_idle = [any(line.startswith("kt.idle.") for line in lines) for lines in sent]
+    # Zero lines once; nothing while it stays idle; lines again when it runs; once when idle again.
+    assert mentions_idle == [True, False, True, True]
+    assert all(any(line.startswith("kt.busy.run_count:1|c") for line in lines) for lines in sent)
+    assert all(any(line.startswith("kt.total.") for line in lines) for lines in sent)
+
+
+def test_every_line_is_sent_again_now_and_then() -> None:
+    sink = StatsdSink(StatsdSettings("127.0.0.1", prefix="kt"))
+    idle = [snapshot(index, float(index), program(2, 0, 0, name="idle")) for index in range(62)]
+    sent = [sink._lines_for(previous, current) for previous, current in itertools.pairwise(idle)]
+    refreshed = [
+        index for index, lines in enumerate(sent) if any(line.startswith("kt.idle.") for line in lines)
+    ]
+    assert refreshed == [0, 60]
