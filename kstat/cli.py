@@ -15,6 +15,7 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import FrameType
 from typing import NoReturn
 
 import structlog
@@ -434,10 +435,14 @@ def _plot(options: argparse.Namespace) -> int:
 
 def _workload(options: argparse.Namespace) -> int:
     stop = threading.Event()
-    try:
-        run_workload(options.duration / 1e9, options.rate, options.work_scale, options.linger / 1e9, stop)
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
+
+    def request_stop(signal_number: int, frame: FrameType | None) -> None:
+        # Ends the traffic and the linger early; the programs are unloaded as usual.
+        stop.set()
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    run_workload(options.duration / 1e9, options.rate, options.work_scale, options.linger / 1e9, stop)
     return EXIT_OK
 
 

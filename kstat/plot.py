@@ -112,8 +112,8 @@ def stream_figure(lines: Sequence[dict[str, Any]], *, title: str | None = None) 
     figure, axes = pyplot.subplots(len(PANELS), 1, figsize=(11, 3.2 * len(PANELS)), dpi=DPI, sharex=True)
     for axis, (field, panel_title, unit) in zip(axes, PANELS, strict=True):
         for key in shown:
-            # An interval without the program (not loaded yet, or gone) is a gap, not a zero.
-            values = [line["program_stats"].get(key, {}).get(field, float("nan")) for line in intervals]
+            # NDJSON leaves idle programs out of an interval's line: absent means zero.
+            values = [line["program_stats"].get(key, {}).get(field, 0) for line in intervals]
             axis.plot(times, values, label=_short(key), marker=".")
         axis.set_title(panel_title)
         axis.set_ylabel(unit)

@@ -16,13 +16,14 @@ from typing import Any, BinaryIO
 
 import structlog
 import trio
+from attrs import evolve
 
 from kstat._atomic import check_writable
 from kstat._serialize import report_to_dict
 from kstat.errors import OutputClosed, OutputError, UsageError
 from kstat.host import online_cpu_count
 from kstat.model import Snapshot
-from kstat.report import Report
+from kstat.report import ProgramReport, Report
 from kstat.summary import interval_report
 from sinks.stdout import require_stdout, silence_stdout
 
@@ -42,9 +43,16 @@ _INTERVAL_FIELDS = (
 def interval_line(
     previous: Snapshot, current: Snapshot, skipped_snapshots: int, online_cpus: int
 ) -> dict[str, Any]:
-    """The NDJSON object for the interval from `previous` to `current`."""
+    """The NDJSON object for the interval from `previous` to `current`.
+
+    Programs that did nothing in the interval (no runs, no runtime, no recursion misses, not
+    loaded or unloaded in it) are left out of `program_stats` and counted in `idle_programs`:
+    on a host with hundreds of mostly idle programs, each line stays small and cheap to
+    ship. Their deltas are zero, so the intervals still add up to the report.
+    """
     report = interval_report(previous, current, online_cpus)
-    data = report_to_dict(report)
+    active = {key: line for key, line in report.program_stats.items() if not _idle(line)}
+    data = report_to_dict(evolve(report, program_stats=active))
     # Keyed like the report's lines (id and load time); a program gone by `current` has none.
     counters = {(program.id, program.load_time_ns): program for program in current.programs}
     for line in data["program_stats"].values():
@@ -63,9 +71,20 @@ def interval_line(
         "end_time": data["end_time"],
         "elapsed_ns": data["collection_duration_ns"],
         "skipped_snapshots": skipped_snapshots,
+        "idle_programs": report.num_programs - len(active),
         "program_stats": data["program_stats"],
         **{field: data[field] for field in _INTERVAL_FIELDS},
     }
+
+
+def _idle(line: ProgramReport) -> bool:
+    return (
+        line.run_count == 0
+        and line.runtime_ns == 0
+        and line.recursion_misses == 0
+        and not line.loaded_during_window
+        and not line.unloaded_during_window
+    )
 
 
 def encode_line(data: dict[str, Any]) -> bytes:

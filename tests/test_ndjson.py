@@ -178,7 +178,7 @@ def test_real_traffic_sums_match_the_report(
 
         reported = trio.run(main)
         lines = read_lines(stream)
-        summed = interval_sums(lines)[(loaded.id, loaded.stats().load_time_ns)]
+        summed = interval_sums(lines).get((loaded.id, loaded.stats().load_time_ns), 0)
     assert reported == summed == sum(bursts)
 
 
@@ -245,3 +245,14 @@ def test_ndjson_statsd_and_report_agree(load_filter: LoadFilter, tmp_path: Path)
         assert lines[-1]["program_stats"] == report["program_stats"]
         assert statsd.counters()["kstat.kstat_t_all.run_count"] == 2_000
         assert statsd.counters()["kstat.total.run_count"] == report["total_run_count"]
+
+
+def test_idle_programs_are_counted_not_listed_in_interval_lines() -> None:
+    first = snapshot(0, 0.0, program(1, 500, 5, name="busy"), program(2, 70, 7, name="idle"))
+    second = snapshot(1, 1.0, program(1, 900, 9, name="busy"), program(2, 70, 7, name="idle"))
+    line = interval_line(first, second, 0, 2)
+    assert list(line["program_stats"]) == ["busy"]
+    assert (line["idle_programs"], line["num_programs"]) == (1, 2)
+    # Loading or unloading is news even without runs.
+    third = snapshot(2, 2.0, program(1, 900, 9, name="busy"))
+    assert list(interval_line(second, third, 0, 2)["program_stats"]) == ["idle"]
