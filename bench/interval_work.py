@@ -6,7 +6,7 @@ The steady-state numbers say how much CPU the command uses; these say where it g
 
 from __future__ import annotations
 
-from attrs import frozen
+from attrs import evolve, frozen
 
 from bench.measure import Timing, time_calls
 from kstat.sampler import SnapshotTaker
@@ -51,7 +51,11 @@ def measure_interval_work(repetitions: int, online_cpus: int) -> IntervalWork:
         programs_seen=len(current.programs),
         take_blocking=time_calls(taker.take_blocking, repetitions),
         summary_observe=time_calls(lambda: summary.observe(current), repetitions),
-        interval_report=time_calls(lambda: interval_report(previous, current, online_cpus), repetitions),
+        # A copy of `current` each time: the sinks share one report per interval through a small
+        # cache keyed by the snapshots, which would otherwise make every call after the first free.
+        interval_report=time_calls(
+            lambda: interval_report(previous, evolve(current), online_cpus), repetitions
+        ),
         ndjson_interval_line=time_calls(
             lambda: interval_line(previous, current, 0, online_cpus), repetitions
         ),

@@ -244,18 +244,18 @@ def _interval_work(plan: Plan, online_cpus: int) -> IntervalWork:
     pieces = {
         "snapshot (take_blocking)": work.take_blocking,
         "summary.observe": work.summary_observe,
-        "interval_report (each sink makes one)": work.interval_report,
-        "NDJSON interval_line (report included)": work.ndjson_interval_line,
+        "interval_report (one, shared by sinks)": work.interval_report,
+        "NDJSON interval_line (shared report)": work.ndjson_interval_line,
         "NDJSON encode_line (json.dumps)": work.ndjson_encode_line,
-        "StatsD metric_lines": work.statsd_metric_lines,
+        "StatsD metric_lines (every program)": work.statsd_metric_lines,
         "StatsD batch_datagrams": work.statsd_batch_datagrams,
     }
     _say(f"  where an interval goes, in process ({work.programs_seen} programs; per program per interval):")
     for piece, timing in pieces.items():
         _say(f"    {piece:40s} {timing.median_ns / work.programs_seen / 1e3:6.2f} us")
     _say(
-        f"    StatsD sends {work.statsd_lines_per_interval} lines in "
-        f"{work.statsd_datagrams_per_interval} datagrams per interval"
+        f"    StatsD, every program sent (first interval, then every 60th; idle ones are left out "
+        f"between): {work.statsd_lines_per_interval} lines in {work.statsd_datagrams_per_interval} datagrams"
     )
     return work
 

@@ -12,78 +12,32 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from kstat.api import (
-        Session as Session,
-    )
-    from kstat.api import (
-        SyncSession as SyncSession,
-    )
-    from kstat.api import (
-        collect as collect,
-    )
-    from kstat.api import (
-        collect_sync as collect_sync,
-    )
-    from kstat.api import (
-        load_report as load_report,
-    )
-    from kstat.api import (
-        read_programs as read_programs,
-    )
-    from kstat.api import (
-        save_report as save_report,
-    )
-    from kstat.budget import (
-        BudgetExceeded as BudgetExceeded,
-    )
-    from kstat.budget import (
-        ProgramBudget as ProgramBudget,
-    )
-    from kstat.budget import (
-        expect_program as expect_program,
-    )
-    from kstat.errors import (
-        BpfError as BpfError,
-    )
-    from kstat.errors import (
-        KstatError as KstatError,
-    )
-    from kstat.errors import (
-        OutputClosed as OutputClosed,
-    )
-    from kstat.errors import (
-        OutputError as OutputError,
-    )
-    from kstat.errors import (
-        PermissionDenied as PermissionDenied,
-    )
-    from kstat.errors import (
-        SinkError as SinkError,
-    )
-    from kstat.errors import (
-        UnsupportedKernel as UnsupportedKernel,
-    )
-    from kstat.errors import (
-        UsageError as UsageError,
-    )
-    from kstat.model import (
-        ProgramStats as ProgramStats,
-    )
-    from kstat.model import (
-        Snapshot as Snapshot,
-    )
-    from kstat.report import (
-        ProgramReport as ProgramReport,
-    )
-    from kstat.report import (
-        Report as Report,
-    )
-    from kstat.sink import (
-        Sink as Sink,
-    )
-    from kstat.summary import (
-        interval_report as interval_report,
-    )
+    # Explicit re-exports (`X as X`) for type checkers; at run time __getattr__ imports them.
+    from kstat.api import Session as Session
+    from kstat.api import SyncSession as SyncSession
+    from kstat.api import collect as collect
+    from kstat.api import collect_sync as collect_sync
+    from kstat.api import load_report as load_report
+    from kstat.api import read_programs as read_programs
+    from kstat.api import save_report as save_report
+    from kstat.budget import BudgetExceeded as BudgetExceeded
+    from kstat.budget import ProgramBudget as ProgramBudget
+    from kstat.budget import expect_program as expect_program
+    from kstat.errors import BpfError as BpfError
+    from kstat.errors import KstatError as KstatError
+    from kstat.errors import OutputClosed as OutputClosed
+    from kstat.errors import OutputError as OutputError
+    from kstat.errors import PermissionDenied as PermissionDenied
+    from kstat.errors import SinkError as SinkError
+    from kstat.errors import UnsupportedKernel as UnsupportedKernel
+    from kstat.errors import UsageError as UsageError
+    from kstat.filters import ProgramFilter as ProgramFilter
+    from kstat.model import ProgramStats as ProgramStats
+    from kstat.model import Snapshot as Snapshot
+    from kstat.report import ProgramReport as ProgramReport
+    from kstat.report import Report as Report
+    from kstat.sink import Sink as Sink
+    from kstat.summary import interval_report as interval_report
 
 _PUBLIC = {
     "kstat.api": (
@@ -106,6 +60,7 @@ _PUBLIC = {
         "UnsupportedKernel",
         "UsageError",
     ),
+    "kstat.filters": ("ProgramFilter",),
     "kstat.model": ("ProgramStats", "Snapshot"),
     "kstat.report": ("ProgramReport", "Report"),
     "kstat.sink": ("Sink",),
@@ -121,6 +76,7 @@ __all__ = [
     "OutputError",
     "PermissionDenied",
     "ProgramBudget",
+    "ProgramFilter",
     "ProgramReport",
     "ProgramStats",
     "Report",

@@ -23,6 +23,7 @@ from kstat._bpf import ProgramReader
 from kstat._serialize import report_from_dict, report_to_json
 from kstat.durations import parse_duration_ns
 from kstat.errors import KstatError, OutputError, UsageError, sole_exception
+from kstat.filters import ProgramFilter
 from kstat.model import ProgramStats
 from kstat.report import Report
 from kstat.session import (
@@ -47,12 +48,16 @@ def to_ns(duration: Duration) -> int:
     return round(duration * 1_000_000_000)
 
 
-def _settings(interval: Duration | None, duration: Duration | None) -> CollectionSettings:
+def _settings(
+    interval: Duration | None, duration: Duration | None, select: ProgramFilter | None
+) -> CollectionSettings:
     interval_ns = DEFAULT_INTERVAL_NS if interval is None else to_ns(interval)
     if interval_ns <= 0:
         raise UsageError("interval must be longer than zero")
     duration_ns = None if duration is None else to_ns(duration)
-    return CollectionSettings(duration_ns=duration_ns, interval_ns=interval_ns)
+    return CollectionSettings(
+        duration_ns=duration_ns, interval_ns=interval_ns, program_filter=select or ProgramFilter()
+    )
 
 
 @define
@@ -84,15 +89,20 @@ class Session:
 
 @asynccontextmanager
 async def collect(
-    *, interval: Duration | None = None, duration: Duration | None = None, sinks: Sequence[Sink] = ()
+    *,
+    interval: Duration | None = None,
+    duration: Duration | None = None,
+    sinks: Sequence[Sink] = (),
+    select: ProgramFilter | None = None,
 ) -> AsyncIterator[Session]:
     """Collect kernel stats while the block runs (or for `duration`, if that ends first).
 
     The window has started (stats on, first snapshot taken) when the block begins; it ends
-    when the block exits, and `session.report` then holds the delta report. Raises
+    when the block exits, and `session.report` then holds the delta report. `select` limits
+    it to some programs (`kstat.ProgramFilter(name="^my_agent_", pids=(pid,))`). Raises
     PermissionDenied or UnsupportedKernel on entry when the kernel will not cooperate.
     """
-    async with _collect(_settings(interval, duration), sinks) as session:
+    async with _collect(_settings(interval, duration, select), sinks) as session:
         yield session
 
 
@@ -185,14 +195,18 @@ class SyncSession:
 
 @contextmanager
 def collect_sync(
-    *, interval: Duration | None = None, duration: Duration | None = None, sinks: Sequence[Sink] = ()
+    *,
+    interval: Duration | None = None,
+    duration: Duration | None = None,
+    sinks: Sequence[Sink] = (),
+    select: ProgramFilter | None = None,
 ) -> Iterator[SyncSession]:
     """`collect` for synchronous code: trio runs the window on a background thread.
 
     For plain pytest tests and scripts. The block runs in the caller's thread; the window has
     started when it begins and has ended, with `session.report` filled in, when it exits.
     """
-    session = SyncSession(_settings(interval, duration), sinks)
+    session = SyncSession(_settings(interval, duration, select), sinks)
     session.open()
     try:
         yield session

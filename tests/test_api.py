@@ -140,3 +140,14 @@ def test_every_public_name_is_exported_and_importable() -> None:
     assert "collect" in dir(kstat)
     with pytest.raises(AttributeError):
         _ = kstat.no_such_thing
+
+
+def test_a_window_can_select_programs(load_filter: LoadFilter) -> None:
+    chosen = load_filter("kstat_t_sel")
+    load_filter("kstat_t_other")
+    with kstat.collect_sync(interval="50ms", select=kstat.ProgramFilter(name="^kstat_t_sel$")) as session:
+        chosen.send(5)
+    report = session.report
+    assert list(report.program_stats) == ["kstat_t_sel"]
+    assert report.total_run_count == 5
+    assert report.filter == {"name": "^kstat_t_sel$"}
