@@ -26,8 +26,9 @@ class ProgramBudget:
     line: ProgramReport
 
     def avg_runtime_ns_at_most(self, limit_ns: float) -> ProgramBudget:
+        """The mean runtime per run, unrounded (`mean_runtime_ns`), against the limit."""
         self._require_runs("avg_runtime_ns")
-        return self._at_most("avg_runtime_ns", self.line.avg_runtime_ns, limit_ns)
+        return self._at_most("avg_runtime_ns", self.line.mean_runtime_ns, limit_ns)
 
     def cpu_percent_at_most(self, limit_percent: float) -> ProgramBudget:
         """The share of one CPU (`estimated_cpu_percent`)."""
@@ -70,7 +71,7 @@ def _plain(value: float) -> str:
     # Never an exponent: 1234567890 ns and 0.000123 % both read as written.
     if isinstance(value, int):
         return str(value)
-    return f"{value:.6f}".rstrip("0").rstrip(".")
+    return f"{value:.6f}".rstrip("0").rstrip(".") if value < 1000 else f"{value:.1f}"
 
 
 def expect_program(report: Report, name_or_id: str | int) -> ProgramBudget:

@@ -22,6 +22,7 @@ import structlog
 import trio
 from attrs import define, field, frozen
 
+from kstat.attribution import Attributor
 from kstat.durations import format_duration_ns
 from kstat.errors import KstatError, OutputClosed, sole_exception
 from kstat.filters import ProgramFilter
@@ -38,6 +39,8 @@ log = structlog.get_logger(__name__)
 DEFAULT_INTERVAL_NS = 1_000_000_000
 # Enough for a sink to fall a few intervals behind before it starts skipping.
 SINK_CHANNEL_CAPACITY = 8
+# How long a sink may take to make room for the window's last snapshot.
+LAST_SNAPSHOT_TIMEOUT_S = 30.0
 
 
 @frozen
@@ -88,6 +91,8 @@ class _SinkLane:
     pending: Snapshot | None = None
     failure: SinkFailure | None = None
     closed: bool = False
+    # Around the sink's consume: cancelled if the sink is stuck at the end of the window.
+    consuming: trio.CancelScope = field(factory=trio.CancelScope)
 
     @property
     def name(self) -> str:
@@ -110,13 +115,29 @@ class _SinkLane:
         async with self.send_channel:
             if self.failure is None and not self.closed:
                 # A sink that stopped reading early simply gets nothing more.
-                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                with (
+                    contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
+                    trio.move_on_after(LAST_SNAPSHOT_TIMEOUT_S) as waiting,
+                ):
                     await self.send_channel.send(self._with_pending(snapshot))
+                if waiting.cancelled_caught:
+                    # Its channel stays full: a sink that never reads again must not hold
+                    # kstat (and the other sinks' reports) forever.
+                    self.failure = SinkFailure(
+                        self.name,
+                        f"did not take the window's last snapshot within {LAST_SNAPSHOT_TIMEOUT_S:g} s",
+                    )
+                    log.error("sink stuck; cancelling it", sink=self.name, waited_s=LAST_SNAPSHOT_TIMEOUT_S)
+                    self.consuming.cancel()
 
     def _with_pending(self, snapshot: Snapshot) -> Snapshot:
         return snapshot if self.pending is None else carry_forward(self.pending, snapshot)
 
     async def consume(self, stop: StopRequest) -> None:
+        with self.consuming:
+            await self._consume(stop)
+
+    async def _consume(self, stop: StopRequest) -> None:
         async with self.receive_channel:
             try:
                 await self.sink.consume(self.receive_channel)
@@ -243,8 +264,14 @@ class Collection:
         last = self.summary.last_snapshot
         assert last is not None
         # A taker of its own (a reader is one thread's), numbered after what the window has
-        # seen; the window's own snapshots and sinks are untouched.
-        fresh = await SnapshotTaker(self.settings.program_filter, next_sequence=last.sequence + 1).take()
+        # seen, and told the owners and attachments the window already knows (no /proc scan
+        # for them); the window's own snapshots and sinks are untouched.
+        taker = SnapshotTaker(
+            self.settings.program_filter,
+            next_sequence=last.sequence + 1,
+            attributor=Attributor(known=dict(last.details)),
+        )
+        fresh = await taker.take()
         view = self.summary.copy()
         view.observe(fresh)
         return self._report(view, stopped_by=None)

@@ -96,6 +96,7 @@ def test_rates_over_the_measured_elapsed_time() -> None:
     assert line.run_count == 4_000
     assert line.events_per_sec == pytest.approx(1_600.0)
     assert line.avg_runtime_ns == 250
+    assert line.mean_runtime_ns == 250.0
     assert line.estimated_cpu_percent == pytest.approx(0.04)
     assert line.estimated_cpu_percent_of_all_cpus == pytest.approx(0.02)
     assert line.recursion_misses == 3
@@ -106,9 +107,10 @@ def test_rates_over_the_measured_elapsed_time() -> None:
     assert report.start_time == "2023-11-14T22:13:20Z"
 
 
-def test_average_runtime_truncates_like_the_seed() -> None:
+def test_average_runtime_truncates_like_the_seed_and_the_mean_does_not() -> None:
     report = report_of(snapshot(0, 0.0, program(1, 0, 0)), snapshot(1, 1.0, program(1, 1_000, 3)))
     assert report.program_stats["prog1"].avg_runtime_ns == 333
+    assert report.program_stats["prog1"].mean_runtime_ns == pytest.approx(333.3333333)
 
 
 def test_program_without_runs_appears_with_zeros() -> None:

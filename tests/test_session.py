@@ -208,3 +208,33 @@ async def test_a_slow_sink_skips_the_middle_but_never_the_ends(load_filter: Load
     skipped = result.skipped_snapshots[repr(slow)]
     assert skipped > 0
     assert len(slow.sequences) + skipped == result.report.snapshots
+
+
+class StuckSink(RecordingSink):
+    """Takes the first snapshot, then never reads again (a deadlocked third-party sink)."""
+
+    def __repr__(self) -> str:
+        return "stuck"
+
+    async def consume(self, snapshots: trio.MemoryReceiveChannel[Snapshot]) -> None:
+        await snapshots.receive()
+        await trio.sleep_forever()
+
+
+async def test_a_stuck_sink_cannot_hold_the_window_open(
+    load_filter: LoadFilter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import kstat.session  # noqa: PLC0415
+
+    monkeypatch.setattr(kstat.session, "LAST_SNAPSHOT_TIMEOUT_S", 0.3)
+    load_filter("kstat_t_stuck")
+    healthy, stuck = RecordingSink(), StuckSink()
+
+    async def body(probe: WindowProbe) -> None:
+        await probe.wait_for_snapshots(20)  # far more than the stuck sink's channel holds
+
+    with trio.fail_after(10):
+        result = await run_window(body, interval_ns=10_000_000, sinks=[stuck, healthy])
+    assert [failure.sink for failure in result.failed_sinks] == ["stuck"]
+    assert "last snapshot" in result.failed_sinks[0].error
+    assert healthy.reports == [result.report]
