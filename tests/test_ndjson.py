@@ -6,6 +6,7 @@ import itertools
 import json
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +18,12 @@ from hypothesis import strategies as st
 from kstat._serialize import report_to_dict
 from kstat.loader import LoopbackTarget, SocketFilter
 from kstat.model import ProgramStats, Snapshot, carry_forward
-from kstat.session import CollectionSettings, StopRequest, collect
-from kstat.summary import Summary
 from sinks.ndjson import NdjsonSink, interval_line
 from tests.conftest import LoadFilter
 from tests.kstat_process import KstatProcess
 from tests.statsd_daemon import running_statsd
 from tests.test_report import program, report_of, snapshot
+from tests.windows import WindowProbe, run_window, send
 
 KSTAT = f"{sys.executable} -m kstat"
 
@@ -113,33 +113,20 @@ def test_an_interval_line_has_deltas_and_absolute_counters() -> None:
 async def test_each_line_is_in_the_file_as_its_interval_ends(load_filter: LoadFilter, tmp_path: Path) -> None:
     target = load_filter("kstat_t_nd")
     stream = tmp_path / "s.ndjson"
-    stop = StopRequest()
-    lines_when_seen: list[int] = []
-    window_started = trio.Event()
+    lines_on_disk: list[tuple[int, int]] = []
 
-    def check_file(snapshot: Snapshot, summary: Summary) -> None:
-        lines_when_seen.append(len(stream.read_text().splitlines()))
-        window_started.set()
-
-    async def traffic() -> None:
-        await window_started.wait()
+    async def body(probe: WindowProbe) -> None:
         for _ in range(4):
-            await trio.to_thread.run_sync(target.send, 250)
-            await trio.sleep(0.15)
-        stop.request("test done")
+            await send(target, 250)
+            await probe.wait_for_snapshots(probe.snapshots_seen + 2)
+            lines_on_disk.append((probe.snapshots_seen, len(stream.read_text().splitlines())))
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(traffic)
-        result = await collect(
-            CollectionSettings(duration_ns=None, interval_ns=100_000_000),
-            [NdjsonSink(stream)],
-            stop=stop,
-            on_snapshot=check_file,
-        )
+    result = await run_window(body, sinks=[NdjsonSink(stream)])
     lines = read_lines(stream)
     assert [line["kind"] for line in lines] == ["interval"] * (result.report.snapshots - 1) + ["summary"]
-    # When snapshot k is taken, the lines of the intervals before it are already on disk.
-    assert all(count >= sequence - 2 for sequence, count in enumerate(lines_when_seen))
+    # Once snapshot k is taken, the lines of the intervals before it are on disk (one may
+    # still be on its way through the sink's thread).
+    assert all(count >= seen - 2 for seen, count in lines_on_disk)
     assert interval_sums(lines)[(target.program.id, target.program.stats().load_time_ns)] == 1_000
     assert lines[-1]["program_stats"]["kstat_t_nd"]["run_count"] == 1_000
     assert lines[-1]["total_run_count"] == result.report.total_run_count
@@ -155,30 +142,14 @@ def test_real_traffic_sums_match_the_report(
     stream = tmp_path_factory.mktemp("nd") / "s.ndjson"
     with SocketFilter("kstat_t_prop") as loaded, LoopbackTarget(loaded) as target:
 
-        async def main() -> int:
-            stop = StopRequest()
-            window_started = trio.Event()
+        async def body(probe: WindowProbe) -> None:
+            for burst in bursts:
+                await send(target, burst)
+                await trio.sleep(0.06)
 
-            async def traffic() -> None:
-                await window_started.wait()
-                for burst in bursts:
-                    await trio.to_thread.run_sync(target.send, burst)
-                    await trio.sleep(0.06)
-                stop.request("done")
-
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(traffic)
-                result = await collect(
-                    CollectionSettings(duration_ns=None, interval_ns=25_000_000),
-                    [NdjsonSink(stream)],
-                    stop=stop,
-                    on_snapshot=lambda snapshot, summary: window_started.set(),
-                )
-            return result.report.program(loaded.id).run_count
-
-        reported = trio.run(main)
-        lines = read_lines(stream)
-        summed = interval_sums(lines).get((loaded.id, loaded.stats().load_time_ns), 0)
+        result = trio.run(partial(run_window, body, interval_ns=25_000_000, sinks=[NdjsonSink(stream)]))
+        reported = result.report.program(loaded.id).run_count
+        summed = interval_sums(read_lines(stream)).get((loaded.id, loaded.stats().load_time_ns), 0)
     assert reported == summed == sum(bursts)
 
 

@@ -2,69 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
 import pytest
 import trio
 
 from kstat.loader import LoopbackTarget, SocketFilter
 from kstat.model import Snapshot
 from kstat.report import Report
-from kstat.session import CollectionResult, CollectionSettings, StopRequest, collect
-from kstat.sink import Sink
-from kstat.summary import Summary
+from kstat.session import CollectionSettings, collect
 from tests.conftest import LoadFilter
+from tests.windows import WindowProbe, run_window, send
 
 pytestmark = pytest.mark.kernel
-
-Body = Callable[["WindowProbe"], Awaitable[None]]
-
-
-class WindowProbe:
-    """Lets a test act inside a running window and wait for the sampler's progress."""
-
-    def __init__(self) -> None:
-        self.snapshots_seen = 0
-        self._progress = trio.Event()
-
-    def saw(self, snapshot: Snapshot, summary: Summary) -> None:
-        self.snapshots_seen = snapshot.sequence + 1
-        self._progress.set()
-        self._progress = trio.Event()
-
-    async def wait_for_snapshots(self, count: int) -> None:
-        while self.snapshots_seen < count:
-            await self._progress.wait()
-
-
-async def run_window(
-    body: Body, *, interval_ns: int = 100_000_000, sinks: list[Sink] | None = None
-) -> CollectionResult:
-    """Collect until `body` returns, with `body` running inside the window."""
-    probe = WindowProbe()
-    stop = StopRequest()
-    results: list[CollectionResult] = []
-
-    async def collect_into_results() -> None:
-        settings = CollectionSettings(duration_ns=None, interval_ns=interval_ns)
-        results.append(await collect(settings, sinks or [], stop=stop, on_snapshot=probe.saw))
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(collect_into_results)
-        await probe.wait_for_snapshots(1)
-        await body(probe)
-        stop.request("test done")
-    return results[0]
 
 
 def line_for(report: Report, program_id: int) -> tuple[str, int]:
     matches = [(key, line.run_count) for key, line in report.program_stats.items() if line.id == program_id]
     assert len(matches) == 1, report.program_stats
     return matches[0]
-
-
-async def send(target: LoopbackTarget, count: int) -> None:
-    await trio.to_thread.run_sync(target.send, count)
 
 
 async def test_run_count_equals_packets_sent_inside_the_window(load_filter: LoadFilter) -> None:
