@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 import structlog
 import trio
@@ -12,7 +12,7 @@ from attrs import define, field
 from kstat._bpf import ProgramReader
 from kstat.attribution import Attributor
 from kstat.filters import ProgramFilter
-from kstat.model import Snapshot
+from kstat.model import ProgramDetails, ProgramIdentity, ProgramStats, Snapshot
 
 log = structlog.get_logger(__name__)
 
@@ -36,6 +36,7 @@ class SnapshotTaker:
     next_sequence: int = 0
     _reader: ProgramReader = field(factory=ProgramReader)
     _attributor: Attributor = field(factory=Attributor)
+    _verdicts: dict[ProgramIdentity, bool] = field(factory=dict)
 
     def take_blocking(self) -> Snapshot:
         monotonic_before = time.monotonic_ns()
@@ -47,8 +48,7 @@ class SnapshotTaker:
         # After the clocks: owners and attachments are not part of the counters' moment.
         details = self._attributor.details_for(programs)
         if not self.program_filter.is_empty:
-            selects = self.program_filter.selects
-            programs = [program for program in programs if selects(program, details[program.identity])]
+            programs = self._selected(programs, details)
             details = {program.identity: details[program.identity] for program in programs}
         sequence = self.next_sequence
         self.next_sequence += 1
@@ -61,6 +61,20 @@ class SnapshotTaker:
             programs=tuple(programs),
             details=details,
         )
+
+    def _selected(
+        self, programs: list[ProgramStats], details: Mapping[ProgramIdentity, ProgramDetails]
+    ) -> list[ProgramStats]:
+        """The programs the filter selects. What it looks at (names, type, owners) is fixed per
+        program, so each program is judged once, not once a pass (a regex on every name)."""
+        known, verdicts = self._verdicts, {}
+        selects = self.program_filter.selects
+        for program in programs:
+            identity = program.identity
+            verdict = known.get(identity)
+            verdicts[identity] = verdict if verdict is not None else selects(program, details[identity])
+        self._verdicts = verdicts  # only what is loaded now
+        return [program for program in programs if verdicts[program.identity]]
 
     async def take(self) -> Snapshot:
         # Not abandoned on cancel: a pass is short, and finishing it closes its fds.
