@@ -45,7 +45,7 @@ class UsageError(KstatError):
 
 
 class SinkError(KstatError):
-    """One or more sinks failed while the collection went on."""
+    """A sink cannot do its job; sink authors raise it so the failure reads as one clear line."""
 
 
 def sole_exception(group: BaseExceptionGroup[BaseException]) -> BaseException | None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import struct
 import subprocess
@@ -277,4 +276,3 @@ def test_make_e2e_with_a_baseline(tmp_path: Path) -> None:
     assert (tmp_path / "logs" / "current" / "kernel-stats.json").exists()
     assert png_size(tmp_path / "perf" / "kernel-comparison-main.png")[0] == 1800
     assert "REGRESSION" in (tmp_path / "perf" / "kernel-comparison-main.md").read_text()
-    assert shutil.which("make")
