@@ -21,11 +21,11 @@ from attrs import frozen
 
 from bench.measure import Timing, time_calls
 from bench.snapshot import COMPILE_FLAGS, FLOOR_SOURCE
-from kstat import _bpf
-from kstat._bpf import ProgramReader, program_type_name
-from kstat.attribution import Attributor
 from kstat.errors import UnsupportedKernel
-from kstat.model import ProgramStats
+from kstat.kernel import bpf as _bpf
+from kstat.kernel.attribution import Attributor
+from kstat.kernel.bpf import ProgramReader, program_type_name
+from kstat.pipeline.model import ProgramChanges, ProgramStats
 
 # struct floor_record in snapshot_floor.c: id, type, tag, name, load_time, run_time_ns,
 # run_cnt, recursion_misses.
@@ -185,9 +185,10 @@ def _per_call_ns(call: Callable[[], object], calls: int, repetitions: int) -> fl
 
 def measure_breakdown(directory: Path, repetitions: int) -> Breakdown:
     reader = ProgramReader()
-    programs = reader.read_all()
+    programs, changes = reader.read_pass()
     attributor = Attributor()
-    attributor.details_for(programs)  # learn them all: what follows is the steady state
+    attributor.details_for(programs, changes)  # learn them all: what follows is the steady state
+    unchanged = ProgramChanges()
     compiled = CompiledPass(directory)
     compiled.read_all()
     for warm_up in (kstat_plumbing_pass, lean_plumbing_pass, reader.read_all):
@@ -236,7 +237,7 @@ def measure_breakdown(directory: Path, repetitions: int) -> Breakdown:
         lean_plumbing_pass=time_calls(lean_plumbing_pass, repetitions),
         kstat_id_walk=time_calls(lambda: list(reader.program_ids()), repetitions),
         kstat_read_all=time_calls(reader.read_all, repetitions),
-        attributor_details_for=time_calls(lambda: attributor.details_for(programs), repetitions),
+        attributor_details_for=time_calls(lambda: attributor.details_for(programs, unchanged), repetitions),
         compiled_pass_with_objects=time_calls(compiled.read_all, repetitions),
         foreign_call_overhead_ns=_per_call_ns(_libc.getpid, _MICRO_CALLS, 5)
         - _per_call_ns(os.getpid, _MICRO_CALLS, 5),

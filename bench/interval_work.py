@@ -1,7 +1,9 @@
-"""What one interval costs the kstat process beyond the snapshot, piece by piece, in process:
-the summary's bookkeeping and each streaming sink's work on the same two snapshots.
+"""What one interval costs the kstat process, piece by piece, in process: the sampler's pass
+and delta, the summary's bookkeeping, and each streaming sink's work on the same interval.
 
-The steady-state numbers say how much CPU the command uses; these say where it goes.
+The steady-state numbers say how much CPU the command uses; these say where it goes. Two
+intervals are measured: the bench's own, where every program is idle (the common case on a
+host with many programs), and a synthetic one in which every program ran (the worst case).
 """
 
 from __future__ import annotations
@@ -9,10 +11,12 @@ from __future__ import annotations
 from attrs import evolve, frozen
 
 from bench.measure import Timing, time_calls
-from kstat.sampler import SnapshotTaker
-from kstat.summary import Summary, interval_report
-from sinks.ndjson import encode_line, interval_line
-from sinks.statsd import batch_datagrams, metric_lines, parse_statsd_url
+from kstat.pipeline.delta import changes_between, interval_delta
+from kstat.pipeline.events import IntervalEnded, WindowStarted
+from kstat.pipeline.sampler import SnapshotTaker
+from kstat.pipeline.schema import interval_to_dict, json_line
+from kstat.pipeline.summary import Summary
+from sinks.statsd import IntervalLines, batch_datagrams, parse_statsd_url
 
 # Any address: nothing is sent, only the lines and datagrams are built.
 _STATSD_URL = "statsd://127.0.0.1:8125"
@@ -21,47 +25,69 @@ _STATSD_URL = "statsd://127.0.0.1:8125"
 @frozen
 class IntervalWork:
     programs_seen: int
+    # The pass, its attribution and the interval's delta (the sampler's worker thread).
     take_blocking: Timing
+    # The summary taking one interval event (on the event loop).
     summary_observe: Timing
-    # The delta report of one interval: each sink builds its own.
-    interval_report: Timing
-    # NDJSON: interval_line (the report, as a dict, with absolute counters), then json.dumps.
+    # NDJSON: the interval's line as a dict, then json.dumps.
     ndjson_interval_line: Timing
-    ndjson_encode_line: Timing
-    # StatsD: the report, its metric lines, the datagrams (the sends are not included).
-    statsd_metric_lines: Timing
-    statsd_batch_datagrams: Timing
+    # StatsD: the interval's lines (idle programs left out), then the datagrams.
+    statsd_lines: Timing
     statsd_lines_per_interval: int
-    statsd_datagrams_per_interval: int
+    # The worst case: every program ran in the interval (computed on two synthetic snapshots).
+    busy_delta: Timing
+    busy_ndjson_interval_line: Timing
+    busy_statsd_lines: Timing
 
 
 def measure_interval_work(repetitions: int, online_cpus: int) -> IntervalWork:
-    taker = SnapshotTaker()
-    previous = taker.take_blocking()
-    current = taker.take_blocking()
+    taker = SnapshotTaker(online_cpus=online_cpus)
+    first = taker.take_blocking().snapshot
+    sample = taker.take_blocking()
+    assert sample.delta is not None
+    idle = IntervalEnded(first, sample.snapshot, sample.delta)
+    started = WindowStarted(first, 1_000_000_000, None, online_cpus, "", "bench", None)
     summary = Summary()
-    summary.observe(previous)
-    report = interval_report(previous, current, online_cpus)
-    line = interval_line(previous, current, 0, online_cpus)
-    settings = parse_statsd_url(_STATSD_URL)
-    lines = metric_lines(report, settings)
-    for warm_up in (taker.take_blocking, lambda: summary.observe(current)):
-        warm_up()
+    summary.observe(started)
+    statsd = IntervalLines(parse_statsd_url(_STATSD_URL))
+    statsd.start(started)
+    statsd.lines_for(idle.delta)  # the first interval sends everything; time the steady ones
+    # Every program one run further: the delta has a line for each.
+    busy_programs = tuple(
+        evolve(program, run_count=program.run_count + 1, run_time_ns=program.run_time_ns + 100)
+        for program in sample.snapshot.programs
+    )
+    busy_snapshot = evolve(
+        sample.snapshot,
+        sequence=sample.snapshot.sequence + 1,
+        monotonic_ns=sample.snapshot.monotonic_ns + 1_000_000_000,
+        programs=busy_programs,
+    )
+    busy_changes = changes_between(sample.snapshot, busy_snapshot)
+
+    def busy_delta() -> object:
+        return interval_delta(sample.snapshot, busy_snapshot, busy_changes, online_cpus=online_cpus)
+
+    busy = IntervalEnded(
+        sample.snapshot,
+        busy_snapshot,
+        interval_delta(sample.snapshot, busy_snapshot, busy_changes, online_cpus=online_cpus),
+    )
+    busy_statsd = IntervalLines(parse_statsd_url(_STATSD_URL))
+    busy_statsd.start(started)
+    settings = statsd.settings
     return IntervalWork(
-        programs_seen=len(current.programs),
+        programs_seen=len(sample.snapshot.programs),
         take_blocking=time_calls(taker.take_blocking, repetitions),
-        summary_observe=time_calls(lambda: summary.observe(current), repetitions),
-        # A copy of `current` each time: the sinks share one report per interval through a small
-        # cache keyed by the snapshots, which would otherwise make every call after the first free.
-        interval_report=time_calls(
-            lambda: interval_report(previous, evolve(current), online_cpus), repetitions
+        summary_observe=time_calls(lambda: summary.observe(idle), repetitions),
+        ndjson_interval_line=time_calls(lambda: json_line(interval_to_dict(idle)), repetitions),
+        statsd_lines=time_calls(
+            lambda: list(batch_datagrams(statsd.lines_for(idle.delta), settings.mtu)), repetitions
         ),
-        ndjson_interval_line=time_calls(
-            lambda: interval_line(previous, current, 0, online_cpus), repetitions
+        statsd_lines_per_interval=len(statsd.lines_for(idle.delta)),
+        busy_delta=time_calls(busy_delta, repetitions),
+        busy_ndjson_interval_line=time_calls(lambda: json_line(interval_to_dict(busy)), repetitions),
+        busy_statsd_lines=time_calls(
+            lambda: list(batch_datagrams(busy_statsd.lines_for(busy.delta), settings.mtu)), repetitions
         ),
-        ndjson_encode_line=time_calls(lambda: encode_line(line), repetitions),
-        statsd_metric_lines=time_calls(lambda: metric_lines(report, settings), repetitions),
-        statsd_batch_datagrams=time_calls(lambda: list(batch_datagrams(lines, settings.mtu)), repetitions),
-        statsd_lines_per_interval=len(lines),
-        statsd_datagrams_per_interval=len(list(batch_datagrams(lines, settings.mtu))),
     )

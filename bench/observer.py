@@ -16,8 +16,8 @@ from typing import Final
 from attrs import frozen
 
 from bench.measure import Timing
-from kstat import _bpf
-from kstat.loader import LoopbackTarget, SocketFilter
+from kstat.kernel import bpf as _bpf
+from kstat.testing.loader import LoopbackTarget, SocketFilter
 
 STATS_SYSCTL: Final = Path("/proc/sys/kernel/bpf_stats_enabled")
 BPF_PROG_TEST_RUN: Final = 10

@@ -6,7 +6,7 @@ import resource
 import sys
 from types import TracebackType
 
-from kstat.loader import SocketFilter
+from kstat.testing.loader import SocketFilter
 
 
 def raise_open_file_limit(needed: int) -> None:

@@ -37,7 +37,7 @@ from bench.results import (
 )
 from bench.snapshot import Bpftool, SnapshotFloor, measure_kstat
 from bench.steady import SteadyState, measure_steady_state
-from kstat._bpf import ProgramReader
+from kstat.kernel.bpf import ProgramReader
 
 BPFTOOL: Final = "/usr/sbin/bpftool"
 BOTH_SINKS: Final = ("ndjson", "statsd")
@@ -242,21 +242,18 @@ def _steady_states(plan: Plan, scratch: Path) -> list[SteadyState]:
 def _interval_work(plan: Plan, online_cpus: int) -> IntervalWork:
     work = measure_interval_work(plan.interval_work_repetitions, online_cpus)
     pieces = {
-        "snapshot (take_blocking)": work.take_blocking,
+        "pass, attribution and delta (take_blocking)": work.take_blocking,
         "summary.observe": work.summary_observe,
-        "interval_report (one, shared by sinks)": work.interval_report,
-        "NDJSON interval_line (shared report)": work.ndjson_interval_line,
-        "NDJSON encode_line (json.dumps)": work.ndjson_encode_line,
-        "StatsD metric_lines (every program)": work.statsd_metric_lines,
-        "StatsD batch_datagrams": work.statsd_batch_datagrams,
+        "NDJSON interval line (dict + json.dumps)": work.ndjson_interval_line,
+        "StatsD lines and datagrams": work.statsd_lines,
+        "every program ran: the delta": work.busy_delta,
+        "every program ran: NDJSON line": work.busy_ndjson_interval_line,
+        "every program ran: StatsD lines": work.busy_statsd_lines,
     }
     _say(f"  where an interval goes, in process ({work.programs_seen} programs; per program per interval):")
     for piece, timing in pieces.items():
-        _say(f"    {piece:40s} {timing.median_ns / work.programs_seen / 1e3:6.2f} us")
-    _say(
-        f"    StatsD, every program sent (first interval, then every 60th; idle ones are left out "
-        f"between): {work.statsd_lines_per_interval} lines in {work.statsd_datagrams_per_interval} datagrams"
-    )
+        _say(f"    {piece:44s} {timing.median_ns / work.programs_seen / 1e3:6.3f} us")
+    _say(f"    StatsD lines in a steady interval (idle programs left out): {work.statsd_lines_per_interval}")
     return work
 
 

@@ -12,8 +12,8 @@ from typing import Final
 from attrs import frozen
 
 from bench.measure import Timing, time_calls
-from kstat._bpf import ProgramReader
-from kstat.sampler import SnapshotTaker
+from kstat.kernel.bpf import ProgramReader
+from kstat.pipeline.sampler import SnapshotTaker
 
 FLOOR_SOURCE: Final = Path(__file__).with_name("snapshot_floor.c")
 COMPILE_FLAGS: Final = ("-O2", "-Wall", "-Wextra", "-Werror")
@@ -42,7 +42,7 @@ def measure_kstat(repetitions: int) -> KstatSnapshot:
     reader.read_all()
     read_all = time_calls(reader.read_all, repetitions)
     return KstatSnapshot(
-        programs_seen=len(first.programs),
+        programs_seen=len(first.snapshot.programs),
         first_take_blocking_ns=first_ns,
         take_blocking=take_blocking,
         read_all=read_all,

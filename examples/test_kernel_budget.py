@@ -11,8 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from kstat.loader import LoopbackTarget, SocketFilter
-from kstat.pytest_plugin import KernelStats
+from kstat.testing.loader import LoopbackTarget, SocketFilter
+from kstat.testing.pytest_plugin import KernelStats
 
 PACKETS = 20_000
 

@@ -1,18 +1,22 @@
 """kstat: what loaded eBPF programs cost inside the kernel, measured with the kernel's own stats.
 
-The public API is imported lazily (PEP 562): `import kstat` stays cheap for the command line,
-whose first job is to take over Ctrl-C before anything slow happens.
+The library's public names are the imports in the `TYPE_CHECKING` block below, each listed
+once. At run time each is imported on first use (PEP 562): `import kstat` stays cheap, because
+the command line must take over Ctrl-C before anything slow is imported.
+
+Writing a sink: `kstat.sink`. Testing helpers (loader, budgets, the pytest plugin): `kstat.testing`.
 """
 
 from __future__ import annotations
 
+import ast
 import importlib
+from functools import cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
-
 if TYPE_CHECKING:
-    # Explicit re-exports (`X as X`) for type checkers; at run time __getattr__ imports them.
+    from kstat._version import __version__ as __version__
     from kstat.api import Session as Session
     from kstat.api import SyncSession as SyncSession
     from kstat.api import collect as collect
@@ -20,9 +24,6 @@ if TYPE_CHECKING:
     from kstat.api import load_report as load_report
     from kstat.api import read_programs as read_programs
     from kstat.api import save_report as save_report
-    from kstat.budget import BudgetExceeded as BudgetExceeded
-    from kstat.budget import ProgramBudget as ProgramBudget
-    from kstat.budget import expect_program as expect_program
     from kstat.errors import BpfError as BpfError
     from kstat.errors import KstatError as KstatError
     from kstat.errors import OutputClosed as OutputClosed
@@ -31,82 +32,46 @@ if TYPE_CHECKING:
     from kstat.errors import SinkError as SinkError
     from kstat.errors import UnsupportedKernel as UnsupportedKernel
     from kstat.errors import UsageError as UsageError
-    from kstat.filters import ProgramFilter as ProgramFilter
-    from kstat.model import ProgramStats as ProgramStats
-    from kstat.model import Snapshot as Snapshot
-    from kstat.report import ProgramReport as ProgramReport
-    from kstat.report import Report as Report
-    from kstat.sink import Sink as Sink
-    from kstat.summary import interval_report as interval_report
+    from kstat.pipeline.catalogue import METRICS as METRICS
+    from kstat.pipeline.catalogue import Metric as Metric
+    from kstat.pipeline.events import Event as Event
+    from kstat.pipeline.events import IntervalEnded as IntervalEnded
+    from kstat.pipeline.events import Sink as Sink
+    from kstat.pipeline.events import WindowEnded as WindowEnded
+    from kstat.pipeline.events import WindowStarted as WindowStarted
+    from kstat.pipeline.filters import ProgramFilter as ProgramFilter
+    from kstat.pipeline.model import ProgramStats as ProgramStats
+    from kstat.pipeline.model import Snapshot as Snapshot
+    from kstat.pipeline.report import ProgramReport as ProgramReport
+    from kstat.pipeline.report import Report as Report
+    from kstat.pipeline.schema import ReportFormatError as ReportFormatError
+    from kstat.testing.budget import BudgetExceeded as BudgetExceeded
+    from kstat.testing.budget import ProgramBudget as ProgramBudget
+    from kstat.testing.budget import expect_program as expect_program
 
-_PUBLIC = {
-    "kstat.api": (
-        "Session",
-        "SyncSession",
-        "collect",
-        "collect_sync",
-        "load_report",
-        "read_programs",
-        "save_report",
-    ),
-    "kstat.budget": ("BudgetExceeded", "ProgramBudget", "expect_program"),
-    "kstat.errors": (
-        "BpfError",
-        "KstatError",
-        "OutputClosed",
-        "OutputError",
-        "PermissionDenied",
-        "SinkError",
-        "UnsupportedKernel",
-        "UsageError",
-    ),
-    "kstat.filters": ("ProgramFilter",),
-    "kstat.model": ("ProgramStats", "Snapshot"),
-    "kstat.report": ("ProgramReport", "Report"),
-    "kstat.sink": ("Sink",),
-    "kstat.summary": ("interval_report",),
-}
-_MODULE_OF = {name: module for module, names in _PUBLIC.items() for name in names}
 
-__all__ = [
-    "BpfError",
-    "BudgetExceeded",
-    "KstatError",
-    "OutputClosed",
-    "OutputError",
-    "PermissionDenied",
-    "ProgramBudget",
-    "ProgramFilter",
-    "ProgramReport",
-    "ProgramStats",
-    "Report",
-    "Session",
-    "Sink",
-    "SinkError",
-    "Snapshot",
-    "SyncSession",
-    "UnsupportedKernel",
-    "UsageError",
-    "__version__",
-    "collect",
-    "collect_sync",
-    "expect_program",
-    "interval_report",
-    "load_report",
-    "read_programs",
-    "save_report",
-]
+@cache
+def _public_names() -> dict[str, tuple[str, str]]:
+    """Public name -> (module, name there), read from the TYPE_CHECKING block above."""
+    tree = ast.parse(Path(__file__).read_text(encoding="utf-8"))
+    block = next(node for node in tree.body if isinstance(node, ast.If))
+    return {
+        alias.asname or alias.name: (node.module or "", alias.name)
+        for node in block.body
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+    }
 
 
 def __getattr__(name: str) -> Any:
     try:
-        module = _MODULE_OF[name]
+        module, original = _public_names()[name]
     except KeyError:
         raise AttributeError(f"module 'kstat' has no attribute {name!r}") from None
-    value = getattr(importlib.import_module(module), name)
+    value = getattr(importlib.import_module(module), original)
     globals()[name] = value
     return value
 
 
 def __dir__() -> list[str]:
-    return __all__
+    return sorted(_public_names())

@@ -19,21 +19,21 @@ import trio
 from attrs import define
 
 from kstat._atomic import write_atomically
-from kstat._bpf import ProgramReader
-from kstat._serialize import report_from_dict, report_to_json
 from kstat.durations import parse_duration_ns
-from kstat.errors import KstatError, OutputError, UsageError, sole_exception
-from kstat.filters import ProgramFilter
-from kstat.model import ProgramStats
-from kstat.report import Report
-from kstat.session import (
+from kstat.errors import OutputError, UsageError, sole_exception
+from kstat.kernel.bpf import ProgramReader
+from kstat.pipeline.events import Sink
+from kstat.pipeline.filters import ProgramFilter
+from kstat.pipeline.model import ProgramStats
+from kstat.pipeline.report import Report
+from kstat.pipeline.scheduler import (
     DEFAULT_INTERVAL_NS,
     Collection,
     CollectionResult,
     CollectionSettings,
     SinkFailure,
 )
-from kstat.sink import Sink
+from kstat.pipeline.schema import ReportFormatError, report_from_dict, report_from_json, report_to_json
 
 Duration = str | float | int
 """A duration: Go notation ("100ms", "1m30s") or seconds as a number."""
@@ -224,15 +224,37 @@ def read_programs() -> list[ProgramStats]:
 
 
 def load_report(path: str | Path) -> Report:
-    """A report saved by kstat (`-output`, `json:` sink or `save_report`), as a typed value."""
+    """A report that kstat (any version) or the Go collect-kernel-stats tool saved.
+
+    An NDJSON stream (`ndjson:` sink) is read through its last line, the window's report.
+    Raises ReportFormatError with one line naming the file and what is wrong with it.
+    """
+    path = Path(path)
     try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as error:
-        raise OutputError(f"cannot read a report from {path}: {error}") from None
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise OutputError(f"cannot read {path}: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise ReportFormatError(f"{path} is not a report: not text (UTF-8)") from None
     try:
-        return report_from_dict(data)
-    except Exception as error:  # noqa: BLE001 - cattrs raises several kinds; one clear message
-        raise KstatError(f"{path} is not a kstat report: {error}") from None
+        if path.suffix == ".ndjson":
+            return _stream_report(text)
+        return report_from_json(text)
+    except ReportFormatError as error:
+        raise ReportFormatError(f"{path} is not a report: {error}") from None
+
+
+def _stream_report(text: str) -> Report:
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise ReportFormatError("the stream is empty")
+    try:
+        last = json.loads(lines[-1])
+    except json.JSONDecodeError as error:
+        raise ReportFormatError(f"its last line is not JSON: {error.msg}, column {error.colno}") from None
+    if not isinstance(last, dict) or last.get("kind") != "summary":
+        raise ReportFormatError("the stream has no summary line (it was cut short before its window ended)")
+    return report_from_dict(last)
 
 
 def save_report(report: Report, path: str | Path) -> None:

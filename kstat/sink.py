@@ -1,41 +1,58 @@
-"""The sink protocol: how snapshots and the final report leave kstat.
+"""kstat's public sink API: everything a sink needs, and nothing else.
 
-A sink is any object with these two async methods. Built-in sinks live in the top-level `sinks`
-package and, like third-party ones, are found through the `kstat.sinks` entry-point group.
+Built-in sinks (the top-level `sinks` package) use exactly this module, as third-party sinks
+do; both are found through the `kstat.sinks` entry-point group.
+
+    class MySink:
+        async def consume(self, events: trio.abc.ReceiveChannel[kstat.sink.Event]) -> None:
+            async for event in events:
+                if isinstance(event, kstat.sink.IntervalEnded):
+                    for key, line in event.delta.lines.items():   # programs that did something
+                        ...
+                elif isinstance(event, kstat.sink.WindowEnded):
+                    ...  # event.report
 """
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from collections.abc import Sequence
 
-import trio
+from kstat._atomic import check_writable as check_writable
+from kstat._atomic import write_atomically as write_atomically
+from kstat._stdio import require_stdout as require_stdout
+from kstat._stdio import write_stdout as write_stdout
+from kstat.errors import OutputClosed as OutputClosed
+from kstat.errors import OutputError as OutputError
+from kstat.errors import SinkError as SinkError
+from kstat.errors import UsageError as UsageError
+from kstat.pipeline.catalogue import METRICS as METRICS
+from kstat.pipeline.catalogue import Kind as Kind
+from kstat.pipeline.catalogue import Metric as Metric
+from kstat.pipeline.catalogue import Number as Number
+from kstat.pipeline.catalogue import View as View
+from kstat.pipeline.catalogue import in_view as in_view
+from kstat.pipeline.delta import IntervalDelta as IntervalDelta
+from kstat.pipeline.delta import ProgramChange as ProgramChange
+from kstat.pipeline.events import Event as Event
+from kstat.pipeline.events import IntervalEnded as IntervalEnded
+from kstat.pipeline.events import Sink as Sink
+from kstat.pipeline.events import WindowEnded as WindowEnded
+from kstat.pipeline.events import WindowStarted as WindowStarted
+from kstat.pipeline.events import final_report as final_report
+from kstat.pipeline.model import ProgramIdentity as ProgramIdentity
+from kstat.pipeline.model import ProgramStats as ProgramStats
+from kstat.pipeline.model import Snapshot as Snapshot
+from kstat.pipeline.report import ProgramReport as ProgramReport
+from kstat.pipeline.report import Report as Report
+from kstat.pipeline.report import report_keys
+from kstat.pipeline.schema import interval_to_dict as interval_to_dict
+from kstat.pipeline.schema import json_line as json_line
+from kstat.pipeline.schema import report_to_dict as report_to_dict
+from kstat.pipeline.schema import report_to_json as report_to_json
+from kstat.pipeline.schema import summary_to_dict as summary_to_dict
 
-from kstat.model import Snapshot
-from kstat.report import Report
 
-
-@runtime_checkable
-class Sink(Protocol):
-    """Consumes a window's snapshots as they come, then its report.
-
-    Checks that can fail early (an unwritable path, a bad address) belong in the constructor:
-    sinks are made before the window starts, so a bad one never costs a collection.
-    """
-
-    async def consume(self, snapshots: trio.MemoryReceiveChannel[Snapshot]) -> None:
-        """Read snapshots until the channel closes at the end of the window.
-
-        A slow sink may miss intermediate snapshots (kstat never waits for it during the
-        window), but it always gets the window's first and last ones.
-        """
-        ...
-
-    async def finish(self, report: Report) -> None:
-        """Deliver the window's report; called once, after `consume` has returned."""
-        ...
-
-
-async def drain(snapshots: trio.MemoryReceiveChannel[Snapshot]) -> None:
-    """`consume` for sinks that only want the report."""
-    async for _ in snapshots:
-        pass
+def program_keys(programs: Sequence[ProgramStats]) -> list[str]:
+    """Each program's key in `program_stats`, by the report's rule: its name where unique,
+    `<name>#<id>` where not (a snapshot's programs, for a sink that names them all)."""
+    return report_keys(programs)

@@ -1,7 +1,8 @@
 """`statsd://HOST:PORT?prefix=P&tags=dogstatsd&transport=tcp&mtu=N`: metrics per interval.
 
-Per program and interval: gauges `avg_runtime_ns`, `estimated_cpu_percent`, `events_per_sec`
-and counters `run_count`, `runtime_ns`, `recursion_misses`; the same under `total`. Without
+Per program and interval, the metrics the catalogue marks for export: its counters as StatsD
+counters (`run_count`, `runtime_ns`, `recursion_misses`) and its rates and ratios as gauges
+(`avg_runtime_ns`, `estimated_cpu_percent`, `events_per_sec`); the same under `total`. Without
 tags a metric is `PREFIX.PROGRAM.METRIC`, PROGRAM being the report key made safe for StatsD and
 Graphite; with `tags=dogstatsd` it is `PREFIX.program.METRIC|#program:NAME,id:ID,type:TYPE`.
 
@@ -16,19 +17,15 @@ from __future__ import annotations
 import re
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Final
 from urllib.parse import parse_qs, urlsplit
 
 import structlog
 import trio
-from attrs import define, frozen
+from attrs import define, field, frozen
 
-from kstat.errors import UsageError
-from kstat.host import online_cpu_count
-from kstat.model import Snapshot
-from kstat.report import ProgramReport, Report
-from kstat.summary import interval_report
+from kstat import sink
 
 log = structlog.get_logger(__name__)
 
@@ -42,8 +39,9 @@ _UNSAFE_IN_NAME: Final = re.compile(r"[^A-Za-z0-9_-]")
 _UNSAFE_IN_TAG: Final = re.compile(r"[^A-Za-z0-9_.:/-]")
 _PREFIX: Final = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
 _FULL_REFRESH_INTERVALS: Final = 60
-_GAUGES: Final = ("avg_runtime_ns", "estimated_cpu_percent", "events_per_sec")
-_COUNTERS: Final = ("run_count", "runtime_ns", "recursion_misses")
+# The catalogue's metrics for metrics systems: counters as StatsD counters (`|c`, summed by
+# the server), rates and ratios as gauges (`|g`, last value kept).
+_EXPORTED: Final = sink.in_view(sink.View.EXPORT)
 
 
 @frozen
@@ -61,42 +59,46 @@ def parse_statsd_url(url: str) -> StatsdSettings:
     try:
         parts = urlsplit(url)
     except ValueError as error:  # "Invalid IPv6 URL" and the like
-        raise UsageError(f"bad statsd URL {url!r}: {error}") from None
+        raise sink.UsageError(f"bad statsd URL {url!r}: {error}") from None
     if parts.scheme != "statsd" or not parts.netloc:
-        raise UsageError("expected statsd://HOST:PORT[?prefix=P&tags=dogstatsd&transport=tcp&mtu=N]")
+        raise sink.UsageError("expected statsd://HOST:PORT[?prefix=P&tags=dogstatsd&transport=tcp&mtu=N]")
     try:
         port = parts.port or DEFAULT_PORT
     except ValueError:
-        raise UsageError(f"bad port in {url!r}") from None
+        raise sink.UsageError(f"bad port in {url!r}") from None
     if not parts.hostname:
-        raise UsageError(f"no host in {url!r}")
+        raise sink.UsageError(f"no host in {url!r}")
     if parts.path not in ("", "/"):
-        raise UsageError(f"unexpected path {parts.path!r} in {url!r}")
+        raise sink.UsageError(f"unexpected path {parts.path!r} in {url!r}")
     query = parse_qs(parts.query, keep_blank_values=True, strict_parsing=False)
     unknown = set(query) - {"prefix", "tags", "transport", "mtu"}
     if unknown:
-        raise UsageError(
+        raise sink.UsageError(
             f"unknown statsd option(s) {', '.join(sorted(unknown))}; known: prefix, tags, transport, mtu"
         )
 
     def single(name: str, default: str) -> str:
         values = query.get(name, [default])
         if len(values) != 1:
-            raise UsageError(f"statsd option {name!r} given more than once")
+            raise sink.UsageError(f"statsd option {name!r} given more than once")
         return values[0]
 
     prefix = single("prefix", DEFAULT_PREFIX)
     if not _PREFIX.fullmatch(prefix):
-        raise UsageError(f"statsd prefix {prefix!r} must be dot-separated words of letters, digits, _ and -")
+        raise sink.UsageError(
+            f"statsd prefix {prefix!r} must be dot-separated words of letters, digits, _ and -"
+        )
     tags = single("tags", "none")
     if tags not in ("none", "dogstatsd"):
-        raise UsageError(f"statsd tags must be none or dogstatsd, not {tags!r}")
+        raise sink.UsageError(f"statsd tags must be none or dogstatsd, not {tags!r}")
     transport = single("transport", "udp")
     if transport not in ("udp", "tcp"):
-        raise UsageError(f"statsd transport must be udp or tcp, not {transport!r}")
+        raise sink.UsageError(f"statsd transport must be udp or tcp, not {transport!r}")
     mtu_text = single("mtu", str(DEFAULT_MTU))
     if not mtu_text.isdigit() or not 64 <= int(mtu_text) <= _MAX_UDP_PAYLOAD:
-        raise UsageError(f"statsd mtu must be a whole number from 64 to {_MAX_UDP_PAYLOAD}, not {mtu_text!r}")
+        raise sink.UsageError(
+            f"statsd mtu must be a whole number from 64 to {_MAX_UDP_PAYLOAD}, not {mtu_text!r}"
+        )
     return StatsdSettings(
         host=parts.hostname,
         port=port,
@@ -113,56 +115,51 @@ def _number(value: float) -> str:
     return text if text not in ("", "-0") else "0"
 
 
-def program_lines(key: str, program: ProgramReport, settings: StatsdSettings) -> list[str]:
-    """One program's six lines for one interval."""
-    values = {
-        "avg_runtime_ns": float(program.avg_runtime_ns),
-        "estimated_cpu_percent": program.estimated_cpu_percent,
-        "events_per_sec": program.events_per_sec,
-        "run_count": program.run_count,
-        "runtime_ns": program.runtime_ns,
-        "recursion_misses": program.recursion_misses,
-    }
+@frozen
+class ProgramName:
+    """How a program is named in StatsD: its report key, or its name, id and type as tags."""
+
+    key: str
+    name: str
+    id: int
+    type: str
+
+
+def program_lines(
+    program: ProgramName, values: Mapping[str, sink.Number], settings: StatsdSettings
+) -> list[str]:
+    """One program's lines for one interval: every exported metric (the catalogue's)."""
     if settings.dogstatsd_tags:
         stem = f"{settings.prefix}.program"
         name = _UNSAFE_IN_TAG.sub("_", program.name) or "unnamed"
         suffix = f"|#program:{name},id:{program.id},type:{_UNSAFE_IN_TAG.sub('_', program.type)}"
     else:
-        stem = f"{settings.prefix}.{_UNSAFE_IN_NAME.sub('_', key) or 'unnamed'}"
+        stem = f"{settings.prefix}.{_UNSAFE_IN_NAME.sub('_', program.key) or 'unnamed'}"
         suffix = ""
     return [
-        *(f"{stem}.{metric}:{_number(values[metric])}|g{suffix}" for metric in _GAUGES),
-        *(f"{stem}.{metric}:{int(values[metric])}|c{suffix}" for metric in _COUNTERS),
+        _line(f"{stem}.{metric.name}", metric, values.get(metric.name, 0), suffix) for metric in _EXPORTED
     ]
 
 
-def total_lines(report: Report, settings: StatsdSettings) -> list[str]:
-    total_runs = report.total_run_count
-    totals = {
-        "avg_runtime_ns": float(report.total_runtime_ns // total_runs if total_runs else 0),
-        "estimated_cpu_percent": report.total_estimated_cpu_percent,
-        "events_per_sec": report.total_events_per_sec,
-        "run_count": total_runs,
-        "runtime_ns": report.total_runtime_ns,
-        "recursion_misses": report.total_recursion_misses,
-    }
-    prefix = settings.prefix
+def total_lines(totals: Mapping[str, sink.Number], settings: StatsdSettings) -> list[str]:
     return [
-        *(f"{prefix}.total.{metric}:{_number(totals[metric])}|g" for metric in _GAUGES),
-        *(f"{prefix}.total.{metric}:{int(totals[metric])}|c" for metric in _COUNTERS),
+        _line(f"{settings.prefix}.total.{metric.name}", metric, totals[metric.name], "")
+        for metric in _EXPORTED
     ]
 
 
-def metric_lines(report: Report, settings: StatsdSettings) -> list[str]:
-    """Every StatsD line for one interval's delta report."""
+def _line(name: str, metric: sink.Metric, value: sink.Number, suffix: str) -> str:
+    if metric.kind is sink.Kind.COUNTER:
+        return f"{name}:{int(value)}|c{suffix}"
+    return f"{name}:{_number(float(value))}|g{suffix}"
+
+
+def metric_lines(report: sink.Report, settings: StatsdSettings) -> list[str]:
+    """Every StatsD line for a report's programs and totals (each program, idle or not)."""
     lines: list[str] = []
-    for key, program in report.program_stats.items():
-        lines += program_lines(key, program, settings)
-    return lines + total_lines(report, settings)
-
-
-def _idle(program: ProgramReport) -> bool:
-    return program.run_count == 0 and program.runtime_ns == 0 and program.recursion_misses == 0
+    for key, line in report.program_stats.items():
+        lines += program_lines(ProgramName(key, line.name, line.id, line.type), line.metrics, settings)
+    return lines + total_lines(report.totals, settings)
 
 
 def batch_datagrams(lines: list[str], mtu: int) -> Iterator[bytes]:
@@ -200,13 +197,62 @@ class _RateLimitedWarning:
             self._suppressed += 1
 
 
+@define
+class IntervalLines:
+    """The lines of each interval, for a window: what a StatsD server needs to know, and no more.
+
+    A program with no runs has zero counters and zero gauges; saying so once is enough (a
+    StatsD server keeps a gauge's last value), so on a host where most programs are idle each
+    interval costs little. Every few intervals every program is sent, so that a restarted
+    server catches up. The programs' names are kept up to date from the deltas' changes, so an
+    interval costs what changed, not what is loaded.
+    """
+
+    settings: StatsdSettings
+    intervals: int = 0
+    # Every program loaded, by identity, with its StatsD name.
+    programs: dict[sink.ProgramIdentity, ProgramName] = field(factory=dict)
+    # Programs that had lines in the previous interval (their gauges are not yet zero).
+    active: set[sink.ProgramIdentity] = field(factory=set)
+
+    def start(self, event: sink.WindowStarted) -> None:
+        programs = event.snapshot.programs
+        self.programs = {
+            program.identity: ProgramName(key, program.name, program.id, program.type)
+            for program, key in zip(programs, sink.program_keys(programs), strict=True)
+        }
+
+    def lines_for(self, delta: sink.IntervalDelta) -> list[str]:
+        settings = self.settings
+        refresh = self.intervals % _FULL_REFRESH_INTERVALS == 0
+        self.intervals += 1
+        lines: list[str] = []
+        active: set[sink.ProgramIdentity] = set()
+        gone: list[sink.ProgramIdentity] = []
+        for key, line in delta.lines.items():
+            change = delta.active[key]
+            identity = change.program.identity
+            named = ProgramName(key, line.name, line.id, line.type)
+            lines += program_lines(named, line.metrics, settings)
+            if change.unloaded:
+                gone.append(identity)
+            else:
+                self.programs[identity] = named
+                active.add(identity)
+        for identity in self.programs.keys() - active if refresh else self.active - active:
+            named_idle = self.programs.get(identity)
+            if named_idle is not None:
+                lines += program_lines(named_idle, {}, settings)
+        for identity in gone:
+            self.programs.pop(identity, None)
+        self.active = active
+        return lines + total_lines(delta.totals, settings)
+
+
 class StatsdSink:
     def __init__(self, settings: StatsdSettings) -> None:
         self.settings = settings
-        self._online_cpus = online_cpu_count()
-        self._intervals = 0
-        # Report keys of programs whose zero lines were sent and that have stayed idle since.
-        self._reported_idle: set[str] = set()
+        self._lines = IntervalLines(settings)
         self._udp: trio.socket.SocketType | None = None
         self._tcp: trio.SocketStream | None = None
         self._failed = _RateLimitedWarning("statsd unreachable; metrics for this interval are lost")
@@ -217,41 +263,16 @@ class StatsdSink:
         s = self.settings
         return f"statsd://{s.host}:{s.port}?prefix={s.prefix}&transport={s.transport}"
 
-    async def consume(self, snapshots: trio.MemoryReceiveChannel[Snapshot]) -> None:
-        previous: Snapshot | None = None
+    async def consume(self, events: trio.abc.ReceiveChannel[sink.Event]) -> None:
+        """Everything is sent per interval; the report adds nothing a metrics stack needs."""
         try:
-            async for snapshot in snapshots:
-                if previous is not None:
-                    lines = await trio.to_thread.run_sync(self._lines_for, previous, snapshot)
-                    await self._send(lines)
-                previous = snapshot
+            async for event in events:
+                if isinstance(event, sink.WindowStarted):
+                    self._lines.start(event)
+                elif isinstance(event, sink.IntervalEnded):
+                    await self._send(self._lines.lines_for(event.delta))
         finally:
             await self._close()
-
-    async def finish(self, report: Report) -> None:
-        """Everything was sent per interval; the summary adds nothing a metrics stack needs."""
-
-    def _lines_for(self, previous: Snapshot, current: Snapshot) -> list[str]:
-        """This interval's lines, less those of programs already reported idle.
-
-        A program with no runs has zero counters and zero gauges; saying so once is enough (a
-        StatsD server keeps a gauge's last value), so on a host where most programs are idle
-        each interval costs little. Every few intervals everything is sent again, so that a
-        restarted server catches up.
-        """
-        report = interval_report(previous, current, self._online_cpus)
-        refresh = self._intervals % _FULL_REFRESH_INTERVALS == 0
-        self._intervals += 1
-        lines: list[str] = []
-        idle_now: set[str] = set()
-        for key, program in report.program_stats.items():
-            if _idle(program):
-                idle_now.add(key)
-                if key in self._reported_idle and not refresh:
-                    continue
-            lines += program_lines(key, program, self.settings)
-        self._reported_idle = idle_now
-        return lines + total_lines(report, self.settings)
 
     async def _send(self, lines: list[str]) -> None:
         settings = self.settings
@@ -300,5 +321,5 @@ class StatsdSink:
 
 def from_spec(argument: str | None) -> StatsdSink:
     if argument is None:
-        raise UsageError("expected statsd://HOST:PORT")
+        raise sink.UsageError("expected statsd://HOST:PORT")
     return StatsdSink(parse_statsd_url("statsd:" + argument))

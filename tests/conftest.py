@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack
 
 import pytest
 
 from kstat._logging import configure_logging
-from kstat.loader import LoopbackTarget, SocketFilter
-
-LoadFilter = Callable[..., LoopbackTarget]
+from kstat.testing.loader import LoopbackTarget, SocketFilter
+from tests.windows import LoadFilter
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

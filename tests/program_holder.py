@@ -13,7 +13,7 @@ import json
 import os
 import sys
 
-from kstat.loader import LoopbackTarget, SocketFilter
+from kstat.testing.loader import LoopbackTarget, SocketFilter
 
 
 def main(specs: list[str]) -> None:

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from kstat.durations import format_duration_ns, parse_duration_ns
-from kstat.loader import LoopbackTarget, SocketFilter
+from kstat.testing.loader import LoopbackTarget, SocketFilter
 
 PROGRAMS = 1_000
 INTERVAL_NS = 100_000_000

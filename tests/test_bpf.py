@@ -9,11 +9,11 @@ import subprocess
 
 import pytest
 
-from kstat import _bpf
 from kstat.errors import ProgramLoadError
-from kstat.loader import SocketFilter
-from kstat.runtime_stats import runtime_stats_enabled
-from tests.conftest import LoadFilter
+from kstat.kernel import bpf as _bpf
+from kstat.kernel.stats_switch import runtime_stats_enabled
+from kstat.testing.loader import SocketFilter
+from tests.windows import LoadFilter
 
 pytestmark = pytest.mark.kernel
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from kstat._bpf import ProgramReader
-from tests.conftest import LoadFilter
+from kstat.kernel.bpf import ProgramReader
 from tests.kstat_process import KstatProcess, run_kstat
+from tests.windows import LoadFilter
 
 pytestmark = pytest.mark.kernel
 

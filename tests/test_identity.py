@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 import kstat
-from kstat.loader import LoopbackTarget, SocketFilter, XdpPass
-from tests.conftest import LoadFilter
+from kstat.testing.loader import LoopbackTarget, SocketFilter, XdpPass
 from tests.kstat_process import KstatProcess, run_kstat
+from tests.windows import LoadFilter
 
 pytestmark = pytest.mark.kernel
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import subprocess
 import sys
@@ -15,15 +14,16 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kstat._serialize import report_to_dict
-from kstat.loader import LoopbackTarget, SocketFilter
-from kstat.model import ProgramStats, Snapshot, carry_forward
-from sinks.ndjson import NdjsonSink, interval_line
-from tests.conftest import LoadFilter
+from kstat.pipeline.events import IntervalEnded
+from kstat.pipeline.model import ProgramStats, Snapshot
+from kstat.pipeline.scheduler import merged
+from kstat.pipeline.schema import interval_to_dict, report_to_dict
+from kstat.testing.loader import LoopbackTarget, SocketFilter
+from sinks.ndjson import NdjsonSink
+from tests.builders import events_of, interval, program, report_of, snapshot
 from tests.kstat_process import KstatProcess
 from tests.statsd_daemon import running_statsd
-from tests.test_report import program, report_of, snapshot
-from tests.windows import WindowProbe, run_window, send
+from tests.windows import LoadFilter, WindowProbe, run_window, send
 
 KSTAT = f"{sys.executable} -m kstat"
 
@@ -80,17 +80,19 @@ def test_interval_deltas_add_up_to_the_report_whatever_comes_and_goes(
                 total = sum(runs[: sequence + 1])
                 present.append(program(index + 1, total * 10, total, load_time_ns=load_time_ns))
         snapshots.append(snapshot(sequence, float(sequence), *present))
-    # What a lagging sink gets: skipped snapshots carried forward into the next one it takes.
-    seen: list[Snapshot] = []
-    pending: Snapshot | None = None
-    for each in snapshots:
-        candidate = each if pending is None else carry_forward(pending, each)
-        if each.sequence in skip and each.sequence != snapshots[-1].sequence:
-            pending = candidate
-        else:
-            seen.append(candidate)
-            pending = None
-    lines = [interval_line(previous, current, 0, 2) for previous, current in itertools.pairwise(seen)]
+    # What a lagging sink gets: the intervals ending at skipped snapshots merged into the next.
+    intervals = [event for event in events_of(*snapshots) if isinstance(event, IntervalEnded)]
+    delivered: list[IntervalEnded] = []
+    pending: list[IntervalEnded] = []
+    for event in intervals:
+        pending.append(event)
+        if event.current.sequence not in skip or event is intervals[-1]:
+            delivered.append(merged(pending))
+            pending = []
+    lines = [interval_to_dict(event) for event in delivered]
+    assert [line["skipped_snapshots"] for line in lines] == [
+        event.current.sequence - event.previous.sequence - 1 for event in delivered
+    ]
     report = report_to_dict(report_of(*snapshots))
     sums = interval_sums(lines)
     for identity, count in report_counts(report).items():
@@ -100,7 +102,7 @@ def test_interval_deltas_add_up_to_the_report_whatever_comes_and_goes(
 def test_an_interval_line_has_deltas_and_absolute_counters() -> None:
     first = snapshot(0, 0.0, program(1, 500, 5, name="flow"))
     second = snapshot(1, 0.5, program(1, 2_500, 25, name="flow"))
-    line = interval_line(first, second, 0, 2)
+    line = interval_to_dict(interval(first, second))
     stats = line["program_stats"]["flow"]
     assert (stats["run_count"], stats["runtime_ns"], stats["avg_runtime_ns"]) == (20, 2_000, 100)
     assert stats["events_per_sec"] == pytest.approx(40.0)
@@ -123,6 +125,7 @@ async def test_each_line_is_in_the_file_as_its_interval_ends(load_filter: LoadFi
 
     result = await run_window(body, sinks=[NdjsonSink(stream)])
     lines = read_lines(stream)
+    assert result.report.snapshots is not None
     assert [line["kind"] for line in lines] == ["interval"] * (result.report.snapshots - 1) + ["summary"]
     # Once snapshot k is taken, the lines of the intervals before it are on disk (one may
     # still be on its way through the sink's thread).
@@ -221,9 +224,9 @@ def test_ndjson_statsd_and_report_agree(load_filter: LoadFilter, tmp_path: Path)
 def test_idle_programs_are_counted_not_listed_in_interval_lines() -> None:
     first = snapshot(0, 0.0, program(1, 500, 5, name="busy"), program(2, 70, 7, name="idle"))
     second = snapshot(1, 1.0, program(1, 900, 9, name="busy"), program(2, 70, 7, name="idle"))
-    line = interval_line(first, second, 0, 2)
+    line = interval_to_dict(interval(first, second))
     assert list(line["program_stats"]) == ["busy"]
     assert (line["idle_programs"], line["num_programs"]) == (1, 2)
     # Loading or unloading is news even without runs.
     third = snapshot(2, 2.0, program(1, 900, 9, name="busy"))
-    assert list(interval_line(second, third, 0, 2)["program_stats"]) == ["idle"]
+    assert list(interval_to_dict(interval(second, third))["program_stats"]) == ["idle"]

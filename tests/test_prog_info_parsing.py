@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from kstat import _bpf
 from kstat.errors import UnsupportedKernel
+from kstat.kernel import bpf as _bpf
 
 
 def fake_kernel(info_len: int) -> object:

@@ -19,12 +19,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import kstat
-from kstat.cli import _parse
+from kstat.cli import parse_command_line
 from kstat.errors import KstatError, UsageError
-from kstat.loader import SocketFilter
-from kstat.sink_specs import make_sink
-from tests.conftest import LoadFilter
+from kstat.pipeline.sink_specs import make_sink
+from kstat.testing.loader import SocketFilter
 from tests.kstat_process import KSTAT, KstatProcess, run_kstat
+from tests.windows import LoadFilter
 
 # --- signals ----------------------------------------------------------------------------------
 
@@ -257,7 +257,7 @@ def test_ten_thousand_programs_with_hundreds_churning_per_second() -> None:
     assert len(churned) > 100
     assert all(line.loaded_during_window for line in churned)
     assert any(line.unloaded_during_window for line in churned)
-    assert sum(1 for line in lines if line.kernel_name.startswith("kstat_t_many")) == 10_000
+    assert sum(1 for line in lines if (line.kernel_name or "").startswith("kstat_t_many")) == 10_000
     assert report.num_programs == len(report.program_stats) == len(lines)
     assert report.total_run_count == sum(line.run_count for line in lines)
     assert report.total_runtime_ns == sum(line.runtime_ns for line in lines)
@@ -331,7 +331,7 @@ def test_fuzzed_command_lines_parse_or_are_usage_errors(
     command: list[str], words: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     try:
-        _parse([*command, *words])
+        parse_command_line([*command, *words])
     except SystemExit as exit_:
         assert exit_.code in (0, 2), capsys.readouterr().err  # 0: --help or --version
         if exit_.code == 2:

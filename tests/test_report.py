@@ -8,10 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kstat._serialize import report_from_dict, report_to_dict, report_to_json
-from kstat.model import ProgramStats, Snapshot
-from kstat.report import Report
-from kstat.summary import Summary
+from kstat.pipeline.model import ProgramStats
+from kstat.pipeline.schema import report_from_dict, report_to_dict, report_to_json
+from tests.builders import program, report_of, snapshot
 
 SEED_REPORT_FIELDS = [
     "timestamp",
@@ -33,55 +32,6 @@ SEED_PROGRAM_FIELDS = [
     "estimated_cpu_percent",
     "recursion_misses",
 ]
-
-
-def program(
-    program_id: int,
-    run_time_ns: int,
-    run_count: int,
-    *,
-    name: str = "",
-    load_time_ns: int = 1_000,
-    recursion_misses: int = 0,
-    tag: str = "00aa",
-) -> ProgramStats:
-    return ProgramStats(
-        id=program_id,
-        type="SocketFilter",
-        name=name or f"prog{program_id}",
-        tag=tag,
-        load_time_ns=load_time_ns,
-        run_time_ns=run_time_ns,
-        run_count=run_count,
-        recursion_misses=recursion_misses,
-    )
-
-
-def snapshot(sequence: int, at_s: float, *programs: ProgramStats) -> Snapshot:
-    at_ns = int(at_s * 1e9)
-    # Boot time runs ahead of the monotonic clock here, as it does after a suspend.
-    return Snapshot(
-        sequence=sequence,
-        monotonic_ns=5_000_000_000 + at_ns,
-        boottime_at_start_ns=10_000_000_000 + at_ns,
-        wall_time_ns=1_700_000_000_000_000_000 + at_ns,
-        pass_duration_ns=1_000,
-        programs=programs,
-    )
-
-
-def report_of(*snapshots: Snapshot, online_cpus: int = 2) -> Report:
-    summary = Summary()
-    for each in snapshots:
-        summary.observe(each)
-    return summary.report(
-        requested_duration_ns=2_000_000_000,
-        interval_ns=1_000_000_000,
-        online_cpus=online_cpus,
-        kernel_release="6.1.0-test",
-        stats_enabled_by="bpf_enable_stats",
-        stopped_by=None,
-    )
 
 
 def test_rates_over_the_measured_elapsed_time() -> None:

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from kstat import _bpf
 from kstat.errors import UnsupportedKernel
-from kstat.runtime_stats import BPF_STATS_SYSCTL, StatsMethod, runtime_stats_enabled
-from tests.conftest import LoadFilter
+from kstat.kernel import bpf as _bpf
+from kstat.kernel.stats_switch import BPF_STATS_SYSCTL, StatsMethod, runtime_stats_enabled
+from tests.windows import LoadFilter
 
 
 def _no_enable_stats_command() -> int:

@@ -5,12 +5,11 @@ from __future__ import annotations
 import pytest
 import trio
 
-from kstat.loader import LoopbackTarget, SocketFilter
-from kstat.model import Snapshot
-from kstat.report import Report
-from kstat.session import CollectionSettings, collect
-from tests.conftest import LoadFilter
-from tests.windows import WindowProbe, run_window, send
+from kstat.pipeline.events import Event, IntervalEnded, WindowEnded, WindowStarted
+from kstat.pipeline.report import Report
+from kstat.pipeline.scheduler import CollectionSettings, collect
+from kstat.testing.loader import LoopbackTarget, SocketFilter
+from tests.windows import LoadFilter, WindowProbe, run_window, send
 
 pytestmark = pytest.mark.kernel
 
@@ -107,27 +106,32 @@ async def test_the_window_ends_after_its_duration(load_filter: LoadFilter) -> No
 class RecordingSink:
     def __init__(self, delay_s: float = 0) -> None:
         self.delay_s = delay_s
+        # The snapshot each event ended at (the window's start is snapshot 0).
         self.sequences: list[int] = []
+        self.run_counts: list[int] = []
         self.reports: list[Report] = []
 
     def __repr__(self) -> str:
         return f"recording(delay={self.delay_s})"
 
-    async def consume(self, snapshots: trio.MemoryReceiveChannel[Snapshot]) -> None:
-        async for snapshot in snapshots:
-            self.sequences.append(snapshot.sequence)
+    async def consume(self, events: trio.abc.ReceiveChannel[Event]) -> None:
+        async for event in events:
+            if isinstance(event, WindowStarted):
+                self.sequences.append(event.snapshot.sequence)
+            elif isinstance(event, IntervalEnded):
+                self.sequences.append(event.current.sequence)
+                self.run_counts.append(int(event.delta.totals["run_count"]))
+            elif isinstance(event, WindowEnded):
+                self.reports.append(event.report)
             await trio.sleep(self.delay_s)
-
-    async def finish(self, report: Report) -> None:
-        self.reports.append(report)
 
 
 class BrokenSink(RecordingSink):
     def __repr__(self) -> str:
         return "broken"
 
-    async def consume(self, snapshots: trio.MemoryReceiveChannel[Snapshot]) -> None:
-        async for _ in snapshots:
+    async def consume(self, events: trio.abc.ReceiveChannel[Event]) -> None:
+        async for _ in events:
             raise RuntimeError("disk on fire")
 
 
@@ -142,45 +146,44 @@ async def test_a_failing_sink_is_isolated_and_reported(load_filter: LoadFilter) 
     result = await run_window(body, sinks=[broken, healthy])
     assert [failure.sink for failure in result.failed_sinks] == ["broken"]
     assert "disk on fire" in result.failed_sinks[0].error
-    assert healthy.sequences == list(range(result.report.snapshots))
+    assert healthy.sequences == list(range(result.report.snapshots or 0))
     assert healthy.reports == [result.report]
     assert broken.reports == []
     assert result.report.program("kstat_t_sinks").run_count == 50
 
 
-async def test_a_slow_sink_skips_the_middle_but_never_the_ends(load_filter: LoadFilter) -> None:
-    load_filter("kstat_t_slow")
+async def test_a_slow_sink_gets_merged_intervals_that_still_add_up(load_filter: LoadFilter) -> None:
+    target = load_filter("kstat_t_slow")
     slow = RecordingSink(delay_s=0.5)
 
     async def body(probe: WindowProbe) -> None:
-        await probe.wait_for_snapshots(40)
+        for _ in range(4):
+            await send(target, 100)
+            await probe.wait_for_snapshots(probe.snapshots_seen + 10)
 
     result = await run_window(body, interval_ns=10_000_000, sinks=[slow])
+    assert result.report.snapshots is not None
     last_sequence = result.report.snapshots - 1
     assert slow.sequences[0] == 0
     assert slow.sequences[-1] == last_sequence
     skipped = result.skipped_snapshots[repr(slow)]
     assert skipped > 0
     assert len(slow.sequences) + skipped == result.report.snapshots
+    assert sum(slow.run_counts) == result.report.program("kstat_t_slow").run_count == 400
 
 
 class StuckSink(RecordingSink):
-    """Takes the first snapshot, then never reads again (a deadlocked third-party sink)."""
+    """Takes the first event, then never reads again (a deadlocked third-party sink)."""
 
     def __repr__(self) -> str:
         return "stuck"
 
-    async def consume(self, snapshots: trio.MemoryReceiveChannel[Snapshot]) -> None:
-        await snapshots.receive()
+    async def consume(self, events: trio.abc.ReceiveChannel[Event]) -> None:
+        await events.receive()
         await trio.sleep_forever()
 
 
-async def test_a_stuck_sink_cannot_hold_the_window_open(
-    load_filter: LoadFilter, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import kstat.session  # noqa: PLC0415
-
-    monkeypatch.setattr(kstat.session, "LAST_SNAPSHOT_TIMEOUT_S", 0.3)
+async def test_a_stuck_sink_cannot_hold_the_window_open(load_filter: LoadFilter) -> None:
     load_filter("kstat_t_stuck")
     healthy, stuck = RecordingSink(), StuckSink()
 
@@ -188,7 +191,9 @@ async def test_a_stuck_sink_cannot_hold_the_window_open(
         await probe.wait_for_snapshots(20)  # far more than the stuck sink's channel holds
 
     with trio.fail_after(10):
-        result = await run_window(body, interval_ns=10_000_000, sinks=[stuck, healthy])
+        result = await run_window(
+            body, interval_ns=10_000_000, sinks=[stuck, healthy], end_timeout_ns=300_000_000
+        )
     assert [failure.sink for failure in result.failed_sinks] == ["stuck"]
-    assert "last snapshot" in result.failed_sinks[0].error
+    assert "within 0.3 s of the window's end" in result.failed_sinks[0].error
     assert healthy.reports == [result.report]

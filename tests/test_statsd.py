@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import socket
 from collections.abc import Iterator
@@ -11,11 +10,13 @@ from pathlib import Path
 import pytest
 
 from kstat.errors import UsageError
-from sinks.statsd import StatsdSettings, StatsdSink, batch_datagrams, metric_lines, parse_statsd_url
-from tests.conftest import LoadFilter
+from kstat.pipeline.events import IntervalEnded, WindowStarted
+from kstat.pipeline.model import Snapshot
+from sinks.statsd import IntervalLines, StatsdSettings, batch_datagrams, metric_lines, parse_statsd_url
+from tests.builders import events_of, program, report_of, snapshot
 from tests.kstat_process import KstatProcess
 from tests.statsd_daemon import StatsdDaemon, free_port, running_statsd
-from tests.test_report import program, report_of, snapshot
+from tests.windows import LoadFilter
 
 
 @pytest.fixture
@@ -162,8 +163,19 @@ def test_an_unreachable_server_costs_a_warning_not_the_report(
     assert len(warnings) == 1, kstat.log
 
 
+def sent_per_interval(snapshots: list[Snapshot]) -> list[list[str]]:
+    """The lines the sink sends for each interval of a window made of these snapshots."""
+    lines = IntervalLines(StatsdSettings("127.0.0.1", prefix="kt"))
+    sent = []
+    for event in events_of(*snapshots):
+        if isinstance(event, WindowStarted):
+            lines.start(event)
+        elif isinstance(event, IntervalEnded):
+            sent.append(lines.lines_for(event.delta))
+    return sent
+
+
 def test_idle_programs_are_reported_once_then_left_out_until_they_run() -> None:
-    sink = StatsdSink(StatsdSettings("127.0.0.1", prefix="kt"))
     states = [(0, 0), (0, 0), (0, 0), (10, 1), (10, 1)]  # (runtime, runs) of "idle" over time
     snapshots = [
         snapshot(
@@ -174,7 +186,7 @@ def test_idle_programs_are_reported_once_then_left_out_until_they_run() -> None:
         )
         for index, (runtime, runs) in enumerate(states)
     ]
-    sent = [sink._lines_for(previous, current) for previous, current in itertools.pairwise(snapshots)]
+    sent = sent_per_interval(snapshots)
     mentions_idle = [any(line.startswith("kt.idle.") for line in lines) for lines in sent]
     # Zero lines once; nothing while it stays idle; lines again when it runs; once when idle again.
     assert mentions_idle == [True, False, True, True]
@@ -183,9 +195,8 @@ def test_idle_programs_are_reported_once_then_left_out_until_they_run() -> None:
 
 
 def test_every_line_is_sent_again_now_and_then() -> None:
-    sink = StatsdSink(StatsdSettings("127.0.0.1", prefix="kt"))
     idle = [snapshot(index, float(index), program(2, 0, 0, name="idle")) for index in range(62)]
-    sent = [sink._lines_for(previous, current) for previous, current in itertools.pairwise(idle)]
+    sent = sent_per_interval(idle)
     refreshed = [
         index for index, lines in enumerate(sent) if any(line.startswith("kt.idle.") for line in lines)
     ]

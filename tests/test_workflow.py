@@ -14,12 +14,12 @@ from typing import Any
 import numpy
 import pytest
 
-from kstat.compare import compare, parse_threshold, render_json, render_markdown, render_table
+from kstat.analysis.compare import compare, parse_threshold, render_json, render_markdown, render_table
+from kstat.analysis.plot import read_stream, report_figure, stream_figure
 from kstat.errors import UsageError
-from kstat.plot import report_figure, stream_figure
-from kstat.report import Report
+from kstat.pipeline.report import Report
+from tests.builders import program, report_of, snapshot
 from tests.kstat_process import KstatProcess, run_kstat
-from tests.test_report import program, report_of, snapshot
 
 REPO = Path(__file__).parents[1]
 KSTAT = [sys.executable, "-m", "kstat"]
@@ -52,15 +52,11 @@ def test_programs_are_matched_by_name_and_type_and_none_is_dropped() -> None:
     # Two programs named new_only (different ids) are added up into one row.
     new_only = rows["new_only"].current
     assert new_only is not None
-    assert (new_only.programs, new_only.runtime_ns, new_only.run_count, new_only.avg_runtime_ns) == (
-        2,
-        4_000,
-        20,
-        200,
-    )
+    assert (new_only.programs, new_only.values["runtime_ns"], new_only.values["run_count"]) == (2, 4_000, 20)
+    assert new_only.values["avg_runtime_ns"] == 200
     assert comparison.total.baseline is not None and comparison.total.current is not None
-    assert comparison.total.baseline.run_count == 1_050
-    assert comparison.total.current.run_count == 1_020
+    assert comparison.total.baseline.values["run_count"] == 1_050
+    assert comparison.total.current.values["run_count"] == 1_020
 
 
 @pytest.mark.parametrize(
@@ -113,16 +109,17 @@ def test_report_chart_has_a_bar_per_program_and_side() -> None:
     alone = report_figure(CURRENT)
     assert [len(axis.patches) for axis in alone.axes] == [4, 4, 4]
     beside = report_figure(CURRENT, BASELINE)
-    assert [len(axis.patches) for axis in beside.axes] == [10, 10, 10]  # 5 keys, 2 sides
+    # Matched as compare matches them: parse, idle, old_only and the two new_only as one.
+    assert [len(axis.patches) for axis in beside.axes] == [8, 8, 8]
     assert [axis.get_title() for axis in beside.axes] == [
         "Average runtime per run",
         "Estimated CPU",
         "Events per second",
     ]
-    assert [axis.get_xlabel() for axis in beside.axes] == ["nanoseconds", "% of one CPU", "runs / s"]
+    assert [axis.get_xlabel() for axis in beside.axes] == ["ns", "% of one CPU", "runs / s"]
     # Sorted by the current value: the costliest program's bars are at the top.
     labels = [label.get_text() for label in beside.axes[0].get_yticklabels()]
-    assert labels[-2:] == ["parse", "new_only#5"]
+    assert labels[-2:] == ["parse", "new_only (x2)"]
 
 
 def test_plot_command_writes_pngs_of_the_expected_size(tmp_path: Path) -> None:
@@ -147,27 +144,30 @@ def test_plot_command_writes_pngs_of_the_expected_size(tmp_path: Path) -> None:
 def test_stream_chart_draws_a_line_per_program(tmp_path: Path) -> None:
     lines: list[dict[str, Any]] = []
     for sequence in range(1, 4):
+
+        def line(name: str, avg_runtime_ns: int, runtime_ns: int) -> dict[str, Any]:
+            return {
+                "name": name,
+                "type": "SocketFilter",
+                "id": 1,
+                "runtime_ns": runtime_ns,
+                "run_count": 1,
+                "events_per_sec": 5,
+                "avg_runtime_ns": avg_runtime_ns,
+                "estimated_cpu_percent": 0.1,
+                "recursion_misses": 0,
+            }
+
         lines.append(
             {
                 "kind": "interval",
                 "elapsed_ns": 1_000_000_000,
-                "program_stats": {
-                    "a": {
-                        "avg_runtime_ns": 10 * sequence,
-                        "estimated_cpu_percent": 0.1,
-                        "events_per_sec": 5,
-                        "runtime_ns": 9,
-                    },
-                    "b": {
-                        "avg_runtime_ns": 20,
-                        "estimated_cpu_percent": 0.2,
-                        "events_per_sec": 7,
-                        "runtime_ns": 99,
-                    },
-                },
+                "program_stats": {"a": line("a", 10 * sequence, 9), "b": line("b", 20, 99)},
             }
         )
-    figure = stream_figure([*lines, {"kind": "summary"}])
+    stream = tmp_path / "s.ndjson"
+    stream.write_text("".join(json.dumps(line) + "\n" for line in [*lines, {"kind": "summary"}]))
+    figure = stream_figure(read_stream(stream))
     assert [len(axis.lines) for axis in figure.axes] == [2, 2, 2]
     assert numpy.asarray(figure.axes[0].lines[1].get_ydata()).tolist() == [10, 20, 30]
 
@@ -175,11 +175,15 @@ def test_stream_chart_draws_a_line_per_program(tmp_path: Path) -> None:
 def test_bad_inputs_are_one_line_errors(tmp_path: Path) -> None:
     missing = run_kstat(["compare", str(tmp_path / "nope.json"), str(tmp_path / "nope.json")])
     assert missing.returncode == 1
-    assert missing.stderr.startswith("kstat: error: cannot read a report")
+    assert missing.stderr.startswith("kstat: error: cannot read")
     (tmp_path / "junk.json").write_text("[1, 2]")
     junk = run_kstat(["plot", str(tmp_path / "junk.json"), "-o", str(tmp_path / "x.png")])
     assert junk.returncode == 1
-    assert "not a kstat report" in junk.stderr
+    junk_path = tmp_path / "junk.json"
+    assert (
+        junk.stderr
+        == f"kstat: error: {junk_path} is not a report: the top level is a list, expected an object\n"
+    )
     assert "Traceback" not in missing.stderr + junk.stderr
     bad_threshold = run_kstat(["compare", "a", "b", "--fail-on", "fast"])
     assert bad_threshold.returncode == 2

@@ -6,13 +6,20 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
-from kstat.loader import LoopbackTarget
-from kstat.model import Snapshot
-from kstat.session import CollectionResult, CollectionSettings, StopRequest, collect
-from kstat.sink import Sink
-from kstat.summary import Summary
+from kstat.pipeline.events import Sink
+from kstat.pipeline.model import Snapshot
+from kstat.pipeline.scheduler import (
+    DEFAULT_END_TIMEOUT_NS,
+    CollectionResult,
+    CollectionSettings,
+    StopRequest,
+    collect,
+)
+from kstat.testing.loader import LoopbackTarget
 
 Body = Callable[["WindowProbe"], Awaitable[None]]
+# The `load_filter` fixture: load a socket filter and attach it to a loopback UDP socket.
+LoadFilter = Callable[..., LoopbackTarget]
 
 
 class WindowProbe:
@@ -22,7 +29,7 @@ class WindowProbe:
         self.snapshots_seen = 0
         self._progress = trio.Event()
 
-    def saw(self, snapshot: Snapshot, summary: Summary) -> None:
+    def saw(self, snapshot: Snapshot) -> None:
         self.snapshots_seen = snapshot.sequence + 1
         self._progress.set()
         self._progress = trio.Event()
@@ -33,7 +40,11 @@ class WindowProbe:
 
 
 async def run_window(
-    body: Body, *, interval_ns: int = 100_000_000, sinks: list[Sink] | None = None
+    body: Body,
+    *,
+    interval_ns: int = 100_000_000,
+    sinks: list[Sink] | None = None,
+    end_timeout_ns: int = DEFAULT_END_TIMEOUT_NS,
 ) -> CollectionResult:
     """Collect until `body` returns, with `body` running inside the window."""
     probe = WindowProbe()
@@ -41,7 +52,9 @@ async def run_window(
     results: list[CollectionResult] = []
 
     async def collect_into_results() -> None:
-        settings = CollectionSettings(duration_ns=None, interval_ns=interval_ns)
+        settings = CollectionSettings(
+            duration_ns=None, interval_ns=interval_ns, end_timeout_ns=end_timeout_ns
+        )
         results.append(await collect(settings, sinks or [], stop=stop, on_snapshot=probe.saw))
 
     async with trio.open_nursery() as nursery:

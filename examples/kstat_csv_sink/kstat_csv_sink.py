@@ -7,7 +7,7 @@ from pathlib import Path
 
 import trio
 
-import kstat
+from kstat import sink
 
 
 class CsvSink:
@@ -20,27 +20,26 @@ class CsvSink:
     def __repr__(self) -> str:
         return f"csv:{self.stream.name}"
 
-    async def consume(self, snapshots: trio.MemoryReceiveChannel[kstat.Snapshot]) -> None:
-        previous = None
-        async for snapshot in snapshots:
-            if previous is not None:
-                # Files can block: write off the event loop, never stalling the sampler.
-                await trio.to_thread.run_sync(self._write_interval, previous, snapshot)
-            previous = snapshot
+    async def consume(self, events: trio.abc.ReceiveChannel[sink.Event]) -> None:
+        try:
+            async for event in events:
+                if isinstance(event, sink.IntervalEnded):
+                    # Files can block: write off the event loop, never stalling the sampler.
+                    await trio.to_thread.run_sync(self._write_interval, event)
+        finally:
+            self.stream.close()
 
-    async def finish(self, report: kstat.Report) -> None:
-        self.stream.close()
-
-    def _write_interval(self, previous: kstat.Snapshot, current: kstat.Snapshot) -> None:
-        interval = kstat.interval_report(previous, current)
-        for line in interval.program_stats.values():
+    def _write_interval(self, event: sink.IntervalEnded) -> None:
+        # The interval's delta is computed once by kstat; its lines are the programs that ran.
+        end_time = sink.interval_to_dict(event)["end_time"]
+        for line in event.delta.lines.values():
             self.writer.writerow(
-                [interval.end_time, line.id, line.name, line.run_count, line.runtime_ns, line.avg_runtime_ns]
+                [end_time, line.id, line.name, line.run_count, line.runtime_ns, line.avg_runtime_ns]
             )
         self.stream.flush()
 
 
 def from_spec(argument: str | None) -> CsvSink:
     if not argument:
-        raise kstat.UsageError("csv needs a path (csv:PATH)")
+        raise sink.UsageError("csv needs a path (csv:PATH)")
     return CsvSink(Path(argument))

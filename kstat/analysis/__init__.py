@@ -1,0 +1,1 @@
+"""Reading reports after the fact: comparison and charts."""

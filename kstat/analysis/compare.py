@@ -1,0 +1,309 @@
+"""`kstat compare`: two reports side by side, per program and in total, with a verdict.
+
+Programs are matched by name and type. Several programs with the same name and type on one
+side (two agents, or a program loaded twice) are added up into one row, so nothing is dropped
+or matched arbitrarily; a program on one side only gets a row of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Final
+
+from attrs import frozen
+
+from kstat.errors import UsageError
+from kstat.pipeline.catalogue import METRICS, NS_PER_S, Number, Span, View, in_view, metric_names, values
+from kstat.pipeline.report import ProgramReport, Report
+
+TOTAL: Final = "(total)"
+# The columns of the table; every catalogue metric can be a --fail-on threshold and is in JSON.
+SHOWN: Final = in_view(View.COMPARE)
+
+
+@frozen
+class Measures:
+    """A row's numbers on one side: the catalogue's metrics over that report's window."""
+
+    programs: int
+    values: Mapping[str, Number]
+
+    def value(self, metric: str) -> float | None:
+        found = self.values.get(metric)
+        return None if found is None else float(found)
+
+
+@frozen
+class Row:
+    name: str
+    type: str
+    baseline: Measures | None
+    current: Measures | None
+
+    @property
+    def label(self) -> str:
+        return self.name if self.type == "" else f"{self.name} ({self.type})"
+
+    def sides(self, metric: str) -> tuple[float, float] | None:
+        """(baseline, current) when both sides have the metric."""
+        if self.baseline is None or self.current is None:
+            return None
+        before, after = self.baseline.value(metric), self.current.value(metric)
+        if before is None or after is None:
+            return None
+        return before, after
+
+    def change_percent(self, metric: str) -> float | None:
+        """Relative change, (new - old) / old; None when a side is missing or old is zero."""
+        sides = self.sides(metric)
+        if sides is None or sides[0] == 0:
+            return None
+        before, after = sides
+        return (after - before) / before * 100
+
+    def change(self, metric: str) -> float | None:
+        sides = self.sides(metric)
+        return None if sides is None else sides[1] - sides[0]
+
+
+@frozen
+class Threshold:
+    """`METRIC:+10%` fails when METRIC grows by more than 10 %; `METRIC:-5%` when it falls by
+    more than 5 %; without `%` the limit is absolute (`recursion_misses:+0`)."""
+
+    metric: str
+    limit: float
+    relative: bool
+
+    @property
+    def text(self) -> str:
+        sign = "+" if self.limit >= 0 else "-"
+        return f"{self.metric}:{sign}{abs(self.limit):g}{'%' if self.relative else ''}"
+
+    def violated_by(self, row: Row) -> str | None:
+        change = row.change_percent(self.metric) if self.relative else row.change(self.metric)
+        if change is None:
+            return None
+        exceeded = change > self.limit if self.limit >= 0 else change < self.limit
+        if not exceeded:
+            return None
+        sides = row.sides(self.metric)
+        assert sides is not None
+        unit = "%" if self.relative else ""
+        return (
+            f"{row.label}: {self.metric} {_number(sides[0])} -> "
+            f"{_number(sides[1])} ({change:+.2f}{unit}, limit {self.text})"
+        )
+
+
+_THRESHOLD: Final = re.compile(r"(?P<metric>[a-z_]+):(?P<sign>[+-])(?P<number>\d+(\.\d+)?)(?P<percent>%?)")
+
+
+def parse_threshold(text: str) -> Threshold:
+    match = _THRESHOLD.fullmatch(text.strip())
+    if not match:
+        raise UsageError(
+            f"bad threshold {text!r}: expected METRIC:+N% or METRIC:-N% (or without %, absolute)"
+        )
+    metric = match["metric"]
+    if metric not in metric_names():
+        raise UsageError(f"unknown metric {metric!r} in {text!r}; metrics: {', '.join(metric_names())}")
+    limit = float(match["number"]) * (1 if match["sign"] == "+" else -1)
+    return Threshold(metric, limit, relative=match["percent"] == "%")
+
+
+@frozen
+class Comparison:
+    baseline_elapsed_ns: int
+    current_elapsed_ns: int
+    rows: tuple[Row, ...]
+    total: Row
+
+    def violations(self, thresholds: Iterable[Threshold]) -> list[str]:
+        found: list[str] = []
+        for threshold in thresholds:
+            for row in (*self.rows, self.total):
+                violation = threshold.violated_by(row)
+                if violation is not None:
+                    found.append(violation)
+        return found
+
+    @property
+    def only_in_baseline(self) -> list[Row]:
+        return [row for row in self.rows if row.current is None]
+
+    @property
+    def only_in_current(self) -> list[Row]:
+        return [row for row in self.rows if row.baseline is None]
+
+
+def _measures(lines: Sequence[ProgramReport], report: Report) -> Measures:
+    """The catalogue's metrics over the summed counters of `lines` (one program or several)."""
+    span = Span(
+        runtime_ns=sum(line.runtime_ns for line in lines),
+        run_count=sum(line.run_count for line in lines),
+        recursion_misses=sum(line.recursion_misses for line in lines),
+        elapsed_ns=report.collection_duration_ns,
+        online_cpus=report.online_cpus,
+    )
+    return Measures(programs=len(lines), values=values(span))
+
+
+def _has_full_names(report: Report) -> bool:
+    """Whether the report says which names are full (BTF) ones: kstat's since 0.1's identity
+    work do (`kernel_name`); the Go tool's and early kstat's hold the kernel's 15 characters."""
+    return any(line.kernel_name is not None for line in report.programs)
+
+
+def compare(baseline: Report, current: Report) -> Comparison:
+    """Match the two reports' programs by name and type and measure each side.
+
+    When only one side knows full names (a Go tool or early kstat baseline against a kstat
+    report), that side is matched by its kernel names, the names the other side has; its rows
+    still show the full name.
+    """
+    by_kernel_name = [False, False]
+    if _has_full_names(baseline) != _has_full_names(current):
+        by_kernel_name = [_has_full_names(baseline), _has_full_names(current)]
+    groups: dict[tuple[str, str], tuple[list[ProgramReport], list[ProgramReport]]] = {}
+    labels: dict[tuple[str, str], str] = {}
+    for side, report in enumerate((baseline, current)):
+        for line in report.programs:
+            name = (line.kernel_name or line.name) if by_kernel_name[side] else line.name
+            groups.setdefault((name, line.type), ([], []))[side].append(line)
+            if by_kernel_name[side]:
+                labels[(name, line.type)] = line.name
+    rows = []
+    for (name, type_name), (before, after) in sorted(groups.items()):
+        rows.append(
+            Row(
+                name=labels.get((name, type_name), name),
+                type=type_name,
+                baseline=_measures(before, baseline) if before else None,
+                current=_measures(after, current) if after else None,
+            )
+        )
+    total = Row(
+        name=TOTAL,
+        type="",
+        baseline=_measures(baseline.programs, baseline),
+        current=_measures(current.programs, current),
+    )
+    return Comparison(baseline.collection_duration_ns, current.collection_duration_ns, tuple(rows), total)
+
+
+# --- rendering ------------------------------------------------------------------------------
+
+
+def _number(value: float) -> str:
+    if float(value).is_integer():
+        return f"{int(value):,}"
+    return f"{value:,.3f}" if abs(value) < 1000 else f"{value:,.1f}"
+
+
+def _side(measures: Measures | None, metric: str) -> str:
+    value = None if measures is None else measures.value(metric)
+    return "-" if value is None else _number(value)
+
+
+def _cell(row: Row, metric: str) -> str:
+    before, after = _side(row.baseline, metric), _side(row.current, metric)
+    change = row.change_percent(metric)
+    if row.baseline is None:
+        delta = "new"
+    elif row.current is None:
+        delta = "gone"
+    elif change is None:
+        delta = "n/a"
+    else:
+        delta = f"{change:+.1f}%"
+    return f"{before} → {after} ({delta})"
+
+
+def _label(row: Row) -> str:
+    counts = [measures.programs for measures in (row.baseline, row.current) if measures is not None]
+    copies = f" (x{max(counts)})" if row.name != TOTAL and max(counts) > 1 else ""
+    return row.label + copies
+
+
+def render_markdown(comparison: Comparison, violations: Sequence[str]) -> str:
+    header = "| program | " + " | ".join(metric.heading for metric in SHOWN) + " |"
+    lines = [
+        "### Kernel-side eBPF cost: baseline → current",
+        "",
+        header,
+        "|" + " --- |" * (len(SHOWN) + 1),
+    ]
+    for row in (*comparison.rows, comparison.total):
+        cells = [_label(row).replace("|", "\\|"), *(_cell(row, metric.name) for metric in SHOWN)]
+        if row.name == TOTAL:
+            cells = [f"**{cell}**" for cell in cells]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    lines += _footer(comparison, violations, bullet="- ")
+    return "\n".join(lines) + "\n"
+
+
+def _footer(comparison: Comparison, violations: Sequence[str], bullet: str) -> list[str]:
+    lines = [
+        f"Windows: baseline {comparison.baseline_elapsed_ns / NS_PER_S:.2f} s, "
+        f"current {comparison.current_elapsed_ns / NS_PER_S:.2f} s."
+    ]
+    if comparison.only_in_baseline:
+        lines.append("Only in baseline: " + ", ".join(row.label for row in comparison.only_in_baseline))
+    if comparison.only_in_current:
+        lines.append("Only in current: " + ", ".join(row.label for row in comparison.only_in_current))
+    if violations:
+        lines.append(f"REGRESSION ({len(violations)}):")
+        lines += [bullet + violation for violation in violations]
+    else:
+        lines.append("No threshold exceeded.")
+    return lines
+
+
+def render_table(comparison: Comparison, violations: Sequence[str], width: int | None = None) -> str:
+    """A rich table as text (colours only on a terminal)."""
+    from rich.console import Console  # noqa: PLC0415 - rich only loads for this output
+    from rich.table import Table  # noqa: PLC0415
+
+    table = Table(title="Kernel-side eBPF cost: baseline → current", show_lines=False)
+    table.add_column("program", overflow="fold")
+    for metric in SHOWN:
+        table.add_column(metric.heading, justify="right")
+    for row in (*comparison.rows, comparison.total):
+        style = "bold" if row.name == TOTAL else None
+        table.add_row(_label(row), *(_cell(row, metric.name) for metric in SHOWN), style=style)
+    console = Console(width=width or 160, record=True, force_terminal=False, color_system=None)
+    with console.capture() as captured:
+        console.print(table)
+        for line in _footer(comparison, violations, bullet="  "):
+            console.print(line, highlight=False, markup=False)
+    return captured.get()
+
+
+def render_json(comparison: Comparison, violations: Sequence[str]) -> str:
+    def side(measures: Measures | None) -> dict[str, Any] | None:
+        if measures is None:
+            return None
+        return {"programs": measures.programs, **measures.values}
+
+    def row_data(row: Row) -> dict[str, Any]:
+        return {
+            "name": row.name,
+            "type": row.type,
+            "baseline": side(row.baseline),
+            "current": side(row.current),
+            "change_percent": {metric.name: row.change_percent(metric.name) for metric in METRICS},
+        }
+
+    data = {
+        "programs": [row_data(row) for row in comparison.rows],
+        "total": row_data(comparison.total),
+        "only_in_baseline": [row.label for row in comparison.only_in_baseline],
+        "only_in_current": [row.label for row in comparison.only_in_current],
+        "violations": list(violations),
+        "regression": bool(violations),
+    }
+    return json.dumps(data, indent=2) + "\n"

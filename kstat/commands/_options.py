@@ -1,0 +1,196 @@
+"""What the subcommands share: the parser that never prints a traceback, flag types, the
+window and filter flags, exit statuses and the one-line error."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Final, NoReturn
+
+from kstat._stdio import silence_stdout
+from kstat.durations import parse_duration_ns
+from kstat.errors import OutputError, UsageError
+from kstat.pipeline.filters import ProgramFilter
+
+EXIT_OK: Final = 0
+EXIT_FAILURE: Final = 1
+EXIT_USAGE: Final = 2
+EXIT_INTERRUPTED: Final = 130
+
+DEFAULT_INTERVAL: Final = "1s"
+MIN_INTERVAL_NS: Final = 10_000_000
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One usage line and one error line, exit 2, as argparse does, but never a traceback.
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def duration_or_zero(text: str) -> int:
+    try:
+        return parse_duration_ns(text)
+    except UsageError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def duration(text: str) -> int:
+    duration_ns = duration_or_zero(text)
+    if duration_ns <= 0:
+        raise argparse.ArgumentTypeError(f"duration {text!r} must be longer than zero")
+    return duration_ns
+
+
+def interval(text: str) -> int:
+    interval_ns = duration(text)
+    if interval_ns < MIN_INTERVAL_NS:
+        raise argparse.ArgumentTypeError(f"interval {text!r} is shorter than the minimum of 10ms")
+    return interval_ns
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
+    return value
+
+
+def add_verbose_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-verbose", "--verbose", "-v", action="store_true", help="log debug details")
+
+
+def add_window_flags(
+    parser: argparse.ArgumentParser, default_duration: str | None, default_interval: str = DEFAULT_INTERVAL
+) -> None:
+    # Go's flag package spells long flags with one dash; the seed documented them that way, so
+    # both spellings work (`-duration 5m`, `--duration=5m`).
+    if default_duration is not None:
+        parser.add_argument(
+            "-duration",
+            "--duration",
+            type=duration,
+            default=duration(default_duration),
+            metavar="DURATION",
+            help=f"how long to collect, e.g. 500ms, 30s, 5m, 1h30m (default {default_duration})",
+        )
+    parser.add_argument(
+        "-interval",
+        "--interval",
+        type=interval,
+        default=interval(default_interval),
+        metavar="DURATION",
+        help=f"time between snapshots (default {default_interval}); the report uses the first and last",
+    )
+    parser.add_argument(
+        "-output",
+        "--output",
+        "-o",
+        type=Path,
+        metavar="FILE",
+        help="write the JSON report to FILE, atomically (default: standard output)",
+    )
+    parser.add_argument(
+        "--sink",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        dest="sinks",
+        help=(
+            "where the window's events and report go; repeatable: stdout, json:PATH, ndjson:PATH, "
+            "ndjson:-, statsd://HOST:PORT?prefix=P[&tags=dogstatsd][&transport=tcp], or a third-party "
+            "sink (default: stdout, or only the -output file when it is given)"
+        ),
+    )
+    add_verbose_flag(parser)
+
+
+def add_filter_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "selecting programs", "every criterion given must match; a repeated one matches any of its values"
+    )
+    group.add_argument("--id", dest="ids", type=positive_int, action="append", default=[], metavar="ID")
+    group.add_argument(
+        "--name", metavar="REGEX", help="a regular expression searched in the full and the kernel name"
+    )
+    group.add_argument(
+        "--type",
+        dest="types",
+        action="append",
+        default=[],
+        metavar="TYPE",
+        help="e.g. XDP, SchedCLS, sched_cls",
+    )
+    group.add_argument(
+        "--pid",
+        dest="pids",
+        type=positive_int,
+        action="append",
+        default=[],
+        metavar="PID",
+        help="programs held open by this process",
+    )
+    group.add_argument(
+        "--comm",
+        dest="commands",
+        action="append",
+        default=[],
+        metavar="COMMAND",
+        help="programs held open by a process with this command name",
+    )
+
+
+def program_filter(options: argparse.Namespace) -> ProgramFilter:
+    """The selection the filter flags describe; UsageError for a bad pattern or type."""
+    return ProgramFilter(
+        ids=tuple(options.ids),
+        name=options.name,
+        types=tuple(options.types),
+        pids=tuple(options.pids),
+        commands=tuple(options.commands),
+    )
+
+
+def parse_with_filter(parser: argparse.ArgumentParser, arguments: list[str]) -> argparse.Namespace:
+    """Parse, then build the program filter (a bad regex or type is a usage error too)."""
+    options = parser.parse_args(arguments)
+    try:
+        options.program_filter = program_filter(options)
+    except UsageError as error:
+        parser.error(str(error))
+    return options
+
+
+def say(line: str) -> None:
+    """A line on stderr, if there is a stderr (a closed one leaves only the exit status)."""
+    if sys.stderr is not None:
+        print(line, file=sys.stderr)
+
+
+def say_error(message: str) -> None:
+    say(f"kstat: error: {message}")
+
+
+def write_stdout(text: str) -> None:
+    """A command's output; a reader that went away (`| head`) ends it quietly."""
+    if sys.stdout is None:
+        raise OutputError("standard output is closed; write to a file instead (-o FILE)")
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        silence_stdout()

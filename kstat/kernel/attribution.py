@@ -1,0 +1,155 @@
+"""Who holds each program and where it is attached: /proc for owners, bpf links for places.
+
+Both are looked up only when programs kstat has not met before appear, off the event loop,
+and cached per program, so a steady set of programs costs nothing after the first pass.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Final
+
+import structlog
+from attrs import define, field
+
+from kstat.errors import BpfError
+from kstat.kernel.bpf import LinkInfo, attach_type_name, read_links
+from kstat.pipeline.model import ProgramChanges, ProgramDetails, ProgramIdentity, ProgramOwner, ProgramStats
+
+log = structlog.get_logger(__name__)
+
+PROC: Final = Path("/proc")
+CGROUP2_ROOT: Final = Path("/sys/fs/cgroup")
+# readlink of an fd that holds a program, or a link (which holds its program).
+_BPF_FD_TARGETS: Final = ("anon_inode:bpf-prog", "anon_inode:bpf_link")
+
+
+def program_owners(proc: Path = PROC) -> dict[int, list[ProgramOwner]]:
+    """Processes holding an fd to each program (directly or through a link), by program id."""
+    owners: dict[int, set[ProgramOwner]] = defaultdict(set)
+    for process in proc.iterdir():
+        if not process.name.isdigit():
+            continue
+        try:
+            fds = os.listdir(process / "fd")
+        except OSError:
+            continue  # gone, or a kernel thread
+        command: str | None = None
+        for fd in fds:
+            try:
+                if os.readlink(process / "fd" / fd) not in _BPF_FD_TARGETS:
+                    continue
+                program_id = _program_id_in_fdinfo((process / "fdinfo" / fd).read_text())
+            except OSError:
+                continue  # closed meanwhile
+            if program_id is None:
+                continue
+            if command is None:
+                command = _command_of(process)
+            owners[program_id].add(ProgramOwner(int(process.name), command))
+    return {program_id: sorted(found, key=lambda owner: owner.pid) for program_id, found in owners.items()}
+
+
+def _program_id_in_fdinfo(fdinfo: str) -> int | None:
+    for line in fdinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key == "prog_id":
+            return int(value)
+    return None
+
+
+def _command_of(process: Path) -> str:
+    try:
+        return (process / "comm").read_text().strip()
+    except OSError:
+        return "?"
+
+
+def describe_link(link: LinkInfo, cgroup_paths: dict[int, str]) -> str:
+    """Where a link attaches its program, as people say it: `xdp:eth0`, `tcx/ingress:eth0`, ..."""
+    if link.ifindex is not None:
+        place = _interface_name(link.ifindex)
+        if link.attach_type is None:
+            return f"{link.type}:{place}"
+        return f"{link.type}/{attach_type_name(link.attach_type)}:{place}"
+    if link.cgroup_id is not None:
+        place = cgroup_paths.get(link.cgroup_id, f"cgroup id {link.cgroup_id}")
+        return f"cgroup/{attach_type_name(link.attach_type or 0)}:{place}"
+    if link.netns_inode is not None:
+        return f"netns/{attach_type_name(link.attach_type or 0)}:{link.netns_inode}"
+    return link.type
+
+
+def _interface_name(ifindex: int) -> str:
+    try:
+        return socket.if_indextoname(ifindex)
+    except OSError:
+        return f"ifindex {ifindex}"  # another network namespace, or gone
+
+
+def cgroup_paths(wanted: Iterable[int], root: Path = CGROUP2_ROOT) -> dict[int, str]:
+    """cgroup v2 ids to paths: a cgroup's id is its directory's inode number."""
+    remaining = set(wanted)
+    found: dict[int, str] = {}
+    if not remaining:
+        return found
+    for directory, _, _ in os.walk(root):
+        try:
+            inode = os.stat(directory).st_ino
+        except OSError:
+            continue
+        if inode in remaining:
+            found[inode] = directory
+            remaining.discard(inode)
+            if not remaining:
+                break
+    return found
+
+
+@define
+class Attributor:
+    """Details for the programs of each pass, learnt once per program."""
+
+    proc: Path = PROC
+    _known: dict[ProgramIdentity, ProgramDetails] = field(factory=dict)
+
+    def details_for(
+        self, programs: Sequence[ProgramStats], changes: ProgramChanges
+    ) -> Mapping[ProgramIdentity, ProgramDetails]:
+        """Details of every program of a pass, given what the pass found new and gone. The
+        mapping returned is never changed afterwards (snapshots share it), so a pass that found
+        nothing new or gone costs nothing here."""
+        known = self._known
+        new = [program for program in changes.new if program.identity not in known]
+        if not new and not changes.vanished and len(known) == len(programs):
+            return known
+        if new:
+            owners = program_owners(self.proc)
+            attachments = self._attachments()
+            learnt = {
+                program.identity: ProgramDetails(
+                    owners=tuple(owners.get(program.id, ())),
+                    attachments=tuple(attachments.get(program.id, ())),
+                )
+                for program in new
+            }
+            known = {**known, **learnt}
+        # A new mapping holding only what is loaded now: churn cannot grow it.
+        self._known = {program.identity: known[program.identity] for program in programs}
+        return self._known
+
+    def _attachments(self) -> dict[int, list[str]]:
+        try:
+            links = read_links()
+        except BpfError as error:
+            log.debug("cannot list bpf links", error=str(error))
+            return {}
+        paths = cgroup_paths(link.cgroup_id for link in links if link.cgroup_id is not None)
+        attachments: dict[int, list[str]] = defaultdict(list)
+        for link in links:
+            attachments[link.program_id].append(describe_link(link, paths))
+        return attachments

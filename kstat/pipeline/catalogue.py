@@ -1,0 +1,280 @@
+"""The metric catalogue: every metric kstat reports, declared once.
+
+Each entry says what a metric is (name, unit, heading, description), how it behaves over time
+(a counter's intervals add up to its window; a gauge is a rate or a ratio over its span and is
+recomputed from the counters, never summed), how it is computed from a span's counters, which
+of the Go tool's fields it is, and which views show it. The report's fields, NDJSON lines,
+StatsD lines, `kstat compare`'s columns and `--fail-on` metrics, `kstat plot`'s panels, the
+budgets, the pytest summary and the README's formula table all come from here: adding a metric
+is one entry and its formula.
+
+Every metric exists per program and in total; the total of a metric is the same formula
+applied to the summed counters (`total_<name>` in the report).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterable, Mapping
+from typing import Final, TypeAlias
+
+from attrs import frozen
+
+NS_PER_S: Final = 1_000_000_000
+
+Number: TypeAlias = int | float
+
+
+@frozen
+class Span:
+    """What a metric is computed from: the kernel's counters' growth over a span of time."""
+
+    runtime_ns: int
+    run_count: int
+    recursion_misses: int
+    elapsed_ns: int
+    # None when unknown (a report the Go tool wrote does not say).
+    online_cpus: int | None
+
+
+class Kind(enum.Enum):
+    # What happened in the span; a window's value is the sum of its intervals'.
+    COUNTER = "counter"
+    # A rate or a ratio over the span, recomputed from the counters (never summed).
+    GAUGE = "gauge"
+
+
+class Better(enum.Enum):
+    """Which way a change is an improvement (how compare and charts colour it)."""
+
+    LOWER = "lower"
+    HIGHER = "higher"
+    NEITHER = "neither"
+
+
+class View(enum.Flag):
+    """Where a metric shows besides the report, NDJSON and `--fail-on` (which carry all)."""
+
+    NONE = 0
+    COMPARE = enum.auto()  # a column of `kstat compare`
+    CHART = enum.auto()  # a panel of `kstat plot`
+    SUMMARY = enum.auto()  # the pytest plugin's failure summary
+    EXPORT = enum.auto()  # sent to metrics systems (StatsD)
+
+
+@frozen
+class Metric:
+    name: str
+    kind: Kind
+    unit: str
+    # A chart's title ("Average runtime per run") and a table's column ("avg runtime (ns)").
+    title: str
+    heading: str
+    description: str
+    # The formula as the README states it.
+    formula: str
+    compute: Callable[[Span], Number | None]
+    # Whole numbers (ints in JSON) or not.
+    integral: bool
+    # One of the Go collect-kernel-stats tool's fields: required when a report is read.
+    seed: bool = False
+    better: Better = Better.LOWER
+    views: View = View.NONE
+
+    @property
+    def total_name(self) -> str:
+        return f"total_{self.name}"
+
+    def value(self, span: Span) -> Number | None:
+        return self.compute(span)
+
+
+def _events_per_sec(span: Span) -> float:
+    return span.run_count * NS_PER_S / span.elapsed_ns if span.elapsed_ns > 0 else 0.0
+
+
+def _avg_runtime_ns(span: Span) -> int:
+    # Integer nanoseconds, truncated, as the Go tool's time.Duration division gives it.
+    return span.runtime_ns // span.run_count if span.run_count > 0 else 0
+
+
+def _mean_runtime_ns(span: Span) -> float:
+    return span.runtime_ns / span.run_count if span.run_count > 0 else 0.0
+
+
+def _cpu_percent(span: Span) -> float:
+    return span.runtime_ns * 100 / span.elapsed_ns if span.elapsed_ns > 0 else 0.0
+
+
+def _cpu_percent_of_all_cpus(span: Span) -> float | None:
+    if not span.online_cpus:
+        return None
+    return _cpu_percent(span) / span.online_cpus
+
+
+_EVERYWHERE: Final = View.COMPARE | View.CHART | View.SUMMARY | View.EXPORT
+
+# In the order people read them: tables, charts and summaries show them in this order.
+METRICS: Final[tuple[Metric, ...]] = (
+    Metric(
+        name="avg_runtime_ns",
+        kind=Kind.GAUGE,
+        unit="ns",
+        title="Average runtime per run",
+        heading="avg runtime (ns)",
+        description="average time per run, in whole nanoseconds",
+        formula="`runtime_ns / run_count`, truncated (as the Go tool's `time.Duration`); 0 without runs",
+        compute=_avg_runtime_ns,
+        integral=True,
+        seed=True,
+        views=_EVERYWHERE,
+    ),
+    Metric(
+        name="estimated_cpu_percent",
+        kind=Kind.GAUGE,
+        unit="% of one CPU",
+        title="Estimated CPU",
+        heading="CPU % (one CPU)",
+        description="share of one CPU spent running the program (100 is one CPU fully busy)",
+        formula="`runtime_ns / elapsed_ns × 100`",
+        compute=_cpu_percent,
+        integral=False,
+        seed=True,
+        views=_EVERYWHERE,
+    ),
+    Metric(
+        name="events_per_sec",
+        kind=Kind.GAUGE,
+        unit="runs / s",
+        title="Events per second",
+        heading="events/s",
+        description="runs per second",
+        formula="`run_count / elapsed_s`",
+        compute=_events_per_sec,
+        integral=False,
+        seed=True,
+        better=Better.NEITHER,
+        views=_EVERYWHERE,
+    ),
+    Metric(
+        name="run_count",
+        kind=Kind.COUNTER,
+        unit="runs",
+        title="Runs",
+        heading="runs",
+        description="times the program ran",
+        formula="`run_cnt(end) − run_cnt(start)`",
+        compute=lambda span: span.run_count,
+        integral=True,
+        seed=True,
+        better=Better.NEITHER,
+        views=View.COMPARE | View.SUMMARY | View.EXPORT,
+    ),
+    Metric(
+        name="runtime_ns",
+        kind=Kind.COUNTER,
+        unit="ns",
+        title="Runtime",
+        heading="runtime (ns)",
+        description="time spent running the program, summed over every CPU",
+        formula="`run_time_ns(end) − run_time_ns(start)`",
+        compute=lambda span: span.runtime_ns,
+        integral=True,
+        seed=True,
+        views=View.EXPORT,
+    ),
+    Metric(
+        name="recursion_misses",
+        kind=Kind.COUNTER,
+        unit="misses",
+        title="Recursion misses",
+        heading="rec. misses",
+        description="runs the kernel skipped because the program was already running on that CPU",
+        formula="`recursion_misses(end) − recursion_misses(start)`",
+        compute=lambda span: span.recursion_misses,
+        integral=True,
+        seed=True,
+        views=View.SUMMARY | View.EXPORT,
+    ),
+    Metric(
+        name="mean_runtime_ns",
+        kind=Kind.GAUGE,
+        unit="ns",
+        title="Mean runtime per run",
+        heading="mean runtime (ns)",
+        description="average time per run, unrounded (what budgets compare)",
+        formula="`runtime_ns / run_count`, unrounded; 0 without runs",
+        compute=_mean_runtime_ns,
+        integral=False,
+    ),
+    Metric(
+        name="estimated_cpu_percent_of_all_cpus",
+        kind=Kind.GAUGE,
+        unit="% of all CPUs",
+        title="Estimated CPU, whole machine",
+        heading="CPU % (all CPUs)",
+        description="share of the whole machine",
+        formula="`estimated_cpu_percent / online_cpus`",
+        compute=_cpu_percent_of_all_cpus,
+        integral=False,
+    ),
+)
+
+_BY_NAME: Final = {metric.name: metric for metric in METRICS}
+SEED_METRICS: Final = tuple(metric for metric in METRICS if metric.seed)
+COUNTERS: Final = tuple(metric for metric in METRICS if metric.kind is Kind.COUNTER)
+
+
+def metric(name: str) -> Metric:
+    """The metric called `name`; KeyError names the known ones."""
+    try:
+        return _BY_NAME[name]
+    except KeyError:
+        raise KeyError(f"unknown metric {name!r}; metrics: {', '.join(_BY_NAME)}") from None
+
+
+def metric_names() -> tuple[str, ...]:
+    return tuple(_BY_NAME)
+
+
+def in_view(view: View) -> tuple[Metric, ...]:
+    return tuple(metric for metric in METRICS if view in metric.views)
+
+
+def values(span: Span, metrics: Iterable[Metric] = METRICS) -> dict[str, Number]:
+    """Every metric's value over a span, by name (metrics that cannot be known are left out)."""
+    found: dict[str, Number] = {}
+    for entry in metrics:
+        value = entry.compute(span)
+        if value is not None:
+            found[entry.name] = value
+    return found
+
+
+def span_of(metric_values: Mapping[str, Number], elapsed_ns: int, online_cpus: int | None) -> Span:
+    """The span behind a set of values that holds at least the counters."""
+    return Span(
+        runtime_ns=int(metric_values["runtime_ns"]),
+        run_count=int(metric_values["run_count"]),
+        recursion_misses=int(metric_values.get("recursion_misses", 0)),
+        elapsed_ns=elapsed_ns,
+        online_cpus=online_cpus,
+    )
+
+
+def markdown_table() -> str:
+    """The README's table of metrics, generated from the catalogue (a test keeps them equal)."""
+    lines = [
+        "| metric | kind | unit | formula | Go tool field |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for entry in METRICS:
+        lines.append(
+            f"| `{entry.name}` | {entry.kind.value} | {entry.unit} | {entry.formula} | "
+            f"{'yes' if entry.seed else 'no'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(markdown_table(), end="")

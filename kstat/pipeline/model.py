@@ -1,0 +1,101 @@
+"""Values that flow from the sampler to the sinks: one program's counters and a whole snapshot."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from functools import cached_property
+from typing import Final, NamedTuple
+
+from attrs import Factory, field, frozen
+
+
+class ProgramIdentity(NamedTuple):
+    """What makes a program the same program across snapshots.
+
+    The kernel may hand a freed id to a new program, so the id alone is not enough: a program
+    is the same one only while its id, load time and tag all match. A NamedTuple rather than an
+    attrs class: it is the dict key of every program in every snapshot, and tuples hash and
+    compare in C.
+    """
+
+    id: int
+    load_time_ns: int
+    tag: str
+
+
+@frozen
+class ProgramStats:
+    """One program's identity and cumulative counters, as the kernel reported them at one moment."""
+
+    id: int
+    type: str
+    # The full function name from the program's BTF where it has one, else the kernel's.
+    name: str
+    tag: str
+    # Nanoseconds since boot (CLOCK_BOOTTIME), as bpf_prog_info.load_time gives it.
+    load_time_ns: int
+    run_time_ns: int
+    run_count: int
+    recursion_misses: int
+    # bpf_prog_info.name: at most 15 characters of what the loader called it.
+    kernel_name: str = field(default=Factory(lambda self: self.name, takes_self=True))
+
+    @cached_property
+    def identity(self) -> ProgramIdentity:
+        return ProgramIdentity(self.id, self.load_time_ns, self.tag)
+
+
+@frozen
+class ProgramOwner:
+    """A process holding the program open (an fd to it or to one of its links)."""
+
+    pid: int
+    command: str
+
+
+@frozen
+class ProgramDetails:
+    """Who holds a program and where it is attached, learnt once when it is first seen."""
+
+    owners: tuple[ProgramOwner, ...] = ()
+    # "xdp:eth0", "tcx/ingress:eth0", "cgroup/egress:/sys/fs/cgroup/app", ...
+    attachments: tuple[str, ...] = ()
+
+
+NO_DETAILS: Final = ProgramDetails()
+
+
+@frozen
+class Snapshot:
+    """Every loaded program's counters, read in one pass, with the clocks around that pass.
+
+    The pass over thousands of programs takes a while; the snapshot's moment (monotonic and
+    wall time) is the midpoint of the pass, the best single estimate for every program in it.
+    """
+
+    sequence: int
+    monotonic_ns: int
+    # CLOCK_BOOTTIME when the pass began (not its midpoint): a program whose load_time is later
+    # was loaded after the pass started, so all of its runs happened after that moment.
+    boottime_at_start_ns: int
+    wall_time_ns: int
+    # How long the pass over all programs took (monotonic clock): the sampler's own cost.
+    pass_duration_ns: int
+    programs: tuple[ProgramStats, ...]
+    # Owners and attachments by program; shared between snapshots, filled for new programs.
+    details: Mapping[ProgramIdentity, ProgramDetails] = field(factory=dict)
+
+    def details_of(self, program: ProgramStats) -> ProgramDetails:
+        return self.details.get(program.identity, NO_DETAILS)
+
+
+@frozen
+class ProgramChanges:
+    """What a pass found different from the pass before it (the reader's own bookkeeping)."""
+
+    # First met in this pass.
+    new: Sequence[ProgramStats] = ()
+    # (previous reading, this reading) of programs whose counters moved.
+    moved: Sequence[tuple[ProgramStats, ProgramStats]] = ()
+    # The previous pass's readings of programs this pass no longer found.
+    vanished: Sequence[ProgramStats] = ()

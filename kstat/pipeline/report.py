@@ -1,0 +1,328 @@
+"""The delta report: its values, and pure functions that build it from what a window saw.
+
+No I/O, no clocks. The formulas live in the metric catalogue (`kstat.pipeline.catalogue`); this
+module only says over which span each program's counters grew:
+
+- a program's span runs from its baseline to its last sighting; its baseline is its reading in
+  the window's first snapshot, except that a program first seen later which the kernel says was
+  loaded after the window began (`load_time`, CLOCK_BOOTTIME) has a baseline of zero: every one
+  of its runs happened inside the window;
+- elapsed time is the monotonic time between the window's first and last snapshot.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from attrs import frozen
+
+from kstat.pipeline.catalogue import NS_PER_S, Number, Span, metric, values
+from kstat.pipeline.model import NO_DETAILS, ProgramDetails, ProgramOwner, ProgramStats
+
+
+@frozen
+class ProgramSighting:
+    """What a span saw of one program: its baseline counters and its last reading."""
+
+    last: ProgramStats
+    baseline_run_time_ns: int
+    baseline_run_count: int
+    baseline_recursion_misses: int
+    # Loaded after the span began: its counters started inside it.
+    loaded_during_window: bool
+    # Missing from the span's last snapshot: reported up to its last sighting.
+    unloaded_during_window: bool
+    # The share of the span between its load (or the span's start) and its last sighting.
+    window_coverage_percent: float = 100.0
+    details: ProgramDetails = NO_DETAILS
+
+    def span(self, elapsed_ns: int, online_cpus: int | None) -> Span:
+        last = self.last
+        return Span(
+            runtime_ns=last.run_time_ns - self.baseline_run_time_ns,
+            run_count=last.run_count - self.baseline_run_count,
+            recursion_misses=last.recursion_misses - self.baseline_recursion_misses,
+            elapsed_ns=elapsed_ns,
+            online_cpus=online_cpus,
+        )
+
+
+@frozen
+class WindowFacts:
+    """The facts about a window that the report states besides per-program deltas."""
+
+    start_wall_time_ns: int
+    end_wall_time_ns: int
+    elapsed_ns: int
+    requested_duration_ns: int | None
+    interval_ns: int
+    snapshot_count: int
+    online_cpus: int
+    kernel_release: str
+    stats_enabled_by: str
+    stopped_by: str | None
+    program_filter: Mapping[str, Any] | None = None
+
+
+@frozen
+class ProgramReport:
+    """One program's line: who it is, and every catalogue metric over its span.
+
+    Fields beyond the Go tool's (name, type, id and the seed metrics) are None or empty when a
+    report that does not carry them is read back.
+    """
+
+    name: str
+    type: str
+    id: int
+    # Catalogue metric name -> value; the seed's six are always there.
+    metrics: Mapping[str, Number]
+    tag: str | None = None
+    # Nanoseconds since boot (CLOCK_BOOTTIME): with id and tag, what identifies the program.
+    load_time_ns: int | None = None
+    # The kernel's own (at most 15-character) name; `name` is the full one from BTF.
+    kernel_name: str | None = None
+    loaded_during_window: bool | None = None
+    unloaded_during_window: bool | None = None
+    window_coverage_percent: float | None = None
+    owners: tuple[ProgramOwner, ...] = ()
+    attachments: tuple[str, ...] = ()
+
+    def value(self, name: str) -> Number | None:
+        """A metric's value by catalogue name; None when this report does not carry it."""
+        metric(name)  # an unknown name is a mistake, not a missing value
+        return self.metrics.get(name)
+
+    # Typed access to the metrics every report has (the library's API since 0.1).
+    @property
+    def runtime_ns(self) -> int:
+        return int(self.metrics["runtime_ns"])
+
+    @property
+    def run_count(self) -> int:
+        return int(self.metrics["run_count"])
+
+    @property
+    def events_per_sec(self) -> float:
+        return float(self.metrics["events_per_sec"])
+
+    @property
+    def avg_runtime_ns(self) -> int:
+        return int(self.metrics["avg_runtime_ns"])
+
+    @property
+    def estimated_cpu_percent(self) -> float:
+        return float(self.metrics["estimated_cpu_percent"])
+
+    @property
+    def recursion_misses(self) -> int:
+        return int(self.metrics["recursion_misses"])
+
+    # kstat 0.1's own fields, kept for the library's users; absent (None) in the Go tool's reports.
+    @property
+    def mean_runtime_ns(self) -> float:
+        """The unrounded mean; computed from the counters when a report did not carry it."""
+        value = self.metrics.get("mean_runtime_ns")
+        if value is None:
+            return self.runtime_ns / self.run_count if self.run_count else 0.0
+        return float(value)
+
+    @property
+    def estimated_cpu_percent_of_all_cpus(self) -> float | None:
+        value = self.metrics.get("estimated_cpu_percent_of_all_cpus")
+        return None if value is None else float(value)
+
+
+@frozen
+class Report:
+    """The delta report over a window, in the Go tool's JSON shape plus kstat's fields.
+
+    Fields other than the Go tool's are None when a report that lacks them is read back.
+    """
+
+    timestamp: str
+    program_stats: Mapping[str, ProgramReport]
+    # Catalogue metric name -> the total over every program in the report.
+    totals: Mapping[str, Number]
+    num_programs: int
+    collection_duration_ns: int
+    # None: a report written without a version (the Go tool, kstat 0.1).
+    schema_version: int | None = None
+    generator: str | None = None
+    requested_duration_ns: int | None = None
+    interval_ns: int | None = None
+    start_time: str | None = None
+    end_time: str | None = None
+    snapshots: int | None = None
+    online_cpus: int | None = None
+    kernel_release: str | None = None
+    stats_enabled_by: str | None = None
+    stopped_by: str | None = None
+    # The selection the report covers (totals included); None when it covers every program.
+    filter: Mapping[str, Any] | None = None
+
+    @property
+    def programs(self) -> tuple[ProgramReport, ...]:
+        """Every program's line, in key order."""
+        return tuple(self.program_stats.values())
+
+    def total(self, name: str) -> Number | None:
+        """A metric's total by catalogue name; None when this report does not carry it."""
+        metric(name)
+        return self.totals.get(name)
+
+    @property
+    def total_runtime_ns(self) -> int:
+        return int(self.totals["runtime_ns"])
+
+    @property
+    def total_run_count(self) -> int:
+        return int(self.totals["run_count"])
+
+    @property
+    def total_events_per_sec(self) -> float:
+        return float(self.totals["events_per_sec"])
+
+    @property
+    def total_estimated_cpu_percent(self) -> float:
+        return float(self.totals["estimated_cpu_percent"])
+
+    @property
+    def total_recursion_misses(self) -> int:
+        return int(self.totals["recursion_misses"])
+
+    @property
+    def total_estimated_cpu_percent_of_all_cpus(self) -> float | None:
+        value = self.totals.get("estimated_cpu_percent_of_all_cpus")
+        return None if value is None else float(value)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as the Go tool's JSON shape plus kstat's fields, ready for json.dumps."""
+        # Imported here: the schema module needs this one's classes first.
+        from kstat.pipeline.schema import report_to_dict  # noqa: PLC0415 - a cycle otherwise
+
+        return report_to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Report:
+        """A report from JSON data any kstat version or the Go tool wrote."""
+        from kstat.pipeline.schema import report_from_dict  # noqa: PLC0415 - a cycle otherwise
+
+        return report_from_dict(data)
+
+    def program(self, name_or_id: str | int) -> ProgramReport:
+        """The line for a report key, a program name (when unique) or a program id."""
+        if isinstance(name_or_id, str) and name_or_id in self.program_stats:
+            return self.program_stats[name_or_id]
+        matches = [
+            line
+            for line in self.program_stats.values()
+            if (line.id == name_or_id if isinstance(name_or_id, int) else line.name == name_or_id)
+        ]
+        if len(matches) == 1:
+            return matches[0]
+        if not matches:
+            raise KeyError(f"no program {name_or_id!r} in the report")
+        raise KeyError(f"{len(matches)} programs are named {name_or_id!r}; look one up by id")
+
+
+def report_key(name: str, program_id: int, name_count: int) -> str:
+    """A program's key in program_stats: its name where unique, `<name>#<id>` where not."""
+    return name if name and name_count == 1 else f"{name}#{program_id}"
+
+
+def report_keys(programs: Sequence[ProgramStats]) -> list[str]:
+    """Keys for program_stats. An id can appear twice when the kernel reused it for a
+    different program inside the window; those keys get the load time as well, so that
+    nothing is merged or overwritten."""
+    name_counts = Counter(program.name for program in programs)
+    keys = [report_key(program.name, program.id, name_counts[program.name]) for program in programs]
+    return disambiguated(keys, [program.load_time_ns for program in programs])
+
+
+def disambiguated(keys: Sequence[str], load_times_ns: Sequence[int]) -> list[str]:
+    key_counts = Counter(keys)
+    return [
+        f"{key}@{load_time}" if key_counts[key] > 1 else key
+        for key, load_time in zip(keys, load_times_ns, strict=True)
+    ]
+
+
+def program_report(sighting: ProgramSighting, elapsed_ns: int, online_cpus: int | None) -> ProgramReport:
+    last = sighting.last
+    return ProgramReport(
+        name=last.name,
+        type=last.type,
+        id=last.id,
+        metrics=values(sighting.span(elapsed_ns, online_cpus)),
+        tag=last.tag,
+        load_time_ns=last.load_time_ns,
+        kernel_name=last.kernel_name,
+        loaded_during_window=sighting.loaded_during_window,
+        unloaded_during_window=sighting.unloaded_during_window,
+        window_coverage_percent=sighting.window_coverage_percent,
+        owners=sighting.details.owners,
+        attachments=sighting.details.attachments,
+    )
+
+
+def total_values(
+    lines: Iterable[ProgramReport], elapsed_ns: int, online_cpus: int | None
+) -> dict[str, Number]:
+    """Every metric over the sum of the lines' counters."""
+    runtime_ns = run_count = recursion_misses = 0
+    for line in lines:
+        runtime_ns += line.runtime_ns
+        run_count += line.run_count
+        recursion_misses += line.recursion_misses
+    return values(Span(runtime_ns, run_count, recursion_misses, elapsed_ns, online_cpus))
+
+
+def build_report(
+    window: WindowFacts, sightings: Iterable[ProgramSighting], *, schema_version: int, generator: str
+) -> Report:
+    """The report for a window from what it saw of each program."""
+    ordered = sorted(sightings, key=lambda sighting: (sighting.last.id, sighting.last.load_time_ns))
+    keys = report_keys([sighting.last for sighting in ordered])
+    lines = {
+        key: program_report(sighting, window.elapsed_ns, window.online_cpus)
+        for key, sighting in sorted(zip(keys, ordered, strict=True), key=lambda pair: pair[0])
+    }
+    return Report(
+        timestamp=format_timestamp(window.end_wall_time_ns),
+        program_stats=lines,
+        totals=total_values(lines.values(), window.elapsed_ns, window.online_cpus),
+        num_programs=len(lines),
+        collection_duration_ns=window.elapsed_ns,
+        schema_version=schema_version,
+        generator=generator,
+        requested_duration_ns=window.requested_duration_ns,
+        interval_ns=window.interval_ns,
+        start_time=format_timestamp(window.start_wall_time_ns),
+        end_time=format_timestamp(window.end_wall_time_ns),
+        snapshots=window.snapshot_count,
+        online_cpus=window.online_cpus,
+        kernel_release=window.kernel_release,
+        stats_enabled_by=window.stats_enabled_by,
+        stopped_by=window.stopped_by,
+        filter=window.program_filter,
+    )
+
+
+def coverage_percent(existed_from: int, existed_until: int, window_start: int, window_end: int) -> float:
+    """The share of a span a program was loaded for, as far as the snapshots can tell."""
+    if window_end <= window_start:
+        return 100.0
+    share = (existed_until - existed_from) / (window_end - window_start) * 100
+    return min(100.0, max(0.0, share))
+
+
+def format_timestamp(wall_time_ns: int) -> str:
+    """RFC 3339 in UTC with nanoseconds, as Go's time.Time marshals (2024-01-15T10:30:00.123Z)."""
+    seconds, nanoseconds = divmod(wall_time_ns, NS_PER_S)
+    base = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    fraction = f".{nanoseconds:09d}".rstrip("0").rstrip(".")
+    return f"{base}{fraction}Z"

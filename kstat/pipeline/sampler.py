@@ -1,0 +1,173 @@
+"""The sampler: one snapshot of every program per interval, and the interval's delta, both
+built off the event loop."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Protocol
+
+import structlog
+import trio
+from attrs import define, field, frozen
+
+from kstat.kernel.attribution import Attributor
+from kstat.kernel.bpf import ProgramReader
+from kstat.kernel.host import online_cpu_count
+from kstat.pipeline.delta import IntervalDelta, interval_delta
+from kstat.pipeline.filters import ProgramFilter
+from kstat.pipeline.model import ProgramChanges, ProgramDetails, ProgramIdentity, ProgramStats, Snapshot
+
+log = structlog.get_logger(__name__)
+
+
+@frozen
+class Sample:
+    """A snapshot, and the delta from the source's previous one (None for its first)."""
+
+    snapshot: Snapshot
+    delta: IntervalDelta | None
+
+
+class SnapshotSource(Protocol):
+    """Where a window's samples come from: the kernel, or a fake in tests."""
+
+    async def take(self) -> Sample: ...
+
+
+def _midpoint(before: int, after: int) -> int:
+    return before + (after - before) // 2
+
+
+@define
+class SnapshotTaker:
+    """Reads all programs with one reader; each pass, and its delta, runs on a worker thread.
+
+    A pass costs a few syscalls per program, so thousands of programs would hold the event loop
+    for milliseconds; the thread keeps the sinks and signal handling responsive meanwhile.
+    """
+
+    program_filter: ProgramFilter = field(factory=ProgramFilter)
+    next_sequence: int = 0
+    online_cpus: int = field(factory=online_cpu_count)
+    _reader: ProgramReader = field(factory=ProgramReader)
+    _attributor: Attributor = field(factory=Attributor)
+    _verdicts: dict[ProgramIdentity, bool] = field(factory=dict)
+    _previous: Snapshot | None = None
+    # How many programs of the previous snapshot have each name (for report keys), kept up to
+    # date with what each pass changed rather than recounted.
+    _name_counts: Counter[str] = field(factory=Counter)
+    # CLOCK_BOOTTIME when the first pass began: programs loaded after it count from zero.
+    _window_start_boottime_ns: int | None = None
+
+    def take_blocking(self) -> Sample:
+        monotonic_before = time.monotonic_ns()
+        boottime_before = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+        wall_before = time.time_ns()
+        programs, changes = self._reader.read_pass()
+        monotonic_after = time.monotonic_ns()
+        wall_after = time.time_ns()
+        # After the clocks: owners and attachments are not part of the counters' moment.
+        details = self._attributor.details_for(programs, changes)
+        if not self.program_filter.is_empty:
+            programs, changes = self._selected(programs, changes, details)
+            details = {program.identity: details[program.identity] for program in programs}
+        sequence = self.next_sequence
+        self.next_sequence += 1
+        snapshot = Snapshot(
+            sequence=sequence,
+            monotonic_ns=_midpoint(monotonic_before, monotonic_after),
+            boottime_at_start_ns=boottime_before,
+            wall_time_ns=_midpoint(wall_before, wall_after),
+            pass_duration_ns=monotonic_after - monotonic_before,
+            programs=tuple(programs),
+            details=details,
+        )
+        previous, self._previous = self._previous, snapshot
+        names = self._name_counts
+        if previous is None:
+            self._window_start_boottime_ns = snapshot.boottime_at_start_ns
+            names.update(program.name for program in programs)
+            return Sample(snapshot, None)
+        names.update(program.name for program in changes.new)
+        delta = interval_delta(
+            previous,
+            snapshot,
+            changes,
+            online_cpus=self.online_cpus,
+            name_counts=names,
+            counted_vanished=True,
+            window_start_boottime_ns=self._window_start_boottime_ns,
+        )
+        for program in changes.vanished:
+            # Names that are gone are forgotten, so churn with ever-new names cannot grow this.
+            names[program.name] -= 1
+            if names[program.name] <= 0:
+                del names[program.name]
+        return Sample(snapshot, delta)
+
+    def _selected(
+        self,
+        programs: Sequence[ProgramStats],
+        changes: ProgramChanges,
+        details: Mapping[ProgramIdentity, ProgramDetails],
+    ) -> tuple[list[ProgramStats], ProgramChanges]:
+        """The programs the filter selects, and their changes. What it looks at (names, type,
+        owners) is fixed per program, so each program is judged once, when first met."""
+        verdicts = self._verdicts
+        selects = self.program_filter.selects
+        for program in changes.new:
+            verdicts[program.identity] = selects(program, details[program.identity])
+        selected = ProgramChanges(
+            new=[program for program in changes.new if verdicts[program.identity]],
+            moved=[(before, after) for before, after in changes.moved if verdicts[after.identity]],
+            # Forgotten as they go, so churn cannot grow the verdicts.
+            vanished=[program for program in changes.vanished if verdicts.pop(program.identity, False)],
+        )
+        return [program for program in programs if verdicts[program.identity]], selected
+
+    async def take(self) -> Sample:
+        # Not abandoned on cancel: a pass is short, and finishing it closes its fds.
+        return await trio.to_thread.run_sync(self.take_blocking)
+
+
+SampleHandler = Callable[[Sample, bool], Awaitable[None]]
+
+
+async def sample_window(
+    source: SnapshotSource,
+    *,
+    duration_ns: int | None,
+    interval_ns: int,
+    stop: trio.Event,
+    on_sample: SampleHandler,
+) -> None:
+    """Take the first snapshot now, one per interval, and the last one at the end of the window.
+
+    The window ends after `duration_ns` (never, when None) or as soon as `stop` is set; either
+    way the last snapshot is taken then, so the report covers exactly the time collected. A
+    pass that overruns its interval delays the next tick instead of queueing missed ones.
+    `on_sample` gets each sample and whether it is the window's last.
+    """
+    interval_s = interval_ns / 1e9
+    first = await source.take()
+    # The window's clock starts at the first snapshot's moment (the middle of its pass), so
+    # the measured elapsed time is never shorter than the duration asked for.
+    window_start = trio.current_time() - first.snapshot.pass_duration_ns / 2e9
+    deadline = window_start + duration_ns / 1e9 if duration_ns is not None else float("inf")
+    await on_sample(first, False)
+    next_tick = window_start + interval_s
+    while True:
+        with trio.move_on_at(min(next_tick, deadline)):
+            await stop.wait()
+        now = trio.current_time()
+        if stop.is_set() or now >= deadline:
+            break
+        await on_sample(await source.take(), False)
+        next_tick += interval_s
+        if next_tick <= trio.current_time():
+            missed = int((trio.current_time() - next_tick) / interval_s) + 1
+            log.debug("snapshot pass overran its interval", skipped_ticks=missed)
+            next_tick += missed * interval_s
+    await on_sample(await source.take(), True)

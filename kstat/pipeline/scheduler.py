@@ -1,0 +1,377 @@
+"""The scheduler: stats on, the sampler's samples turned into events for a nursery of sinks,
+stats off, the report out.
+
+Fan-out policy (why a slow sink cannot hurt the measurement):
+- every sink has its own bounded channel; during the window an interval is only ever offered
+  to it (`send_nowait`), and one that does not fit is held back and merged with the next
+  (`merge_deltas`), so a lagging sink gets fewer, longer intervals whose deltas still add up
+  to the report, never a gap;
+- the window's start always fits (the channel is empty then), and its last interval and its
+  end (with the report) are sent waiting, once the stats are off;
+- the summary is a sink too, but its lane never skips: it waits for the summary, which costs
+  little per interval (only the programs that changed), so the report misses nothing;
+- a sink that raises is logged and cut off; the others and the report carry on, and the
+  result lists it as failed;
+- once the window has ended, every sink's remaining work (its last events and whatever it does
+  after them) shares one deadline; a sink still busy then is cancelled and listed as failed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from typing import Final
+
+import structlog
+import trio
+from attrs import define, field, frozen
+
+from kstat._version import __version__
+from kstat.durations import format_duration_ns
+from kstat.errors import KstatError, OutputClosed, sole_exception
+from kstat.kernel.attribution import Attributor
+from kstat.kernel.host import kernel_release, online_cpu_count
+from kstat.kernel.stats_switch import StatsMethod, runtime_stats_enabled
+from kstat.pipeline.delta import IntervalDelta, changes_between, interval_delta, merge_deltas
+from kstat.pipeline.events import Event, IntervalEnded, Sink, WindowEnded, WindowStarted
+from kstat.pipeline.filters import ProgramFilter
+from kstat.pipeline.model import Snapshot
+from kstat.pipeline.report import Report
+from kstat.pipeline.sampler import Sample, SnapshotSource, SnapshotTaker, sample_window
+from kstat.pipeline.summary import Summary
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_INTERVAL_NS: Final = 1_000_000_000
+# Enough for a sink to fall a few intervals behind before its intervals start being merged.
+SINK_CHANNEL_CAPACITY: Final = 8
+# Intervals held back for a lagging sink before they are merged into one (bounds the memory a
+# sink that stopped reading can hold).
+MAX_PENDING_INTERVALS: Final = 16
+# How long, after the window's end, the sinks together may take to deliver it.
+DEFAULT_END_TIMEOUT_NS: Final = 30_000_000_000
+
+StatsSwitch = Callable[[], AbstractContextManager[StatsMethod]]
+
+
+@frozen
+class CollectionSettings:
+    """How long to collect (None: until stopped), how often to snapshot, what to report on."""
+
+    duration_ns: int | None
+    interval_ns: int = DEFAULT_INTERVAL_NS
+    program_filter: ProgramFilter = field(factory=ProgramFilter)
+    # The sinks' shared deadline once the window has ended.
+    end_timeout_ns: int = DEFAULT_END_TIMEOUT_NS
+
+
+@define
+class StopRequest:
+    """Ends a window early, remembering why (a signal name, "command exited", ...)."""
+
+    event: trio.Event = field(factory=trio.Event)
+    reason: str | None = None
+
+    def request(self, reason: str) -> None:
+        if not self.event.is_set():
+            self.reason = reason
+            self.event.set()
+
+
+@frozen
+class SinkFailure:
+    sink: str
+    error: str
+
+
+@frozen
+class CollectionResult:
+    report: Report
+    failed_sinks: tuple[SinkFailure, ...]
+    # Per sink: snapshots whose intervals it got merged into a later one, being too slow.
+    skipped_snapshots: dict[str, int]
+
+
+def merged(pending: Sequence[IntervalEnded]) -> IntervalEnded:
+    """Consecutive intervals as one: the first one's start, the last one's end."""
+    if len(pending) == 1:
+        return pending[0]
+    return IntervalEnded(
+        pending[0].previous, pending[-1].current, merge_deltas([event.delta for event in pending])
+    )
+
+
+@define
+class _SinkLane:
+    """One sink with its own channel and its own fate."""
+
+    sink: Sink
+    send_channel: trio.MemorySendChannel[Event]
+    receive_channel: trio.MemoryReceiveChannel[Event]
+    skipped: int = 0
+    # Intervals that did not fit in the channel yet, oldest first.
+    pending: list[IntervalEnded] = field(factory=list)
+    failure: SinkFailure | None = None
+    closed: bool = False
+    # Around the sink's consume: its deadline is set when the window ends.
+    scope: trio.CancelScope = field(factory=trio.CancelScope)
+    done: trio.Event = field(factory=trio.Event)
+    end_timeout_s: float = DEFAULT_END_TIMEOUT_NS / 1e9
+
+    @property
+    def name(self) -> str:
+        return repr(self.sink)
+
+    @property
+    def alive(self) -> bool:
+        return self.failure is None and not self.closed
+
+    def offer(self, event: Event) -> None:
+        """Give the sink an event if its channel has room; otherwise hold it for later."""
+        if not self.alive:
+            return
+        if isinstance(event, IntervalEnded):
+            self.pending.append(event)
+            statistics = self.send_channel.statistics()
+            if statistics.current_buffer_used >= statistics.max_buffer_size:
+                self.skipped += 1
+                if len(self.pending) > MAX_PENDING_INTERVALS:
+                    self.pending = [merged(self.pending)]
+                return
+            event, self.pending = merged(self.pending), []
+        with contextlib.suppress(trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+            # WouldBlock cannot happen (room was checked); the others: the sink stopped reading.
+            self.send_channel.send_nowait(event)
+
+    async def run(self, stop: StopRequest) -> None:
+        with self.scope:
+            async with self.receive_channel:
+                try:
+                    await self.sink.consume(self.receive_channel)
+                except OutputClosed:
+                    # `kstat --sink ndjson:- | head -n 3`: the reader has seen enough; the window
+                    # ends as if by Ctrl-C, and the other sinks still get the whole report.
+                    self.closed = True
+                    log.info("output closed by its reader; ending the window", sink=self.name)
+                    stop.request(f"{self.name} closed")
+                except Exception as error:  # noqa: BLE001 - isolate any sink's failure, and say so
+                    self._fail(error)
+        if self.scope.cancelled_caught and self.failure is None:
+            self.failure = SinkFailure(
+                self.name, f"did not finish within {self.end_timeout_s:g} s of the window's end; cancelled"
+            )
+            log.error("sink stuck after the window ended; cancelled", sink=self.name)
+        self.done.set()
+
+    async def deliver_end(
+        self, last: IntervalEnded, report: Report, timeout_s: float, deadline: float
+    ) -> None:
+        """The window's last interval (with anything held back) and its end, then wait for
+        the sink to finish, all by `deadline` (`timeout_s` after the window's end)."""
+        self.end_timeout_s = timeout_s
+        self.scope.deadline = deadline
+        with trio.move_on_at(deadline):
+            try:
+                if self.alive:
+                    await self.send_channel.send(merged([*self.pending, last]))
+                    self.pending = []
+                    await self.send_channel.send(WindowEnded(report))
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass  # the sink stopped reading early: it simply gets nothing more
+            finally:
+                self.send_channel.close()
+            await self.done.wait()
+
+    def _fail(self, error: Exception) -> None:
+        message = str(error) if isinstance(error, KstatError) else f"{type(error).__name__}: {error}"
+        self.failure = SinkFailure(self.name, message)
+        log.error("sink failed", sink=self.name, error=message)
+
+
+def _open_lane(sink: Sink) -> _SinkLane:
+    send_channel, receive_channel = trio.open_memory_channel[Event](SINK_CHANNEL_CAPACITY)
+    return _SinkLane(sink, send_channel, receive_channel)
+
+
+SnapshotObserver = Callable[[Snapshot], None]
+
+
+@define
+class Collection:
+    """One window: stats on, events fanned out to sinks, stats off, the report delivered.
+
+    `run()` does the whole window; while it runs, `report_so_far()` gives the delta from the
+    first snapshot to a fresh one, for callers that check while traffic flows. The snapshot
+    source and the stats switch are the kernel's unless given (tests give fakes).
+    """
+
+    settings: CollectionSettings
+    sinks: Sequence[Sink] = ()
+    stop: StopRequest = field(factory=StopRequest)
+    # Called on the event loop with each snapshot as it is taken.
+    on_snapshot: SnapshotObserver | None = None
+    source: SnapshotSource | None = None
+    stats_switch: StatsSwitch = runtime_stats_enabled
+    window_started: trio.Event = field(factory=trio.Event)
+    summary: Summary = field(factory=lambda: Summary(generator=f"kstat {__version__}"))
+    _online_cpus: int = field(factory=online_cpu_count)
+
+    async def run(self) -> CollectionResult:
+        """Collect the window and deliver it; returns the report and any sink failures.
+
+        Raises PermissionDenied or UnsupportedKernel before the window starts when the kernel
+        will not cooperate. The stats are on only while snapshots are being taken.
+        """
+        settings = self.settings
+        summary_lane = _open_lane(self.summary)
+        lanes = [_open_lane(sink) for sink in self.sinks]
+        source = self.source or SnapshotTaker(settings.program_filter, online_cpus=self._online_cpus)
+        stats_method: list[StatsMethod] = []
+        last_interval: list[IntervalEnded] = []
+        previous: list[Snapshot] = []
+
+        async def on_sample(sample: Sample, final: bool) -> None:
+            snapshot = sample.snapshot
+            log.debug(
+                "snapshot",
+                sequence=snapshot.sequence,
+                programs=len(snapshot.programs),
+                pass_duration=format_duration_ns(snapshot.pass_duration_ns),
+            )
+            event: Event
+            if not previous:
+                event = self._window_started(snapshot, stats_method[0])
+            else:
+                delta = sample.delta
+                if delta is None:  # a source that gives no delta: computed here instead
+                    delta = await trio.to_thread.run_sync(self._delta, previous[0], snapshot)
+                event = IntervalEnded(previous[0], snapshot, delta)
+            previous[:] = [snapshot]
+            if final and isinstance(event, IntervalEnded):
+                # Held back: it goes out, waiting, once the stats are off.
+                last_interval.append(event)
+            else:
+                await summary_lane.send_channel.send(event)
+                for lane in lanes:
+                    lane.offer(event)
+            if self.on_snapshot is not None:
+                self.on_snapshot(snapshot)
+            if isinstance(event, WindowStarted):
+                self.window_started.set()
+
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self.summary.consume, summary_lane.receive_channel)
+                for lane in lanes:
+                    nursery.start_soon(lane.run, self.stop)
+                try:
+                    with self.stats_switch() as method:
+                        stats_method.append(method)
+                        await sample_window(
+                            source,
+                            duration_ns=settings.duration_ns,
+                            interval_ns=settings.interval_ns,
+                            stop=self.stop.event,
+                            on_sample=on_sample,
+                        )
+                except BaseException:
+                    for lane in (summary_lane, *lanes):
+                        lane.send_channel.close()
+                    raise
+                # The stats are off. The summary takes the last interval, then the report is
+                # built and every sink gets the end, all sinks under one deadline.
+                async with summary_lane.send_channel:
+                    await summary_lane.send_channel.send(last_interval[0])
+                await self.summary.done.wait()
+                report = self.summary.report(stopped_by=self.stop.reason)
+                self._log_window_end(report)
+                timeout_s = settings.end_timeout_ns / 1e9
+                deadline = trio.current_time() + timeout_s
+                for lane in lanes:
+                    if lane.skipped:
+                        log.warning("slow sink got merged intervals", sink=lane.name, skipped=lane.skipped)
+                    nursery.start_soon(lane.deliver_end, last_interval[0], report, timeout_s, deadline)
+        except BaseExceptionGroup as group:
+            # One typed error (PermissionDenied, ...) is what callers want, not a group of one.
+            sole = sole_exception(group)
+            if sole is None:
+                raise
+            raise sole from None
+        return CollectionResult(
+            report=report,
+            failed_sinks=tuple(lane.failure for lane in lanes if lane.failure is not None),
+            skipped_snapshots={lane.name: lane.skipped for lane in lanes},
+        )
+
+    async def report_so_far(self) -> Report:
+        """The report from the window's first snapshot to one taken now (the window goes on)."""
+        await self.window_started.wait()
+        last = self.summary.last_snapshot
+        assert last is not None
+        # A taker of its own (a reader is one thread's), numbered after what the window has
+        # seen, and told the owners and attachments the window already knows (no /proc scan
+        # for them); the window's own snapshots and sinks are untouched.
+        taker = SnapshotTaker(
+            self.settings.program_filter,
+            next_sequence=last.sequence + 1,
+            online_cpus=self._online_cpus,
+            attributor=Attributor(known=dict(last.details)),
+        )
+        fresh = (await taker.take()).snapshot
+        delta = await trio.to_thread.run_sync(self._delta, last, fresh)
+        view = self.summary.copy()
+        view.observe(IntervalEnded(last, fresh, delta))
+        return view.report(stopped_by=None)
+
+    def _delta(self, previous: Snapshot, current: Snapshot) -> IntervalDelta:
+        started = self.summary.started
+        return interval_delta(
+            previous,
+            current,
+            changes_between(previous, current),
+            online_cpus=self._online_cpus,
+            window_start_boottime_ns=None if started is None else started.snapshot.boottime_at_start_ns,
+        )
+
+    def _window_started(self, snapshot: Snapshot, stats_method: StatsMethod) -> WindowStarted:
+        settings = self.settings
+        duration_ns = settings.duration_ns
+        log.info(
+            "window started",
+            programs=len(snapshot.programs),
+            duration=format_duration_ns(duration_ns) if duration_ns is not None else "until stopped",
+            interval=format_duration_ns(settings.interval_ns),
+        )
+        if not snapshot.programs:
+            log.warning("no eBPF programs are loaded; the report will have none unless some load")
+        return WindowStarted(
+            snapshot=snapshot,
+            interval_ns=settings.interval_ns,
+            requested_duration_ns=duration_ns,
+            online_cpus=self._online_cpus,
+            kernel_release=kernel_release(),
+            stats_enabled_by=stats_method.value,
+            program_filter=settings.program_filter.describe(),
+        )
+
+    def _log_window_end(self, report: Report) -> None:
+        log.info(
+            "window ended",
+            elapsed=format_duration_ns(report.collection_duration_ns),
+            snapshots=report.snapshots,
+            programs=report.num_programs,
+            stopped_by=self.stop.reason,
+        )
+
+
+async def collect(
+    settings: CollectionSettings,
+    sinks: Sequence[Sink],
+    *,
+    stop: StopRequest | None = None,
+    on_snapshot: SnapshotObserver | None = None,
+) -> CollectionResult:
+    """Collect one window and deliver it to `sinks` (see `Collection.run`)."""
+    collection = Collection(settings, sinks, stop if stop is not None else StopRequest(), on_snapshot)
+    return await collection.run()

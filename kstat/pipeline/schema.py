@@ -1,0 +1,390 @@
+"""Reports to and from JSON: one cattrs converter, the only place that knows the wire shape.
+
+Written strictly, read leniently. Every report kstat writes carries `schema_version`; reading
+accepts every shape kstat or the Go `collect-kernel-stats` tool ever wrote:
+
+- the Go tool's report: `timestamp`, `collection_duration_ns`, `program_stats` (each program:
+  name, type, id and the six seed metrics), the seed's totals and `num_programs`;
+- its first version, with `collection_duration_sec` instead of `_ns` and extra per-program
+  fields (`tag`, `memlock_bytes`, ...);
+- kstat 0.1's reports (no `schema_version`), whose later fields came one commit at a time.
+
+Only the Go tool's fields are required. Anything else is optional (None or empty when absent),
+and fields this version does not know are ignored. A file that is not a report gets a
+`ReportFormatError` naming the field and what is wrong with it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from typing import Any, Final
+
+import cattrs
+
+from kstat.errors import KstatError
+from kstat.pipeline import catalogue
+from kstat.pipeline.catalogue import METRICS, NS_PER_S, Metric, Number
+from kstat.pipeline.events import IntervalEnded
+from kstat.pipeline.model import ProgramOwner
+from kstat.pipeline.report import ProgramReport, Report, format_timestamp, total_values
+
+# 1: kstat 0.1 and the Go tool (no `schema_version` field); 2: the catalogue's fields, and
+# `schema_version` and `generator` themselves.
+SCHEMA_VERSION: Final = 2
+
+# Per program, in the order they are written: the Go tool's identity fields, the seed metrics,
+# then kstat's own. Non-seed metrics go after `load_time_ns`, as kstat 0.1 wrote them.
+_IDENTITY_FIELDS: Final = ("name", "type", "id")
+# The Go tool's per-program fields in its order (a fixed shape, so written out here); which
+# metrics are the seed's is the catalogue's to say.
+_SEED_FIELD_ORDER: Final = (
+    "runtime_ns",
+    "run_count",
+    "events_per_sec",
+    "avg_runtime_ns",
+    "estimated_cpu_percent",
+    "recursion_misses",
+)
+_SEED_METRICS: Final = tuple(catalogue.metric(name) for name in _SEED_FIELD_ORDER)
+if {entry.name for entry in METRICS if entry.seed} != set(_SEED_FIELD_ORDER):
+    raise AssertionError("the catalogue's seed metrics and the Go tool's fields disagree")
+_OTHER_METRICS: Final = tuple(metric for metric in METRICS if not metric.seed)
+_LEADING_TOTALS: Final = (
+    "total_runtime_ns",
+    "total_run_count",
+    "total_events_per_sec",
+    "total_estimated_cpu_percent",
+)
+
+
+class ReportFormatError(KstatError):
+    """Data that is not a report; the message names the field and what is wrong with it."""
+
+
+# --- writing --------------------------------------------------------------------------------
+
+
+def _json_number(metric: Metric, value: Number) -> Number:
+    return int(value) if metric.integral else float(value)
+
+
+def _unstructure_program(line: ProgramReport) -> dict[str, Any]:
+    data: dict[str, Any] = {"name": line.name, "type": line.type, "id": line.id}
+    metrics = line.metrics
+    for metric in _SEED_METRICS:
+        data[metric.name] = _json_number(metric, metrics[metric.name])
+    optional: dict[str, Any] = {"tag": line.tag, "load_time_ns": line.load_time_ns}
+    for metric in _OTHER_METRICS:
+        value = metrics.get(metric.name)
+        optional[metric.name] = None if value is None else _json_number(metric, value)
+    optional |= {
+        "kernel_name": line.kernel_name,
+        "loaded_during_window": line.loaded_during_window,
+        "unloaded_during_window": line.unloaded_during_window,
+        "window_coverage_percent": line.window_coverage_percent,
+    }
+    # Fields a report read back did not carry stay out, rather than turning into nulls.
+    data |= {key: value for key, value in optional.items() if value is not None}
+    data["owners"] = [{"pid": owner.pid, "command": owner.command} for owner in line.owners]
+    data["attachments"] = list(line.attachments)
+    return data
+
+
+def totals_to_dict(totals: Mapping[str, Number]) -> dict[str, Number]:
+    """`total_<metric>` fields in catalogue order."""
+    return {
+        metric.total_name: _json_number(metric, totals[metric.name])
+        for metric in METRICS
+        if metric.name in totals
+    }
+
+
+def _unstructure_report(report: Report) -> dict[str, Any]:
+    totals = totals_to_dict(report.totals)
+    data: dict[str, Any] = {
+        "timestamp": report.timestamp,
+        "program_stats": {key: _unstructure_program(line) for key, line in report.program_stats.items()},
+    }
+    # The Go tool's order: these totals, num_programs, the duration; then every other total.
+    data |= {name: totals[name] for name in _LEADING_TOTALS if name in totals}
+    data["num_programs"] = report.num_programs
+    data["collection_duration_ns"] = report.collection_duration_ns
+    if "total_recursion_misses" in totals:
+        data["total_recursion_misses"] = totals["total_recursion_misses"]
+    data |= {name: value for name, value in totals.items() if name not in data}
+    data |= {
+        "schema_version": report.schema_version,
+        "generator": report.generator,
+        "requested_duration_ns": report.requested_duration_ns,
+        "interval_ns": report.interval_ns,
+        "start_time": report.start_time,
+        "end_time": report.end_time,
+        "snapshots": report.snapshots,
+        "online_cpus": report.online_cpus,
+        "kernel_release": report.kernel_release,
+        "stats_enabled_by": report.stats_enabled_by,
+        "stopped_by": report.stopped_by,
+        "filter": None if report.filter is None else dict(report.filter),
+    }
+    return data
+
+
+# --- reading --------------------------------------------------------------------------------
+
+
+def _kind_of(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, str):
+        shown = value if len(value) <= 20 else value[:19] + "…"
+        return f"a string ({json.dumps(shown, ensure_ascii=False)})"
+    if isinstance(value, int | float):
+        return f"the number {value!r}"
+    if isinstance(value, list):
+        return "a list"
+    return "an object"
+
+
+def _where(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+def _whole(value: Any, where: str) -> int:
+    # JSON has one number type: 12.0 is a whole number too (a float64 that a tool wrote).
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ReportFormatError(f"{where} is {_kind_of(value)}, expected a whole number")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ReportFormatError(f"{where} is {value!r}, expected a whole number")
+        return int(value)
+    return value
+
+
+def _number(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ReportFormatError(f"{where} is {_kind_of(value)}, expected a number")
+    return float(value)
+
+
+def _text(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise ReportFormatError(f"{where} is {_kind_of(value)}, expected a string")
+    return value
+
+
+def _flag(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ReportFormatError(f"{where} is {_kind_of(value)}, expected true or false")
+    return value
+
+
+def _object(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ReportFormatError(f"{where} is {_kind_of(value)}, expected an object")
+    return value
+
+
+def _required(data: dict[str, Any], name: str, path: str) -> Any:
+    if name not in data:
+        raise ReportFormatError(f"no {_where(path, name)}")
+    return data[name]
+
+
+def _optional(data: dict[str, Any], name: str, path: str, read: Any) -> Any:
+    value = data.get(name)
+    return None if value is None else read(value, _where(path, name))
+
+
+def _metric_value(metric: Metric, value: Any, where: str) -> Number:
+    return _whole(value, where) if metric.integral else _number(value, where)
+
+
+def _owners(value: Any, where: str) -> tuple[ProgramOwner, ...]:
+    if not isinstance(value, list):
+        raise ReportFormatError(f"{where} is {_kind_of(value)}, expected a list")
+    owners = []
+    for index, item in enumerate(value):
+        entry = _object(item, f"{where}[{index}]")
+        owners.append(
+            ProgramOwner(
+                pid=_whole(_required(entry, "pid", f"{where}[{index}]"), f"{where}[{index}].pid"),
+                command=_text(entry.get("command", ""), f"{where}[{index}].command"),
+            )
+        )
+    return tuple(owners)
+
+
+def _texts(value: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise ReportFormatError(f"{where} is {_kind_of(value)}, expected a list")
+    return tuple(_text(item, f"{where}[{index}]") for index, item in enumerate(value))
+
+
+def program_from_dict(data: Any, path: str) -> ProgramReport:
+    """One program's line, from a report or an NDJSON interval line; `path` names it in errors."""
+    line = _object(data, path)
+    metrics: dict[str, Number] = {}
+    for metric in METRICS:
+        value = line.get(metric.name)
+        if value is None:
+            if metric.seed:
+                raise ReportFormatError(f"no {_where(path, metric.name)}")
+            continue
+        metrics[metric.name] = _metric_value(metric, value, _where(path, metric.name))
+    return ProgramReport(
+        name=_text(_required(line, "name", path), _where(path, "name")),
+        type=_text(_required(line, "type", path), _where(path, "type")),
+        id=_whole(_required(line, "id", path), _where(path, "id")),
+        metrics=metrics,
+        tag=_optional(line, "tag", path, _text),
+        load_time_ns=_optional(line, "load_time_ns", path, _whole),
+        kernel_name=_optional(line, "kernel_name", path, _text),
+        loaded_during_window=_optional(line, "loaded_during_window", path, _flag),
+        unloaded_during_window=_optional(line, "unloaded_during_window", path, _flag),
+        window_coverage_percent=_optional(line, "window_coverage_percent", path, _number),
+        owners=_optional(line, "owners", path, _owners) or (),
+        attachments=_optional(line, "attachments", path, _texts) or (),
+    )
+
+
+def programs_from_dict(data: Any, path: str = "program_stats") -> dict[str, ProgramReport]:
+    found = _object(data, path)
+    return {
+        key: program_from_dict(line, f'{path}["{key}"]' if not key.isidentifier() else f"{path}.{key}")
+        for key, line in found.items()
+    }
+
+
+def _collection_duration_ns(data: dict[str, Any]) -> int:
+    if data.get("collection_duration_ns") is not None:
+        return _whole(data["collection_duration_ns"], "collection_duration_ns")
+    if data.get("collection_duration_sec") is not None:
+        # The Go tool's first version wrote the window in seconds, as a float64.
+        return round(_number(data["collection_duration_sec"], "collection_duration_sec") * NS_PER_S)
+    raise ReportFormatError("no collection_duration_ns (nor the older collection_duration_sec)")
+
+
+def _structure_report(data: Any, _: type) -> Report:
+    report = _object(data, "the top level")
+    if "program_stats" not in report:
+        raise ReportFormatError("no program_stats")
+    lines = programs_from_dict(report["program_stats"])
+    elapsed_ns = _collection_duration_ns(report)
+    online_cpus = _optional(report, "online_cpus", "", _whole)
+    # Totals absent from the file are computed from its programs (same formulas).
+    totals: dict[str, Number] = total_values(lines.values(), elapsed_ns, online_cpus)
+    for metric in METRICS:
+        value = report.get(metric.total_name)
+        if value is not None:
+            totals[metric.name] = _metric_value(metric, value, metric.total_name)
+    program_filter = report.get("filter")
+    return Report(
+        timestamp=_optional(report, "timestamp", "", _text) or "",
+        program_stats=lines,
+        totals=totals,
+        num_programs=_optional(report, "num_programs", "", _whole) or len(lines),
+        collection_duration_ns=elapsed_ns,
+        schema_version=_optional(report, "schema_version", "", _whole),
+        generator=_optional(report, "generator", "", _text),
+        requested_duration_ns=_optional(report, "requested_duration_ns", "", _whole),
+        interval_ns=_optional(report, "interval_ns", "", _whole),
+        start_time=_optional(report, "start_time", "", _text),
+        end_time=_optional(report, "end_time", "", _text),
+        snapshots=_optional(report, "snapshots", "", _whole),
+        online_cpus=online_cpus,
+        kernel_release=_optional(report, "kernel_release", "", _text),
+        stats_enabled_by=_optional(report, "stats_enabled_by", "", _text),
+        stopped_by=_optional(report, "stopped_by", "", _text),
+        filter=None if program_filter is None else _object(program_filter, "filter"),
+    )
+
+
+_converter = cattrs.Converter()
+_converter.register_unstructure_hook(Report, _unstructure_report)
+_converter.register_unstructure_hook(ProgramReport, _unstructure_program)
+_converter.register_structure_hook(Report, _structure_report)
+
+
+def report_to_dict(report: Report) -> dict[str, Any]:
+    """The report as plain JSON-ready data: the Go tool's fields first, programs by key."""
+    data: dict[str, Any] = _converter.unstructure(report)
+    return data
+
+
+def report_from_dict(data: Any) -> Report:
+    """A report from JSON data that any kstat version or the Go tool wrote.
+
+    Raises ReportFormatError, naming the field, for data that is not a report.
+    """
+    report: Report = _converter.structure(data, Report)
+    return report
+
+
+def report_to_json(report: Report) -> str:
+    """Indented JSON with a final newline, as the Go tool's MarshalIndent printed it."""
+    return json.dumps(report_to_dict(report), indent=2, ensure_ascii=False) + "\n"
+
+
+def report_from_json(text: str) -> Report:
+    """A report from JSON text; ReportFormatError says where the text stops being JSON."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ReportFormatError(
+            f"not JSON: {error.msg} at line {error.lineno}, column {error.colno}"
+        ) from None
+    return report_from_dict(data)
+
+
+# --- NDJSON ---------------------------------------------------------------------------------
+
+
+def interval_to_dict(event: IntervalEnded) -> dict[str, Any]:
+    """An NDJSON interval line: the interval's delta with the report's field names.
+
+    `program_stats` holds the programs that did something in the interval (runs, runtime,
+    recursion misses, a load or an unload), each with `counters`, the kernel's absolute
+    counters at the interval's end (none for a program gone by then); the others are counted
+    in `idle_programs`. Their deltas are zero, so the intervals still add up to the report.
+    """
+    delta = event.delta
+    program_stats: dict[str, Any] = {}
+    for key, line in delta.lines.items():
+        data = _unstructure_program(line)
+        change = delta.active[key]
+        if not change.unloaded:
+            program = change.program
+            data["counters"] = {
+                "run_time_ns": program.run_time_ns,
+                "run_cnt": program.run_count,
+                "recursion_misses": program.recursion_misses,
+            }
+        program_stats[key] = data
+    end_time = format_timestamp(delta.end_wall_time_ns)
+    return {
+        "kind": "interval",
+        "sequence": delta.sequence,
+        "timestamp": end_time,
+        "start_time": format_timestamp(delta.start_wall_time_ns),
+        "end_time": end_time,
+        "elapsed_ns": delta.elapsed_ns,
+        "skipped_snapshots": delta.skipped_snapshots,
+        "idle_programs": delta.idle_programs,
+        "program_stats": program_stats,
+        **totals_to_dict(delta.totals),
+        "num_programs": delta.program_count,
+    }
+
+
+def summary_to_dict(report: Report) -> dict[str, Any]:
+    """An NDJSON stream's last line: the window's report."""
+    return {"kind": "summary", **report_to_dict(report)}
+
+
+def json_line(data: Mapping[str, Any]) -> bytes:
+    """Compact JSON and a newline: one NDJSON line, ready for a single write."""
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"

@@ -1,0 +1,158 @@
+"""The summary: the sink that turns a window's events into its report.
+
+It is fed like every other sink, but its lane never skips: it sees the window's first snapshot
+and every interval's delta, so every program's first and last sighting is there. Its work per
+interval follows the programs that changed (the delta's `changes`), not every program loaded;
+the report is built once, at the end, over every program the window saw.
+
+Its report is exactly the sum of the intervals' deltas: a program's baseline is the one the
+delta it first appeared in gave it, so a sink adding up intervals always arrives at the report.
+"""
+
+from __future__ import annotations
+
+import trio
+from attrs import define, evolve, field, frozen
+
+from kstat.pipeline.events import Event, IntervalEnded, WindowStarted
+from kstat.pipeline.model import ProgramDetails, ProgramIdentity, ProgramStats, Snapshot
+from kstat.pipeline.report import ProgramSighting, Report, WindowFacts, build_report, coverage_percent
+from kstat.pipeline.schema import SCHEMA_VERSION
+
+
+@frozen
+class _Sighting:
+    """What the window saw of one program so far. Replaced, never changed, so that a copy of
+    the summary (for a report mid-window) is a shallow copy of a dict."""
+
+    last: ProgramStats
+    baseline_run_time_ns: int
+    baseline_run_count: int
+    baseline_recursion_misses: int
+    details: ProgramDetails
+    # CLOCK_BOOTTIME at the start of the pass that last saw it; None while it is still loaded.
+    gone_after_boottime_ns: int | None = None
+
+
+@define
+class Summary:
+    """Accumulates a window's events; `report()` gives the delta report so far."""
+
+    generator: str = "kstat"
+    started: WindowStarted | None = None
+    last_snapshot: Snapshot | None = None
+    snapshot_count: int = 0
+    _sightings: dict[ProgramIdentity, _Sighting] = field(factory=dict)
+    # Set once the event stream has ended (every event of the window is in).
+    done: trio.Event = field(factory=trio.Event)
+
+    async def consume(self, events: trio.abc.ReceiveChannel[Event]) -> None:
+        """The sink side: read events until the scheduler closes the channel."""
+        try:
+            async for event in events:
+                self.observe(event)
+        finally:
+            self.done.set()
+
+    def observe(self, event: Event) -> None:
+        if isinstance(event, WindowStarted):
+            self._start(event)
+        elif isinstance(event, IntervalEnded):
+            self._interval(event)
+
+    def _start(self, event: WindowStarted) -> None:
+        snapshot = event.snapshot
+        self.started = event
+        self.last_snapshot = snapshot
+        self.snapshot_count = 1
+        self._sightings = {
+            program.identity: _Sighting(
+                program,
+                program.run_time_ns,
+                program.run_count,
+                program.recursion_misses,
+                snapshot.details_of(program),
+            )
+            for program in snapshot.programs
+        }
+
+    def _interval(self, event: IntervalEnded) -> None:
+        sightings = self._sightings
+        for change in event.delta.changes:
+            program = change.program
+            identity = program.identity
+            seen = sightings.get(identity)
+            gone = change.last_seen_boottime_ns if change.unloaded else None
+            if seen is None:
+                sightings[identity] = _Sighting(
+                    program,
+                    change.baseline_run_time_ns,
+                    change.baseline_run_count,
+                    change.baseline_recursion_misses,
+                    change.details,
+                    gone,
+                )
+            else:
+                sightings[identity] = evolve(seen, last=program, gone_after_boottime_ns=gone)
+        self.last_snapshot = event.current
+        self.snapshot_count += event.delta.skipped_snapshots + 1
+
+    def copy(self) -> Summary:
+        """An independent copy, to extend with an interval without touching this one."""
+        return Summary(
+            self.generator, self.started, self.last_snapshot, self.snapshot_count, dict(self._sightings)
+        )
+
+    def sightings(self) -> list[ProgramSighting]:
+        started, last = self.started, self.last_snapshot
+        if started is None or last is None:
+            return []
+        window_start = started.snapshot.boottime_at_start_ns
+        window_end = last.boottime_at_start_ns
+        return [
+            ProgramSighting(
+                last=seen.last,
+                baseline_run_time_ns=seen.baseline_run_time_ns,
+                baseline_run_count=seen.baseline_run_count,
+                baseline_recursion_misses=seen.baseline_recursion_misses,
+                # load_time is CLOCK_BOOTTIME, the clock the snapshots also record.
+                loaded_during_window=seen.last.load_time_ns > window_start,
+                unloaded_during_window=seen.gone_after_boottime_ns is not None,
+                window_coverage_percent=coverage_percent(
+                    max(window_start, seen.last.load_time_ns),
+                    window_end if seen.gone_after_boottime_ns is None else seen.gone_after_boottime_ns,
+                    window_start,
+                    window_end,
+                ),
+                details=seen.details,
+            )
+            for seen in self._sightings.values()
+        ]
+
+    def report(self, *, stopped_by: str | None) -> Report:
+        started, last = self.started, self.last_snapshot
+        if started is None or last is None:
+            raise ValueError("no snapshot was taken, so there is no window to report on")
+        first = started.snapshot
+        window = WindowFacts(
+            start_wall_time_ns=first.wall_time_ns,
+            end_wall_time_ns=last.wall_time_ns,
+            elapsed_ns=last.monotonic_ns - first.monotonic_ns,
+            requested_duration_ns=started.requested_duration_ns,
+            interval_ns=started.interval_ns,
+            snapshot_count=self.snapshot_count,
+            online_cpus=started.online_cpus,
+            kernel_release=started.kernel_release,
+            stats_enabled_by=started.stats_enabled_by,
+            stopped_by=stopped_by,
+            program_filter=started.program_filter,
+        )
+        return build_report(window, self.sightings(), schema_version=SCHEMA_VERSION, generator=self.generator)
+
+
+def report_of_events(events: list[Event] | tuple[Event, ...], *, stopped_by: str | None = None) -> Report:
+    """The report a window with these events has (for tests and tools replaying a stream)."""
+    summary = Summary()
+    for event in events:
+        summary.observe(event)
+    return summary.report(stopped_by=stopped_by)

@@ -1,0 +1,132 @@
+"""eBPF programs kstat loads itself, for the demo workload and the tests: socket filters on
+loopback UDP sockets, so that the number of runs is exactly the number of packets sent."""
+
+from __future__ import annotations
+
+import os
+import socket
+from types import TracebackType
+
+from kstat.kernel import bpf
+from kstat.pipeline.model import ProgramStats
+
+# enum xdp_action
+_XDP_PASS = 2
+# A packet per datagram; the payload's size does not matter to a filter that looks at nothing.
+_PAYLOAD = b"kstat"
+
+
+def socket_filter_instructions(work_instructions: int) -> list[bpf.Instruction]:
+    """A filter that does `work_instructions` ALU operations, then drops the packet (returns 0).
+
+    Dropping keeps the receive queue empty however many packets arrive, and the extra ALU work
+    gives programs of different, known weight.
+    """
+    instructions = [bpf.mov64_imm(2, 1)]
+    for step in range(work_instructions):
+        instructions.append(bpf.add64_imm(2, step) if step % 2 else bpf.xor64_imm(2, step))
+    instructions += [bpf.mov64_imm(0, 0), bpf.exit_insn()]
+    return instructions
+
+
+class SocketFilter:
+    """A loaded socket-filter program; unloaded when closed (and no socket holds it any more)."""
+
+    def __init__(self, name: str, work_instructions: int = 0, *, function_name: str | None = None) -> None:
+        """`name` is the kernel's (15 characters at most); `function_name` goes into the
+        program's BTF as its full name, as a compiler puts a C function's name there."""
+        self.name = name
+        self.fd = bpf.load_program(
+            bpf.BPF_PROG_TYPE_SOCKET_FILTER,
+            socket_filter_instructions(work_instructions),
+            name,
+            function_name=function_name,
+        )
+
+    def stats(self) -> ProgramStats:
+        """The program's counters right now, read through its own fd."""
+        return bpf.ProgramReader().read_fd(self.fd)
+
+    @property
+    def id(self) -> int:
+        return self.stats().id
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> SocketFilter:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class LoopbackTarget:
+    """A UDP socket on 127.0.0.1 with a filter attached, and a socket to send it packets.
+
+    Each datagram sent runs the filter exactly once, on this machine, before `send` returns
+    control to the caller's next step (loopback delivers in the sender's softirq).
+    """
+
+    def __init__(self, program: SocketFilter) -> None:
+        self.program = program
+        self._receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._receiver.bind(("127.0.0.1", 0))
+        self._receiver.setsockopt(socket.SOL_SOCKET, bpf.SO_ATTACH_BPF, program.fd)
+        self._sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._sender.connect(self._receiver.getsockname())
+
+    def send(self, count: int) -> None:
+        send = self._sender.send
+        for _ in range(count):
+            send(_PAYLOAD)
+
+    def close(self) -> None:
+        self._sender.close()
+        self._receiver.close()
+
+    def __enter__(self) -> LoopbackTarget:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class XdpPass:
+    """An XDP program that passes every packet, attached to an interface through a bpf_link."""
+
+    def __init__(self, name: str, interface: str) -> None:
+        self.program_fd = bpf.load_program(
+            bpf.BPF_PROG_TYPE_XDP,
+            [bpf.mov64_imm(0, _XDP_PASS), bpf.exit_insn()],
+            name,
+            expected_attach_type=bpf.BPF_XDP,
+        )
+        try:
+            self.link_fd = bpf.create_xdp_link(self.program_fd, socket.if_nametoindex(interface))
+        except BaseException:
+            os.close(self.program_fd)
+            raise
+
+    def stats(self) -> ProgramStats:
+        return bpf.ProgramReader().read_fd(self.program_fd)
+
+    def close(self) -> None:
+        for fd in (self.link_fd, self.program_fd):
+            if fd >= 0:
+                os.close(fd)
+        self.link_fd = self.program_fd = -1
+
+    def __enter__(self) -> XdpPass:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.close()

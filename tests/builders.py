@@ -1,0 +1,146 @@
+"""Hand-made programs, snapshots and windows for tests that need no kernel.
+
+The values a test expects are worked out by hand in the test; these only build the inputs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+from collections.abc import Iterator, Sequence
+
+import trio
+from attrs import define, field
+
+from kstat.kernel.stats_switch import StatsMethod
+from kstat.pipeline.delta import changes_between, interval_delta
+from kstat.pipeline.events import Event, IntervalEnded, WindowStarted
+from kstat.pipeline.model import ProgramStats, Snapshot
+from kstat.pipeline.report import Report
+from kstat.pipeline.sampler import Sample
+from kstat.pipeline.summary import Summary
+
+ONLINE_CPUS = 2
+
+
+def program(
+    program_id: int,
+    run_time_ns: int,
+    run_count: int,
+    *,
+    name: str = "",
+    load_time_ns: int = 1_000,
+    recursion_misses: int = 0,
+    tag: str = "00aa",
+    type_name: str = "SocketFilter",
+) -> ProgramStats:
+    return ProgramStats(
+        id=program_id,
+        type=type_name,
+        name=name or f"prog{program_id}",
+        tag=tag,
+        load_time_ns=load_time_ns,
+        run_time_ns=run_time_ns,
+        run_count=run_count,
+        recursion_misses=recursion_misses,
+    )
+
+
+def snapshot(sequence: int, at_s: float, *programs: ProgramStats) -> Snapshot:
+    at_ns = int(at_s * 1e9)
+    # Boot time runs ahead of the monotonic clock here, as it does after a suspend.
+    return Snapshot(
+        sequence=sequence,
+        monotonic_ns=5_000_000_000 + at_ns,
+        boottime_at_start_ns=10_000_000_000 + at_ns,
+        wall_time_ns=1_700_000_000_000_000_000 + at_ns,
+        pass_duration_ns=1_000,
+        programs=programs,
+    )
+
+
+def window_started(first: Snapshot, *, online_cpus: int = ONLINE_CPUS) -> WindowStarted:
+    return WindowStarted(
+        snapshot=first,
+        interval_ns=1_000_000_000,
+        requested_duration_ns=2_000_000_000,
+        online_cpus=online_cpus,
+        kernel_release="6.1.0-test",
+        stats_enabled_by="bpf_enable_stats",
+        program_filter=None,
+    )
+
+
+def interval(
+    previous: Snapshot, current: Snapshot, *, first: Snapshot | None = None, online_cpus: int = ONLINE_CPUS
+) -> IntervalEnded:
+    """The interval event between two snapshots of a window that began with `first`, its delta
+    computed the general way."""
+    delta = interval_delta(
+        previous,
+        current,
+        changes_between(previous, current),
+        online_cpus=online_cpus,
+        window_start_boottime_ns=(first or previous).boottime_at_start_ns,
+    )
+    return IntervalEnded(previous, current, delta)
+
+
+def events_of(*snapshots: Snapshot, online_cpus: int = ONLINE_CPUS) -> list[Event]:
+    """A window's start and intervals, as the scheduler would send them to a sink that kept up."""
+    first = snapshots[0]
+    events: list[Event] = [window_started(first, online_cpus=online_cpus)]
+    events += [interval(a, b, first=first, online_cpus=online_cpus) for a, b in itertools.pairwise(snapshots)]
+    return events
+
+
+def report_of(*snapshots: Snapshot, online_cpus: int = ONLINE_CPUS) -> Report:
+    """The report of a window made of these snapshots."""
+    summary = Summary()
+    for event in events_of(*snapshots, online_cpus=online_cpus):
+        summary.observe(event)
+    return summary.report(stopped_by=None)
+
+
+@define
+class FakeSource:
+    """A snapshot source that plays back scripted snapshots (the last one repeats), each taking
+    `pass_s` of trio's clock: with `MockClock`, windows run in microseconds without root."""
+
+    snapshots: Sequence[Snapshot]
+    pass_s: float = 0.0
+    taken: int = 0
+    _previous: Snapshot | None = field(default=None, init=False)
+    _first: Snapshot | None = field(default=None, init=False)
+
+    async def take(self) -> Sample:
+        if self.pass_s:
+            await trio.sleep(self.pass_s)
+        else:
+            await trio.lowlevel.checkpoint()
+        index = min(self.taken, len(self.snapshots) - 1)
+        base = self.snapshots[index]
+        # Renumbered and re-timed by trio's clock: the window's sequence and clocks are its own.
+        now_ns = int(trio.current_time() * 1e9)
+        current = Snapshot(
+            sequence=self.taken,
+            monotonic_ns=now_ns,
+            boottime_at_start_ns=10_000_000_000 + now_ns,
+            wall_time_ns=1_700_000_000_000_000_000 + now_ns,
+            pass_duration_ns=int(self.pass_s * 1e9),
+            programs=base.programs,
+            details=base.details,
+        )
+        self.taken += 1
+        previous, self._previous = self._previous, current
+        if previous is None:
+            self._first = current
+            return Sample(current, None)
+        assert self._first is not None
+        return Sample(current, interval(previous, current, first=self._first).delta)
+
+
+@contextlib.contextmanager
+def stats_left_alone() -> Iterator[StatsMethod]:
+    """A stats switch that switches nothing: the source is not the kernel."""
+    yield StatsMethod.BPF_ENABLE_STATS
