@@ -22,7 +22,7 @@ WORK_SCALE ?= 1
 WORKLOAD ?= $(BIN)/kstat demo --workload-only -duration $(E2E_DURATION) --work-scale $(WORK_SCALE)
 FAIL_ON ?= avg_runtime_ns:+10%
 
-.PHONY: install deps test lint demo e2e soak clean bench
+.PHONY: install deps test test-unprivileged lint demo e2e soak clean bench
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,22 @@ $(STATSD_DIR)/node_modules/.installed: $(STATSD_DIR)/package-lock.json
 
 test: install deps
 	$(SUDO) $(BIN)/pytest $(ARGS)
+
+# The part of the suite that needs no kernel, run as an ordinary user (nobody, no capabilities):
+# proof that no test without the `kernel` or `root` marker needs privileges. It runs in a copy
+# of the tree under /tmp, with a virtualenv on the system's Python, so that nothing it needs
+# lies in a directory only root can enter (pyenv's Python under /root, say).
+SYSTEM_PYTHON ?= /usr/bin/python3
+test-unprivileged:
+	@scratch=$$(mktemp -d /tmp/kstat-unprivileged.XXXXXX); trap 'rm -rf "$$scratch"' EXIT; \
+	tar --exclude=./.venv --exclude=./.git --exclude=./.nox --exclude=./tests/statsd/node_modules \
+		--exclude=./bench-results --exclude=./e2e-logs --exclude=./.hypothesis -cf - . | tar -C "$$scratch" -xf - && \
+	$(SYSTEM_PYTHON) -m venv "$$scratch/.venv" && \
+	"$$scratch/.venv/bin/pip" install --quiet "$$scratch[test]" && \
+	chmod -R a+rX "$$scratch" && \
+	cd "$$scratch" && $(SUDO) setpriv --reuid=nobody --regid=nogroup --clear-groups --inh-caps=-all \
+		env HOME=/tmp HYPOTHESIS_STORAGE_DIRECTORY=/tmp/kstat-unprivileged-hypothesis \
+		.venv/bin/pytest -p no:cacheprovider -m "not kernel" $(ARGS)
 
 lint: install
 	$(BIN)/ruff check .

@@ -10,6 +10,13 @@ from pathlib import Path
 from kstat.errors import OutputError
 
 
+def shown(path: Path) -> str:
+    """A path as an error line shows it: quoted when it holds a newline or another control
+    character, so that the error stays one line whatever the name."""
+    text = str(path)
+    return text if text.isprintable() else repr(text)
+
+
 def check_writable(path: Path) -> None:
     """Fail now, with a one-line reason, if `write_atomically(path, ...)` could not succeed later.
 
@@ -17,18 +24,18 @@ def check_writable(path: Path) -> None:
     exactly what the real write will need.
     """
     if path.is_dir():
-        raise OutputError(f"cannot write {path}: it is a directory")
+        raise OutputError(f"cannot write {shown(path)}: it is a directory")
     if _is_special(path):
         if not os.access(path, os.W_OK):
-            raise OutputError(f"cannot write {path}: permission denied")
+            raise OutputError(f"cannot write {shown(path)}: permission denied")
         return
     directory = path.parent
     if not directory.is_dir():
-        raise OutputError(f"cannot write {path}: directory {directory} does not exist")
+        raise OutputError(f"cannot write {shown(path)}: directory {shown(directory)} does not exist")
     try:
         handle, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=directory)
     except OSError as error:
-        raise OutputError(f"cannot write {path}: {error.strerror}") from None
+        raise OutputError(f"cannot write {shown(path)}: {error.strerror}") from None
     os.close(handle)
     os.unlink(probe)
 
@@ -46,13 +53,13 @@ def write_atomically(path: Path, data: bytes) -> None:
             with path.open("wb") as stream:
                 stream.write(data)
         except OSError as error:
-            raise OutputError(f"cannot write {path}: {error.strerror}") from None
+            raise OutputError(f"cannot write {shown(path)}: {error.strerror}") from None
         return
     directory = path.parent
     try:
         handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     except OSError as error:
-        raise OutputError(f"cannot write {path}: {error.strerror}") from None
+        raise OutputError(f"cannot write {shown(path)}: {error.strerror}") from None
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
@@ -66,7 +73,7 @@ def write_atomically(path: Path, data: bytes) -> None:
     except OSError as error:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
-        raise OutputError(f"cannot write {path}: {error.strerror}") from None
+        raise OutputError(f"cannot write {shown(path)}: {error.strerror}") from None
     directory_handle = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(directory_handle)

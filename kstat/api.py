@@ -18,7 +18,7 @@ from pathlib import Path
 import trio
 from attrs import define
 
-from kstat._atomic import write_atomically
+from kstat._atomic import shown, write_atomically
 from kstat.durations import parse_duration_ns
 from kstat.errors import OutputError, UsageError, sole_exception
 from kstat.kernel.bpf import ProgramReader
@@ -233,15 +233,15 @@ def load_report(path: str | Path) -> Report:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
-        raise OutputError(f"cannot read {path}: {error.strerror}") from None
+        raise OutputError(f"cannot read {shown(path)}: {error.strerror}") from None
     except UnicodeDecodeError:
-        raise ReportFormatError(f"{path} is not a report: not text (UTF-8)") from None
+        raise ReportFormatError(f"{shown(path)} is not a report: not text (UTF-8)") from None
     try:
         if path.suffix == ".ndjson":
             return _stream_report(text)
         return report_from_json(text)
     except ReportFormatError as error:
-        raise ReportFormatError(f"{path} is not a report: {error}") from None
+        raise ReportFormatError(f"{shown(path)} is not a report: {error}") from None
 
 
 def _stream_report(text: str) -> Report:

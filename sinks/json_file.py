@@ -19,7 +19,7 @@ class JsonFileSink:
         self.path = path
 
     def __repr__(self) -> str:
-        return f"json:{self.path}"
+        return f"json:{sink.shown(self.path)}"
 
     async def consume(self, events: trio.abc.ReceiveChannel[sink.Event]) -> None:
         report = await sink.final_report(events)

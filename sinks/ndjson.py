@@ -32,10 +32,10 @@ class NdjsonSink:
             try:
                 self._stream = path.open("ab", buffering=0)
             except OSError as error:
-                raise sink.OutputError(f"cannot write {path}: {error.strerror}") from None
+                raise sink.OutputError(f"cannot write {sink.shown(path)}: {error.strerror}") from None
 
     def __repr__(self) -> str:
-        return f"ndjson:{self.path if self.path is not None else '-'}"
+        return f"ndjson:{sink.shown(self.path) if self.path is not None else '-'}"
 
     async def consume(self, events: trio.abc.ReceiveChannel[sink.Event]) -> None:
         try:

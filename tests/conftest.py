@@ -16,10 +16,13 @@ from tests.windows import LoadFilter
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if os.geteuid() == 0:
         return
-    skip = pytest.mark.skip(reason="needs root: loads eBPF programs and reads kernel stats")
+    kernel = pytest.mark.skip(reason="needs root: loads eBPF programs and reads kernel stats")
+    root = pytest.mark.skip(reason="needs root (mounts, sysctls), though not eBPF")
     for item in items:
         if "kernel" in item.keywords:
-            item.add_marker(skip)
+            item.add_marker(kernel)
+        elif "root" in item.keywords:
+            item.add_marker(root)
 
 
 @pytest.fixture
@@ -34,7 +37,8 @@ def load_filter() -> Iterator[LoadFilter]:
         yield load
 
 
-@pytest.fixture(autouse=True, scope="session")
+@pytest.fixture(autouse=True)
 def _kstat_logs_to_stderr() -> None:
-    # In-process collections log like the CLI does: to stderr, info and up.
+    # In-process collections log like the CLI does: to stderr, info and up. Set again for each
+    # test, as a test that runs the CLI in process binds the log to its own captured stream.
     configure_logging(verbose=False)

@@ -14,9 +14,8 @@ import trio
 import kstat
 from tests.windows import LoadFilter
 
-pytestmark = pytest.mark.kernel
 
-
+@pytest.mark.kernel
 async def test_collect_around_a_block(load_filter: LoadFilter) -> None:
     target = load_filter("kstat_t_api")
     async with kstat.collect(interval="50ms") as session:
@@ -33,12 +32,14 @@ async def test_collect_around_a_block(load_filter: LoadFilter) -> None:
     assert report.total_run_count >= 4_000
 
 
+@pytest.mark.kernel
 async def test_report_is_not_there_before_the_block_ends() -> None:
     async with kstat.collect(interval=0.05) as session:
         with pytest.raises(RuntimeError, match="still open"):
             _ = session.report
 
 
+@pytest.mark.kernel
 async def test_duration_can_end_the_window_before_the_block(load_filter: LoadFilter) -> None:
     load_filter("kstat_t_api_dur")
     async with kstat.collect(interval="50ms", duration="200ms") as session:
@@ -46,12 +47,14 @@ async def test_duration_can_end_the_window_before_the_block(load_filter: LoadFil
     assert 200_000_000 <= session.report.collection_duration_ns < 500_000_000
 
 
+@pytest.mark.kernel
 async def test_an_exception_in_the_block_is_the_callers_own() -> None:
     with pytest.raises(ZeroDivisionError):
         async with kstat.collect(interval="50ms"):
             _ = 1 / 0
 
 
+@pytest.mark.kernel
 def test_collect_sync_for_plain_code(load_filter: LoadFilter) -> None:
     target = load_filter("kstat_t_sync")
     with kstat.collect_sync(interval="50ms") as session:
@@ -61,6 +64,7 @@ def test_collect_sync_for_plain_code(load_filter: LoadFilter) -> None:
     assert session.report.program("kstat_t_sync").run_count == 500
 
 
+@pytest.mark.kernel
 def test_read_programs_once(load_filter: LoadFilter) -> None:
     target = load_filter("kstat_t_read")
     by_id = {program.id: program for program in kstat.read_programs()}
@@ -68,6 +72,7 @@ def test_read_programs_once(load_filter: LoadFilter) -> None:
     assert by_id[target.program.id].type == "SocketFilter"
 
 
+@pytest.mark.kernel
 def test_reports_round_trip_through_files(load_filter: LoadFilter, tmp_path: Path) -> None:
     target = load_filter("kstat_t_save")
     with kstat.collect_sync(interval="50ms") as session:
@@ -89,6 +94,7 @@ def test_loading_something_else_is_a_typed_error(tmp_path: Path) -> None:
         kstat.load_report(tmp_path / "missing.json")
 
 
+@pytest.mark.kernel
 def test_budgets_read_naturally_and_fail_with_numbers(load_filter: LoadFilter) -> None:
     target = load_filter("kstat_t_budget", 256)
     with kstat.collect_sync(interval="50ms") as session:
@@ -111,6 +117,7 @@ def test_budgets_read_naturally_and_fail_with_numbers(load_filter: LoadFilter) -
         kstat.expect_program(report, "nope")
 
 
+@pytest.mark.kernel
 def test_a_program_that_never_ran_cannot_pass_an_average_budget(load_filter: LoadFilter) -> None:
     load_filter("kstat_t_idle_b")
     with kstat.collect_sync(interval="50ms") as session:
@@ -119,6 +126,7 @@ def test_a_program_that_never_ran_cannot_pass_an_average_budget(load_filter: Loa
         kstat.expect_program(session.report, "kstat_t_idle_b").avg_runtime_ns_at_most(10**9)
 
 
+@pytest.mark.kernel
 def test_without_privileges_the_error_is_typed() -> None:
     script = (
         "import kstat\n"
@@ -156,6 +164,7 @@ def test_every_public_name_is_a_re_export_listed_once() -> None:
         getattr(kstat, "no_such_thing")  # noqa: B009 - the attribute's absence is what is tested
 
 
+@pytest.mark.kernel
 def test_a_window_can_select_programs(load_filter: LoadFilter) -> None:
     chosen = load_filter("kstat_t_sel")
     load_filter("kstat_t_other")

@@ -15,8 +15,6 @@ from kstat.kernel.bpf import ProgramReader
 from tests.kstat_process import KstatProcess, run_kstat
 from tests.windows import LoadFilter
 
-pytestmark = pytest.mark.kernel
-
 DROP_ADMIN_CAPABILITIES = ["setpriv", "--inh-caps=-all", "--bounding-set=-sys_admin,-bpf,-perfmon"]
 
 
@@ -34,6 +32,7 @@ def no_traceback(stderr: str) -> None:
     assert "Traceback" not in stderr, stderr
 
 
+@pytest.mark.kernel
 def test_seed_flags_give_the_exact_run_count(load_filter: LoadFilter, tmp_path: Path) -> None:
     target = load_filter("kstat_t_cli")
     output = tmp_path / "r.json"
@@ -55,6 +54,7 @@ def test_seed_flags_give_the_exact_run_count(load_filter: LoadFilter, tmp_path: 
     assert [path.name for path in tmp_path.iterdir()] == ["r.json"]
 
 
+@pytest.mark.kernel
 def test_report_goes_to_stdout_by_default(load_filter: LoadFilter) -> None:
     target = load_filter("kstat_t_stdout")
     kstat = KstatProcess(["--duration=1s", "--interval", "200ms"])
@@ -68,6 +68,7 @@ def test_report_goes_to_stdout_by_default(load_filter: LoadFilter) -> None:
     assert report["snapshots"] >= 6
 
 
+@pytest.mark.kernel
 def test_the_seed_command_name_works_too(load_filter: LoadFilter) -> None:
     load_filter("kstat_t_alias")
     alias = Path(sys.executable).with_name("collect-kernel-stats")
@@ -80,6 +81,7 @@ def test_the_seed_command_name_works_too(load_filter: LoadFilter) -> None:
     assert "kstat_t_alias" in json.loads(shown.stdout)["program_stats"]
 
 
+@pytest.mark.kernel
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_ends_the_window_early_with_a_whole_report(
     load_filter: LoadFilter, tmp_path: Path, stop_signal: signal.Signals
@@ -100,6 +102,7 @@ def test_a_signal_ends_the_window_early_with_a_whole_report(
     assert report["collection_duration_ns"] < 60_000_000_000
 
 
+@pytest.mark.kernel
 def test_stats_are_off_again_after_kstat_exits(load_filter: LoadFilter) -> None:
     target = load_filter("kstat_t_after")
     kstat = KstatProcess(["-duration", "500ms"])
@@ -112,6 +115,7 @@ def test_stats_are_off_again_after_kstat_exits(load_filter: LoadFilter) -> None:
     assert counted.run_count == 5
 
 
+@pytest.mark.kernel
 def test_without_privileges_one_clear_line_and_exit_1(load_filter: LoadFilter) -> None:
     load_filter("kstat_t_priv")
     completed = run_kstat(["-duration", "1s"], prefix=DROP_ADMIN_CAPABILITIES)
@@ -124,6 +128,7 @@ def test_without_privileges_one_clear_line_and_exit_1(load_filter: LoadFilter) -
     assert completed.stdout == ""
 
 
+@pytest.mark.kernel
 def test_cap_bpf_and_cap_perfmon_alone_are_not_enough() -> None:
     completed = run_kstat(
         ["-duration", "1s"], prefix=["setpriv", "--inh-caps=-all", "--bounding-set=-sys_admin"]
@@ -165,6 +170,7 @@ def test_an_unwritable_output_fails_before_the_window(bad_output: str) -> None:
     assert f"cannot write {bad_output}" in completed.stderr
 
 
+@pytest.mark.kernel
 def test_an_interval_longer_than_the_window_still_reports(load_filter: LoadFilter) -> None:
     target = load_filter("kstat_t_long_iv")
     kstat = KstatProcess(["-duration", "700ms", "--interval", "1h"])
@@ -177,6 +183,7 @@ def test_an_interval_longer_than_the_window_still_reports(load_filter: LoadFilte
     assert report["program_stats"]["kstat_t_long_iv"]["run_count"] == 3
 
 
+@pytest.mark.kernel
 def test_no_programs_gives_a_warning_and_an_empty_report() -> None:
     if loaded_program_names():
         pytest.skip("other eBPF programs are loaded on this machine")
@@ -188,6 +195,7 @@ def test_no_programs_gives_a_warning_and_an_empty_report() -> None:
     assert any(entry["level"] == "warning" and "no eBPF programs" in entry["event"] for entry in kstat.log)
 
 
+@pytest.mark.kernel
 def test_the_demo_counts_exactly_what_it_sends(tmp_path: Path) -> None:
     output = tmp_path / "demo.json"
     kstat = KstatProcess(["demo", "-duration", "1s", "--rate", "2000", "-output", str(output)])
@@ -210,6 +218,7 @@ def test_the_demo_counts_exactly_what_it_sends(tmp_path: Path) -> None:
     assert not loaded_program_names() & set(names)
 
 
+@pytest.mark.kernel
 def test_verbose_adds_debug_lines_and_the_default_does_not() -> None:
     quiet = KstatProcess(["-duration", "300ms", "--interval", "100ms"])
     assert quiet.finish()[0] == 0

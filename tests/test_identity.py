@@ -17,8 +17,6 @@ from kstat.testing.loader import LoopbackTarget, SocketFilter, XdpPass
 from tests.kstat_process import KstatProcess, run_kstat
 from tests.windows import LoadFilter
 
-pytestmark = pytest.mark.kernel
-
 REPO = Path(__file__).parents[1]
 LONG_NAME = "flow_exporter_parse_ipv6_extension_headers"
 
@@ -64,6 +62,7 @@ def lines_by_id(report: dict[str, Any]) -> dict[int, tuple[str, dict[str, Any]]]
     return {line["id"]: (key, line) for key, line in report["program_stats"].items()}
 
 
+@pytest.mark.kernel
 def test_the_full_btf_name_is_reported_and_the_kernels_kept(load_filter: LoadFilter) -> None:
     with SocketFilter("kstat_t_btf", function_name=LONG_NAME) as program, LoopbackTarget(program) as target:
         with kstat.collect_sync(interval="50ms") as session:
@@ -73,6 +72,7 @@ def test_the_full_btf_name_is_reported_and_the_kernels_kept(load_filter: LoadFil
         assert [p.name for p in kstat.read_programs() if p.id == program.stats().id] == [LONG_NAME]
 
 
+@pytest.mark.kernel
 def test_two_agents_with_the_same_names_one_leaving_mid_window(holders: list[Holder], tmp_path: Path) -> None:
     """The issue's acceptance run: nothing merged, nothing lost, every line attributed."""
     specs = (f"kstat_t_agent:{LONG_NAME}", "kstat_t_agent2:flow_exporter_second_program_long_name")
@@ -107,6 +107,7 @@ def test_two_agents_with_the_same_names_one_leaving_mid_window(holders: list[Hol
     assert lines[staying.ids[0]][1]["window_coverage_percent"] == 100
 
 
+@pytest.mark.kernel
 def test_filters_select_programs_and_totals_follow(holders: list[Holder], tmp_path: Path) -> None:
     first, second = Holder("kstat_t_fa", "kstat_t_fb"), Holder("kstat_t_fc")
     holders += [first, second]
@@ -154,6 +155,7 @@ def test_bad_filters_are_usage_errors(arguments: list[str], complaint: str) -> N
         assert "Traceback" not in completed.stderr
 
 
+@pytest.mark.kernel
 def test_list_shows_owners_and_attachments(holders: list[Holder]) -> None:
     holder = Holder(f"kstat_t_list:{LONG_NAME}")
     holders.append(holder)

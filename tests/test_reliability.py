@@ -166,6 +166,7 @@ def test_a_full_disk_under_the_report_keeps_the_old_one_and_the_stream_goes_on(
     assert json.loads(stream.read_text().splitlines()[-1])["kind"] == "summary"
 
 
+@pytest.mark.root
 def test_a_read_only_directory_fails_before_the_window(tmp_path: Path) -> None:
     read_only = tmp_path / "ro"
     read_only.mkdir()

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from attrs import frozen
 
-from kstat._atomic import write_atomically
+from kstat._atomic import shown, write_atomically
 from kstat.analysis.compare import Row, compare
 from kstat.errors import KstatError, OutputError
 from kstat.pipeline.catalogue import Number, View, in_view
@@ -186,9 +186,9 @@ def read_stream(path: Path) -> list[StreamInterval]:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
-        raise OutputError(f"cannot read {path}: {error.strerror}") from None
+        raise OutputError(f"cannot read {shown(path)}: {error.strerror}") from None
     except UnicodeDecodeError:
-        raise ReportFormatError(f"{path} is not an NDJSON stream: not text (UTF-8)") from None
+        raise ReportFormatError(f"{shown(path)} is not an NDJSON stream: not text (UTF-8)") from None
     intervals: list[StreamInterval] = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -196,7 +196,7 @@ def read_stream(path: Path) -> list[StreamInterval]:
         try:
             data = json.loads(line)
         except json.JSONDecodeError as error:
-            raise ReportFormatError(f"{path}: line {number} is not JSON: {error.msg}") from None
+            raise ReportFormatError(f"{shown(path)}: line {number} is not JSON: {error.msg}") from None
         if not isinstance(data, dict) or data.get("kind") != "interval":
             continue
         try:
@@ -205,5 +205,6 @@ def read_stream(path: Path) -> list[StreamInterval]:
                 raise ReportFormatError("elapsed_ns is missing or not a whole number")
             intervals.append(StreamInterval(elapsed_ns, programs_from_dict(data.get("program_stats"))))
         except ReportFormatError as error:
-            raise ReportFormatError(f"{path}: line {number} is not an interval line: {error}") from None
+            problem = f"line {number} is not an interval line: {error}"
+            raise ReportFormatError(f"{shown(path)}: {problem}") from None
     return intervals

@@ -15,7 +15,7 @@ applied to the summed counters (`total_<name>` in the report).
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from typing import Final, TypeAlias
 
 from attrs import frozen
@@ -220,57 +220,46 @@ METRICS: Final[tuple[Metric, ...]] = (
     ),
 )
 
-_BY_NAME: Final = {metric.name: metric for metric in METRICS}
 SEED_METRICS: Final = tuple(metric for metric in METRICS if metric.seed)
-COUNTERS: Final = tuple(metric for metric in METRICS if metric.kind is Kind.COUNTER)
 
 
+# The look-ups below read METRICS when called, not when imported, so that nothing anywhere
+# holds a list of metrics of its own.
 def metric(name: str) -> Metric:
     """The metric called `name`; KeyError names the known ones."""
-    try:
-        return _BY_NAME[name]
-    except KeyError:
-        raise KeyError(f"unknown metric {name!r}; metrics: {', '.join(_BY_NAME)}") from None
+    for entry in METRICS:
+        if entry.name == name:
+            return entry
+    raise KeyError(f"unknown metric {name!r}; metrics: {', '.join(metric_names())}")
 
 
 def metric_names() -> tuple[str, ...]:
-    return tuple(_BY_NAME)
+    return tuple(entry.name for entry in METRICS)
 
 
 def in_view(view: View) -> tuple[Metric, ...]:
-    return tuple(metric for metric in METRICS if view in metric.views)
+    return tuple(entry for entry in METRICS if view in entry.views)
 
 
-def values(span: Span, metrics: Iterable[Metric] = METRICS) -> dict[str, Number]:
+def values(span: Span, metrics: Iterable[Metric] | None = None) -> dict[str, Number]:
     """Every metric's value over a span, by name (metrics that cannot be known are left out)."""
     found: dict[str, Number] = {}
-    for entry in metrics:
+    for entry in METRICS if metrics is None else metrics:
         value = entry.compute(span)
         if value is not None:
             found[entry.name] = value
     return found
 
 
-def span_of(metric_values: Mapping[str, Number], elapsed_ns: int, online_cpus: int | None) -> Span:
-    """The span behind a set of values that holds at least the counters."""
-    return Span(
-        runtime_ns=int(metric_values["runtime_ns"]),
-        run_count=int(metric_values["run_count"]),
-        recursion_misses=int(metric_values.get("recursion_misses", 0)),
-        elapsed_ns=elapsed_ns,
-        online_cpus=online_cpus,
-    )
-
-
 def markdown_table() -> str:
     """The README's table of metrics, generated from the catalogue (a test keeps them equal)."""
     lines = [
-        "| metric | kind | unit | formula | Go tool field |",
-        "| --- | --- | --- | --- | --- |",
+        "| metric | what it is | kind | unit | formula | Go tool's |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for entry in METRICS:
         lines.append(
-            f"| `{entry.name}` | {entry.kind.value} | {entry.unit} | {entry.formula} | "
+            f"| `{entry.name}` | {entry.description} | {entry.kind.value} | {entry.unit} | {entry.formula} | "
             f"{'yes' if entry.seed else 'no'} |"
         )
     return "\n".join(lines) + "\n"
