@@ -95,4 +95,4 @@ clean:
 # The benchmark suite (issue 7; BENCHMARKS.md): kstat against bpftool and a C floor, steady-state
 # CPU and memory, the stats' observer effect. A few minutes; BENCH_QUICK=1 for a short smoke run.
 bench: install
-	$(SUDO) env BENCH_QUICK=$(BENCH_QUICK) $(BIN)/python -m bench.run
+	$(SUDO) env BENCH_QUICK=$(BENCH_QUICK) BENCH_BASELINE=$(BENCH_BASELINE) $(BIN)/python -m bench.run

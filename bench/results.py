@@ -112,6 +112,21 @@ class Target:
 
 
 @frozen
+class IntervalCost:
+    """The kstat command with NDJSON and StatsD at 1 s, this tree and (when given) a baseline
+    revision, on the same programs in the same run."""
+
+    programs: int
+    this: SteadyState
+    baseline: SteadyState | None
+
+    @staticmethod
+    def milliseconds(state: SteadyState) -> float:
+        """CPU time per interval: the steady share of one CPU times the interval."""
+        return state.steady_cpu_percent / 100 * state.interval_s * 1e3
+
+
+@frozen
 class BenchResults:
     timestamp: str
     quick: bool
@@ -121,6 +136,7 @@ class BenchResults:
     sizes: tuple[SizeResult, ...]
     slopes: tuple[Slope, ...]
     steady_states: tuple[SteadyState, ...]
+    interval_costs: tuple[IntervalCost, ...]
     interval_work: IntervalWork
     observer_effect: ObserverEffect
     breakdown: Breakdown

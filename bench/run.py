@@ -28,6 +28,7 @@ from bench.results import (
     METHOD,
     STEADY_PROGRAMS,
     BenchResults,
+    IntervalCost,
     SizeResult,
     Slope,
     Target,
@@ -54,6 +55,8 @@ class Plan:
     steady_duration_s: float
     steady_intervals_s: tuple[float, ...]
     interval_work_repetitions: int
+    # Programs loaded for the interval cost, this tree against a baseline checkout.
+    interval_cost_sizes: tuple[int, ...]
     # Each streaming sink alone (and none) at 1 s, to see what each costs; shorter windows.
     sink_variant_duration_s: float
     floor_passes: int
@@ -78,6 +81,7 @@ FULL: Final = Plan(
     steady_duration_s=30.0,
     steady_intervals_s=(1.0, 0.1),
     interval_work_repetitions=11,
+    interval_cost_sizes=(1_000, 10_000),
     sink_variant_duration_s=15.0,
     floor_passes=21,
     bpftool_trials=3,
@@ -92,6 +96,7 @@ QUICK: Final = Plan(
     steady_duration_s=5.0,
     steady_intervals_s=(1.0, 0.1),
     interval_work_repetitions=5,
+    interval_cost_sizes=(1_000,),
     sink_variant_duration_s=5.0,
     floor_passes=7,
     bpftool_trials=2,
@@ -137,6 +142,8 @@ def main() -> int:
         observer = _observer_effect(plan)
         programs.resize(STEADY_PROGRAMS)
         steady_states = _steady_states(plan, scratch)
+        interval_costs = _interval_costs(plan, scratch, programs)
+        programs.resize(STEADY_PROGRAMS)
         interval_work = _interval_work(plan, machine.online_cpus)
         floor = SnapshotFloor(scratch, C_COMPILER)
         bpftool = Bpftool(BPFTOOL, scratch)
@@ -167,6 +174,7 @@ def main() -> int:
         sizes=tuple(sizes),
         slopes=slopes(sizes),
         steady_states=tuple(steady_states),
+        interval_costs=interval_costs,
         interval_work=interval_work,
         observer_effect=observer,
         breakdown=breakdown,
@@ -237,6 +245,34 @@ def _steady_states(plan: Plan, scratch: Path) -> list[SteadyState]:
             f"{state.snapshots} snapshots"
         )
     return states
+
+
+def _interval_costs(plan: Plan, scratch: Path, programs: ProgramSet) -> tuple[IntervalCost, ...]:
+    """What an interval with NDJSON and StatsD costs the command at each size; beside the same
+    for a baseline checkout (BENCH_BASELINE=DIR, a kstat tree with its own .venv) when given."""
+    baseline_dir = os.environ.get("BENCH_BASELINE", "")
+    baseline = Path(baseline_dir).resolve() if baseline_dir else None
+    if baseline is not None and not (baseline / ".venv" / "bin" / "python").exists():
+        raise SystemExit(f"bench: BENCH_BASELINE={baseline_dir} has no .venv/bin/python")
+    label = f"against {baseline}" if baseline else "(BENCH_BASELINE=DIR adds a baseline revision)"
+    _say(f"\n== one interval with NDJSON + StatsD at 1 s, {plan.steady_duration_s:g} s windows {label} ==")
+    costs = []
+    for size in plan.interval_cost_sizes:
+        programs.resize(size)
+        this = measure_steady_state(scratch, plan.steady_duration_s, 1.0, BOTH_SINKS)
+        before = (
+            measure_steady_state(scratch, plan.steady_duration_s, 1.0, BOTH_SINKS, checkout=baseline)
+            if baseline is not None
+            else None
+        )
+        cost = IntervalCost(size, this, before)
+        costs.append(cost)
+        line = f"  {size:>6} programs: this {IntervalCost.milliseconds(this):6.2f} ms per interval"
+        if before is not None:
+            ratio = IntervalCost.milliseconds(this) / IntervalCost.milliseconds(before)
+            line += f", baseline {IntervalCost.milliseconds(before):6.2f} ms ({ratio:.2f}x)"
+        _say(line + f"; peak RSS {this.peak_rss_bytes / 1e6:.1f} MB")
+    return tuple(costs)
 
 
 def _interval_work(plan: Plan, online_cpus: int) -> IntervalWork:

@@ -100,17 +100,24 @@ def _steady_cpu(samples: list[_Sample], interval_s: float, start_margin_s: float
 
 
 def measure_steady_state(
-    directory: Path, duration_s: float, interval_s: float, sinks: tuple[str, ...] = ("ndjson", "statsd")
+    directory: Path,
+    duration_s: float,
+    interval_s: float,
+    sinks: tuple[str, ...] = ("ndjson", "statsd"),
+    checkout: Path | None = None,
 ) -> SteadyState:
-    tag = f"{interval_s * 1000:g}ms-{'-'.join(sinks) or 'report'}"
+    """`checkout`: another kstat source tree with its own `.venv` (a baseline revision) to run
+    instead of this one, measured the same way."""
+    tag = f"{interval_s * 1000:g}ms-{'-'.join(sinks) or 'report'}-{'baseline' if checkout else 'this'}"
     ndjson, report, log = (directory / f"steady-{tag}.{suffix}" for suffix in ("ndjson", "json", "log"))
     # A receiver that never reads: the sink's usual send path, with the datagrams dropped once
     # the socket's buffer is full (no ICMP errors, as when nothing listens).
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as statsd, log.open("w") as log_file:
         statsd.bind(("127.0.0.1", 0))
         port = statsd.getsockname()[1]
+        python = sys.executable if checkout is None else str(checkout / ".venv" / "bin" / "python")
         command = [
-            sys.executable, "-m", "kstat",
+            python, "-m", "kstat",
             "-duration", f"{duration_s:g}s",
             "--interval", f"{interval_s * 1000:g}ms",
             "-output", str(report),
@@ -123,7 +130,8 @@ def measure_steady_state(
         if "ndjson" not in sinks:
             command.append("--verbose")  # a debug line per snapshot: the only sign of a pass
         started = time.monotonic()
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log_file)
+        # Run from the checkout, so that `-m kstat` imports that tree's kstat.
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log_file, cwd=checkout)
         try:
             samples = _follow(process.pid, watched, deadline=started + duration_s + _EXTRA_WAIT_S)
         finally:

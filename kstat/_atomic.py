@@ -7,7 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from kstat.errors import OutputError
+from kstat.errors import KstatError, OutputError
 
 
 def shown(path: Path) -> str:
@@ -15,6 +15,17 @@ def shown(path: Path) -> str:
     character, so that the error stays one line whatever the name."""
     text = str(path)
     return text if text.isprintable() else repr(text)
+
+
+def read_text(path: Path, what: str, not_text: type[KstatError]) -> str:
+    """A file's text. OutputError when it cannot be read; `not_text` ("PATH is not WHAT: not
+    text") when it holds something other than UTF-8."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise OutputError(f"cannot read {shown(path)}: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise not_text(f"{shown(path)} is not {what}: not text (UTF-8)") from None
 
 
 def check_writable(path: Path) -> None:

@@ -18,9 +18,9 @@ from pathlib import Path
 import trio
 from attrs import define
 
-from kstat._atomic import shown, write_atomically
+from kstat._atomic import read_text, shown, write_atomically
 from kstat.durations import parse_duration_ns
-from kstat.errors import OutputError, UsageError, sole_exception
+from kstat.errors import UsageError, sole_exception
 from kstat.kernel.bpf import ProgramReader
 from kstat.pipeline.events import Sink
 from kstat.pipeline.filters import ProgramFilter
@@ -230,12 +230,7 @@ def load_report(path: str | Path) -> Report:
     Raises ReportFormatError with one line naming the file and what is wrong with it.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise OutputError(f"cannot read {shown(path)}: {error.strerror}") from None
-    except UnicodeDecodeError:
-        raise ReportFormatError(f"{shown(path)} is not a report: not text (UTF-8)") from None
+    text = read_text(path, "a report", ReportFormatError)
     try:
         if path.suffix == ".ndjson":
             return _stream_report(text)

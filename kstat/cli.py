@@ -23,9 +23,10 @@ from kstat.errors import KstatError, UsageError
 
 
 class Command(Protocol):
-    """A subcommand module: it parses its own arguments and runs."""
+    """A subcommand module: its parser and its run. One whose arguments need more than the
+    parser (`run`'s `--`, the filters) has a `parse(arguments) -> (parser, options)` too."""
 
-    def parse(self, arguments: list[str]) -> tuple[argparse.ArgumentParser, argparse.Namespace]: ...
+    def build_parser(self) -> argparse.ArgumentParser: ...
 
     def run(self, options: argparse.Namespace) -> int: ...
 
@@ -48,7 +49,12 @@ def parse_command_line(
     words = list(arguments)
     name = words.pop(0) if words and words[0] in COMMANDS else "collect"
     command = cast(Command, importlib.import_module(COMMANDS[name]))
-    parser, options = command.parse(words)
+    parse = getattr(command, "parse", None)
+    if parse is not None:
+        parser, options = parse(words)
+    else:
+        parser = command.build_parser()
+        options = parser.parse_args(words)
     return command, parser, options
 
 

@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any, Final
 
 from attrs import frozen
 
-from kstat._atomic import shown, write_atomically
+from kstat._atomic import read_text, shown, write_atomically
 from kstat.analysis.compare import Row, compare
-from kstat.errors import KstatError, OutputError
+from kstat.errors import KstatError
 from kstat.pipeline.catalogue import Number, View, in_view
 from kstat.pipeline.report import ProgramReport, Report
 from kstat.pipeline.schema import ReportFormatError, programs_from_dict
@@ -183,12 +183,7 @@ def save_png(figure: Figure, path: Path) -> None:
 def read_stream(path: Path) -> list[StreamInterval]:
     """The interval lines of an NDJSON stream any kstat version wrote; ReportFormatError names
     the line and field that are not what a stream holds."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise OutputError(f"cannot read {shown(path)}: {error.strerror}") from None
-    except UnicodeDecodeError:
-        raise ReportFormatError(f"{shown(path)} is not an NDJSON stream: not text (UTF-8)") from None
+    text = read_text(path, "an NDJSON stream", ReportFormatError)
     intervals: list[StreamInterval] = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():

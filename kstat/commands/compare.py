@@ -55,11 +55,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse(arguments: list[str]) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
-    parser = build_parser()
-    return parser, parser.parse_args(arguments)
-
-
 def run(options: argparse.Namespace) -> int:
     baseline, current = load_report(options.baseline), load_report(options.current)
     comparison = compare(baseline, current)

@@ -70,11 +70,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse(arguments: list[str]) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
-    parser = build_parser()
-    return parser, parser.parse_args(arguments)
-
-
 def run(options: argparse.Namespace) -> int:
     if options.workload_only:
         return _workload(options)

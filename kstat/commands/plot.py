@@ -32,11 +32,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse(arguments: list[str]) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
-    parser = build_parser()
-    return parser, parser.parse_args(arguments)
-
-
 def run(options: argparse.Namespace) -> int:
     if options.input.suffix == ".ndjson" and options.baseline is None:
         figure = stream_figure(read_stream(options.input), title=options.title)

@@ -156,58 +156,52 @@ def interval_delta(
 
     start = previous.boottime_at_start_ns
     end = current.boottime_at_start_ns
-    found: list[ProgramChange] = []
     window_start = start if window_start_boottime_ns is None else window_start_boottime_ns
-    for program in changes.new:
-        # Loaded after the previous pass began: all its runs are in this interval. Loaded inside
-        # the window but missed until now: its runs are in the window, and count here. Otherwise
-        # it was there before the window, unseen: it starts counting from here.
-        loaded = program.load_time_ns > start
-        from_zero = program.load_time_ns > window_start
-        found.append(
-            ProgramChange(
-                program=program,
-                key=key_of(program),
-                baseline_run_time_ns=0 if from_zero else program.run_time_ns,
-                baseline_run_count=0 if from_zero else program.run_count,
-                baseline_recursion_misses=0 if from_zero else program.recursion_misses,
-                first_seen=True,
-                loaded=loaded,
-                unloaded=False,
-                last_seen_boottime_ns=end,
-                details=current.details_of(program),
-            )
+
+    def change(
+        program: ProgramStats,
+        baseline: ProgramStats | None,
+        *,
+        first_seen: bool,
+        loaded: bool,
+        unloaded: bool,
+    ) -> ProgramChange:
+        """`baseline` None: counted from zero."""
+        return ProgramChange(
+            program=program,
+            key=key_of(program),
+            baseline_run_time_ns=0 if baseline is None else baseline.run_time_ns,
+            baseline_run_count=0 if baseline is None else baseline.run_count,
+            baseline_recursion_misses=0 if baseline is None else baseline.recursion_misses,
+            first_seen=first_seen,
+            loaded=loaded,
+            unloaded=unloaded,
+            # A program gone by the end was last seen by the pass at the interval's start.
+            last_seen_boottime_ns=start if unloaded else end,
+            details=(previous if unloaded else current).details_of(program),
         )
-    for earlier, program in changes.moved:
-        found.append(
-            ProgramChange(
-                program=program,
-                key=key_of(program),
-                baseline_run_time_ns=earlier.run_time_ns,
-                baseline_run_count=earlier.run_count,
-                baseline_recursion_misses=earlier.recursion_misses,
-                first_seen=False,
-                loaded=False,
-                unloaded=False,
-                last_seen_boottime_ns=end,
-                details=current.details_of(program),
-            )
+
+    # New: loaded after the previous pass began, all its runs are in this interval; loaded
+    # inside the window but missed until now, its runs are in the window and count here;
+    # otherwise it was there before the window, unseen, and starts counting from here.
+    found = [
+        change(
+            program,
+            None if program.load_time_ns > window_start else program,
+            first_seen=True,
+            loaded=program.load_time_ns > start,
+            unloaded=False,
         )
-    for program in changes.vanished:
-        found.append(
-            ProgramChange(
-                program=program,
-                key=key_of(program),
-                baseline_run_time_ns=program.run_time_ns,
-                baseline_run_count=program.run_count,
-                baseline_recursion_misses=program.recursion_misses,
-                first_seen=False,
-                loaded=False,
-                unloaded=True,
-                last_seen_boottime_ns=start,
-                details=previous.details_of(program),
-            )
-        )
+        for program in changes.new
+    ]
+    found += [
+        change(program, earlier, first_seen=False, loaded=False, unloaded=False)
+        for earlier, program in changes.moved
+    ]
+    found += [
+        change(program, program, first_seen=False, loaded=False, unloaded=True)
+        for program in changes.vanished
+    ]
     return _delta(
         previous_sequence=previous.sequence,
         sequence=current.sequence,
