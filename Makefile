@@ -6,9 +6,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 # What the tests use beside kstat: bpftool (does kstat agree with it?), jq (NDJSON in a pipe),
-# a C compiler (struct offsets from linux/bpf.h), node and npm (the reference StatsD daemon).
+# a C compiler (struct offsets from linux/bpf.h), node and npm (the reference StatsD daemon),
+# Prometheus and promtool (a real scraper), rsyslog (a real log shipper).
 # Each as PACKAGE:WHAT-PROVES-IT-IS-THERE, so that a node or cc installed otherwise is kept.
-APT_PACKAGES := bpftool:/usr/sbin/bpftool jq:jq gcc:cc linux-libc-dev:/usr/include/linux/bpf.h nodejs:node npm:npm
+APT_PACKAGES := bpftool:/usr/sbin/bpftool jq:jq gcc:cc linux-libc-dev:/usr/include/linux/bpf.h nodejs:node npm:npm \
+	prometheus:/usr/bin/promtool rsyslog:/usr/sbin/rsyslogd
 STATSD_DIR := tests/statsd
 ARGS ?=
 
@@ -22,7 +24,7 @@ WORK_SCALE ?= 1
 WORKLOAD ?= $(BIN)/kstat demo --workload-only -duration $(E2E_DURATION) --work-scale $(WORK_SCALE)
 FAIL_ON ?= avg_runtime_ns:+10%
 
-.PHONY: install deps test test-unprivileged lint demo e2e soak clean bench
+.PHONY: install deps test test-unprivileged lint demo e2e soak soak-serve clean bench
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -87,7 +89,11 @@ endif
 
 # The long soak of RELIABILITY.md (not in CI): SOAK_DURATION=10m by default.
 soak: install
-	$(SUDO) $(BIN)/python -m tests.soak
+	$(SUDO) env SOAK_DURATION=$(SOAK_DURATION) $(BIN)/python -m tests.soak
+
+# The continuous mode's soak: `kstat serve` scraped and streaming under churn (an hour: 1h).
+soak-serve: install
+	$(SUDO) env SOAK_MODE=serve SOAK_DURATION=$(or $(SOAK_DURATION),1h) $(BIN)/python -m tests.soak
 
 clean:
 	rm -rf $(VENV) .nox .mypy_cache .ruff_cache .pytest_cache .hypothesis *.egg-info

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from kstat._version import __version__ as __version__
+    from kstat.api import IntervalStream as IntervalStream
     from kstat.api import Session as Session
     from kstat.api import SyncSession as SyncSession
     from kstat.api import collect as collect
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from kstat.api import load_report as load_report
     from kstat.api import read_programs as read_programs
     from kstat.api import save_report as save_report
+    from kstat.api import stream as stream
     from kstat.errors import BpfError as BpfError
     from kstat.errors import KstatError as KstatError
     from kstat.errors import OutputClosed as OutputClosed

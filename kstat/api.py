@@ -19,10 +19,11 @@ import trio
 from attrs import define
 
 from kstat._atomic import read_text, shown, write_atomically
+from kstat._version import __version__
 from kstat.durations import parse_duration_ns
 from kstat.errors import UsageError, sole_exception
 from kstat.kernel.bpf import ProgramReader
-from kstat.pipeline.events import Sink
+from kstat.pipeline.events import Event, IntervalEnded, Sink
 from kstat.pipeline.filters import ProgramFilter
 from kstat.pipeline.model import ProgramStats
 from kstat.pipeline.report import Report
@@ -34,6 +35,7 @@ from kstat.pipeline.scheduler import (
     SinkFailure,
 )
 from kstat.pipeline.schema import ReportFormatError, report_from_dict, report_from_json, report_to_json
+from kstat.pipeline.summary import Summary
 
 Duration = str | float | int
 """A duration: Go notation ("100ms", "1m30s") or seconds as a number."""
@@ -107,8 +109,11 @@ async def collect(
 
 
 @asynccontextmanager
-async def _collect(settings: CollectionSettings, sinks: Sequence[Sink]) -> AsyncIterator[Session]:
-    collection = Collection(settings, sinks)
+async def _collect(
+    settings: CollectionSettings, sinks: Sequence[Sink], *, keep_unloaded: int | None = None
+) -> AsyncIterator[Session]:
+    summary = Summary(generator=f"kstat {__version__}", retain_unloaded=keep_unloaded)
+    collection = Collection(settings, sinks, summary=summary)
     session = Session(collection)
 
     async def run_window() -> None:
@@ -130,6 +135,76 @@ async def _collect(settings: CollectionSettings, sinks: Sequence[Sink]) -> Async
         if sole is None:
             raise
         raise sole from None
+
+
+class _Forwarding:
+    """A sink handing each interval to the caller of `stream`. While the caller is busy its
+    lane lags like any sink's, so the caller gets merged intervals, never a gap."""
+
+    def __init__(self, send_channel: trio.MemorySendChannel[IntervalEnded]) -> None:
+        self._send_channel = send_channel
+
+    def __repr__(self) -> str:
+        return "stream"
+
+    async def consume(self, events: trio.abc.ReceiveChannel[Event]) -> None:
+        async with self._send_channel:
+            async for event in events:
+                if isinstance(event, IntervalEnded):
+                    try:
+                        await self._send_channel.send(event)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        return  # the caller left the block: it wants no more
+
+
+@define
+class IntervalStream:
+    """The intervals of a continuous collection, as they end: `async for interval in stream`."""
+
+    session: Session
+    _intervals: trio.MemoryReceiveChannel[IntervalEnded]
+
+    def __aiter__(self) -> AsyncIterator[IntervalEnded]:
+        return self._intervals.__aiter__()
+
+    async def report_so_far(self) -> Report:
+        """The delta from the start to now, while collection goes on."""
+        return await self.session.report_so_far()
+
+    def stop(self) -> None:
+        """End the collection: the iteration ends after the last interval."""
+        self.session.stop()
+
+
+@asynccontextmanager
+async def stream(
+    *,
+    interval: Duration | None = None,
+    select: ProgramFilter | None = None,
+    sinks: Sequence[Sink] = (),
+    keep_unloaded: int = 1000,
+) -> AsyncIterator[IntervalStream]:
+    """Collect until the block ends (or `stop()`), yielding each interval as it ends: what
+    `kstat serve` does, for embedding.
+
+        async with kstat.stream(interval="1s") as intervals:
+            async for interval in intervals:
+                for key, line in interval.delta.lines.items():  # the programs that ran
+                    ...
+
+    Each item is an `IntervalEnded` event: the interval's delta, computed once, with the report's
+    fields for every program that did something. Memory stays flat over a long run (at most
+    `keep_unloaded` unloaded programs are remembered for the final report, `session.report`).
+    """
+    send_channel, receive_channel = trio.open_memory_channel[IntervalEnded](1)
+    forwarding = _Forwarding(send_channel)
+    async with (
+        _collect(
+            _settings(interval, None, select), [*sinks, forwarding], keep_unloaded=keep_unloaded
+        ) as session,
+        receive_channel,
+    ):
+        yield IntervalStream(session, receive_channel)
 
 
 class SyncSession:

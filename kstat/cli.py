@@ -1,5 +1,5 @@
 """The command line: `kstat [flags]` collects (the Go tool's interface); `kstat SUBCOMMAND`
-runs one of `demo`, `list`, `run`, `compare` and `plot`. Each lives in `kstat.commands`, with
+runs one of `demo`, `list`, `run`, `serve`, `compare` and `plot`. Each lives in `kstat.commands`, with
 its own arguments; this module only dispatches, and turns errors into one line and an exit
 status:
 
@@ -37,6 +37,7 @@ COMMANDS: Final = {
     "demo": "kstat.commands.demo",
     "list": "kstat.commands.list",
     "run": "kstat.commands.run",
+    "serve": "kstat.commands.serve",
     "compare": "kstat.commands.compare",
     "plot": "kstat.commands.plot",
 }

@@ -48,9 +48,22 @@ class NdjsonSink:
                     await trio.to_thread.run_sync(
                         self._write, sink.json_line(sink.summary_to_dict(event.report))
                     )
+                elif isinstance(event, sink.ReopenFiles) and self.path is not None:
+                    await trio.to_thread.run_sync(self._reopen)
         finally:
             if self._stream is not None:
                 self._stream.close()
+
+    def _reopen(self) -> None:
+        """After a rotation: the old name now holds what was written; a new file takes the rest."""
+        assert self.path is not None and self._stream is not None
+        try:
+            stream = self.path.open("ab", buffering=0)
+        except OSError as error:
+            raise sink.OutputError(f"cannot reopen {sink.shown(self.path)}: {error.strerror}") from None
+        self._stream.close()
+        self._stream = stream
+        log.info("reopened", path=str(self.path))
 
     def _write_interval(self, event: sink.IntervalEnded) -> None:
         self._write(sink.json_line(sink.interval_to_dict(event)))

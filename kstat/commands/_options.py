@@ -39,7 +39,9 @@ def duration_or_zero(text: str) -> int:
 def duration(text: str) -> int:
     duration_ns = duration_or_zero(text)
     if duration_ns <= 0:
-        raise argparse.ArgumentTypeError(f"duration {text!r} must be longer than zero")
+        raise argparse.ArgumentTypeError(
+            f"duration {text!r} must be longer than zero (to collect until stopped: kstat serve)"
+        )
     return duration_ns
 
 

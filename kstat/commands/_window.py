@@ -12,7 +12,7 @@ import trio
 from kstat.commands._options import EXIT_FAILURE, EXIT_OK, say_error
 from kstat.errors import UsageError, sole_exception
 from kstat.pipeline.events import Sink
-from kstat.pipeline.scheduler import CollectionResult, StopRequest
+from kstat.pipeline.scheduler import Collection, CollectionResult, StopRequest
 from kstat.pipeline.sink_specs import make_sink
 
 log = structlog.get_logger(__name__)
@@ -23,13 +23,13 @@ SignalHandler = Callable[[signal.Signals], None]
 WindowBody = Callable[[trio.Nursery], Awaitable[tuple[CollectionResult, int | None]]]
 
 
-def sink_specs(options: argparse.Namespace) -> list[str]:
-    """The seed's `-output FILE` is shorthand for `--sink json:FILE`; stdout is the default."""
+def sink_specs(options: argparse.Namespace, default: str = "stdout") -> list[str]:
+    """The seed's `-output FILE` is shorthand for `--sink json:FILE`; `default` when none given."""
     specs: list[str] = list(options.sinks)
     if options.output is not None:
         specs.insert(0, f"json:{options.output}")
     if not specs:
-        specs.append("stdout")
+        specs.append(default)
     writers_of_stdout = [spec for spec in specs if spec in ("stdout", "ndjson:-")]
     if len(writers_of_stdout) > 1:
         raise UsageError(
@@ -39,9 +39,10 @@ def sink_specs(options: argparse.Namespace) -> list[str]:
     return specs
 
 
-def make_sinks(options: argparse.Namespace) -> list[Sink]:
-    """Made before the window, so that their checks (an unwritable path) fail first."""
-    return [make_sink(spec) for spec in sink_specs(options)]
+def make_sinks(options: argparse.Namespace, default: str = "stdout") -> list[Sink]:
+    """Made before the window, so that their checks (an unwritable path, a port in use) fail
+    first."""
+    return [make_sink(spec) for spec in sink_specs(options, default)]
 
 
 def stop_on_signal(stop: StopRequest) -> SignalHandler:
@@ -59,6 +60,13 @@ async def watch_signals(handle: SignalHandler) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
         async for signal_number in received:
             handle(signal.Signals(signal_number))
+
+
+async def reopen_on_sighup(collection: Collection) -> None:
+    """SIGHUP (logrotate's `postrotate`): the sinks reopen the files they write by name."""
+    with trio.open_signal_receiver(signal.SIGHUP) as received:
+        async for _ in received:
+            collection.reopen_files()
 
 
 def run_window(body: WindowBody) -> int:

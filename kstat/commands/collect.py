@@ -8,8 +8,8 @@ import trio
 
 from kstat._version import __version__
 from kstat.commands._options import ArgumentParser, add_filter_flags, add_window_flags, parse_with_filter
-from kstat.commands._window import make_sinks, run_window, stop_on_signal, watch_signals
-from kstat.pipeline.scheduler import CollectionResult, CollectionSettings, StopRequest, collect
+from kstat.commands._window import make_sinks, reopen_on_sighup, run_window, stop_on_signal, watch_signals
+from kstat.pipeline.scheduler import Collection, CollectionResult, CollectionSettings, StopRequest
 
 DEFAULT_DURATION = "60s"
 
@@ -22,7 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
             "statistics, sample every program, and report per-program runtime, runs, events/s, "
             "average runtime, estimated CPU %% and recursion misses over the window. "
             "Subcommands: demo (a self-contained demonstration), list (the loaded programs), "
-            "run (collect for a command's lifetime), compare (two reports), plot (PNG charts)."
+            "run (collect for a command's lifetime), serve (collect until stopped, for Prometheus), "
+            "compare (two reports), plot (PNG charts)."
         ),
         allow_abbrev=False,
     )
@@ -45,7 +46,9 @@ def run(options: argparse.Namespace) -> int:
 
     async def window(nursery: trio.Nursery) -> tuple[CollectionResult, int | None]:
         stop = StopRequest()
+        collection = Collection(settings, sinks, stop)
         nursery.start_soon(watch_signals, stop_on_signal(stop))
-        return await collect(settings, sinks, stop=stop), None
+        nursery.start_soon(reopen_on_sighup, collection)
+        return await collection.run(), None
 
     return run_window(window)

@@ -63,6 +63,18 @@ class View(enum.Flag):
 
 
 @frozen
+class Exposition:
+    """How a metric is named in Prometheus: base units (seconds, not nanoseconds), `_total` on
+    counters added by the exposition itself."""
+
+    name: str
+    # Divides kstat's value into the base unit (1e9: nanoseconds to seconds).
+    divisor: int = 1
+    # The HELP line.
+    help: str = ""
+
+
+@frozen
 class Metric:
     name: str
     kind: Kind
@@ -80,6 +92,9 @@ class Metric:
     seed: bool = False
     better: Better = Better.LOWER
     views: View = View.NONE
+    # Per program in the Prometheus exposition (counters: cumulative since kstat started or
+    # since the program loaded, whichever is later); None: not exposed there.
+    prometheus: Exposition | None = None
 
     @property
     def total_name(self) -> str:
@@ -169,6 +184,7 @@ METRICS: Final[tuple[Metric, ...]] = (
         seed=True,
         better=Better.NEITHER,
         views=View.COMPARE | View.SUMMARY | View.EXPORT,
+        prometheus=Exposition("kstat_program_runs", help="Times the program ran"),
     ),
     Metric(
         name="runtime_ns",
@@ -182,6 +198,11 @@ METRICS: Final[tuple[Metric, ...]] = (
         integral=True,
         seed=True,
         views=View.EXPORT,
+        prometheus=Exposition(
+            "kstat_program_run_time_seconds",
+            1_000_000_000,
+            "Time spent running the program, summed over every CPU",
+        ),
     ),
     Metric(
         name="recursion_misses",
@@ -195,6 +216,10 @@ METRICS: Final[tuple[Metric, ...]] = (
         integral=True,
         seed=True,
         views=View.SUMMARY | View.EXPORT,
+        prometheus=Exposition(
+            "kstat_program_recursion_misses",
+            help="Runs the kernel skipped because the program was already running on that CPU",
+        ),
     ),
     Metric(
         name="mean_runtime_ns",

@@ -1,7 +1,8 @@
 """What a window sends its sinks, and the protocol a sink implements.
 
 Every sink gets, in this order: one `WindowStarted`, an `IntervalEnded` per interval it took,
-and one `WindowEnded` with the report; then its channel closes. A sink that fell behind gets
+and one `WindowEnded` with the report; then its channel closes. A `ReopenFiles` may come
+between them, when the files a sink writes have been rotated. A sink that fell behind gets
 fewer, longer intervals (their deltas merged), never a gap: the deltas it receives always add
 up to the report. Each interval's delta is computed once, by the sampler, and shared by every
 sink: no sink pairs snapshots or does report math itself.
@@ -43,6 +44,8 @@ class IntervalEnded:
     previous: Snapshot
     current: Snapshot
     delta: IntervalDelta
+    # The sinks that had failed by the interval's end (for self-monitoring sinks).
+    failed_sinks: tuple[str, ...] = ()
 
     @property
     def skipped_snapshots(self) -> int:
@@ -57,7 +60,13 @@ class WindowEnded:
     report: Report
 
 
-Event = WindowStarted | IntervalEnded | WindowEnded
+@frozen
+class ReopenFiles:
+    """Files written by name should be reopened: they were rotated (SIGHUP, as logrotate
+    sends). Sinks that write no files ignore it."""
+
+
+Event = WindowStarted | IntervalEnded | WindowEnded | ReopenFiles
 
 
 @runtime_checkable

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 
 from attrs import frozen
 
@@ -163,6 +163,9 @@ class Report:
     stopped_by: str | None = None
     # The selection the report covers (totals included); None when it covers every program.
     filter: Mapping[str, Any] | None = None
+    # A long run's programs that unloaded long ago and are no longer listed (their runs are in
+    # the totals); None when every program the run saw is listed.
+    programs_left_out: int | None = None
 
     @property
     def programs(self) -> tuple[ProgramReport, ...]:
@@ -269,11 +272,31 @@ def program_report(sighting: ProgramSighting, elapsed_ns: int, online_cpus: int 
     )
 
 
+@frozen
+class LeftOut:
+    """Programs a long run no longer lists (unloaded long ago), still counted in the totals."""
+
+    programs: int = 0
+    runtime_ns: int = 0
+    run_count: int = 0
+    recursion_misses: int = 0
+
+
+NOTHING_LEFT_OUT: Final = LeftOut()
+
+
 def total_values(
-    lines: Iterable[ProgramReport], elapsed_ns: int, online_cpus: int | None
+    lines: Iterable[ProgramReport],
+    elapsed_ns: int,
+    online_cpus: int | None,
+    left_out: LeftOut = NOTHING_LEFT_OUT,
 ) -> dict[str, Number]:
-    """Every metric over the sum of the lines' counters."""
-    runtime_ns = run_count = recursion_misses = 0
+    """Every metric over the sum of the lines' counters (and of what was left out)."""
+    runtime_ns, run_count, recursion_misses = (
+        left_out.runtime_ns,
+        left_out.run_count,
+        left_out.recursion_misses,
+    )
     for line in lines:
         runtime_ns += line.runtime_ns
         run_count += line.run_count
@@ -282,9 +305,14 @@ def total_values(
 
 
 def build_report(
-    window: WindowFacts, sightings: Iterable[ProgramSighting], *, schema_version: int, generator: str
+    window: WindowFacts,
+    sightings: Iterable[ProgramSighting],
+    *,
+    schema_version: int,
+    generator: str,
+    left_out: LeftOut = NOTHING_LEFT_OUT,
 ) -> Report:
-    """The report for a window from what it saw of each program."""
+    """The report for a window from what it saw of each program (and what it no longer lists)."""
     ordered = sorted(sightings, key=lambda sighting: (sighting.last.id, sighting.last.load_time_ns))
     keys = report_keys([sighting.last for sighting in ordered])
     lines = {
@@ -294,7 +322,7 @@ def build_report(
     return Report(
         timestamp=format_timestamp(window.end_wall_time_ns),
         program_stats=lines,
-        totals=total_values(lines.values(), window.elapsed_ns, window.online_cpus),
+        totals=total_values(lines.values(), window.elapsed_ns, window.online_cpus, left_out),
         num_programs=len(lines),
         collection_duration_ns=window.elapsed_ns,
         schema_version=schema_version,
@@ -309,6 +337,7 @@ def build_report(
         stats_enabled_by=window.stats_enabled_by,
         stopped_by=window.stopped_by,
         filter=window.program_filter,
+        programs_left_out=left_out.programs if left_out.programs else None,
     )
 
 

@@ -34,7 +34,7 @@ from kstat.kernel.attribution import Attributor
 from kstat.kernel.host import kernel_release, online_cpu_count
 from kstat.kernel.stats_switch import StatsMethod, runtime_stats_enabled
 from kstat.pipeline.delta import IntervalDelta, changes_between, interval_delta, merge_deltas
-from kstat.pipeline.events import Event, IntervalEnded, Sink, WindowEnded, WindowStarted
+from kstat.pipeline.events import Event, IntervalEnded, ReopenFiles, Sink, WindowEnded, WindowStarted
 from kstat.pipeline.filters import ProgramFilter
 from kstat.pipeline.model import Snapshot
 from kstat.pipeline.report import Report
@@ -98,7 +98,10 @@ def merged(pending: Sequence[IntervalEnded]) -> IntervalEnded:
     if len(pending) == 1:
         return pending[0]
     return IntervalEnded(
-        pending[0].previous, pending[-1].current, merge_deltas([event.delta for event in pending])
+        pending[0].previous,
+        pending[-1].current,
+        merge_deltas([event.delta for event in pending]),
+        pending[-1].failed_sinks,
     )
 
 
@@ -114,6 +117,8 @@ class _SinkLane:
     pending: list[IntervalEnded] = field(factory=list)
     failure: SinkFailure | None = None
     closed: bool = False
+    # A ReopenFiles that did not fit in the channel yet: it goes before the next interval.
+    reopen_pending: bool = False
     # Around the sink's consume: its deadline is set when the window ends.
     scope: trio.CancelScope = field(factory=trio.CancelScope)
     done: trio.Event = field(factory=trio.Event)
@@ -131,18 +136,29 @@ class _SinkLane:
         """Give the sink an event if its channel has room; otherwise hold it for later."""
         if not self.alive:
             return
-        if isinstance(event, IntervalEnded):
+        if isinstance(event, ReopenFiles):
+            self.reopen_pending = True
+        elif isinstance(event, IntervalEnded):
             self.pending.append(event)
-            statistics = self.send_channel.statistics()
-            if statistics.current_buffer_used >= statistics.max_buffer_size:
+        statistics = self.send_channel.statistics()
+        room = statistics.max_buffer_size - statistics.current_buffer_used
+        if room < (1 if isinstance(event, ReopenFiles) or not self.reopen_pending else 2):
+            if isinstance(event, IntervalEnded):
                 self.skipped += 1
                 if len(self.pending) > MAX_PENDING_INTERVALS:
+                    # Merged on the event loop, but rarely: once per that many held intervals.
                     self.pending = [merged(self.pending)]
-                return
-            event, self.pending = merged(self.pending), []
+            return
         with contextlib.suppress(trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
             # WouldBlock cannot happen (room was checked); the others: the sink stopped reading.
-            self.send_channel.send_nowait(event)
+            if self.reopen_pending:
+                self.send_channel.send_nowait(ReopenFiles())
+                self.reopen_pending = False
+            if isinstance(event, IntervalEnded):
+                event, self.pending = merged(self.pending), []
+                self.send_channel.send_nowait(event)
+            elif isinstance(event, WindowStarted):
+                self.send_channel.send_nowait(event)
 
     async def run(self, stop: StopRequest) -> None:
         with self.scope:
@@ -174,6 +190,8 @@ class _SinkLane:
         with trio.move_on_at(deadline):
             try:
                 if self.alive:
+                    if self.reopen_pending:
+                        await self.send_channel.send(ReopenFiles())
                     await self.send_channel.send(merged([*self.pending, last]))
                     self.pending = []
                     await self.send_channel.send(WindowEnded(report))
@@ -216,6 +234,7 @@ class Collection:
     window_started: trio.Event = field(factory=trio.Event)
     summary: Summary = field(factory=lambda: Summary(generator=f"kstat {__version__}"))
     _online_cpus: int = field(factory=online_cpu_count)
+    _lanes: list[_SinkLane] = field(factory=list)
 
     async def run(self) -> CollectionResult:
         """Collect the window and deliver it; returns the report and any sink failures.
@@ -225,7 +244,7 @@ class Collection:
         """
         settings = self.settings
         summary_lane = _open_lane(self.summary)
-        lanes = [_open_lane(sink) for sink in self.sinks]
+        lanes = self._lanes = [_open_lane(sink) for sink in self.sinks]
         source = self.source or SnapshotTaker(settings.program_filter, online_cpus=self._online_cpus)
         stats_method: list[StatsMethod] = []
         last_interval: list[IntervalEnded] = []
@@ -246,7 +265,8 @@ class Collection:
                 delta = sample.delta
                 if delta is None:  # a source that gives no delta: computed here instead
                     delta = await trio.to_thread.run_sync(self._delta, previous[0], snapshot)
-                event = IntervalEnded(previous[0], snapshot, delta)
+                failed = tuple(lane.name for lane in lanes if lane.failure is not None)
+                event = IntervalEnded(previous[0], snapshot, delta, failed)
             previous[:] = [snapshot]
             if final and isinstance(event, IntervalEnded):
                 # Held back: it goes out, waiting, once the stats are off.
@@ -303,6 +323,12 @@ class Collection:
             failed_sinks=tuple(lane.failure for lane in lanes if lane.failure is not None),
             skipped_snapshots={lane.name: lane.skipped for lane in lanes},
         )
+
+    def reopen_files(self) -> None:
+        """Ask every sink to reopen the files it writes by name (after a rotation: SIGHUP)."""
+        log.info("reopening output files")
+        for lane in self._lanes:
+            lane.offer(ReopenFiles())
 
     async def report_so_far(self) -> Report:
         """The report from the window's first snapshot to one taken now (the window goes on)."""

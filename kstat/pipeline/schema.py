@@ -128,6 +128,8 @@ def _unstructure_report(report: Report) -> dict[str, Any]:
         "stopped_by": report.stopped_by,
         "filter": None if report.filter is None else dict(report.filter),
     }
+    if report.programs_left_out is not None:
+        data["programs_left_out"] = report.programs_left_out
     return data
 
 
@@ -300,6 +302,7 @@ def _structure_report(data: Any, _: type) -> Report:
         stats_enabled_by=_optional(report, "stats_enabled_by", "", _text),
         stopped_by=_optional(report, "stopped_by", "", _text),
         filter=None if program_filter is None else _object(program_filter, "filter"),
+        programs_left_out=_optional(report, "programs_left_out", "", _whole),
     )
 
 

@@ -11,12 +11,22 @@ delta it first appeared in gave it, so a sink adding up intervals always arrives
 
 from __future__ import annotations
 
+from collections import deque
+
 import trio
 from attrs import define, evolve, field, frozen
 
 from kstat.pipeline.events import Event, IntervalEnded, WindowStarted
 from kstat.pipeline.model import ProgramDetails, ProgramIdentity, ProgramStats, Snapshot
-from kstat.pipeline.report import ProgramSighting, Report, WindowFacts, build_report, coverage_percent
+from kstat.pipeline.report import (
+    NOTHING_LEFT_OUT,
+    LeftOut,
+    ProgramSighting,
+    Report,
+    WindowFacts,
+    build_report,
+    coverage_percent,
+)
 from kstat.pipeline.schema import SCHEMA_VERSION
 
 
@@ -36,13 +46,21 @@ class _Sighting:
 
 @define
 class Summary:
-    """Accumulates a window's events; `report()` gives the delta report so far."""
+    """Accumulates a window's events; `report()` gives the delta report so far.
+
+    `retain_unloaded` bounds a long run's memory: beyond that many unloaded programs, the oldest
+    are no longer listed, their runs kept in the totals (`programs_left_out` says how many).
+    """
 
     generator: str = "kstat"
     started: WindowStarted | None = None
     last_snapshot: Snapshot | None = None
     snapshot_count: int = 0
     _sightings: dict[ProgramIdentity, _Sighting] = field(factory=dict)
+    retain_unloaded: int | None = None
+    # Unloaded programs still listed, oldest first (only kept when retention is bounded).
+    _unloaded: deque[ProgramIdentity] = field(factory=deque)
+    _left_out: LeftOut = NOTHING_LEFT_OUT
     # Set once the event stream has ended (every event of the window is in).
     done: trio.Event = field(factory=trio.Event)
 
@@ -94,13 +112,37 @@ class Summary:
                 )
             else:
                 sightings[identity] = evolve(seen, last=program, gone_after_boottime_ns=gone)
+            if change.unloaded and self.retain_unloaded is not None:
+                self._unloaded.append(identity)
         self.last_snapshot = event.current
         self.snapshot_count += event.delta.skipped_snapshots + 1
+        if self.retain_unloaded is not None:
+            while len(self._unloaded) > self.retain_unloaded:
+                self._leave_out(self._unloaded.popleft())
+
+    def _leave_out(self, identity: ProgramIdentity) -> None:
+        seen = self._sightings.pop(identity)
+        left = self._left_out
+        self._left_out = LeftOut(
+            programs=left.programs + 1,
+            runtime_ns=left.runtime_ns + seen.last.run_time_ns - seen.baseline_run_time_ns,
+            run_count=left.run_count + seen.last.run_count - seen.baseline_run_count,
+            recursion_misses=left.recursion_misses
+            + seen.last.recursion_misses
+            - seen.baseline_recursion_misses,
+        )
 
     def copy(self) -> Summary:
         """An independent copy, to extend with an interval without touching this one."""
         return Summary(
-            self.generator, self.started, self.last_snapshot, self.snapshot_count, dict(self._sightings)
+            self.generator,
+            self.started,
+            self.last_snapshot,
+            self.snapshot_count,
+            dict(self._sightings),
+            self.retain_unloaded,
+            deque(self._unloaded),
+            self._left_out,
         )
 
     def sightings(self) -> list[ProgramSighting]:
@@ -147,7 +189,13 @@ class Summary:
             stopped_by=stopped_by,
             program_filter=started.program_filter,
         )
-        return build_report(window, self.sightings(), schema_version=SCHEMA_VERSION, generator=self.generator)
+        return build_report(
+            window,
+            self.sightings(),
+            schema_version=SCHEMA_VERSION,
+            generator=self.generator,
+            left_out=self._left_out,
+        )
 
 
 def report_of_events(events: list[Event] | tuple[Event, ...], *, stopped_by: str | None = None) -> Report:

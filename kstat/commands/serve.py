@@ -1,0 +1,74 @@
+"""`kstat serve`: collect until stopped, every sink streaming; Prometheus on loopback by default.
+
+A separate command rather than `-duration 0`: the Go tool's `-duration` always measures one
+window and prints one report, and a daemon wants other defaults (an endpoint to scrape rather
+than a report on stdout, memory bounded however long it runs, however many programs come and go).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import trio
+
+from kstat._version import __version__
+from kstat.commands._options import (
+    ArgumentParser,
+    add_filter_flags,
+    add_window_flags,
+    parse_with_filter,
+    positive_int,
+)
+from kstat.commands._window import make_sinks, reopen_on_sighup, run_window, stop_on_signal, watch_signals
+from kstat.pipeline.scheduler import Collection, CollectionResult, CollectionSettings, StopRequest
+from kstat.pipeline.summary import Summary
+
+# Unloaded programs the final report still lists; older ones are counted in its totals only.
+DEFAULT_KEEP_UNLOADED = 1000
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = ArgumentParser(
+        prog="kstat serve",
+        description=(
+            "Collect until SIGINT or SIGTERM, every sink streaming: by default a Prometheus endpoint "
+            "on 127.0.0.1:20915 (--sink prometheus://HOST:PORT to choose). On the signal it ends "
+            "cleanly: report sinks (-o FILE, json:, ndjson:) get a report of the whole run."
+        ),
+        allow_abbrev=False,
+    )
+    add_window_flags(parser, default_duration=None)
+    parser.add_argument(
+        "--keep-unloaded",
+        type=positive_int,
+        default=DEFAULT_KEEP_UNLOADED,
+        metavar="N",
+        help=(
+            "unloaded programs the final report still lists (default 1000); older ones stay in its "
+            "totals, so memory stays flat however many programs come and go"
+        ),
+    )
+    add_filter_flags(parser)
+    return parser
+
+
+def parse(arguments: list[str]) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
+    parser = build_parser()
+    return parser, parse_with_filter(parser, arguments)
+
+
+def run(options: argparse.Namespace) -> int:
+    sinks = make_sinks(options, default="prometheus:")
+    settings = CollectionSettings(
+        duration_ns=None, interval_ns=options.interval, program_filter=options.program_filter
+    )
+
+    async def window(nursery: trio.Nursery) -> tuple[CollectionResult, int | None]:
+        stop = StopRequest()
+        nursery.start_soon(watch_signals, stop_on_signal(stop))
+        summary = Summary(generator=f"kstat {__version__}", retain_unloaded=options.keep_unloaded)
+        collection = Collection(settings, sinks, stop, summary=summary)
+        nursery.start_soon(reopen_on_sighup, collection)
+        return await collection.run(), None
+
+    return run_window(window)

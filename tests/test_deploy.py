@@ -1,0 +1,137 @@
+"""deploy/: what can be checked here without a cluster or an image registry.
+
+The DaemonSet grants what kstat needs and mounts what it reads; its arguments are ones kstat's
+own parser accepts, and its ports agree everywhere; the image builds the package the way
+pyproject.toml describes it; the Prometheus configuration and rules pass promtool and use only
+metrics kstat exposes.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from kstat.cli import parse_command_line
+from kstat.pipeline.events import IntervalEnded, WindowStarted
+from sinks.prometheus import ExpositionState, parse_prometheus_url, render
+from tests.builders import events_of, program, snapshot
+from tests.prometheus_server import PROMTOOL, require
+
+REPO = Path(__file__).parents[1]
+DEPLOY = REPO / "deploy"
+
+
+def manifests() -> list[dict[str, Any]]:
+    return [document for document in yaml.safe_load_all((DEPLOY / "daemonset.yaml").read_text()) if document]
+
+
+def daemonset() -> dict[str, Any]:
+    found = [document for document in manifests() if document["kind"] == "DaemonSet"]
+    assert len(found) == 1
+    return found[0]
+
+
+def container() -> dict[str, Any]:
+    containers = daemonset()["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1
+    found: dict[str, Any] = containers[0]
+    return found
+
+
+def test_the_pod_sees_the_hosts_processes_and_has_the_capabilities_kstat_needs() -> None:
+    pod = daemonset()["spec"]["template"]["spec"]
+    assert pod["hostPID"] is True  # owners are found in the host's /proc/<pid>/fdinfo
+    security = container()["securityContext"]
+    # BPF_ENABLE_STATS and BPF_PROG_GET_FD_BY_ID of other processes' programs need SYS_ADMIN.
+    assert "SYS_ADMIN" in security["capabilities"]["add"]
+    assert "SYS_PTRACE" in security["capabilities"]["add"]
+    assert security["capabilities"]["drop"] == ["ALL"]
+    assert security.get("privileged", False) is False
+    assert {"operator": "Exists"} in pod["tolerations"]  # every node
+
+
+def test_what_kstat_reads_from_the_host_is_mounted() -> None:
+    pod = daemonset()["spec"]["template"]["spec"]
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    mounts = {mount["mountPath"]: mount for mount in container()["volumeMounts"]}
+    cgroup = mounts["/sys/fs/cgroup"]
+    assert cgroup["readOnly"] is True
+    assert volumes[cgroup["name"]]["hostPath"]["path"] == "/sys/fs/cgroup"
+    env = {variable["name"]: variable for variable in container()["env"]}
+    assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
+
+
+def test_the_arguments_are_kstats_and_the_ports_agree() -> None:
+    _, _, options = parse_command_line(["serve", *container()["args"]])
+    (spec,) = options.sinks
+    endpoint = parse_prometheus_url(spec)
+    assert endpoint.host == "0.0.0.0"  # reachable on the pod's address, not only loopback
+    ports = {port["name"]: port["containerPort"] for port in container()["ports"]}
+    annotations = daemonset()["spec"]["template"]["metadata"]["annotations"]
+    assert ports["metrics"] == endpoint.port == int(annotations["prometheus.io/port"])
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/path"] == "/metrics"
+    assert container()["readinessProbe"]["httpGet"]["path"] == "/metrics"
+
+
+def test_the_image_is_built_from_what_pyproject_packages() -> None:
+    containerfile = (DEPLOY / "Containerfile").read_text()
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    top_level = {package.split(".")[0] for package in pyproject["tool"]["setuptools"]["packages"]}
+    copied = set(re.findall(r"^COPY (\w+) \./", containerfile, flags=re.MULTILINE))
+    assert top_level <= copied
+    assert re.search(r'^ENTRYPOINT \["kstat", "serve"\]$', containerfile, flags=re.MULTILINE)
+    command = re.search(r"^CMD (\[.*\])$", containerfile, flags=re.MULTILINE)
+    assert command is not None
+    assert yaml.safe_load(command.group(1)) == container()["args"]  # the same defaults either way
+    assert f"EXPOSE {parse_prometheus_url(container()['args'][1]).port}" in containerfile
+    assert container()["image"] == f"kstat:{pyproject['project']['version']}"
+
+
+def test_prometheus_configuration_and_rules_pass_promtool(tmp_path: Path) -> None:
+    promtool = require(PROMTOOL)
+    config = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
+    # Debian's Prometheus is built without Kubernetes discovery: the rest of the file (relabel
+    # rules, rule files) is checked with a static target in its place.
+    for job in config["scrape_configs"]:
+        assert job.pop("kubernetes_sd_configs")[0]["role"] == "pod"
+        job["static_configs"] = [{"targets": ["127.0.0.1:20915"]}]
+    config["rule_files"] = [str(DEPLOY / name) for name in config["rule_files"]]
+    checked_config = tmp_path / "prometheus.yml"
+    checked_config.write_text(yaml.safe_dump(config))
+    result = subprocess.run(
+        [promtool, "check", "config", str(checked_config)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS: 5 rules found" in result.stdout
+
+
+def test_the_rules_use_only_metrics_kstat_exposes() -> None:
+    state = ExpositionState()
+    for event in events_of(snapshot(0, 0.0, program(1, 0, 0)), snapshot(1, 1.0, program(1, 10, 1))):
+        if isinstance(event, WindowStarted):
+            state.start(event)
+        elif isinstance(event, IntervalEnded):
+            state.interval(event)
+    exposed = set(re.findall(r"^# TYPE (\w+) (\w+)", render(state, "")[0].decode(), flags=re.MULTILINE))
+    names = {name for name, _ in exposed}  # counters carry their _total here already
+    rules = yaml.safe_load((DEPLOY / "prometheus-rules.yaml").read_text())
+    used = {
+        name
+        for group in rules["groups"]
+        for rule in group["rules"]
+        for name in re.findall(r"\b(kstat_\w+)\b", rule["expr"])
+    }
+    assert used
+    assert used <= names, used - names
+
+
+@pytest.mark.parametrize("document", ["daemonset.yaml", "prometheus-rules.yaml", "prometheus.yml"])
+def test_every_manifest_is_yaml(document: str) -> None:
+    assert list(yaml.safe_load_all((DEPLOY / document).read_text()))
