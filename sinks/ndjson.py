@@ -40,7 +40,10 @@ class NdjsonSink:
     async def consume(self, events: trio.abc.ReceiveChannel[sink.Event]) -> None:
         try:
             async for event in events:
-                if isinstance(event, sink.IntervalEnded):
+                if isinstance(event, sink.WindowStarted):
+                    # The programs there from the start, once each, with their footprint.
+                    await trio.to_thread.run_sync(self._write_start, event)
+                elif isinstance(event, sink.IntervalEnded):
                     # The line's size follows the programs that did something; encoding it and
                     # the write (which may block on a slow reader) go off the event loop.
                     await trio.to_thread.run_sync(self._write_interval, event)
@@ -64,6 +67,9 @@ class NdjsonSink:
         self._stream.close()
         self._stream = stream
         log.info("reopened", path=str(self.path))
+
+    def _write_start(self, event: sink.WindowStarted) -> None:
+        self._write(b"".join(sink.json_line(line) for line in sink.start_to_dicts(event)))
 
     def _write_interval(self, event: sink.IntervalEnded) -> None:
         self._write(sink.json_line(sink.interval_to_dict(event)))

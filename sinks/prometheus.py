@@ -80,8 +80,9 @@ class _Program:
     owners: str
     attachments: str
 
-    def counter(self, metric: sink.Metric) -> float:
-        """A counter metric of the catalogue since the baseline, in Prometheus's base unit."""
+    def value(self, metric: sink.Metric) -> float | None:
+        """A metric of the catalogue, in Prometheus's base unit: a counter since the baseline,
+        a property (code size, memory) as the program has it; None when unknown."""
         exposition = metric.prometheus
         assert exposition is not None
         last = self.last
@@ -91,8 +92,10 @@ class _Program:
             recursion_misses=last.recursion_misses - self.baseline_recursion_misses,
             elapsed_ns=0,
             online_cpus=None,
+            footprint=last.footprint,
         )
-        return (metric.compute(span) or 0) / exposition.divisor
+        value = metric.compute(span)
+        return None if value is None else value / exposition.divisor
 
     def moved_to(self, program: sink.ProgramStats) -> _Program:
         return evolve(self, last=program)
@@ -192,11 +195,17 @@ class _Families(Collector):
         programs = list(state.programs.values())
         for metric in sink.METRICS:
             exposition = metric.prometheus
-            if exposition is None or metric.kind is not sink.Kind.COUNTER:
+            if exposition is None:
                 continue
-            family = CounterMetricFamily(exposition.name, exposition.help, labels=_COUNTER_LABELS)
+            family: CounterMetricFamily | GaugeMetricFamily
+            if metric.kind is sink.Kind.COUNTER:
+                family = CounterMetricFamily(exposition.name, exposition.help, labels=_COUNTER_LABELS)
+            else:
+                family = GaugeMetricFamily(exposition.name, exposition.help, labels=_COUNTER_LABELS)
             for program in programs:
-                family.add_metric(_counter_labels(program.last), program.counter(metric))
+                value = program.value(metric)
+                if value is not None:
+                    family.add_metric(_counter_labels(program.last), value)
             yield family
         info = InfoMetricFamily(
             "kstat_program", "What each loaded program is, where it runs and who holds it", labels=["id"]

@@ -136,8 +136,11 @@ def program_lines(
     else:
         stem = f"{settings.prefix}.{_UNSAFE_IN_NAME.sub('_', program.key) or 'unnamed'}"
         suffix = ""
+    # A footprint (code size, memory) is sent when the line carries it: once per program.
     return [
-        _line(f"{stem}.{metric.name}", metric, values.get(metric.name, 0), suffix) for metric in _EXPORTED
+        _line(f"{stem}.{metric.name}", metric, values.get(metric.name, 0), suffix)
+        for metric in _EXPORTED
+        if metric.kind is not sink.Kind.PROPERTY or metric.name in values
     ]
 
 
@@ -145,6 +148,7 @@ def total_lines(totals: Mapping[str, sink.Number], settings: StatsdSettings) -> 
     return [
         _line(f"{settings.prefix}.total.{metric.name}", metric, totals[metric.name], "")
         for metric in _EXPORTED
+        if metric.name in totals
     ]
 
 

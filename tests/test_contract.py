@@ -120,11 +120,13 @@ def test_the_go_tools_first_variant_gives_its_window_in_seconds() -> None:
     assert report.program("kstat_heavy").estimated_cpu_percent_of_all_cpus is None
 
 
-def test_this_versions_report_is_written_back_exactly() -> None:
+def test_this_versions_report_is_written_back_with_every_field_as_it_was() -> None:
     for path in (CURRENT_REPORT, CURRENT_STREAM):
         data = raw(path)
         data.pop("kind", None)
-        assert report_to_dict(report_from_dict(data)) == data
+        rewritten = report_to_dict(report_from_dict(data))
+        # Fields added since are computed where they can be; nothing written is changed.
+        assert {key: rewritten[key] for key in data} == data
 
 
 def test_a_report_written_back_from_the_go_tool_keeps_its_fields() -> None:

@@ -120,7 +120,8 @@ class RecordingSink:
                 self.sequences.append(event.snapshot.sequence)
             elif isinstance(event, IntervalEnded):
                 self.sequences.append(event.current.sequence)
-                self.run_counts.append(int(event.delta.totals["run_count"]))
+                line = event.delta.lines.get("kstat_t_slow")
+                self.run_counts.append(line.run_count if line is not None else 0)
             elif isinstance(event, WindowEnded):
                 self.reports.append(event.report)
             await trio.sleep(self.delay_s)

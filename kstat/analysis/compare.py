@@ -15,7 +15,17 @@ from typing import Any, Final
 from attrs import frozen
 
 from kstat.errors import UsageError
-from kstat.pipeline.catalogue import METRICS, NS_PER_S, Number, Span, View, in_view, metric_names, values
+from kstat.pipeline.catalogue import (
+    METRICS,
+    NS_PER_S,
+    Kind,
+    Number,
+    Span,
+    View,
+    in_view,
+    metric_names,
+    values,
+)
 from kstat.pipeline.report import ProgramReport, Report
 
 TOTAL: Final = "(total)"
@@ -139,8 +149,12 @@ class Comparison:
         return [row for row in self.rows if row.baseline is None]
 
 
-def _measures(lines: Sequence[ProgramReport], report: Report) -> Measures:
-    """The catalogue's metrics over the summed counters of `lines` (one program or several)."""
+def _measures(lines: Sequence[ProgramReport], report: Report, *, total: bool = False) -> Measures:
+    """The catalogue's metrics over the summed counters of `lines` (one program or several).
+
+    A property (code size, memory) is the sum of the lines' where every line has it; for the
+    total, the report's own total (where a map shared by programs counts once).
+    """
     span = Span(
         runtime_ns=sum(line.runtime_ns for line in lines),
         run_count=sum(line.run_count for line in lines),
@@ -148,7 +162,18 @@ def _measures(lines: Sequence[ProgramReport], report: Report) -> Measures:
         elapsed_ns=report.collection_duration_ns,
         online_cpus=report.online_cpus,
     )
-    return Measures(programs=len(lines), values=values(span))
+    found = values(span)
+    for metric in METRICS:
+        if metric.kind is not Kind.PROPERTY:
+            continue
+        if total:
+            if metric.name in report.totals:
+                found[metric.name] = report.totals[metric.name]
+            continue
+        line_values = [line.metrics.get(metric.name) for line in lines]
+        if line_values and None not in line_values:
+            found[metric.name] = sum(value for value in line_values if value is not None)
+    return Measures(programs=len(lines), values=found)
 
 
 def _has_full_names(report: Report) -> bool:
@@ -188,8 +213,8 @@ def compare(baseline: Report, current: Report) -> Comparison:
     total = Row(
         name=TOTAL,
         type="",
-        baseline=_measures(baseline.programs, baseline),
-        current=_measures(current.programs, current),
+        baseline=_measures(baseline.programs, baseline, total=True),
+        current=_measures(current.programs, current, total=True),
     )
     return Comparison(baseline.collection_duration_ns, current.collection_duration_ns, tuple(rows), total)
 

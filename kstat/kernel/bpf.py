@@ -14,13 +14,14 @@ import os
 import platform
 import struct
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Final
 
 from attrs import evolve, frozen
 
 from kstat.errors import BpfError, PermissionDenied, ProgramLoadError, UnsupportedKernel
 from kstat.kernel.btf import BtfFormatError, single_function_btf, type_names
-from kstat.pipeline.model import ProgramChanges, ProgramStats
+from kstat.pipeline.model import MapFootprint, ProgramChanges, ProgramFootprint, ProgramStats
 
 # --- syscall plumbing -------------------------------------------------------------------------
 
@@ -45,9 +46,12 @@ _syscall.argtypes = [ctypes.c_long, ctypes.c_int, ctypes.c_void_p, ctypes.c_uint
 _syscall.restype = ctypes.c_long
 
 # enum bpf_cmd
+BPF_MAP_CREATE: Final = 0
+BPF_MAP_LOOKUP_ELEM: Final = 1
 BPF_PROG_LOAD: Final = 5
 BPF_PROG_GET_NEXT_ID: Final = 11
 BPF_PROG_GET_FD_BY_ID: Final = 13
+BPF_MAP_GET_FD_BY_ID: Final = 14
 BPF_OBJ_GET_INFO_BY_FD: Final = 15
 BPF_BTF_LOAD: Final = 18
 BPF_BTF_GET_FD_BY_ID: Final = 19
@@ -57,6 +61,8 @@ BPF_LINK_GET_NEXT_ID: Final = 31
 BPF_ENABLE_STATS: Final = 32
 
 _COMMAND_NAMES: Final = {
+    BPF_MAP_CREATE: "BPF_MAP_CREATE",
+    BPF_MAP_GET_FD_BY_ID: "BPF_MAP_GET_FD_BY_ID",
     BPF_PROG_LOAD: "BPF_PROG_LOAD",
     BPF_PROG_GET_NEXT_ID: "BPF_PROG_GET_NEXT_ID",
     BPF_PROG_GET_FD_BY_ID: "BPF_PROG_GET_FD_BY_ID",
@@ -116,6 +122,10 @@ _PROGRAM_TYPE_NAMES: Final = (
     "Syscall",
     "Netfilter",
 )
+# enum bpf_map_type
+BPF_MAP_TYPE_HASH: Final = 1
+BPF_MAP_TYPE_ARRAY: Final = 2
+
 BPF_PROG_TYPE_SOCKET_FILTER: Final = 1
 BPF_PROG_TYPE_XDP: Final = 6
 
@@ -265,6 +275,19 @@ class _ProgLoadAttr(ctypes.Structure):
     ]
 
 
+class _MapCreateAttr(ctypes.Structure):
+    _fields_ = [
+        ("map_type", ctypes.c_uint32),
+        ("key_size", ctypes.c_uint32),
+        ("value_size", ctypes.c_uint32),
+        ("max_entries", ctypes.c_uint32),
+        ("map_flags", ctypes.c_uint32),
+        ("inner_map_fd", ctypes.c_uint32),
+        ("numa_node", ctypes.c_uint32),
+        ("map_name", ctypes.c_char * BPF_OBJ_NAME_LEN),
+    ]
+
+
 class _BtfLoadAttr(ctypes.Structure):
     _fields_ = [
         ("btf", ctypes.c_uint64),
@@ -369,6 +392,9 @@ _PROG_INFO_SIZE: Final = ctypes.sizeof(_ProgInfo)
 # writes a shorter struct and says how much in info_len.
 _RUN_COUNTERS_END: Final = _ProgInfo.run_cnt.offset + 8
 _RECURSION_MISSES_END: Final = _ProgInfo.recursion_misses.offset + 8
+# verified_insns arrived in Linux 5.16.
+_VERIFIED_INSNS_END: Final = _ProgInfo.verified_insns.offset + 4
+SELF_FDINFO: Final = Path("/proc/self/fdinfo")
 
 
 # --- commands -----------------------------------------------------------------------------------
@@ -423,6 +449,8 @@ class ProgramReader:
         self._known: dict[tuple[int, int], ProgramStats] = {}
         # Type names of the BTF objects met during one pass; programs of one object share it.
         self._btf_type_names: dict[int, list[str] | None] = {}
+        # Memlock of the maps met during one pass; programs sharing a map look it up once.
+        self._map_memlocks: dict[int, int | None] = {}
 
     def program_ids(self) -> Iterator[int]:
         """Every loaded program id, ascending, as the kernel walks its idr."""
@@ -485,6 +513,7 @@ class ProgramReader:
         # Only what is loaded now is remembered, so churn cannot grow the caches.
         self._known = known
         self._btf_type_names.clear()
+        self._map_memlocks.clear()
         return programs, ProgramChanges(new=new, moved=moved, vanished=vanished)
 
     def read_one(self, program_id: int) -> ProgramStats | None:
@@ -540,13 +569,25 @@ class ProgramReader:
                     run_count=run_count,
                     recursion_misses=recursion_misses,
                     kernel_name=before.kernel_name,
+                    footprint=before.footprint,
                 ),
                 before,
             )
         program_id, load_time_ns, tag = info.id, info.load_time, bytes(info.tag).hex()
         type_name, kernel_name = program_type_name(info.type), info.name.decode("utf-8", "replace")
-        # Last: looking up the BTF name reuses the info buffer.
+        jited_size, xlated_size, map_count = info.jited_prog_len, info.xlated_prog_len, info.nr_map_ids
+        verified = info.verified_insns if written >= _VERIFIED_INSNS_END else None
+        # Last: looking up the BTF name and the map ids reuses the info buffer.
         full_name = self._btf_function_name(fd) or kernel_name
+        footprint = ProgramFootprint(
+            jited_size_bytes=jited_size,
+            xlated_size_bytes=xlated_size,
+            verified_instructions=verified,
+            memlock_bytes=fdinfo_memlock(fd),
+            maps=tuple(
+                MapFootprint(map_id, self._map_memlock(map_id)) for map_id in self._map_ids(fd, map_count)
+            ),
+        )
         return (
             key,
             ProgramStats(
@@ -559,6 +600,7 @@ class ProgramReader:
                 run_count=run_count,
                 recursion_misses=recursion_misses,
                 kernel_name=kernel_name,
+                footprint=footprint,
             ),
             None,
         )
@@ -577,6 +619,35 @@ class ProgramReader:
         if _syscall(self._sys_bpf, self._info_command, self._info_attr_pointer, self._info_attr_size) < 0:
             raise _error_for(BPF_OBJ_GET_INFO_BY_FD, ctypes.get_errno())
 
+    def _map_ids(self, fd: int, count: int) -> list[int]:
+        if not count:
+            return []
+        ids = (ctypes.c_uint32 * count)()
+        info = self._info
+        self._info_bytes[:] = self._info_zeros
+        info.nr_map_ids = count
+        info.map_ids = ctypes.addressof(ids)
+        attr = self._info_attr
+        attr.bpf_fd = fd
+        attr.info_len = ctypes.sizeof(info)
+        if _syscall(self._sys_bpf, self._info_command, self._info_attr_pointer, self._info_attr_size) < 0:
+            return []
+        # The kernel says how many it has; it wrote at most as many as there was room for.
+        return list(ids[: min(count, info.nr_map_ids)])
+
+    def _map_memlock(self, map_id: int) -> int | None:
+        """A map's memlock, looked up once a pass however many programs share it."""
+        if map_id not in self._map_memlocks:
+            fd = _get_fd_by_id(BPF_MAP_GET_FD_BY_ID, _GetIdAttr(), map_id)
+            if fd is None:
+                self._map_memlocks[map_id] = None
+            else:
+                try:
+                    self._map_memlocks[map_id] = fdinfo_memlock(fd)
+                finally:
+                    os.close(fd)
+        return self._map_memlocks[map_id]
+
     def _btf_function_name(self, fd: int) -> str | None:
         """The main function's name from the program's BTF (what bpftool shows), if it has BTF."""
         btf_id, function_count = self._info.btf_id, self._info.nr_func_info
@@ -594,6 +665,20 @@ class ProgramReader:
         if names is None or not 0 < main_function.type_id < len(names):
             return None
         return names[main_function.type_id] or None
+
+
+def fdinfo_memlock(fd: int) -> int | None:
+    """The `memlock:` of an fd's /proc fdinfo: what the kernel charges for the program or map
+    behind it (bpftool shows the same). None if it cannot be read."""
+    try:
+        text = (SELF_FDINFO / str(fd)).read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key == "memlock":
+            return int(value)
+    return None
 
 
 def _walk_ids(command: int, attr: _GetIdAttr) -> Iterator[int]:
@@ -718,6 +803,13 @@ class Instruction(ctypes.Structure):
 _BPF_ALU64_MOV_K: Final = 0x07 | 0xB0 | 0x00  # BPF_ALU64 | BPF_MOV | BPF_K
 _BPF_ALU64_ADD_K: Final = 0x07 | 0x00 | 0x00  # BPF_ALU64 | BPF_ADD | BPF_K
 _BPF_ALU64_XOR_K: Final = 0x07 | 0xA0 | 0x00  # BPF_ALU64 | BPF_XOR | BPF_K
+_BPF_ALU64_MOV_X: Final = 0x07 | 0xB0 | 0x08  # BPF_ALU64 | BPF_MOV | BPF_X
+_BPF_ST_MEM_W: Final = 0x02 | 0x60 | 0x00  # BPF_ST | BPF_MEM | BPF_W
+_BPF_LD_IMM64: Final = 0x00 | 0x00 | 0x18  # BPF_LD | BPF_IMM | BPF_DW
+_BPF_CALL: Final = 0x05 | 0x80  # BPF_JMP | BPF_CALL
+_BPF_PSEUDO_MAP_FD: Final = 1
+_BPF_FUNC_MAP_LOOKUP_ELEM: Final = 1
+_FRAME_POINTER: Final = 10
 _BPF_EXIT: Final = 0x05 | 0x90  # BPF_JMP | BPF_EXIT
 
 
@@ -735,6 +827,37 @@ def xor64_imm(register: int, value: int) -> Instruction:
 
 def exit_insn() -> Instruction:
     return Instruction(code=_BPF_EXIT, regs=0, off=0, imm=0)
+
+
+def map_lookup(map_fd: int) -> list[Instruction]:
+    """`bpf_map_lookup_elem(map, &(u32){0})`, result ignored: the program uses the map, so the
+    kernel lists it among the program's maps."""
+    return [
+        # *(u32 *)(r10 - 4) = 0: the key, on the stack
+        Instruction(code=_BPF_ST_MEM_W, regs=_FRAME_POINTER, off=-4, imm=0),
+        # r1 = the map (ld_imm64 with src_reg BPF_PSEUDO_MAP_FD: the loader passes an fd)
+        Instruction(code=_BPF_LD_IMM64, regs=1 | (_BPF_PSEUDO_MAP_FD << 4), off=0, imm=map_fd),
+        Instruction(code=0, regs=0, off=0, imm=0),
+        # r2 = r10 - 4
+        Instruction(code=_BPF_ALU64_MOV_X, regs=2 | (_FRAME_POINTER << 4), off=0, imm=0),
+        add64_imm(2, -4),
+        Instruction(code=_BPF_CALL, regs=0, off=0, imm=_BPF_FUNC_MAP_LOOKUP_ELEM),
+    ]
+
+
+def create_map(map_type: int, key_size: int, value_size: int, max_entries: int, name: str) -> int:
+    """BPF_MAP_CREATE: the new map's fd; the map lives while an fd or a program holds it."""
+    encoded_name = name.encode("ascii")
+    if len(encoded_name) >= BPF_OBJ_NAME_LEN:
+        raise ValueError(f"map name {name!r} is longer than {BPF_OBJ_NAME_LEN - 1} bytes")
+    attr = _MapCreateAttr(
+        map_type=map_type,
+        key_size=key_size,
+        value_size=value_size,
+        max_entries=max_entries,
+        map_name=encoded_name,
+    )
+    return _bpf(BPF_MAP_CREATE, attr)
 
 
 _VERIFIER_LOG_SIZE: Final = 64 * 1024

@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Final, TypeAlias
 
 from attrs import frozen
+
+from kstat.pipeline.model import ProgramFootprint
 
 NS_PER_S: Final = 1_000_000_000
 
@@ -35,6 +38,9 @@ class Span:
     elapsed_ns: int
     # None when unknown (a report the Go tool wrote does not say).
     online_cpus: int | None
+    # The program's (or, for a total, the programs' combined) code, verifier work, memory and
+    # maps; None where unknown or not carried (an interval line after a program's first).
+    footprint: ProgramFootprint | None = None
 
 
 class Kind(enum.Enum):
@@ -42,6 +48,9 @@ class Kind(enum.Enum):
     COUNTER = "counter"
     # A rate or a ratio over the span, recomputed from the counters (never summed).
     GAUGE = "gauge"
+    # A fact about the program, fixed while it is loaded (code size, memory); a total is the
+    # programs' combined footprint (a map shared by several counted once).
+    PROPERTY = "property"
 
 
 class Better(enum.Enum):
@@ -59,7 +68,11 @@ class View(enum.Flag):
     COMPARE = enum.auto()  # a column of `kstat compare`
     CHART = enum.auto()  # a panel of `kstat plot`
     SUMMARY = enum.auto()  # the pytest plugin's failure summary
-    EXPORT = enum.auto()  # sent to metrics systems (StatsD)
+    EXPORT = enum.auto()  # sent to metrics systems (StatsD, Prometheus)
+    # The panels of `kstat plot`'s other charts.
+    EFFICIENCY = enum.auto()  # CPU efficiency
+    PROGRAM = enum.auto()  # program metadata: code size, verifier work, maps
+    MEMORY = enum.auto()  # memory footprint
 
 
 @frozen
@@ -121,6 +134,19 @@ def _cpu_percent(span: Span) -> float:
     return span.runtime_ns * 100 / span.elapsed_ns if span.elapsed_ns > 0 else 0.0
 
 
+def _cpu_percent_per_1000_events_per_sec(span: Span) -> float:
+    # What 1,000 runs a second of this program cost, as a share of one CPU.
+    events_per_sec = _events_per_sec(span)
+    return _cpu_percent(span) / (events_per_sec / 1000) if events_per_sec > 0 else 0.0
+
+
+def _footprint(read: Callable[[ProgramFootprint], int | None]) -> Callable[[Span], int | None]:
+    def compute(span: Span) -> int | None:
+        return None if span.footprint is None else read(span.footprint)
+
+    return compute
+
+
 def _cpu_percent_of_all_cpus(span: Span) -> float | None:
     if not span.online_cpus:
         return None
@@ -142,7 +168,7 @@ METRICS: Final[tuple[Metric, ...]] = (
         compute=_avg_runtime_ns,
         integral=True,
         seed=True,
-        views=_EVERYWHERE,
+        views=_EVERYWHERE | View.EFFICIENCY,
     ),
     Metric(
         name="estimated_cpu_percent",
@@ -243,6 +269,103 @@ METRICS: Final[tuple[Metric, ...]] = (
         compute=_cpu_percent_of_all_cpus,
         integral=False,
     ),
+    Metric(
+        name="cpu_percent_per_1000_events_per_sec",
+        kind=Kind.GAUGE,
+        unit="% of one CPU",
+        title="CPU % per 1,000 events/s",
+        heading="CPU % per 1k ev/s",
+        description="what 1,000 runs a second cost, as a share of one CPU (efficiency)",
+        formula="`estimated_cpu_percent / (events_per_sec / 1000)`; 0 without runs",
+        compute=_cpu_percent_per_1000_events_per_sec,
+        integral=False,
+        views=View.EFFICIENCY,
+    ),
+    Metric(
+        name="jited_size_bytes",
+        kind=Kind.PROPERTY,
+        unit="bytes",
+        title="JIT-compiled code size",
+        heading="JITed (B)",
+        description="size of the program's machine code",
+        formula="`bpf_prog_info.jited_prog_len`",
+        compute=_footprint(lambda footprint: footprint.jited_size_bytes),
+        integral=True,
+        views=View.PROGRAM | View.EXPORT,
+        prometheus=Exposition("kstat_program_jited_size_bytes", help="Size of the program's machine code"),
+    ),
+    Metric(
+        name="xlated_size_bytes",
+        kind=Kind.PROPERTY,
+        unit="bytes",
+        title="Translated (verified) code size",
+        heading="xlated (B)",
+        description="size of the program's eBPF code after the verifier",
+        formula="`bpf_prog_info.xlated_prog_len`",
+        compute=_footprint(lambda footprint: footprint.xlated_size_bytes),
+        integral=True,
+        views=View.PROGRAM | View.EXPORT,
+        prometheus=Exposition("kstat_program_xlated_size_bytes", help="Size of the program's eBPF code"),
+    ),
+    Metric(
+        name="verified_instructions",
+        kind=Kind.PROPERTY,
+        unit="instructions",
+        title="Instructions the verifier processed",
+        heading="verified insns",
+        description="instructions the verifier processed to load the program (Linux 5.16+)",
+        formula="`bpf_prog_info.verified_insns`",
+        compute=_footprint(lambda footprint: footprint.verified_instructions),
+        integral=True,
+        views=View.PROGRAM | View.EXPORT,
+        prometheus=Exposition(
+            "kstat_program_verified_instructions",
+            help="Instructions the verifier processed to load the program",
+        ),
+    ),
+    Metric(
+        name="num_maps",
+        kind=Kind.PROPERTY,
+        unit="maps",
+        title="Maps used",
+        heading="maps",
+        description="maps the program uses (in a total: distinct maps)",
+        formula="`bpf_prog_info.nr_map_ids`",
+        compute=_footprint(lambda footprint: len(footprint.maps)),
+        integral=True,
+        views=View.PROGRAM | View.EXPORT,
+        prometheus=Exposition("kstat_program_maps", help="Maps the program uses"),
+    ),
+    Metric(
+        name="memlock_bytes",
+        kind=Kind.PROPERTY,
+        unit="bytes",
+        title="Program memory",
+        heading="memlock (B)",
+        description="memory the kernel charges for the program itself",
+        formula="the program fd's fdinfo `memlock`",
+        compute=_footprint(lambda footprint: footprint.memlock_bytes),
+        integral=True,
+        views=View.MEMORY | View.EXPORT,
+        prometheus=Exposition(
+            "kstat_program_memlock_bytes", help="Memory the kernel charges for the program"
+        ),
+    ),
+    Metric(
+        name="maps_memlock_bytes",
+        kind=Kind.PROPERTY,
+        unit="bytes",
+        title="Memory of its maps",
+        heading="maps memlock (B)",
+        description="memory of the program's maps (a shared map counts for each program; once in a total)",
+        formula="the sum of its maps' fdinfo `memlock`",
+        compute=_footprint(lambda footprint: footprint.maps_memlock_bytes),
+        integral=True,
+        views=View.MEMORY | View.EXPORT,
+        prometheus=Exposition(
+            "kstat_program_maps_memlock_bytes", help="Memory of the program's maps, shared ones included"
+        ),
+    ),
 )
 
 SEED_METRICS: Final = tuple(metric for metric in METRICS if metric.seed)
@@ -290,5 +413,25 @@ def markdown_table() -> str:
     return "\n".join(lines) + "\n"
 
 
+README_START: Final = (
+    "<!-- metrics: generated by `python -m kstat.pipeline.catalogue`; tests/test_catalogue.py keeps it so -->"
+)
+README_END: Final = "<!-- end of metrics -->"
+
+
+def updated_readme(text: str) -> str:
+    """README text with its table of metrics replaced by the catalogue's."""
+    before, _, rest = text.partition(README_START)
+    _, _, after = rest.partition(README_END)
+    return f"{before}{README_START}\n{markdown_table()}{README_END}{after}"
+
+
 if __name__ == "__main__":
-    print(markdown_table(), end="")
+    # `python -m kstat.pipeline.catalogue` prints the table; with a README path, updates it.
+    import sys
+
+    if len(sys.argv) > 1:
+        readme = Path(sys.argv[1])
+        readme.write_text(updated_readme(readme.read_text()))
+    else:
+        print(markdown_table(), end="")

@@ -64,9 +64,15 @@ class ProgramChange:
 
     @property
     def active(self) -> bool:
-        """Did anything happen to it: runs, runtime, misses, a load or an unload."""
+        """Did anything happen to it: runs, runtime, misses, a load, an unload, or its first
+        sighting (when its footprint is told)."""
         return bool(
-            self.loaded or self.unloaded or self.run_time_ns or self.run_count or self.recursion_misses
+            self.first_seen
+            or self.loaded
+            or self.unloaded
+            or self.run_time_ns
+            or self.run_count
+            or self.recursion_misses
         )
 
 
@@ -316,4 +322,6 @@ def _sighting(change: ProgramChange, start_boottime_ns: int, end_boottime_ns: in
             end_boottime_ns,
         ),
         details=change.details,
+        # A program's footprint is said once, in the interval it was first seen in.
+        with_footprint=change.first_seen,
     )

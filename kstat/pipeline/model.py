@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from functools import cached_property
 from typing import Final, NamedTuple
 
@@ -24,6 +24,65 @@ class ProgramIdentity(NamedTuple):
 
 
 @frozen
+class MapFootprint:
+    """One map a program uses, and the memory the kernel charges for it (its fdinfo's memlock)."""
+
+    id: int
+    memlock_bytes: int | None
+
+
+@frozen
+class ProgramFootprint:
+    """What a program costs besides CPU: code, verifier work, memory, maps. Read once, when the
+    program is first met: none of it changes while it is loaded."""
+
+    jited_size_bytes: int
+    xlated_size_bytes: int
+    # bpf_prog_info.verified_insns (Linux 5.16+); None on older kernels.
+    verified_instructions: int | None
+    # The program's own memlock (its fdinfo); None when it could not be read.
+    memlock_bytes: int | None
+    maps: tuple[MapFootprint, ...] = ()
+
+    @property
+    def map_ids(self) -> tuple[int, ...]:
+        return tuple(entry.id for entry in self.maps)
+
+    @property
+    def maps_memlock_bytes(self) -> int | None:
+        """The sum over the program's maps (a map shared with another program counts for each)."""
+        sizes = [entry.memlock_bytes for entry in self.maps]
+        return None if None in sizes else sum(size for size in sizes if size is not None)
+
+    @staticmethod
+    def combined(footprints: Iterable[ProgramFootprint]) -> ProgramFootprint:
+        """Several programs' footprint as one: sums, but a map shared by several counts once."""
+        jited = xlated = verified = memlock = 0
+        verified_known = memlock_known = True
+        maps: dict[int, MapFootprint] = {}
+        for footprint in footprints:
+            jited += footprint.jited_size_bytes
+            xlated += footprint.xlated_size_bytes
+            if footprint.verified_instructions is None:
+                verified_known = False
+            else:
+                verified += footprint.verified_instructions
+            if footprint.memlock_bytes is None:
+                memlock_known = False
+            else:
+                memlock += footprint.memlock_bytes
+            for entry in footprint.maps:
+                maps[entry.id] = entry
+        return ProgramFootprint(
+            jited_size_bytes=jited,
+            xlated_size_bytes=xlated,
+            verified_instructions=verified if verified_known else None,
+            memlock_bytes=memlock if memlock_known else None,
+            maps=tuple(maps[map_id] for map_id in sorted(maps)),
+        )
+
+
+@frozen
 class ProgramStats:
     """One program's identity and cumulative counters, as the kernel reported them at one moment."""
 
@@ -39,6 +98,8 @@ class ProgramStats:
     recursion_misses: int
     # bpf_prog_info.name: at most 15 characters of what the loader called it.
     kernel_name: str = field(default=Factory(lambda self: self.name, takes_self=True))
+    # Code size, verifier work, memory and maps: read when first met, then carried along.
+    footprint: ProgramFootprint | None = None
 
     @cached_property
     def identity(self) -> ProgramIdentity:

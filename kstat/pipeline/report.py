@@ -20,7 +20,7 @@ from typing import Any, Final
 from attrs import frozen
 
 from kstat.pipeline.catalogue import NS_PER_S, Number, Span, metric, values
-from kstat.pipeline.model import NO_DETAILS, ProgramDetails, ProgramOwner, ProgramStats
+from kstat.pipeline.model import NO_DETAILS, ProgramDetails, ProgramFootprint, ProgramOwner, ProgramStats
 
 
 @frozen
@@ -38,6 +38,8 @@ class ProgramSighting:
     # The share of the span between its load (or the span's start) and its last sighting.
     window_coverage_percent: float = 100.0
     details: ProgramDetails = NO_DETAILS
+    # Whether its line carries its footprint (an interval line does only the first time).
+    with_footprint: bool = True
 
     def span(self, elapsed_ns: int, online_cpus: int | None) -> Span:
         last = self.last
@@ -47,6 +49,7 @@ class ProgramSighting:
             recursion_misses=last.recursion_misses - self.baseline_recursion_misses,
             elapsed_ns=elapsed_ns,
             online_cpus=online_cpus,
+            footprint=last.footprint if self.with_footprint else None,
         )
 
 
@@ -90,6 +93,8 @@ class ProgramReport:
     window_coverage_percent: float | None = None
     owners: tuple[ProgramOwner, ...] = ()
     attachments: tuple[str, ...] = ()
+    # The ids of the maps it uses; None when the report does not say.
+    map_ids: tuple[int, ...] | None = None
 
     def value(self, name: str) -> Number | None:
         """A metric's value by catalogue name; None when this report does not carry it."""
@@ -269,6 +274,7 @@ def program_report(sighting: ProgramSighting, elapsed_ns: int, online_cpus: int 
         window_coverage_percent=sighting.window_coverage_percent,
         owners=sighting.details.owners,
         attachments=sighting.details.attachments,
+        map_ids=last.footprint.map_ids if sighting.with_footprint and last.footprint is not None else None,
     )
 
 
@@ -290,8 +296,10 @@ def total_values(
     elapsed_ns: int,
     online_cpus: int | None,
     left_out: LeftOut = NOTHING_LEFT_OUT,
+    footprint: ProgramFootprint | None = None,
 ) -> dict[str, Number]:
-    """Every metric over the sum of the lines' counters (and of what was left out)."""
+    """Every metric over the sum of the lines' counters (and of what was left out), and over
+    the programs' combined `footprint` where given."""
     runtime_ns, run_count, recursion_misses = (
         left_out.runtime_ns,
         left_out.run_count,
@@ -301,7 +309,7 @@ def total_values(
         runtime_ns += line.runtime_ns
         run_count += line.run_count
         recursion_misses += line.recursion_misses
-    return values(Span(runtime_ns, run_count, recursion_misses, elapsed_ns, online_cpus))
+    return values(Span(runtime_ns, run_count, recursion_misses, elapsed_ns, online_cpus, footprint))
 
 
 def build_report(
@@ -314,6 +322,13 @@ def build_report(
 ) -> Report:
     """The report for a window from what it saw of each program (and what it no longer lists)."""
     ordered = sorted(sightings, key=lambda sighting: (sighting.last.id, sighting.last.load_time_ns))
+    footprints = [sighting.last.footprint for sighting in ordered]
+    # The programs' combined footprint, when every one of them has one.
+    combined = (
+        ProgramFootprint.combined(footprint for footprint in footprints if footprint is not None)
+        if footprints and None not in footprints
+        else None
+    )
     keys = report_keys([sighting.last for sighting in ordered])
     lines = {
         key: program_report(sighting, window.elapsed_ns, window.online_cpus)
@@ -322,7 +337,7 @@ def build_report(
     return Report(
         timestamp=format_timestamp(window.end_wall_time_ns),
         program_stats=lines,
-        totals=total_values(lines.values(), window.elapsed_ns, window.online_cpus, left_out),
+        totals=total_values(lines.values(), window.elapsed_ns, window.online_cpus, left_out, combined),
         num_programs=len(lines),
         collection_duration_ns=window.elapsed_ns,
         schema_version=schema_version,

@@ -25,10 +25,10 @@ import cattrs
 
 from kstat.errors import KstatError
 from kstat.pipeline import catalogue
-from kstat.pipeline.catalogue import METRICS, NS_PER_S, Metric, Number
-from kstat.pipeline.events import IntervalEnded
+from kstat.pipeline.catalogue import METRICS, NS_PER_S, Kind, Metric, Number, Span
+from kstat.pipeline.events import IntervalEnded, WindowStarted
 from kstat.pipeline.model import ProgramOwner
-from kstat.pipeline.report import ProgramReport, Report, format_timestamp, total_values
+from kstat.pipeline.report import ProgramReport, Report, format_timestamp, report_keys, total_values
 
 # 1: kstat 0.1 and the Go tool (no `schema_version` field); 2: the catalogue's fields, and
 # `schema_version` and `generator` themselves.
@@ -89,6 +89,8 @@ def _unstructure_program(line: ProgramReport) -> dict[str, Any]:
     data |= {key: value for key, value in optional.items() if value is not None}
     data["owners"] = [{"pid": owner.pid, "command": owner.command} for owner in line.owners]
     data["attachments"] = list(line.attachments)
+    if line.map_ids is not None:
+        data["map_ids"] = list(line.map_ids)
     return data
 
 
@@ -220,6 +222,12 @@ def _owners(value: Any, where: str) -> tuple[ProgramOwner, ...]:
     return tuple(owners)
 
 
+def _whole_numbers(value: Any, where: str) -> tuple[int, ...]:
+    if not isinstance(value, list):
+        raise ReportFormatError(f"{where} is {_kind_of(value)}, expected a list")
+    return tuple(_whole(item, f"{where}[{index}]") for index, item in enumerate(value))
+
+
 def _texts(value: Any, where: str) -> tuple[str, ...]:
     if not isinstance(value, list):
         raise ReportFormatError(f"{where} is {_kind_of(value)}, expected a list")
@@ -250,6 +258,7 @@ def program_from_dict(data: Any, path: str) -> ProgramReport:
         window_coverage_percent=_optional(line, "window_coverage_percent", path, _number),
         owners=_optional(line, "owners", path, _owners) or (),
         attachments=_optional(line, "attachments", path, _texts) or (),
+        map_ids=_optional(line, "map_ids", path, _whole_numbers),
     )
 
 
@@ -381,6 +390,43 @@ def interval_to_dict(event: IntervalEnded) -> dict[str, Any]:
         **totals_to_dict(delta.totals),
         "num_programs": delta.program_count,
     }
+
+
+def start_to_dicts(event: WindowStarted) -> list[dict[str, Any]]:
+    """NDJSON lines for the window's start: one `{"kind": "program"}` per program loaded then,
+    with who it is and its footprint (code size, verifier work, memory, maps), said once.
+
+    A program first met later says the same in its first interval line.
+    """
+    snapshot = event.snapshot
+    programs = snapshot.programs
+    timestamp = format_timestamp(snapshot.wall_time_ns)
+    lines = []
+    for key, program in zip(report_keys(programs), programs, strict=True):
+        details = snapshot.details_of(program)
+        span = Span(0, 0, 0, 0, None, program.footprint)
+        data: dict[str, Any] = {
+            "kind": "program",
+            "timestamp": timestamp,
+            "key": key,
+            "name": program.name,
+            "type": program.type,
+            "id": program.id,
+            "tag": program.tag,
+            "load_time_ns": program.load_time_ns,
+            "kernel_name": program.kernel_name,
+        }
+        for metric in METRICS:
+            if metric.kind is Kind.PROPERTY:
+                value = metric.compute(span)
+                if value is not None:
+                    data[metric.name] = value
+        if program.footprint is not None:
+            data["map_ids"] = list(program.footprint.map_ids)
+        data["owners"] = [{"pid": owner.pid, "command": owner.command} for owner in details.owners]
+        data["attachments"] = list(details.attachments)
+        lines.append(data)
+    return lines
 
 
 def summary_to_dict(report: Report) -> dict[str, Any]:

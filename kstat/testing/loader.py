@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Sequence
 from types import TracebackType
 
 from kstat.kernel import bpf
@@ -16,13 +17,47 @@ _XDP_PASS = 2
 _PAYLOAD = b"kstat"
 
 
-def socket_filter_instructions(work_instructions: int) -> list[bpf.Instruction]:
-    """A filter that does `work_instructions` ALU operations, then drops the packet (returns 0).
+class BpfMap:
+    """A map of kstat's own, for programs that use maps; freed when closed and no program
+    holds it any more."""
+
+    def __init__(self, name: str, map_type: int, key_size: int, value_size: int, max_entries: int) -> None:
+        self.name = name
+        self.key_size, self.value_size, self.max_entries = key_size, value_size, max_entries
+        self.fd = bpf.create_map(map_type, key_size, value_size, max_entries, name)
+
+    @classmethod
+    def hash(cls, name: str, value_size: int, max_entries: int) -> BpfMap:
+        """A hash map with 4-byte keys (preallocated: its memory is fixed from the start)."""
+        return cls(name, bpf.BPF_MAP_TYPE_HASH, 4, value_size, max_entries)
+
+    @classmethod
+    def array(cls, name: str, value_size: int, max_entries: int) -> BpfMap:
+        return cls(name, bpf.BPF_MAP_TYPE_ARRAY, 4, value_size, max_entries)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> BpfMap:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def socket_filter_instructions(work_instructions: int, maps: Sequence[BpfMap] = ()) -> list[bpf.Instruction]:
+    """A filter that looks up key 0 in each of `maps`, does `work_instructions` ALU operations,
+    then drops the packet (returns 0).
 
     Dropping keeps the receive queue empty however many packets arrive, and the extra ALU work
     gives programs of different, known weight.
     """
-    instructions = [bpf.mov64_imm(2, 1)]
+    instructions = [instruction for bpf_map in maps for instruction in bpf.map_lookup(bpf_map.fd)]
+    instructions.append(bpf.mov64_imm(2, 1))
     for step in range(work_instructions):
         instructions.append(bpf.add64_imm(2, step) if step % 2 else bpf.xor64_imm(2, step))
     instructions += [bpf.mov64_imm(0, 0), bpf.exit_insn()]
@@ -32,13 +67,21 @@ def socket_filter_instructions(work_instructions: int) -> list[bpf.Instruction]:
 class SocketFilter:
     """A loaded socket-filter program; unloaded when closed (and no socket holds it any more)."""
 
-    def __init__(self, name: str, work_instructions: int = 0, *, function_name: str | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        work_instructions: int = 0,
+        *,
+        function_name: str | None = None,
+        maps: Sequence[BpfMap] = (),
+    ) -> None:
         """`name` is the kernel's (15 characters at most); `function_name` goes into the
-        program's BTF as its full name, as a compiler puts a C function's name there."""
+        program's BTF as its full name, as a compiler puts a C function's name there; the
+        program uses each of `maps` (and holds them while it is loaded)."""
         self.name = name
         self.fd = bpf.load_program(
             bpf.BPF_PROG_TYPE_SOCKET_FILTER,
-            socket_filter_instructions(work_instructions),
+            socket_filter_instructions(work_instructions, maps),
             name,
             function_name=function_name,
         )
