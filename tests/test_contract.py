@@ -120,6 +120,12 @@ def test_the_go_tools_first_variant_gives_its_window_in_seconds() -> None:
     assert report.program("kstat_heavy").estimated_cpu_percent_of_all_cpus is None
 
 
+def test_the_go_tools_first_variant_says_what_programs_cost_besides_cpu() -> None:
+    heavy = load_report(GO_REPORT_V1).program("kstat_heavy")
+    assert (heavy.value("memlock_bytes"), heavy.value("jited_size_bytes")) == (12288, 3328)
+    assert (heavy.value("verified_instructions"), heavy.value("num_maps")) == (1029, 0)
+
+
 def test_this_versions_report_is_written_back_with_every_field_as_it_was() -> None:
     for path in (CURRENT_REPORT, CURRENT_STREAM):
         data = raw(path)

@@ -1,0 +1,160 @@
+"""What programs cost besides CPU: code size, verifier work, memory and maps, on real programs
+that use real maps, checked against the maps' sizes and against bpftool."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kstat.kernel import bpf
+from kstat.kernel.bpf import ProgramReader
+from kstat.testing.loader import BpfMap, LoopbackTarget, SocketFilter
+from sinks.ndjson import NdjsonSink
+from tests.windows import WindowProbe, run_window, send
+
+pytestmark = pytest.mark.kernel
+
+BPFTOOL = "/usr/sbin/bpftool"
+HASH_VALUE, HASH_ENTRIES = 64, 1000
+ARRAY_VALUE, ARRAY_ENTRIES = 128, 256
+
+
+def bpftool(*arguments: str) -> dict[str, Any]:
+    if not Path(BPFTOOL).exists():
+        pytest.skip("bpftool is not installed; run `make deps`")
+    shown = subprocess.run([BPFTOOL, "--json", *arguments], capture_output=True, text=True, check=True)
+    data: dict[str, Any] = json.loads(shown.stdout)
+    return data
+
+
+@pytest.fixture
+def programs_with_maps() -> Iterator[tuple[SocketFilter, SocketFilter, BpfMap, BpfMap]]:
+    """Two programs sharing an array; the first also uses a hash map."""
+    with ExitStack() as stack:
+        hashed = stack.enter_context(BpfMap.hash("kstat_t_hash", HASH_VALUE, HASH_ENTRIES))
+        array = stack.enter_context(BpfMap.array("kstat_t_array", ARRAY_VALUE, ARRAY_ENTRIES))
+        both = stack.enter_context(SocketFilter("kstat_t_maps", 64, maps=[hashed, array]))
+        shared = stack.enter_context(SocketFilter("kstat_t_share", maps=[array]))
+        yield both, shared, hashed, array
+
+
+def map_id(bpf_map: BpfMap) -> int:
+    for line in Path(f"/proc/self/fdinfo/{bpf_map.fd}").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key == "map_id":
+            return int(value)
+    raise KeyError("map_id")
+
+
+async def test_the_report_carries_each_programs_footprint_as_bpftool_sees_it(
+    programs_with_maps: tuple[SocketFilter, SocketFilter, BpfMap, BpfMap],
+) -> None:
+    both, _, hashed, array = programs_with_maps
+    target = LoopbackTarget(both)
+
+    async def body(probe: WindowProbe) -> None:
+        await send(target, 10)
+
+    try:
+        report = (await run_window(body)).report
+    finally:
+        target.close()
+    line, other = report.program("kstat_t_maps"), report.program("kstat_t_share")
+    shown = bpftool("prog", "show", "id", str(line.id))
+    assert line.value("jited_size_bytes") == shown["bytes_jited"]
+    assert line.value("xlated_size_bytes") == shown["bytes_xlated"]
+    assert line.value("memlock_bytes") == shown["bytes_memlock"]
+    assert line.map_ids is not None and sorted(line.map_ids) == sorted(shown["map_ids"])
+    assert line.value("num_maps") == 2
+    assert line.run_count == 10
+    # A straight-line program: the verifier walked each instruction once (two lookups of six,
+    # 64 of work, and a few more); bpftool of this version does not show the figure.
+    assert 2 * 6 + 64 <= (line.value("verified_instructions") or 0) <= 2 * 6 + 64 + 8
+    hashed_memlock = bpftool("map", "show", "id", str(map_id(hashed)))["bytes_memlock"]
+    array_memlock = bpftool("map", "show", "id", str(map_id(array)))["bytes_memlock"]
+    # At least what the entries need; bpftool says the same as kstat.
+    assert array_memlock >= ARRAY_VALUE * ARRAY_ENTRIES
+    assert hashed_memlock >= (HASH_VALUE + 4) * HASH_ENTRIES
+    assert line.value("maps_memlock_bytes") == hashed_memlock + array_memlock
+    assert other.value("maps_memlock_bytes") == array_memlock
+    # The shared array counts for each program, once in the total.
+    ours = [line, other]
+    others_maps = sum(
+        (program.value("maps_memlock_bytes") or 0)
+        for program in report.programs
+        if program.id not in (line.id, other.id)
+    )
+    assert report.total("maps_memlock_bytes") is not None
+    assert (report.total("maps_memlock_bytes") or 0) - others_maps <= hashed_memlock + array_memlock
+    assert report.total("memlock_bytes") == sum(
+        program.value("memlock_bytes") or 0 for program in report.programs
+    )
+    assert sum(program.value("num_maps") or 0 for program in ours) == 3
+
+
+def test_the_footprint_is_read_once_when_first_met(
+    programs_with_maps: tuple[SocketFilter, SocketFilter, BpfMap, BpfMap], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    both_id = programs_with_maps[0].id  # (asking a program its id reads it afresh: before counting)
+    reader = ProgramReader()
+    first = {program.id: program for program in reader.read_all()}
+    reads: list[int] = []
+    original = bpf.fdinfo_memlock
+
+    def counting(fd: int) -> int | None:
+        reads.append(fd)
+        return original(fd)
+
+    monkeypatch.setattr(bpf, "fdinfo_memlock", counting)
+    programs, changes = reader.read_pass()
+    again = {program.id: program for program in programs}
+    assert again[both_id].footprint is first[both_id].footprint
+    # Only programs new to this pass (another process's, if any) are read: one fdinfo each,
+    # and one per map of theirs.
+    expected = sum(1 + len(program.footprint.maps) for program in changes.new if program.footprint)
+    assert len(reads) == expected, [(program.name, program.footprint) for program in changes.new]
+
+
+async def test_ndjson_says_a_programs_footprint_once(
+    programs_with_maps: tuple[SocketFilter, SocketFilter, BpfMap, BpfMap], tmp_path: Path
+) -> None:
+    stream = tmp_path / "s.ndjson"
+    late: list[SocketFilter] = []
+
+    async def body(probe: WindowProbe) -> None:
+        await probe.wait_for_snapshots(2)
+        late.append(SocketFilter("kstat_t_late", maps=[programs_with_maps[3]]))
+        await probe.wait_for_snapshots(probe.snapshots_seen + 3)
+
+    try:
+        await run_window(body, sinks=[NdjsonSink(stream)])
+        late_id = late[0].id
+    finally:
+        late[0].close()
+    lines = [json.loads(line) for line in stream.read_text().splitlines()]
+    at_start = {line["name"]: line for line in lines if line["kind"] == "program"}
+    assert at_start["kstat_t_maps"]["num_maps"] == 2
+    assert at_start["kstat_t_maps"]["jited_size_bytes"] > 0
+    mentions = [
+        stats
+        for line in lines
+        if line["kind"] == "interval"
+        for stats in line["program_stats"].values()
+        if stats["id"] == late_id
+    ]
+    with_footprint = [stats for stats in mentions if "memlock_bytes" in stats]
+    assert len(with_footprint) == 1 and with_footprint[0]["num_maps"] == 1
+    # Programs there from the start never repeat it in interval lines.
+    assert not any(
+        "memlock_bytes" in stats
+        for line in lines
+        if line["kind"] == "interval"
+        for stats in line["program_stats"].values()
+        if stats["name"] == "kstat_t_maps"
+    )
