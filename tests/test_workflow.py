@@ -8,14 +8,16 @@ import signal
 import struct
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy
 import pytest
 
+from kstat.analysis.charts import CHART_ORDER, ChartSet, change_text, comparison_charts, short_label
 from kstat.analysis.compare import compare, parse_threshold, render_json, render_markdown, render_table
-from kstat.analysis.plot import read_stream, report_figure, stream_figure
+from kstat.analysis.plot import pyplot, read_stream, stream_figure
 from kstat.errors import UsageError
 from kstat.pipeline.report import Report
 from tests.builders import program, report_of, snapshot
@@ -105,40 +107,86 @@ def png_size(path: Path) -> tuple[int, int]:
     return width, height
 
 
-def test_report_chart_has_a_bar_per_program_and_side() -> None:
-    alone = report_figure(CURRENT)
-    assert [len(axis.patches) for axis in alone.axes] == [4, 4, 4]
-    beside = report_figure(CURRENT, BASELINE)
-    # Matched as compare matches them: parse, idle, old_only and the two new_only as one.
-    assert [len(axis.patches) for axis in beside.axes] == [8, 8, 8]
-    assert [axis.get_title() for axis in beside.axes] == [
-        "Average runtime per run",
-        "Estimated CPU",
-        "Events per second",
+@pytest.fixture(autouse=True)
+def _close_figures() -> Iterator[None]:
+    yield
+    pyplot().close("all")
+
+
+def test_the_charts_are_the_seeds_set() -> None:
+    charts = comparison_charts(CURRENT, BASELINE)
+    assert set(charts.figures) == set(CHART_ORDER)
+    titles = {
+        name: [axis.get_title().split("\n")[0] for axis in figure.axes]
+        for name, figure in charts.figures.items()
+    }
+    assert titles["cpu"] == ["Estimated CPU"]
+    assert titles["events"] == ["Events per second"]
+    assert titles["runtime"] == ["Average runtime per run"]
+    assert titles["totals"] == [
+        "Total average runtime per run",
+        "Total estimated CPU",
+        "Total events per second",
     ]
-    assert [axis.get_xlabel() for axis in beside.axes] == ["ns", "% of one CPU", "runs / s"]
-    # Sorted by the current value: the costliest program's bars are at the top.
-    labels = [label.get_text() for label in beside.axes[0].get_yticklabels()]
-    assert labels[-2:] == ["parse", "new_only (x2)"]
+    assert titles["program"] == [
+        "JIT-compiled code size",
+        "Translated (verified) code size",
+        "Instructions the verifier processed",
+        "Maps used",
+    ]
+    assert titles["memory"] == ["Program memory", "Memory of its maps"]
+    assert titles["efficiency"] == ["Average runtime per run", "CPU % per 1,000 events/s"]
+    assert len(charts.figures["overview"].axes) == 3 + 3 + 3 + 1
 
 
-def test_plot_command_writes_pngs_of_the_expected_size(tmp_path: Path) -> None:
+def test_only_programs_active_on_either_side_unless_asked() -> None:
+    def labels(charts: ChartSet) -> list[str]:
+        return [label.get_text() for label in charts.figures["cpu"].axes[0].get_yticklabels()]
+
+    # parse runs on both sides, old_only in the baseline, the two new_only (one row) in the
+    # current; idle never runs.
+    assert sorted(labels(comparison_charts(CURRENT, BASELINE))) == ["new_only (x2)", "old_only", "parse"]
+    assert "idle" in labels(comparison_charts(CURRENT, BASELINE, include_idle=True))
+    # Two bars a program, baseline and current, and a value written on each current bar.
+    axis = comparison_charts(CURRENT, BASELINE).figures["cpu"].axes[0]
+    assert len(axis.patches) == 6
+    texts = [text.get_text() for text in axis.texts]
+    assert "0.015  (+50.0%)" in texts  # parse: 100 µs -> 150 µs of CPU over 1 s
+    assert "0.0004  (new)" in texts  # new_only: from nothing
+    assert "gone" in texts  # old_only
+
+
+def test_the_summary_puts_the_largest_regression_first() -> None:
+    summary = comparison_charts(CURRENT, BASELINE).summary.splitlines()
+    assert summary[0].startswith("WORSE  parse: avg runtime (ns) 100 -> 150 (+50.0%)")
+    assert summary[-2:] == ["new:  new_only (x2)", "gone: old_only"]
+
+
+def test_long_names_are_shortened_in_the_middle() -> None:
+    assert short_label("flow_exporter_parse_ipv6_extension_headers") == "flow_exporter_parse_ip…ion_headers"
+    assert short_label("short") == "short"
+    assert change_text(0, 5) == "new" and change_text(5, 5) == "±0%" and change_text(4, 5) == "+25.0%"
+
+
+def test_plot_command_writes_every_chart_beside_the_overview(tmp_path: Path) -> None:
     (tmp_path / "base.json").write_text(json.dumps(BASELINE.to_dict()))
     (tmp_path / "cur.json").write_text(json.dumps(CURRENT.to_dict()))
-    completed = run_kstat(
-        [
-            "plot",
-            str(tmp_path / "cur.json"),
-            "--baseline",
-            str(tmp_path / "base.json"),
-            "-o",
-            str(tmp_path / "c.png"),
-        ]
-    )
+    arguments = ["plot", str(tmp_path / "cur.json"), "--baseline", str(tmp_path / "base.json"), "-o"]
+    completed = run_kstat([*arguments, str(tmp_path / "c.png")])
     assert completed.returncode == 0, completed.stderr
-    figure = report_figure(CURRENT, BASELINE)
-    expected = (round(figure.get_figwidth() * 100), round(figure.get_figheight() * 100))
-    assert png_size(tmp_path / "c.png") == expected
+    assert completed.stdout.startswith("WORSE  parse: avg runtime")
+    written = sorted(path.name for path in tmp_path.iterdir() if path.name.startswith(("c.", "c-")))
+    assert written == sorted(["c.png", "c-summary.txt", *(f"c-{name}.png" for name in CHART_ORDER[1:])])
+    figure = comparison_charts(CURRENT, BASELINE).figures["overview"]
+    assert png_size(tmp_path / "c.png") == (
+        round(figure.get_figwidth() * 100),
+        round(figure.get_figheight() * 100),
+    )
+    into_directory = run_kstat([*arguments, str(tmp_path / "charts")])
+    assert into_directory.returncode == 0, into_directory.stderr
+    assert sorted(path.name for path in (tmp_path / "charts").iterdir()) == sorted(
+        ["summary.txt", *(f"{name}.png" for name in CHART_ORDER)]
+    )
 
 
 def test_stream_chart_draws_a_line_per_program(tmp_path: Path) -> None:

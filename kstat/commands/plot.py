@@ -7,9 +7,12 @@ from pathlib import Path
 
 import structlog
 
-from kstat.analysis.plot import read_stream, report_figure, save_png, stream_figure
+from kstat._atomic import shown, write_atomically
+from kstat.analysis.charts import CHART_ORDER, comparison_charts
+from kstat.analysis.plot import read_stream, save_png, stream_figure
 from kstat.api import load_report
-from kstat.commands._options import EXIT_OK, ArgumentParser, add_verbose_flag
+from kstat.commands._options import EXIT_OK, ArgumentParser, add_verbose_flag, write_stdout
+from kstat.errors import OutputError
 
 log = structlog.get_logger(__name__)
 
@@ -18,27 +21,68 @@ def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
         prog="kstat plot",
         description=(
-            "PNG charts: per-program average runtime, CPU %% and events/s of a report (beside a "
-            "baseline with --baseline; either may be the Go collect-kernel-stats tool's), or their "
-            "time series from an NDJSON stream."
+            "PNG charts of a report, beside a baseline with --baseline (either may be the Go "
+            "collect-kernel-stats tool's): per program CPU %%, events/s and average runtime, their "
+            "totals, program metadata, memory footprint, CPU efficiency, and an overview with a "
+            "summary of the changes (printed too). Or the time series of an NDJSON stream."
         ),
         allow_abbrev=False,
     )
     parser.add_argument("input", type=Path, metavar="REPORT.json|STREAM.ndjson")
     parser.add_argument("--baseline", type=Path, metavar="BASELINE.json")
-    parser.add_argument("-o", "--output", type=Path, required=True, metavar="FILE.png")
-    parser.add_argument("--title", help="the chart's title (default: what and when)")
+    parser.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        metavar="FILE.png|DIR",
+        help=(
+            "FILE.png: the overview there, the other charts beside it (FILE-cpu.png, ...) and the "
+            "summary in FILE-summary.txt; DIR: overview.png, cpu.png, ... and summary.txt in it"
+        ),
+    )
+    parser.add_argument(
+        "--all", action="store_true", help="every program, not only those that ran on either side"
+    )
+    parser.add_argument("--title", help="the charts' title (default: what and when)")
     add_verbose_flag(parser)
     return parser
 
 
 def run(options: argparse.Namespace) -> int:
+    output: Path = options.output
     if options.input.suffix == ".ndjson" and options.baseline is None:
-        figure = stream_figure(read_stream(options.input), title=options.title)
-    else:
-        # Beside a baseline, a stream is charted through its report (its last line).
-        baseline = load_report(options.baseline) if options.baseline is not None else None
-        figure = report_figure(load_report(options.input), baseline, title=options.title)
-    save_png(figure, options.output)
-    log.info("chart written", path=str(options.output))
+        save_png(stream_figure(read_stream(options.input), title=options.title), output)
+        log.info("chart written", path=str(output))
+        return EXIT_OK
+    # Beside a baseline, a stream is charted through its report (its last line).
+    baseline = load_report(options.baseline) if options.baseline is not None else None
+    charts = comparison_charts(
+        load_report(options.input), baseline, include_idle=options.all, title=options.title
+    )
+    paths = chart_paths(output)
+    for name in CHART_ORDER:
+        save_png(charts.figures[name], paths[name])
+    write_atomically(paths["summary"], charts.summary.encode() + b"\n")
+    log.info("charts written", overview=str(paths["overview"]), charts=len(CHART_ORDER))
+    write_stdout(charts.summary + "\n")
     return EXIT_OK
+
+
+def chart_paths(output: Path) -> dict[str, Path]:
+    """Where each chart goes: beside FILE.png, or into a directory."""
+    if output.suffix == ".png":
+        return {
+            "overview": output,
+            "summary": output.with_name(f"{output.stem}-summary.txt"),
+            **{
+                name: output.with_name(f"{output.stem}-{name}.png")
+                for name in CHART_ORDER
+                if name != "overview"
+            },
+        }
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputError(f"cannot write charts into {shown(output)}: {error.strerror}") from None
+    return {"summary": output / "summary.txt", **{name: output / f"{name}.png" for name in CHART_ORDER}}
