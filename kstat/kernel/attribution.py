@@ -29,28 +29,34 @@ _BPF_FD_TARGETS: Final = ("anon_inode:bpf-prog", "anon_inode:bpf_link")
 
 
 def program_owners(proc: Path = PROC) -> dict[int, list[ProgramOwner]]:
-    """Processes holding an fd to each program (directly or through a link), by program id."""
+    """Processes holding an fd to each program (directly or through a link), by program id.
+
+    Plain strings rather than Path objects: this walks every fd of every process.
+    """
     owners: dict[int, set[ProgramOwner]] = defaultdict(set)
-    for process in proc.iterdir():
-        if not process.name.isdigit():
+    root = str(proc)
+    for pid in os.listdir(root):
+        if not pid.isdigit():
             continue
+        fd_directory = f"{root}/{pid}/fd"
         try:
-            fds = os.listdir(process / "fd")
+            fds = os.listdir(fd_directory)
         except OSError:
             continue  # gone, or a kernel thread
         command: str | None = None
         for fd in fds:
             try:
-                if os.readlink(process / "fd" / fd) not in _BPF_FD_TARGETS:
+                if os.readlink(f"{fd_directory}/{fd}") not in _BPF_FD_TARGETS:
                     continue
-                program_id = _program_id_in_fdinfo((process / "fdinfo" / fd).read_text())
+                with open(f"{root}/{pid}/fdinfo/{fd}") as fdinfo:
+                    program_id = _program_id_in_fdinfo(fdinfo.read())
             except OSError:
                 continue  # closed meanwhile
             if program_id is None:
                 continue
             if command is None:
-                command = _command_of(process)
-            owners[program_id].add(ProgramOwner(int(process.name), command))
+                command = _command_of(proc / pid)
+            owners[program_id].add(ProgramOwner(int(pid), command))
     return {program_id: sorted(found, key=lambda owner: owner.pid) for program_id, found in owners.items()}
 
 
