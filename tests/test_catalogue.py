@@ -73,7 +73,7 @@ catalogue.METRICS = (
 )
 
 from kstat.analysis.compare import compare, parse_threshold, render_markdown
-from kstat.analysis.plot import report_figure
+from kstat.analysis.charts import comparison_charts
 from kstat.pipeline.events import IntervalEnded, WindowStarted
 from kstat.pipeline.schema import interval_to_dict, report_from_dict, report_to_dict
 from kstat.testing.budget import expect_program
@@ -106,7 +106,7 @@ print(json.dumps({
     "statsd": [line for line in sent if "runs_per_runtime_ms" in line],
     "compare": "runs/ms" in render_markdown(comparison, []),
     "threshold": parse_threshold("runs_per_runtime_ms:-10%").metric,
-    "chart": [axis.get_title() for axis in report_figure(report).axes],
+    "chart": [axis.get_title() for axis in comparison_charts(report, report).figures["totals"].axes],
     "summary": "runs/ms" in summarise(report),
     "readme": "runs_per_runtime_ms" in catalogue.markdown_table(),
 }))
@@ -123,7 +123,7 @@ def test_a_new_metric_is_one_catalogue_entry_and_its_formula() -> None:
     assert found["statsd"] == ["k.p.runs_per_runtime_ms:25|g", "k.total.runs_per_runtime_ms:25|g"]
     assert found["compare"] and found["summary"] and found["readme"]
     assert found["threshold"] == "runs_per_runtime_ms"
-    assert "Runs per millisecond of runtime" in found["chart"]
+    assert "Total runs per millisecond of runtime" in found["chart"]
 
 
 def test_views_say_where_a_metric_shows() -> None:
