@@ -51,14 +51,20 @@ def to_ns(duration: Duration) -> int:
 
 
 def _settings(
-    interval: Duration | None, duration: Duration | None, select: ProgramFilter | None
+    interval: Duration | None,
+    duration: Duration | None,
+    select: ProgramFilter | None,
+    host_root: str | Path = "/",
 ) -> CollectionSettings:
     interval_ns = DEFAULT_INTERVAL_NS if interval is None else to_ns(interval)
     if interval_ns <= 0:
         raise UsageError("interval must be longer than zero")
     duration_ns = None if duration is None else to_ns(duration)
     return CollectionSettings(
-        duration_ns=duration_ns, interval_ns=interval_ns, program_filter=select or ProgramFilter()
+        duration_ns=duration_ns,
+        interval_ns=interval_ns,
+        program_filter=select or ProgramFilter(),
+        host_root=Path(host_root),
     )
 
 
@@ -96,15 +102,18 @@ async def collect(
     duration: Duration | None = None,
     sinks: Sequence[Sink] = (),
     select: ProgramFilter | None = None,
+    host_root: str | Path = "/",
 ) -> AsyncIterator[Session]:
     """Collect kernel stats while the block runs (or for `duration`, if that ends first).
 
     The window has started (stats on, first snapshot taken) when the block begins; it ends
     when the block exits, and `session.report` then holds the delta report. `select` limits
-    it to some programs (`kstat.ProgramFilter(name="^my_agent_", pids=(pid,))`). Raises
+    it to some programs (`kstat.ProgramFilter(name="^my_agent_", pids=(pid,))`, or by where
+    their owners run: `kstat.ProgramFilter(pods=("agent-x7k2p",))`); `host_root` is where the
+    host's filesystem is, whose kubelet log tree names pods. Raises
     PermissionDenied or UnsupportedKernel on entry when the kernel will not cooperate.
     """
-    async with _collect(_settings(interval, duration, select), sinks) as session:
+    async with _collect(_settings(interval, duration, select, host_root), sinks) as session:
         yield session
 
 
@@ -181,6 +190,7 @@ async def stream(
     *,
     interval: Duration | None = None,
     select: ProgramFilter | None = None,
+    host_root: str | Path = "/",
     sinks: Sequence[Sink] = (),
     keep_unloaded: int = 1000,
 ) -> AsyncIterator[IntervalStream]:
@@ -200,7 +210,7 @@ async def stream(
     forwarding = _Forwarding(send_channel)
     async with (
         _collect(
-            _settings(interval, None, select), [*sinks, forwarding], keep_unloaded=keep_unloaded
+            _settings(interval, None, select, host_root), [*sinks, forwarding], keep_unloaded=keep_unloaded
         ) as session,
         receive_channel,
     ):
@@ -275,13 +285,14 @@ def collect_sync(
     duration: Duration | None = None,
     sinks: Sequence[Sink] = (),
     select: ProgramFilter | None = None,
+    host_root: str | Path = "/",
 ) -> Iterator[SyncSession]:
     """`collect` for synchronous code: trio runs the window on a background thread.
 
     For plain pytest tests and scripts. The block runs in the caller's thread; the window has
     started when it begins and has ended, with `session.report` filled in, when it exits.
     """
-    session = SyncSession(_settings(interval, duration, select), sinks)
+    session = SyncSession(_settings(interval, duration, select, host_root), sinks)
     session.open()
     try:
         yield session

@@ -44,8 +44,10 @@ from kstat.pipeline.events import WindowStarted as WindowStarted
 from kstat.pipeline.events import final_report as final_report
 from kstat.pipeline.model import ProgramDetails as ProgramDetails
 from kstat.pipeline.model import ProgramIdentity as ProgramIdentity
+from kstat.pipeline.model import ProgramOwner as ProgramOwner
 from kstat.pipeline.model import ProgramStats as ProgramStats
 from kstat.pipeline.model import Snapshot as Snapshot
+from kstat.pipeline.model import Workload as Workload
 from kstat.pipeline.report import ProgramReport as ProgramReport
 from kstat.pipeline.report import Report as Report
 from kstat.pipeline.report import report_keys

@@ -42,6 +42,7 @@ DEFAULT_HOST: Final = "127.0.0.1"
 _REQUEST_LIMIT_BYTES: Final = 16 * 1024
 _REQUEST_TIMEOUT_S: Final = 10.0
 _COUNTER_LABELS: Final = ("id", "name", "type")
+_PLACE_LABELS: Final = ("pod", "namespace", "container", "unit")
 
 
 @frozen
@@ -79,6 +80,8 @@ class _Program:
     baseline_recursion_misses: int
     owners: str
     attachments: str
+    # Where the owners run: pod, namespace, container, unit (empty where unknown).
+    places: dict[str, str]
 
     def value(self, metric: sink.Metric) -> float | None:
         """A metric of the catalogue, in Prometheus's base unit: a counter since the baseline,
@@ -112,7 +115,23 @@ def _first_met(
         baseline_recursion_misses=0 if baseline is None else baseline.recursion_misses,
         owners=",".join(f"{owner.pid}/{owner.command}" for owner in details.owners),
         attachments=",".join(details.attachments),
+        places=_places(details.owners),
     )
+
+
+def _places(owners: tuple[sink.ProgramOwner, ...]) -> dict[str, str]:
+    """The first owner's pod, namespace, container and unit that say (empty where none does)."""
+    found = dict.fromkeys(_PLACE_LABELS, "")
+    for owner in owners:
+        workload = owner.workload
+        for label, value in zip(
+            _PLACE_LABELS,
+            (workload.pod, workload.namespace, workload.container_name, workload.unit),
+            strict=True,
+        ):
+            if value is not None and not found[label]:
+                found[label] = value
+    return found
 
 
 @define
@@ -221,6 +240,7 @@ class _Families(Collector):
                     "tag": last.tag,
                     "owners": program.owners,
                     "attachments": program.attachments,
+                    **program.places,
                 },
             )
         yield info

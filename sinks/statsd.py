@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 import socket
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Final
 from urllib.parse import parse_qs, urlsplit
 
@@ -123,6 +123,24 @@ class ProgramName:
     name: str
     id: int
     type: str
+    # Where its owners run (pod, namespace, container, unit): more tags with dogstatsd.
+    places: tuple[tuple[str, str], ...] = ()
+
+
+def places_of(owners: Sequence[sink.ProgramOwner]) -> tuple[tuple[str, str], ...]:
+    """(tag, value) pairs for where a program's owners run; the first owner that says wins."""
+    found: dict[str, str] = {}
+    for owner in owners:
+        workload = owner.workload
+        for tag, value in (
+            ("pod", workload.pod),
+            ("namespace", workload.namespace),
+            ("container", workload.container_name),
+            ("unit", workload.unit),
+        ):
+            if value is not None:
+                found.setdefault(tag, value)
+    return tuple(found.items())
 
 
 def program_lines(
@@ -132,7 +150,8 @@ def program_lines(
     if settings.dogstatsd_tags:
         stem = f"{settings.prefix}.program"
         name = _UNSAFE_IN_TAG.sub("_", program.name) or "unnamed"
-        suffix = f"|#program:{name},id:{program.id},type:{_UNSAFE_IN_TAG.sub('_', program.type)}"
+        places = "".join(f",{tag}:{_UNSAFE_IN_TAG.sub('_', value)}" for tag, value in program.places)
+        suffix = f"|#program:{name},id:{program.id},type:{_UNSAFE_IN_TAG.sub('_', program.type)}{places}"
     else:
         stem = f"{settings.prefix}.{_UNSAFE_IN_NAME.sub('_', program.key) or 'unnamed'}"
         suffix = ""
@@ -162,7 +181,8 @@ def metric_lines(report: sink.Report, settings: StatsdSettings) -> list[str]:
     """Every StatsD line for a report's programs and totals (each program, idle or not)."""
     lines: list[str] = []
     for key, line in report.program_stats.items():
-        lines += program_lines(ProgramName(key, line.name, line.id, line.type), line.metrics, settings)
+        named = ProgramName(key, line.name, line.id, line.type, places_of(line.owners))
+        lines += program_lines(named, line.metrics, settings)
     return lines + total_lines(report.totals, settings)
 
 
@@ -222,7 +242,13 @@ class IntervalLines:
     def start(self, event: sink.WindowStarted) -> None:
         programs = event.snapshot.programs
         self.programs = {
-            program.identity: ProgramName(key, program.name, program.id, program.type)
+            program.identity: ProgramName(
+                key,
+                program.name,
+                program.id,
+                program.type,
+                places_of(event.snapshot.details_of(program).owners),
+            )
             for program, key in zip(programs, sink.program_keys(programs), strict=True)
         }
 
@@ -236,7 +262,7 @@ class IntervalLines:
         for key, line in delta.lines.items():
             change = delta.active[key]
             identity = change.program.identity
-            named = ProgramName(key, line.name, line.id, line.type)
+            named = ProgramName(key, line.name, line.id, line.type, places_of(line.owners))
             lines += program_lines(named, line.metrics, settings)
             if change.unloaded:
                 gone.append(identity)

@@ -133,6 +133,10 @@ def test_labels_are_few_on_counters_and_the_rest_is_on_the_info_series() -> None
                     "tag",
                     "owners",
                     "attachments",
+                    "pod",
+                    "namespace",
+                    "container",
+                    "unit",
                 }
 
 

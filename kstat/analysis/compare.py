@@ -182,29 +182,70 @@ def _has_full_names(report: Report) -> bool:
     return any(line.kernel_name is not None for line in report.programs)
 
 
-def compare(baseline: Report, current: Report) -> Comparison:
-    """Match the two reports' programs by name and type and measure each side.
+GROUPINGS: Final = ("name", "pod", "container", "unit")
+# A pod's name less what its controller generated: a ReplicaSet's hash and a random suffix
+# (`web-5d9c8b7f6d-x7k2p` -> `web`, a DaemonSet's `agent-x7k2p` -> `agent`), so that two
+# rollouts of one workload are compared as one. A StatefulSet's ordinal (`db-0`) stays.
+_GENERATED_SUFFIX: Final = re.compile(r"(?:-[0-9a-f]{8,10})?-[a-z0-9]{5}$")
 
-    When only one side knows full names (a Go tool or early kstat baseline against a kstat
-    report), that side is matched by its kernel names, the names the other side has; its rows
-    still show the full name.
+
+def _group_of(line: ProgramReport, by: str) -> tuple[str, str, str]:
+    """(key, label, type) of a program's row when grouped by `by` (not by name)."""
+    workloads = [owner.workload for owner in line.owners]
+    if by == "unit":
+        unit = next((workload.unit for workload in workloads if workload.unit), None)
+        return (unit or "(no unit)", unit or "(no unit)", "")
+    in_pod = next((workload for workload in workloads if workload.pod or workload.container_id), None)
+    if in_pod is None:
+        return (
+            "(no pod)" if by == "pod" else "(no container)",
+            "(no pod)" if by == "pod" else "(no container)",
+            "",
+        )
+    namespace = in_pod.namespace or "?"
+    workload_name = _GENERATED_SUFFIX.sub("", in_pod.pod) if in_pod.pod else (in_pod.pod_uid or "?")
+    if by == "pod":
+        return (f"{namespace}/{workload_name}", f"{namespace}/{in_pod.pod or in_pod.pod_uid}", "")
+    container = in_pod.container_name or (in_pod.container_id or "?")[:12]
+    return (
+        f"{namespace}/{workload_name}/{container}",
+        f"{namespace}/{in_pod.pod or in_pod.pod_uid}/{container}",
+        "",
+    )
+
+
+def compare(baseline: Report, current: Report, *, by: str = "name") -> Comparison:
+    """Match the two reports' programs and measure each side: by name and type (`by="name"`),
+    or all the programs of a pod, a container or a systemd unit as one row.
+
+    By name, when only one side knows full names (a Go tool or early kstat baseline against a
+    kstat report), that side is matched by its kernel names, the names the other side has; its
+    rows still show the full name. By pod or container, pods of one workload are matched (their
+    generated suffixes left out), and the row names both.
     """
+    if by not in GROUPINGS:
+        raise UsageError(f"cannot group by {by!r}; choose one of {', '.join(GROUPINGS)}")
     by_kernel_name = [False, False]
-    if _has_full_names(baseline) != _has_full_names(current):
+    if by == "name" and _has_full_names(baseline) != _has_full_names(current):
         by_kernel_name = [_has_full_names(baseline), _has_full_names(current)]
     groups: dict[tuple[str, str], tuple[list[ProgramReport], list[ProgramReport]]] = {}
-    labels: dict[tuple[str, str], str] = {}
+    labels: dict[tuple[str, str], list[str]] = {}
     for side, report in enumerate((baseline, current)):
         for line in report.programs:
-            name = (line.kernel_name or line.name) if by_kernel_name[side] else line.name
-            groups.setdefault((name, line.type), ([], []))[side].append(line)
-            if by_kernel_name[side]:
-                labels[(name, line.type)] = line.name
+            if by == "name":
+                name = (line.kernel_name or line.name) if by_kernel_name[side] else line.name
+                key, label, type_name = name, line.name, line.type
+            else:
+                key, label, type_name = _group_of(line, by)
+            groups.setdefault((key, type_name), ([], []))[side].append(line)
+            known = labels.setdefault((key, type_name), [])
+            if label not in known:
+                known.append(label)
     rows = []
-    for (name, type_name), (before, after) in sorted(groups.items()):
+    for (key, type_name), (before, after) in sorted(groups.items()):
         rows.append(
             Row(
-                name=labels.get((name, type_name), name),
+                name=" → ".join(labels[(key, type_name)]) if by != "name" else labels[(key, type_name)][-1],
                 type=type_name,
                 baseline=_measures(before, baseline) if before else None,
                 current=_measures(after, current) if after else None,

@@ -154,6 +154,31 @@ def add_filter_flags(parser: argparse.ArgumentParser) -> None:
         metavar="COMMAND",
         help="programs held open by a process with this command name",
     )
+    group.add_argument(
+        "--container",
+        dest="containers",
+        action="append",
+        default=[],
+        metavar="ID|NAME",
+        help="programs held by a process in this container (its id, a prefix of it, or its name)",
+    )
+    group.add_argument("--pod", dest="pods", action="append", default=[], metavar="NAME|UID")
+    group.add_argument("--namespace", dest="namespaces", action="append", default=[], metavar="NAMESPACE")
+    group.add_argument(
+        "--unit",
+        dest="units",
+        action="append",
+        default=[],
+        metavar="UNIT",
+        help="a systemd unit, e.g. nginx.service",
+    )
+    group.add_argument(
+        "--host-root",
+        type=Path,
+        default=Path("/"),
+        metavar="DIR",
+        help="where the host's filesystem is (for kstat in a container: /host), to name pods (default /)",
+    )
 
 
 def program_filter(options: argparse.Namespace) -> ProgramFilter:
@@ -164,6 +189,10 @@ def program_filter(options: argparse.Namespace) -> ProgramFilter:
         types=tuple(options.types),
         pids=tuple(options.pids),
         commands=tuple(options.commands),
+        containers=tuple(options.containers),
+        pods=tuple(options.pods),
+        namespaces=tuple(options.namespaces),
+        units=tuple(options.units),
     )
 
 

@@ -41,7 +41,10 @@ def parse(arguments: list[str]) -> tuple[argparse.ArgumentParser, argparse.Names
 def run(options: argparse.Namespace) -> int:
     sinks = make_sinks(options)
     settings = CollectionSettings(
-        duration_ns=options.duration, interval_ns=options.interval, program_filter=options.program_filter
+        duration_ns=options.duration,
+        interval_ns=options.interval,
+        program_filter=options.program_filter,
+        host_root=options.host_root,
     )
 
     async def window(nursery: trio.Nursery) -> tuple[CollectionResult, int | None]:

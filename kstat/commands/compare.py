@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from kstat.analysis.compare import (
+    GROUPINGS,
     Threshold,
     compare,
     parse_threshold,
@@ -40,6 +41,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("current", type=Path, metavar="CURRENT.json")
     parser.add_argument("--format", choices=("table", "markdown", "json"), default="table")
     parser.add_argument(
+        "--by",
+        choices=GROUPINGS,
+        default="name",
+        help=(
+            "one row per program name and type (default), or per pod, container or systemd unit: "
+            "all their programs as one, pods of one workload matched across rollouts"
+        ),
+    )
+    parser.add_argument(
         "--fail-on",
         action="append",
         default=[],
@@ -57,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(options: argparse.Namespace) -> int:
     baseline, current = load_report(options.baseline), load_report(options.current)
-    comparison = compare(baseline, current)
+    comparison = compare(baseline, current, by=options.by)
     violations = comparison.violations(options.fail_on)
     renderers = {"table": render_table, "markdown": render_markdown, "json": render_json}
     write_stdout(renderers[options.format](comparison, violations))

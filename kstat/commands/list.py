@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 from attrs import asdict, frozen
@@ -17,10 +18,12 @@ from kstat.commands._options import (
     parse_with_filter,
     write_stdout,
 )
+from kstat.kernel.attribution import Attributor
 from kstat.pipeline.filters import ProgramFilter
 from kstat.pipeline.model import ProgramOwner
 from kstat.pipeline.report import format_timestamp
 from kstat.pipeline.sampler import SnapshotTaker
+from kstat.pipeline.schema import owner_to_dict
 
 
 @frozen
@@ -40,9 +43,10 @@ class ListedProgram:
     recursion_misses: int
 
 
-def list_programs(program_filter: ProgramFilter) -> list[ListedProgram]:
+def list_programs(program_filter: ProgramFilter, host_root: Path = Path("/")) -> list[ListedProgram]:
     """One pass over every loaded program (no stats window: nothing is switched on)."""
-    snapshot = SnapshotTaker(program_filter).take_blocking().snapshot
+    taker = SnapshotTaker(program_filter, attributor=Attributor(host_root=host_root))
+    snapshot = taker.take_blocking().snapshot
     # load_time is on the boot-time clock; the wall clock is what people read.
     boot_to_wall_ns = time.time_ns() - time.clock_gettime_ns(time.CLOCK_BOOTTIME)
     return [
@@ -65,18 +69,36 @@ def list_programs(program_filter: ProgramFilter) -> list[ListedProgram]:
 
 
 def listing_json(programs: list[ListedProgram]) -> str:
-    data: list[dict[str, Any]] = [asdict(program) for program in programs]
+    data: list[dict[str, Any]] = []
+    for program in programs:
+        listed = asdict(program)
+        listed["owners"] = [owner_to_dict(owner) for owner in program.owners]
+        data.append(listed)
     return json.dumps(data, indent=2) + "\n"
 
 
+def where_it_runs(owner: ProgramOwner) -> str:
+    """`namespace/pod/container`, a short container id, a systemd unit, or nothing."""
+    workload = owner.workload
+    if workload.pod is not None:
+        container = f"/{workload.container_name}" if workload.container_name else ""
+        return f"{workload.namespace}/{workload.pod}{container}"
+    if workload.pod_uid is not None:
+        return f"pod {workload.pod_uid}"
+    if workload.container_id is not None:
+        return f"{workload.container_runtime or 'container'} {workload.container_id[:12]}"
+    return workload.unit or ""
+
+
 def listing_table(programs: list[ListedProgram]) -> str:
-    headers = ("ID", "TYPE", "NAME", "OWNERS", "ATTACHED")
+    headers = ("ID", "TYPE", "NAME", "OWNERS", "RUNS IN", "ATTACHED")
     rows = [
         (
             str(program.id),
             program.type,
             program.name,
             ", ".join(f"{owner.pid}/{owner.command}" for owner in program.owners) or "-",
+            ", ".join(sorted({where_it_runs(owner) for owner in program.owners} - {""})) or "-",
             ", ".join(program.attachments) or "-",
         )
         for program in programs
@@ -110,6 +132,6 @@ def parse(arguments: list[str]) -> tuple[argparse.ArgumentParser, argparse.Names
 
 
 def run(options: argparse.Namespace) -> int:
-    programs = list_programs(options.program_filter)
+    programs = list_programs(options.program_filter, options.host_root)
     write_stdout(listing_json(programs) if options.json else listing_table(programs))
     return EXIT_OK

@@ -147,7 +147,10 @@ def parse(arguments: list[str]) -> tuple[argparse.ArgumentParser, argparse.Names
 def run(options: argparse.Namespace) -> int:
     sinks = make_sinks(options)
     settings = CollectionSettings(
-        duration_ns=None, interval_ns=options.interval, program_filter=options.program_filter
+        duration_ns=None,
+        interval_ns=options.interval,
+        program_filter=options.program_filter,
+        host_root=options.host_root,
     )
     # Checked before the window: a command that cannot start costs no collection.
     window = CommandWindow(options.command, settings, sinks)

@@ -60,7 +60,10 @@ def parse(arguments: list[str]) -> tuple[argparse.ArgumentParser, argparse.Names
 def run(options: argparse.Namespace) -> int:
     sinks = make_sinks(options, default="prometheus:")
     settings = CollectionSettings(
-        duration_ns=None, interval_ns=options.interval, program_filter=options.program_filter
+        duration_ns=None,
+        interval_ns=options.interval,
+        program_filter=options.program_filter,
+        host_root=options.host_root,
     )
 
     async def window(nursery: trio.Nursery) -> tuple[CollectionResult, int | None]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import socket
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -18,7 +18,16 @@ from attrs import define, field
 
 from kstat.errors import BpfError
 from kstat.kernel.bpf import LinkInfo, attach_type_name, read_links
-from kstat.pipeline.model import ProgramChanges, ProgramDetails, ProgramIdentity, ProgramOwner, ProgramStats
+from kstat.kernel.workloads import KubeletLogs, workload_of_cgroup_file
+from kstat.pipeline.model import (
+    NO_WORKLOAD,
+    ProgramChanges,
+    ProgramDetails,
+    ProgramIdentity,
+    ProgramOwner,
+    ProgramStats,
+    Workload,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -28,8 +37,11 @@ CGROUP2_ROOT: Final = Path("/sys/fs/cgroup")
 _BPF_FD_TARGETS: Final = ("anon_inode:bpf-prog", "anon_inode:bpf_link")
 
 
-def program_owners(proc: Path = PROC) -> dict[int, list[ProgramOwner]]:
-    """Processes holding an fd to each program (directly or through a link), by program id.
+def program_owners(
+    proc: Path = PROC, workload_of: Callable[[str], Workload] | None = None
+) -> dict[int, list[ProgramOwner]]:
+    """Processes holding an fd to each program (directly or through a link), by program id,
+    with where each runs (`workload_of(pid)`) when asked.
 
     Plain strings rather than Path objects: this walks every fd of every process.
     """
@@ -56,7 +68,8 @@ def program_owners(proc: Path = PROC) -> dict[int, list[ProgramOwner]]:
                 continue
             if command is None:
                 command = _command_of(proc / pid)
-            owners[program_id].add(ProgramOwner(int(pid), command))
+                workload = workload_of(pid) if workload_of is not None else NO_WORKLOAD
+            owners[program_id].add(ProgramOwner(int(pid), command, workload))
     return {program_id: sorted(found, key=lambda owner: owner.pid) for program_id, found in owners.items()}
 
 
@@ -118,10 +131,26 @@ def cgroup_paths(wanted: Iterable[int], root: Path = CGROUP2_ROOT) -> dict[int, 
 
 @define
 class Attributor:
-    """Details for the programs of each pass, learnt once per program."""
+    """Details for the programs of each pass, learnt once per program: owners, where they run
+    (container, pod, unit: once per owner process) and attachments."""
 
     proc: Path = PROC
     _known: dict[ProgramIdentity, ProgramDetails] = field(factory=dict)
+    # Where the host's filesystem is (`/`, or `/host` for kstat in a container): its kubelet
+    # log tree names pods.
+    host_root: Path = Path("/")
+
+    def _workload_of(self, pid: str) -> Workload:
+        """Read when a new program is met, once per owner process of that scan: a process
+        that moved to another cgroup since is seen as it is now."""
+        try:
+            with open(f"{self.proc}/{pid}/cgroup") as cgroup:
+                found = workload_of_cgroup_file(cgroup.read())
+        except OSError:
+            return NO_WORKLOAD
+        if found.container_id is not None or found.pod_uid is not None:
+            found = KubeletLogs(self.host_root).complete(found)
+        return found
 
     def details_for(
         self, programs: Sequence[ProgramStats], changes: ProgramChanges
@@ -134,7 +163,7 @@ class Attributor:
         if not new and not changes.vanished and len(known) == len(programs):
             return known
         if new:
-            owners = program_owners(self.proc)
+            owners = program_owners(self.proc, self._workload_of)
             attachments = self._attachments()
             learnt = {
                 program.identity: ProgramDetails(

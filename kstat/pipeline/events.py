@@ -35,6 +35,8 @@ class WindowStarted:
     stats_enabled_by: str
     # The selection the window covers (None: every program).
     program_filter: Mapping[str, Any] | None
+    # The node (NODE_NAME, else the hostname).
+    node: str | None = None
 
 
 @frozen

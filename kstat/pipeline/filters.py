@@ -11,7 +11,7 @@ from attrs import field, frozen
 
 from kstat.errors import UsageError
 from kstat.kernel.bpf import program_type_names
-from kstat.pipeline.model import ProgramDetails, ProgramStats
+from kstat.pipeline.model import ProgramDetails, ProgramOwner, ProgramStats, Workload
 
 
 def _normalise_type(name: str) -> str:
@@ -54,6 +54,12 @@ class ProgramFilter:
     types: tuple[str, ...] = field(default=(), converter=_program_types)
     pids: tuple[int, ...] = ()
     commands: tuple[str, ...] = ()
+    # Where an owner runs: a container (its id, or a prefix of it, or its name), a pod (its name
+    # or uid), a Kubernetes namespace, a systemd unit (`nginx.service`, or just `nginx`).
+    containers: tuple[str, ...] = ()
+    pods: tuple[str, ...] = ()
+    namespaces: tuple[str, ...] = ()
+    units: tuple[str, ...] = ()
     _name_pattern: re.Pattern[str] | None = field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
@@ -61,7 +67,17 @@ class ProgramFilter:
 
     @property
     def is_empty(self) -> bool:
-        return not (self.ids or self.name is not None or self.types or self.pids or self.commands)
+        return not (
+            self.ids
+            or self.name is not None
+            or self.types
+            or self.pids
+            or self.commands
+            or self.containers
+            or self.pods
+            or self.namespaces
+            or self.units
+        )
 
     def describe(self) -> dict[str, Any] | None:
         """The criteria given, for the report to say what it covers (None: everything)."""
@@ -73,17 +89,48 @@ class ProgramFilter:
             "types": list(self.types),
             "pids": list(self.pids),
             "commands": list(self.commands),
+            "containers": list(self.containers),
+            "pods": list(self.pods),
+            "namespaces": list(self.namespaces),
+            "units": list(self.units),
         }
         return {key: value for key, value in criteria.items() if value not in (None, [])}
 
     def selects(self, program: ProgramStats, details: ProgramDetails) -> bool:
+        return self._selects_program(program) and self._selects_owners(details.owners)
+
+    def _selects_program(self, program: ProgramStats) -> bool:
         if self.ids and program.id not in self.ids:
             return False
         pattern = self._name_pattern
         if pattern is not None and not (pattern.search(program.name) or pattern.search(program.kernel_name)):
             return False
-        if self.types and program.type not in self.types:
-            return False
-        if self.pids and not any(owner.pid in self.pids for owner in details.owners):
-            return False
-        return not self.commands or any(owner.command in self.commands for owner in details.owners)
+        return not self.types or program.type in self.types
+
+    def _selects_owners(self, owners: tuple[ProgramOwner, ...]) -> bool:
+        workloads = [owner.workload for owner in owners]
+        return all(
+            (
+                not self.pids or any(owner.pid in self.pids for owner in owners),
+                not self.commands or any(owner.command in self.commands for owner in owners),
+                not self.containers
+                or any(_in_container(workload, self.containers) for workload in workloads),
+                not self.pods
+                or any({workload.pod, workload.pod_uid} & set(self.pods) for workload in workloads),
+                not self.namespaces or any(workload.namespace in self.namespaces for workload in workloads),
+                not self.units or any(_in_unit(workload, self.units) for workload in workloads),
+            )
+        )
+
+
+def _in_unit(workload: Workload, wanted: tuple[str, ...]) -> bool:
+    unit = workload.unit
+    return unit is not None and (unit in wanted or unit.removesuffix(".service") in wanted)
+
+
+def _in_container(workload: Workload, wanted: tuple[str, ...]) -> bool:
+    container_id = workload.container_id
+    return any(
+        (container_id is not None and container_id.startswith(choice)) or workload.container_name == choice
+        for choice in wanted
+    )

@@ -107,11 +107,33 @@ class ProgramStats:
 
 
 @frozen
+class Workload:
+    """Where a process runs: its container and pod, or its systemd unit (what is known)."""
+
+    container_id: str | None = None
+    # containerd, cri-o, docker or podman, from how the cgroup is named.
+    container_runtime: str | None = None
+    container_name: str | None = None
+    pod_uid: str | None = None
+    pod: str | None = None
+    namespace: str | None = None
+    # Guaranteed, Burstable or BestEffort, from the kubepods cgroup.
+    qos_class: str | None = None
+    # nginx.service, user@1000.service: for processes outside containers.
+    unit: str | None = None
+
+
+NO_WORKLOAD: Final = Workload()
+
+
+@frozen
 class ProgramOwner:
     """A process holding the program open (an fd to it or to one of its links)."""
 
     pid: int
     command: str
+    # Seen when the program was first met: a process that moves cgroups later keeps this.
+    workload: Workload = NO_WORKLOAD
 
 
 @frozen

@@ -68,6 +68,7 @@ class WindowFacts:
     stats_enabled_by: str
     stopped_by: str | None
     program_filter: Mapping[str, Any] | None = None
+    node: str | None = None
 
 
 @frozen
@@ -171,6 +172,8 @@ class Report:
     # A long run's programs that unloaded long ago and are no longer listed (their runs are in
     # the totals); None when every program the run saw is listed.
     programs_left_out: int | None = None
+    # The node the report is of (NODE_NAME, else the hostname).
+    node: str | None = None
 
     @property
     def programs(self) -> tuple[ProgramReport, ...]:
@@ -353,6 +356,7 @@ def build_report(
         stopped_by=window.stopped_by,
         filter=window.program_filter,
         programs_left_out=left_out.programs if left_out.programs else None,
+        node=window.node,
     )
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import Final
 
 import structlog
@@ -33,6 +34,7 @@ from kstat.errors import KstatError, OutputClosed, sole_exception
 from kstat.kernel.attribution import Attributor
 from kstat.kernel.host import kernel_release, online_cpu_count
 from kstat.kernel.stats_switch import StatsMethod, runtime_stats_enabled
+from kstat.kernel.workloads import node_name
 from kstat.pipeline.delta import IntervalDelta, changes_between, interval_delta, merge_deltas
 from kstat.pipeline.events import Event, IntervalEnded, ReopenFiles, Sink, WindowEnded, WindowStarted
 from kstat.pipeline.filters import ProgramFilter
@@ -64,6 +66,9 @@ class CollectionSettings:
     program_filter: ProgramFilter = field(factory=ProgramFilter)
     # The sinks' shared deadline once the window has ended.
     end_timeout_ns: int = DEFAULT_END_TIMEOUT_NS
+    # Where the host's filesystem is mounted (`/`, or `/host` for kstat in a container): the
+    # kubelet's log tree there names the pods of owners.
+    host_root: Path = Path("/")
 
 
 @define
@@ -245,7 +250,11 @@ class Collection:
         settings = self.settings
         summary_lane = _open_lane(self.summary)
         lanes = self._lanes = [_open_lane(sink) for sink in self.sinks]
-        source = self.source or SnapshotTaker(settings.program_filter, online_cpus=self._online_cpus)
+        source = self.source or SnapshotTaker(
+            settings.program_filter,
+            online_cpus=self._online_cpus,
+            attributor=Attributor(host_root=settings.host_root),
+        )
         stats_method: list[StatsMethod] = []
         last_interval: list[IntervalEnded] = []
         previous: list[Snapshot] = []
@@ -342,7 +351,7 @@ class Collection:
             self.settings.program_filter,
             next_sequence=last.sequence + 1,
             online_cpus=self._online_cpus,
-            attributor=Attributor(known=dict(last.details)),
+            attributor=Attributor(known=dict(last.details), host_root=self.settings.host_root),
         )
         fresh = (await taker.take()).snapshot
         delta = await trio.to_thread.run_sync(self._delta, last, fresh)
@@ -379,6 +388,7 @@ class Collection:
             kernel_release=kernel_release(),
             stats_enabled_by=stats_method.value,
             program_filter=settings.program_filter.describe(),
+            node=node_name(),
         )
 
     def _log_window_end(self, report: Report) -> None:

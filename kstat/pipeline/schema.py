@@ -21,13 +21,14 @@ import math
 from collections.abc import Mapping
 from typing import Any, Final
 
+import attrs
 import cattrs
 
 from kstat.errors import KstatError
 from kstat.pipeline import catalogue
 from kstat.pipeline.catalogue import METRICS, NS_PER_S, Kind, Metric, Number, Span
 from kstat.pipeline.events import IntervalEnded, WindowStarted
-from kstat.pipeline.model import ProgramOwner
+from kstat.pipeline.model import ProgramOwner, Workload
 from kstat.pipeline.report import ProgramReport, Report, format_timestamp, report_keys, total_values
 
 # 1: kstat 0.1 and the Go tool (no `schema_version` field); 2: the catalogue's fields, and
@@ -63,7 +64,20 @@ class ReportFormatError(KstatError):
     """Data that is not a report; the message names the field and what is wrong with it."""
 
 
+# Where an owner runs, flattened into its object (each field only when known).
+_WORKLOAD_FIELDS: Final = tuple(attribute.name for attribute in attrs.fields(Workload))
+
 # --- writing --------------------------------------------------------------------------------
+
+
+def owner_to_dict(owner: ProgramOwner) -> dict[str, Any]:
+    """`{"pid", "command"}` and, where known, the owner's container, pod and unit."""
+    data: dict[str, Any] = {"pid": owner.pid, "command": owner.command}
+    for name in _WORKLOAD_FIELDS:
+        value = getattr(owner.workload, name)
+        if value is not None:
+            data[name] = value
+    return data
 
 
 def _json_number(metric: Metric, value: Number) -> Number:
@@ -87,7 +101,7 @@ def _unstructure_program(line: ProgramReport) -> dict[str, Any]:
     }
     # Fields a report read back did not carry stay out, rather than turning into nulls.
     data |= {key: value for key, value in optional.items() if value is not None}
-    data["owners"] = [{"pid": owner.pid, "command": owner.command} for owner in line.owners]
+    data["owners"] = [owner_to_dict(owner) for owner in line.owners]
     data["attachments"] = list(line.attachments)
     if line.map_ids is not None:
         data["map_ids"] = list(line.map_ids)
@@ -132,6 +146,8 @@ def _unstructure_report(report: Report) -> dict[str, Any]:
     }
     if report.programs_left_out is not None:
         data["programs_left_out"] = report.programs_left_out
+    if report.node is not None:
+        data["node"] = report.node
     return data
 
 
@@ -213,10 +229,13 @@ def _owners(value: Any, where: str) -> tuple[ProgramOwner, ...]:
     owners = []
     for index, item in enumerate(value):
         entry = _object(item, f"{where}[{index}]")
+        place = f"{where}[{index}]"
+        workload = Workload(**{name: _optional(entry, name, place, _text) for name in _WORKLOAD_FIELDS})
         owners.append(
             ProgramOwner(
-                pid=_whole(_required(entry, "pid", f"{where}[{index}]"), f"{where}[{index}].pid"),
-                command=_text(entry.get("command", ""), f"{where}[{index}].command"),
+                pid=_whole(_required(entry, "pid", place), f"{place}.pid"),
+                command=_text(entry.get("command", ""), f"{place}.command"),
+                workload=workload,
             )
         )
     return tuple(owners)
@@ -312,6 +331,7 @@ def _structure_report(data: Any, _: type) -> Report:
         stopped_by=_optional(report, "stopped_by", "", _text),
         filter=None if program_filter is None else _object(program_filter, "filter"),
         programs_left_out=_optional(report, "programs_left_out", "", _whole),
+        node=_optional(report, "node", "", _text),
     )
 
 
@@ -423,7 +443,7 @@ def start_to_dicts(event: WindowStarted) -> list[dict[str, Any]]:
                     data[metric.name] = value
         if program.footprint is not None:
             data["map_ids"] = list(program.footprint.map_ids)
-        data["owners"] = [{"pid": owner.pid, "command": owner.command} for owner in details.owners]
+        data["owners"] = [owner_to_dict(owner) for owner in details.owners]
         data["attachments"] = list(details.attachments)
         lines.append(data)
     return lines

@@ -188,6 +188,7 @@ class Summary:
             stats_enabled_by=started.stats_enabled_by,
             stopped_by=stopped_by,
             program_filter=started.program_filter,
+            node=started.node,
         )
         return build_report(
             window,
