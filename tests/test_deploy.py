@@ -63,6 +63,11 @@ def test_what_kstat_reads_from_the_host_is_mounted() -> None:
     cgroup = mounts["/sys/fs/cgroup"]
     assert cgroup["readOnly"] is True
     assert volumes[cgroup["name"]]["hostPath"]["path"] == "/sys/fs/cgroup"
+    # The kubelet's log tree, where --host-root says the host's filesystem is.
+    _, _, options = parse_command_line(["serve", *container()["args"]])
+    logs = mounts[str(options.host_root / "var/log")]
+    assert logs["readOnly"] is True
+    assert volumes[logs["name"]]["hostPath"]["path"] == "/var/log"
     env = {variable["name"]: variable for variable in container()["env"]}
     assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
 
