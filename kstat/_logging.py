@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import TextIO
+from typing import Any, Final, TextIO
 
 import structlog
 
@@ -31,3 +31,50 @@ def configure_logging(*, verbose: bool, stream: TextIO | None = None) -> None:
         logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )
+
+
+class LibraryLogger:
+    """What kstat's modules log through: structlog's logger once the application has configured
+    structlog (the CLI does, and so may a host program); until then only warnings and errors,
+    to stderr. A library says nothing else unasked, and never on stdout."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def _logger(self) -> Any:
+        if structlog.is_configured():
+            return structlog.get_logger(self._name)
+        return _UNCONFIGURED
+
+    def debug(self, event: str, **values: Any) -> None:
+        self._logger().debug(event, **values)
+
+    def info(self, event: str, **values: Any) -> None:
+        self._logger().info(event, **values)
+
+    def warning(self, event: str, **values: Any) -> None:
+        self._logger().warning(event, **values)
+
+    def error(self, event: str, **values: Any) -> None:
+        self._logger().error(event, **values)
+
+
+class _StderrLogger:
+    """Prints to whatever stderr is at the moment (a test may have replaced it)."""
+
+    def msg(self, message: str) -> None:
+        if sys.stderr is not None:
+            print(message, file=sys.stderr, flush=True)
+
+    log = debug = info = warning = error = critical = msg
+
+
+_UNCONFIGURED: Final = structlog.wrap_logger(
+    _StderrLogger(),
+    wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+    processors=[structlog.processors.add_log_level, structlog.dev.ConsoleRenderer(colors=False)],
+)
+
+
+def get_logger(name: str) -> LibraryLogger:
+    return LibraryLogger(name)

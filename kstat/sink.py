@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from kstat._atomic import check_writable as check_writable
 from kstat._atomic import shown as shown
 from kstat._atomic import write_atomically as write_atomically
+from kstat._logging import get_logger as get_logger
 from kstat._stdio import require_stdout as require_stdout
 from kstat._stdio import write_stdout as write_stdout
 from kstat.errors import OutputClosed as OutputClosed

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import structlog
 import trio
 
 from kstat import sink
 
-log = structlog.get_logger(__name__)
+log = sink.get_logger(__name__)
 
 
 class JsonFileSink:

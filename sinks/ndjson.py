@@ -12,12 +12,11 @@ import errno
 from pathlib import Path
 from typing import BinaryIO
 
-import structlog
 import trio
 
 from kstat import sink
 
-log = structlog.get_logger(__name__)
+log = sink.get_logger(__name__)
 
 
 class NdjsonSink:

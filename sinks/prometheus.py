@@ -1,10 +1,11 @@
 """`prometheus://[HOST]:PORT`: a `/metrics` endpoint for Prometheus to scrape, while kstat runs.
 
-Per program, the catalogue's metrics that have a Prometheus name, as counters: cumulative since
-kstat started or since the program was loaded, whichever is later (so a program kstat meets
-already loaded starts at zero, and `rate()`/`increase()` are what to read). Their labels are
-few and stable: `id`, `name`, `type`. Everything else about a program (kernel name, tag,
-owners, attachments) is on one info series, `kstat_program_info`, to join on `id`. A program
+Per program, the catalogue's metrics that have a Prometheus name: its counters as counters,
+cumulative since kstat started or since the program was loaded, whichever is later (so a
+program kstat meets already loaded starts at zero, and `rate()`/`increase()` are what to read);
+its properties (code size, memory, maps) as gauges. Their labels are few and stable: `id`,
+`name`, `type`. Everything else about a program (kernel name, tag, owners, attachments, pod,
+namespace, container, unit) is on one info series, `kstat_program_info`, to join on `id`. A program
 that unloads disappears from the exposition. Besides: programs loaded, whether the stats are
 on and how, and kstat's own health (its last pass's duration and time, its sinks' failures).
 
@@ -23,7 +24,6 @@ from collections.abc import Iterable, Iterator
 from typing import Final
 from urllib.parse import urlsplit
 
-import structlog
 import trio
 from attrs import define, evolve, field, frozen
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
@@ -32,7 +32,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from kstat import sink
 
-log = structlog.get_logger(__name__)
+log = sink.get_logger(__name__)
 
 # Outside the 9100-9999 range that the Prometheus wiki's default port allocations have filled
 # (every port there belongs to some exporter) and below Linux's ephemeral ports (32768-60999),

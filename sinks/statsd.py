@@ -21,13 +21,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Final
 from urllib.parse import parse_qs, urlsplit
 
-import structlog
 import trio
 from attrs import define, field, frozen
 
 from kstat import sink
 
-log = structlog.get_logger(__name__)
+log = sink.get_logger(__name__)
 
 DEFAULT_PORT: Final = 8125
 DEFAULT_PREFIX: Final = "kstat"
@@ -63,9 +62,13 @@ def parse_statsd_url(url: str) -> StatsdSettings:
     if parts.scheme != "statsd" or not parts.netloc:
         raise sink.UsageError("expected statsd://HOST:PORT[?prefix=P&tags=dogstatsd&transport=tcp&mtu=N]")
     try:
-        port = parts.port or DEFAULT_PORT
+        given_port = parts.port
     except ValueError:
         raise sink.UsageError(f"bad port in {url!r}") from None
+    if given_port == 0:
+        # Sending to port 0 is meaningless; it is not "the default" either.
+        raise sink.UsageError(f"bad port in {url!r}: 0 is no port a server listens on")
+    port = given_port or DEFAULT_PORT
     if not parts.hostname:
         raise sink.UsageError(f"no host in {url!r}")
     if parts.path not in ("", "/"):

@@ -7,6 +7,9 @@ it; the summary never misses an interval, and every sink's deltas add up to the 
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import trio
@@ -257,3 +260,34 @@ async def test_report_so_far_does_not_disturb_the_window(autojump_clock: trio.te
         assert view.snapshot_count == 3
     assert results[0].report.snapshots == 5
     assert view.snapshot_count == 3
+
+
+QUIET_LIBRARY = """
+import trio
+from kstat.pipeline.scheduler import Collection, CollectionSettings
+from tests.builders import FakeSource, program, snapshot, stats_left_alone
+
+async def main() -> None:
+    collection = Collection(
+        CollectionSettings(duration_ns=300_000_000, interval_ns=50_000_000),
+        source=FakeSource([snapshot(0, 0.0, program(1, 0, 0))]),
+        stats_switch=stats_left_alone,
+    )
+    report = (await collection.run()).report
+    assert report.snapshots and report.snapshots > 3
+
+trio.run(main)
+"""
+
+
+def test_embedded_with_structlog_unconfigured_kstat_says_nothing() -> None:
+    """A library logs nothing below a warning unless its host configures logging."""
+    shown = subprocess.run(
+        [sys.executable, "-c", QUIET_LIBRARY],
+        cwd=Path(__file__).parents[1],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert (shown.stdout, shown.stderr) == ("", "")

@@ -38,6 +38,8 @@ def test_url_options() -> None:
     [
         ("statsd://", "expected statsd://"),
         ("statsd://host:99999", "bad port"),
+        ("statsd://127.0.0.1:0", "bad port"),
+        ("statsd://127.0.0.1:-1", "bad port"),
         ("statsd://host:8125/path", "unexpected path"),
         ("statsd://host?prefix=a..b", "prefix"),
         ("statsd://host?prefix=a%20b", "prefix"),

@@ -6,16 +6,16 @@ import argparse
 import signal
 from collections.abc import Awaitable, Callable
 
-import structlog
 import trio
 
+from kstat._logging import get_logger
 from kstat.commands._options import EXIT_FAILURE, EXIT_OK, say_error
 from kstat.errors import UsageError, sole_exception
 from kstat.pipeline.events import Sink
 from kstat.pipeline.scheduler import Collection, CollectionResult, StopRequest
 from kstat.pipeline.sink_specs import make_sink
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 SignalHandler = Callable[[signal.Signals], None]
 # Runs the window inside the command's nursery; returns its result and, for `kstat run`, the

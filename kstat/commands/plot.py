@@ -5,16 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import structlog
-
 from kstat._atomic import shown, write_atomically
+from kstat._logging import get_logger
 from kstat.analysis.charts import CHART_ORDER, comparison_charts
 from kstat.analysis.plot import read_stream, save_png, stream_figure
 from kstat.api import load_report
 from kstat.commands._options import EXIT_OK, ArgumentParser, add_verbose_flag, write_stdout
 from kstat.errors import OutputError
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,16 +15,16 @@ import signal
 import subprocess
 from collections.abc import Sequence
 
-import structlog
 import trio
 
+from kstat._logging import get_logger
 from kstat.commands._options import ArgumentParser, add_filter_flags, add_window_flags, parse_with_filter
 from kstat.commands._window import make_sinks, run_window, watch_signals
 from kstat.errors import KstatError
 from kstat.pipeline.events import Sink
 from kstat.pipeline.scheduler import Collection, CollectionResult, CollectionSettings, StopRequest
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 # Short by default: a program the command unloads is seen up to its last snapshot.
 DEFAULT_INTERVAL = "100ms"

@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
-import structlog
 from attrs import define, field
 
+from kstat._logging import get_logger
 from kstat.errors import BpfError
 from kstat.kernel.bpf import LinkInfo, attach_type_name, read_links
 from kstat.kernel.workloads import KubeletLogs, workload_of_cgroup_file
@@ -29,7 +29,7 @@ from kstat.pipeline.model import (
     Workload,
 )
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 PROC: Final = Path("/proc")
 CGROUP2_ROOT: Final = Path("/sys/fs/cgroup")

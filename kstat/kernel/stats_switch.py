@@ -9,12 +9,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Final
 
-import structlog
-
+from kstat._logging import get_logger
 from kstat.errors import PermissionDenied, UnsupportedKernel
 from kstat.kernel import bpf
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 BPF_STATS_SYSCTL: Final = Path("/proc/sys/kernel/bpf_stats_enabled")
 

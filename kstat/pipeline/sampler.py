@@ -8,10 +8,10 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Protocol
 
-import structlog
 import trio
 from attrs import define, field, frozen
 
+from kstat._logging import get_logger
 from kstat.kernel.attribution import Attributor
 from kstat.kernel.bpf import ProgramReader
 from kstat.kernel.host import online_cpu_count
@@ -19,7 +19,7 @@ from kstat.pipeline.delta import IntervalDelta, interval_delta
 from kstat.pipeline.filters import ProgramFilter
 from kstat.pipeline.model import ProgramChanges, ProgramDetails, ProgramIdentity, ProgramStats, Snapshot
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 @frozen

@@ -24,10 +24,10 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Final
 
-import structlog
 import trio
 from attrs import define, field, frozen
 
+from kstat._logging import get_logger
 from kstat._version import __version__
 from kstat.durations import format_duration_ns
 from kstat.errors import KstatError, OutputClosed, sole_exception
@@ -43,7 +43,7 @@ from kstat.pipeline.report import Report
 from kstat.pipeline.sampler import Sample, SnapshotSource, SnapshotTaker, sample_window
 from kstat.pipeline.summary import Summary
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 DEFAULT_INTERVAL_NS: Final = 1_000_000_000
 # Enough for a sink to fall a few intervals behind before its intervals start being merged.

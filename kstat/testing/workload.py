@@ -8,16 +8,16 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 
-import structlog
 import trio
 from attrs import frozen
 
+from kstat._logging import get_logger
 from kstat.pipeline.events import Sink
 from kstat.pipeline.model import Snapshot
 from kstat.pipeline.scheduler import CollectionResult, CollectionSettings, StopRequest, collect
 from kstat.testing.loader import LoopbackTarget, SocketFilter
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 @frozen
