@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import stat
 import tempfile
+import time
 from pathlib import Path
 
 from kstat.errors import KstatError, OutputError
@@ -46,9 +49,53 @@ def check_writable(path: Path) -> None:
     try:
         handle, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=directory)
     except OSError as error:
+        if path.exists():
+            # The file is there; what fails is making the new one that will replace it.
+            raise OutputError(
+                f"cannot write {shown(path)}: no new file can be made in {shown(directory)} "
+                f"to replace it ({error.strerror})"
+            ) from None
         raise OutputError(f"cannot write {shown(path)}: {error.strerror}") from None
     os.close(handle)
     os.unlink(probe)
+
+
+def is_fifo(path: Path) -> bool:
+    try:
+        return stat.S_ISFIFO(path.stat().st_mode)
+    except OSError:
+        return False
+
+
+def open_fifo_without_waiting(path: Path) -> int | None:
+    """An fd to write a FIFO, or None while no reader has it open (opening would block until
+    one comes, and nothing, not even a signal's handler, could stop the wait)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError as error:
+        if error.errno == errno.ENXIO:
+            return None
+        raise OutputError(f"cannot write {shown(path)}: {error.strerror}") from None
+    os.set_blocking(fd, True)
+    return fd
+
+
+def write_fd(fd: int, data: bytes, path: Path) -> None:
+    """Write all of `data` to an fd (closing it), as a FIFO's reader wants it."""
+    try:
+        with os.fdopen(fd, "wb") as stream:
+            stream.write(data)
+    except OSError as error:
+        raise OutputError(f"cannot write {shown(path)}: {error.strerror}") from None
+
+
+def write_fallback(data: bytes, what: str) -> Path:
+    """Somewhere safe for output that could not go where it was asked: a new file in the
+    temporary directory (`$TMPDIR`, else /tmp), named by the time and kstat's pid."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    path = Path(tempfile.gettempdir()) / f"kstat-{what}-{stamp}-{os.getpid()}.json"
+    write_atomically(path, data)
+    return path
 
 
 def write_atomically(path: Path, data: bytes) -> None:

@@ -32,7 +32,9 @@ def parse_duration_ns(text: str) -> int:
     can last less than nothing.
     """
     original = text
-    text = text.strip()
+    if text != text.strip():
+        # Go's flag package refuses " 5s" too; a stray space is more likely a mistake.
+        raise UsageError(f"invalid duration {original!r}: spaces around it")
     if text.startswith("+"):
         text = text[1:]
     if text.startswith("-"):

@@ -18,8 +18,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from kstat._atomic import check_writable as check_writable
+from kstat._atomic import is_fifo as is_fifo
+from kstat._atomic import open_fifo_without_waiting as open_fifo_without_waiting
 from kstat._atomic import shown as shown
 from kstat._atomic import write_atomically as write_atomically
+from kstat._atomic import write_fallback as write_fallback
+from kstat._atomic import write_fd as write_fd
 from kstat._logging import get_logger as get_logger
 from kstat._stdio import require_stdout as require_stdout
 from kstat._stdio import write_stdout as write_stdout

@@ -8,7 +8,9 @@ shippers see it at once. Files are opened for appending, as log files are.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import os
 from pathlib import Path
 from typing import BinaryIO
 
@@ -30,6 +32,7 @@ class NdjsonSink:
             sink.check_writable(path)
             try:
                 self._stream = path.open("ab", buffering=0)
+                _terminate_a_partial_line(self._stream, path)
             except OSError as error:
                 raise sink.OutputError(f"cannot write {sink.shown(path)}: {error.strerror}") from None
 
@@ -77,16 +80,40 @@ class NdjsonSink:
         if self._stream is None:
             sink.write_stdout(data, what=repr(self))
             return
+        stream = self._stream
+        # What the file holds before these lines: cut back to it if they cannot all be written
+        # (a full disk), so that no reader, and no later run appending, meets half a line.
+        whole_lines_end = os.fstat(stream.fileno()).st_size if stream.seekable() else None
         try:
             # One write for the whole line (O_APPEND keeps concurrent writers' lines whole); the
             # loop only matters for a pipe or FIFO that takes part of it.
             view = memoryview(data)
             while view:
-                view = view[self._stream.write(view) or 0 :]
+                view = view[stream.write(view) or 0 :]
         except OSError as error:
+            if whole_lines_end is not None:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(stream.fileno(), whole_lines_end)
             if error.errno == errno.EPIPE:
-                raise sink.OutputClosed(f"{self!r}: the reader closed the stream") from None
-            raise sink.OutputError(f"cannot write {self!r}: {error.strerror}") from None
+                raise sink.OutputClosed("the reader closed the stream") from None
+            # The failure is reported under the sink's name: no need to say it twice.
+            raise sink.OutputError(f"cannot write: {error.strerror}") from None
+
+
+def _terminate_a_partial_line(stream: BinaryIO, path: Path) -> None:
+    """A file whose last line was cut short (by an older kstat, or a crash mid-write) is ended
+    with a newline before anything is appended, so that two records are never glued."""
+    if not stream.seekable():
+        return
+    size = os.fstat(stream.fileno()).st_size
+    if size == 0:
+        return
+    with path.open("rb") as reading:
+        reading.seek(size - 1)
+        if reading.read(1) == b"\n":
+            return
+    stream.write(b"\n")
+    log.warning("the file ended in a partial line; terminated it before appending", path=str(path))
 
 
 def from_spec(argument: str | None) -> NdjsonSink:

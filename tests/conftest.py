@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import ExitStack
+from pathlib import Path
 
 import pytest
 
 from kstat._logging import configure_logging
 from kstat.testing.loader import LoopbackTarget, SocketFilter
+from tests.disks import tiny_filesystem
 from tests.windows import LoadFilter
 
 
@@ -23,6 +25,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(kernel)
         elif "root" in item.keywords:
             item.add_marker(root)
+
+
+@pytest.fixture
+def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A 16 KiB filesystem of the test's own, to fill up."""
+    with tiny_filesystem(tmp_path / "tiny") as mount_point:
+        yield mount_point
 
 
 @pytest.fixture

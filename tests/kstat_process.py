@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +19,19 @@ class KstatProcess:
     """`python -m kstat ARGS` with its stderr log parsed as it arrives (JSON lines, no TTY)."""
 
     def __init__(
-        self, arguments: Sequence[str], *, prefix: Sequence[str] = (), cwd: Path | None = None
+        self,
+        arguments: Sequence[str],
+        *,
+        prefix: Sequence[str] = (),
+        cwd: Path | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.process = subprocess.Popen(
             [*prefix, *KSTAT, *arguments],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             cwd=cwd,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
         self.log: list[dict[str, Any]] = []
         self.stderr_lines: list[str] = []
@@ -76,8 +81,17 @@ class KstatProcess:
 
 
 def run_kstat(
-    arguments: Sequence[str], *, prefix: Sequence[str] = (), timeout_s: float = 60
+    arguments: Sequence[str],
+    *,
+    prefix: Sequence[str] = (),
+    timeout_s: float = 60,
+    env: Mapping[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*prefix, *KSTAT, *arguments], capture_output=True, text=True, timeout=timeout_s, check=False
+        [*prefix, *KSTAT, *arguments],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+        env={**os.environ, **(env or {})},
     )

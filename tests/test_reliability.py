@@ -11,7 +11,6 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,7 @@ from kstat.cli import parse_command_line
 from kstat.errors import KstatError, UsageError
 from kstat.pipeline.sink_specs import make_sink
 from kstat.testing.loader import SocketFilter
+from tests.disks import fill_up
 from tests.kstat_process import KSTAT, KstatProcess, run_kstat
 from tests.windows import LoadFilter
 
@@ -100,27 +100,6 @@ def test_sigkill_never_leaves_a_half_written_report(load_filter: LoadFilter, tmp
 # --- storage ----------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
-    mount_point = tmp_path / "tiny"
-    mount_point.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "kstat-test", str(mount_point)], check=True)
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", str(mount_point)], check=True)
-
-
-def fill_up(path: Path) -> None:
-    """Write `path` until its filesystem is full."""
-    with path.open("wb", buffering=0) as filler:
-        try:
-            while True:
-                filler.write(b"x" * 1024)
-        except OSError:
-            pass
-
-
 @pytest.mark.kernel
 def test_a_full_disk_under_the_ndjson_stream_fails_it_alone(
     load_filter: LoadFilter, tmp_path: Path, tiny_tmpfs: Path
@@ -143,7 +122,7 @@ def test_a_full_disk_under_the_ndjson_stream_fails_it_alone(
     assert completed.returncode == 1
     errors = [line for line in completed.stderr.splitlines() if not line.startswith("{")]
     sink = f"ndjson:{tiny_tmpfs / 's.ndjson'}"
-    assert errors == [f"kstat: error: {sink}: cannot write {sink}: No space left on device"]
+    assert errors == [f"kstat: error: {sink}: cannot write: No space left on device"]
     # The report, on another disk, is whole and covers the whole window.
     assert json.loads(report.read_text())["collection_duration_ns"] >= 2_000_000_000
 

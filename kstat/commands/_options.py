@@ -4,9 +4,11 @@ window and filter flags, exit statuses and the one-line error."""
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Final, NoReturn
+from typing import Any, Final, NoReturn
 
 from kstat._stdio import silence_stdout
 from kstat.durations import parse_duration_ns
@@ -22,11 +24,41 @@ DEFAULT_INTERVAL: Final = "1s"
 MIN_INTERVAL_NS: Final = 10_000_000
 
 
+# The flags whose value is a duration: "-duration -1s" is a negative duration, not two flags.
+_DURATION_FLAGS: Final = ("-duration", "--duration", "-interval", "--interval", "--linger")
+_NEGATIVE_VALUE: Final = re.compile(r"^-[0-9.]")
+MAX_PROGRAM_ID: Final = 2**32 - 1
+
+
 class ArgumentParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         # One usage line and one error line, exit 2, as argparse does, but never a traceback.
         self.print_usage(sys.stderr)
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+    def parse_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
+        words = list(sys.argv[1:] if args is None else args)
+        # `-duration -1s`: argparse would take "-1s" for a flag; joined, it reaches the value's
+        # own check, which says what is wrong with it.
+        joined: list[str] = []
+        for word in words:
+            if joined and joined[-1] in _DURATION_FLAGS and _NEGATIVE_VALUE.match(word):
+                joined[-1] = f"{joined[-1]}={word}"
+            else:
+                joined.append(word)
+        return super().parse_args(joined, namespace)
+
+    def _get_option_tuples(self, option_string: str) -> list[tuple[Any, ...]]:
+        # No abbreviations in either spelling: `-d 1s` must not quietly mean `-duration 1s`. A
+        # short flag with its value attached (`-o/tmp/r.json`) still works.
+        exact = option_string.split("=", 1)[0]
+        return [
+            found
+            for found in super()._get_option_tuples(option_string)
+            if found[1] == exact or (len(found[1]) == 2 and option_string.startswith(found[1]))
+        ]
 
 
 def duration_or_zero(text: str) -> int:
@@ -59,6 +91,14 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
+    return value
+
+
+def program_id(text: str) -> int:
+    """A program id: the kernel's are 32-bit."""
+    value = positive_int(text)
+    if value > MAX_PROGRAM_ID:
+        raise argparse.ArgumentTypeError(f"{text!r} is no program id (they are below 2^32)")
     return value
 
 
@@ -125,7 +165,7 @@ def add_filter_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
         "selecting programs", "every criterion given must match; a repeated one matches any of its values"
     )
-    group.add_argument("--id", dest="ids", type=positive_int, action="append", default=[], metavar="ID")
+    group.add_argument("--id", dest="ids", type=program_id, action="append", default=[], metavar="ID")
     group.add_argument(
         "--name", metavar="REGEX", help="a regular expression searched in the full and the kernel name"
     )

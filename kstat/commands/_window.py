@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 from collections.abc import Awaitable, Callable
+from types import FrameType
+from typing import Final
 
 import trio
 
@@ -18,6 +21,8 @@ from kstat.pipeline.sink_specs import make_sink
 log = get_logger(__name__)
 
 SignalHandler = Callable[[signal.Signals], None]
+# Sinks whose argument is a file they write.
+_FILE_SINKS: Final = ("json", "ndjson")
 # Runs the window inside the command's nursery; returns its result and, for `kstat run`, the
 # command's exit status.
 WindowBody = Callable[[trio.Nursery], Awaitable[tuple[CollectionResult, int | None]]]
@@ -36,6 +41,16 @@ def sink_specs(options: argparse.Namespace, default: str = "stdout") -> list[str
             f"{' and '.join(writers_of_stdout)} would both write standard output; the NDJSON stream "
             "already ends with the report"
         )
+    writers: dict[str, str] = {}
+    for spec in specs:
+        name, _, argument = spec.partition(":")
+        if name in _FILE_SINKS and argument not in ("", "-"):
+            path = os.path.realpath(argument)
+            if path in writers:
+                raise UsageError(
+                    f"{writers[path]} and {spec} would both write {argument}: one would destroy the other"
+                )
+            writers[path] = spec
     return specs
 
 
@@ -45,10 +60,22 @@ def make_sinks(options: argparse.Namespace, default: str = "stdout") -> list[Sin
     return [make_sink(spec) for spec in sink_specs(options, default)]
 
 
-def stop_on_signal(stop: StopRequest) -> SignalHandler:
+def stop_on_signal(stop: StopRequest, collection: Collection | None = None) -> SignalHandler:
+    """The first SIGINT/SIGTERM ends the window; a second, or one that comes once the window is
+    over, cuts the delivery of its end short."""
+
     def handle(signal_number: signal.Signals) -> None:
-        if stop.event.is_set():
-            log.warning("already stopping; the report is being written", signal=signal_number.name)
+        if collection is not None and collection.window_ended.is_set():
+            log.warning(
+                "the window is over: the sinks get a second more, then kstat ends", signal=signal_number.name
+            )
+            collection.hurry()
+        elif stop.event.is_set():
+            log.warning(
+                "second signal: the sinks get a second more, then kstat ends", signal=signal_number.name
+            )
+            if collection is not None:
+                collection.hurry()
         else:
             log.info("stopping early; the report will cover the time collected", signal=signal_number.name)
             stop.request(signal_number.name)
@@ -71,10 +98,23 @@ async def reopen_on_sighup(collection: Collection) -> None:
 
 def run_window(body: WindowBody) -> int:
     """Run a window command under trio; its exit status."""
+    finished = False
+
+    def after_trio(signal_number: int, frame: FrameType | None) -> None:
+        # What SIGINT and SIGTERM do when trio's own handling is not running: before it starts,
+        # end at once (nothing is on yet); once the window is delivered, nothing is left for
+        # them to stop, so kstat exits as it was about to, with its status.
+        if not finished:
+            name = signal.Signals(signal_number).name
+            os.write(2, f"kstat: {name} before the window started; nothing was collected\n".encode())
+            os._exit(128 + signal_number)
 
     async def main() -> int:
+        nonlocal finished
         async with trio.open_nursery() as nursery:
             result, exit_status = await body(nursery)
+            # Before the signal watcher goes (and trio puts `after_trio` back).
+            finished = True
             nursery.cancel_scope.cancel()
         for failure in result.failed_sinks:
             say_error(f"{failure.sink}: {failure.error}")
@@ -83,6 +123,8 @@ def run_window(body: WindowBody) -> int:
             return exit_status
         return EXIT_FAILURE if result.failed_sinks else EXIT_OK
 
+    for signal_number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signal_number, after_trio)
     try:
         return trio.run(main)
     except BaseExceptionGroup as group:
@@ -90,3 +132,9 @@ def run_window(body: WindowBody) -> int:
         if sole is None:
             raise
         raise sole from None
+    finally:
+        if finished:
+            # Python puts the default handlers back while it shuts down, and a late second
+            # signal would then kill kstat after all was done; ignored signals stay ignored.
+            for signal_number in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(signal_number, signal.SIG_IGN)

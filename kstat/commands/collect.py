@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Measure what loaded eBPF programs cost inside the kernel: enable the kernel's run-time "
             "statistics, sample every program, and report per-program runtime, runs, events/s, "
-            "average runtime, estimated CPU %% and recursion misses over the window. "
+            "average runtime, estimated CPU % and recursion misses over the window. "
             "Subcommands: demo (a self-contained demonstration), list (the loaded programs), "
             "run (collect for a command's lifetime), serve (collect until stopped, for Prometheus), "
             "compare (two reports), plot (PNG charts)."
@@ -50,7 +50,7 @@ def run(options: argparse.Namespace) -> int:
     async def window(nursery: trio.Nursery) -> tuple[CollectionResult, int | None]:
         stop = StopRequest()
         collection = Collection(settings, sinks, stop)
-        nursery.start_soon(watch_signals, stop_on_signal(stop))
+        nursery.start_soon(watch_signals, stop_on_signal(stop, collection))
         nursery.start_soon(reopen_on_sighup, collection)
         return await collection.run(), None
 

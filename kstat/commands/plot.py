@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="kstat plot",
         description=(
             "PNG charts of a report, beside a baseline with --baseline (either may be the Go "
-            "collect-kernel-stats tool's): per program CPU %%, events/s and average runtime, their "
+            "collect-kernel-stats tool's): per program CPU %, events/s and average runtime, their "
             "totals, program metadata, memory footprint, CPU efficiency, and an overview with a "
             "summary of the changes (printed too). Or the time series of an NDJSON stream."
         ),
@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
 def run(options: argparse.Namespace) -> int:
     output: Path = options.output
     if options.input.suffix == ".ndjson" and options.baseline is None:
+        if output.suffix != ".png":
+            # A directory (`-o charts/`): the chart goes in it, not over it.
+            output = chart_paths(output)["overview"].with_name("stream.png")
         save_png(stream_figure(read_stream(options.input), title=options.title), output)
         log.info("chart written", path=str(output))
         return EXIT_OK

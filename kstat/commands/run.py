@@ -79,7 +79,12 @@ class CommandWindow:
         started is passed on as soon as it has."""
         self._signals_received.append(signal_number)
         process = self._process
-        if len(self._signals_received) > 1:
+        if len(self._signals_received) > 2:
+            log.warning(
+                "third signal: the sinks get a second more, then kstat ends", signal=signal_number.name
+            )
+            self.collection.hurry()
+        elif len(self._signals_received) > 1:
             log.warning("second signal: ending the window now", signal=signal_number.name)
             self.collection.stop.request(signal_number.name)
         elif process is not None and process.returncode is None:
@@ -133,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse(arguments: list[str]) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
     parser = build_parser()
+    before_command = arguments[: arguments.index("--")] if "--" in arguments else arguments
+    if "-h" in before_command or "--help" in before_command:
+        parser.parse_args(before_command)  # prints the help and exits
     if "--" not in arguments:
         parser.error("give the command to run after --: kstat run [options] -- COMMAND [ARGS...]")
     split = arguments.index("--")

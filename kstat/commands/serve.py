@@ -68,9 +68,9 @@ def run(options: argparse.Namespace) -> int:
 
     async def window(nursery: trio.Nursery) -> tuple[CollectionResult, int | None]:
         stop = StopRequest()
-        nursery.start_soon(watch_signals, stop_on_signal(stop))
         summary = Summary(generator=f"kstat {__version__}", retain_unloaded=options.keep_unloaded)
         collection = Collection(settings, sinks, stop, summary=summary)
+        nursery.start_soon(watch_signals, stop_on_signal(stop, collection))
         nursery.start_soon(reopen_on_sighup, collection)
         return await collection.run(), None
 

@@ -53,6 +53,8 @@ SINK_CHANNEL_CAPACITY: Final = 8
 MAX_PENDING_INTERVALS: Final = 16
 # How long, after the window's end, the sinks together may take to deliver it.
 DEFAULT_END_TIMEOUT_NS: Final = 30_000_000_000
+# What is left of it after a second Ctrl-C or SIGTERM.
+HURRIED_END_S: Final = 1.0
 
 StatsSwitch = Callable[[], AbstractContextManager[StatsMethod]]
 
@@ -128,6 +130,14 @@ class _SinkLane:
     scope: trio.CancelScope = field(factory=trio.CancelScope)
     done: trio.Event = field(factory=trio.Event)
     end_timeout_s: float = DEFAULT_END_TIMEOUT_NS / 1e9
+    # Around the delivery of the window's end: the same deadline as `scope`.
+    delivery: trio.CancelScope = field(factory=trio.CancelScope)
+
+    def hurry(self, deadline: float) -> None:
+        """Bring the end's deadline forward (never back)."""
+        self.end_timeout_s = min(self.end_timeout_s, max(0.0, deadline - trio.current_time()))
+        for scope in (self.scope, self.delivery):
+            scope.deadline = min(scope.deadline, deadline)
 
     @property
     def name(self) -> str:
@@ -192,7 +202,8 @@ class _SinkLane:
         the sink to finish, all by `deadline` (`timeout_s` after the window's end)."""
         self.end_timeout_s = timeout_s
         self.scope.deadline = deadline
-        with trio.move_on_at(deadline):
+        self.delivery.deadline = deadline
+        with self.delivery:
             try:
                 if self.alive:
                     if self.reopen_pending:
@@ -237,9 +248,12 @@ class Collection:
     source: SnapshotSource | None = None
     stats_switch: StatsSwitch = runtime_stats_enabled
     window_started: trio.Event = field(factory=trio.Event)
+    # Set once the last snapshot is taken and the stats are off: only delivery is left.
+    window_ended: trio.Event = field(factory=trio.Event)
     summary: Summary = field(factory=lambda: Summary(generator=f"kstat {__version__}"))
     _online_cpus: int = field(factory=online_cpu_count)
     _lanes: list[_SinkLane] = field(factory=list)
+    _hurried: bool = False
 
     async def run(self) -> CollectionResult:
         """Collect the window and deliver it; returns the report and any sink failures.
@@ -310,12 +324,13 @@ class Collection:
                     raise
                 # The stats are off. The summary takes the last interval, then the report is
                 # built and every sink gets the end, all sinks under one deadline.
+                self.window_ended.set()
                 async with summary_lane.send_channel:
                     await summary_lane.send_channel.send(last_interval[0])
                 await self.summary.done.wait()
                 report = self.summary.report(stopped_by=self.stop.reason)
                 self._log_window_end(report)
-                timeout_s = settings.end_timeout_ns / 1e9
+                timeout_s = HURRIED_END_S if self._hurried else settings.end_timeout_ns / 1e9
                 deadline = trio.current_time() + timeout_s
                 for lane in lanes:
                     if lane.skipped:
@@ -332,6 +347,15 @@ class Collection:
             failed_sinks=tuple(lane.failure for lane in lanes if lane.failure is not None),
             skipped_snapshots={lane.name: lane.skipped for lane in lanes},
         )
+
+    def hurry(self) -> None:
+        """Cut the end short (a second Ctrl-C): every sink gets a second more to finish, then is
+        cancelled; what it could not deliver it keeps where it can (the JSON report: a
+        fallback file)."""
+        self._hurried = True
+        deadline = trio.current_time() + HURRIED_END_S
+        for lane in self._lanes:
+            lane.hurry(deadline)
 
     def reopen_files(self) -> None:
         """Ask every sink to reopen the files it writes by name (after a rotation: SIGHUP)."""
