@@ -174,6 +174,6 @@ def test_list_shows_owners_and_attachments(holders: list[Holder]) -> None:
     assert by_name["kstat_t_xdp"]["type"] == "XDP"
     assert by_name["kstat_t_xdp"]["attachments"] == ["xdp:kstat-t-a"]
     header, *rows = table.splitlines()
-    assert header.split() == ["ID", "TYPE", "NAME", "OWNERS", "ATTACHED"]
+    assert header.split() == ["ID", "TYPE", "NAME", "OWNERS", "RUNS", "IN", "ATTACHED"]
     assert any(LONG_NAME in row and f"{holder.pid}/{holder.command}" in row for row in rows)
     assert any("xdp:kstat-t-a" in row for row in rows)

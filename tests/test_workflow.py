@@ -300,7 +300,7 @@ def test_a_heavier_build_is_caught_by_compare(tmp_path: Path) -> None:
     assert json.loads(same.stdout)["regression"] is False
     chart = run_kstat(["plot", str(current), "--baseline", str(base), "-o", str(tmp_path / "cmp.png")])
     assert chart.returncode == 0
-    assert png_size(tmp_path / "cmp.png")[0] == 1800
+    assert png_size(tmp_path / "cmp.png")[0] == 1900  # the overview: 19 in at 100 dpi
 
 
 @pytest.mark.kernel
@@ -326,5 +326,5 @@ def test_make_e2e_with_a_baseline(tmp_path: Path) -> None:
     )
     assert heavier.returncode != 0  # the default FAIL_ON caught the heavier build
     assert (tmp_path / "logs" / "current" / "kernel-stats.json").exists()
-    assert png_size(tmp_path / "perf" / "kernel-comparison-main.png")[0] == 1800
+    assert png_size(tmp_path / "perf" / "kernel-comparison-main.png")[0] == 1900  # the overview
     assert "REGRESSION" in (tmp_path / "perf" / "kernel-comparison-main.md").read_text()

@@ -153,15 +153,21 @@ class _Drawer:
         self.total = total
         self.with_baseline = with_baseline
 
+    @staticmethod
+    def _figure(width: float, height: float) -> Figure:
+        # Not through pyplot: its registry would keep every figure of a chart set alive until
+        # closed, and a harness drawing in a loop would grow without bound.
+        from matplotlib import figure  # noqa: PLC0415 - matplotlib only loads to draw
+
+        return figure.Figure(figsize=(width, height), dpi=DPI)
+
     def per_program(self, metrics: Sequence[Metric], title: str, *, with_total: bool = False) -> Figure:
         """One panel per metric, two to a row when there are four (a wide strip reads badly)."""
         columns = 2 if len(metrics) == 4 else len(metrics)
         rows = math.ceil(len(metrics) / columns)
         height = max(3.2, 0.36 * len(self.rows) * (2 if self.with_baseline else 1) + 1.8)
-        figure: Figure
-        figure, axes = self.plt.subplots(
-            rows, columns, figsize=(6.6 * columns, height * rows + 0.4), dpi=DPI, squeeze=False
-        )
+        figure = self._figure(6.6 * columns, height * rows + 0.4)
+        axes = figure.subplots(rows, columns, squeeze=False)
         for axis, entry in zip(axes.flat, metrics, strict=True):
             self._program_bars(axis, entry, self.rows)
             if with_total:
@@ -172,10 +178,8 @@ class _Drawer:
         return figure
 
     def totals(self, metrics: Sequence[Metric], title: str) -> Figure:
-        figure: Figure
-        figure, axes = self.plt.subplots(
-            1, len(metrics), figsize=(4.2 * len(metrics), 4.2), dpi=DPI, squeeze=False
-        )
+        figure = self._figure(4.2 * len(metrics), 4.2)
+        axes = figure.subplots(1, len(metrics), squeeze=False)
         for axis, entry in zip(axes[0], metrics, strict=True):
             self._total_bars(axis, entry)
         self._legend(figure)
@@ -184,7 +188,7 @@ class _Drawer:
         return figure
 
     def overview(self, title: str, summary: str) -> Figure:
-        figure: Figure = self.plt.figure(figsize=(19, 17), dpi=DPI)
+        figure = self._figure(19, 17)
         grid = figure.add_gridspec(4, 3, height_ratios=(1.25, 0.9, 1.0, 0.75))
         costliest = sorted(
             self.rows, key=lambda row: row.value(row.current, "estimated_cpu_percent") or 0.0, reverse=True
