@@ -53,6 +53,10 @@ from kstat.pipeline.model import ProgramOwner as ProgramOwner
 from kstat.pipeline.model import ProgramStats as ProgramStats
 from kstat.pipeline.model import Snapshot as Snapshot
 from kstat.pipeline.model import Workload as Workload
+from kstat.pipeline.records import RECORD_KEYS as RECORD_KEYS
+from kstat.pipeline.records import interval_records as interval_records
+from kstat.pipeline.records import start_records as start_records
+from kstat.pipeline.records import summary_records as summary_records
 from kstat.pipeline.report import ProgramReport as ProgramReport
 from kstat.pipeline.report import Report as Report
 from kstat.pipeline.report import report_keys
@@ -62,6 +66,7 @@ from kstat.pipeline.schema import report_to_dict as report_to_dict
 from kstat.pipeline.schema import report_to_json as report_to_json
 from kstat.pipeline.schema import start_to_dicts as start_to_dicts
 from kstat.pipeline.schema import summary_to_dict as summary_to_dict
+from kstat.pipeline.sink_specs import split_options as split_options
 
 
 def program_keys(programs: Sequence[ProgramStats]) -> list[str]:

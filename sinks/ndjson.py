@@ -1,9 +1,15 @@
 """`ndjson:PATH` and `ndjson:-`: one JSON object per line, as each interval ends.
 
-Each interval line holds the interval's delta (`kstat.sink.interval_to_dict`: the report's
-field names, plus each program's absolute kernel counters); the last line is the window's
-report. Every line is written whole with one write and flushed, so `tail -f`, `jq` and log
-shippers see it at once. Files are opened for appending, as log files are.
+Two layouts, chosen with `?layout=` after the path:
+
+- `nested` (the default, as every kstat version wrote it): a line per interval holding its
+  delta (`kstat.sink.interval_to_dict`: the report's field names, programs keyed by name in
+  `program_stats`, each with the kernel's absolute counters); the last line is the report.
+- `records`: flat lines with one fixed set of keys (`kstat.sink.RECORD_KEYS`), a line per
+  program and one for the totals, for log stores that index every key they meet.
+
+Every interval's lines are written whole with one write and flushed, so `tail -f`, `jq` and log
+shippers see them at once. Files are opened for appending, as log files are.
 """
 
 from __future__ import annotations
@@ -11,8 +17,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, Final
 
 import trio
 
@@ -21,10 +28,18 @@ from kstat import sink
 log = sink.get_logger(__name__)
 
 
+LAYOUTS: Final = ("nested", "records")
+
+
 class NdjsonSink:
-    def __init__(self, path: Path | None) -> None:
-        """`path` None means standard output."""
+    def __init__(self, path: Path | None, layout: str = "nested") -> None:
+        """`path` None means standard output; `layout` one of LAYOUTS."""
+        if layout not in LAYOUTS:
+            raise sink.UsageError(f"unknown layout {layout!r}: expected {' or '.join(LAYOUTS)}")
         self.path = path
+        self.layout = layout
+        # The node, for records (from the window's start).
+        self._host_name: str | None = None
         self._stream: BinaryIO | None = None
         if path is None:
             sink.require_stdout()
@@ -37,7 +52,8 @@ class NdjsonSink:
                 raise sink.OutputError(f"cannot write {sink.shown(path)}: {error.strerror}") from None
 
     def __repr__(self) -> str:
-        return f"ndjson:{sink.shown(self.path) if self.path is not None else '-'}"
+        where = sink.shown(self.path) if self.path is not None else "-"
+        return f"ndjson:{where}" + ("" if self.layout == "nested" else f"?layout={self.layout}")
 
     async def consume(self, events: trio.abc.ReceiveChannel[sink.Event]) -> None:
         try:
@@ -50,9 +66,7 @@ class NdjsonSink:
                     # the write (which may block on a slow reader) go off the event loop.
                     await trio.to_thread.run_sync(self._write_interval, event)
                 elif isinstance(event, sink.WindowEnded):
-                    await trio.to_thread.run_sync(
-                        self._write, sink.json_line(sink.summary_to_dict(event.report))
-                    )
+                    await trio.to_thread.run_sync(self._write_summary, event.report)
                 elif isinstance(event, sink.ReopenFiles) and self.path is not None:
                     await trio.to_thread.run_sync(self._reopen)
         finally:
@@ -71,10 +85,27 @@ class NdjsonSink:
         log.info("reopened", path=str(self.path))
 
     def _write_start(self, event: sink.WindowStarted) -> None:
-        self._write(b"".join(sink.json_line(line) for line in sink.start_to_dicts(event)))
+        self._host_name = event.node
+        if self.layout == "records":
+            self._write_lines(sink.start_records(event))
+        else:
+            self._write_lines(sink.start_to_dicts(event))
 
     def _write_interval(self, event: sink.IntervalEnded) -> None:
-        self._write(sink.json_line(sink.interval_to_dict(event)))
+        if self.layout == "records":
+            self._write_lines(sink.interval_records(event, self._host_name))
+        else:
+            self._write(sink.json_line(sink.interval_to_dict(event)))
+
+    def _write_summary(self, report: sink.Report) -> None:
+        if self.layout == "records":
+            self._write_lines(sink.summary_records(report, report.node or self._host_name))
+        else:
+            self._write(sink.json_line(sink.summary_to_dict(report)))
+
+    def _write_lines(self, lines: Sequence[Mapping[str, Any]]) -> None:
+        if lines:
+            self._write(b"".join(sink.json_line(line) for line in lines))
 
     def _write(self, data: bytes) -> None:
         if self._stream is None:
@@ -117,6 +148,11 @@ def _terminate_a_partial_line(stream: BinaryIO, path: Path) -> None:
 
 
 def from_spec(argument: str | None) -> NdjsonSink:
-    if not argument:
+    """`PATH`, `-`, or either with `?layout=nested|records`."""
+    where, options = sink.split_options(argument or "")
+    if not where:
         raise sink.UsageError("ndjson needs a path, or - for standard output (ndjson:PATH, ndjson:-)")
-    return NdjsonSink(None if argument == "-" else Path(argument))
+    unknown = sorted(options.keys() - {"layout"})
+    if unknown:
+        raise sink.UsageError(f"unknown option {unknown[0]!r}: ndjson takes ?layout=nested|records")
+    return NdjsonSink(None if where == "-" else Path(where), options.get("layout", "nested"))

@@ -16,6 +16,7 @@ import pytest
 import trio
 
 import kstat
+from kstat.sink import RECORD_KEYS
 from kstat.testing.loader import LoopbackTarget, SocketFilter
 from tests.kstat_process import KstatProcess
 from tests.statsd_daemon import free_port
@@ -115,8 +116,9 @@ input(type="imfile" file="{stream}" tag="kstat" ruleset="kstat" addMetadata="off
 """
 
 
+@pytest.mark.parametrize("layout", ["nested", "records"])
 def test_rsyslog_ships_every_interval_parsed_in_order_across_a_rotation(
-    load_filter: LoadFilter, tmp_path: Path
+    load_filter: LoadFilter, tmp_path: Path, layout: str
 ) -> None:
     rsyslogd = shutil.which("rsyslogd") or "/usr/sbin/rsyslogd"
     if not Path(rsyslogd).exists():
@@ -138,7 +140,7 @@ def test_rsyslog_ships_every_interval_parsed_in_order_across_a_rotation(
     )
     target = load_filter("kstat_t_ship")
     try:
-        kstat = serve("--sink", f"ndjson:{stream}")
+        kstat = serve("--sink", f"ndjson:{stream}?layout={layout}")
         for round_ in range(6):
             target.send(50)
             time.sleep(0.3)
@@ -164,9 +166,23 @@ def test_rsyslog_ships_every_interval_parsed_in_order_across_a_rotation(
     assert any(entry["event"] == "reopened" for entry in kstat.log)
     assert (tmp_path / "kstat.ndjson.1").stat().st_size > 0 and stream.stat().st_size > 0
     assert shipped == written  # every line, parsed, in order, none lost or repeated
-    intervals = [line for line in shipped if line["kind"] == "interval"]
+    if layout == "nested":
+        intervals = [line for line in shipped if line["kind"] == "interval"]
+        shipped_runs = sum(
+            line["program_stats"].get("kstat_t_ship", {}).get("run_count", 0) for line in intervals
+        )
+    else:
+        assert all(list(line) == list(RECORD_KEYS) for line in shipped)  # nulls and order kept too
+        intervals = [line for line in shipped if line["kind"] == "total"]
+        shipped_runs = sum(
+            line["run_count"]
+            for line in shipped
+            if line["kind"] == "program" and line["name"] == "kstat_t_ship"
+        )
+        summary = [line for line in shipped if line["kind"] == "summary" and line["name"] == "kstat_t_ship"]
+        assert [line["run_count"] for line in summary] == [300]
     assert [line["sequence"] for line in intervals] == list(range(1, len(intervals) + 1))
-    assert sum(line["program_stats"].get("kstat_t_ship", {}).get("run_count", 0) for line in intervals) == 300
+    assert shipped_runs == 300
     assert not unparsed.exists()
 
 

@@ -19,7 +19,7 @@ from kstat.analysis.charts import short_label
 from kstat.errors import KstatError
 from kstat.pipeline.catalogue import View, in_view
 from kstat.pipeline.report import ProgramReport
-from kstat.pipeline.schema import ReportFormatError, programs_from_dict
+from kstat.pipeline.schema import ReportFormatError, program_from_dict, programs_from_dict
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -96,10 +96,12 @@ def save_png(figure: Figure, path: Path) -> None:
 
 
 def read_stream(path: Path) -> list[StreamInterval]:
-    """The interval lines of an NDJSON stream any kstat version wrote; ReportFormatError names
-    the line and field that are not what a stream holds."""
+    """The intervals of an NDJSON stream any kstat version wrote, in either layout;
+    ReportFormatError names the line and field that are not what a stream holds."""
     text = read_text(path, "an NDJSON stream", ReportFormatError)
     intervals: list[StreamInterval] = []
+    # Records of the interval being read, by key (the record layout).
+    pending: dict[str, ProgramReport] = {}
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -107,7 +109,12 @@ def read_stream(path: Path) -> list[StreamInterval]:
             data = json.loads(line)
         except json.JSONDecodeError as error:
             raise ReportFormatError(f"{shown(path)}: line {number} is not JSON: {error.msg}") from None
-        if not isinstance(data, dict) or data.get("kind") != "interval":
+        if not isinstance(data, dict):
+            continue
+        if "timestamp_ns" in data:  # the record layout (`?layout=records`)
+            _read_record(data, number, pending, intervals, path)
+            continue
+        if data.get("kind") != "interval":
             continue
         try:
             elapsed_ns = data.get("elapsed_ns")
@@ -118,3 +125,28 @@ def read_stream(path: Path) -> list[StreamInterval]:
             problem = f"line {number} is not an interval line: {error}"
             raise ReportFormatError(f"{shown(path)}: {problem}") from None
     return intervals
+
+
+def _read_record(
+    data: dict[str, Any],
+    number: int,
+    pending: dict[str, ProgramReport],
+    intervals: list[StreamInterval],
+    path: Path,
+) -> None:
+    """A record line: an interval's `program` records gather until its `total` ends it."""
+    kind = data.get("kind")
+    try:
+        if kind == "program":
+            key = data.get("key")
+            if not isinstance(key, str):
+                raise ReportFormatError("key is missing or not a string")
+            pending[key] = program_from_dict(data, "the record")
+        elif kind == "total":
+            elapsed_ns = data.get("elapsed_ns")
+            if isinstance(elapsed_ns, bool) or not isinstance(elapsed_ns, int):
+                raise ReportFormatError("elapsed_ns is missing or not a whole number")
+            intervals.append(StreamInterval(elapsed_ns, dict(pending)))
+            pending.clear()
+    except ReportFormatError as error:
+        raise ReportFormatError(f"{shown(path)}: line {number} is not a {kind} record: {error}") from None

@@ -154,7 +154,8 @@ def add_window_flags(
         dest="sinks",
         help=(
             "where the window's events and report go; repeatable: stdout, json:PATH, ndjson:PATH, "
-            "ndjson:-, statsd://HOST:PORT?prefix=P[&tags=dogstatsd][&transport=tcp], or a third-party "
+            "ndjson:-, ndjson:PATH?layout=records (flat records for log stores), "
+            "statsd://HOST:PORT?prefix=P[&tags=dogstatsd][&transport=tcp], or a third-party "
             "sink (default: stdout, or only the -output file when it is given)"
         ),
     )

@@ -16,7 +16,7 @@ from kstat.commands._options import EXIT_FAILURE, EXIT_OK, say_error
 from kstat.errors import UsageError, sole_exception
 from kstat.pipeline.events import Sink
 from kstat.pipeline.scheduler import Collection, CollectionResult, StopRequest
-from kstat.pipeline.sink_specs import make_sink
+from kstat.pipeline.sink_specs import make_sink, split_options
 
 log = get_logger(__name__)
 
@@ -35,7 +35,9 @@ def sink_specs(options: argparse.Namespace, default: str = "stdout") -> list[str
         specs.insert(0, f"json:{options.output}")
     if not specs:
         specs.append(default)
-    writers_of_stdout = [spec for spec in specs if spec in ("stdout", "ndjson:-")]
+    writers_of_stdout = [
+        spec for spec in specs if spec == "stdout" or (spec.startswith("ndjson:") and _written(spec) == "-")
+    ]
     if len(writers_of_stdout) > 1:
         raise UsageError(
             f"{' and '.join(writers_of_stdout)} would both write standard output; the NDJSON stream "
@@ -43,7 +45,8 @@ def sink_specs(options: argparse.Namespace, default: str = "stdout") -> list[str
         )
     writers: dict[str, str] = {}
     for spec in specs:
-        name, _, argument = spec.partition(":")
+        name = spec.partition(":")[0]
+        argument = _written(spec)
         if name in _FILE_SINKS and argument not in ("", "-"):
             path = os.path.realpath(argument)
             if path in writers:
@@ -52,6 +55,11 @@ def sink_specs(options: argparse.Namespace, default: str = "stdout") -> list[str
                 )
             writers[path] = spec
     return specs
+
+
+def _written(spec: str) -> str:
+    """What a file sink's spec writes: its argument without options (`-` for stdout)."""
+    return split_options(spec.partition(":")[2])[0]
 
 
 def make_sinks(options: argparse.Namespace, default: str = "stdout") -> list[Sink]:

@@ -12,6 +12,8 @@ module only says over which span each program's counters grew:
 
 from __future__ import annotations
 
+import calendar
+import re
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -374,3 +376,25 @@ def format_timestamp(wall_time_ns: int) -> str:
     base = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
     fraction = f".{nanoseconds:09d}".rstrip("0").rstrip(".")
     return f"{base}{fraction}Z"
+
+
+_RFC3339: Final = re.compile(
+    r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9})\d*)?(?:Z|([+-])(\d\d):(\d\d))", re.IGNORECASE
+)
+
+
+def parse_timestamp(text: str) -> int | None:
+    """Nanoseconds since the epoch from an RFC 3339 time (as kstat and the Go tool write them);
+    None when `text` is not one."""
+    found = _RFC3339.fullmatch(text)
+    if found is None:
+        return None
+    base, fraction, sign, hours, minutes = found.groups()
+    try:
+        seconds = calendar.timegm(time.strptime(base, "%Y-%m-%dT%H:%M:%S"))
+    except ValueError:
+        return None
+    if sign is not None:
+        offset = int(hours) * 3600 + int(minutes) * 60
+        seconds -= offset if sign == "+" else -offset
+    return seconds * NS_PER_S + int((fraction or "").ljust(9, "0"))

@@ -38,6 +38,21 @@ def split_spec(spec: str) -> tuple[str, str | None]:
     return name, (argument if colon else None)
 
 
+# `?name=value&name=value` at the end of an argument; values hold no `?`, `&` or `=`.
+_OPTIONS: Final = re.compile(r"(?P<where>.*)\?(?P<options>[a-z_]+=[^?&=]*(?:&[a-z_]+=[^?&=]*)*)")
+
+
+def split_options(argument: str) -> tuple[str, dict[str, str]]:
+    """`/var/log/k.ndjson?layout=records` -> ("/var/log/k.ndjson", {"layout": "records"}).
+
+    Only a trailing `?name=value[&...]` is options: a path may hold a `?` of its own."""
+    found = _OPTIONS.fullmatch(argument)
+    if found is None:
+        return argument, {}
+    options = dict(option.split("=", 1) for option in found["options"].split("&"))
+    return found["where"], options
+
+
 def make_sink(spec: str) -> Sink:
     """The sink a spec names, made now (so its own checks run before the window)."""
     registered = available_sinks()
