@@ -23,6 +23,8 @@ PERF_DIR ?= perf
 WORK_SCALE ?= 1
 WORKLOAD ?= $(BIN)/kstat demo --workload-only -duration $(E2E_DURATION) --work-scale $(WORK_SCALE)
 FAIL_ON ?= avg_runtime_ns:+10%
+# Runs of the workload per side: with 4 or more, compare tests each change for significance.
+RUNS ?= 1
 
 .PHONY: install deps test test-unprivileged lint demo e2e soak soak-serve clean bench
 
@@ -75,15 +77,22 @@ lint: install
 demo: install
 	$(SUDO) $(BIN)/kstat demo $(ARGS)
 
+# Each run's report is kernel-stats-run-K.json; kernel-stats.json is the last (the seed's name).
+# A baseline from before runs were kept has only kernel-stats.json: it counts as one run.
 e2e: install
 	mkdir -p $(E2E_LOGS)/$(E2E_NAME)
-	$(SUDO) $(BIN)/kstat run -o $(E2E_LOGS)/$(E2E_NAME)/kernel-stats.json -- $(WORKLOAD)
+	rm -f $(E2E_LOGS)/$(E2E_NAME)/kernel-stats-run-*.json
+	for run in $$(seq 1 $(RUNS)); do \
+		$(SUDO) $(BIN)/kstat run -o $(E2E_LOGS)/$(E2E_NAME)/kernel-stats-run-$$run.json -- $(WORKLOAD) || exit $$?; \
+	done
+	cp $(E2E_LOGS)/$(E2E_NAME)/kernel-stats-run-$(RUNS).json $(E2E_LOGS)/$(E2E_NAME)/kernel-stats.json
 ifdef BASELINE
 	mkdir -p $(PERF_DIR)
 	$(BIN)/kstat plot $(E2E_LOGS)/$(E2E_NAME)/kernel-stats.json \
 		--baseline $(E2E_LOGS)/$(BASELINE)/kernel-stats.json -o $(PERF_DIR)/kernel-comparison-$(BASELINE).png
-	$(BIN)/kstat compare $(E2E_LOGS)/$(BASELINE)/kernel-stats.json $(E2E_LOGS)/$(E2E_NAME)/kernel-stats.json \
-		--format markdown $(foreach threshold,$(FAIL_ON),--fail-on $(threshold)) \
+	runs() { ls $$1/kernel-stats-run-*.json 2>/dev/null || echo $$1/kernel-stats.json; }; \
+	$(BIN)/kstat compare --format markdown $(foreach threshold,$(FAIL_ON),--fail-on $(threshold)) \
+		$$(runs $(E2E_LOGS)/$(BASELINE)) -- $$(runs $(E2E_LOGS)/$(E2E_NAME)) \
 		| tee $(PERF_DIR)/kernel-comparison-$(BASELINE).md; exit $${PIPESTATUS[0]}
 endif
 

@@ -1,7 +1,7 @@
 """The command line: `kstat [flags]` collects (the Go tool's interface); `kstat SUBCOMMAND`
-runs one of `demo`, `list`, `run`, `serve`, `compare` and `plot`. Each lives in `kstat.commands`, with
-its own arguments; this module only dispatches, and turns errors into one line and an exit
-status:
+runs one of `demo`, `list`, `run`, `serve`, `compare`, `history` and `plot`. Each lives in
+`kstat.commands`, with its own arguments; this module only dispatches, and turns errors into
+one line and an exit status:
 
 0 success, 1 a runtime failure (privileges, kernel, output, a sink, a file that is not a
 report) or a regression found by `compare`, 2 a usage error, 130 interrupted before anything
@@ -39,6 +39,7 @@ COMMANDS: Final = {
     "run": "kstat.commands.run",
     "serve": "kstat.commands.serve",
     "compare": "kstat.commands.compare",
+    "history": "kstat.commands.history",
     "plot": "kstat.commands.plot",
 }
 

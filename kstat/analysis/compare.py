@@ -3,17 +3,31 @@
 Programs are matched by name and type. Several programs with the same name and type on one
 side (two agents, or a program loaded twice) are added up into one row, so nothing is dropped
 or matched arbitrarily; a program on one side only gets a row of its own.
+
+Each side may be several runs of the same workload: then a row holds each run's numbers, shows
+their median, and says whether the change of the medians is significant (`significance`).
 """
 
 from __future__ import annotations
 
 import json
 import re
+import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
 from attrs import frozen
 
+from kstat.analysis.significance import (
+    DEFAULT_ALPHA,
+    Sample,
+    Verdict,
+    beyond_limit_test,
+    rank_test,
+    runs_needed,
+    runs_needed_beside,
+    smallest_p_value,
+)
 from kstat.errors import UsageError
 from kstat.pipeline.catalogue import (
     METRICS,
@@ -35,14 +49,38 @@ SHOWN: Final = in_view(View.COMPARE)
 
 @frozen
 class Measures:
-    """A row's numbers on one side: the catalogue's metrics over that report's window."""
+    """A row's numbers on one side: the catalogue's metrics over that report's window, or, for
+    several runs, each metric's median over the runs (`runs` holds each run's own)."""
 
     programs: int
     values: Mapping[str, Number]
+    # Each run's values, where the side has several; empty for one report.
+    runs: tuple[Mapping[str, Number], ...] = ()
 
     def value(self, metric: str) -> float | None:
         found = self.values.get(metric)
         return None if found is None else float(found)
+
+    def sample(self, metric: str) -> Sample | None:
+        """The metric's value in each run that has it."""
+        runs = self.runs or (self.values,)
+        found = tuple(float(run[metric]) for run in runs if run.get(metric) is not None)
+        return Sample(found) if found else None
+
+    @staticmethod
+    def over_runs(runs: Sequence[Measures]) -> Measures:
+        """Several runs' measures as one: each metric's median, the runs kept."""
+        if len(runs) == 1:
+            return runs[0]
+        names = [metric.name for metric in METRICS if any(metric.name in run.values for run in runs)]
+        return Measures(
+            programs=max(run.programs for run in runs),
+            values={
+                name: statistics.median(run.values[name] for run in runs if name in run.values)
+                for name in names
+            },
+            runs=tuple(run.values for run in runs),
+        )
 
 
 @frozen
@@ -77,6 +115,15 @@ class Row:
         sides = self.sides(metric)
         return None if sides is None else sides[1] - sides[0]
 
+    def verdict(self, metric: str, alpha: float = DEFAULT_ALPHA) -> Verdict | None:
+        """The rank test of the metric's runs on both sides; None when a side lacks it."""
+        if self.baseline is None or self.current is None:
+            return None
+        before, after = self.baseline.sample(metric), self.current.sample(metric)
+        if before is None or after is None:
+            return None
+        return rank_test(before, after, alpha)
+
 
 @frozen
 class Threshold:
@@ -92,19 +139,40 @@ class Threshold:
         sign = "+" if self.limit >= 0 else "-"
         return f"{self.metric}:{sign}{abs(self.limit):g}{'%' if self.relative else ''}"
 
-    def violated_by(self, row: Row) -> str | None:
+    def test(self, row: Row, alpha: float = DEFAULT_ALPHA) -> Verdict | None:
+        """Whether the row's current runs are significantly beyond its baseline runs moved by
+        the limit; None when a side lacks the metric."""
+        if row.baseline is None or row.current is None:
+            return None
+        before, after = row.baseline.sample(self.metric), row.current.sample(self.metric)
+        if before is None or after is None:
+            return None
+        return beyond_limit_test(before, after, limit=self.limit, relative=self.relative, alpha=alpha)
+
+    def violated_by(self, row: Row, alpha: float = DEFAULT_ALPHA) -> str | None:
+        """The medians' change beyond the limit and, where the runs allow a test, the current
+        runs significantly beyond the baseline's moved by the limit: a change the runs' own noise
+        explains is not a regression. With too few runs to test, the medians decide."""
         change = row.change_percent(self.metric) if self.relative else row.change(self.metric)
         if change is None:
             return None
         exceeded = change > self.limit if self.limit >= 0 else change < self.limit
         if not exceeded:
             return None
+        verdict = self.test(row, alpha)
+        if verdict is not None and verdict.testable and not verdict.significant:
+            return None
         sides = row.sides(self.metric)
         assert sides is not None
         unit = "%" if self.relative else ""
+        tested = (
+            f", beyond the limit at p={verdict.p_value:.3g}"
+            if verdict is not None and verdict.p_value is not None
+            else ""
+        )
         return (
             f"{row.label}: {self.metric} {_number(sides[0])} -> "
-            f"{_number(sides[1])} ({change:+.2f}{unit}, limit {self.text})"
+            f"{_number(sides[1])} ({change:+.2f}{unit}{tested}, limit {self.text})"
         )
 
 
@@ -126,16 +194,29 @@ def parse_threshold(text: str) -> Threshold:
 
 @frozen
 class Comparison:
+    # The windows' lengths (the median, for several runs).
     baseline_elapsed_ns: int
     current_elapsed_ns: int
     rows: tuple[Row, ...]
     total: Row
+    baseline_runs: int = 1
+    current_runs: int = 1
+    alpha: float = DEFAULT_ALPHA
+
+    @property
+    def several_runs(self) -> bool:
+        return self.baseline_runs > 1 or self.current_runs > 1
+
+    @property
+    def testable(self) -> bool:
+        """Whether these many runs can show a significant change at all."""
+        return smallest_p_value(self.baseline_runs, self.current_runs) < self.alpha
 
     def violations(self, thresholds: Iterable[Threshold]) -> list[str]:
         found: list[str] = []
         for threshold in thresholds:
             for row in (*self.rows, self.total):
-                violation = threshold.violated_by(row)
+                violation = threshold.violated_by(row, self.alpha)
                 if violation is not None:
                     found.append(violation)
         return found
@@ -223,41 +304,75 @@ def compare(baseline: Report, current: Report, *, by: str = "name") -> Compariso
     rows still show the full name. By pod or container, pods of one workload are matched (their
     generated suffixes left out), and the row names both.
     """
+    return compare_runs([baseline], [current], by=by)
+
+
+def compare_runs(
+    baselines: Sequence[Report],
+    currents: Sequence[Report],
+    *,
+    by: str = "name",
+    alpha: float = DEFAULT_ALPHA,
+) -> Comparison:
+    """`compare` with several runs of the workload per side: each row holds every run's
+    numbers and their medians; a program absent from a run has no value in it."""
     if by not in GROUPINGS:
         raise UsageError(f"cannot group by {by!r}; choose one of {', '.join(GROUPINGS)}")
+    if not baselines or not currents:
+        raise UsageError("compare needs at least one report on each side")
+    sides = (tuple(baselines), tuple(currents))
+    full_names = [any(_has_full_names(report) for report in side) for side in sides]
     by_kernel_name = [False, False]
-    if by == "name" and _has_full_names(baseline) != _has_full_names(current):
-        by_kernel_name = [_has_full_names(baseline), _has_full_names(current)]
-    groups: dict[tuple[str, str], tuple[list[ProgramReport], list[ProgramReport]]] = {}
+    if by == "name" and full_names[0] != full_names[1]:
+        by_kernel_name = full_names
+    # (key, type) -> per side, per run: the lines of that row.
+    groups: dict[tuple[str, str], tuple[list[list[ProgramReport]], ...]] = {}
     labels: dict[tuple[str, str], list[str]] = {}
-    for side, report in enumerate((baseline, current)):
-        for line in report.programs:
-            if by == "name":
-                name = (line.kernel_name or line.name) if by_kernel_name[side] else line.name
-                key, label, type_name = name, line.name, line.type
-            else:
-                key, label, type_name = _group_of(line, by)
-            groups.setdefault((key, type_name), ([], []))[side].append(line)
-            known = labels.setdefault((key, type_name), [])
-            if label not in known:
-                known.append(label)
+    for side, reports in enumerate(sides):
+        for run, report in enumerate(reports):
+            for line in report.programs:
+                if by == "name":
+                    name = (line.kernel_name or line.name) if by_kernel_name[side] else line.name
+                    key, label, type_name = name, line.name, line.type
+                else:
+                    key, label, type_name = _group_of(line, by)
+                runs = groups.setdefault((key, type_name), tuple([[] for _ in reports] for reports in sides))
+                runs[side][run].append(line)
+                known = labels.setdefault((key, type_name), [])
+                if label not in known:
+                    known.append(label)
+
+    def side_measures(side: int, runs: list[list[ProgramReport]]) -> Measures | None:
+        measured = [
+            _measures(lines, report) for lines, report in zip(runs, sides[side], strict=True) if lines
+        ]
+        return Measures.over_runs(measured) if measured else None
+
     rows = []
     for (key, type_name), (before, after) in sorted(groups.items()):
         rows.append(
             Row(
                 name=" → ".join(labels[(key, type_name)]) if by != "name" else labels[(key, type_name)][-1],
                 type=type_name,
-                baseline=_measures(before, baseline) if before else None,
-                current=_measures(after, current) if after else None,
+                baseline=side_measures(0, before),
+                current=side_measures(1, after),
             )
         )
     total = Row(
         name=TOTAL,
         type="",
-        baseline=_measures(baseline.programs, baseline, total=True),
-        current=_measures(current.programs, current, total=True),
+        baseline=Measures.over_runs([_measures(report.programs, report, total=True) for report in baselines]),
+        current=Measures.over_runs([_measures(report.programs, report, total=True) for report in currents]),
     )
-    return Comparison(baseline.collection_duration_ns, current.collection_duration_ns, tuple(rows), total)
+    return Comparison(
+        baseline_elapsed_ns=round(statistics.median(report.collection_duration_ns for report in baselines)),
+        current_elapsed_ns=round(statistics.median(report.collection_duration_ns for report in currents)),
+        rows=tuple(rows),
+        total=total,
+        baseline_runs=len(baselines),
+        current_runs=len(currents),
+        alpha=alpha,
+    )
 
 
 # --- rendering ------------------------------------------------------------------------------
@@ -266,7 +381,7 @@ def compare(baseline: Report, current: Report, *, by: str = "name") -> Compariso
 def _number(value: float) -> str:
     if float(value).is_integer():
         return f"{int(value):,}"
-    return f"{value:,.3f}" if abs(value) < 1000 else f"{value:,.1f}"
+    return f"{value:,.3f}" if abs(value) < 100 else f"{value:,.1f}"
 
 
 def _side(measures: Measures | None, metric: str) -> str:
@@ -274,8 +389,18 @@ def _side(measures: Measures | None, metric: str) -> str:
     return "-" if value is None else _number(value)
 
 
-def _cell(row: Row, metric: str) -> str:
-    before, after = _side(row.baseline, metric), _side(row.current, metric)
+def _spread(measures: Measures | None, metric: str) -> str:
+    """` ±4%`: half the runs' range, for a side of several runs."""
+    sample = None if measures is None or not measures.runs else measures.sample(metric)
+    if sample is None or sample.runs < 2:
+        return ""
+    spread = sample.spread_percent
+    return "" if spread is None else f" ±{spread:.0f}%"
+
+
+def _cell(row: Row, metric: str, comparison: Comparison) -> str:
+    before = _side(row.baseline, metric) + _spread(row.baseline, metric)
+    after = _side(row.current, metric) + _spread(row.current, metric)
     change = row.change_percent(metric)
     if row.baseline is None:
         delta = "new"
@@ -283,8 +408,17 @@ def _cell(row: Row, metric: str) -> str:
         delta = "gone"
     elif change is None:
         delta = "n/a"
-    else:
+    elif not comparison.several_runs:
         delta = f"{change:+.1f}%"
+    else:
+        # benchstat's way: a change only where the runs say it is real, "~" elsewhere.
+        verdict = row.verdict(metric, comparison.alpha)
+        if verdict is None or not verdict.testable:
+            delta = f"{change:+.1f}% ?"
+        elif verdict.significant:
+            delta = f"{change:+.1f}% p={verdict.p_value:.3f}"
+        else:
+            delta = f"~ p={verdict.p_value:.2f}"
     return f"{before} → {after} ({delta})"
 
 
@@ -303,7 +437,7 @@ def render_markdown(comparison: Comparison, violations: Sequence[str]) -> str:
         "|" + " --- |" * (len(SHOWN) + 1),
     ]
     for row in (*comparison.rows, comparison.total):
-        cells = [_label(row).replace("|", "\\|"), *(_cell(row, metric.name) for metric in SHOWN)]
+        cells = [_label(row).replace("|", "\\|"), *(_cell(row, metric.name, comparison) for metric in SHOWN)]
         if row.name == TOTAL:
             cells = [f"**{cell}**" for cell in cells]
         lines.append("| " + " | ".join(cells) + " |")
@@ -315,8 +449,27 @@ def render_markdown(comparison: Comparison, violations: Sequence[str]) -> str:
 def _footer(comparison: Comparison, violations: Sequence[str], bullet: str) -> list[str]:
     lines = [
         f"Windows: baseline {comparison.baseline_elapsed_ns / NS_PER_S:.2f} s, "
-        f"current {comparison.current_elapsed_ns / NS_PER_S:.2f} s."
+        f"current {comparison.current_elapsed_ns / NS_PER_S:.2f} s"
+        + (" (medians)." if comparison.several_runs else ".")
     ]
+    if comparison.several_runs:
+        runs = f"Runs: baseline {comparison.baseline_runs}, current {comparison.current_runs}"
+        if comparison.testable:
+            lines.append(
+                f"{runs}; medians ± half their range. Changes tested with a two-sided "
+                f"Mann-Whitney U test at alpha={comparison.alpha:g}: ~ means no significant change."
+            )
+        else:
+            needed = f"it takes {runs_needed(comparison.alpha)} per side"
+            for side, other in (("baseline", comparison.current_runs), ("current", comparison.baseline_runs)):
+                alone = runs_needed_beside(comparison.alpha, other)
+                if other < runs_needed(comparison.alpha) and alone is not None:
+                    other_side = "current" if side == "baseline" else "baseline"
+                    needed += f", or {alone} {side} runs beside {other} {other_side}"
+            lines.append(
+                f"{runs}: too few for any change to be significant at alpha={comparison.alpha:g} "
+                f"({needed}); changes are of the medians, untested (?)."
+            )
     if comparison.only_in_baseline:
         lines.append("Only in baseline: " + ", ".join(row.label for row in comparison.only_in_baseline))
     if comparison.only_in_current:
@@ -340,7 +493,7 @@ def render_table(comparison: Comparison, violations: Sequence[str], width: int |
         table.add_column(metric.heading, justify="right")
     for row in (*comparison.rows, comparison.total):
         style = "bold" if row.name == TOTAL else None
-        table.add_row(_label(row), *(_cell(row, metric.name) for metric in SHOWN), style=style)
+        table.add_row(_label(row), *(_cell(row, metric.name, comparison) for metric in SHOWN), style=style)
     console = Console(width=width or 160, record=True, force_terminal=False, color_system=None)
     with console.capture() as captured:
         console.print(table)
@@ -353,15 +506,25 @@ def render_json(comparison: Comparison, violations: Sequence[str]) -> str:
     def side(measures: Measures | None) -> dict[str, Any] | None:
         if measures is None:
             return None
-        return {"programs": measures.programs, **measures.values}
+        data: dict[str, Any] = {"programs": measures.programs, **measures.values}
+        if measures.runs:
+            data["runs"] = [dict(run) for run in measures.runs]
+        return data
 
     def row_data(row: Row) -> dict[str, Any]:
+        verdicts = {metric.name: row.verdict(metric.name, comparison.alpha) for metric in METRICS}
         return {
             "name": row.name,
             "type": row.type,
             "baseline": side(row.baseline),
             "current": side(row.current),
             "change_percent": {metric.name: row.change_percent(metric.name) for metric in METRICS},
+            # The rank test's p-value; null where untested (too few runs, a side missing).
+            "p_value": {name: None if found is None else found.p_value for name, found in verdicts.items()},
+            "significant": {
+                name: None if found is None or not found.testable else found.significant
+                for name, found in verdicts.items()
+            },
         }
 
     data = {
@@ -369,6 +532,10 @@ def render_json(comparison: Comparison, violations: Sequence[str]) -> str:
         "total": row_data(comparison.total),
         "only_in_baseline": [row.label for row in comparison.only_in_baseline],
         "only_in_current": [row.label for row in comparison.only_in_current],
+        "baseline_runs": comparison.baseline_runs,
+        "current_runs": comparison.current_runs,
+        "alpha": comparison.alpha,
+        "testable": comparison.testable,
         "violations": list(violations),
         "regression": bool(violations),
     }

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any, Final, NoReturn
 
 from kstat._stdio import silence_stdout
+from kstat.analysis.compare import Threshold, parse_threshold
+from kstat.analysis.significance import parse_alpha
 from kstat.durations import parse_duration_ns
 from kstat.errors import OutputError, UsageError
 from kstat.pipeline.filters import ProgramFilter
@@ -110,6 +112,22 @@ def positive_float(text: str) -> float:
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
     return value
+
+
+def threshold_type(text: str) -> Threshold:
+    """`--fail-on METRIC:+N%`."""
+    try:
+        return parse_threshold(text)
+    except UsageError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def alpha_type(text: str) -> float:
+    """`--alpha`: a significance level between 0 and 1."""
+    try:
+        return parse_alpha(text)
+    except UsageError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def add_verbose_flag(parser: argparse.ArgumentParser) -> None:

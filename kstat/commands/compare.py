@@ -1,44 +1,52 @@
-"""`kstat compare BASELINE CURRENT`: two reports side by side, with a verdict for CI."""
+"""`kstat compare BASELINE CURRENT`: two reports side by side, with a verdict for CI; or
+`kstat compare BASELINE... -- CURRENT...`: several runs per side, medians and a rank test."""
 
 from __future__ import annotations
 
 import argparse
+import glob
+from collections.abc import Sequence
 from pathlib import Path
 
 from kstat.analysis.compare import (
     GROUPINGS,
-    Threshold,
-    compare,
-    parse_threshold,
+    compare_runs,
     render_json,
     render_markdown,
     render_table,
 )
+from kstat.analysis.significance import DEFAULT_ALPHA
 from kstat.api import load_report
-from kstat.commands._options import EXIT_FAILURE, EXIT_OK, ArgumentParser, add_verbose_flag, write_stdout
+from kstat.commands._options import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    ArgumentParser,
+    add_verbose_flag,
+    alpha_type,
+    threshold_type,
+    write_stdout,
+)
 from kstat.errors import UsageError
 from kstat.pipeline.catalogue import metric_names
-
-
-def _threshold(text: str) -> Threshold:
-    try:
-        return parse_threshold(text)
-    except UsageError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
         prog="kstat compare",
+        usage=(
+            "kstat compare [options] BASELINE.json CURRENT.json\n"
+            "       kstat compare [options] BASELINE.json... -- CURRENT.json..."
+        ),
         description=(
-            "Compare two reports (kstat's, of any version, or the Go collect-kernel-stats tool's) "
-            "program by program (matched by name and type) and in total. Exits 1 when a --fail-on "
-            "threshold is exceeded."
+            "Compare reports (kstat's, of any version, or the Go collect-kernel-stats tool's) "
+            "program by program (matched by name and type) and in total: one run per side, or "
+            "several runs of the same workload per side (their medians, and a two-sided "
+            "Mann-Whitney U test of each change; ~ where it is not significant). Quoted globs are "
+            "expanded ('runs/base-*.json'). Exits 1 when a --fail-on threshold is exceeded."
         ),
         allow_abbrev=False,
     )
-    parser.add_argument("baseline", type=Path, metavar="BASELINE.json")
-    parser.add_argument("current", type=Path, metavar="CURRENT.json")
+    parser.add_argument("reports", type=str, nargs="+", metavar="REPORT.json", help=argparse.SUPPRESS)
     parser.add_argument("--format", choices=("table", "markdown", "json"), default="table")
     parser.add_argument(
         "--by",
@@ -53,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--fail-on",
         action="append",
         default=[],
-        type=_threshold,
+        type=threshold_type,
         metavar="METRIC:+N%",
         help=(
             "fail (exit 1) when METRIC of a program or of the total changes beyond the limit: "
@@ -61,13 +69,62 @@ def build_parser() -> argparse.ArgumentParser:
             "recursion_misses:+0 (absolute); repeatable. Metrics: " + ", ".join(metric_names())
         ),
     )
+    parser.add_argument(
+        "--alpha",
+        type=alpha_type,
+        default=DEFAULT_ALPHA,
+        help=(
+            f"the significance level of the rank test with several runs per side (default "
+            f"{DEFAULT_ALPHA}); --fail-on only fires on a significant change where the runs allow a test"
+        ),
+    )
     add_verbose_flag(parser)
     return parser
 
 
+def expand(words: Sequence[str]) -> list[Path]:
+    """Report paths, each quoted glob replaced by what it matches (sorted)."""
+    paths: list[Path] = []
+    for word in words:
+        if glob.has_magic(word):
+            matched = sorted(glob.glob(word))
+            if not matched:
+                raise UsageError(f"no reports match {word!r}")
+            paths += [Path(found) for found in matched]
+        else:
+            paths.append(Path(word))
+    return paths
+
+
+def parse(words: Sequence[str]) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
+    """BASELINE CURRENT, or BASELINE... -- CURRENT... (every option before the `--`)."""
+    parser = build_parser()
+    words = list(words)
+    if "--" in words:
+        cut = words.index("--")
+        options = parser.parse_args(words[:cut])
+        baselines, currents = options.reports, words[cut + 1 :]
+        if not currents:
+            parser.error("no current reports after --: BASELINE.json... -- CURRENT.json...")
+    else:
+        options = parser.parse_args(words)
+        if len(options.reports) != 2:
+            parser.error(
+                f"expected BASELINE.json CURRENT.json, or BASELINE.json... -- CURRENT.json... "
+                f"(got {len(options.reports)} reports and no --)"
+            )
+        baselines, currents = options.reports[:1], options.reports[1:]
+    try:
+        options.baselines, options.currents = expand(baselines), expand(currents)
+    except UsageError as error:
+        parser.error(str(error))
+    return parser, options
+
+
 def run(options: argparse.Namespace) -> int:
-    baseline, current = load_report(options.baseline), load_report(options.current)
-    comparison = compare(baseline, current, by=options.by)
+    baselines = [load_report(path) for path in options.baselines]
+    currents = [load_report(path) for path in options.currents]
+    comparison = compare_runs(baselines, currents, by=options.by, alpha=options.alpha)
     violations = comparison.violations(options.fail_on)
     renderers = {"table": render_table, "markdown": render_markdown, "json": render_json}
     write_stdout(renderers[options.format](comparison, violations))
