@@ -19,11 +19,16 @@ from kstat.pipeline.catalogue import metric
 from kstat.pipeline.report import Report, parse_timestamp
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 DPI: Final = 100
 # Programs drawn in the per-program panels: the costliest of the last run.
 PROGRAMS_DRAWN: Final = 6
+# One colour per program line (matplotlib's tab10 without the blue of the totals), and the
+# last run's rings.
+SERIES_COLOURS: Final = ("#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
+LAST_COLOUR: Final = "#d62728"
 
 
 @frozen
@@ -35,12 +40,19 @@ class Run:
     # Nanoseconds since the epoch; None when the report does not say (then its order is kept).
     taken_ns: int | None
 
-    @property
-    def label(self) -> str:
-        """`11-25 14:22` when known, else the file's name."""
+    def label(self, *, seconds: bool = False) -> str:
+        """`11-25 14:22` (with `:05` seconds if asked) when known, else the file's name."""
         if self.taken_ns is None or not self.report.timestamp:
             return self.path.stem
-        return self.report.timestamp[5:16].replace("T", " ")
+        return self.report.timestamp[5 : 19 if seconds else 16].replace("T", " ")
+
+
+def labels(runs: Sequence[Run]) -> list[str]:
+    """Each run's label: to the minute, or to the second where minutes would repeat."""
+    by_minute = [run.label() for run in runs]
+    if len(set(by_minute)) == len(by_minute):
+        return by_minute
+    return [run.label(seconds=True) for run in runs]
 
 
 def in_order(paths: Sequence[Path], reports: Sequence[Report]) -> list[Run]:
@@ -93,21 +105,15 @@ def history_figure(runs: Sequence[Run], *, compared: int = 0, title: str | None 
     )
     for axis, metric_name, panel_title, programs in panels:
         entry = metric(metric_name)
+        # (series, colour, label): every line its own colour, rings and labels drawn after.
+        lines: list[tuple[list[float | None], str, str]] = []
         if programs is None:
-            values = [float(run.report.totals.get(metric_name, 0.0)) for run in runs]
-            axis.plot(positions, values, marker="o", color=CURRENT_COLOUR, label="all programs")
-            _mark_last(axis, positions[-1], values[-1], entry.unit)
+            totals = [float(run.report.totals.get(metric_name, 0.0)) for run in runs]
+            lines.append((list(totals), CURRENT_COLOUR, "all programs"))
         else:
-            for name in programs:
+            for index, name in enumerate(programs):
                 series = [_program_value(run.report, name, metric_name) for run in runs]
-                axis.plot(
-                    positions,
-                    [float("nan") if v is None else v for v in series],
-                    marker="o",
-                    label=short_label(name),
-                )
-                if series[-1] is not None:
-                    _mark_last(axis, positions[-1], series[-1], entry.unit)
+                lines.append((series, SERIES_COLOURS[index % len(SERIES_COLOURS)], short_label(name)))
             if not programs:
                 axis.text(
                     0.5,
@@ -117,6 +123,15 @@ def history_figure(runs: Sequence[Run], *, compared: int = 0, title: str | None 
                     va="center",
                     transform=axis.transAxes,
                 )
+        for series, colour, label in lines:
+            axis.plot(
+                positions,
+                [float("nan") if value is None else value for value in series],
+                marker="o",
+                color=colour,
+                label=label,
+            )
+        _mark_last(axis, positions[-1], [series[-1] for series, _, _ in lines], entry.unit)
         if compared:
             start = max(0, len(runs) - 1 - compared)
             axis.axvspan(
@@ -132,35 +147,40 @@ def history_figure(runs: Sequence[Run], *, compared: int = 0, title: str | None 
         axis.set_ylim(0, max(axis.get_ylim()[1], 1e-9) * 1.15)
         axis.grid(alpha=0.3)
         axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
-    axes[-1].set_xticks(positions, [run.label for run in runs], rotation=45, ha="right", fontsize=8)
+    axes[-1].set_xticks(positions, labels(runs), rotation=45, ha="right", fontsize=8)
     axes[-1].set_xlabel("run (oldest to newest; the last ringed)")
     drawn.suptitle(title or f"kstat history: {len(runs)} runs", fontsize=13)
     drawn.tight_layout()
     return drawn
 
 
-def _mark_last(axis: object, position: int, value: float, unit: str) -> None:
-    from matplotlib.axes import Axes  # noqa: PLC0415
-
-    assert isinstance(axis, Axes)
-    axis.plot(
-        [position],
-        [value],
-        marker="o",
-        markersize=13,
-        markerfacecolor="none",
-        markeredgecolor="#d62728",
-        markeredgewidth=2,
-    )
-    axis.annotate(
-        f"{format_value(value, unit)} {unit}",
-        (position, value),
-        textcoords="offset points",
-        xytext=(-10, 10),
-        ha="right",
-        fontsize=8,
-        color="#d62728",
-    )
+def _mark_last(axis: Axes, position: int, values: Sequence[float | None], unit: str) -> None:
+    """Ring each line's last point; write its value where it does not crowd another's."""
+    known = sorted((value for value in values if value is not None), reverse=True)
+    top = max(known, default=0.0) or 1.0
+    written: list[float] = []
+    for value in known:
+        axis.plot(
+            [position],
+            [value],
+            marker="o",
+            markersize=13,
+            markerfacecolor="none",
+            markeredgecolor=LAST_COLOUR,
+            markeredgewidth=2,
+            color=LAST_COLOUR,
+        )
+        if all(abs(value - other) > 0.08 * top for other in written):
+            written.append(value)
+            axis.annotate(
+                f"{format_value(value, unit)} {unit}",
+                (position, value),
+                textcoords="offset points",
+                xytext=(-12, 8),
+                ha="right",
+                fontsize=8,
+                color=LAST_COLOUR,
+            )
 
 
 def history_table(runs: Sequence[Run]) -> str:
@@ -169,11 +189,11 @@ def history_table(runs: Sequence[Run]) -> str:
     header = ["run", "programs", *(metric(name).heading for name in names)]
     rows = [
         [
-            run.label,
+            label,
             str(run.report.num_programs),
             *(format_value(float(run.report.totals.get(name, 0)), metric(name).unit) for name in names),
         ]
-        for run in runs
+        for label, run in zip(labels(runs), runs, strict=True)
     ]
     rows[-1][0] += " (last)"
     widths = [max(len(row[column]) for row in [header, *rows]) for column in range(len(header))]
