@@ -9,10 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from attrs import evolve
 
 from kstat.analysis.compare import compare_runs, parse_threshold, render_json, render_markdown, render_table
 from kstat.analysis.significance import Sample, rank_test, runs_needed, runs_needed_beside, smallest_p_value
-from kstat.pipeline.report import Report
+from kstat.pipeline.report import Report, format_timestamp
 from kstat.pipeline.schema import report_to_json
 from tests.builders import program, report_of, snapshot
 from tests.kstat_process import run_kstat
@@ -180,3 +181,55 @@ def test_bad_compare_arguments_are_one_line_and_exit_2(arguments: list[str], mes
     assert completed.returncode == 2
     assert message in completed.stderr.splitlines()[-1]
     assert "Traceback" not in completed.stderr
+
+
+def test_history_orders_runs_by_their_time_and_marks_the_last(tmp_path: Path) -> None:
+    paths = []
+    for index, slowness in enumerate((1.0, 1.02, 0.98, 1.4)):
+        report = evolve(
+            run_of(200 * slowness), timestamp=format_timestamp(1_790_000_000 * 10**9 + index * 60 * 10**9)
+        )
+        # Named against their order: the time in each report decides, not the name.
+        path = tmp_path / f"run-{9 - index}.json"
+        path.write_text(report_to_json(report))
+        paths.append(path)
+    shown = run_kstat(["history", str(tmp_path / "run-*.json")])
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert lines[0].split()[:2] == ["run", "programs"]
+    assert [line.split()[1] for line in lines[1:]] == ["14:13", "14:14", "14:15", "14:16"]
+    assert lines[-1].split()[2] == "(last)"
+    chart = tmp_path / "h.png"
+    judged = run_kstat(
+        [
+            "history",
+            str(tmp_path / "run-*.json"),
+            "--last",
+            "3",
+            "--fail-on",
+            "avg_runtime_ns:+10%",
+            "-o",
+            str(chart),
+        ]
+    )
+    assert judged.returncode == 1 and "or 40 baseline runs beside 1 current" in judged.stdout
+    assert chart.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--fail-on", "avg_runtime_ns:+10%"], "--fail-on needs --last N"),
+        (["--last", "9"], "--last 9 needs 10 reports; 1 given"),
+        (["-o", "chart.svg"], "the chart is a PNG file"),
+        (["--last", "0"], "'0' must be a positive number"),
+    ],
+)
+def test_bad_history_arguments_are_one_line_and_exit_2(
+    arguments: list[str], message: str, tmp_path: Path
+) -> None:
+    report = tmp_path / "one.json"
+    report.write_text(report_to_json(run_of(200)))
+    completed = run_kstat(["history", str(report), *arguments])
+    assert completed.returncode == 2
+    assert message in completed.stderr.splitlines()[-1]
