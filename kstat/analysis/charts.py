@@ -33,6 +33,9 @@ BASELINE_COLOUR: Final = "#9aa5b1"
 CURRENT_COLOUR: Final = "#1f77b4"
 WORSE_COLOUR: Final = "#c0392b"
 BETTER_COLOUR: Final = "#1e8449"
+# The highest one-interval CPU share, marked on the CPU panels.
+PEAK_COLOUR: Final = "#e67e22"
+PEAK_METRIC: Final = "max_cpu_percent"
 MAX_LABEL: Final = 34
 # Programs drawn in a per-program panel of the overview (the costliest by current CPU).
 OVERVIEW_PROGRAMS: Final = 8
@@ -174,7 +177,7 @@ class _Drawer:
                 self._total_note(axis, entry)
         self._legend(figure)
         figure.suptitle(title, fontsize=13)
-        figure.tight_layout(rect=(0, 0, 1, 0.95))
+        figure.tight_layout(rect=(0, 0, 1, self._top(figure)))
         return figure
 
     def totals(self, metrics: Sequence[Metric], title: str) -> Figure:
@@ -184,7 +187,7 @@ class _Drawer:
             self._total_bars(axis, entry)
         self._legend(figure)
         figure.suptitle(title, fontsize=13)
-        figure.tight_layout(rect=(0, 0, 1, 0.93))
+        figure.tight_layout(rect=(0, 0, 1, self._top(figure)))
         return figure
 
     def overview(self, title: str, summary: str) -> Figure:
@@ -204,8 +207,16 @@ class _Drawer:
         text_axis.axis("off")
         heading = "Changes, largest regressions first" if self.with_baseline else "Costliest programs"
         text_axis.set_title(heading, loc="left", fontsize=11)
-        text_axis.text(0.0, 0.95, summary, va="top", ha="left", family="monospace", fontsize=9.5,
-                       transform=text_axis.transAxes)  # fmt: skip
+        text_axis.text(
+            0.0,
+            0.95,
+            summary,
+            va="top",
+            ha="left",
+            family="monospace",
+            fontsize=9.5,
+            transform=text_axis.transAxes,
+        )
         self._legend(figure)
         shown_programs = (
             f"the {len(costliest)} costliest of {len(self.rows)} programs" if costliest else "no programs"
@@ -224,10 +235,20 @@ class _Drawer:
             baseline = [ordered_row.value(ordered_row.baseline, name) for ordered_row in ordered]
             largest = max([largest] + [value or 0.0 for value in baseline])
             height = 0.4
-            axis.barh([p + height / 2 for p in positions], [v or 0.0 for v in baseline], height=height,
-                      color=BASELINE_COLOUR, label="baseline")  # fmt: skip
-            bars = axis.barh([p - height / 2 for p in positions], [v or 0.0 for v in current], height=height,
-                             color=CURRENT_COLOUR, label="current")  # fmt: skip
+            axis.barh(
+                [p + height / 2 for p in positions],
+                [v or 0.0 for v in baseline],
+                height=height,
+                color=BASELINE_COLOUR,
+                label="baseline",
+            )
+            bars = axis.barh(
+                [p - height / 2 for p in positions],
+                [v or 0.0 for v in current],
+                height=height,
+                color=CURRENT_COLOUR,
+                label="current",
+            )
             labels = [
                 self._bar_text(row, entry, before, after)
                 for row, before, after in zip(ordered, baseline, current, strict=True)
@@ -238,6 +259,7 @@ class _Drawer:
             )
             labels = [self._label(value, entry.unit) for value in current]
         axis.bar_label(bars, labels=labels, padding=3, fontsize=7.5)
+        largest = max(largest, self._mark_peaks(axis, entry, ordered, positions))
         if entry.integral and entry.unit != "bytes":
             axis.xaxis.set_major_locator(self.plt.MaxNLocator(integer=True))
         if entry.unit == "bytes":
@@ -258,8 +280,15 @@ class _Drawer:
             not self.with_baseline or all(row.value(row.baseline, name) is None for row in ordered)
         ):
             # Reports from before kstat read it (or the Go tool's) do not carry this metric.
-            axis.text(0.5, 0.5, "not in these reports", ha="center", va="center", color="#666666",
-                      transform=axis.transAxes)  # fmt: skip
+            axis.text(
+                0.5,
+                0.5,
+                "not in these reports",
+                ha="center",
+                va="center",
+                color="#666666",
+                transform=axis.transAxes,
+            )
 
     def _total_bars(self, axis: Axes, entry: Metric) -> None:
         total = self.total
@@ -282,8 +311,16 @@ class _Drawer:
         colour = self._change_colour(entry, before, after)
         axis.set_title(f"Total {entry.title[0].lower()}{entry.title[1:]}", fontsize=11)
         if change:
-            axis.text(0.5, 0.92, change, ha="center", transform=axis.transAxes, color=colour, fontsize=11,
-                      fontweight="bold")  # fmt: skip
+            axis.text(
+                0.5,
+                0.92,
+                change,
+                ha="center",
+                transform=axis.transAxes,
+                color=colour,
+                fontsize=11,
+                fontweight="bold",
+            )
         axis.set_ylabel(entry.unit)
         axis.grid(axis="y", alpha=0.3)
 
@@ -298,13 +335,65 @@ class _Drawer:
             text += f" (baseline {self._label(before, entry.unit)}, {change_text(before, after)})"
         axis.set_title(f"{entry.title}\n{text}", fontsize=11)
 
+    def _mark_peaks(
+        self, axis: Axes, entry: Metric, rows: Sequence[ChartRow], positions: Sequence[int]
+    ) -> float:
+        """On a CPU share panel, each side's highest one-interval share beside its bar (what the
+        window's average hides); returns the largest peak (0 without any)."""
+        if entry.name != "estimated_cpu_percent":
+            return 0.0
+        # (bar offset, which side, marker fill, legend)
+        sides = [(0.0, True, PEAK_COLOUR, "peak interval")]
+        if self.with_baseline:
+            sides = [
+                (-0.2, True, PEAK_COLOUR, "peak interval, current"),
+                (0.2, False, "none", "peak interval, baseline"),
+            ]
+        handles, largest = [], 0.0
+        for offset, side, face, label in sides:
+            shown = [
+                (peak, position + offset)
+                for row, position in zip(rows, positions, strict=True)
+                if (peak := row.value(row.current if side else row.baseline, PEAK_METRIC))
+            ]
+            if shown:
+                handles.append(
+                    axis.scatter(
+                        [peak for peak, _ in shown],
+                        [at for _, at in shown],
+                        marker="D",
+                        s=24,
+                        facecolors=face,
+                        edgecolors=PEAK_COLOUR,
+                        zorder=3,
+                        label=label,
+                    )
+                )
+                largest = max([largest] + [peak for peak, _ in shown])
+        if handles:
+            axis.legend(handles=handles, loc="lower right", fontsize=7.5, frameon=False)
+        return largest
+
     def _legend(self, figure: Figure) -> None:
         if self.with_baseline:
             handles = [
                 self.plt.Rectangle((0, 0), 1, 1, color=BASELINE_COLOUR),
                 self.plt.Rectangle((0, 0), 1, 1, color=CURRENT_COLOUR),
             ]
-            figure.legend(handles, ["baseline", "current"], loc="upper right", ncol=2, frameon=False)
+            # Under the title, centred: beside it, a long title on a narrow chart ran into it.
+            figure.legend(
+                handles,
+                ["baseline", "current"],
+                loc="upper center",
+                ncol=2,
+                frameon=False,
+                bbox_to_anchor=(0.5, 1 - 0.5 / figure.get_figheight()),
+            )
+
+    def _top(self, figure: Figure) -> float:
+        """Where the panels may start: below the title, and the legend when there is one."""
+        room = 0.65 if self.with_baseline else 0.45
+        return 1 - room / figure.get_figheight()
 
     @staticmethod
     def _label(value: float | None, unit: str) -> str:

@@ -176,7 +176,9 @@ class Threshold:
         )
 
 
-_THRESHOLD: Final = re.compile(r"(?P<metric>[a-z_]+):(?P<sign>[+-])(?P<number>\d+(\.\d+)?)(?P<percent>%?)")
+_THRESHOLD: Final = re.compile(
+    r"(?P<metric>[a-z][a-z0-9_]*):(?P<sign>[+-])(?P<number>\d+(\.\d+)?)(?P<percent>%?)"
+)
 
 
 def parse_threshold(text: str) -> Threshold:
@@ -245,15 +247,20 @@ def _measures(lines: Sequence[ProgramReport], report: Report, *, total: bool = F
     )
     found = values(span)
     for metric in METRICS:
-        if metric.kind is not Kind.PROPERTY:
+        if metric.kind not in (Kind.PROPERTY, Kind.DISTRIBUTION):
             continue
         if total:
             if metric.name in report.totals:
                 found[metric.name] = report.totals[metric.name]
             continue
         line_values = [line.metrics.get(metric.name) for line in lines]
-        if line_values and None not in line_values:
+        if not line_values or None in line_values:
+            continue
+        if metric.kind is Kind.PROPERTY:
             found[metric.name] = sum(value for value in line_values if value is not None)
+        elif len(line_values) == 1 and line_values[0] is not None:
+            # Percentiles of several programs' intervals do not add up: a row of several has none.
+            found[metric.name] = line_values[0]
     return Measures(programs=len(lines), values=found)
 
 

@@ -51,6 +51,9 @@ class Kind(enum.Enum):
     # A fact about the program, fixed while it is loaded (code size, memory); a total is the
     # programs' combined footprint (a map shared by several counted once).
     PROPERTY = "property"
+    # A percentile (or the maximum) of another metric's per-interval values over the window:
+    # what the window's average hides. Only a window's report has it, not an interval.
+    DISTRIBUTION = "distribution"
 
 
 class Better(enum.Enum):
@@ -88,6 +91,19 @@ class Exposition:
 
 
 @frozen
+class Distribution:
+    """What a DISTRIBUTION metric is a percentile of."""
+
+    # The metric whose per-interval values are ranked.
+    of: str
+    # 0.5 the median, 0.99 the 99th percentile, 1.0 the maximum.
+    quantile: float
+    # Only intervals in which the program ran count (a runtime per run needs a run); otherwise
+    # an idle interval counts as a zero.
+    only_with_runs: bool = False
+
+
+@frozen
 class Metric:
     name: str
     kind: Kind
@@ -108,6 +124,8 @@ class Metric:
     # Per program in the Prometheus exposition (counters: cumulative since kstat started or
     # since the program loaded, whichever is later); None: not exposed there.
     prometheus: Exposition | None = None
+    # For a DISTRIBUTION metric: what it ranks.
+    distribution: Distribution | None = None
 
     @property
     def total_name(self) -> str:
@@ -154,6 +172,51 @@ def _cpu_percent_of_all_cpus(span: Span) -> float | None:
 
 
 _EVERYWHERE: Final = View.COMPARE | View.CHART | View.SUMMARY | View.EXPORT
+
+
+def _over_intervals(span: Span) -> None:
+    """A DISTRIBUTION metric is not a function of one span: the summary ranks the intervals'."""
+    return None
+
+
+def _distribution_metrics() -> tuple[Metric, ...]:
+    """p50 (the median), p95, p99 and the maximum of three per-interval metrics."""
+    ranked = (
+        # (name part, metric ranked, its words, unit, only intervals with runs)
+        ("cpu_percent", "estimated_cpu_percent", "CPU share", "% of one CPU", False),
+        ("events_per_sec", "events_per_sec", "events per second", "runs / s", False),
+        ("avg_runtime_ns", "mean_runtime_ns", "average runtime per run", "ns", True),
+    )
+    levels = (
+        ("p50", 0.5, "median"),
+        ("p95", 0.95, "95th percentile"),
+        ("p99", 0.99, "99th percentile"),
+        ("max", 1.0, "maximum"),
+    )
+    found = []
+    for part, of, words, unit, only_with_runs in ranked:
+        for prefix, quantile, level in levels:
+            over = "the intervals in which it ran" if only_with_runs else "the window's intervals"
+            found.append(
+                Metric(
+                    name=f"{prefix}_{part}",
+                    kind=Kind.DISTRIBUTION,
+                    unit=unit,
+                    title=f"{level.capitalize()} of the {words} per interval",
+                    heading=f"{prefix} {words}",
+                    description=f"the {level} of the {words} over {over}",
+                    formula=(
+                        "the largest interval's `" + of + "`"
+                        if quantile == 1.0
+                        else f"nearest-rank {level} of the intervals' `{of}`, within 2 %"
+                    ),
+                    compute=_over_intervals,
+                    integral=False,
+                    distribution=Distribution(of, quantile, only_with_runs),
+                )
+            )
+    return tuple(found)
+
 
 # In the order people read them: tables, charts and summaries show them in this order.
 METRICS: Final[tuple[Metric, ...]] = (
@@ -366,6 +429,7 @@ METRICS: Final[tuple[Metric, ...]] = (
             "kstat_program_maps_memlock_bytes", help="Memory of the program's maps, shared ones included"
         ),
     ),
+    *_distribution_metrics(),
 )
 
 SEED_METRICS: Final = tuple(metric for metric in METRICS if metric.seed)

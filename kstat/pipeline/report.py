@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
-from attrs import frozen
+from attrs import field, frozen
 
 from kstat.pipeline.catalogue import NS_PER_S, Number, Span, metric, values
 from kstat.pipeline.model import NO_DETAILS, ProgramDetails, ProgramFootprint, ProgramOwner, ProgramStats
@@ -42,6 +42,10 @@ class ProgramSighting:
     details: ProgramDetails = NO_DETAILS
     # Whether its line carries its footprint (an interval line does only the first time).
     with_footprint: bool = True
+    # Its DISTRIBUTION metrics over the window's intervals (a window's report only), and when
+    # the interval with its highest CPU share ended.
+    distribution: Mapping[str, Number] = field(factory=dict)
+    peak_cpu_percent_at_ns: int | None = None
 
     def span(self, elapsed_ns: int, online_cpus: int | None) -> Span:
         last = self.last
@@ -94,6 +98,8 @@ class ProgramReport:
     loaded_during_window: bool | None = None
     unloaded_during_window: bool | None = None
     window_coverage_percent: float | None = None
+    # When the interval with its highest CPU share ended (RFC 3339); None when not known.
+    peak_cpu_percent_at: str | None = None
     owners: tuple[ProgramOwner, ...] = ()
     attachments: tuple[str, ...] = ()
     # The ids of the maps it uses; None when the report does not say.
@@ -176,6 +182,8 @@ class Report:
     programs_left_out: int | None = None
     # The node the report is of (NODE_NAME, else the hostname).
     node: str | None = None
+    # When the interval with the highest total CPU share ended (RFC 3339).
+    peak_cpu_percent_at: str | None = None
 
     @property
     def programs(self) -> tuple[ProgramReport, ...]:
@@ -270,13 +278,18 @@ def program_report(sighting: ProgramSighting, elapsed_ns: int, online_cpus: int 
         name=last.name,
         type=last.type,
         id=last.id,
-        metrics=values(sighting.span(elapsed_ns, online_cpus)),
+        metrics={**values(sighting.span(elapsed_ns, online_cpus)), **sighting.distribution},
         tag=last.tag,
         load_time_ns=last.load_time_ns,
         kernel_name=last.kernel_name,
         loaded_during_window=sighting.loaded_during_window,
         unloaded_during_window=sighting.unloaded_during_window,
         window_coverage_percent=sighting.window_coverage_percent,
+        peak_cpu_percent_at=(
+            None
+            if sighting.peak_cpu_percent_at_ns is None
+            else format_timestamp(sighting.peak_cpu_percent_at_ns)
+        ),
         owners=sighting.details.owners,
         attachments=sighting.details.attachments,
         map_ids=last.footprint.map_ids if sighting.with_footprint and last.footprint is not None else None,
@@ -324,8 +337,11 @@ def build_report(
     schema_version: int,
     generator: str,
     left_out: LeftOut = NOTHING_LEFT_OUT,
+    total_distribution: Mapping[str, Number] | None = None,
+    total_peak_at_ns: int | None = None,
 ) -> Report:
-    """The report for a window from what it saw of each program (and what it no longer lists)."""
+    """The report for a window from what it saw of each program (and what it no longer lists),
+    and the distribution of the total's per-interval values."""
     ordered = sorted(sightings, key=lambda sighting: (sighting.last.id, sighting.last.load_time_ns))
     footprints = [sighting.last.footprint for sighting in ordered]
     # The programs' combined footprint, when every one of them has one.
@@ -342,7 +358,10 @@ def build_report(
     return Report(
         timestamp=format_timestamp(window.end_wall_time_ns),
         program_stats=lines,
-        totals=total_values(lines.values(), window.elapsed_ns, window.online_cpus, left_out, combined),
+        totals={
+            **total_values(lines.values(), window.elapsed_ns, window.online_cpus, left_out, combined),
+            **(total_distribution or {}),
+        },
         num_programs=len(lines),
         collection_duration_ns=window.elapsed_ns,
         schema_version=schema_version,
@@ -359,6 +378,7 @@ def build_report(
         filter=window.program_filter,
         programs_left_out=left_out.programs if left_out.programs else None,
         node=window.node,
+        peak_cpu_percent_at=None if total_peak_at_ns is None else format_timestamp(total_peak_at_ns),
     )
 
 

@@ -98,6 +98,7 @@ def _unstructure_program(line: ProgramReport) -> dict[str, Any]:
         "loaded_during_window": line.loaded_during_window,
         "unloaded_during_window": line.unloaded_during_window,
         "window_coverage_percent": line.window_coverage_percent,
+        "peak_cpu_percent_at": line.peak_cpu_percent_at,
     }
     # Fields a report read back did not carry stay out, rather than turning into nulls.
     data |= {key: value for key, value in optional.items() if value is not None}
@@ -148,6 +149,8 @@ def _unstructure_report(report: Report) -> dict[str, Any]:
         data["programs_left_out"] = report.programs_left_out
     if report.node is not None:
         data["node"] = report.node
+    if report.peak_cpu_percent_at is not None:
+        data["peak_cpu_percent_at"] = report.peak_cpu_percent_at
     return data
 
 
@@ -275,6 +278,7 @@ def program_from_dict(data: Any, path: str) -> ProgramReport:
         loaded_during_window=_optional(line, "loaded_during_window", path, _flag),
         unloaded_during_window=_optional(line, "unloaded_during_window", path, _flag),
         window_coverage_percent=_optional(line, "window_coverage_percent", path, _number),
+        peak_cpu_percent_at=_optional(line, "peak_cpu_percent_at", path, _text),
         owners=_optional(line, "owners", path, _owners) or (),
         attachments=_optional(line, "attachments", path, _texts) or (),
         map_ids=_optional(line, "map_ids", path, _whole_numbers),
@@ -332,6 +336,7 @@ def _structure_report(data: Any, _: type) -> Report:
         filter=None if program_filter is None else _object(program_filter, "filter"),
         programs_left_out=_optional(report, "programs_left_out", "", _whole),
         node=_optional(report, "node", "", _text),
+        peak_cpu_percent_at=_optional(report, "peak_cpu_percent_at", "", _text),
     )
 
 

@@ -16,6 +16,8 @@ from collections import deque
 import trio
 from attrs import define, evolve, field, frozen
 
+from kstat.pipeline.catalogue import Number
+from kstat.pipeline.distribution import IntervalValues
 from kstat.pipeline.events import Event, IntervalEnded, WindowStarted
 from kstat.pipeline.model import ProgramDetails, ProgramIdentity, ProgramStats, Snapshot
 from kstat.pipeline.report import (
@@ -61,6 +63,10 @@ class Summary:
     # Unloaded programs still listed, oldest first (only kept when retention is bounded).
     _unloaded: deque[ProgramIdentity] = field(factory=deque)
     _left_out: LeftOut = NOTHING_LEFT_OUT
+    # The intervals so far, and each program's and the total's per-interval values ranked.
+    _intervals: int = 0
+    _distributions: dict[ProgramIdentity, IntervalValues] = field(factory=dict)
+    _total_distribution: IntervalValues = field(factory=lambda: IntervalValues(0))
     # Set once the event stream has ended (every event of the window is in).
     done: trio.Event = field(factory=trio.Event)
 
@@ -93,10 +99,15 @@ class Summary:
             )
             for program in snapshot.programs
         }
+        self._intervals = 0
+        self._distributions = {program.identity: IntervalValues(0) for program in snapshot.programs}
+        self._total_distribution = IntervalValues(0)
 
     def _interval(self, event: IntervalEnded) -> None:
         sightings = self._sightings
-        for change in event.delta.changes:
+        delta = event.delta
+        self._record_distributions(event)
+        for change in delta.changes:
             program = change.program
             identity = program.identity
             seen = sightings.get(identity)
@@ -115,12 +126,32 @@ class Summary:
             if change.unloaded and self.retain_unloaded is not None:
                 self._unloaded.append(identity)
         self.last_snapshot = event.current
-        self.snapshot_count += event.delta.skipped_snapshots + 1
+        self.snapshot_count += delta.skipped_snapshots + 1
         if self.retain_unloaded is not None:
             while len(self._unloaded) > self.retain_unloaded:
                 self._leave_out(self._unloaded.popleft())
 
+    def _record_distributions(self, event: IntervalEnded) -> None:
+        """The interval's values into each active program's sketches and the total's; idle
+        programs are counted as zeros later, by the number of intervals they were there for."""
+        delta = event.delta
+        before = self._intervals
+        self._intervals += 1
+        distributions = self._distributions
+        end = delta.end_wall_time_ns
+        for key, line in delta.lines.items():
+            change = delta.active[key]
+            identity = change.program.identity
+            values = distributions.get(identity)
+            if values is None:
+                values = distributions[identity] = IntervalValues(before)
+            values.record(line.metrics, end)
+            if change.unloaded:
+                values.until_interval = self._intervals
+        self._total_distribution.record(delta.totals, end)
+
     def _leave_out(self, identity: ProgramIdentity) -> None:
+        self._distributions.pop(identity, None)
         seen = self._sightings.pop(identity)
         left = self._left_out
         self._left_out = LeftOut(
@@ -143,6 +174,9 @@ class Summary:
             self.retain_unloaded,
             deque(self._unloaded),
             self._left_out,
+            self._intervals,
+            {identity: values.copy() for identity, values in self._distributions.items()},
+            self._total_distribution.copy(),
         )
 
     def sightings(self) -> list[ProgramSighting]:
@@ -167,9 +201,19 @@ class Summary:
                     window_end,
                 ),
                 details=seen.details,
+                distribution=self._distribution_of(identity),
+                peak_cpu_percent_at_ns=self._peak_of(identity),
             )
-            for seen in self._sightings.values()
+            for identity, seen in self._sightings.items()
         ]
+
+    def _distribution_of(self, identity: ProgramIdentity) -> dict[str, Number]:
+        values = self._distributions.get(identity)
+        return {} if values is None or self._intervals == 0 else values.metrics(self._intervals)
+
+    def _peak_of(self, identity: ProgramIdentity) -> int | None:
+        values = self._distributions.get(identity)
+        return None if values is None else values.peak_time_ns
 
     def report(self, *, stopped_by: str | None) -> Report:
         started, last = self.started, self.last_snapshot
@@ -196,6 +240,10 @@ class Summary:
             schema_version=SCHEMA_VERSION,
             generator=self.generator,
             left_out=self._left_out,
+            total_distribution=(
+                self._total_distribution.metrics(self._intervals) if self._intervals else None
+            ),
+            total_peak_at_ns=self._total_distribution.peak_time_ns,
         )
 
 

@@ -63,6 +63,16 @@ class ProgramBudget:
     def runtime_ns_at_most(self, limit_ns: int) -> ProgramBudget:
         return self.at_most("runtime_ns", limit_ns)
 
+    def p99_avg_runtime_ns_at_most(self, limit_ns: float) -> ProgramBudget:
+        """The 99th percentile, over the intervals in which it ran, of its runtime per run: a
+        budget on the slow intervals that the window's average hides."""
+        self._require_runs("p99_avg_runtime_ns")
+        return self.at_most("p99_avg_runtime_ns", limit_ns)
+
+    def peak_cpu_percent_at_most(self, limit_percent: float) -> ProgramBudget:
+        """Its highest CPU share in any one interval (`max_cpu_percent`)."""
+        return self.at_most("max_cpu_percent", limit_percent)
+
     def ran_at_least(self, runs: int) -> ProgramBudget:
         """Guards a budget against passing because the program never ran."""
         if self.line.run_count < runs:

@@ -1,0 +1,89 @@
+"""What the window's average hides: each program's per-interval values, ranked.
+
+For every program and for the total, the summary keeps a quantile sketch per ranked metric (the
+catalogue's DISTRIBUTION metrics say which: CPU share, events per second, runtime per run) and
+the time of the interval with the highest CPU share. Each interval counts once, whatever its
+length (the sampler keeps them equal); an interval in which a program did nothing counts as a
+zero for the rates, known only by their number, so idle programs cost nothing per interval.
+An average runtime per run needs runs: only the intervals in which the program ran count.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Final
+
+from attrs import define, field
+
+from kstat.pipeline.catalogue import METRICS, Number
+from kstat.pipeline.sketch import QuantileSketch
+
+DISTRIBUTED: Final = tuple(metric for metric in METRICS if metric.distribution is not None)
+# The metrics whose per-interval values are ranked, each once.
+RANKED: Final = tuple(dict.fromkeys(metric.distribution.of for metric in DISTRIBUTED if metric.distribution))
+_ONLY_WITH_RUNS: Final = frozenset(
+    metric.distribution.of
+    for metric in DISTRIBUTED
+    if metric.distribution and metric.distribution.only_with_runs
+)
+# The peak interval is the one with the highest CPU share.
+PEAK_OF: Final = "estimated_cpu_percent"
+
+
+@define
+class IntervalValues:
+    """One program's (or the total's) per-interval values so far."""
+
+    # The number of intervals the window had when the program was first seen.
+    first_interval: int
+    # The number it had when the program went away; None while it is loaded.
+    until_interval: int | None = None
+    recorded: int = 0
+    sketches: dict[str, QuantileSketch] = field(factory=lambda: {name: QuantileSketch() for name in RANKED})
+    peak: float = -math.inf
+    peak_at_ns: int | None = None
+
+    def record(self, values: Mapping[str, Number], end_wall_time_ns: int) -> None:
+        """An interval in which the program did something: its metrics over that interval."""
+        self.recorded += 1
+        ran = bool(values.get("run_count"))
+        for name in RANKED:
+            value = values.get(name)
+            if value is None or (name in _ONLY_WITH_RUNS and not ran):
+                continue
+            self.sketches[name].add(float(value))
+        peak = values.get(PEAK_OF)
+        if peak is not None and peak > self.peak:
+            self.peak, self.peak_at_ns = float(peak), end_wall_time_ns
+
+    def metrics(self, intervals: int) -> dict[str, Number]:
+        """Every DISTRIBUTION metric with a value, the window having had `intervals` so far."""
+        existed = (
+            self.until_interval if self.until_interval is not None else intervals
+        ) - self.first_interval
+        idle = max(0, existed - self.recorded)
+        found: dict[str, Number] = {}
+        for metric in DISTRIBUTED:
+            ranked = metric.distribution
+            assert ranked is not None
+            extra = 0 if ranked.only_with_runs else idle
+            value = self.sketches[ranked.of].quantile(ranked.quantile, extra_zeros=extra)
+            if value is not None:
+                found[metric.name] = value
+        return found
+
+    @property
+    def peak_time_ns(self) -> int | None:
+        """When the interval with the highest CPU share ended; None if it never ran."""
+        return self.peak_at_ns if self.peak > 0 else None
+
+    def copy(self) -> IntervalValues:
+        return IntervalValues(
+            self.first_interval,
+            self.until_interval,
+            self.recorded,
+            {name: sketch.copy() for name, sketch in self.sketches.items()},
+            self.peak,
+            self.peak_at_ns,
+        )
