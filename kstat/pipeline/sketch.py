@@ -22,7 +22,7 @@ from attrs import define, field
 RELATIVE_ACCURACY: Final = 0.02
 MAX_BUCKETS: Final = 256
 _GAMMA: Final = (1 + RELATIVE_ACCURACY) / (1 - RELATIVE_ACCURACY)
-_LOG_GAMMA: Final = math.log(_GAMMA)
+_INVERSE_LOG_GAMMA: Final = 1 / math.log(_GAMMA)
 # Values at or below this count as zero (a CPU share of 1e-12 % is no activity).
 _SMALLEST: Final = 1e-12
 
@@ -40,14 +40,19 @@ class QuantileSketch:
         if times <= 0:
             return
         self.count += times
-        self.minimum = min(self.minimum, value)
-        self.maximum = max(self.maximum, value)
+        if value < self.minimum:
+            self.minimum = value
+        if value > self.maximum:
+            self.maximum = value
         if value <= _SMALLEST:
             self.zeros += times
             return
-        index = math.ceil(math.log(value) / _LOG_GAMMA)
+        index = math.ceil(math.log(value) * _INVERSE_LOG_GAMMA)
         buckets = self._buckets
-        buckets[index] = buckets.get(index, 0) + times
+        if index in buckets:
+            buckets[index] += times
+            return
+        buckets[index] = times
         if len(buckets) > MAX_BUCKETS:
             self._collapse_lowest()
 
