@@ -232,6 +232,22 @@ def add_filter_flags(parser: argparse.ArgumentParser) -> None:
         help="a systemd unit, e.g. nginx.service",
     )
     group.add_argument(
+        "--attached",
+        dest="attached",
+        action="append",
+        default=[],
+        metavar="PLACE",
+        help="programs attached here: a network device (lo, eth0@NETNS) or a cgroup (its path, or its end)",
+    )
+    group.add_argument(
+        "--attach-type",
+        dest="attach_types",
+        action="append",
+        default=[],
+        metavar="HOOK",
+        help="programs attached this way: xdp, tc, tc/ingress, tcx, cgroup, cgroup/egress, ...",
+    )
+    group.add_argument(
         "--host-root",
         type=Path,
         default=Path("/"),
@@ -252,6 +268,8 @@ def program_filter(options: argparse.Namespace) -> ProgramFilter:
         pods=tuple(options.pods),
         namespaces=tuple(options.namespaces),
         units=tuple(options.units),
+        attached=tuple(options.attached),
+        attach_types=tuple(options.attach_types),
     )
 
 

@@ -1,7 +1,11 @@
-"""Who holds each program and where it is attached: /proc for owners, bpf links for places.
+"""Who holds each program and where it is attached: /proc for owners; for places, bpf links,
+netlink (tc and XDP attached the legacy way, in every network namespace) and BPF_PROG_QUERY on
+the cgroup v2 tree (cgroup programs attached without a link), as bpftool finds them.
 
-Both are looked up only when programs kstat has not met before appear, off the event loop,
-and cached per program, so a steady set of programs costs nothing after the first pass.
+All of it is looked up only when programs kstat has not met before appear, off the event loop,
+and cached per program, so a steady set of programs costs nothing after the first pass; netlink
+is asked only when a new program could be a tc or XDP one, the cgroup tree only when one could
+be a cgroup program.
 """
 
 from __future__ import annotations
@@ -17,7 +21,15 @@ from attrs import define, field
 
 from kstat._logging import get_logger
 from kstat.errors import BpfError
-from kstat.kernel.bpf import LinkInfo, attach_type_name, read_links
+from kstat.kernel.bpf import (
+    BPF_FLOW_DISSECTOR,
+    CGROUP_ATTACH_TYPES,
+    LinkInfo,
+    attach_type_name,
+    query_programs,
+    read_links,
+)
+from kstat.kernel.netlink import NetAttachment, net_attachments, other_namespaces
 from kstat.kernel.workloads import KubeletLogs, workload_of_cgroup_file
 from kstat.pipeline.model import (
     NO_WORKLOAD,
@@ -33,6 +45,20 @@ log = get_logger(__name__)
 
 PROC: Final = Path("/proc")
 CGROUP2_ROOT: Final = Path("/sys/fs/cgroup")
+# Program types netlink can place, and those the cgroup tree can.
+_NETLINK_TYPES: Final = frozenset({"SchedCLS", "SchedACT", "XDP"})
+_CGROUP_TYPES: Final = frozenset(
+    {
+        "CGroupSKB",
+        "CGroupSock",
+        "SockOps",
+        "CGroupDevice",
+        "CGroupSockAddr",
+        "CGroupSysctl",
+        "CGroupSockopt",
+        "LSM",
+    }
+)
 # readlink of an fd that holds a program, or a link (which holds its program).
 _BPF_FD_TARGETS: Final = ("anon_inode:bpf-prog", "anon_inode:bpf_link")
 
@@ -110,8 +136,24 @@ def _interface_name(ifindex: int) -> str:
         return f"ifindex {ifindex}"  # another network namespace, or gone
 
 
-def cgroup_paths(wanted: Iterable[int], root: Path = CGROUP2_ROOT) -> dict[int, str]:
+def cgroup2_root(mountinfo: Path = Path("/proc/self/mountinfo")) -> Path:
+    """Where the cgroup v2 tree is mounted: /sys/fs/cgroup, or /sys/fs/cgroup/unified on a
+    host that still mounts cgroup v1 controllers (a "hybrid" one)."""
+    try:
+        lines = mountinfo.read_text().splitlines()
+    except OSError:
+        return CGROUP2_ROOT
+    for line in lines:
+        # ID PARENT MAJ:MIN ROOT MOUNT-POINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER-OPTIONS
+        fields, _, after = line.partition(" - ")
+        if after.split(" ", 1)[0] == "cgroup2":
+            return Path(fields.split(" ")[4])
+    return CGROUP2_ROOT
+
+
+def cgroup_paths(wanted: Iterable[int], root: Path | None = None) -> dict[int, str]:
     """cgroup v2 ids to paths: a cgroup's id is its directory's inode number."""
+    root = cgroup2_root() if root is None else root
     remaining = set(wanted)
     found: dict[int, str] = {}
     if not remaining:
@@ -164,7 +206,7 @@ class Attributor:
             return known
         if new:
             owners = program_owners(self.proc, self._workload_of)
-            attachments = self._attachments()
+            attachments = self._attachments(new)
             learnt = {
                 program.identity: ProgramDetails(
                     owners=tuple(owners.get(program.id, ())),
@@ -177,14 +219,84 @@ class Attributor:
         self._known = {program.identity: known[program.identity] for program in programs}
         return self._known
 
-    def _attachments(self) -> dict[int, list[str]]:
+    def _attachments(self, new: Sequence[ProgramStats]) -> dict[int, list[str]]:
+        """Where each program is attached, by program id: its links, and for new programs of
+        the types they can place, netlink and the cgroup tree."""
         try:
             links = read_links()
         except BpfError as error:
             log.debug("cannot list bpf links", error=str(error))
-            return {}
+            links = []
         paths = cgroup_paths(link.cgroup_id for link in links if link.cgroup_id is not None)
         attachments: dict[int, list[str]] = defaultdict(list)
         for link in links:
             attachments[link.program_id].append(describe_link(link, paths))
+        types = {program.type for program in new}
+        if types & _NETLINK_TYPES:
+            _add_net_attachments(attachments, net_attachments(self.proc))
+        if types & _CGROUP_TYPES:
+            for program_id, place in cgroup_attachments():
+                if place not in attachments[program_id]:
+                    attachments[program_id].append(place)
+        if "FlowDissector" in types:
+            for program_id, place in flow_dissector_attachments(self.proc):
+                if place not in attachments[program_id]:
+                    attachments[program_id].append(place)
         return attachments
+
+
+def _add_net_attachments(attachments: dict[int, list[str]], found: Iterable[NetAttachment]) -> None:
+    """netlink's places, in place of a link's `xdp:eth0` for the same program and device (the
+    link does not say the mode; netlink does)."""
+    for attachment in found:
+        places = attachments[attachment.program_id]
+        if attachment.hook.startswith("xdp/") and attachment.namespace is None:
+            bare = f"xdp:{attachment.device}"
+            if bare in places:
+                places.remove(bare)
+        if attachment.text not in places:
+            places.append(attachment.text)
+
+
+def cgroup_attachments(root: Path | None = None) -> list[tuple[int, str]]:
+    """(program id, `cgroup/egress:/sys/fs/cgroup/app`) for every program attached directly to
+    a cgroup of the v2 tree, link or not, as `bpftool cgroup tree` lists them."""
+    root = cgroup2_root() if root is None else root
+    found: list[tuple[int, str]] = []
+    for directory, _, _ in os.walk(root):
+        try:
+            fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            continue
+        try:
+            for attach_type, name in CGROUP_ATTACH_TYPES.items():
+                try:
+                    ids = query_programs(fd, attach_type)
+                except BpfError:
+                    continue
+                found += [(program_id, f"cgroup/{name}:{directory}") for program_id in ids]
+        finally:
+            os.close(fd)
+    return found
+
+
+def flow_dissector_attachments(proc: Path = PROC) -> list[tuple[int, str]]:
+    """(program id, `netns/flow_dissector:INODE`) for flow dissectors attached to a network
+    namespace, the same place a netns link's description gives."""
+    paths = {os.stat(f"{proc}/self/ns/net").st_ino: f"{proc}/self/ns/net", **other_namespaces(proc)}
+    found: list[tuple[int, str]] = []
+    for inode, path in paths.items():
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            found += [
+                (program_id, f"netns/{attach_type_name(BPF_FLOW_DISSECTOR)}:{inode}")
+                for program_id in query_programs(fd, BPF_FLOW_DISSECTOR)
+            ]
+        except BpfError:
+            continue
+        finally:
+            os.close(fd)
+    return found

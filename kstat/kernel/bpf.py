@@ -52,6 +52,7 @@ BPF_PROG_GET_NEXT_ID: Final = 11
 BPF_PROG_GET_FD_BY_ID: Final = 13
 BPF_MAP_GET_FD_BY_ID: Final = 14
 BPF_OBJ_GET_INFO_BY_FD: Final = 15
+BPF_PROG_QUERY: Final = 16
 BPF_BTF_LOAD: Final = 18
 BPF_BTF_GET_FD_BY_ID: Final = 19
 BPF_LINK_CREATE: Final = 28
@@ -71,6 +72,7 @@ _COMMAND_NAMES: Final = {
     BPF_LINK_CREATE: "BPF_LINK_CREATE",
     BPF_LINK_GET_FD_BY_ID: "BPF_LINK_GET_FD_BY_ID",
     BPF_LINK_GET_NEXT_ID: "BPF_LINK_GET_NEXT_ID",
+    BPF_PROG_QUERY: "BPF_PROG_QUERY",
     BPF_ENABLE_STATS: "BPF_ENABLE_STATS",
 }
 
@@ -128,9 +130,12 @@ BPF_MAP_TYPE_ARRAY: Final = 2
 BPF_PROG_TYPE_SOCKET_FILTER: Final = 1
 BPF_PROG_TYPE_XDP: Final = 6
 
-# enum bpf_attach_type, the few kstat names in attachments or uses in its tests.
+# enum bpf_attach_type (checked against this kernel's BTF), the ones kstat names in attachments.
 BPF_XDP: Final = 37
-_ATTACH_TYPE_NAMES: Final = {
+BPF_FLOW_DISSECTOR: Final = 17
+BPF_SK_LOOKUP: Final = 36
+# The attach types of programs attached to a cgroup (`BPF_PROG_QUERY` on a cgroup asks for each).
+CGROUP_ATTACH_TYPES: Final = {
     0: "ingress",  # BPF_CGROUP_INET_INGRESS
     1: "egress",  # BPF_CGROUP_INET_EGRESS
     2: "sock_create",
@@ -140,13 +145,36 @@ _ATTACH_TYPE_NAMES: Final = {
     9: "bind6",
     10: "connect4",
     11: "connect6",
+    12: "post_bind4",
+    13: "post_bind6",
+    14: "sendmsg4",
+    15: "sendmsg6",
     18: "sysctl",
+    19: "recvmsg4",
+    20: "recvmsg6",
     21: "getsockopt",
     22: "setsockopt",
+    29: "getpeername4",
+    30: "getpeername6",
+    31: "getsockname4",
+    32: "getsockname6",
+    34: "sock_release",
+    43: "lsm_cgroup",
+    49: "unix_connect",
+    50: "unix_sendmsg",
+    51: "unix_recvmsg",
+    52: "unix_getpeername",
+    53: "unix_getsockname",
+}
+_ATTACH_TYPE_NAMES: Final = {
+    **CGROUP_ATTACH_TYPES,
+    BPF_FLOW_DISSECTOR: "flow_dissector",
+    BPF_SK_LOOKUP: "sk_lookup",
+    BPF_XDP: "xdp",
     46: "ingress",  # BPF_TCX_INGRESS
     47: "egress",  # BPF_TCX_EGRESS
-    48: "primary",  # BPF_NETKIT_PRIMARY
-    49: "peer",  # BPF_NETKIT_PEER
+    54: "primary",  # BPF_NETKIT_PRIMARY
+    55: "peer",  # BPF_NETKIT_PEER
 }
 
 # enum bpf_link_type
@@ -246,6 +274,19 @@ class _InfoByFdAttr(ctypes.Structure):
         ("bpf_fd", ctypes.c_uint32),
         ("info_len", ctypes.c_uint32),
         ("info", ctypes.c_uint64),
+    ]
+
+
+class _ProgQueryAttr(ctypes.Structure):
+    _fields_ = [
+        ("target_fd", ctypes.c_uint32),
+        ("attach_type", ctypes.c_uint32),
+        ("query_flags", ctypes.c_uint32),
+        ("attach_flags", ctypes.c_uint32),
+        ("prog_ids", ctypes.c_uint64),
+        ("prog_cnt", ctypes.c_uint32),
+        ("_pad", ctypes.c_uint32),
+        ("prog_attach_flags", ctypes.c_uint64),
     ]
 
 
@@ -766,6 +807,28 @@ def read_links() -> list[LinkInfo]:
             os.close(fd)
         links.append(_link_from_info(info))
     return links
+
+
+def query_programs(target_fd: int, attach_type: int) -> list[int]:
+    """The ids of the programs attached directly to a target (a cgroup's directory fd, a
+    network namespace's fd) for one attach type, as `bpftool cgroup tree` lists them: not the
+    ones inherited from a parent cgroup. Empty where the kernel does not know the attach type."""
+    capacity = 64
+    while True:
+        ids = (ctypes.c_uint32 * capacity)()
+        attr = _ProgQueryAttr(
+            target_fd=target_fd, attach_type=attach_type, prog_ids=ctypes.addressof(ids), prog_cnt=capacity
+        )
+        try:
+            _bpf(BPF_PROG_QUERY, attr)
+        except BpfError as error:
+            if error.errno == errno.ENOSPC:
+                capacity *= 4
+                continue
+            if error.errno in (errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF, errno.ENOTDIR):
+                return []
+            raise
+        return list(ids[: attr.prog_cnt])
 
 
 def _link_from_info(info: _LinkInfo) -> LinkInfo:

@@ -1,5 +1,5 @@
-"""Selecting programs: by id, name, type, owner pid or command. Every criterion given must
-match; several values of one criterion are alternatives."""
+"""Selecting programs: by id, name, type, owner (pid, command, container, pod, unit) or where
+they are attached. Every criterion given must match; several values of one are alternatives."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from attrs import field, frozen
 
 from kstat.errors import UsageError
 from kstat.kernel.bpf import program_type_names
+from kstat.pipeline.attachments import Attachment
 from kstat.pipeline.model import ProgramDetails, ProgramOwner, ProgramStats, Workload
 
 
@@ -60,6 +61,10 @@ class ProgramFilter:
     pods: tuple[str, ...] = ()
     namespaces: tuple[str, ...] = ()
     units: tuple[str, ...] = ()
+    # Where it is attached: a device, `device@namespace` or a cgroup path (`--attached`), and
+    # how (`--attach-type`: `xdp`, `tc/ingress`, `cgroup/egress`, ...).
+    attached: tuple[str, ...] = ()
+    attach_types: tuple[str, ...] = ()
     _name_pattern: re.Pattern[str] | None = field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
@@ -77,6 +82,8 @@ class ProgramFilter:
             or self.pods
             or self.namespaces
             or self.units
+            or self.attached
+            or self.attach_types
         )
 
     def describe(self) -> dict[str, Any] | None:
@@ -93,11 +100,29 @@ class ProgramFilter:
             "pods": list(self.pods),
             "namespaces": list(self.namespaces),
             "units": list(self.units),
+            "attached": list(self.attached),
+            "attach_types": list(self.attach_types),
         }
         return {key: value for key, value in criteria.items() if value not in (None, [])}
 
     def selects(self, program: ProgramStats, details: ProgramDetails) -> bool:
-        return self._selects_program(program) and self._selects_owners(details.owners)
+        return (
+            self._selects_program(program)
+            and self._selects_owners(details.owners)
+            and self._selects_attachments(details.attachments)
+        )
+
+    def _selects_attachments(self, attachments: tuple[str, ...]) -> bool:
+        if not (self.attached or self.attach_types):
+            return True
+        parsed = [Attachment.parse(text) for text in attachments]
+        return all(
+            (
+                not self.attached or any(place.is_at(wanted) for place in parsed for wanted in self.attached),
+                not self.attach_types
+                or any(place.is_of(wanted) for place in parsed for wanted in self.attach_types),
+            )
+        )
 
     def _selects_program(self, program: ProgramStats) -> bool:
         if self.ids and program.id not in self.ids:

@@ -40,10 +40,8 @@ class QuantileSketch:
         if times <= 0:
             return
         self.count += times
-        if value < self.minimum:
-            self.minimum = value
-        if value > self.maximum:
-            self.maximum = value
+        self.minimum = min(self.minimum, value)
+        self.maximum = max(self.maximum, value)
         if value <= _SMALLEST:
             self.zeros += times
             return
