@@ -7,10 +7,12 @@ BIN := $(VENV)/bin
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 # What the tests use beside kstat: bpftool (does kstat agree with it?), jq (NDJSON in a pipe),
 # a C compiler (struct offsets from linux/bpf.h), node and npm (the reference StatsD daemon),
-# Prometheus and promtool (a real scraper), rsyslog (a real log shipper), logrotate.
+# Prometheus and promtool (a real scraper), rsyslog (a real log shipper), logrotate, clang and
+# iproute2 (eBPF programs built from C and attached by tc and ip, as agents attach theirs).
 # Each as PACKAGE:WHAT-PROVES-IT-IS-THERE, so that a node or cc installed otherwise is kept.
 APT_PACKAGES := bpftool:/usr/sbin/bpftool jq:jq gcc:cc linux-libc-dev:/usr/include/linux/bpf.h nodejs:node npm:npm \
-	prometheus:/usr/bin/promtool rsyslog:/usr/sbin/rsyslogd logrotate:/usr/sbin/logrotate
+	prometheus:/usr/bin/promtool rsyslog:/usr/sbin/rsyslogd logrotate:/usr/sbin/logrotate clang:clang \
+	iproute2:/usr/sbin/tc
 STATSD_DIR := tests/statsd
 ARGS ?=
 
