@@ -232,16 +232,21 @@ class Attributor:
         for link in links:
             attachments[link.program_id].append(describe_link(link, paths))
         types = {program.type for program in new}
-        if types & _NETLINK_TYPES:
-            _add_net_attachments(attachments, net_attachments(self.proc))
-        if types & _CGROUP_TYPES:
-            for program_id, place in cgroup_attachments():
-                if place not in attachments[program_id]:
-                    attachments[program_id].append(place)
-        if "FlowDissector" in types:
-            for program_id, place in flow_dissector_attachments(self.proc):
-                if place not in attachments[program_id]:
-                    attachments[program_id].append(place)
+        try:
+            if types & _NETLINK_TYPES:
+                _add_net_attachments(attachments, net_attachments(self.proc))
+            found = []
+            if types & _CGROUP_TYPES:
+                found += cgroup_attachments()
+            if "FlowDissector" in types:
+                found += flow_dissector_attachments(self.proc)
+        except (OSError, BpfError) as error:
+            # Places are a nicety: a host that refuses netlink or a query still gets its counts.
+            log.debug("cannot look up attachments", error=str(error))
+            return attachments
+        for program_id, place in found:
+            if place not in attachments[program_id]:
+                attachments[program_id].append(place)
         return attachments
 
 
