@@ -10,8 +10,9 @@ from typing import Any, Final, TextIO
 import structlog
 
 
-def configure_logging(*, verbose: bool, stream: TextIO | None = None) -> None:
-    """Log to `stream` (stderr): debug and up with `verbose`, info and up otherwise."""
+def configure_logging(*, verbose: bool, stream: TextIO | None = None, quiet: bool = False) -> None:
+    """Log to `stream` (stderr): debug and up with `verbose`, info and up otherwise, warnings
+    and up when `quiet`."""
     if stream is None:
         # A closed stderr (`2>&-`) leaves Python with none: logs then go nowhere, quietly.
         stream = sys.stderr if sys.stderr is not None else open(os.devnull, "w")  # noqa: SIM115
@@ -27,7 +28,9 @@ def configure_logging(*, verbose: bool, stream: TextIO | None = None) -> None:
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG if verbose else logging.INFO),
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+        ),
         logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )

@@ -1,5 +1,5 @@
 """The command line: `kstat [flags]` collects (the Go tool's interface); `kstat SUBCOMMAND`
-runs one of `demo`, `list`, `run`, `serve`, `compare`, `history` and `plot`. Each lives in
+runs one of `demo`, `list`, `run`, `serve`, `top`, `compare`, `history` and `plot`. Each lives in
 `kstat.commands`, with its own arguments; this module only dispatches, and turns errors into
 one line and an exit status:
 
@@ -38,6 +38,7 @@ COMMANDS: Final = {
     "list": "kstat.commands.list",
     "run": "kstat.commands.run",
     "serve": "kstat.commands.serve",
+    "top": "kstat.commands.top",
     "compare": "kstat.commands.compare",
     "history": "kstat.commands.history",
     "plot": "kstat.commands.plot",

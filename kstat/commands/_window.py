@@ -28,16 +28,14 @@ _FILE_SINKS: Final = ("json", "ndjson")
 WindowBody = Callable[[trio.Nursery], Awaitable[tuple[CollectionResult, int | None]]]
 
 
-def sink_specs(options: argparse.Namespace, default: str = "stdout") -> list[str]:
+def sink_specs(options: argparse.Namespace, default: str | None = "stdout") -> list[str]:
     """The seed's `-output FILE` is shorthand for `--sink json:FILE`; `default` when none given."""
     specs: list[str] = list(options.sinks)
     if options.output is not None:
         specs.insert(0, f"json:{options.output}")
-    if not specs:
+    if not specs and default is not None:
         specs.append(default)
-    writers_of_stdout = [
-        spec for spec in specs if spec == "stdout" or (spec.startswith("ndjson:") and _written(spec) == "-")
-    ]
+    writers_of_stdout = [spec for spec in specs if writes_stdout(spec)]
     if len(writers_of_stdout) > 1:
         raise UsageError(
             f"{' and '.join(writers_of_stdout)} would both write standard output; the NDJSON stream "
@@ -62,7 +60,11 @@ def _written(spec: str) -> str:
     return split_options(spec.partition(":")[2])[0]
 
 
-def make_sinks(options: argparse.Namespace, default: str = "stdout") -> list[Sink]:
+def writes_stdout(spec: str) -> bool:
+    return spec == "stdout" or (spec.startswith("ndjson:") and _written(spec) == "-")
+
+
+def make_sinks(options: argparse.Namespace, default: str | None = "stdout") -> list[Sink]:
     """Made before the window, so that their checks (an unwritable path, a port in use) fail
     first."""
     return [make_sink(spec) for spec in sink_specs(options, default)]

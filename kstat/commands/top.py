@@ -1,0 +1,105 @@
+"""`kstat top`: a live, sortable table of every program's cost, recording while it shows."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+
+import trio
+from rich.console import Console
+
+from kstat._logging import configure_logging
+from kstat._version import __version__
+from kstat.commands._options import (
+    EXIT_OK,
+    ArgumentParser,
+    add_filter_flags,
+    add_window_flags,
+    parse_with_filter,
+    write_stdout,
+)
+from kstat.commands._window import (
+    make_sinks,
+    run_window,
+    sink_specs,
+    stop_on_signal,
+    watch_signals,
+    writes_stdout,
+)
+from kstat.errors import UsageError
+from kstat.live.terminal import open_terminal
+from kstat.live.view import TopView
+from kstat.pipeline.scheduler import Collection, CollectionResult, CollectionSettings, StopRequest
+from kstat.pipeline.schema import report_to_json
+from kstat.pipeline.summary import Summary
+
+# Exit status when there is no terminal to draw on: a usage error, as argparse's.
+EXIT_NO_TERMINAL = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = ArgumentParser(
+        prog="kstat top",
+        description=(
+            "A live table of every program's kernel-side cost, refreshed every interval: events/s, "
+            "average runtime (the interval's and the session's), CPU % of one CPU, runs, owner. Keys: "
+            "arrows select, enter opens a program's charts of the last minute, 1-9 sort, r reverses, "
+            "/ filters, p pauses, h helps, q quits. It records while it shows: --sink streams every "
+            "interval, and on quit the session's report goes to -output, or to stdout."
+        ),
+        allow_abbrev=False,
+    )
+    add_window_flags(parser, default_duration=None)
+    add_filter_flags(parser)
+    return parser
+
+
+def parse(arguments: list[str]) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
+    parser = build_parser()
+    return parser, parse_with_filter(parser, arguments)
+
+
+def run(options: argparse.Namespace) -> int:
+    terminal = open_terminal()
+    if terminal is None:
+        sys.stderr.write(
+            "kstat: error: kstat top needs a terminal (for a recording, use kstat serve or kstat)\n"
+        )
+        return EXIT_NO_TERMINAL
+    specs = sink_specs(options, default=None)
+    on_stdout = [spec for spec in specs if writes_stdout(spec)]
+    if on_stdout:
+        raise UsageError(f"{on_stdout[0]} would write over the screen; give it a file (ndjson:PATH, -o FILE)")
+    sinks = make_sinks(options, default=None)
+    # Log lines would scribble over the screen: they wait until it is gone (warnings only).
+    held_logs = io.StringIO()
+    configure_logging(verbose=options.verbose, stream=held_logs, quiet=not options.verbose)
+    settings = CollectionSettings(
+        duration_ns=None,
+        interval_ns=options.interval,
+        program_filter=options.program_filter,
+        host_root=options.host_root,
+    )
+    result: list[CollectionResult] = []
+
+    async def window(nursery: trio.Nursery) -> tuple[CollectionResult, int | None]:
+        stop = StopRequest()
+        view = TopView(lambda: stop.request("quit"), console=Console(file=terminal))
+        summary = Summary(generator=f"kstat {__version__}", retain_unloaded=1000)
+        collection = Collection(settings, [view, *sinks], stop, summary=summary)
+        nursery.start_soon(watch_signals, stop_on_signal(stop, collection))
+        collected = await collection.run()
+        result.append(collected)
+        return collected, None
+
+    try:
+        status = run_window(window)
+    finally:
+        terminal.close()
+        if held_logs.getvalue():
+            sys.stderr.write(held_logs.getvalue())
+    if result and options.output is None and not any(spec.startswith("json:") for spec in specs):
+        # The screen is gone by now: the report goes where the table was.
+        write_stdout(report_to_json(result[0].report))
+    return status if status != EXIT_OK or not result else EXIT_OK

@@ -1,0 +1,187 @@
+"""Drawing `kstat top`'s screens with rich: the table, a program's detail, the help.
+
+Each draw builds the whole screen for the terminal's size at that moment: a narrow terminal
+drops columns (least useful first) and long names are cut with an ellipsis, so a row never
+wraps; a short one shows as many rows as fit, keeping the selection in view.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Final
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from kstat.live.state import COLUMNS, Column, ProgramView, Screen, TopState, sparkline
+from kstat.pipeline.catalogue import NS_PER_S
+
+# The narrowest each column can usefully be (the name column takes what is left).
+_WIDTHS: Final = {
+    "id": 7,
+    "type": 12,
+    "name": 20,
+    "owner": 18,
+    "events_per_sec": 10,
+    "avg_ns": 8,
+    "window_avg_ns": 15,
+    "cpu_percent": 8,
+    "runs": 11,
+}
+_HELP_LINE: Final = "↑↓ select  enter detail  1-9 sort  r reverse  / filter  p pause  h help  q quit"
+_KEYS: Final = (
+    ("↑ ↓  j k  PgUp PgDn  Home End", "move the selection"),
+    ("enter  →", "the selected program's detail: charts of the last minute, owners, attachments"),
+    ("1 … 9", "sort by that column (again: reverse)"),
+    ("r", "reverse the sort"),
+    ("/", "filter by a substring of name, type or owner (enter keeps it, esc drops it)"),
+    ("esc", "clear the filter; leave a detail or this help"),
+    ("p  space", "pause the screen (collection goes on)"),
+    ("h  ?", "this help"),
+    ("q", "quit: the report of the whole session goes to -output, or to stdout"),
+)
+
+
+def columns_for(width: int) -> list[Column]:
+    """The columns that fit, in screen order, dropping the lowest priority first."""
+    chosen = list(COLUMNS)
+    while len(chosen) > 1 and sum(_WIDTHS[column.key] + 2 for column in chosen) > width:
+        chosen.remove(min(chosen, key=lambda column: column.priority))
+    return chosen
+
+
+def _number(value: float, digits: int = 0) -> str:
+    return f"{value:,.{digits}f}"
+
+
+def _cell(view: ProgramView, key: str) -> str:
+    if key == "events_per_sec":
+        return _number(view.events_per_sec, 1 if view.events_per_sec < 100 else 0)
+    if key in ("avg_ns", "window_avg_ns"):
+        value = view.avg_ns if key == "avg_ns" else view.window_avg_ns
+        return _number(value) if value else "-"
+    if key == "cpu_percent":
+        return f"{view.cpu_percent:.3f}" if view.cpu_percent < 10 else f"{view.cpu_percent:.1f}"
+    if key == "runs":
+        return _number(view.runs)
+    if key == "name":
+        mark = {"new": "+ ", "gone": "- "}.get(view.status, "")
+        return mark + view.name
+    return str(view.value(key))
+
+
+def header(state: TopState) -> Text:
+    totals = state.totals
+    all_cpus = totals.cpu_percent / totals.online_cpus if totals.online_cpus else 0.0
+    column = next(column for column in COLUMNS if column.key == state.sort_key)
+    text = Text()
+    text.append("kstat top", style="bold")
+    text.append(
+        f"  eBPF CPU {totals.cpu_percent:.3f} % of one CPU ({all_cpus:.3f} % of all {totals.online_cpus})"
+        f"  ·  {_number(totals.events_per_sec)} events/s  ·  {totals.loaded} programs, {totals.ran} ran"
+        f"  ·  every {state.interval_ns / NS_PER_S:g}s"
+        f"  ·  sort {column.heading} {'↓' if state.reverse else '↑'}"
+    )
+    if state.typing is not None:
+        text.append(f"  ·  filter: {state.typing}▏", style="bold yellow")
+    elif state.filter_text:
+        text.append(f"  ·  filter: {state.filter_text}", style="yellow")
+    if state.paused:
+        text.append("  ·  PAUSED", style="bold red")
+    return text
+
+
+def table(state: TopState, width: int, height: int) -> Table:
+    shown = columns_for(width)
+    grid = Table(box=None, expand=True, pad_edge=False, show_edge=False, header_style="bold reverse")
+    for column in shown:
+        grid.add_column(
+            column.heading
+            + (" ↓" if column.key == state.sort_key and state.reverse else "")
+            + (" ↑" if column.key == state.sort_key and not state.reverse else ""),
+            justify="right" if column.numeric else "left",
+            no_wrap=True,
+            overflow="ellipsis",
+            min_width=_WIDTHS[column.key] if column.key != "name" else 12,
+            ratio=1 if column.key == "name" else None,
+        )
+    rows = state.rows()
+    selected = state.selected_view()
+    room = max(1, height - 4)
+    start = 0
+    if selected is not None:
+        index = rows.index(selected)
+        start = max(0, min(index - room // 2, len(rows) - room))
+    for view in rows[start : start + room]:
+        style = "reverse" if view is selected else ("dim" if view.status == "gone" else None)
+        if view.status == "new" and view is not selected:
+            style = "green"
+        grid.add_row(*(_cell(view, column.key) for column in shown), style=style)
+    if not rows:
+        grid.add_row(*(["no programs match" if column.key == "name" else "" for column in shown]))
+    # Blank rows to the bottom, so that the key line stays at the foot of the screen.
+    for _ in range(room - len(grid.rows)):
+        grid.add_row(*([""] * len(shown)))
+    return grid
+
+
+def detail(state: TopState, width: int) -> RenderableType:
+    view = state.selected_view()
+    if view is None:
+        return Text("the program went away; esc goes back")
+    chart_width = max(10, min(state.history_length, width - 34))
+    boot_now = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+    loaded_ago = max(0, boot_now - view.load_time_ns) / NS_PER_S
+    lines = Text()
+    lines.append(f"{view.name}", style="bold")
+    lines.append(
+        f"  {view.type}, id {view.id}, tag {view.tag}{'  (' + view.status + ')' if view.status else ''}\n"
+    )
+    lines.append(f"loaded {loaded_ago:,.0f} s ago")
+    if view.memlock_bytes is not None:
+        lines.append(f"  ·  memory {view.memlock_bytes:,} bytes")
+    lines.append(f"  ·  {view.runs:,} runs this session, {view.window_avg_ns:,.0f} ns each on average\n")
+    owners = ", ".join(f"{owner.command}/{owner.pid}" for owner in view.details.owners) or "none"
+    lines.append(f"owners: {owners}\n")
+    lines.append(f"attached: {', '.join(view.details.attachments) or 'nowhere kstat can see'}\n\n")
+    seconds = len(view.history_cpu) * state.interval_ns / NS_PER_S
+    lines.append(f"the last {seconds:,.0f} s, one mark per interval, scaled to its highest:\n", style="dim")
+    known_avg = [value for value in view.history_avg if value is not None]
+    for label, values, now, top, unit in (
+        ("CPU %", list(view.history_cpu), view.cpu_percent, max(view.history_cpu, default=0.0), "%"),
+        (
+            "events/s",
+            list(view.history_events),
+            view.events_per_sec,
+            max(view.history_events, default=0.0),
+            "",
+        ),
+        ("avg ns", list(view.history_avg), view.avg_ns, max(known_avg, default=0.0), "ns"),
+    ):
+        lines.append(f"{label:>9} ")
+        lines.append(sparkline(values, chart_width).ljust(chart_width), style="cyan")
+        lines.append(f"  now {now:,.3g}{unit}  max {top:,.3g}{unit}\n")
+    return lines
+
+
+def help_screen() -> RenderableType:
+    keys = Table(box=None, show_header=False, pad_edge=False)
+    keys.add_column(style="bold", no_wrap=True)
+    keys.add_column()
+    for key, meaning in _KEYS:
+        keys.add_row(key, meaning)
+    return Group(Text("kstat top: keys\n", style="bold"), keys, Text("\nany key goes back", style="dim"))
+
+
+def render(state: TopState, width: int, height: int) -> RenderableType:
+    """The whole screen for a terminal of this size."""
+    if state.screen is Screen.HELP:
+        body: RenderableType = help_screen()
+    elif state.screen is Screen.DETAIL:
+        body = detail(state, width)
+    else:
+        body = table(state, width, height)
+    return Group(
+        header(state), Text(""), body, Text(_HELP_LINE, style="dim", no_wrap=True, overflow="ellipsis")
+    )

@@ -1,0 +1,346 @@
+"""What `kstat top` shows, as plain data: every program's numbers, the sort, the filter, the
+selection and which screen is up. The events and the keys change it; `kstat.live.screen` draws
+it. Nothing here touches a terminal, so all of it is tested without one."""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections import deque
+from collections.abc import Sequence
+from typing import Final
+
+from attrs import define, field, frozen
+
+from kstat.pipeline.catalogue import NS_PER_S
+from kstat.pipeline.events import IntervalEnded, WindowStarted
+from kstat.pipeline.model import ProgramDetails, ProgramIdentity, ProgramStats
+
+# How long a program stays marked as new, or is shown after it went away (intervals).
+MARKED_FOR: Final = 5
+# The detail screen's charts cover about a minute.
+HISTORY_SECONDS: Final = 60
+
+
+class Screen(enum.Enum):
+    TABLE = "table"
+    DETAIL = "detail"
+    HELP = "help"
+
+
+@frozen
+class Column:
+    key: str
+    heading: str
+    # Narrow terminals drop columns, lowest priority first.
+    priority: int
+    numeric: bool = True
+
+
+# In screen order; the sort keys 1..9 follow it.
+COLUMNS: Final = (
+    Column("id", "ID", 6),
+    Column("type", "TYPE", 3, numeric=False),
+    Column("name", "NAME", 10, numeric=False),
+    Column("owner", "OWNER", 2, numeric=False),
+    Column("events_per_sec", "EVENTS/S", 8),
+    Column("avg_ns", "AVG NS", 7),
+    Column("window_avg_ns", "AVG NS (WINDOW)", 4),
+    Column("cpu_percent", "CPU %", 9),
+    Column("runs", "RUNS", 5),
+)
+COLUMN_KEYS: Final = tuple(column.key for column in COLUMNS)
+
+
+@define
+class ProgramView:
+    """One program as the table shows it."""
+
+    identity: ProgramIdentity
+    id: int
+    type: str
+    name: str
+    details: ProgramDetails
+    tag: str
+    load_time_ns: int
+    memlock_bytes: int | None
+    # Counters when the window first saw it (zero for one loaded inside the window).
+    baseline_run_time_ns: int
+    baseline_run_count: int
+    run_time_ns: int = 0
+    run_count: int = 0
+    # The last interval's figures.
+    events_per_sec: float = 0.0
+    avg_ns: float = 0.0
+    cpu_percent: float = 0.0
+    # The last minute of intervals: CPU %, events/s, average runtime (None: no runs).
+    history_cpu: deque[float] = field(factory=deque)
+    history_events: deque[float] = field(factory=deque)
+    history_avg: deque[float | None] = field(factory=deque)
+    # Intervals left to show it as new, or (once gone) at all.
+    new_for: int = 0
+    gone_for: int | None = None
+
+    @property
+    def runs(self) -> int:
+        return self.run_count - self.baseline_run_count
+
+    @property
+    def window_avg_ns(self) -> float:
+        runs = self.runs
+        return (self.run_time_ns - self.baseline_run_time_ns) / runs if runs else 0.0
+
+    @property
+    def owner(self) -> str:
+        """`agent/4242 (pod monitoring/flow-x7k2p)`, `+2` when more hold it; `-` for none."""
+        owners = self.details.owners
+        if not owners:
+            return "-"
+        first = owners[0]
+        text = f"{first.command}/{first.pid}"
+        workload = first.workload
+        if workload.pod:
+            text += f" ({workload.namespace + '/' if workload.namespace else ''}{workload.pod})"
+        elif workload.container_name or workload.container_id:
+            text += f" ({workload.container_name or (workload.container_id or '')[:12]})"
+        elif workload.unit:
+            text += f" ({workload.unit})"
+        return text + (f" +{len(owners) - 1}" if len(owners) > 1 else "")
+
+    @property
+    def status(self) -> str:
+        if self.gone_for is not None:
+            return "gone"
+        return "new" if self.new_for > 0 else ""
+
+    def value(self, key: str) -> float | str:
+        found: float | str | int = getattr(self, key)
+        return found
+
+
+@frozen
+class Totals:
+    cpu_percent: float = 0.0
+    events_per_sec: float = 0.0
+    loaded: int = 0
+    ran: int = 0
+    online_cpus: int = 1
+
+
+@define
+class TopState:
+    """The whole view. `apply_*` take the window's events; `press` takes a key."""
+
+    interval_ns: int = NS_PER_S
+    programs: dict[ProgramIdentity, ProgramView] = field(factory=dict)
+    totals: Totals = Totals()
+    intervals: int = 0
+    sort_key: str = "cpu_percent"
+    reverse: bool = True
+    filter_text: str = ""
+    # Typing a filter: the text so far (None when not typing).
+    typing: str | None = None
+    selected: ProgramIdentity | None = None
+    screen: Screen = Screen.TABLE
+    paused: bool = False
+    quit: bool = False
+    # Whether something changed since the screen was drawn.
+    dirty: bool = True
+
+    @property
+    def history_length(self) -> int:
+        return max(2, math.ceil(HISTORY_SECONDS * NS_PER_S / max(self.interval_ns, 1)))
+
+    # --- events ------------------------------------------------------------------------------
+
+    def apply_start(self, event: WindowStarted) -> None:
+        self.interval_ns = event.interval_ns
+        snapshot = event.snapshot
+        self.totals = Totals(loaded=len(snapshot.programs), online_cpus=event.online_cpus)
+        for program in snapshot.programs:
+            self.programs[program.identity] = self._new_view(
+                program, snapshot.details_of(program), program.run_time_ns, program.run_count
+            )
+        self.dirty = True
+
+    def _new_view(
+        self, program: ProgramStats, details: ProgramDetails, baseline_time: int, baseline_count: int
+    ) -> ProgramView:
+        footprint = program.footprint
+        return ProgramView(
+            identity=program.identity,
+            id=program.id,
+            type=program.type,
+            name=program.name,
+            details=details,
+            tag=program.tag,
+            load_time_ns=program.load_time_ns,
+            memlock_bytes=None if footprint is None else footprint.memlock_bytes,
+            baseline_run_time_ns=baseline_time,
+            baseline_run_count=baseline_count,
+            run_time_ns=program.run_time_ns,
+            run_count=program.run_count,
+        )
+
+    def apply_interval(self, event: IntervalEnded) -> None:
+        delta = event.delta
+        self.intervals += 1
+        seconds = delta.elapsed_ns / NS_PER_S
+        touched: set[ProgramIdentity] = set()
+        created: set[ProgramIdentity] = set()
+        for change in delta.changes:
+            program = change.program
+            view = self.programs.get(program.identity)
+            if view is None:
+                view = self.programs[program.identity] = self._new_view(
+                    program, change.details, change.baseline_run_time_ns, change.baseline_run_count
+                )
+                view.new_for = MARKED_FOR
+                created.add(program.identity)
+            runs = change.run_count
+            view.run_time_ns, view.run_count = program.run_time_ns, program.run_count
+            view.events_per_sec = runs / seconds if seconds else 0.0
+            view.avg_ns = change.run_time_ns / runs if runs else 0.0
+            view.cpu_percent = change.run_time_ns / delta.elapsed_ns * 100 if delta.elapsed_ns else 0.0
+            if change.unloaded:
+                view.gone_for = MARKED_FOR
+                created.add(program.identity)  # counts down from the next interval
+            touched.add(program.identity)
+        for identity, view in list(self.programs.items()):
+            if identity not in touched:
+                view.events_per_sec = view.avg_ns = view.cpu_percent = 0.0
+            self._remember(view)
+            if identity in created:
+                continue
+            if view.new_for > 0:
+                view.new_for -= 1
+            if view.gone_for is not None:
+                view.gone_for -= 1
+                if view.gone_for <= 0:
+                    del self.programs[identity]
+        totals = delta.totals
+        self.totals = Totals(
+            cpu_percent=float(totals.get("estimated_cpu_percent", 0.0)),
+            events_per_sec=float(totals.get("events_per_sec", 0.0)),
+            loaded=sum(1 for view in self.programs.values() if view.gone_for is None),
+            ran=sum(1 for change in delta.changes if change.run_count),
+            online_cpus=self.totals.online_cpus,
+        )
+        if self.selected not in self.programs:
+            self.selected = None
+        self.dirty = True
+
+    def _remember(self, view: ProgramView) -> None:
+        limit = self.history_length
+        for history, value in (
+            (view.history_cpu, view.cpu_percent),
+            (view.history_events, view.events_per_sec),
+        ):
+            history.append(value)
+            while len(history) > limit:
+                history.popleft()
+        view.history_avg.append(view.avg_ns if view.events_per_sec else None)
+        while len(view.history_avg) > limit:
+            view.history_avg.popleft()
+
+    # --- what is shown -----------------------------------------------------------------------
+
+    def rows(self) -> list[ProgramView]:
+        """The table's rows: filtered, then sorted (ties by id)."""
+        text = (self.typing if self.typing is not None else self.filter_text).lower()
+        shown = [
+            view
+            for view in self.programs.values()
+            if not text or any(text in part.lower() for part in (view.name, view.type, view.owner))
+        ]
+        sort_key = self.sort_key
+
+        def order(view: ProgramView) -> tuple[float | str, int]:
+            return (view.value(sort_key), view.id)
+
+        return sorted(shown, key=order, reverse=self.reverse)
+
+    def selected_view(self) -> ProgramView | None:
+        rows = self.rows()
+        if not rows:
+            return None
+        for view in rows:
+            if view.identity == self.selected:
+                return view
+        return rows[0]
+
+    # --- keys --------------------------------------------------------------------------------
+
+    def press(self, key: str) -> None:
+        """One key (a character, or `up`, `down`, `pageup`, `pagedown`, `home`, `end`,
+        `enter`, `escape`, `backspace`)."""
+        self.dirty = True
+        if self.typing is not None:
+            self._type(key)
+        elif key in ("q", "Q"):
+            self.quit = True
+        elif self.screen is Screen.HELP:
+            self.screen = Screen.TABLE
+        elif self.screen is Screen.DETAIL:
+            if key in ("escape", "backspace", "enter", "left"):
+                self.screen = Screen.TABLE
+        elif key in ("up", "k", "down", "j", "pageup", "pagedown", "home", "end"):
+            self._move(key)
+        elif key in ("enter", "right") and self.selected_view() is not None:
+            self.selected = self.selected_view().identity  # type: ignore[union-attr]
+            self.screen = Screen.DETAIL
+        elif key.isdigit() and 1 <= int(key) <= len(COLUMNS):
+            chosen = COLUMNS[int(key) - 1]
+            if chosen.key == self.sort_key:
+                self.reverse = not self.reverse
+            else:
+                self.sort_key, self.reverse = chosen.key, chosen.numeric
+        elif key == "r":
+            self.reverse = not self.reverse
+        elif key == "/":
+            self.typing = self.filter_text
+        elif key == "escape":
+            self.filter_text = ""
+        elif key in ("p", " "):
+            self.paused = not self.paused
+        elif key in ("h", "?"):
+            self.screen = Screen.HELP
+
+    def _type(self, key: str) -> None:
+        assert self.typing is not None
+        if key == "enter":
+            self.filter_text, self.typing = self.typing, None
+        elif key == "escape":
+            self.typing = None
+        elif key == "backspace":
+            self.typing = self.typing[:-1]
+        elif len(key) == 1 and key.isprintable():
+            self.typing += key
+
+    def _move(self, key: str, page: int = 10) -> None:
+        rows = self.rows()
+        if not rows:
+            return
+        identities = [view.identity for view in rows]
+        current = identities.index(self.selected) if self.selected in identities else 0
+        steps = {"up": -1, "k": -1, "down": 1, "j": 1, "pageup": -page, "pagedown": page}
+        if key == "home":
+            target = 0
+        elif key == "end":
+            target = len(rows) - 1
+        else:
+            target = current + steps[key]
+        self.selected = identities[max(0, min(len(rows) - 1, target))]
+
+
+def sparkline(values: Sequence[float | None], width: int) -> str:
+    """The last `width` values as block characters, scaled to their maximum (blank: no value)."""
+    blocks = " ▁▂▃▄▅▆▇█"
+    shown = list(values)[-width:]
+    known = [value for value in shown if value is not None]
+    top = max(known, default=0.0)
+    if top <= 0:
+        return "".join(" " if value is None else blocks[1] for value in shown)
+    return "".join(
+        " " if value is None else blocks[max(1, round(value / top * (len(blocks) - 1)))] for value in shown
+    )
