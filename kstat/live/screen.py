@@ -30,6 +30,7 @@ _WIDTHS: Final = {
     "runs": 11,
 }
 _HELP_LINE: Final = "↑↓ select  enter detail  1-9 sort  r reverse  / filter  p pause  h help  q quit"
+_DETAIL_LINE: Final = "esc back  p pause  q quit"
 _KEYS: Final = (
     ("↑ ↓  j k  PgUp PgDn  Home End", "move the selection"),
     ("enter  →", "the selected program's detail: charts of the last minute, owners, attachments"),
@@ -148,20 +149,21 @@ def detail(state: TopState, width: int) -> RenderableType:
     seconds = len(view.history_cpu) * state.interval_ns / NS_PER_S
     lines.append(f"the last {seconds:,.0f} s, one mark per interval, scaled to its highest:\n", style="dim")
     known_avg = [value for value in view.history_avg if value is not None]
-    for label, values, now, top, unit in (
-        ("CPU %", list(view.history_cpu), view.cpu_percent, max(view.history_cpu, default=0.0), "%"),
+    charts = (
+        ("CPU %", list(view.history_cpu), view.cpu_percent, max(view.history_cpu, default=0.0), 3),
         (
             "events/s",
             list(view.history_events),
             view.events_per_sec,
             max(view.history_events, default=0.0),
-            "",
+            0,
         ),
-        ("avg ns", list(view.history_avg), view.avg_ns, max(known_avg, default=0.0), "ns"),
-    ):
+        ("avg ns", list(view.history_avg), view.avg_ns, max(known_avg, default=0.0), 0),
+    )
+    for label, values, now, top, digits in charts:
         lines.append(f"{label:>9} ")
         lines.append(sparkline(values, chart_width).ljust(chart_width), style="cyan")
-        lines.append(f"  now {now:,.3g}{unit}  max {top:,.3g}{unit}\n")
+        lines.append(f"  now {_number(now, digits)}  max {_number(top, digits)}\n")
     return lines
 
 
@@ -182,6 +184,5 @@ def render(state: TopState, width: int, height: int) -> RenderableType:
         body = detail(state, width)
     else:
         body = table(state, width, height)
-    return Group(
-        header(state), Text(""), body, Text(_HELP_LINE, style="dim", no_wrap=True, overflow="ellipsis")
-    )
+    keys = _DETAIL_LINE if state.screen is Screen.DETAIL else _HELP_LINE
+    return Group(header(state), Text(""), body, Text(keys, style="dim", no_wrap=True, overflow="ellipsis"))
