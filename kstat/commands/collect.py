@@ -23,7 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
             "average runtime, estimated CPU % and recursion misses over the window. "
             "Subcommands: demo (a self-contained demonstration), list (the loaded programs), "
             "run (collect for a command's lifetime), serve (collect until stopped, for Prometheus), "
-            "compare (two reports), plot (PNG charts)."
+            "top (a live table that records), compare (reports, or runs of them), history (a job's "
+            "runs over time), plot (PNG charts)."
         ),
         allow_abbrev=False,
     )

@@ -61,17 +61,18 @@ def parse(arguments: list[str]) -> tuple[argparse.ArgumentParser, argparse.Names
 
 
 def run(options: argparse.Namespace) -> int:
+    specs = sink_specs(options, default=None)
+    on_stdout = [spec for spec in specs if writes_stdout(spec)]
+    if on_stdout:
+        raise UsageError(f"{on_stdout[0]} would write over the screen; give it a file (ndjson:PATH, -o FILE)")
+    # Made first: their checks (an unwritable path, a port in use) fail before the screen is up.
+    sinks = make_sinks(options, default=None)
     terminal = open_terminal()
     if terminal is None:
         sys.stderr.write(
             "kstat: error: kstat top needs a terminal (for a recording, use kstat serve or kstat)\n"
         )
         return EXIT_NO_TERMINAL
-    specs = sink_specs(options, default=None)
-    on_stdout = [spec for spec in specs if writes_stdout(spec)]
-    if on_stdout:
-        raise UsageError(f"{on_stdout[0]} would write over the screen; give it a file (ndjson:PATH, -o FILE)")
-    sinks = make_sinks(options, default=None)
     # Log lines would scribble over the screen: they wait until it is gone (warnings only).
     held_logs = io.StringIO()
     configure_logging(verbose=options.verbose, stream=held_logs, quiet=not options.verbose)

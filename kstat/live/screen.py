@@ -72,24 +72,35 @@ def _cell(view: ProgramView, key: str) -> str:
     return str(view.value(key))
 
 
-def header(state: TopState) -> Text:
+def header(state: TopState, width: int) -> Text:
+    """The totals line, its least useful parts dropped where the terminal is narrow."""
     totals = state.totals
     all_cpus = totals.cpu_percent / totals.online_cpus if totals.online_cpus else 0.0
     column = next(column for column in COLUMNS if column.key == state.sort_key)
-    text = Text()
-    text.append("kstat top", style="bold")
-    text.append(
-        f"  eBPF CPU {totals.cpu_percent:.3f} % of one CPU ({all_cpus:.3f} % of all {totals.online_cpus})"
-        f"  ·  {_number(totals.events_per_sec)} events/s  ·  {totals.loaded} programs, {totals.ran} ran"
-        f"  ·  every {state.interval_ns / NS_PER_S:g}s"
-        f"  ·  sort {column.heading} {'↓' if state.reverse else '↑'}"
-    )
+    cpu = f"eBPF CPU {totals.cpu_percent:.3f} % of one CPU"
+    parts = [
+        (f"{cpu} ({all_cpus:.3f} % of all {totals.online_cpus})", None),
+        (f"{_number(totals.events_per_sec)} events/s", None),
+        (f"{totals.loaded} programs, {totals.ran} ran", None),
+        (f"sort {column.heading} {'↓' if state.reverse else '↑'}", None),
+        (f"every {state.interval_ns / NS_PER_S:g}s", "optional"),
+    ]
+    if len("kstat top  ") + sum(len(text) + 5 for text, _ in parts) > width:
+        parts[0] = (cpu, None)
     if state.typing is not None:
-        text.append(f"  ·  filter: {state.typing}▏", style="bold yellow")
+        parts.insert(0, (f"filter: {state.typing}▏", "bold yellow"))
     elif state.filter_text:
-        text.append(f"  ·  filter: {state.filter_text}", style="yellow")
+        parts.insert(0, (f"filter: {state.filter_text}", "yellow"))
     if state.paused:
-        text.append("  ·  PAUSED", style="bold red")
+        parts.insert(0, ("PAUSED", "bold red"))
+    while len(parts) > 1 and len("kstat top  ") + sum(len(text) + 5 for text, _ in parts) > width:
+        optional = [part for part in parts if part[1] == "optional"]
+        parts.remove(optional[-1] if optional else parts[-1])
+    text = Text(no_wrap=True, overflow="ellipsis")
+    text.append("kstat top", style="bold")
+    for part, style in parts:
+        text.append("  ·  " if len(text) > len("kstat top") else "  ")
+        text.append(part, style=None if style == "optional" else style)
     return text
 
 
@@ -185,4 +196,6 @@ def render(state: TopState, width: int, height: int) -> RenderableType:
     else:
         body = table(state, width, height)
     keys = _DETAIL_LINE if state.screen is Screen.DETAIL else _HELP_LINE
-    return Group(header(state), Text(""), body, Text(keys, style="dim", no_wrap=True, overflow="ellipsis"))
+    return Group(
+        header(state, width), Text(""), body, Text(keys, style="dim", no_wrap=True, overflow="ellipsis")
+    )

@@ -8,6 +8,7 @@ missed merged into the next one. Quitting asks the window to end, and the termin
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Callable
 
 import trio
@@ -79,5 +80,11 @@ class TopView:
             self._on_quit()
 
     def _draw(self, live: Live) -> None:
-        width, height = self._console.size
+        try:
+            # The terminal's own size, now (it may have been resized): not $COLUMNS, which
+            # rich would prefer and which a parent process may have set for itself.
+            width, height = os.get_terminal_size(self._console.file.fileno())
+            self._console.size = (width, height)
+        except (OSError, ValueError):
+            width, height = self._console.size
         live.update(render(self.shown, width, height), refresh=True)

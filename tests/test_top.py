@@ -1,0 +1,338 @@
+"""`kstat top`: its state and screens without a terminal, then the real thing inside tmux with
+programs whose run counts are known."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from attrs import evolve
+from rich.console import Console
+
+from kstat.live.screen import columns_for, render
+from kstat.live.state import MARKED_FOR, Screen, TopState, sparkline
+from kstat.live.terminal import decode
+from kstat.live.view import TopView
+from kstat.pipeline.model import ProgramDetails, ProgramOwner
+from tests.builders import interval, program, snapshot, window_started
+from tests.kstat_process import run_kstat
+from tests.windows import LoadFilter
+
+REPO = Path(__file__).parents[1]
+
+
+def state_after(*runs: tuple[int, int, int]) -> TopState:
+    """Three programs; each interval gives (a, b, c) runs at 100, 200, 300 ns a run."""
+    owner = ProgramDetails((ProgramOwner(4242, "flowd"),), ("xdp/native:eth0",))
+    totals = [0, 0, 0]
+    snapshots = []
+    for sequence, counts in enumerate([(0, 0, 0), *runs]):
+        totals = [total + count for total, count in zip(totals, counts, strict=True)]
+        programs = [
+            program(1, totals[0] * 100, totals[0], name="alpha_ingress"),
+            program(2, totals[1] * 200, totals[1], name="beta_egress", type_name="XDP"),
+            program(3, totals[2] * 300, totals[2], name="gamma_sock"),
+        ]
+        snapshots.append(
+            evolve(
+                snapshot(sequence, float(sequence), *programs), details={p.identity: owner for p in programs}
+            )
+        )
+    state = TopState()
+    state.apply_start(window_started(snapshots[0]))
+    for previous, current in itertools.pairwise(snapshots):
+        state.apply_interval(interval(previous, current, first=snapshots[0]))
+    return state
+
+
+def names(state: TopState) -> list[str]:
+    return [view.name for view in state.rows()]
+
+
+def test_rows_are_sorted_by_cpu_and_each_column_sorts() -> None:
+    state = state_after((10, 10, 10))
+    assert names(state) == ["gamma_sock", "beta_egress", "alpha_ingress"]  # CPU %, highest first
+    gamma = state.rows()[0]
+    assert (gamma.events_per_sec, gamma.avg_ns, gamma.runs, gamma.owner) == (10.0, 300.0, 10, "flowd/4242")
+    state.press("3")  # NAME: ascending first
+    assert names(state) == ["alpha_ingress", "beta_egress", "gamma_sock"]
+    state.press("3")  # again: reversed
+    assert names(state)[0] == "gamma_sock"
+    state.press("2")  # TYPE, ascending: the socket filters (by id), then XDP
+    assert names(state) == ["alpha_ingress", "gamma_sock", "beta_egress"]
+    state.press("r")
+    assert names(state)[0] == "beta_egress"
+
+
+def test_filter_selection_detail_and_quit() -> None:
+    state = state_after((10, 20, 30))
+    for key in ["/", "e", "g", "r"]:
+        state.press(key)
+    assert state.typing == "egr" and names(state) == ["beta_egress"]  # filters as it is typed
+    state.press("enter")
+    assert state.filter_text == "egr" and state.typing is None
+    state.press("escape")
+    assert state.filter_text == "" and len(names(state)) == 3
+    state.press("down")
+    state.press("down")
+    selected = state.selected_view()
+    assert selected is not None and selected.name == "alpha_ingress"
+    state.press("enter")
+    assert state.screen is Screen.DETAIL
+    state.press("escape")
+    assert state.screen is Screen.TABLE
+    state.press("q")
+    assert state.quit
+
+
+def test_new_and_gone_programs_are_marked_then_dropped() -> None:
+    state = state_after((1, 1, 1))
+    first = snapshot(
+        1,
+        1.0,
+        program(1, 100, 1, name="alpha_ingress"),
+        program(2, 200, 1, name="beta_egress", type_name="XDP"),
+        program(3, 300, 1, name="gamma_sock"),
+    )
+    later = snapshot(
+        2,
+        2.0,
+        program(1, 200, 2, name="alpha_ingress"),
+        program(9, 50, 1, name="newcomer", load_time_ns=10_500_000_000),
+    )
+    state.apply_interval(interval(first, later))
+    by_name = {view.name: view for view in state.programs.values()}
+    assert by_name["newcomer"].status == "new"
+    assert by_name["beta_egress"].status == "gone"
+    for sequence in range(3, 3 + MARKED_FOR):
+        quiet = snapshot(
+            sequence,
+            float(sequence),
+            program(1, 200, 2, name="alpha_ingress"),
+            program(9, 50, 1, name="newcomer", load_time_ns=10_500_000_000),
+        )
+        previous = snapshot(sequence - 1, float(sequence - 1), *quiet.programs)
+        state.apply_interval(interval(previous, quiet))
+    remaining = {view.name: view.status for view in state.programs.values()}
+    assert remaining == {"alpha_ingress": "", "newcomer": ""}
+
+
+def test_a_paused_screen_stays_still_while_collection_goes_on() -> None:
+    view = TopView(lambda: None, console=Console(file=io.StringIO()))
+    view.state = state_after((10, 10, 10))
+    view.shown = view.state
+    view._press("p")
+    frozen = view.shown.rows()[0].runs
+    more = state_after((10, 10, 10), (5, 5, 500))
+    view.state.programs, view.state.intervals = more.programs, more.intervals
+    assert view.shown.rows()[0].runs == frozen and view.shown.paused
+    view._press("3")  # keys still work on the frozen screen
+    view._press("p")
+    assert view.shown is view.state and view.state.sort_key == "name" and not view.state.paused
+
+
+@pytest.mark.parametrize("width", [40, 60, 90, 120, 200])
+def test_a_narrow_terminal_drops_columns_and_never_wraps(width: int) -> None:
+    state = state_after((10, 20, 30))
+    console = Console(file=io.StringIO(), width=width, height=20, record=True, color_system=None)
+    console.print(render(state, width, 20))
+    lines = console.export_text().splitlines()
+    assert all(len(line) <= width for line in lines)
+    table = [line for line in lines if "alpha_" in line or "beta_" in line or "gamma_" in line]
+    assert len(table) == 3  # one line each: nothing wrapped
+    assert [column.key for column in columns_for(width)][0:1] in (["id"], ["type"], ["name"])
+    assert "name" in [column.key for column in columns_for(width)]
+
+
+def test_screens_say_what_they_should() -> None:
+    state = state_after((10, 20, 30), (10, 20, 30))
+    state.press("down")
+    state.press("enter")
+    console = Console(file=io.StringIO(), width=120, height=30, record=True, color_system=None)
+    console.print(render(state, 120, 30))
+    text = console.export_text()
+    assert (
+        "beta_egress  XDP, id 2" in text
+        and "owners: flowd/4242" in text
+        and "attached: xdp/native:eth0" in text
+    )
+    assert "esc back" in text
+    state.press("escape")
+    state.press("h")
+    console = Console(file=io.StringIO(), width=120, height=30, record=True, color_system=None)
+    console.print(render(state, 120, 30))
+    assert "filter by a substring of name, type or owner" in console.export_text()
+
+
+def test_keys_and_sparklines() -> None:
+    assert decode("\x1b[A\x1b[Bq/\r\x7f\x1b") == ["up", "down", "q", "/", "enter", "backspace", "escape"]
+    assert decode("\x1b[5~\x1b[6~") == ["pageup", "pagedown"]
+    assert sparkline([0.0, 1.0, 2.0, None, 4.0], 5) == "▁▂▄ █"
+
+
+def test_without_a_terminal_it_says_so_and_exits_2() -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "kstat", "top"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert completed.returncode == 2
+    assert (
+        completed.stderr
+        == "kstat: error: kstat top needs a terminal (for a recording, use kstat serve or kstat)\n"
+    )
+
+
+def test_a_sink_on_stdout_would_write_over_the_screen() -> None:
+    completed = run_kstat(["top", "--sink", "ndjson:-"])
+    assert completed.returncode == 2
+    assert "ndjson:- would write over the screen" in completed.stderr.splitlines()[-1]
+
+
+# --- in a real terminal --------------------------------------------------------------------------
+
+
+class Tmux:
+    """One tmux session running a command in a 150x30 terminal."""
+
+    def __init__(self, name: str, command: str, width: int = 150, height: int = 30) -> None:
+        self.name = name
+        subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True, check=False)
+        subprocess.run(
+            ["tmux", "new-session", "-d", "-s", name, "-x", str(width), "-y", str(height), command],
+            check=True,
+        )
+
+    def screen(self) -> str:
+        return subprocess.run(
+            ["tmux", "capture-pane", "-t", self.name, "-p"], capture_output=True, text=True, check=False
+        ).stdout
+
+    def keys(self, *keys: str) -> None:
+        subprocess.run(["tmux", "send-keys", "-t", self.name, *keys], check=True)
+
+    def wait_for(self, found: Callable[[str], bool], timeout_s: float = 15) -> str:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            screen = self.screen()
+            if found(screen):
+                return screen
+            if time.monotonic() > deadline:
+                raise AssertionError(f"not on the screen in {timeout_s} s:\n{screen}")
+            time.sleep(0.1)
+
+    def alternate_screen(self) -> bool:
+        shown = subprocess.run(
+            ["tmux", "display", "-p", "-t", self.name, "#{alternate_on}"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+        return shown.strip() == "1"
+
+    def close(self) -> None:
+        subprocess.run(["tmux", "kill-session", "-t", self.name], capture_output=True, check=False)
+
+
+@pytest.fixture
+def tmux_top(tmp_path: Path) -> Iterator[Callable[[str], Tmux]]:
+    if shutil.which("tmux") is None:
+        pytest.skip("tmux is not installed (Debian's tmux package); run `make deps`")
+    sessions: list[Tmux] = []
+
+    def start(arguments: str) -> Tmux:
+        # After kstat: whether the terminal is sane again (echo and line mode back), then wait.
+        script = (
+            f"cd {shlex.quote(str(REPO))} && {shlex.quote(sys.executable)} -m kstat top {arguments}"
+            f' > {tmp_path}/report.json 2> {tmp_path}/stderr; echo "exit $?" > {tmp_path}/status;'
+            f" stty -a > {tmp_path}/stty; echo KSTAT-DONE; sleep 60"
+        )
+        session = Tmux(f"kstat-top-{len(sessions)}-{os.getpid()}", f"bash -c {shlex.quote(script)}")
+        sessions.append(session)
+        return session
+
+    yield start
+    for session in sessions:
+        session.close()
+
+
+def row_of(screen: str, name: str) -> list[str]:
+    line = next(line for line in screen.splitlines() if name in line)
+    return line.split()
+
+
+@pytest.mark.kernel
+def test_top_in_tmux_shows_counts_sorts_filters_and_quits(
+    load_filter: LoadFilter, tmux_top: Callable[[str], Tmux], tmp_path: Path
+) -> None:
+    busy = load_filter("kstat_t_topbusy", 200)
+    quiet = load_filter("kstat_t_topqui")
+    top = tmux_top("--interval 200ms --name '^kstat_t_top'")
+    top.wait_for(lambda screen: "kstat_t_topbusy" in screen and "kstat_t_topqui" in screen)
+    busy.send(700)
+    quiet.send(300)
+    screen = top.wait_for(
+        lambda screen: (
+            row_of(screen, "kstat_t_topbusy")[-1] == "700" and row_of(screen, "kstat_t_topqui")[-1] == "300"
+        )
+    )
+    assert top.alternate_screen()
+    names = [line.split()[2] for line in screen.splitlines() if "kstat_t_top" in line]
+    top.keys("3")  # by name, ascending
+    screen = top.wait_for(lambda screen: "NAME ↑" in screen)
+    assert [line.split()[2] for line in screen.splitlines() if "kstat_t_top" in line] == sorted(names), screen
+    top.keys("/", "q", "u", "i", "Enter")  # the filter: only the quiet one
+    screen = top.wait_for(lambda screen: "filter: qui" in screen and "kstat_t_topbusy" not in screen)
+    assert "kstat_t_topqui" in screen
+    top.keys("Enter")  # its detail
+    screen = top.wait_for(lambda screen: "owners:" in screen)
+    assert "kstat_t_topqui" in screen and "300 runs this session" in screen
+    top.keys("Escape", "q")
+    top.wait_for(lambda screen: "KSTAT-DONE" in screen)
+    assert not top.alternate_screen()
+    assert (tmp_path / "status").read_text().strip() == "exit 0"
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["program_stats"]["kstat_t_topbusy"]["run_count"] == 700
+    assert report["program_stats"]["kstat_t_topqui"]["run_count"] == 300
+    assert report["stopped_by"] == "quit"
+    stty = (tmp_path / "stty").read_text()
+    assert " icanon " in stty and " echo " in stty  # line mode and echo are back
+
+
+@pytest.mark.kernel
+def test_sigterm_ends_top_and_gives_the_terminal_back(
+    load_filter: LoadFilter, tmux_top: Callable[[str], Tmux], tmp_path: Path
+) -> None:
+    target = load_filter("kstat_t_topterm")
+    top = tmux_top(f"--interval 200ms --name '^kstat_t_topterm$' -o {tmp_path}/r.json")
+    top.wait_for(lambda screen: "kstat_t_topterm" in screen)
+    target.send(123)
+    top.wait_for(lambda screen: row_of(screen, "kstat_t_topterm")[-1] == "123")
+    pattern = f"^{sys.executable} -m kstat top --interval 200ms"
+    pid = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True, check=False).stdout.split()
+    assert pid
+    for found in pid:
+        os.kill(int(found), signal.SIGTERM)
+    top.wait_for(lambda screen: "KSTAT-DONE" in screen)
+    assert not top.alternate_screen()
+    assert (tmp_path / "status").read_text().strip() == "exit 0"
+    assert (
+        json.loads((tmp_path / "r.json").read_text())["program_stats"]["kstat_t_topterm"]["run_count"] == 123
+    )
+    assert (tmp_path / "report.json").read_text() == ""  # -output took the report
+    stty = (tmp_path / "stty").read_text()
+    assert " icanon " in stty and " echo " in stty
