@@ -8,11 +8,12 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 # What the tests use beside kstat: bpftool (does kstat agree with it?), jq (NDJSON in a pipe),
 # a C compiler (struct offsets from linux/bpf.h), node and npm (the reference StatsD daemon),
 # Prometheus and promtool (a real scraper), rsyslog (a real log shipper), logrotate, clang and
-# iproute2 (eBPF programs built from C and attached by tc and ip, as agents attach theirs).
+# iproute2 (eBPF programs built from C and attached by tc and ip, as agents attach theirs),
+# tmux (kstat top driven in a real terminal).
 # Each as PACKAGE:WHAT-PROVES-IT-IS-THERE, so that a node or cc installed otherwise is kept.
 APT_PACKAGES := bpftool:/usr/sbin/bpftool jq:jq gcc:cc linux-libc-dev:/usr/include/linux/bpf.h nodejs:node npm:npm \
 	prometheus:/usr/bin/promtool rsyslog:/usr/sbin/rsyslogd logrotate:/usr/sbin/logrotate clang:clang \
-	iproute2:/usr/sbin/tc
+	iproute2:/usr/sbin/tc tmux:tmux
 STATSD_DIR := tests/statsd
 ARGS ?=
 
