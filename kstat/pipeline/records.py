@@ -68,6 +68,8 @@ RECORD_KEYS: Final[tuple[str, ...]] = (
     "loaded",
     "unloaded",
     "window_coverage_percent",
+    # When its (or the total's) interval with the highest CPU share ended (the summary).
+    "peak_cpu_percent_at",
     "program_count",
     "idle_programs",
     "skipped_snapshots",
@@ -258,6 +260,7 @@ def summary_records(report: Report, host_name: str | None) -> list[dict[str, Any
             loaded=line.loaded_during_window,
             unloaded=line.unloaded_during_window,
             window_coverage_percent=line.window_coverage_percent,
+            peak_cpu_percent_at=line.peak_cpu_percent_at,
             **_metric_fields(line.metrics, METRICS),
         )
         for key, line in report.program_stats.items()
@@ -270,6 +273,7 @@ def summary_records(report: Report, host_name: str | None) -> list[dict[str, Any
             timestamp=report.timestamp,
             elapsed_ns=elapsed_ns,
             program_count=report.num_programs,
+            peak_cpu_percent_at=report.peak_cpu_percent_at,
             **_metric_fields(report.totals, METRICS),
         )
     )
