@@ -209,3 +209,21 @@ def test_a_burst_in_one_interval_shows_in_the_maximum_and_the_p99(
         key=lambda entry: entry["program_stats"].get("kstat_t_burst", {}).get("estimated_cpu_percent", 0.0),
     )
     assert line["peak_cpu_percent_at"] == peak["end_time"]
+
+
+def test_a_program_that_went_away_keeps_its_figures_and_counts_no_idle_after() -> None:
+    """Loaded for the first four of ten intervals, busy in the second: its intervals after it
+    went away are not zeros of its own."""
+    snapshots = []
+    for sequence in range(11):
+        programs = [program(2, sequence * 100 * 500, sequence * 100, name="steady")]
+        if sequence <= 4:
+            runs = 0 if sequence < 2 else 1_000
+            programs.append(program(1, runs * 1_000, runs, name="brief"))
+        snapshots.append(snapshot(sequence, float(sequence), *programs))
+    brief = report_of(*snapshots).program("brief")
+    assert brief.unloaded_during_window
+    assert brief.value("max_cpu_percent") == pytest.approx(0.1)  # 1,000 runs of 1 µs in 1 s
+    # Four intervals while loaded: one busy, three idle (the last saw it go): p50 is zero.
+    assert brief.value("p50_cpu_percent") == 0.0
+    assert brief.value("p95_cpu_percent") == pytest.approx(0.1, rel=RELATIVE_ACCURACY)

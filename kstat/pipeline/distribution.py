@@ -43,6 +43,9 @@ class IntervalValues:
     sketches: dict[str, QuantileSketch] = field(factory=lambda: {name: QuantileSketch() for name in RANKED})
     peak: float = -math.inf
     peak_at_ns: int | None = None
+    # Once the program has gone: its metrics, worked out for good, and no sketches kept (a long
+    # run retains up to a thousand unloaded programs).
+    final: dict[str, Number] | None = None
 
     def record(self, values: Mapping[str, Number], end_wall_time_ns: int) -> None:
         """An interval in which the program did something: its metrics over that interval."""
@@ -57,8 +60,16 @@ class IntervalValues:
         if peak is not None and peak > self.peak:
             self.peak, self.peak_at_ns = float(peak), end_wall_time_ns
 
+    def finish(self, intervals: int) -> None:
+        """The program went away after `intervals` intervals: nothing more will come."""
+        self.until_interval = intervals
+        self.final = self.metrics(intervals)
+        self.sketches = {}
+
     def metrics(self, intervals: int) -> dict[str, Number]:
         """Every DISTRIBUTION metric with a value, the window having had `intervals` so far."""
+        if self.final is not None:
+            return dict(self.final)
         existed = (
             self.until_interval if self.until_interval is not None else intervals
         ) - self.first_interval
@@ -86,4 +97,5 @@ class IntervalValues:
             {name: sketch.copy() for name, sketch in self.sketches.items()},
             self.peak,
             self.peak_at_ns,
+            None if self.final is None else dict(self.final),
         )

@@ -147,7 +147,7 @@ class Summary:
                 values = distributions[identity] = IntervalValues(before)
             values.record(line.metrics, end)
             if change.unloaded:
-                values.until_interval = self._intervals
+                values.finish(self._intervals)
         self._total_distribution.record(delta.totals, end)
 
     def _leave_out(self, identity: ProgramIdentity) -> None:
