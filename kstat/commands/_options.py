@@ -16,6 +16,7 @@ from kstat.analysis.significance import parse_alpha
 from kstat.durations import parse_duration_ns
 from kstat.errors import OutputError, UsageError
 from kstat.pipeline.filters import ProgramFilter
+from kstat.pipeline.sampler import SNAPSHOT_METHODS
 
 EXIT_OK: Final = 0
 EXIT_FAILURE: Final = 1
@@ -163,6 +164,15 @@ def add_window_flags(
         type=Path,
         metavar="FILE",
         help="write the JSON report to FILE, atomically (default: standard output)",
+    )
+    parser.add_argument(
+        "--snapshot-method",
+        choices=SNAPSHOT_METHODS,
+        default="auto",
+        help=(
+            "how each pass reads the programs: auto (kstat's BPF iterator, one read for all, where "
+            "the kernel allows it; else syscalls), iterator (insist), syscalls (four a program)"
+        ),
     )
     parser.add_argument(
         "--sink",

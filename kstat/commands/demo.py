@@ -85,6 +85,7 @@ def run(options: argparse.Namespace) -> int:
             work_scale=options.work_scale,
             sinks=sinks,
             user_stop=stop,
+            snapshot_method=options.snapshot_method,
         )
         return result, None
 

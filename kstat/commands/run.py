@@ -16,6 +16,7 @@ import subprocess
 from collections.abc import Sequence
 
 import trio
+from attrs import evolve
 
 from kstat._logging import get_logger
 from kstat.commands._options import ArgumentParser, add_filter_flags, add_window_flags, parse_with_filter
@@ -64,9 +65,7 @@ class CommandWindow:
         check_runnable(command)
         self.command = list(command)
         self.collection = Collection(
-            CollectionSettings(
-                duration_ns=None, interval_ns=settings.interval_ns, program_filter=settings.program_filter
-            ),
+            evolve(settings, duration_ns=None),
             sinks,
             StopRequest(),
         )
@@ -159,6 +158,7 @@ def run(options: argparse.Namespace) -> int:
         interval_ns=options.interval,
         program_filter=options.program_filter,
         host_root=options.host_root,
+        snapshot_method=options.snapshot_method,
     )
     # Checked before the window: a command that cannot start costs no collection.
     window = CommandWindow(options.command, settings, sinks)

@@ -64,6 +64,7 @@ def run(options: argparse.Namespace) -> int:
         interval_ns=options.interval,
         program_filter=options.program_filter,
         host_root=options.host_root,
+        snapshot_method=options.snapshot_method,
     )
 
     async def window(nursery: trio.Nursery) -> tuple[CollectionResult, int | None]:

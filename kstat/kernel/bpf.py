@@ -47,6 +47,7 @@ _syscall.restype = ctypes.c_long
 # enum bpf_cmd
 BPF_MAP_CREATE: Final = 0
 BPF_MAP_LOOKUP_ELEM: Final = 1
+BPF_PROG_TEST_RUN: Final = 10
 BPF_PROG_LOAD: Final = 5
 BPF_PROG_GET_NEXT_ID: Final = 11
 BPF_PROG_GET_FD_BY_ID: Final = 13
@@ -59,6 +60,7 @@ BPF_LINK_CREATE: Final = 28
 BPF_LINK_GET_FD_BY_ID: Final = 30
 BPF_LINK_GET_NEXT_ID: Final = 31
 BPF_ENABLE_STATS: Final = 32
+BPF_ITER_CREATE: Final = 33
 
 _COMMAND_NAMES: Final = {
     BPF_MAP_CREATE: "BPF_MAP_CREATE",
@@ -73,6 +75,9 @@ _COMMAND_NAMES: Final = {
     BPF_LINK_GET_FD_BY_ID: "BPF_LINK_GET_FD_BY_ID",
     BPF_LINK_GET_NEXT_ID: "BPF_LINK_GET_NEXT_ID",
     BPF_PROG_QUERY: "BPF_PROG_QUERY",
+    BPF_PROG_TEST_RUN: "BPF_PROG_TEST_RUN",
+    BPF_ITER_CREATE: "BPF_ITER_CREATE",
+    BPF_MAP_LOOKUP_ELEM: "BPF_MAP_LOOKUP_ELEM",
     BPF_ENABLE_STATS: "BPF_ENABLE_STATS",
 }
 
@@ -126,6 +131,10 @@ _PROGRAM_TYPE_NAMES: Final = (
 # enum bpf_map_type
 BPF_MAP_TYPE_HASH: Final = 1
 BPF_MAP_TYPE_ARRAY: Final = 2
+BPF_MAP_TYPE_PERCPU_ARRAY: Final = 6
+BPF_PROG_TYPE_RAW_TRACEPOINT: Final = 17
+BPF_PROG_TYPE_TRACING: Final = 26
+BPF_TRACE_ITER: Final = 28
 
 BPF_PROG_TYPE_SOCKET_FILTER: Final = 1
 BPF_PROG_TYPE_XDP: Final = 6
@@ -312,7 +321,46 @@ class _ProgLoadAttr(ctypes.Structure):
         ("func_info_rec_size", ctypes.c_uint32),
         ("func_info", ctypes.c_uint64),
         ("func_info_cnt", ctypes.c_uint32),
+        ("line_info_rec_size", ctypes.c_uint32),
+        ("line_info", ctypes.c_uint64),
+        ("line_info_cnt", ctypes.c_uint32),
+        # A tracing program's target: the kernel function's BTF type id.
+        ("attach_btf_id", ctypes.c_uint32),
+        ("attach_prog_fd", ctypes.c_uint32),
     ]
+
+
+class _MapLookupAttr(ctypes.Structure):
+    _fields_ = [
+        ("map_fd", ctypes.c_uint32),
+        ("_pad", ctypes.c_uint32),
+        ("key", ctypes.c_uint64),
+        ("value", ctypes.c_uint64),
+        ("flags", ctypes.c_uint64),
+    ]
+
+
+class _TestRunAttr(ctypes.Structure):
+    _fields_ = [
+        ("prog_fd", ctypes.c_uint32),
+        ("retval", ctypes.c_uint32),
+        ("data_size_in", ctypes.c_uint32),
+        ("data_size_out", ctypes.c_uint32),
+        ("data_in", ctypes.c_uint64),
+        ("data_out", ctypes.c_uint64),
+        ("repeat", ctypes.c_uint32),
+        ("duration", ctypes.c_uint32),
+        ("ctx_size_in", ctypes.c_uint32),
+        ("ctx_size_out", ctypes.c_uint32),
+        ("ctx_in", ctypes.c_uint64),
+        ("ctx_out", ctypes.c_uint64),
+        ("flags", ctypes.c_uint32),
+        ("cpu", ctypes.c_uint32),
+    ]
+
+
+class _IterCreateAttr(ctypes.Structure):
+    _fields_ = [("link_fd", ctypes.c_uint32), ("flags", ctypes.c_uint32)]
 
 
 class _MapCreateAttr(ctypes.Structure):
@@ -490,6 +538,9 @@ class ProgramReader:
         self._btf_type_names: dict[int, list[str] | None] = {}
         # Memlock of the maps met during one pass; programs sharing a map look it up once.
         self._map_memlocks: dict[int, int | None] = {}
+
+    def close(self) -> None:
+        """Nothing to give back: every fd of a pass is closed within it."""
 
     def program_ids(self) -> Iterator[int]:
         """Every loaded program id, ascending, as the kernel walks its idr."""
@@ -908,6 +959,32 @@ def map_lookup(map_fd: int) -> list[Instruction]:
     ]
 
 
+def map_lookup_value(map_fd: int, key: int, value_size: int) -> bytes:
+    """BPF_MAP_LOOKUP_ELEM of a u32 key: the value's bytes."""
+    key_buffer = ctypes.c_uint32(key)
+    value = ctypes.create_string_buffer(value_size)
+    attr = _MapLookupAttr(map_fd=map_fd, key=ctypes.addressof(key_buffer), value=ctypes.addressof(value))
+    _bpf(BPF_MAP_LOOKUP_ELEM, attr)
+    return value.raw
+
+
+def test_run(program_fd: int) -> int:
+    """BPF_PROG_TEST_RUN once, without input (a raw tracepoint program): its return value."""
+    attr = _TestRunAttr(prog_fd=program_fd)
+    _bpf(BPF_PROG_TEST_RUN, attr)
+    return int(attr.retval)
+
+
+def create_iterator_link(program_fd: int) -> int:
+    """BPF_LINK_CREATE for an iterator program (BPF_TRACE_ITER): the link's fd."""
+    return _bpf(BPF_LINK_CREATE, _LinkCreateAttr(prog_fd=program_fd, attach_type=BPF_TRACE_ITER))
+
+
+def create_iterator(link_fd: int) -> int:
+    """BPF_ITER_CREATE: a new fd to read one walk of the iterator from."""
+    return _bpf(BPF_ITER_CREATE, _IterCreateAttr(link_fd=link_fd))
+
+
 def create_map(map_type: int, key_size: int, value_size: int, max_entries: int, name: str) -> int:
     """BPF_MAP_CREATE: the new map's fd; the map lives while an fd or a program holds it."""
     encoded_name = name.encode("ascii")
@@ -934,6 +1011,7 @@ def load_program(
     function_name: str | None = None,
     expected_attach_type: int = 0,
     license_text: str = "GPL",
+    attach_btf_id: int = 0,
 ) -> int:
     """BPF_PROG_LOAD: returns the new program's fd; the program lives while an fd or attachment holds it.
 
@@ -952,6 +1030,7 @@ def load_program(
         license=ctypes.addressof(license_buffer),
         prog_name=encoded_name,
         expected_attach_type=expected_attach_type,
+        attach_btf_id=attach_btf_id,
     )
     btf_fd = None
     main_function = _FuncInfo()

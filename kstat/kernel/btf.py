@@ -103,3 +103,86 @@ def single_function_btf(function_name: str) -> tuple[bytes, int]:
     )
     header = _HEADER.pack(BTF_MAGIC, BTF_VERSION, 0, _HEADER.size, 0, len(types), len(types), len(strings))
     return header + types + strings, 3
+
+
+BTF_KIND_STRUCT: Final = 4
+BTF_KIND_UNION: Final = 5
+# Kinds that only qualify another type (followed to reach a member's struct or union).
+_QUALIFIERS: Final = frozenset({8, 9, 10, 11, 18})  # TYPEDEF, VOLATILE, CONST, RESTRICT, TYPE_TAG
+_MEMBER = struct.Struct("<III")  # name_off, type, offset (bits; bitfields pack size << 24)
+
+
+class KernelLayout:
+    """Where fields sit in the running kernel's structs, and its functions' type ids, from a
+    vmlinux BTF blob: what a program kstat assembles needs, resolved at load time rather than
+    compiled in, so that one kstat fits every kernel."""
+
+    def __init__(self, blob: bytes) -> None:
+        if len(blob) < _HEADER.size:
+            raise BtfFormatError("BTF blob shorter than its header")
+        magic, version, _, header_length, type_offset, type_length, string_offset, string_length = (
+            _HEADER.unpack_from(blob)
+        )
+        if magic != BTF_MAGIC or version != BTF_VERSION:
+            raise BtfFormatError(f"not BTF: magic {magic:#x}, version {version}")
+        self._blob = blob
+        strings_start = header_length + string_offset
+        self._strings = blob[strings_start : strings_start + string_length]
+        # Per type id: (kind, name offset, size or type, position of its trailing bytes, vlen, kind_flag).
+        self._types: list[tuple[int, int, int, int, int, bool]] = [(0, 0, 0, 0, 0, False)]
+        position = header_length + type_offset
+        end = position + type_length
+        while position < end:
+            name_offset, info, size_or_type = _TYPE.unpack_from(blob, position)
+            kind, vlen = (info >> 24) & 0x1F, info & 0xFFFF
+            try:
+                fixed, per_item = _TRAILING_BYTES[kind]
+            except KeyError:
+                raise BtfFormatError(f"BTF kind {kind} is newer than kstat") from None
+            self._types.append(
+                (kind, name_offset, size_or_type, position + _TYPE.size, vlen, bool(info >> 31))
+            )
+            position += _TYPE.size + fixed + per_item * vlen
+
+    def _named(self, name: str, kinds: frozenset[int]) -> int:
+        wanted = name.encode() + b"\0"
+        strings = self._strings
+        for type_id, (kind, name_offset, *_) in enumerate(self._types):
+            if kind in kinds and strings.startswith(wanted, name_offset):
+                return type_id
+        raise KeyError(f"this kernel's BTF has no {name!r}")
+
+    def function_id(self, name: str) -> int:
+        """The type id of the FUNC `name` (what a tracing program attaches to)."""
+        return self._named(name, frozenset({BTF_KIND_FUNC}))
+
+    def offset(self, struct_name: str, member: str) -> int:
+        """The byte offset of `member` in `struct struct_name`, looking into anonymous unions and
+        structs as C does; KeyError when this kernel has no such field."""
+        struct_id = self._named(struct_name, frozenset({BTF_KIND_STRUCT}))
+        found = self._member_offset(struct_id, member.encode())
+        if found is None:
+            raise KeyError(f"this kernel's struct {struct_name} has no {member!r}")
+        return found
+
+    def _resolved(self, type_id: int) -> int:
+        while self._types[type_id][0] in _QUALIFIERS:
+            type_id = self._types[type_id][2]
+        return type_id
+
+    def _member_offset(self, type_id: int, member: bytes) -> int | None:
+        kind, _, _, position, vlen, bitfields = self._types[type_id]
+        if kind not in (BTF_KIND_STRUCT, BTF_KIND_UNION):
+            return None
+        for index in range(vlen):
+            name_offset, member_type, offset = _MEMBER.unpack_from(
+                self._blob, position + index * _MEMBER.size
+            )
+            bits = int(offset & 0xFFFFFF if bitfields else offset)
+            if name_offset and self._strings.startswith(member + b"\0", name_offset):
+                return bits // 8
+            if not name_offset:
+                inner = self._member_offset(self._resolved(member_type), member)
+                if inner is not None:
+                    return bits // 8 + inner
+        return None

@@ -37,6 +37,8 @@ class WindowStarted:
     program_filter: Mapping[str, Any] | None
     # The node (NODE_NAME, else the hostname).
     node: str | None = None
+    # How each pass read the programs: "iterator" or "syscalls" (None: not from the kernel).
+    snapshot_method: str | None = None
 
 
 @frozen

@@ -75,6 +75,7 @@ class WindowFacts:
     stopped_by: str | None
     program_filter: Mapping[str, Any] | None = None
     node: str | None = None
+    snapshot_method: str | None = None
 
 
 @frozen
@@ -174,6 +175,8 @@ class Report:
     online_cpus: int | None = None
     kernel_release: str | None = None
     stats_enabled_by: str | None = None
+    # How the programs were read: "iterator" (kstat's BPF iterator) or "syscalls".
+    snapshot_method: str | None = None
     stopped_by: str | None = None
     # The selection the report covers (totals included); None when it covers every program.
     filter: Mapping[str, Any] | None = None
@@ -374,6 +377,7 @@ def build_report(
         online_cpus=window.online_cpus,
         kernel_release=window.kernel_release,
         stats_enabled_by=window.stats_enabled_by,
+        snapshot_method=window.snapshot_method,
         stopped_by=window.stopped_by,
         filter=window.program_filter,
         programs_left_out=left_out.programs if left_out.programs else None,

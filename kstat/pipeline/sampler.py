@@ -12,9 +12,11 @@ import trio
 from attrs import define, field, frozen
 
 from kstat._logging import get_logger
+from kstat.errors import KstatError
 from kstat.kernel.attribution import Attributor
 from kstat.kernel.bpf import ProgramReader
 from kstat.kernel.host import online_cpu_count
+from kstat.kernel.iterator import IteratorReader
 from kstat.pipeline.delta import IntervalDelta, interval_delta
 from kstat.pipeline.filters import ProgramFilter
 from kstat.pipeline.model import ProgramChanges, ProgramDetails, ProgramIdentity, ProgramStats, Snapshot
@@ -28,6 +30,34 @@ class Sample:
 
     snapshot: Snapshot
     delta: IntervalDelta | None
+
+
+class PassReader(Protocol):
+    """One pass over every program: its stats, and what changed since the previous pass."""
+
+    def read_pass(self) -> tuple[list[ProgramStats], ProgramChanges]: ...
+
+    def close(self) -> None: ...
+
+
+SNAPSHOT_METHODS = ("auto", "iterator", "syscalls")
+
+
+def open_reader(method: str = "auto") -> tuple[PassReader, str]:
+    """The reader for `method`, and which method it is: by default kstat's BPF iterator (one
+    read for every program), else, on a kernel without iterators or BTF or where the load is
+    refused, the syscalls (four a program), saying why in one log line. `iterator` insists."""
+    if method == "syscalls":
+        return ProgramReader(), "syscalls"
+    try:
+        reader = IteratorReader()
+    except (KeyError, OSError, KstatError) as error:
+        if method == "iterator":
+            raise KstatError(f"cannot snapshot by BPF iterator on this kernel: {error}") from None
+        log.info("snapshots by syscalls: the BPF iterator is not available here", reason=str(error))
+        return ProgramReader(), "syscalls"
+    log.info("snapshots by BPF iterator; its own program is left out of the report", program_id=reader.own_id)
+    return reader, "iterator"
 
 
 class SnapshotSource(Protocol):
@@ -51,7 +81,7 @@ class SnapshotTaker:
     program_filter: ProgramFilter = field(factory=ProgramFilter)
     next_sequence: int = 0
     online_cpus: int = field(factory=online_cpu_count)
-    _reader: ProgramReader = field(factory=ProgramReader)
+    _reader: PassReader = field(factory=ProgramReader)
     _attributor: Attributor = field(factory=Attributor)
     _verdicts: dict[ProgramIdentity, bool] = field(factory=dict)
     _previous: Snapshot | None = None
@@ -130,6 +160,10 @@ class SnapshotTaker:
     async def take(self) -> Sample:
         # Not abandoned on cancel: a pass is short, and finishing it closes its fds.
         return await trio.to_thread.run_sync(self.take_blocking)
+
+    def close(self) -> None:
+        """Gives back what the reader holds (the iterator's program and link)."""
+        self._reader.close()
 
 
 SampleHandler = Callable[[Sample, bool], Awaitable[None]]

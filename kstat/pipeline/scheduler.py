@@ -40,7 +40,7 @@ from kstat.pipeline.events import Event, IntervalEnded, ReopenFiles, Sink, Windo
 from kstat.pipeline.filters import ProgramFilter
 from kstat.pipeline.model import Snapshot
 from kstat.pipeline.report import Report
-from kstat.pipeline.sampler import Sample, SnapshotSource, SnapshotTaker, sample_window
+from kstat.pipeline.sampler import Sample, SnapshotSource, SnapshotTaker, open_reader, sample_window
 from kstat.pipeline.summary import Summary
 
 log = get_logger(__name__)
@@ -71,6 +71,9 @@ class CollectionSettings:
     # Where the host's filesystem is mounted (`/`, or `/host` for kstat in a container): the
     # kubelet's log tree there names the pods of owners.
     host_root: Path = Path("/")
+    # How a pass reads the programs: "auto" (the BPF iterator where the kernel allows it),
+    # "iterator" or "syscalls".
+    snapshot_method: str = "auto"
 
 
 @define
@@ -254,6 +257,7 @@ class Collection:
     _online_cpus: int = field(factory=online_cpu_count)
     _lanes: list[_SinkLane] = field(factory=list)
     _hurried: bool = False
+    _snapshot_method: str | None = None
 
     async def run(self) -> CollectionResult:
         """Collect the window and deliver it; returns the report and any sink failures.
@@ -264,11 +268,19 @@ class Collection:
         settings = self.settings
         summary_lane = _open_lane(self.summary)
         lanes = self._lanes = [_open_lane(sink) for sink in self.sinks]
-        source = self.source or SnapshotTaker(
-            settings.program_filter,
-            online_cpus=self._online_cpus,
-            attributor=Attributor(host_root=settings.host_root),
-        )
+        source = self.source
+        taker: SnapshotTaker | None = None
+        if source is None:
+            # Loading the iterator parses the kernel's BTF and runs a program: off the loop.
+            reader, self._snapshot_method = await trio.to_thread.run_sync(
+                open_reader, settings.snapshot_method
+            )
+            source = taker = SnapshotTaker(
+                settings.program_filter,
+                online_cpus=self._online_cpus,
+                attributor=Attributor(host_root=settings.host_root),
+                reader=reader,
+            )
         stats_method: list[StatsMethod] = []
         last_interval: list[IntervalEnded] = []
         previous: list[Snapshot] = []
@@ -322,6 +334,9 @@ class Collection:
                     for lane in (summary_lane, *lanes):
                         lane.send_channel.close()
                     raise
+                finally:
+                    if taker is not None:
+                        taker.close()  # the iterator's program and link go with the window
                 # The stats are off. The summary takes the last interval, then the report is
                 # built and every sink gets the end, all sinks under one deadline.
                 self.window_ended.set()
@@ -413,6 +428,7 @@ class Collection:
             stats_enabled_by=stats_method.value,
             program_filter=settings.program_filter.describe(),
             node=node_name(),
+            snapshot_method=self._snapshot_method,
         )
 
     def _log_window_end(self, report: Report) -> None:

@@ -151,6 +151,8 @@ def _unstructure_report(report: Report) -> dict[str, Any]:
         data["node"] = report.node
     if report.peak_cpu_percent_at is not None:
         data["peak_cpu_percent_at"] = report.peak_cpu_percent_at
+    if report.snapshot_method is not None:
+        data["snapshot_method"] = report.snapshot_method
     return data
 
 
@@ -332,6 +334,7 @@ def _structure_report(data: Any, _: type) -> Report:
         online_cpus=online_cpus,
         kernel_release=_optional(report, "kernel_release", "", _text),
         stats_enabled_by=_optional(report, "stats_enabled_by", "", _text),
+        snapshot_method=_optional(report, "snapshot_method", "", _text),
         stopped_by=_optional(report, "stopped_by", "", _text),
         filter=None if program_filter is None else _object(program_filter, "filter"),
         programs_left_out=_optional(report, "programs_left_out", "", _whole),

@@ -230,6 +230,7 @@ class Summary:
             online_cpus=started.online_cpus,
             kernel_release=started.kernel_release,
             stats_enabled_by=started.stats_enabled_by,
+            snapshot_method=started.snapshot_method,
             stopped_by=stopped_by,
             program_filter=started.program_filter,
             node=started.node,

@@ -111,6 +111,7 @@ async def run_demo(
     work_scale: float,
     sinks: Sequence[Sink],
     user_stop: StopRequest,
+    snapshot_method: str = "auto",
 ) -> tuple[CollectionResult, dict[str, int]]:
     """Collect a window that exactly brackets the demo traffic; returns the result and packets sent."""
     with demo_targets(work_scale) as targets:
@@ -122,7 +123,9 @@ async def run_demo(
             window_started.set()
 
         async def collect_window() -> None:
-            settings = CollectionSettings(duration_ns=None, interval_ns=interval_ns)
+            settings = CollectionSettings(
+                duration_ns=None, interval_ns=interval_ns, snapshot_method=snapshot_method
+            )
             results.append(
                 await collect(settings, sinks, stop=collection_stop, on_snapshot=note_window_start)
             )

@@ -1,0 +1,353 @@
+"""Every program's counters in one read: a BPF iterator over programs (`iter/bpf_prog`,
+Linux 5.8+), built by kstat itself, with no compiler at run time.
+
+The syscall path costs three or four syscalls a program (next id, fd by id, info, close). Here a
+program of kstat's own, attached to the kernel's program iterator, runs once per loaded program
+inside one `read()` and writes a fixed 64-byte record: id, type, tag, load time, the kernel's
+name, and the run-time counters summed over every possible CPU, the values `bpf_prog_info`
+would give.
+
+How it is built on the running kernel:
+
+- Every field's offset (in `bpf_prog`, `bpf_prog_aux`, `bpf_prog_stats`, the iterator's context,
+  `bpf_array`) and the attach target's type id come from its BTF (`/sys/kernel/btf/vmlinux`).
+- `bpf_prog.stats` is a per-CPU pointer, but a kernel whose BTF does not tag it as one lets no
+  helper turn it into a CPU's address. The CPUs' per-CPU offsets are found without symbols: a
+  one-element per-CPU array map, and a small program run once (BPF_PROG_TEST_RUN) that reads the
+  map's per-CPU pointer and its element's address on each CPU; their difference is that CPU's
+  offset. The iterator then reads `stats + offset` for every possible CPU and sums.
+- The offsets are constants of the running kernel, so they go into the iterator's code as
+  immediates, one unrolled read per possible CPU.
+
+The iterator program is itself a loaded program: its own record is left out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Final
+
+from attrs import evolve, frozen
+
+from kstat.kernel import assembler as asm
+from kstat.kernel.bpf import (
+    BPF_MAP_TYPE_ARRAY,
+    BPF_MAP_TYPE_PERCPU_ARRAY,
+    BPF_PROG_TYPE_RAW_TRACEPOINT,
+    BPF_PROG_TYPE_TRACING,
+    BPF_TRACE_ITER,
+    Instruction,
+    ProgramReader,
+    create_iterator,
+    create_iterator_link,
+    create_map,
+    load_program,
+    map_lookup_value,
+    program_type_name,
+    test_run,
+)
+from kstat.kernel.btf import KernelLayout
+from kstat.pipeline.model import ProgramChanges, ProgramStats
+
+VMLINUX_BTF: Final = Path("/sys/kernel/btf/vmlinux")
+POSSIBLE_CPUS: Final = Path("/sys/devices/system/cpu/possible")
+# id, type, tag, load_time, name, run_cnt, run_time_ns, recursion_misses
+RECORD: Final = struct.Struct("<II8sQ16sQQQ")
+_ID_FIELD: Final = struct.Struct("<I")
+_READ_SIZE: Final = 1 << 20
+ITERATOR_NAME: Final = "kstat_prog_iter"
+
+# The record on the iterator's stack: r10 - 64 .. r10 - 1, fields at these offsets from r10.
+_ID, _TYPE, _TAG, _LOAD_TIME, _NAME, _RUN_COUNT, _RUN_TIME, _MISSES = -64, -60, -56, -48, -40, -24, -16, -8
+_SCRATCH = -72  # a pointer read from the kernel, then reloaded as a plain number
+_STATS = -96  # one CPU's struct bpf_prog_stats (cnt, nsecs, misses)
+
+
+@frozen
+class KernelOffsets:
+    """Where the iterator finds what it reads, on this kernel."""
+
+    attach_btf_id: int
+    context_meta: int
+    context_prog: int
+    meta_seq: int
+    prog_type: int
+    prog_tag: int
+    prog_stats: int
+    prog_aux: int
+    aux_id: int
+    aux_name: int
+    aux_load_time: int
+    stats_count: int
+    stats_time: int
+    stats_misses: int
+    array_pptrs: int
+
+    @staticmethod
+    def of_running_kernel(btf: Path = VMLINUX_BTF) -> KernelOffsets:
+        """KeyError when this kernel lacks one of them (too old, or laid out otherwise)."""
+        layout = KernelLayout(btf.read_bytes())
+        return KernelOffsets(
+            attach_btf_id=layout.function_id("bpf_iter_bpf_prog"),
+            context_meta=layout.offset("bpf_iter__bpf_prog", "meta"),
+            context_prog=layout.offset("bpf_iter__bpf_prog", "prog"),
+            meta_seq=layout.offset("bpf_iter_meta", "seq"),
+            prog_type=layout.offset("bpf_prog", "type"),
+            prog_tag=layout.offset("bpf_prog", "tag"),
+            prog_stats=layout.offset("bpf_prog", "stats"),
+            prog_aux=layout.offset("bpf_prog", "aux"),
+            aux_id=layout.offset("bpf_prog_aux", "id"),
+            aux_name=layout.offset("bpf_prog_aux", "name"),
+            aux_load_time=layout.offset("bpf_prog_aux", "load_time"),
+            stats_count=layout.offset("bpf_prog_stats", "cnt"),
+            stats_time=layout.offset("bpf_prog_stats", "nsecs"),
+            stats_misses=layout.offset("bpf_prog_stats", "misses"),
+            array_pptrs=layout.offset("bpf_array", "pptrs"),
+        )
+
+
+def possible_cpus(path: Path = POSSIBLE_CPUS) -> list[int]:
+    """The CPUs that may ever be online (`0-3,8-11`): every one has per-CPU counters."""
+    cpus: list[int] = []
+    for part in path.read_text().strip().split(","):
+        first, _, last = part.partition("-")
+        cpus += range(int(first), int(last or first) + 1)
+    return cpus
+
+
+def per_cpu_offsets(offsets: KernelOffsets, cpus: list[int]) -> list[int]:
+    """Each CPU's per-CPU offset (what the kernel adds to a per-CPU pointer on that CPU)."""
+    probe = create_map(BPF_MAP_TYPE_PERCPU_ARRAY, 4, 8, 1, "kstat_pcpu")
+    results = create_map(BPF_MAP_TYPE_ARRAY, 4, 8, max(cpus) + 1, "kstat_pcpu_off")
+    try:
+        program = load_program(
+            BPF_PROG_TYPE_RAW_TRACEPOINT, _offsets_program(offsets, probe, results, cpus), "kstat_pcpu_off"
+        )
+        try:
+            test_run(program)
+        finally:
+            os.close(program)
+        found = []
+        for cpu in cpus:
+            (offset,) = struct.unpack("<q", map_lookup_value(results, cpu, 8))
+            found.append(offset)
+        return found
+    finally:
+        os.close(probe)
+        os.close(results)
+
+
+def _offsets_program(offsets: KernelOffsets, probe: int, results: int, cpus: list[int]) -> list[Instruction]:
+    """Reads the probe map's per-CPU pointer, then its element's address on each CPU, and
+    stores their difference in `results` at that CPU's index."""
+    code: list[Instruction] = [
+        asm.store_imm(4, asm.FP, -4, 0),  # the key, 0
+        *asm.load_map(asm.R1, probe),
+        asm.store(8, asm.FP, -16, asm.R1),  # the map pointer, spilled...
+        *asm.stack_address(asm.R6, -16),
+        *asm.probe_read(-24, 8, asm.R6),  # ...and read back as a plain number
+        *asm.load(8, asm.R6, asm.FP, -24),
+        *asm.probe_read(-32, 8, asm.R6, offsets.array_pptrs),  # array->pptrs[0]
+        *asm.load(8, asm.R9, asm.FP, -32),
+    ]
+    for cpu in cpus:
+        found = [
+            *asm.load_map(asm.R1, probe),
+            *asm.stack_address(asm.R2, -4),
+            asm.mov_imm(asm.R3, cpu),
+            asm.call(asm.MAP_LOOKUP_PERCPU_ELEM),
+        ]
+        store = [
+            asm.store(8, asm.FP, -40, asm.R0),
+            *asm.stack_address(asm.R6, -40),
+            *asm.probe_read(-48, 8, asm.R6),
+            *asm.load(8, asm.R7, asm.FP, -48),
+            asm.alu("-", asm.R7, asm.R9),
+            asm.store(8, asm.FP, -56, asm.R7),
+            asm.store_imm(4, asm.FP, -60, cpu),
+            *asm.load_map(asm.R1, results),
+            *asm.stack_address(asm.R2, -60),
+            *asm.stack_address(asm.R3, -56),
+            asm.mov_imm(asm.R4, 0),
+            asm.call(asm.MAP_UPDATE_ELEM),
+        ]
+        code += [*found, asm.jump_if("==", asm.R0, 0, len(store)), *store]
+    return [*code, asm.mov_imm(asm.R0, 0), asm.exit_()]
+
+
+def iterator_program(offsets: KernelOffsets, cpu_offsets: list[int]) -> list[Instruction]:
+    """The iterator: one 64-byte record per program, counters summed over every CPU."""
+    body: list[Instruction] = [
+        *asm.load(8, asm.R8, asm.R6, offsets.context_meta),
+        *asm.load(8, asm.R8, asm.R8, offsets.meta_seq),
+        *[asm.store_imm(8, asm.FP, offset, 0) for offset in range(-64, 0, 8)],
+        *asm.probe_read(_TYPE, 4, asm.R7, offsets.prog_type),
+        *asm.probe_read(_TAG, 8, asm.R7, offsets.prog_tag),
+        *asm.probe_read(_SCRATCH, 8, asm.R7, offsets.prog_aux),
+        *asm.load(8, asm.R9, asm.FP, _SCRATCH),
+        *asm.probe_read(_ID, 4, asm.R9, offsets.aux_id),
+        *asm.probe_read(_LOAD_TIME, 8, asm.R9, offsets.aux_load_time),
+        *asm.probe_read(_NAME, 16, asm.R9, offsets.aux_name),
+        *asm.probe_read(_SCRATCH, 8, asm.R7, offsets.prog_stats),
+        *asm.load(8, asm.R9, asm.FP, _SCRATCH),
+    ]
+    for cpu_offset in cpu_offsets:
+        body += [
+            *asm.load_imm64(asm.R7, cpu_offset),
+            asm.alu("+", asm.R7, asm.R9),
+            *asm.probe_read(_STATS, 24, asm.R7),
+        ]
+        for field, total in (
+            (offsets.stats_count, _RUN_COUNT),
+            (offsets.stats_time, _RUN_TIME),
+            (offsets.stats_misses, _MISSES),
+        ):
+            body += [
+                *asm.load(8, asm.R1, asm.FP, _STATS + field),
+                *asm.load(8, asm.R2, asm.FP, total),
+                asm.alu("+", asm.R2, asm.R1),
+                asm.store(8, asm.FP, total, asm.R2),
+            ]
+    body += [
+        asm.mov(asm.R1, asm.R8),
+        *asm.stack_address(asm.R2, _ID),
+        asm.mov_imm(asm.R3, RECORD.size),
+        asm.call(asm.SEQ_WRITE),
+    ]
+    return [
+        asm.mov(asm.R6, asm.R1),
+        *asm.load(8, asm.R7, asm.R6, offsets.context_prog),
+        asm.jump_if("==", asm.R7, 0, len(body)),  # the walk's last call has no program
+        *body,
+        asm.mov_imm(asm.R0, 0),
+        asm.exit_(),
+    ]
+
+
+class ProgramIterator:
+    """kstat's iterator, loaded and linked for the window; `read()` walks every program once."""
+
+    def __init__(self) -> None:
+        offsets = KernelOffsets.of_running_kernel()
+        cpus = possible_cpus()
+        if any(offsets_field < 0 for offsets_field in (offsets.prog_stats, offsets.stats_misses)):
+            raise KeyError("unexpected layout")
+        self._program = load_program(
+            BPF_PROG_TYPE_TRACING,
+            iterator_program(offsets, per_cpu_offsets(offsets, cpus)),
+            ITERATOR_NAME,
+            expected_attach_type=BPF_TRACE_ITER,
+            attach_btf_id=offsets.attach_btf_id,
+        )
+        try:
+            self._link = create_iterator_link(self._program)
+        except BaseException:
+            os.close(self._program)
+            raise
+
+    @property
+    def program_fd(self) -> int:
+        return self._program
+
+    def read(self) -> bytes:
+        """One walk: a 64-byte record per loaded program, kstat's iterator included."""
+        fd = create_iterator(self._link)
+        try:
+            chunks = []
+            while chunk := os.read(fd, _READ_SIZE):
+                chunks.append(chunk)
+            return b"".join(chunks)
+        finally:
+            os.close(fd)
+
+    def records(self) -> Iterator[tuple[int, int, bytes, int, bytes, int, int, int]]:
+        data = self.read()
+        for index in range(0, len(data) - len(data) % RECORD.size, RECORD.size):
+            yield RECORD.unpack_from(data, index)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self._link)
+        with contextlib.suppress(OSError):
+            os.close(self._program)
+
+
+class IteratorReader:
+    """`ProgramReader.read_pass` by iterator: the same programs, counters and changes.
+
+    A pass is one read. Records are compared as bytes with the previous pass's: an idle
+    program's record is unchanged and its previous value is reused without being decoded; a
+    program whose counters moved is rebuilt from what is known of it; a program met for the
+    first time gets its details (full name, footprint) through the syscall path, once; one
+    gone before they could be read keeps what its record says (its kernel name, no footprint).
+    """
+
+    def __init__(self, syscalls: ProgramReader | None = None) -> None:
+        self._iterator = ProgramIterator()
+        self._syscalls = syscalls or ProgramReader()
+        own = self._syscalls.read_fd(self._iterator.program_fd)
+        self.own_id = own.id
+        # The previous pass: each program's record and value, by id.
+        self._records: dict[int, bytes] = {}
+        self._known: dict[int, ProgramStats] = {}
+
+    def read_pass(self) -> tuple[list[ProgramStats], ProgramChanges]:
+        data = self._iterator.read()
+        previous_records, previous = self._records, self._known
+        records: dict[int, bytes] = {}
+        known: dict[int, ProgramStats] = {}
+        programs: list[ProgramStats] = []
+        new: list[ProgramStats] = []
+        moved: list[tuple[ProgramStats, ProgramStats]] = []
+        own_id, size, unpack_id = self.own_id, RECORD.size, _ID_FIELD.unpack_from
+        for start in range(0, len(data) - len(data) % size, size):
+            record = data[start : start + size]
+            (program_id,) = unpack_id(record)
+            if program_id == own_id:
+                continue
+            records[program_id] = record
+            if previous_records.get(program_id) == record:
+                stats = previous[program_id]  # idle: the very same value as last time
+            else:
+                before = previous.get(program_id)
+                stats = self._decode(record, before)
+                if before is not None and before.load_time_ns == stats.load_time_ns:
+                    moved.append((before, stats))
+                else:
+                    new.append(stats)
+            known[program_id] = stats
+            programs.append(stats)
+        vanished = [
+            stats
+            for program_id, stats in previous.items()
+            if program_id not in known or known[program_id].load_time_ns != stats.load_time_ns
+        ]
+        self._records, self._known = records, known
+        return programs, ProgramChanges(new=new, moved=moved, vanished=vanished)
+
+    def _decode(self, record: bytes, before: ProgramStats | None) -> ProgramStats:
+        program_id, type_id, tag, load_time_ns, name, run_count, run_time_ns, misses = RECORD.unpack(record)
+        if before is not None and before.load_time_ns == load_time_ns:
+            return evolve(before, run_time_ns=run_time_ns, run_count=run_count, recursion_misses=misses)
+        # Met for the first time (or an id the kernel reused): its details, once, by syscalls.
+        found = self._syscalls.read_one(program_id)
+        if found is not None and found.load_time_ns == load_time_ns:
+            return evolve(found, run_time_ns=run_time_ns, run_count=run_count, recursion_misses=misses)
+        # Gone since the walk: what the record says is all there is.
+        return ProgramStats(
+            id=program_id,
+            type=program_type_name(type_id),
+            name=name.rstrip(b"\0").decode("utf-8", "replace"),
+            tag=tag.hex(),
+            load_time_ns=load_time_ns,
+            run_time_ns=run_time_ns,
+            run_count=run_count,
+            recursion_misses=misses,
+        )
+
+    def close(self) -> None:
+        self._iterator.close()
