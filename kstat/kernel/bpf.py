@@ -542,6 +542,10 @@ class ProgramReader:
     def close(self) -> None:
         """Nothing to give back: every fd of a pass is closed within it."""
 
+    @property
+    def own_program_ids(self) -> frozenset[int]:
+        return frozenset()
+
     def program_ids(self) -> Iterator[int]:
         """Every loaded program id, ascending, as the kernel walks its idr."""
         yield from _walk_ids(BPF_PROG_GET_NEXT_ID, self._id_attr)

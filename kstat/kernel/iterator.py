@@ -349,5 +349,9 @@ class IteratorReader:
             recursion_misses=misses,
         )
 
+    @property
+    def own_program_ids(self) -> frozenset[int]:
+        return frozenset({self.own_id})
+
     def close(self) -> None:
         self._iterator.close()

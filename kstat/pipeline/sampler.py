@@ -39,6 +39,11 @@ class PassReader(Protocol):
 
     def close(self) -> None: ...
 
+    @property
+    def own_program_ids(self) -> frozenset[int]:
+        """kstat's own programs that the reader leaves out (the iterator's)."""
+        ...
+
 
 SNAPSHOT_METHODS = ("auto", "iterator", "syscalls")
 
@@ -58,6 +63,16 @@ def open_reader(method: str = "auto") -> tuple[PassReader, str]:
         return ProgramReader(), "syscalls"
     log.info("snapshots by BPF iterator; its own program is left out of the report", program_id=reader.own_id)
     return reader, "iterator"
+
+
+def _without(
+    programs: Sequence[ProgramStats], changes: ProgramChanges, ignored: frozenset[int]
+) -> tuple[list[ProgramStats], ProgramChanges]:
+    return [program for program in programs if program.id not in ignored], ProgramChanges(
+        new=[program for program in changes.new if program.id not in ignored],
+        moved=[(before, after) for before, after in changes.moved if after.id not in ignored],
+        vanished=[program for program in changes.vanished if program.id not in ignored],
+    )
 
 
 class SnapshotSource(Protocol):
@@ -90,12 +105,16 @@ class SnapshotTaker:
     _name_counts: Counter[str] = field(factory=Counter)
     # CLOCK_BOOTTIME when the first pass began: programs loaded after it count from zero.
     _window_start_boottime_ns: int | None = None
+    # Programs no snapshot lists (kstat's own iterator, when another reader takes the pass).
+    ignored_ids: frozenset[int] = frozenset()
 
     def take_blocking(self) -> Sample:
         monotonic_before = time.monotonic_ns()
         boottime_before = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
         wall_before = time.time_ns()
         programs, changes = self._reader.read_pass()
+        if self.ignored_ids:
+            programs, changes = _without(programs, changes, self.ignored_ids)
         monotonic_after = time.monotonic_ns()
         wall_after = time.time_ns()
         # After the clocks: owners and attachments are not part of the counters' moment.

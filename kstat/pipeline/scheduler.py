@@ -258,6 +258,8 @@ class Collection:
     _lanes: list[_SinkLane] = field(factory=list)
     _hurried: bool = False
     _snapshot_method: str | None = None
+    # kstat's own programs (the iterator), which no report lists.
+    _own_program_ids: frozenset[int] = frozenset()
 
     async def run(self) -> CollectionResult:
         """Collect the window and deliver it; returns the report and any sink failures.
@@ -275,6 +277,7 @@ class Collection:
             reader, self._snapshot_method = await trio.to_thread.run_sync(
                 open_reader, settings.snapshot_method
             )
+            self._own_program_ids = reader.own_program_ids
             source = taker = SnapshotTaker(
                 settings.program_filter,
                 online_cpus=self._online_cpus,
@@ -381,7 +384,10 @@ class Collection:
     async def report_so_far(self) -> Report:
         """The report from the window's first snapshot to one taken now (the window goes on)."""
         await self.window_started.wait()
-        last = self.summary.last_snapshot
+        # The summary as it is now, with the snapshot it ended on: it goes on while the fresh
+        # snapshot is taken, and the interval added must start where this copy stopped.
+        view = self.summary.copy()
+        last = view.last_snapshot
         assert last is not None
         # A taker of its own (a reader is one thread's), numbered after what the window has
         # seen, and told the owners and attachments the window already knows (no /proc scan
@@ -391,10 +397,10 @@ class Collection:
             next_sequence=last.sequence + 1,
             online_cpus=self._online_cpus,
             attributor=Attributor(known=dict(last.details), host_root=self.settings.host_root),
+            ignored_ids=self._own_program_ids,
         )
         fresh = (await taker.take()).snapshot
         delta = await trio.to_thread.run_sync(self._delta, last, fresh)
-        view = self.summary.copy()
         view.observe(IntervalEnded(last, fresh, delta))
         return view.report(stopped_by=None)
 

@@ -1,0 +1,141 @@
+"""Snapshots by kstat's BPF iterator: field for field what the syscalls give, exact counts,
+programs coming and going mid-read, and the syscalls as the fallback."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+import trio
+
+import kstat
+from kstat.errors import KstatError
+from kstat.kernel.bpf import ProgramReader
+from kstat.kernel.btf import KernelLayout
+from kstat.kernel.iterator import RECORD, IteratorReader, KernelOffsets, possible_cpus
+from kstat.pipeline import sampler
+from kstat.testing.loader import SocketFilter
+from tests.kstat_process import run_kstat
+from tests.windows import LoadFilter
+
+pytestmark = pytest.mark.kernel
+
+
+def test_offsets_come_from_this_kernels_btf() -> None:
+    offsets = KernelOffsets.of_running_kernel()
+    layout = KernelLayout(Path("/sys/kernel/btf/vmlinux").read_bytes())
+    assert offsets.prog_aux == layout.offset("bpf_prog", "aux")
+    assert (offsets.stats_count, offsets.stats_time) == (0, 8)  # u64_stats_t cnt, nsecs
+    assert RECORD.size == 64
+    with pytest.raises(KeyError, match="no 'no_such_field'"):
+        layout.offset("bpf_prog", "no_such_field")
+    assert possible_cpus() == sorted(set(possible_cpus()))
+
+
+def test_idle_programs_read_the_same_by_iterator_and_by_syscalls(load_filter: LoadFilter) -> None:
+    """Field by field: id, type, names, tag, load time, counters, footprint."""
+    targets = [load_filter(f"kstat_t_it{index}", index * 10) for index in range(5)]
+    for count, target in enumerate(targets):
+        target.send(count * 7)
+    ours = {target.program.id for target in targets}
+    iterator = IteratorReader()
+    try:
+        by_iterator = {program.id: program for program in iterator.read_pass()[0] if program.id in ours}
+    finally:
+        iterator.close()
+    by_syscalls = {program.id: program for program in ProgramReader().read_all() if program.id in ours}
+    assert by_iterator == by_syscalls and len(by_iterator) == 5
+    assert [by_iterator[target.program.id].run_count for target in targets] == [0, 7, 14, 21, 28]
+
+
+def test_the_iterator_leaves_itself_out(load_filter: LoadFilter) -> None:
+    load_filter("kstat_t_itself")
+    iterator = IteratorReader()
+    try:
+        programs, _ = iterator.read_pass()
+        assert iterator.own_id not in {program.id for program in programs}
+        assert iterator.own_id in {program.id for program in ProgramReader().read_all()}
+    finally:
+        iterator.close()
+
+
+def test_counts_are_exact_through_a_window_by_iterator(load_filter: LoadFilter, tmp_path: Path) -> None:
+    target = load_filter("kstat_t_itwin")
+
+    async def window() -> kstat.Report:
+        async with kstat.collect(
+            interval="50ms", select=kstat.ProgramFilter(name="^kstat_t_itwin$")
+        ) as session:
+            for burst in (100, 250, 0, 400):
+                await trio.to_thread.run_sync(target.send, burst)
+                await trio.sleep(0.06)
+        return session.report
+
+    report = trio.run(window)
+    assert report.snapshot_method == "iterator"
+    assert report.program("kstat_t_itwin").run_count == 750
+
+
+def test_programs_loading_and_unloading_during_the_reads() -> None:
+    """A churn of programs while passes run: each pass is consistent with the one before
+    (whatever is new was not there, whatever vanished was), and nothing raises."""
+    stop = threading.Event()
+
+    def churn() -> None:
+        while not stop.is_set():
+            with SocketFilter("kstat_t_itchurn"):
+                pass
+
+    iterator = IteratorReader()
+    worker = threading.Thread(target=churn)
+    worker.start()
+    try:
+        previous: set[int] = set()
+        for _ in range(200):
+            programs, changes = iterator.read_pass()
+            now = {program.id for program in programs}
+            new = {program.id for program in changes.new}
+            assert new <= now and not new & previous
+            assert {program.id for program in changes.vanished} <= previous
+            assert not {program.id for program in changes.vanished} & now
+            previous = now
+    finally:
+        stop.set()
+        worker.join()
+        iterator.close()
+
+
+def test_the_syscalls_are_the_fallback(monkeypatch: pytest.MonkeyPatch, load_filter: LoadFilter) -> None:
+    def unavailable() -> IteratorReader:
+        raise OSError(2, "No such file or directory: '/sys/kernel/btf/vmlinux'")
+
+    monkeypatch.setattr(sampler, "IteratorReader", unavailable)
+    reader, method = sampler.open_reader("auto")
+    assert (type(reader), method) == (ProgramReader, "syscalls")
+    with pytest.raises(KstatError, match=r"cannot snapshot by BPF iterator on this kernel: .*vmlinux"):
+        sampler.open_reader("iterator")
+
+
+def test_the_method_is_chosen_on_the_command_line(load_filter: LoadFilter) -> None:
+    load_filter("kstat_t_itcli")
+    for method in ("syscalls", "iterator"):
+        completed = run_kstat(
+            [
+                "-duration",
+                "200ms",
+                "--interval",
+                "100ms",
+                "--name",
+                "^kstat_t_itcli$",
+                "--snapshot-method",
+                method,
+            ]
+        )
+        assert completed.returncode == 0, completed.stderr
+        report = json.loads(completed.stdout)
+        assert report["snapshot_method"] == method
+        assert list(report["program_stats"]) == ["kstat_t_itcli"]
+    logged = run_kstat(["-duration", "100ms", "--interval", "50ms", "--name", "^kstat_t_itcli$"]).stderr
+    assert "snapshots by BPF iterator; its own program is left out of the report" in logged
