@@ -22,6 +22,8 @@ from bench.snapshot import BpftoolSnapshot, FloorSnapshot, KstatSnapshot
 from bench.steady import SteadyState
 
 FLOOR_RATIO_LIMIT: Final = 1.3
+# Issue 16: one snapshot by the BPF iterator, decoded, within a quarter of the C syscall floor.
+ITERATOR_FLOOR_RATIO_LIMIT: Final = 0.25
 BPFTOOL_SPEED_UP_LIMIT: Final = 2.0
 STEADY_CPU_PERCENT_LIMIT: Final = 1.0
 STEADY_PROGRAMS: Final = 1000
@@ -72,6 +74,9 @@ class SizeResult:
             "C floor": floor.per_pass.median_ns,
             "bpftool (per pass)": bpftool.per_pass.median_ns,
         }
+        if kstat.iterator_read_pass is not None and kstat.iterator_take_blocking is not None:
+            times_ns["iterator read_pass"] = kstat.iterator_read_pass.median_ns
+            times_ns["iterator take_blocking"] = kstat.iterator_take_blocking.median_ns
         return cls(
             programs_loaded=programs_loaded,
             programs_seen=kstat.programs_seen,
@@ -158,7 +163,11 @@ def slopes(sizes: Sequence[SizeResult]) -> tuple[Slope, ...]:
     return tuple(found)
 
 
-def judge(sizes: Sequence[SizeResult], steady_states: Sequence[SteadyState]) -> tuple[Target, ...]:
+def judge(
+    sizes: Sequence[SizeResult],
+    steady_states: Sequence[SteadyState],
+    interval_costs: Sequence[IntervalCost] = (),
+) -> tuple[Target, ...]:
     largest = sizes[-1]
     targets = [
         Target(
@@ -199,6 +208,32 @@ def judge(sizes: Sequence[SizeResult], steady_states: Sequence[SteadyState]) -> 
                 f"{peak / 1e6:.1f} MB",
                 f"< {PEAK_RSS_LIMIT_BYTES / 1e6:g} MB",
                 peak < PEAK_RSS_LIMIT_BYTES,
+            )
+        )
+    iterator = largest.microseconds_per_program.get("iterator read_pass")
+    if iterator is not None:
+        floor = largest.microseconds_per_program["C floor"]
+        targets.append(
+            Target(
+                f"snapshot of {largest.programs_seen} programs by iterator within a quarter of the C floor",
+                f"{iterator / floor:.3f}x the floor ({iterator:.2f} vs {floor:.2f} us/program)",
+                "<= 0.25x",
+                iterator / floor <= ITERATOR_FLOOR_RATIO_LIMIT,
+            )
+        )
+    for cost in interval_costs:
+        same_size = [size for size in sizes if size.programs_loaded == cost.programs]
+        if not same_size:
+            continue
+        floor_ms = same_size[0].floor.per_pass.median_ns / 1e6
+        interval_ms = IntervalCost.milliseconds(cost.this)
+        targets.append(
+            Target(
+                f"a steady interval with NDJSON and StatsD at {cost.programs} programs "
+                "within one C-floor snapshot",
+                f"{interval_ms:.2f} ms of CPU per interval vs {floor_ms:.2f} ms",
+                "<= 1x",
+                interval_ms <= floor_ms,
             )
         )
     if len(sizes) >= 2:

@@ -163,7 +163,7 @@ def main() -> int:
         breakdown = measure_breakdown(scratch, plan.breakdown_repetitions)
     _print_slopes(slopes(sizes))
     _print_breakdown(breakdown, sizes[-1])
-    targets = judge(sizes, steady_states)
+    targets = judge(sizes, steady_states, interval_costs)
     _print_targets(targets)
     results = BenchResults(
         timestamp=timestamp,

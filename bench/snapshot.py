@@ -13,6 +13,7 @@ from attrs import frozen
 
 from bench.measure import Timing, time_calls
 from kstat.kernel.bpf import ProgramReader
+from kstat.kernel.iterator import IteratorReader
 from kstat.pipeline.sampler import SnapshotTaker
 
 FLOOR_SOURCE: Final = Path(__file__).with_name("snapshot_floor.c")
@@ -29,10 +30,13 @@ class KstatSnapshot:
     take_blocking: Timing
     # ProgramReader.read_all alone: take_blocking less attribution and the Snapshot itself.
     read_all: Timing
+    # The same by kstat's BPF iterator: one pass (read and decode), and the whole take_blocking.
+    iterator_read_pass: Timing | None = None
+    iterator_take_blocking: Timing | None = None
 
 
 def measure_kstat(repetitions: int) -> KstatSnapshot:
-    taker = SnapshotTaker()
+    taker = SnapshotTaker(reader=ProgramReader())
     before = time.perf_counter_ns()
     first = taker.take_blocking()
     first_ns = time.perf_counter_ns() - before
@@ -41,11 +45,26 @@ def measure_kstat(repetitions: int) -> KstatSnapshot:
     reader = ProgramReader()
     reader.read_all()
     read_all = time_calls(reader.read_all, repetitions)
+    iterator = IteratorReader()
+    try:
+        iterator.read_pass()
+        iterator_read_pass = time_calls(iterator.read_pass, repetitions)
+    finally:
+        iterator.close()
+    iterator_taker = SnapshotTaker(reader=IteratorReader())
+    try:
+        iterator_taker.take_blocking()
+        iterator_taker.take_blocking()
+        iterator_take_blocking = time_calls(iterator_taker.take_blocking, repetitions)
+    finally:
+        iterator_taker.close()
     return KstatSnapshot(
         programs_seen=len(first.snapshot.programs),
         first_take_blocking_ns=first_ns,
         take_blocking=take_blocking,
         read_all=read_all,
+        iterator_read_pass=iterator_read_pass,
+        iterator_take_blocking=iterator_take_blocking,
     )
 
 

@@ -49,6 +49,8 @@ class IntervalValues:
 
     def record(self, values: Mapping[str, Number], end_wall_time_ns: int) -> None:
         """An interval in which the program did something: its metrics over that interval."""
+        if self.final is not None:
+            return  # gone: its figures are final (an interval replayed, as a benchmark does)
         self.recorded += 1
         ran = bool(values.get("run_count"))
         for name in RANKED:
