@@ -4,6 +4,7 @@ programs coming and going mid-read, and the syscalls as the fallback."""
 from __future__ import annotations
 
 import json
+import os
 import threading
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import trio
 
 import kstat
 from kstat.errors import KstatError
-from kstat.kernel.bpf import ProgramReader
+from kstat.kernel.bpf import ProgramReader, enable_run_time_stats
 from kstat.kernel.btf import KernelLayout
 from kstat.kernel.iterator import RECORD, IteratorReader, KernelOffsets, possible_cpus
 from kstat.pipeline import sampler
@@ -37,8 +38,12 @@ def test_offsets_come_from_this_kernels_btf() -> None:
 def test_idle_programs_read_the_same_by_iterator_and_by_syscalls(load_filter: LoadFilter) -> None:
     """Field by field: id, type, names, tag, load time, counters, footprint."""
     targets = [load_filter(f"kstat_t_it{index}", index * 10) for index in range(5)]
-    for count, target in enumerate(targets):
-        target.send(count * 7)
+    stats = enable_run_time_stats()
+    try:
+        for count, target in enumerate(targets):
+            target.send(count * 7)
+    finally:
+        os.close(stats)  # idle from here: both readers see the same counters
     ours = {target.program.id for target in targets}
     iterator = IteratorReader()
     try:
