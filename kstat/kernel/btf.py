@@ -8,6 +8,7 @@ function name, which is what bpftool shows and what kstat reports.
 from __future__ import annotations
 
 import struct
+from array import array
 from typing import Final
 
 BTF_MAGIC: Final = 0xEB9F
@@ -110,12 +111,17 @@ BTF_KIND_UNION: Final = 5
 # Kinds that only qualify another type (followed to reach a member's struct or union).
 _QUALIFIERS: Final = frozenset({8, 9, 10, 11, 18})  # TYPEDEF, VOLATILE, CONST, RESTRICT, TYPE_TAG
 _MEMBER = struct.Struct("<III")  # name_off, type, offset (bits; bitfields pack size << 24)
+_INFO = struct.Struct("<I")
 
 
 class KernelLayout:
     """Where fields sit in the running kernel's structs, and its functions' type ids, from a
     vmlinux BTF blob: what a program kstat assembles needs, resolved at load time rather than
-    compiled in, so that one kstat fits every kernel."""
+    compiled in, so that one kstat fits every kernel.
+
+    Only where each type starts is kept (four bytes a type); the rest is read from the blob when
+    asked, so the ~150,000 types of a kernel cost no Python object each.
+    """
 
     def __init__(self, blob: bytes) -> None:
         if len(blob) < _HEADER.size:
@@ -128,27 +134,31 @@ class KernelLayout:
         self._blob = blob
         strings_start = header_length + string_offset
         self._strings = blob[strings_start : strings_start + string_length]
-        # Per type id: (kind, name offset, size or type, position of its trailing bytes, vlen, kind_flag).
-        self._types: list[tuple[int, int, int, int, int, bool]] = [(0, 0, 0, 0, 0, False)]
+        # Where each type's 12-byte header starts, by type id (id 0, void, has none).
+        self._starts = array("I", [0])
         position = header_length + type_offset
         end = position + type_length
         while position < end:
-            name_offset, info, size_or_type = _TYPE.unpack_from(blob, position)
+            info = _INFO.unpack_from(blob, position + 4)[0]
             kind, vlen = (info >> 24) & 0x1F, info & 0xFFFF
             try:
                 fixed, per_item = _TRAILING_BYTES[kind]
             except KeyError:
                 raise BtfFormatError(f"BTF kind {kind} is newer than kstat") from None
-            self._types.append(
-                (kind, name_offset, size_or_type, position + _TYPE.size, vlen, bool(info >> 31))
-            )
+            self._starts.append(position)
             position += _TYPE.size + fixed + per_item * vlen
+
+    def _header(self, type_id: int) -> tuple[int, int, int, int, bool]:
+        """(kind, name offset, size or type, vlen, kind_flag) of a type."""
+        name_offset, info, size_or_type = _TYPE.unpack_from(self._blob, self._starts[type_id])
+        return (info >> 24) & 0x1F, name_offset, size_or_type, info & 0xFFFF, bool(info >> 31)
 
     def _named(self, name: str, kinds: frozenset[int]) -> int:
         wanted = name.encode() + b"\0"
-        strings = self._strings
-        for type_id, (kind, name_offset, *_) in enumerate(self._types):
-            if kind in kinds and strings.startswith(wanted, name_offset):
+        strings, blob, unpack = self._strings, self._blob, _TYPE.unpack_from
+        for type_id in range(1, len(self._starts)):
+            name_offset, info, _ = unpack(blob, self._starts[type_id])
+            if (info >> 24) & 0x1F in kinds and strings.startswith(wanted, name_offset):
                 return type_id
         raise KeyError(f"this kernel's BTF has no {name!r}")
 
@@ -166,18 +176,19 @@ class KernelLayout:
         return found
 
     def _resolved(self, type_id: int) -> int:
-        while self._types[type_id][0] in _QUALIFIERS:
-            type_id = self._types[type_id][2]
-        return type_id
+        while True:
+            kind, _, size_or_type, _, _ = self._header(type_id)
+            if kind not in _QUALIFIERS:
+                return type_id
+            type_id = size_or_type
 
     def _member_offset(self, type_id: int, member: bytes) -> int | None:
-        kind, _, _, position, vlen, bitfields = self._types[type_id]
+        kind, _, _, vlen, bitfields = self._header(type_id)
         if kind not in (BTF_KIND_STRUCT, BTF_KIND_UNION):
             return None
+        members = self._starts[type_id] + _TYPE.size
         for index in range(vlen):
-            name_offset, member_type, offset = _MEMBER.unpack_from(
-                self._blob, position + index * _MEMBER.size
-            )
+            name_offset, member_type, offset = _MEMBER.unpack_from(self._blob, members + index * _MEMBER.size)
             bits = int(offset & 0xFFFFFF if bitfields else offset)
             if name_offset and self._strings.startswith(member + b"\0", name_offset):
                 return bits // 8

@@ -27,6 +27,8 @@ _ONLY_WITH_RUNS: Final = frozenset(
     for metric in DISTRIBUTED
     if metric.distribution and metric.distribution.only_with_runs
 )
+# What a program that never did anything has been counted in: nothing (never added to).
+_NOTHING: Final = QuantileSketch()
 # The peak interval is the one with the highest CPU share.
 PEAK_OF: Final = "estimated_cpu_percent"
 
@@ -40,7 +42,9 @@ class IntervalValues:
     # The number it had when the program went away; None while it is loaded.
     until_interval: int | None = None
     recorded: int = 0
-    sketches: dict[str, QuantileSketch] = field(factory=lambda: {name: QuantileSketch() for name in RANKED})
+    # Made when the program first does something: most of a host's programs never do, and
+    # cost no sketch at all.
+    sketches: dict[str, QuantileSketch] = field(factory=dict)
     peak: float = -math.inf
     peak_at_ns: int | None = None
     # Once the program has gone: its metrics, worked out for good, and no sketches kept (a long
@@ -52,6 +56,8 @@ class IntervalValues:
         if self.final is not None:
             return  # gone: its figures are final (an interval replayed, as a benchmark does)
         self.recorded += 1
+        if not self.sketches:
+            self.sketches = {name: QuantileSketch() for name in RANKED}
         ran = bool(values.get("run_count"))
         for name in RANKED:
             value = values.get(name)
@@ -81,7 +87,7 @@ class IntervalValues:
             ranked = metric.distribution
             assert ranked is not None
             extra = 0 if ranked.only_with_runs else idle
-            value = self.sketches[ranked.of].quantile(ranked.quantile, extra_zeros=extra)
+            value = self.sketches.get(ranked.of, _NOTHING).quantile(ranked.quantile, extra_zeros=extra)
             if value is not None:
                 found[metric.name] = value
         return found
