@@ -99,7 +99,9 @@ def test_a_slower_program_is_a_significant_regression_that_fails_the_gate(runs: 
     assert not any(line.startswith("kstat_demo_light") for line in violations)
     heavy = next(row for row in data["programs"] if row["name"] == DEMO[2])  # type: ignore[attr-defined]
     assert heavy["significant"]["avg_runtime_ns"] is True
-    assert heavy["p_value"]["avg_runtime_ns"] < 0.01
+    # Five runs a side, every slower run above every faster one: the smallest p-value five runs
+    # allow (2/252, more with ties in whole nanoseconds).
+    assert heavy["p_value"]["avg_runtime_ns"] < 0.02
     # Three times the work instructions: the runtime grows by well over half.
     assert heavy["change_percent"]["avg_runtime_ns"] > 50
 
