@@ -237,13 +237,14 @@ def test_every_metric_of_the_catalogue_is_a_key() -> None:
     [
         ("-", None, "nested"),
         ("-?layout=records", None, "records"),
-        ("/tmp/k?.ndjson", "/tmp/k?.ndjson", "nested"),  # a `?` of the path's own
-        ("/tmp/k.ndjson?layout=nested", "/tmp/k.ndjson", "nested"),
+        ("{dir}/k?.ndjson", "{dir}/k?.ndjson", "nested"),  # a `?` of the path's own
+        ("{dir}/k.ndjson?layout=nested", "{dir}/k.ndjson", "nested"),
     ],
 )
-def test_the_layout_follows_the_path(spec: str, path: str | None, layout: str) -> None:
-    made = from_spec(spec)
-    assert (None if made.path is None else str(made.path), made.layout) == (path, layout)
+def test_the_layout_follows_the_path(spec: str, path: str | None, layout: str, tmp_path: Path) -> None:
+    made = from_spec(spec.format(dir=tmp_path))
+    wanted = None if path is None else path.format(dir=tmp_path)
+    assert (None if made.path is None else str(made.path), made.layout) == (wanted, layout)
 
 
 @pytest.mark.parametrize(
