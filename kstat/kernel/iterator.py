@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import os
 import struct
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
@@ -237,8 +236,6 @@ class ProgramIterator:
     def __init__(self) -> None:
         offsets = KernelOffsets.of_running_kernel()
         cpus = possible_cpus()
-        if any(offsets_field < 0 for offsets_field in (offsets.prog_stats, offsets.stats_misses)):
-            raise KeyError("unexpected layout")
         self._program = load_program(
             BPF_PROG_TYPE_TRACING,
             iterator_program(offsets, per_cpu_offsets(offsets, cpus)),
@@ -266,11 +263,6 @@ class ProgramIterator:
             return b"".join(chunks)
         finally:
             os.close(fd)
-
-    def records(self) -> Iterator[tuple[int, int, bytes, int, bytes, int, int, int]]:
-        data = self.read()
-        for index in range(0, len(data) - len(data) % RECORD.size, RECORD.size):
-            yield RECORD.unpack_from(data, index)
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

@@ -57,9 +57,11 @@ def open_reader(method: str = "auto") -> tuple[PassReader, str]:
     try:
         reader = IteratorReader()
     except (KeyError, OSError, KstatError) as error:
+        # One line: a verifier's refusal comes with its whole log.
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         if method == "iterator":
-            raise KstatError(f"cannot snapshot by BPF iterator on this kernel: {error}") from None
-        log.info("snapshots by syscalls: the BPF iterator is not available here", reason=str(error))
+            raise KstatError(f"cannot snapshot by BPF iterator on this kernel: {reason}") from None
+        log.info("snapshots by syscalls: the BPF iterator is not available here", reason=reason)
         return ProgramReader(), "syscalls"
     log.info("snapshots by BPF iterator; its own program is left out of the report", program_id=reader.own_id)
     return reader, "iterator"
