@@ -27,6 +27,7 @@ from kstat.pipeline.events import Event, IntervalEnded, Sink
 from kstat.pipeline.filters import ProgramFilter
 from kstat.pipeline.model import ProgramStats
 from kstat.pipeline.report import Report
+from kstat.pipeline.sampler import SNAPSHOT_METHODS
 from kstat.pipeline.scheduler import (
     DEFAULT_INTERVAL_NS,
     Collection,
@@ -55,6 +56,7 @@ def _settings(
     duration: Duration | None,
     select: ProgramFilter | None,
     host_root: str | Path = "/",
+    snapshot_method: str = "auto",
 ) -> CollectionSettings:
     interval_ns = DEFAULT_INTERVAL_NS if interval is None else to_ns(interval)
     if interval_ns <= 0:
@@ -65,7 +67,14 @@ def _settings(
         interval_ns=interval_ns,
         program_filter=select or ProgramFilter(),
         host_root=Path(host_root),
+        snapshot_method=_snapshot_method(snapshot_method),
     )
+
+
+def _snapshot_method(method: str) -> str:
+    if method not in SNAPSHOT_METHODS:
+        raise UsageError(f"snapshot_method must be one of {', '.join(SNAPSHOT_METHODS)}, not {method!r}")
+    return method
 
 
 @define
@@ -103,6 +112,7 @@ async def collect(
     sinks: Sequence[Sink] = (),
     select: ProgramFilter | None = None,
     host_root: str | Path = "/",
+    snapshot_method: str = "auto",
 ) -> AsyncIterator[Session]:
     """Collect kernel stats while the block runs (or for `duration`, if that ends first).
 
@@ -110,10 +120,12 @@ async def collect(
     when the block exits, and `session.report` then holds the delta report. `select` limits
     it to some programs (`kstat.ProgramFilter(name="^my_agent_", pids=(pid,))`, or by where
     their owners run: `kstat.ProgramFilter(pods=("agent-x7k2p",))`); `host_root` is where the
-    host's filesystem is, whose kubelet log tree names pods. Raises
+    host's filesystem is, whose kubelet log tree names pods; `snapshot_method` is "auto" (kstat's
+    BPF iterator where the kernel allows it), "iterator" or "syscalls". Raises
     PermissionDenied or UnsupportedKernel on entry when the kernel will not cooperate.
     """
-    async with _collect(_settings(interval, duration, select, host_root), sinks) as session:
+    settings = _settings(interval, duration, select, host_root, snapshot_method)
+    async with _collect(settings, sinks) as session:
         yield session
 
 
@@ -193,6 +205,7 @@ async def stream(
     host_root: str | Path = "/",
     sinks: Sequence[Sink] = (),
     keep_unloaded: int = 1000,
+    snapshot_method: str = "auto",
 ) -> AsyncIterator[IntervalStream]:
     """Collect until the block ends (or `stop()`), yielding each interval as it ends: what
     `kstat serve` does, for embedding.
@@ -210,7 +223,9 @@ async def stream(
     forwarding = _Forwarding(send_channel)
     async with (
         _collect(
-            _settings(interval, None, select, host_root), [*sinks, forwarding], keep_unloaded=keep_unloaded
+            _settings(interval, None, select, host_root, snapshot_method),
+            [*sinks, forwarding],
+            keep_unloaded=keep_unloaded,
         ) as session,
         receive_channel,
     ):
@@ -286,13 +301,14 @@ def collect_sync(
     sinks: Sequence[Sink] = (),
     select: ProgramFilter | None = None,
     host_root: str | Path = "/",
+    snapshot_method: str = "auto",
 ) -> Iterator[SyncSession]:
     """`collect` for synchronous code: trio runs the window on a background thread.
 
     For plain pytest tests and scripts. The block runs in the caller's thread; the window has
     started when it begins and has ended, with `session.report` filled in, when it exits.
     """
-    session = SyncSession(_settings(interval, duration, select, host_root), sinks)
+    session = SyncSession(_settings(interval, duration, select, host_root, snapshot_method), sinks)
     session.open()
     try:
         yield session

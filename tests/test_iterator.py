@@ -144,3 +144,13 @@ def test_the_method_is_chosen_on_the_command_line(load_filter: LoadFilter) -> No
         assert list(report["program_stats"]) == ["kstat_t_itcli"]
     logged = run_kstat(["-duration", "100ms", "--interval", "50ms", "--name", "^kstat_t_itcli$"]).stderr
     assert "snapshots by BPF iterator; its own program is left out of the report" in logged
+
+
+def test_the_library_chooses_the_method_too(load_filter: LoadFilter) -> None:
+    target = load_filter("kstat_t_itlib")
+    with kstat.collect_sync(interval="50ms", snapshot_method="syscalls") as session:
+        target.send(33)
+    assert session.report.snapshot_method == "syscalls"
+    assert session.report.program("kstat_t_itlib").run_count == 33
+    with pytest.raises(kstat.UsageError, match="snapshot_method must be one of auto, iterator, syscalls"):
+        kstat.collect_sync(snapshot_method="fast").__enter__()
