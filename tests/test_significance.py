@@ -129,6 +129,29 @@ def test_one_run_per_side_is_compared_as_before() -> None:
     assert "Runs:" not in markdown and "REGRESSION (2):" in markdown
 
 
+def test_programs_idle_on_both_sides_are_counted_not_listed_unless_asked(tmp_path: Path) -> None:
+    def with_idle(avg_runtime_ns: float) -> Report:
+        idle = [program(10 + index, 0, 0, name=f"idle{index}") for index in range(3)]
+        first = snapshot(0, 0.0, program(1, 0, 0, name="parse"), *idle)
+        last = snapshot(1, 1.0, program(1, round(avg_runtime_ns * 1_000), 1_000, name="parse"), *idle)
+        return report_of(first, last)
+
+    comparison = compare_runs([with_idle(200)], [with_idle(230)])
+    markdown = render_markdown(comparison, [])
+    assert "idle0" not in markdown and "| parse (SocketFilter) |" in markdown
+    assert "3 rows without a run on either side not shown (--show-idle shows them)." in markdown
+    shown = render_markdown(comparison, [], show_idle=True)
+    assert all(f"| idle{index} (SocketFilter) |" in shown for index in range(3))
+    assert "not shown" not in shown
+    assert len(json.loads(render_json(comparison, []))["programs"]) == 4  # JSON: every row
+    (tmp_path / "a.json").write_text(report_to_json(with_idle(200)))
+    (tmp_path / "b.json").write_text(report_to_json(with_idle(230)))
+    table = run_kstat(["compare", str(tmp_path / "a.json"), str(tmp_path / "b.json")])
+    assert "idle1" not in table.stdout and "3 rows without a run on either side" in table.stdout
+    everything = run_kstat(["compare", "--show-idle", str(tmp_path / "a.json"), str(tmp_path / "b.json")])
+    assert "idle1" in everything.stdout, everything.stderr
+
+
 def test_json_carries_the_runs_and_the_verdicts() -> None:
     comparison = compare_runs(noisy(200, 5, 7), noisy(260, 5, 8))
     data = json.loads(render_json(comparison, []))

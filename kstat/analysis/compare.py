@@ -94,6 +94,13 @@ class Row:
     def label(self) -> str:
         return self.name if self.type == "" else f"{self.name} ({self.type})"
 
+    @property
+    def idle(self) -> bool:
+        """No run on either side: a row a thousand idle programs would make tables long with."""
+        return all(
+            (side.value("run_count") or 0) == 0 for side in (self.baseline, self.current) if side is not None
+        )
+
     def sides(self, metric: str) -> tuple[float, float] | None:
         """(baseline, current) when both sides have the metric."""
         if self.baseline is None or self.current is None:
@@ -435,7 +442,11 @@ def _label(row: Row) -> str:
     return row.label + copies
 
 
-def render_markdown(comparison: Comparison, violations: Sequence[str]) -> str:
+def _shown_rows(comparison: Comparison, show_idle: bool) -> list[Row]:
+    return [row for row in comparison.rows if show_idle or not row.idle]
+
+
+def render_markdown(comparison: Comparison, violations: Sequence[str], show_idle: bool = False) -> str:
     header = "| program | " + " | ".join(metric.heading for metric in SHOWN) + " |"
     lines = [
         "### Kernel-side eBPF cost: baseline → current",
@@ -443,22 +454,26 @@ def render_markdown(comparison: Comparison, violations: Sequence[str]) -> str:
         header,
         "|" + " --- |" * (len(SHOWN) + 1),
     ]
-    for row in (*comparison.rows, comparison.total):
+    for row in (*_shown_rows(comparison, show_idle), comparison.total):
         cells = [_label(row).replace("|", "\\|"), *(_cell(row, metric.name, comparison) for metric in SHOWN)]
         if row.name == TOTAL:
             cells = [f"**{cell}**" for cell in cells]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
-    lines += _footer(comparison, violations, bullet="- ")
+    lines += _footer(comparison, violations, bullet="- ", show_idle=show_idle)
     return "\n".join(lines) + "\n"
 
 
-def _footer(comparison: Comparison, violations: Sequence[str], bullet: str) -> list[str]:
+def _footer(comparison: Comparison, violations: Sequence[str], bullet: str, show_idle: bool) -> list[str]:
     lines = [
         f"Windows: baseline {comparison.baseline_elapsed_ns / NS_PER_S:.2f} s, "
         f"current {comparison.current_elapsed_ns / NS_PER_S:.2f} s"
         + (" (medians)." if comparison.several_runs else ".")
     ]
+    hidden = len(comparison.rows) - len(_shown_rows(comparison, show_idle))
+    if hidden:
+        rows = "row" if hidden == 1 else "rows"
+        lines.append(f"{hidden:,} {rows} without a run on either side not shown (--show-idle shows them).")
     if comparison.several_runs:
         runs = f"Runs: baseline {comparison.baseline_runs}, current {comparison.current_runs}"
         if comparison.testable:
@@ -489,7 +504,9 @@ def _footer(comparison: Comparison, violations: Sequence[str], bullet: str) -> l
     return lines
 
 
-def render_table(comparison: Comparison, violations: Sequence[str], width: int | None = None) -> str:
+def render_table(
+    comparison: Comparison, violations: Sequence[str], width: int | None = None, show_idle: bool = False
+) -> str:
     """A rich table as text (colours only on a terminal)."""
     from rich.console import Console  # noqa: PLC0415 - rich only loads for this output
     from rich.table import Table  # noqa: PLC0415
@@ -498,13 +515,13 @@ def render_table(comparison: Comparison, violations: Sequence[str], width: int |
     table.add_column("program", overflow="fold")
     for metric in SHOWN:
         table.add_column(metric.heading, justify="right")
-    for row in (*comparison.rows, comparison.total):
+    for row in (*_shown_rows(comparison, show_idle), comparison.total):
         style = "bold" if row.name == TOTAL else None
         table.add_row(_label(row), *(_cell(row, metric.name, comparison) for metric in SHOWN), style=style)
     console = Console(width=width or 160, record=True, force_terminal=False, color_system=None)
     with console.capture() as captured:
         console.print(table)
-        for line in _footer(comparison, violations, bullet="  "):
+        for line in _footer(comparison, violations, bullet="  ", show_idle=show_idle):
             console.print(line, highlight=False, markup=False)
     return captured.get()
 

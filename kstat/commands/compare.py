@@ -78,6 +78,14 @@ def build_parser() -> argparse.ArgumentParser:
             f"{DEFAULT_ALPHA}); --fail-on only fires on a significant change where the runs allow a test"
         ),
     )
+    parser.add_argument(
+        "--show-idle",
+        action="store_true",
+        help=(
+            "also list programs without a run on either side in the table and markdown (hidden by "
+            "default, and counted under the table; JSON always has every row)"
+        ),
+    )
     add_verbose_flag(parser)
     return parser
 
@@ -126,6 +134,10 @@ def run(options: argparse.Namespace) -> int:
     currents = [load_report(path) for path in options.currents]
     comparison = compare_runs(baselines, currents, by=options.by, alpha=options.alpha)
     violations = comparison.violations(options.fail_on)
-    renderers = {"table": render_table, "markdown": render_markdown, "json": render_json}
-    write_stdout(renderers[options.format](comparison, violations))
+    if options.format == "json":
+        write_stdout(render_json(comparison, violations))
+    elif options.format == "markdown":
+        write_stdout(render_markdown(comparison, violations, show_idle=options.show_idle))
+    else:
+        write_stdout(render_table(comparison, violations, show_idle=options.show_idle))
     return EXIT_FAILURE if violations else EXIT_OK
