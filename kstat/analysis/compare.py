@@ -564,3 +564,17 @@ def render_json(comparison: Comparison, violations: Sequence[str]) -> str:
         "regression": bool(violations),
     }
     return json.dumps(data, indent=2) + "\n"
+
+
+FORMATS: Final = ("table", "markdown", "json")
+
+
+def render(
+    comparison: Comparison, violations: Sequence[str], output_format: str, show_idle: bool = False
+) -> str:
+    """The comparison in one of FORMATS (JSON has every row whatever `show_idle` says)."""
+    if output_format == "json":
+        return render_json(comparison, violations)
+    if output_format == "markdown":
+        return render_markdown(comparison, violations, show_idle=show_idle)
+    return render_table(comparison, violations, show_idle=show_idle)

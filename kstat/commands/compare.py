@@ -8,13 +8,7 @@ import glob
 from collections.abc import Sequence
 from pathlib import Path
 
-from kstat.analysis.compare import (
-    GROUPINGS,
-    compare_runs,
-    render_json,
-    render_markdown,
-    render_table,
-)
+from kstat.analysis.compare import FORMATS, GROUPINGS, compare_runs, render
 from kstat.analysis.significance import DEFAULT_ALPHA
 from kstat.api import load_report
 from kstat.commands._options import (
@@ -47,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
         allow_abbrev=False,
     )
     parser.add_argument("reports", type=str, nargs="+", metavar="REPORT.json", help=argparse.SUPPRESS)
-    parser.add_argument("--format", choices=("table", "markdown", "json"), default="table")
+    parser.add_argument("--format", choices=FORMATS, default="table")
     parser.add_argument(
         "--by",
         choices=GROUPINGS,
@@ -134,10 +128,5 @@ def run(options: argparse.Namespace) -> int:
     currents = [load_report(path) for path in options.currents]
     comparison = compare_runs(baselines, currents, by=options.by, alpha=options.alpha)
     violations = comparison.violations(options.fail_on)
-    if options.format == "json":
-        write_stdout(render_json(comparison, violations))
-    elif options.format == "markdown":
-        write_stdout(render_markdown(comparison, violations, show_idle=options.show_idle))
-    else:
-        write_stdout(render_table(comparison, violations, show_idle=options.show_idle))
+    write_stdout(render(comparison, violations, options.format, show_idle=options.show_idle))
     return EXIT_FAILURE if violations else EXIT_OK

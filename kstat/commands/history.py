@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from kstat._logging import get_logger
-from kstat.analysis.compare import compare_runs, render_json, render_markdown, render_table
+from kstat.analysis.compare import FORMATS, compare_runs, render
 from kstat.analysis.history import history_figure, history_table, in_order
 from kstat.analysis.plot import save_png
 from kstat.analysis.significance import DEFAULT_ALPHA
@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--last", type=positive_int, metavar="N", help="compare the last run with the N before it"
     )
-    parser.add_argument("--format", choices=("table", "markdown", "json"), default="table")
+    parser.add_argument("--format", choices=FORMATS, default="table")
     parser.add_argument(
         "--fail-on",
         action="append",
@@ -73,8 +73,7 @@ def run(options: argparse.Namespace) -> int:
         before = [run.report for run in runs[-1 - options.last : -1]]
         comparison = compare_runs(before, [runs[-1].report], alpha=options.alpha)
         violations = comparison.violations(options.fail_on)
-        renderers = {"table": render_table, "markdown": render_markdown, "json": render_json}
-        rendered = renderers[options.format](comparison, violations)
+        rendered = render(comparison, violations, options.format)
         output = [rendered] if options.format == "json" else [*output, "\n", rendered]
         status = EXIT_FAILURE if violations else EXIT_OK
     if options.output is not None:
