@@ -40,6 +40,8 @@ METHOD: Final = {
     "bpftool": "per pass: wall time of `bpftool --json batch file` with 1+P `prog show` lines less "
     "that with 1 line, over P (start-up cancels out); median over trials. Output to /dev/null. "
     "process: the wall time of one whole `bpftool --json prog show`, start-up included",
+    "kstat_list": "the wall time of one whole `python -m kstat list --json` (output to /dev/null), "
+    "start-up included, as many times as the whole bpftool process; median",
     "steady_state": "the `python -m kstat` CLI as a child with NDJSON (file) and StatsD (UDP to "
     "127.0.0.1, a socket that never reads) sinks; user+sys from /proc/<pid>/stat polled every 50 ms, "
     "between the first interval line written and the last before the window's end; peak RSS is "
@@ -208,6 +210,19 @@ def judge(
                 f"{peak / 1e6:.1f} MB",
                 f"< {PEAK_RSS_LIMIT_BYTES / 1e6:g} MB",
                 peak < PEAK_RSS_LIMIT_BYTES,
+            )
+        )
+    listing = largest.kstat.list_process_wall
+    if listing is not None:
+        bpftool_ns = largest.bpftool.process_wall.median_ns
+        ratio = listing.median_ns / bpftool_ns
+        targets.append(
+            Target(
+                f"`kstat list --json` of {largest.programs_seen} programs no slower than "
+                "`bpftool --json prog show`",
+                f"{listing.median_ns / 1e9:.2f} s against {bpftool_ns / 1e9:.2f} s ({ratio:.2f}x)",
+                "<= 1x",
+                ratio <= 1.0,
             )
         )
     iterator = largest.microseconds_per_program.get("iterator read_pass")

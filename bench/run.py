@@ -154,7 +154,7 @@ def main() -> int:
             programs.resize(size)
             result = SizeResult.of(
                 size,
-                measure_kstat(plan.kstat_repetitions(size)),
+                measure_kstat(plan.kstat_repetitions(size), plan.bpftool_process_runs),
                 floor.measure(plan.floor_passes),
                 bpftool.measure(plan.bpftool_passes(size), plan.bpftool_trials, plan.bpftool_process_runs),
             )
@@ -220,6 +220,12 @@ def _print_size(result: SizeResult, foreign: int) -> None:
         f"    kstat's first pass (attribution of every program) {_ms(kstat.first_take_blocking_ns)}; "
         f"one whole bpftool process {_ms(bpftool.process_wall.median_ns)}"
     )
+    if kstat.list_process_wall is not None:
+        _say(
+            f"    one whole `kstat list --json` {_ms(kstat.list_process_wall.median_ns)} "
+            f"({kstat.list_process_wall.median_ns / bpftool.process_wall.median_ns:.2f}x a whole "
+            f"`bpftool --json prog show`)"
+        )
     _say(
         f"    kstat/C {result.kstat_over_floor:.2f}x, kstat/bpftool {result.kstat_over_bpftool:.2f}x "
         f"(against a whole bpftool process {result.kstat_over_bpftool_process:.2f}x)"

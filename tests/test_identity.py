@@ -164,10 +164,17 @@ def test_list_shows_owners_and_attachments(holders: list[Holder]) -> None:
     )
     try:
         with XdpPass("kstat_t_xdp", "kstat-t-a"):
-            listed = json.loads(run_kstat(["list", "--json", "--name", "kstat_t_"]).stdout)
+            compact = run_kstat(["list", "--json", "--name", "kstat_t_"]).stdout
+            pretty = run_kstat(["list", "--pretty", "--name", "kstat_t_"]).stdout
             table = run_kstat(["list", "--name", "kstat_t_"]).stdout
     finally:
         subprocess.run(["ip", "link", "del", "kstat-t-a"], check=True)
+    listed = json.loads(compact)
+    assert compact.count("\n") == 1 and pretty.count("\n") > len(listed) * 10  # one line; indented
+    # The same programs (the load time's wall clock may differ by nanoseconds between runs).
+    assert [{**program, "loaded_at": ""} for program in json.loads(pretty)] == [
+        {**program, "loaded_at": ""} for program in listed
+    ]
     by_name = {program["kernel_name"]: program for program in listed}
     assert by_name["kstat_t_list"]["name"] == LONG_NAME
     assert by_name["kstat_t_list"]["owners"] == [{"pid": holder.pid, "command": holder.command}]

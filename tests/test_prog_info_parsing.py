@@ -11,6 +11,7 @@ import pytest
 
 from kstat.errors import UnsupportedKernel
 from kstat.kernel import bpf as _bpf
+from kstat.kernel.fdinfo import fdinfo_number
 
 
 def fake_kernel(info_len: int) -> object:
@@ -112,3 +113,16 @@ def test_struct_layout_matches_the_installed_header(tmp_path: Path) -> None:
         assert int(from_header[field]) == getattr(_bpf._ProgInfo, field).offset, field
     # The installed header may be older (shorter) than kstat's struct, never longer.
     assert int(from_header["sizeof"]) <= ctypes.sizeof(_bpf._ProgInfo)
+
+
+def test_fdinfo_numbers_are_found_on_any_line(tmp_path: Path) -> None:
+    fdinfo = tmp_path / "fdinfo"
+    fdinfo.write_bytes(
+        b"pos:\t0\nflags:\t02000002\nprog_type:\t1\nprog_tag:\tb37c1b5a2f4e8a1f\nmemlock:\t4096\nprog_id:\t77"
+    )
+    assert fdinfo_number(str(fdinfo), b"pos") == 0  # the first line
+    assert fdinfo_number(str(fdinfo), b"memlock") == 4096
+    assert fdinfo_number(str(fdinfo), b"prog_id") == 77  # the last, without a newline
+    assert fdinfo_number(str(fdinfo), b"prog") is None  # a prefix of a key is not the key
+    assert fdinfo_number(str(fdinfo), b"prog_tag") is None  # not a number
+    assert fdinfo_number(str(tmp_path / "closed"), b"memlock") is None

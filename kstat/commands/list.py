@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from attrs import asdict, frozen
+from attrs import frozen
 
 from kstat.commands._options import (
     EXIT_OK,
@@ -68,13 +68,27 @@ def list_programs(program_filter: ProgramFilter, host_root: Path = Path("/")) ->
     ]
 
 
-def listing_json(programs: list[ListedProgram]) -> str:
-    data: list[dict[str, Any]] = []
-    for program in programs:
-        listed = asdict(program)
-        listed["owners"] = [owner_to_dict(owner) for owner in program.owners]
-        data.append(listed)
-    return json.dumps(data, indent=2) + "\n"
+def listing_json(programs: list[ListedProgram], pretty: bool = False) -> str:
+    """One line, as `bpftool --json` writes (json's C encoder: indenting takes its Python one, a
+    quarter of a second at 10,000 programs); `pretty` indents."""
+    data: list[dict[str, Any]] = [
+        {
+            "id": program.id,
+            "type": program.type,
+            "name": program.name,
+            "kernel_name": program.kernel_name,
+            "tag": program.tag,
+            "load_time_ns": program.load_time_ns,
+            "loaded_at": program.loaded_at,
+            "owners": [owner_to_dict(owner) for owner in program.owners],
+            "attachments": list(program.attachments),
+            "run_time_ns": program.run_time_ns,
+            "run_count": program.run_count,
+            "recursion_misses": program.recursion_misses,
+        }
+        for program in programs
+    ]
+    return json.dumps(data, indent=2 if pretty else None) + "\n"
 
 
 def where_it_runs(owner: ProgramOwner) -> str:
@@ -120,7 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         allow_abbrev=False,
     )
-    parser.add_argument("--json", action="store_true", help="JSON instead of a table")
+    parser.add_argument("--json", action="store_true", help="JSON instead of a table, on one line")
+    parser.add_argument("--pretty", action="store_true", help="JSON, indented for people to read")
     add_verbose_flag(parser)
     add_filter_flags(parser)
     return parser
@@ -133,5 +148,8 @@ def parse(arguments: list[str]) -> tuple[argparse.ArgumentParser, argparse.Names
 
 def run(options: argparse.Namespace) -> int:
     programs = list_programs(options.program_filter, options.host_root)
-    write_stdout(listing_json(programs) if options.json else listing_table(programs))
+    if options.json or options.pretty:
+        write_stdout(listing_json(programs, pretty=options.pretty))
+    else:
+        write_stdout(listing_table(programs))
     return EXIT_OK

@@ -29,6 +29,7 @@ from kstat.kernel.bpf import (
     query_programs,
     read_links,
 )
+from kstat.kernel.fdinfo import fdinfo_number
 from kstat.kernel.netlink import NetAttachment, net_attachments, other_namespaces
 from kstat.kernel.workloads import KubeletLogs, workload_of_cgroup_file
 from kstat.pipeline.model import (
@@ -86,25 +87,16 @@ def program_owners(
             try:
                 if os.readlink(f"{fd_directory}/{fd}") not in _BPF_FD_TARGETS:
                     continue
-                with open(f"{root}/{pid}/fdinfo/{fd}") as fdinfo:
-                    program_id = _program_id_in_fdinfo(fdinfo.read())
             except OSError:
                 continue  # closed meanwhile
+            program_id = fdinfo_number(f"{root}/{pid}/fdinfo/{fd}", b"prog_id")
             if program_id is None:
-                continue
+                continue  # closed meanwhile
             if command is None:
                 command = _command_of(proc / pid)
                 workload = workload_of(pid) if workload_of is not None else NO_WORKLOAD
             owners[program_id].add(ProgramOwner(int(pid), command, workload))
     return {program_id: sorted(found, key=lambda owner: owner.pid) for program_id, found in owners.items()}
-
-
-def _program_id_in_fdinfo(fdinfo: str) -> int | None:
-    for line in fdinfo.splitlines():
-        key, _, value = line.partition(":")
-        if key == "prog_id":
-            return int(value)
-    return None
 
 
 def _command_of(process: Path) -> str:

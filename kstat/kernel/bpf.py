@@ -20,6 +20,7 @@ from attrs import evolve, frozen
 
 from kstat.errors import BpfError, PermissionDenied, ProgramLoadError, UnsupportedKernel
 from kstat.kernel.btf import BtfFormatError, single_function_btf, type_names
+from kstat.kernel.fdinfo import fdinfo_number
 from kstat.pipeline.model import MapFootprint, ProgramChanges, ProgramFootprint, ProgramStats
 
 # --- syscall plumbing -------------------------------------------------------------------------
@@ -764,17 +765,8 @@ class ProgramReader:
 def fdinfo_memlock(fd: int) -> int | None:
     """The `memlock:` of an fd's /proc fdinfo: what the kernel charges for the program or map
     behind it (bpftool shows the same). None if it cannot be read."""
-    try:
-        # A plain string path: cheaper than pathlib, which parses and interns each part.
-        with open(f"/proc/self/fdinfo/{fd}") as fdinfo:
-            text = fdinfo.read()
-    except OSError:
-        return None
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key == "memlock":
-            return int(value)
-    return None
+    # A plain string path: cheaper than pathlib, which parses and interns each part.
+    return fdinfo_number(f"/proc/self/fdinfo/{fd}", b"memlock")
 
 
 def _walk_ids(command: int, attr: _GetIdAttr) -> Iterator[int]:
