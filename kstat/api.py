@@ -35,7 +35,12 @@ from kstat.pipeline.scheduler import (
     CollectionSettings,
     SinkFailure,
 )
-from kstat.pipeline.schema import ReportFormatError, report_from_dict, report_from_json, report_to_json
+from kstat.pipeline.schema import (
+    ReportFormatError,
+    report_from_dict,
+    report_from_json,
+    report_to_json_bytes,
+)
 from kstat.pipeline.summary import Summary
 
 Duration = str | float | int
@@ -356,4 +361,4 @@ def _stream_report(text: str) -> Report:
 
 def save_report(report: Report, path: str | Path) -> None:
     """Write a report as JSON, atomically (temp file and rename)."""
-    write_atomically(Path(path), report_to_json(report).encode())
+    write_atomically(Path(path), report_to_json_bytes(report))

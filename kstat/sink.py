@@ -64,6 +64,7 @@ from kstat.pipeline.schema import interval_to_dict as interval_to_dict
 from kstat.pipeline.schema import json_line as json_line
 from kstat.pipeline.schema import report_to_dict as report_to_dict
 from kstat.pipeline.schema import report_to_json as report_to_json
+from kstat.pipeline.schema import report_to_json_bytes as report_to_json_bytes
 from kstat.pipeline.schema import start_to_dicts as start_to_dicts
 from kstat.pipeline.schema import summary_to_dict as summary_to_dict
 from kstat.pipeline.sink_specs import split_options as split_options

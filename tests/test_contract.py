@@ -14,11 +14,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from attrs import evolve
 
 from kstat.api import load_report
 from kstat.cli import main
 from kstat.pipeline.catalogue import SEED_METRICS
-from kstat.pipeline.schema import SCHEMA_VERSION, report_from_dict, report_to_dict
+from kstat.pipeline.schema import (
+    SCHEMA_VERSION,
+    report_from_dict,
+    report_to_dict,
+    report_to_json,
+    report_to_json_bytes,
+)
 
 GOLDEN = Path(__file__).parent / "golden"
 REPORTS = sorted(GOLDEN.glob("*.json"))
@@ -133,6 +140,14 @@ def test_this_versions_report_is_written_back_with_every_field_as_it_was() -> No
         rewritten = report_to_dict(report_from_dict(data))
         # Fields added since are computed where they can be; nothing written is changed.
         assert {key: rewritten[key] for key in data} == data
+
+
+def test_the_report_file_is_the_indented_text_in_utf8() -> None:
+    report = load_report(CURRENT_REPORT)
+    renamed = evolve(report, node="nœud-1")  # not ASCII: written as it is, in UTF-8
+    for shown in (report, renamed):
+        assert report_to_json_bytes(shown) == report_to_json(shown).encode()
+    assert "nœud-1".encode() in report_to_json_bytes(renamed)
 
 
 def test_a_report_written_back_from_the_go_tool_keeps_its_fields() -> None:
