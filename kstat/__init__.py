@@ -22,9 +22,7 @@ if TYPE_CHECKING:
     from kstat.api import SyncSession as SyncSession
     from kstat.api import collect as collect
     from kstat.api import collect_sync as collect_sync
-    from kstat.api import load_report as load_report
     from kstat.api import read_programs as read_programs
-    from kstat.api import save_report as save_report
     from kstat.api import stream as stream
     from kstat.errors import BpfError as BpfError
     from kstat.errors import KstatError as KstatError
@@ -46,6 +44,8 @@ if TYPE_CHECKING:
     from kstat.pipeline.model import Snapshot as Snapshot
     from kstat.pipeline.report import ProgramReport as ProgramReport
     from kstat.pipeline.report import Report as Report
+    from kstat.pipeline.report_files import load_report as load_report
+    from kstat.pipeline.report_files import save_report as save_report
     from kstat.pipeline.schema import ReportFormatError as ReportFormatError
     from kstat.testing.budget import BudgetExceeded as BudgetExceeded
     from kstat.testing.budget import ProgramBudget as ProgramBudget

@@ -18,8 +18,7 @@ from typing import Final, Protocol, cast
 
 from kstat._logging import configure_logging
 from kstat.commands._options import EXIT_FAILURE, EXIT_INTERRUPTED, say, say_error
-from kstat.commands.run import CommandNotRunnable
-from kstat.errors import KstatError, UsageError
+from kstat.errors import CommandNotRunnable, KstatError, UsageError
 
 
 class Command(Protocol):

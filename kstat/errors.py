@@ -48,6 +48,14 @@ class SinkError(KstatError):
     """A sink cannot do its job; sink authors raise it so the failure reads as one clear line."""
 
 
+class CommandNotRunnable(KstatError):
+    """`kstat run`'s command cannot start; the CLI exits with the status a shell would give."""
+
+    def __init__(self, message: str, exit_status: int) -> None:
+        super().__init__(message)
+        self.exit_status = exit_status
+
+
 def sole_exception(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
     """The one exception inside a (nested) group, or None when it holds more than one.
 

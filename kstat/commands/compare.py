@@ -10,7 +10,6 @@ from pathlib import Path
 
 from kstat.analysis.compare import FORMATS, GROUPINGS, compare_runs, render
 from kstat.analysis.significance import DEFAULT_ALPHA
-from kstat.api import load_report
 from kstat.commands._options import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -22,6 +21,7 @@ from kstat.commands._options import (
 )
 from kstat.errors import UsageError
 from kstat.pipeline.catalogue import metric_names
+from kstat.pipeline.report_files import load_report
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,7 +10,6 @@ from kstat.analysis.compare import FORMATS, compare_runs, render
 from kstat.analysis.history import history_figure, history_table, in_order
 from kstat.analysis.plot import save_png
 from kstat.analysis.significance import DEFAULT_ALPHA
-from kstat.api import load_report
 from kstat.commands._options import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -23,6 +22,7 @@ from kstat.commands._options import (
 )
 from kstat.commands.compare import expand
 from kstat.errors import UsageError
+from kstat.pipeline.report_files import load_report
 
 log = get_logger(__name__)
 

@@ -9,9 +9,9 @@ from kstat._atomic import shown, write_atomically
 from kstat._logging import get_logger
 from kstat.analysis.charts import CHART_ORDER, comparison_charts
 from kstat.analysis.plot import read_stream, save_png, stream_figure
-from kstat.api import load_report
 from kstat.commands._options import EXIT_OK, ArgumentParser, add_verbose_flag, write_stdout
 from kstat.errors import OutputError
+from kstat.pipeline.report_files import load_report
 
 log = get_logger(__name__)
 

@@ -21,7 +21,7 @@ from attrs import evolve
 from kstat._logging import get_logger
 from kstat.commands._options import ArgumentParser, add_filter_flags, add_window_flags, parse_with_filter
 from kstat.commands._window import make_sinks, run_window, watch_signals
-from kstat.errors import KstatError
+from kstat.errors import CommandNotRunnable
 from kstat.pipeline.events import Sink
 from kstat.pipeline.scheduler import Collection, CollectionResult, CollectionSettings, StopRequest
 
@@ -33,12 +33,6 @@ DEFAULT_INTERVAL = "100ms"
 # What a shell reports for a command it cannot find or cannot execute.
 EXIT_NOT_FOUND = 127
 EXIT_NOT_EXECUTABLE = 126
-
-
-class CommandNotRunnable(KstatError):
-    def __init__(self, message: str, exit_status: int) -> None:
-        super().__init__(message)
-        self.exit_status = exit_status
 
 
 def check_runnable(command: Sequence[str]) -> None:

@@ -11,14 +11,17 @@ sink: no sink pairs snapshots or does report math itself.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-import trio
 from attrs import frozen
 
 from kstat.pipeline.delta import IntervalDelta
 from kstat.pipeline.model import Snapshot
 from kstat.pipeline.report import Report
+
+if TYPE_CHECKING:
+    # Only named in annotations: reading reports (`kstat compare`, `list`) never loads trio.
+    import trio
 
 
 @frozen

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
-import trio
 from attrs import define, field, frozen
 
 from kstat._logging import get_logger
@@ -179,50 +178,12 @@ class SnapshotTaker:
         return [program for program in programs if verdicts[program.identity]], selected
 
     async def take(self) -> Sample:
+        # trio loads here, not with the module: `kstat list` and the analyses never need it.
+        import trio  # noqa: PLC0415
+
         # Not abandoned on cancel: a pass is short, and finishing it closes its fds.
         return await trio.to_thread.run_sync(self.take_blocking)
 
     def close(self) -> None:
         """Gives back what the reader holds (the iterator's program and link)."""
         self._reader.close()
-
-
-SampleHandler = Callable[[Sample, bool], Awaitable[None]]
-
-
-async def sample_window(
-    source: SnapshotSource,
-    *,
-    duration_ns: int | None,
-    interval_ns: int,
-    stop: trio.Event,
-    on_sample: SampleHandler,
-) -> None:
-    """Take the first snapshot now, one per interval, and the last one at the end of the window.
-
-    The window ends after `duration_ns` (never, when None) or as soon as `stop` is set; either
-    way the last snapshot is taken then, so the report covers exactly the time collected. A
-    pass that overruns its interval delays the next tick instead of queueing missed ones.
-    `on_sample` gets each sample and whether it is the window's last.
-    """
-    interval_s = interval_ns / 1e9
-    first = await source.take()
-    # The window's clock starts at the first snapshot's moment (the middle of its pass), so
-    # the measured elapsed time is never shorter than the duration asked for.
-    window_start = trio.current_time() - first.snapshot.pass_duration_ns / 2e9
-    deadline = window_start + duration_ns / 1e9 if duration_ns is not None else float("inf")
-    await on_sample(first, False)
-    next_tick = window_start + interval_s
-    while True:
-        with trio.move_on_at(min(next_tick, deadline)):
-            await stop.wait()
-        now = trio.current_time()
-        if stop.is_set() or now >= deadline:
-            break
-        await on_sample(await source.take(), False)
-        next_tick += interval_s
-        if next_tick <= trio.current_time():
-            missed = int((trio.current_time() - next_tick) / interval_s) + 1
-            log.debug("snapshot pass overran its interval", skipped_ticks=missed)
-            next_tick += missed * interval_s
-    await on_sample(await source.take(), True)

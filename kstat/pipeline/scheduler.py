@@ -40,8 +40,9 @@ from kstat.pipeline.events import Event, IntervalEnded, ReopenFiles, Sink, Windo
 from kstat.pipeline.filters import ProgramFilter
 from kstat.pipeline.model import Snapshot
 from kstat.pipeline.report import Report
-from kstat.pipeline.sampler import Sample, SnapshotSource, SnapshotTaker, open_reader, sample_window
+from kstat.pipeline.sampler import Sample, SnapshotSource, SnapshotTaker, open_reader
 from kstat.pipeline.summary import Summary
+from kstat.pipeline.ticker import sample_window
 
 log = get_logger(__name__)
 
