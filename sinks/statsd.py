@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 import socket
 import time
+from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Final
 from urllib.parse import parse_qs, urlsplit
@@ -241,9 +242,13 @@ class IntervalLines:
     programs: dict[sink.ProgramIdentity, ProgramName] = field(factory=dict)
     # Programs that had lines in the previous interval (their gauges are not yet zero).
     active: set[sink.ProgramIdentity] = field(factory=set)
+    # Every program by its turn to be sent again (its id modulo _FULL_REFRESH_INTERVALS).
+    turns: dict[int, set[sink.ProgramIdentity]] = field(factory=lambda: defaultdict(set))
 
     def start(self, event: sink.WindowStarted) -> None:
         programs = event.snapshot.programs
+        for program in programs:
+            self.turns[program.id % _FULL_REFRESH_INTERVALS].add(program.identity)
         self.programs = {
             program.identity: ProgramName(
                 key,
@@ -257,7 +262,10 @@ class IntervalLines:
 
     def lines_for(self, delta: sink.IntervalDelta) -> list[str]:
         settings = self.settings
-        refresh = self.intervals % _FULL_REFRESH_INTERVALS == 0
+        # Everything in the first interval; after that each idle program again once every
+        # _FULL_REFRESH_INTERVALS, in turns by id, so that no interval carries them all (at
+        # 10,000 programs that burst would overflow a UDP server's receive buffer).
+        turn = None if self.intervals == 0 else self.intervals % _FULL_REFRESH_INTERVALS
         self.intervals += 1
         lines: list[str] = []
         active: set[sink.ProgramIdentity] = set()
@@ -270,14 +278,18 @@ class IntervalLines:
             if change.unloaded:
                 gone.append(identity)
             else:
+                if identity not in self.programs:
+                    self.turns[line.id % _FULL_REFRESH_INTERVALS].add(identity)
                 self.programs[identity] = named
                 active.add(identity)
-        for identity in self.programs.keys() - active if refresh else self.active - active:
+        idle = self.programs.keys() - active if turn is None else (self.active | self.turns[turn]) - active
+        for identity in idle:
             named_idle = self.programs.get(identity)
             if named_idle is not None:
                 lines += program_lines(named_idle, {}, settings)
         for identity in gone:
             self.programs.pop(identity, None)
+            self.turns[identity.id % _FULL_REFRESH_INTERVALS].discard(identity)
         self.active = active
         return lines + total_lines(delta.totals, settings)
 

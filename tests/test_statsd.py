@@ -196,10 +196,18 @@ def test_idle_programs_are_reported_once_then_left_out_until_they_run() -> None:
     assert all(any(line.startswith("kt.total.") for line in lines) for lines in sent)
 
 
-def test_every_line_is_sent_again_now_and_then() -> None:
-    idle = [snapshot(index, float(index), program(2, 0, 0, name="idle")) for index in range(62)]
+def test_every_line_is_sent_again_now_and_then_in_turns() -> None:
+    ids = range(1, 121)
+    idle = [
+        snapshot(index, float(index), *(program(pid, 0, 0, name=f"idle{pid}") for pid in ids))
+        for index in range(122)
+    ]
     sent = sent_per_interval(idle)
     refreshed = [
-        index for index, lines in enumerate(sent) if any(line.startswith("kt.idle.") for line in lines)
+        [pid for pid in ids if any(line.startswith(f"kt.idle{pid}.") for line in lines)] for lines in sent
     ]
-    assert refreshed == [0, 60]
+    assert refreshed[0] == list(ids)  # all at first
+    # Then each once every 60 intervals, two programs an interval (ids 60 apart), never all at once.
+    for index in range(1, 121):
+        turn = index % 60
+        assert refreshed[index] == [pid for pid in ids if pid % 60 == turn], index
