@@ -96,7 +96,7 @@ class Row:
 
     @property
     def idle(self) -> bool:
-        """No run on either side: a row a thousand idle programs would make tables long with."""
+        """No run on either side (one of a host's idle hundreds): tables leave it out unless asked."""
         return all(
             (side.value("run_count") or 0) == 0 for side in (self.baseline, self.current) if side is not None
         )
