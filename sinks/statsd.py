@@ -231,8 +231,9 @@ class IntervalLines:
 
     A program with no runs has zero counters and zero gauges; saying so once is enough (a
     StatsD server keeps a gauge's last value), so on a host where most programs are idle each
-    interval costs little. Every few intervals every program is sent, so that a restarted
-    server catches up. The programs' names are kept up to date from the deltas' changes, so an
+    interval costs little. Each idle program is sent once every _FULL_REFRESH_INTERVALS, a
+    share of them each interval, so that a server started late or restarted catches up without
+    a burst. The programs' names are kept up to date from the deltas' changes, so an
     interval costs what changed, not what is loaded.
     """
 
@@ -262,10 +263,10 @@ class IntervalLines:
 
     def lines_for(self, delta: sink.IntervalDelta) -> list[str]:
         settings = self.settings
-        # Everything in the first interval; after that each idle program again once every
-        # _FULL_REFRESH_INTERVALS, in turns by id, so that no interval carries them all (at
-        # 10,000 programs that burst would overflow a UDP server's receive buffer).
-        turn = None if self.intervals == 0 else self.intervals % _FULL_REFRESH_INTERVALS
+        # Each idle program once every _FULL_REFRESH_INTERVALS, in turns by id, from the first
+        # interval on: no interval carries them all (at 10,000 programs that burst overflowed the
+        # reference server's UDP receive buffer: 1,592 programs arrived).
+        turn = self.intervals % _FULL_REFRESH_INTERVALS
         self.intervals += 1
         lines: list[str] = []
         active: set[sink.ProgramIdentity] = set()
@@ -282,8 +283,7 @@ class IntervalLines:
                     self.turns[line.id % _FULL_REFRESH_INTERVALS].add(identity)
                 self.programs[identity] = named
                 active.add(identity)
-        idle = self.programs.keys() - active if turn is None else (self.active | self.turns[turn]) - active
-        for identity in idle:
+        for identity in (self.active | self.turns[turn]) - active:
             named_idle = self.programs.get(identity)
             if named_idle is not None:
                 lines += program_lines(named_idle, {}, settings)
