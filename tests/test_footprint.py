@@ -16,6 +16,7 @@ from kstat.kernel import bpf
 from kstat.kernel.bpf import ProgramReader
 from kstat.testing.loader import BpfMap, LoopbackTarget, SocketFilter
 from sinks.ndjson import NdjsonSink
+from tests.kstat_process import run_kstat
 from tests.windows import WindowProbe, run_window, send
 
 pytestmark = pytest.mark.kernel
@@ -96,6 +97,21 @@ async def test_the_report_carries_each_programs_footprint_as_bpftool_sees_it(
         program.value("memlock_bytes") or 0 for program in report.programs
     )
     assert sum(program.value("num_maps") or 0 for program in ours) == 3
+
+
+def test_kstat_list_shows_the_footprint_bpftool_shows(
+    programs_with_maps: tuple[SocketFilter, SocketFilter, BpfMap, BpfMap],
+) -> None:
+    both = programs_with_maps[0]
+    listed = json.loads(run_kstat(["list", "--json", "--id", str(both.id)]).stdout)
+    assert [program["id"] for program in listed] == [both.id]
+    shown = bpftool("prog", "show", "id", str(both.id))
+    program = listed[0]
+    assert program["jited_size_bytes"] == shown["bytes_jited"]
+    assert program["xlated_size_bytes"] == shown["bytes_xlated"]
+    assert program["memlock_bytes"] == shown["bytes_memlock"]
+    assert sorted(program["map_ids"]) == sorted(shown["map_ids"])
+    assert program["num_maps"] == 2 and program["maps_memlock_bytes"] > 0
 
 
 def test_the_footprint_is_read_once_when_first_met(

@@ -20,10 +20,10 @@ from kstat.commands._options import (
 )
 from kstat.kernel.attribution import Attributor
 from kstat.pipeline.filters import ProgramFilter
-from kstat.pipeline.model import ProgramOwner
+from kstat.pipeline.model import ProgramFootprint, ProgramOwner
 from kstat.pipeline.report import format_timestamp
 from kstat.pipeline.sampler import SnapshotTaker
-from kstat.pipeline.schema import owner_to_dict
+from kstat.pipeline.schema import footprint_to_dict, owner_to_dict
 
 
 @frozen
@@ -37,6 +37,8 @@ class ListedProgram:
     loaded_at: str
     owners: tuple[ProgramOwner, ...]
     attachments: tuple[str, ...]
+    # Code size, verifier work, memory and maps (None when they could not be read).
+    footprint: ProgramFootprint | None
     # Cumulative since load, and only moving while someone has the stats on.
     run_time_ns: int
     run_count: int
@@ -60,6 +62,7 @@ def list_programs(program_filter: ProgramFilter, host_root: Path = Path("/")) ->
             loaded_at=format_timestamp(program.load_time_ns + boot_to_wall_ns),
             owners=snapshot.details_of(program).owners,
             attachments=snapshot.details_of(program).attachments,
+            footprint=program.footprint,
             run_time_ns=program.run_time_ns,
             run_count=program.run_count,
             recursion_misses=program.recursion_misses,
@@ -82,6 +85,8 @@ def listing_json(programs: list[ListedProgram], pretty: bool = False) -> str:
             "loaded_at": program.loaded_at,
             "owners": [owner_to_dict(owner) for owner in program.owners],
             "attachments": list(program.attachments),
+            # What `bpftool prog show` gives besides: code size, memlock, maps; by the catalogue.
+            **footprint_to_dict(program.footprint),
             "run_time_ns": program.run_time_ns,
             "run_count": program.run_count,
             "recursion_misses": program.recursion_misses,

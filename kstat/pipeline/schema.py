@@ -29,7 +29,7 @@ from kstat.errors import KstatError
 from kstat.pipeline import catalogue
 from kstat.pipeline.catalogue import METRICS, NS_PER_S, Kind, Metric, Number, Span
 from kstat.pipeline.events import IntervalEnded, WindowStarted
-from kstat.pipeline.model import ProgramOwner, Workload
+from kstat.pipeline.model import ProgramFootprint, ProgramOwner, Workload
 from kstat.pipeline.report import ProgramReport, Report, format_timestamp, report_keys, total_values
 
 # 1: kstat 0.1 and the Go tool (no `schema_version` field); 2: the catalogue's fields, and
@@ -435,6 +435,22 @@ def interval_to_dict(event: IntervalEnded) -> dict[str, Any]:
     }
 
 
+def footprint_to_dict(footprint: ProgramFootprint | None) -> dict[str, Any]:
+    """A program's footprint as the catalogue's property metrics, and its map ids: what is known
+    (nothing without a footprint; no verifier count on a kernel older than 5.16)."""
+    if footprint is None:
+        return {}
+    span = Span(0, 0, 0, 0, None, footprint)
+    data: dict[str, Any] = {}
+    for metric in METRICS:
+        if metric.kind is Kind.PROPERTY:
+            value = metric.compute(span)
+            if value is not None:
+                data[metric.name] = value
+    data["map_ids"] = list(footprint.map_ids)
+    return data
+
+
 def start_to_dicts(event: WindowStarted) -> list[dict[str, Any]]:
     """NDJSON lines for the window's start: one `{"kind": "program"}` per program loaded then,
     with who it is and its footprint (code size, verifier work, memory, maps), said once.
@@ -447,7 +463,6 @@ def start_to_dicts(event: WindowStarted) -> list[dict[str, Any]]:
     lines = []
     for key, program in zip(report_keys(programs), programs, strict=True):
         details = snapshot.details_of(program)
-        span = Span(0, 0, 0, 0, None, program.footprint)
         data: dict[str, Any] = {
             "kind": "program",
             "timestamp": timestamp,
@@ -458,14 +473,8 @@ def start_to_dicts(event: WindowStarted) -> list[dict[str, Any]]:
             "tag": program.tag,
             "load_time_ns": program.load_time_ns,
             "kernel_name": program.kernel_name,
+            **footprint_to_dict(program.footprint),
         }
-        for metric in METRICS:
-            if metric.kind is Kind.PROPERTY:
-                value = metric.compute(span)
-                if value is not None:
-                    data[metric.name] = value
-        if program.footprint is not None:
-            data["map_ids"] = list(program.footprint.map_ids)
         data["owners"] = [owner_to_dict(owner) for owner in details.owners]
         data["attachments"] = list(details.attachments)
         lines.append(data)
