@@ -85,7 +85,7 @@ def listing_json(programs: list[ListedProgram], pretty: bool = False) -> str:
             "loaded_at": program.loaded_at,
             "owners": [owner_to_dict(owner) for owner in program.owners],
             "attachments": list(program.attachments),
-            # What `bpftool prog show` gives besides: code size, memlock, maps; by the catalogue.
+            # Code size, memlock and maps, as `bpftool prog show` gives them (the catalogue names them).
             **footprint_to_dict(program.footprint),
             "run_time_ns": program.run_time_ns,
             "run_count": program.run_count,
