@@ -20,27 +20,8 @@ from kstat.kernel import bpf as _bpf
 from kstat.testing.loader import LoopbackTarget, SocketFilter
 
 STATS_SYSCTL: Final = Path("/proc/sys/kernel/bpf_stats_enabled")
-BPF_PROG_TEST_RUN: Final = 10
 # bpf_prog_test_run_skb needs at least an Ethernet header; the filter looks at nothing.
 _TEST_PACKET: Final = bytes(64)
-
-
-class _TestRunAttr(ctypes.Structure):
-    """The BPF_PROG_TEST_RUN member of union bpf_attr, up to `duration`.
-
-    Declared here rather than in kstat/_bpf.py: kstat itself never runs programs.
-    """
-
-    _fields_ = [
-        ("prog_fd", ctypes.c_uint32),
-        ("retval", ctypes.c_uint32),
-        ("data_size_in", ctypes.c_uint32),
-        ("data_size_out", ctypes.c_uint32),
-        ("data_in", ctypes.c_uint64),
-        ("data_out", ctypes.c_uint64),
-        ("repeat", ctypes.c_uint32),
-        ("duration", ctypes.c_uint32),  # mean ns per run, measured by the kernel
-    ]
 
 
 def stats_enabled_elsewhere() -> bool:
@@ -63,11 +44,13 @@ def _stats(enabled: bool) -> Iterator[None]:
 def _test_run_ns_per_run(program: SocketFilter, repeat: int) -> tuple[float, float]:
     """(kernel-measured ns per run, wall-measured ns per run) for one test run of `repeat` runs."""
     packet = ctypes.create_string_buffer(_TEST_PACKET, len(_TEST_PACKET))
-    attr = _TestRunAttr(
+    # The kernel ABI's one declaration of the BPF_PROG_TEST_RUN attr (kstat runs its iterator's
+    # helper programs through it too).
+    attr = _bpf._TestRunAttr(
         prog_fd=program.fd, data_size_in=len(_TEST_PACKET), data_in=ctypes.addressof(packet), repeat=repeat
     )
     before = time.perf_counter_ns()
-    _bpf._bpf(BPF_PROG_TEST_RUN, attr)
+    _bpf._bpf(_bpf.BPF_PROG_TEST_RUN, attr)
     wall_ns = time.perf_counter_ns() - before
     return float(attr.duration), wall_ns / repeat
 
