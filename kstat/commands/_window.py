@@ -15,7 +15,7 @@ from kstat._logging import get_logger
 from kstat.commands._options import EXIT_FAILURE, EXIT_OK, say_error
 from kstat.errors import UsageError, sole_exception
 from kstat.pipeline.events import Sink
-from kstat.pipeline.scheduler import Collection, CollectionResult, StopRequest
+from kstat.pipeline.scheduler import Collection, CollectionResult, CollectionSettings, StopRequest
 from kstat.pipeline.sink_specs import make_sink, split_options
 
 log = get_logger(__name__)
@@ -62,6 +62,18 @@ def _written(spec: str) -> str:
 
 def writes_stdout(spec: str) -> bool:
     return spec == "stdout" or (spec.startswith("ndjson:") and _written(spec) == "-")
+
+
+def collection_settings(options: argparse.Namespace, duration_ns: int | None) -> CollectionSettings:
+    """The window the common flags ask for (add_window_flags, the filters), `duration_ns` long
+    (None: until stopped): one place for every collecting command, so a new flag is wired once."""
+    return CollectionSettings(
+        duration_ns=duration_ns,
+        interval_ns=options.interval,
+        program_filter=options.program_filter,
+        host_root=options.host_root,
+        snapshot_method=options.snapshot_method,
+    )
 
 
 def make_sinks(options: argparse.Namespace, default: str | None = "stdout") -> list[Sink]:

@@ -8,8 +8,15 @@ import trio
 
 from kstat._version import __version__
 from kstat.commands._options import ArgumentParser, add_filter_flags, add_window_flags, parse_with_filter
-from kstat.commands._window import make_sinks, reopen_on_sighup, run_window, stop_on_signal, watch_signals
-from kstat.pipeline.scheduler import Collection, CollectionResult, CollectionSettings, StopRequest
+from kstat.commands._window import (
+    collection_settings,
+    make_sinks,
+    reopen_on_sighup,
+    run_window,
+    stop_on_signal,
+    watch_signals,
+)
+from kstat.pipeline.scheduler import Collection, CollectionResult, StopRequest
 
 DEFAULT_DURATION = "60s"
 
@@ -41,13 +48,7 @@ def parse(arguments: list[str]) -> tuple[argparse.ArgumentParser, argparse.Names
 
 def run(options: argparse.Namespace) -> int:
     sinks = make_sinks(options)
-    settings = CollectionSettings(
-        duration_ns=options.duration,
-        interval_ns=options.interval,
-        program_filter=options.program_filter,
-        host_root=options.host_root,
-        snapshot_method=options.snapshot_method,
-    )
+    settings = collection_settings(options, duration_ns=options.duration)
 
     async def window(nursery: trio.Nursery) -> tuple[CollectionResult, int | None]:
         stop = StopRequest()

@@ -20,7 +20,7 @@ from attrs import evolve
 
 from kstat._logging import get_logger
 from kstat.commands._options import ArgumentParser, add_filter_flags, add_window_flags, parse_with_filter
-from kstat.commands._window import make_sinks, run_window, watch_signals
+from kstat.commands._window import collection_settings, make_sinks, run_window, watch_signals
 from kstat.errors import CommandNotRunnable
 from kstat.pipeline.events import Sink
 from kstat.pipeline.scheduler import Collection, CollectionResult, CollectionSettings, StopRequest
@@ -147,13 +147,7 @@ def parse(arguments: list[str]) -> tuple[argparse.ArgumentParser, argparse.Names
 
 def run(options: argparse.Namespace) -> int:
     sinks = make_sinks(options)
-    settings = CollectionSettings(
-        duration_ns=None,
-        interval_ns=options.interval,
-        program_filter=options.program_filter,
-        host_root=options.host_root,
-        snapshot_method=options.snapshot_method,
-    )
+    settings = collection_settings(options, duration_ns=None)
     # Checked before the window: a command that cannot start costs no collection.
     window = CommandWindow(options.command, settings, sinks)
 

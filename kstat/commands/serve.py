@@ -19,8 +19,15 @@ from kstat.commands._options import (
     parse_with_filter,
     positive_int,
 )
-from kstat.commands._window import make_sinks, reopen_on_sighup, run_window, stop_on_signal, watch_signals
-from kstat.pipeline.scheduler import Collection, CollectionResult, CollectionSettings, StopRequest
+from kstat.commands._window import (
+    collection_settings,
+    make_sinks,
+    reopen_on_sighup,
+    run_window,
+    stop_on_signal,
+    watch_signals,
+)
+from kstat.pipeline.scheduler import Collection, CollectionResult, StopRequest
 from kstat.pipeline.summary import Summary
 
 # Unloaded programs the final report still lists; older ones are counted in its totals only.
@@ -59,13 +66,7 @@ def parse(arguments: list[str]) -> tuple[argparse.ArgumentParser, argparse.Names
 
 def run(options: argparse.Namespace) -> int:
     sinks = make_sinks(options, default="prometheus:")
-    settings = CollectionSettings(
-        duration_ns=None,
-        interval_ns=options.interval,
-        program_filter=options.program_filter,
-        host_root=options.host_root,
-        snapshot_method=options.snapshot_method,
-    )
+    settings = collection_settings(options, duration_ns=None)
 
     async def window(nursery: trio.Nursery) -> tuple[CollectionResult, int | None]:
         stop = StopRequest()

@@ -20,6 +20,7 @@ from kstat.commands._options import (
     write_stdout,
 )
 from kstat.commands._window import (
+    collection_settings,
     make_sinks,
     run_window,
     sink_specs,
@@ -30,7 +31,7 @@ from kstat.commands._window import (
 from kstat.errors import UsageError
 from kstat.live.terminal import open_terminal
 from kstat.live.view import TopView
-from kstat.pipeline.scheduler import Collection, CollectionResult, CollectionSettings, StopRequest
+from kstat.pipeline.scheduler import Collection, CollectionResult, StopRequest
 from kstat.pipeline.schema import report_to_json
 from kstat.pipeline.summary import Summary
 
@@ -76,13 +77,7 @@ def run(options: argparse.Namespace) -> int:
     # Log lines would scribble over the screen: they wait until it is gone (warnings only).
     held_logs = io.StringIO()
     configure_logging(verbose=options.verbose, stream=held_logs, quiet=not options.verbose)
-    settings = CollectionSettings(
-        duration_ns=None,
-        interval_ns=options.interval,
-        program_filter=options.program_filter,
-        host_root=options.host_root,
-        snapshot_method=options.snapshot_method,
-    )
+    settings = collection_settings(options, duration_ns=None)
     result: list[CollectionResult] = []
 
     async def window(nursery: trio.Nursery) -> tuple[CollectionResult, int | None]:
