@@ -48,8 +48,9 @@ class BtfFormatError(ValueError):
     """The blob is not BTF kstat can read (bad magic, a kind newer than kstat, truncation)."""
 
 
-def type_names(blob: bytes) -> list[str]:
-    """The name of every type in a BTF blob, indexed by type id (id 0, void, is "")."""
+def _sections(blob: bytes) -> tuple[int, int, bytes]:
+    """Where a BTF blob's types start and end, and its string section; BtfFormatError for a
+    blob that is not BTF or whose sections run past its end."""
     if len(blob) < _HEADER.size:
         raise BtfFormatError("BTF blob shorter than its header")
     magic, version, _, header_length, type_offset, type_length, string_offset, string_length = (
@@ -60,9 +61,14 @@ def type_names(blob: bytes) -> list[str]:
     types_start = header_length + type_offset
     types_end = types_start + type_length
     strings_start = header_length + string_offset
-    strings = blob[strings_start : strings_start + string_length]
     if types_end > len(blob) or strings_start + string_length > len(blob):
         raise BtfFormatError("BTF sections run past the end of the blob")
+    return types_start, types_end, blob[strings_start : strings_start + string_length]
+
+
+def type_names(blob: bytes) -> list[str]:
+    """The name of every type in a BTF blob, indexed by type id (id 0, void, is "")."""
+    types_start, types_end, strings = _sections(blob)
 
     names = [""]
     position = types_start
@@ -124,20 +130,10 @@ class KernelLayout:
     """
 
     def __init__(self, blob: bytes) -> None:
-        if len(blob) < _HEADER.size:
-            raise BtfFormatError("BTF blob shorter than its header")
-        magic, version, _, header_length, type_offset, type_length, string_offset, string_length = (
-            _HEADER.unpack_from(blob)
-        )
-        if magic != BTF_MAGIC or version != BTF_VERSION:
-            raise BtfFormatError(f"not BTF: magic {magic:#x}, version {version}")
+        position, end, self._strings = _sections(blob)
         self._blob = blob
-        strings_start = header_length + string_offset
-        self._strings = blob[strings_start : strings_start + string_length]
         # Where each type's 12-byte header starts, by type id (id 0, void, has none).
         self._starts = array("I", [0])
-        position = header_length + type_offset
-        end = position + type_length
         while position < end:
             info = _INFO.unpack_from(blob, position + 4)[0]
             kind, vlen = (info >> 24) & 0x1F, info & 0xFFFF
