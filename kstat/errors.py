@@ -15,6 +15,22 @@ class UnsupportedKernel(KstatError):
     """The running kernel lacks something kstat needs (bpf(2), run-time stats, a command)."""
 
 
+class FeatureMissing(UnsupportedKernel):
+    """This kernel lacks one feature kstat can do without or around (an iterator field, a
+    helper, a bpf_prog_info member): every fallback catches this one error.
+
+    `feature` names what is missing ("bpf_map_lookup_percpu_elem", "struct bpf_prog.stats"),
+    `since` the kernel version that brought it ("5.19"), or None where that is not one version.
+    """
+
+    def __init__(self, feature: str, since: str | None, detail: str | None = None) -> None:
+        brought = f" (since Linux {since})" if since else ""
+        extra = f": {detail}" if detail else ""
+        super().__init__(f"this kernel lacks {feature}{brought}{extra}")
+        self.feature = feature
+        self.since = since
+
+
 class BpfError(KstatError):
     """A bpf(2) command failed in a way kstat does not expect; carries the errno."""
 
