@@ -1,10 +1,11 @@
 """Where kstat's time per program goes: the same pass built up layer by layer, each measured
 over every loaded program, down to the C floor.
 
-The plumbing layers issue kstat's syscalls through ctypes exactly as kstat/_bpf.py does today
-(its attr structures, `syscall` with argtypes, a ctypes memset of bpf_prog_info), then the
-same with the per-call conversions taken out; they use their own libc handle so that a change
-to kstat's plumbing never changes what these reference layers measure.
+The plumbing layers issue kstat's syscalls through ctypes exactly as kstat's syscall reader
+(kstat/sources/syscalls.py) does today (its attr structures, `syscall` with argtypes, a ctypes
+memset of bpf_prog_info), then the same with the per-call conversions taken out; they use their
+own libc handle so that a change to kstat's plumbing never changes what these reference layers
+measure.
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ from attrs import frozen
 
 from bench.measure import Timing, time_calls
 from bench.snapshot import COMPILE_FLAGS, FLOOR_SOURCE
+from kstat.abi import bpf as _bpf
+from kstat.abi import structs as _structs
+from kstat.abi.enums import Command, program_type_name
+from kstat.core.model import ProgramChanges, ProgramStats
 from kstat.errors import UnsupportedKernel
-from kstat.kernel import bpf as _bpf
-from kstat.kernel.attribution import Attributor
-from kstat.kernel.bpf import ProgramReader, program_type_name
-from kstat.pipeline.model import ProgramChanges, ProgramStats
+from kstat.sources.attribution import Attributor
+from kstat.sources.syscalls import ProgramReader
 
 # struct floor_record in snapshot_floor.c: id, type, tag, name, load_time, run_time_ns,
 # run_cnt, recursion_misses.
@@ -33,7 +36,7 @@ _FLOOR_RECORD: Final = struct.Struct("<II8s16sQQQQ")
 _MICRO_CALLS: Final = 100_000
 
 _libc = ctypes.CDLL(None, use_errno=True)
-# As kstat/_bpf.py declares it: every call converts its four Python ints through argtypes.
+# As kstat/abi/bpf.py declares it: every call converts its four Python ints through argtypes.
 _syscall_converting = _libc.syscall
 _syscall_converting.argtypes = [ctypes.c_long, ctypes.c_int, ctypes.c_void_p, ctypes.c_uint]
 _syscall_converting.restype = ctypes.c_long
@@ -44,31 +47,31 @@ _syscall_unconverted.restype = ctypes.c_long
 
 
 def _sys_bpf_number() -> int:
-    if _bpf._SYS_BPF is None:
+    if _bpf.SYS_BPF is None:
         raise UnsupportedKernel("no bpf(2) syscall number for this machine")
-    return _bpf._SYS_BPF
+    return _bpf.SYS_BPF
 
 
 def kstat_plumbing_pass() -> int:
     """GET_NEXT_ID, GET_FD_BY_ID, a memset, OBJ_GET_INFO_BY_FD and close per program, with
     kstat's ctypes plumbing and nothing else: no Python objects, no caches."""
     syscall, sys_bpf = _syscall_converting, _sys_bpf_number()
-    id_attr, info = _bpf._GetIdAttr(), _bpf._ProgInfo()
+    id_attr, info = _structs.GetIdAttr(), _structs.ProgInfo()
     info_size = ctypes.sizeof(info)
-    info_attr = _bpf._InfoByFdAttr(info_len=info_size, info=ctypes.addressof(info))
+    info_attr = _structs.InfoByFdAttr(info_len=info_size, info=ctypes.addressof(info))
     programs = current_id = 0
     while True:
         id_attr.start_id, id_attr.next_id = current_id, 0
-        if syscall(sys_bpf, _bpf.BPF_PROG_GET_NEXT_ID, ctypes.addressof(id_attr), ctypes.sizeof(id_attr)) < 0:
+        if syscall(sys_bpf, Command.PROG_GET_NEXT_ID, ctypes.addressof(id_attr), ctypes.sizeof(id_attr)) < 0:
             return programs
         current_id = id_attr.next_id
         id_attr.start_id, id_attr.next_id = current_id, 0
-        fd = syscall(sys_bpf, _bpf.BPF_PROG_GET_FD_BY_ID, ctypes.addressof(id_attr), ctypes.sizeof(id_attr))
+        fd = syscall(sys_bpf, Command.PROG_GET_FD_BY_ID, ctypes.addressof(id_attr), ctypes.sizeof(id_attr))
         if fd < 0:
             continue
         ctypes.memset(ctypes.addressof(info), 0, info_size)
         info_attr.bpf_fd, info_attr.info_len = fd, info_size
-        syscall(sys_bpf, _bpf.BPF_OBJ_GET_INFO_BY_FD, ctypes.addressof(info_attr), ctypes.sizeof(info_attr))
+        syscall(sys_bpf, Command.OBJ_GET_INFO_BY_FD, ctypes.addressof(info_attr), ctypes.sizeof(info_attr))
         os.close(fd)
         programs += 1
 
@@ -78,12 +81,12 @@ def lean_plumbing_pass() -> int:
     call) and bpf_prog_info zeroed by a memoryview slice (no foreign call)."""
     syscall = _syscall_unconverted
     sys_bpf = ctypes.c_long(_sys_bpf_number())
-    next_id_command = ctypes.c_int(_bpf.BPF_PROG_GET_NEXT_ID)
-    fd_by_id_command = ctypes.c_int(_bpf.BPF_PROG_GET_FD_BY_ID)
-    info_by_fd_command = ctypes.c_int(_bpf.BPF_OBJ_GET_INFO_BY_FD)
-    id_attr, info = _bpf._GetIdAttr(), _bpf._ProgInfo()
+    next_id_command = ctypes.c_int(Command.PROG_GET_NEXT_ID)
+    fd_by_id_command = ctypes.c_int(Command.PROG_GET_FD_BY_ID)
+    info_by_fd_command = ctypes.c_int(Command.OBJ_GET_INFO_BY_FD)
+    id_attr, info = _structs.GetIdAttr(), _structs.ProgInfo()
     info_size = ctypes.sizeof(info)
-    info_attr = _bpf._InfoByFdAttr(info_len=info_size, info=ctypes.addressof(info))
+    info_attr = _structs.InfoByFdAttr(info_len=info_size, info=ctypes.addressof(info))
     id_pointer, id_size = ctypes.byref(id_attr), ctypes.c_uint(ctypes.sizeof(id_attr))
     info_attr_pointer, info_attr_size = ctypes.byref(info_attr), ctypes.c_uint(ctypes.sizeof(info_attr))
     info_bytes, zeros = memoryview(info).cast("B"), bytes(info_size)
@@ -194,15 +197,15 @@ def measure_breakdown(directory: Path, repetitions: int) -> Breakdown:
     for warm_up in (kstat_plumbing_pass, lean_plumbing_pass, reader.read_all):
         warm_up()
     # A bpf(2) call the kernel answers at once: no program id follows the largest one.
-    last_id_attr = _bpf._GetIdAttr(start_id=0xFFFF_FFFF)
+    last_id_attr = _structs.GetIdAttr(start_id=0xFFFF_FFFF)
     last_id_pointer, last_id_size = ctypes.byref(last_id_attr), ctypes.c_uint(ctypes.sizeof(last_id_attr))
     sys_bpf = ctypes.c_long(_sys_bpf_number())
-    next_id_command = ctypes.c_int(_bpf.BPF_PROG_GET_NEXT_ID)
+    next_id_command = ctypes.c_int(Command.PROG_GET_NEXT_ID)
 
     def converting_call() -> None:
         _syscall_converting(
             _sys_bpf_number(),
-            _bpf.BPF_PROG_GET_NEXT_ID,
+            Command.PROG_GET_NEXT_ID,
             ctypes.addressof(last_id_attr),
             ctypes.sizeof(last_id_attr),
         )
@@ -210,7 +213,7 @@ def measure_breakdown(directory: Path, repetitions: int) -> Breakdown:
     def unconverted_call() -> None:
         _syscall_unconverted(sys_bpf, next_id_command, last_id_pointer, last_id_size)
 
-    info = _bpf._ProgInfo()
+    info = _structs.ProgInfo()
     info_bytes, zeros = memoryview(info).cast("B"), bytes(ctypes.sizeof(info))
 
     def zero_info() -> None:

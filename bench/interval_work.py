@@ -11,12 +11,12 @@ from __future__ import annotations
 from attrs import evolve, frozen
 
 from bench.measure import Timing, time_calls
-from kstat.pipeline.delta import changes_between, interval_delta
-from kstat.pipeline.events import IntervalEnded, WindowStarted
-from kstat.pipeline.sampler import SnapshotTaker
-from kstat.pipeline.schema import interval_to_dict, json_line
-from kstat.pipeline.summary import Summary
-from sinks.statsd import IntervalLines, batch_datagrams, parse_statsd_url
+from kstat.core.delta import changes_between, interval_delta
+from kstat.core.events import IntervalEnded, WindowStarted
+from kstat.engine.sampler import SnapshotTaker
+from kstat.engine.summary import Summary
+from kstat.formats.ndjson import interval_to_dict, json_line
+from kstat.sinks.statsd import IntervalLines, batch_datagrams, parse_statsd_url
 
 # Any address: nothing is sent, only the lines and datagrams are built.
 _STATSD_URL = "statsd://127.0.0.1:8125"

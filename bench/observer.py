@@ -16,7 +16,9 @@ from typing import Final
 from attrs import frozen
 
 from bench.measure import Timing
-from kstat.kernel import bpf as _bpf
+from kstat.abi import bpf as _bpf
+from kstat.abi.enums import Command
+from kstat.abi.structs import TestRunAttr
 from kstat.testing.loader import LoopbackTarget, SocketFilter
 
 STATS_SYSCTL: Final = Path("/proc/sys/kernel/bpf_stats_enabled")
@@ -46,11 +48,11 @@ def _test_run_ns_per_run(program: SocketFilter, repeat: int) -> tuple[float, flo
     packet = ctypes.create_string_buffer(_TEST_PACKET, len(_TEST_PACKET))
     # The kernel ABI's one declaration of the BPF_PROG_TEST_RUN attr (kstat runs its iterator's
     # helper programs through it too).
-    attr = _bpf._TestRunAttr(
+    attr = TestRunAttr(
         prog_fd=program.fd, data_size_in=len(_TEST_PACKET), data_in=ctypes.addressof(packet), repeat=repeat
     )
     before = time.perf_counter_ns()
-    _bpf._bpf(_bpf.BPF_PROG_TEST_RUN, attr)
+    _bpf.bpf(Command.PROG_TEST_RUN, attr)
     wall_ns = time.perf_counter_ns() - before
     return float(attr.duration), wall_ns / repeat
 

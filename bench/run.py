@@ -38,7 +38,7 @@ from bench.results import (
 )
 from bench.snapshot import Bpftool, SnapshotFloor, measure_kstat
 from bench.steady import SteadyState, measure_steady_state
-from kstat.kernel.bpf import ProgramReader
+from kstat.sources.syscalls import ProgramReader
 
 BPFTOOL: Final = "/usr/sbin/bpftool"
 BOTH_SINKS: Final = ("ndjson", "statsd")

@@ -13,9 +13,9 @@ from typing import Final
 from attrs import frozen
 
 from bench.measure import Timing, time_calls
-from kstat.kernel.bpf import ProgramReader
-from kstat.kernel.iterator import IteratorReader
-from kstat.pipeline.sampler import SnapshotTaker
+from kstat.engine.sampler import SnapshotTaker
+from kstat.sources.iterator import IteratorReader
+from kstat.sources.syscalls import ProgramReader
 
 FLOOR_SOURCE: Final = Path(__file__).with_name("snapshot_floor.c")
 COMPILE_FLAGS: Final = ("-O2", "-Wall", "-Wextra", "-Werror")

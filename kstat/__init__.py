@@ -15,6 +15,10 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kstat import _legacy_sinks
+
+_legacy_sinks.install()
+
 if TYPE_CHECKING:
     from kstat._version import __version__ as __version__
     from kstat.api import IntervalStream as IntervalStream
@@ -24,6 +28,18 @@ if TYPE_CHECKING:
     from kstat.api import collect_sync as collect_sync
     from kstat.api import read_programs as read_programs
     from kstat.api import stream as stream
+    from kstat.core.catalogue import METRICS as METRICS
+    from kstat.core.catalogue import Metric as Metric
+    from kstat.core.events import Event as Event
+    from kstat.core.events import IntervalEnded as IntervalEnded
+    from kstat.core.events import Sink as Sink
+    from kstat.core.events import WindowEnded as WindowEnded
+    from kstat.core.events import WindowStarted as WindowStarted
+    from kstat.core.filters import ProgramFilter as ProgramFilter
+    from kstat.core.model import ProgramStats as ProgramStats
+    from kstat.core.model import Snapshot as Snapshot
+    from kstat.core.report import ProgramReport as ProgramReport
+    from kstat.core.report import Report as Report
     from kstat.errors import BpfError as BpfError
     from kstat.errors import KstatError as KstatError
     from kstat.errors import OutputClosed as OutputClosed
@@ -32,21 +48,9 @@ if TYPE_CHECKING:
     from kstat.errors import SinkError as SinkError
     from kstat.errors import UnsupportedKernel as UnsupportedKernel
     from kstat.errors import UsageError as UsageError
-    from kstat.pipeline.catalogue import METRICS as METRICS
-    from kstat.pipeline.catalogue import Metric as Metric
-    from kstat.pipeline.events import Event as Event
-    from kstat.pipeline.events import IntervalEnded as IntervalEnded
-    from kstat.pipeline.events import Sink as Sink
-    from kstat.pipeline.events import WindowEnded as WindowEnded
-    from kstat.pipeline.events import WindowStarted as WindowStarted
-    from kstat.pipeline.filters import ProgramFilter as ProgramFilter
-    from kstat.pipeline.model import ProgramStats as ProgramStats
-    from kstat.pipeline.model import Snapshot as Snapshot
-    from kstat.pipeline.report import ProgramReport as ProgramReport
-    from kstat.pipeline.report import Report as Report
-    from kstat.pipeline.report_files import load_report as load_report
-    from kstat.pipeline.report_files import save_report as save_report
-    from kstat.pipeline.schema import ReportFormatError as ReportFormatError
+    from kstat.formats.report_json import ReportFormatError as ReportFormatError
+    from kstat.report_files import load_report as load_report
+    from kstat.report_files import save_report as save_report
     from kstat.testing.budget import BudgetExceeded as BudgetExceeded
     from kstat.testing.budget import ProgramBudget as ProgramBudget
     from kstat.testing.budget import expect_program as expect_program

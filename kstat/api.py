@@ -18,26 +18,26 @@ import trio
 from attrs import define
 
 from kstat._version import __version__
+from kstat.core.events import Event, IntervalEnded, Sink
+from kstat.core.filters import ProgramFilter
+from kstat.core.model import ProgramStats
+from kstat.core.report import Report
 from kstat.durations import parse_duration_ns
-from kstat.errors import UsageError, sole_exception
-from kstat.kernel.bpf import ProgramReader
-from kstat.pipeline.events import Event, IntervalEnded, Sink
-from kstat.pipeline.filters import ProgramFilter
-from kstat.pipeline.model import ProgramStats
-from kstat.pipeline.report import Report
-
-# Where they lived before reading reports got a module of its own: still importable from here.
-from kstat.pipeline.report_files import load_report as load_report  # noqa: PLC0414
-from kstat.pipeline.report_files import save_report as save_report  # noqa: PLC0414
-from kstat.pipeline.sampler import SNAPSHOT_METHODS
-from kstat.pipeline.scheduler import (
+from kstat.engine.sampler import SNAPSHOT_METHODS
+from kstat.engine.scheduler import (
     DEFAULT_INTERVAL_NS,
     Collection,
     CollectionResult,
     CollectionSettings,
     SinkFailure,
 )
-from kstat.pipeline.summary import Summary
+from kstat.engine.summary import Summary
+from kstat.errors import UsageError, sole_exception
+
+# Where they lived before reading reports got a module of its own: still importable from here.
+from kstat.report_files import load_report as load_report  # noqa: PLC0414
+from kstat.report_files import save_report as save_report  # noqa: PLC0414
+from kstat.sources.syscalls import ProgramReader
 
 Duration = str | float | int
 """A duration: Go notation ("100ms", "1m30s") or seconds as a number."""

@@ -1,7 +1,7 @@
 """kstat's public sink API: everything a sink needs, and nothing else.
 
-Built-in sinks (the top-level `sinks` package) use exactly this module, as third-party sinks
-do; both are found through the `kstat.sinks` entry-point group.
+Built-in sinks (`kstat.sinks`, the repository's top-level `sinks/` folder) use exactly this
+module, as third-party sinks do; both are found through the `kstat.sinks` entry-point group.
 
     class MySink:
         async def consume(self, events: trio.abc.ReceiveChannel[kstat.sink.Event]) -> None:
@@ -27,47 +27,47 @@ from kstat._atomic import write_fd as write_fd
 from kstat._logging import get_logger as get_logger
 from kstat._stdio import require_stdout as require_stdout
 from kstat._stdio import write_stdout as write_stdout
+from kstat.core.catalogue import METRICS as METRICS
+from kstat.core.catalogue import Kind as Kind
+from kstat.core.catalogue import Metric as Metric
+from kstat.core.catalogue import Number as Number
+from kstat.core.catalogue import Span as Span
+from kstat.core.catalogue import View as View
+from kstat.core.catalogue import in_view as in_view
+from kstat.core.delta import IntervalDelta as IntervalDelta
+from kstat.core.delta import ProgramChange as ProgramChange
+from kstat.core.events import Event as Event
+from kstat.core.events import IntervalEnded as IntervalEnded
+from kstat.core.events import ReopenFiles as ReopenFiles
+from kstat.core.events import Sink as Sink
+from kstat.core.events import WindowEnded as WindowEnded
+from kstat.core.events import WindowStarted as WindowStarted
+from kstat.core.events import final_report as final_report
+from kstat.core.model import ProgramDetails as ProgramDetails
+from kstat.core.model import ProgramIdentity as ProgramIdentity
+from kstat.core.model import ProgramOwner as ProgramOwner
+from kstat.core.model import ProgramStats as ProgramStats
+from kstat.core.model import Snapshot as Snapshot
+from kstat.core.model import Workload as Workload
+from kstat.core.report import ProgramReport as ProgramReport
+from kstat.core.report import Report as Report
+from kstat.core.report import report_keys
+from kstat.engine.sink_specs import split_options as split_options
 from kstat.errors import OutputClosed as OutputClosed
 from kstat.errors import OutputError as OutputError
 from kstat.errors import SinkError as SinkError
 from kstat.errors import UsageError as UsageError
-from kstat.pipeline.catalogue import METRICS as METRICS
-from kstat.pipeline.catalogue import Kind as Kind
-from kstat.pipeline.catalogue import Metric as Metric
-from kstat.pipeline.catalogue import Number as Number
-from kstat.pipeline.catalogue import Span as Span
-from kstat.pipeline.catalogue import View as View
-from kstat.pipeline.catalogue import in_view as in_view
-from kstat.pipeline.delta import IntervalDelta as IntervalDelta
-from kstat.pipeline.delta import ProgramChange as ProgramChange
-from kstat.pipeline.events import Event as Event
-from kstat.pipeline.events import IntervalEnded as IntervalEnded
-from kstat.pipeline.events import ReopenFiles as ReopenFiles
-from kstat.pipeline.events import Sink as Sink
-from kstat.pipeline.events import WindowEnded as WindowEnded
-from kstat.pipeline.events import WindowStarted as WindowStarted
-from kstat.pipeline.events import final_report as final_report
-from kstat.pipeline.model import ProgramDetails as ProgramDetails
-from kstat.pipeline.model import ProgramIdentity as ProgramIdentity
-from kstat.pipeline.model import ProgramOwner as ProgramOwner
-from kstat.pipeline.model import ProgramStats as ProgramStats
-from kstat.pipeline.model import Snapshot as Snapshot
-from kstat.pipeline.model import Workload as Workload
-from kstat.pipeline.records import RECORD_KEYS as RECORD_KEYS
-from kstat.pipeline.records import interval_records as interval_records
-from kstat.pipeline.records import start_records as start_records
-from kstat.pipeline.records import summary_records as summary_records
-from kstat.pipeline.report import ProgramReport as ProgramReport
-from kstat.pipeline.report import Report as Report
-from kstat.pipeline.report import report_keys
-from kstat.pipeline.schema import interval_to_dict as interval_to_dict
-from kstat.pipeline.schema import json_line as json_line
-from kstat.pipeline.schema import report_to_dict as report_to_dict
-from kstat.pipeline.schema import report_to_json as report_to_json
-from kstat.pipeline.schema import report_to_json_bytes as report_to_json_bytes
-from kstat.pipeline.schema import start_to_dicts as start_to_dicts
-from kstat.pipeline.schema import summary_to_dict as summary_to_dict
-from kstat.pipeline.sink_specs import split_options as split_options
+from kstat.formats.ndjson import interval_to_dict as interval_to_dict
+from kstat.formats.ndjson import json_line as json_line
+from kstat.formats.ndjson import start_to_dicts as start_to_dicts
+from kstat.formats.ndjson import summary_to_dict as summary_to_dict
+from kstat.formats.records import RECORD_KEYS as RECORD_KEYS
+from kstat.formats.records import interval_records as interval_records
+from kstat.formats.records import start_records as start_records
+from kstat.formats.records import summary_records as summary_records
+from kstat.formats.report_json import report_to_dict as report_to_dict
+from kstat.formats.report_json import report_to_json as report_to_json
+from kstat.formats.report_json import report_to_json_bytes as report_to_json_bytes
 
 
 def program_keys(programs: Sequence[ProgramStats]) -> list[str]:

@@ -12,13 +12,13 @@ from collections.abc import Iterator, Sequence
 import trio
 from attrs import define, field
 
-from kstat.kernel.stats_switch import StatsMethod
-from kstat.pipeline.delta import changes_between, interval_delta
-from kstat.pipeline.events import Event, IntervalEnded, WindowStarted
-from kstat.pipeline.model import ProgramStats, Snapshot
-from kstat.pipeline.report import Report
-from kstat.pipeline.sampler import Sample
-from kstat.pipeline.summary import Summary
+from kstat.core.delta import changes_between, interval_delta
+from kstat.core.events import Event, IntervalEnded, WindowStarted
+from kstat.core.model import ProgramStats, Snapshot
+from kstat.core.report import Report
+from kstat.engine.sampler import Sample
+from kstat.engine.summary import Summary
+from kstat.sources.stats_switch import StatsMethod
 
 ONLINE_CPUS = 2
 

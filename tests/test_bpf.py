@@ -9,9 +9,12 @@ import subprocess
 
 import pytest
 
+from kstat.abi import assembler as asm
+from kstat.abi import bpf as _bpf
+from kstat.abi.enums import ProgramType
 from kstat.errors import ProgramLoadError
-from kstat.kernel import bpf as _bpf
-from kstat.kernel.stats_switch import runtime_stats_enabled
+from kstat.sources.stats_switch import runtime_stats_enabled
+from kstat.sources.syscalls import ProgramReader
 from kstat.testing.loader import SocketFilter
 from tests.windows import LoadFilter
 
@@ -44,7 +47,7 @@ def test_discovery_lists_loaded_programs_and_skips_unloaded_ones(load_filter: Lo
     unloaded = SocketFilter("kstat_t_gone")
     unloaded_id = unloaded.id
     unloaded.close()
-    reader = _bpf.ProgramReader()
+    reader = ProgramReader()
     ids = list(reader.program_ids())
     assert kept.id in ids
     assert unloaded_id not in ids
@@ -58,7 +61,7 @@ def test_discovery_lists_loaded_programs_and_skips_unloaded_ones(load_filter: Lo
 def test_no_fd_is_left_open_by_a_pass(load_filter: LoadFilter) -> None:
     for index in range(20):
         load_filter(f"kstat_t_fd{index}")
-    reader = _bpf.ProgramReader()
+    reader = ProgramReader()
     reader.read_all()
     before = len(os.listdir("/proc/self/fd"))
     for _ in range(5):
@@ -90,5 +93,5 @@ def test_agrees_with_bpftool(load_filter: LoadFilter) -> None:
 def test_a_rejected_program_carries_the_verifier_log() -> None:
     # r0 is never set before exit: the verifier must refuse it and say why.
     with pytest.raises(ProgramLoadError) as caught:
-        _bpf.load_program(_bpf.BPF_PROG_TYPE_SOCKET_FILTER, [_bpf.exit_insn()], "kstat_t_bad")
+        _bpf.load_program(ProgramType.SOCKET_FILTER, [asm.exit_()], "kstat_t_bad")
     assert "R0" in caught.value.verifier_log

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from kstat.pipeline.catalogue import (
+from kstat.core.catalogue import (
     METRICS,
     README_END,
     README_START,
@@ -26,7 +26,7 @@ def test_the_readme_table_is_the_catalogue() -> None:
     readme = (REPO / "README.md").read_text()
     assert README_START in readme and README_END in readme
     table = readme.split(README_START, 1)[1].split(README_END, 1)[0].strip("\n") + "\n"
-    # After a change to the catalogue, `python -m kstat.pipeline.catalogue README.md` updates it.
+    # After a change to the catalogue, `python -m kstat.core.catalogue README.md` updates it.
     assert table == markdown_table()
     assert updated_readme(readme) == readme
 
@@ -50,11 +50,11 @@ def test_every_metric_is_described_whole() -> None:
 
 
 # Run in a fresh interpreter: the entry is added to the catalogue before anything else is
-# imported, exactly as if it were written in kstat/pipeline/catalogue.py.
+# imported, exactly as if it were written in kstat/core/catalogue.py.
 NEW_METRIC = """
 import json, sys
-from kstat.pipeline import catalogue
-from kstat.pipeline.catalogue import Kind, Metric, View
+from kstat.core import catalogue
+from kstat.core.catalogue import Kind, Metric, View
 
 catalogue.METRICS = (
     *catalogue.METRICS,
@@ -74,11 +74,12 @@ catalogue.METRICS = (
 
 from kstat.analysis.compare import compare, parse_threshold, render_markdown
 from kstat.analysis.charts import comparison_charts
-from kstat.pipeline.events import IntervalEnded, WindowStarted
-from kstat.pipeline.schema import interval_to_dict, report_from_dict, report_to_dict
+from kstat.core.events import IntervalEnded, WindowStarted
+from kstat.formats.ndjson import interval_to_dict
+from kstat.formats.report_json import report_from_dict, report_to_dict
 from kstat.testing.budget import expect_program
 from kstat.testing.pytest_plugin import summarise
-from sinks.statsd import IntervalLines, StatsdSettings
+from kstat.sinks.statsd import IntervalLines, StatsdSettings
 from tests.builders import events_of, program, report_of, snapshot
 
 snapshots = [

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from kstat.kernel.bpf import ProgramReader
+from kstat.sources.syscalls import ProgramReader
 from tests.kstat_process import KstatProcess, run_kstat
 from tests.windows import LoadFilter
 

@@ -18,8 +18,8 @@ from attrs import evolve
 
 from kstat.api import load_report
 from kstat.cli import main
-from kstat.pipeline.catalogue import SEED_METRICS
-from kstat.pipeline.schema import (
+from kstat.core.catalogue import SEED_METRICS
+from kstat.formats.report_json import (
     SCHEMA_VERSION,
     report_from_dict,
     report_to_dict,

@@ -18,8 +18,8 @@ import pytest
 import yaml
 
 from kstat.cli import parse_command_line
-from kstat.pipeline.events import IntervalEnded, WindowStarted
-from sinks.prometheus import ExpositionState, parse_prometheus_url, render
+from kstat.core.events import IntervalEnded, WindowStarted
+from kstat.sinks.prometheus import ExpositionState, parse_prometheus_url, render
 from tests.builders import events_of, program, snapshot
 from tests.prometheus_server import PROMTOOL, require
 

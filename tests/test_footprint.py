@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from kstat.kernel import bpf
-from kstat.kernel.bpf import ProgramReader
+from kstat.sinks.ndjson import NdjsonSink
+from kstat.sources import syscalls
+from kstat.sources.syscalls import ProgramReader, fdinfo_memlock
 from kstat.testing.loader import BpfMap, LoopbackTarget, SocketFilter
-from sinks.ndjson import NdjsonSink
 from tests.kstat_process import run_kstat
 from tests.windows import WindowProbe, run_window, send
 
@@ -121,13 +121,13 @@ def test_the_footprint_is_read_once_when_first_met(
     reader = ProgramReader()
     first = {program.id: program for program in reader.read_all()}
     reads: list[int] = []
-    original = bpf.fdinfo_memlock
+    original = fdinfo_memlock
 
     def counting(fd: int) -> int | None:
         reads.append(fd)
         return original(fd)
 
-    monkeypatch.setattr(bpf, "fdinfo_memlock", counting)
+    monkeypatch.setattr(syscalls, "fdinfo_memlock", counting)
     programs, changes = reader.read_pass()
     again = {program.id: program for program in programs}
     assert again[both_id].footprint is first[both_id].footprint

@@ -12,11 +12,12 @@ import pytest
 import trio
 
 import kstat
+from kstat.abi.bpf import enable_run_time_stats
+from kstat.abi.btf import KernelLayout
+from kstat.engine import sampler
 from kstat.errors import KstatError
-from kstat.kernel.bpf import ProgramReader, enable_run_time_stats
-from kstat.kernel.btf import KernelLayout
-from kstat.kernel.iterator import RECORD, IteratorReader, KernelOffsets, possible_cpus
-from kstat.pipeline import sampler
+from kstat.sources.iterator import RECORD, IteratorReader, KernelOffsets, possible_cpus
+from kstat.sources.syscalls import ProgramReader
 from kstat.testing.loader import SocketFilter
 from tests.kstat_process import run_kstat
 from tests.windows import LoadFilter

@@ -14,12 +14,13 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kstat.pipeline.events import IntervalEnded
-from kstat.pipeline.model import ProgramStats, Snapshot
-from kstat.pipeline.scheduler import merged
-from kstat.pipeline.schema import interval_to_dict, report_to_dict
+from kstat.core.events import IntervalEnded
+from kstat.core.model import ProgramStats, Snapshot
+from kstat.engine.scheduler import merged
+from kstat.formats.ndjson import interval_to_dict
+from kstat.formats.report_json import report_to_dict
+from kstat.sinks.ndjson import NdjsonSink
 from kstat.testing.loader import LoopbackTarget, SocketFilter
-from sinks.ndjson import NdjsonSink
 from tests.builders import events_of, interval, program, report_of, snapshot
 from tests.kstat_process import KstatProcess
 from tests.statsd_daemon import running_statsd

@@ -9,9 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from kstat.abi import bpf as _syscalls
+from kstat.abi import structs as _bpf
+from kstat.abi.enums import Command, program_type_name
 from kstat.errors import UnsupportedKernel
-from kstat.kernel import bpf as _bpf
-from kstat.kernel.fdinfo import fdinfo_number
+from kstat.sources.fdinfo import fdinfo_number
+from kstat.sources.syscalls import ProgramReader
 
 
 def fake_kernel(info_len: int) -> object:
@@ -20,10 +23,10 @@ def fake_kernel(info_len: int) -> object:
     def syscall(
         number: ctypes.c_long, command: ctypes.c_int, pointer: ctypes.c_void_p, size: ctypes.c_uint
     ) -> int:
-        assert command.value == _bpf.BPF_OBJ_GET_INFO_BY_FD
+        assert command.value == Command.OBJ_GET_INFO_BY_FD
         assert pointer.value is not None
-        attr = _bpf._InfoByFdAttr.from_address(pointer.value)
-        info = _bpf._ProgInfo.from_address(attr.info)
+        attr = _bpf.InfoByFdAttr.from_address(pointer.value)
+        info = _bpf.ProgInfo.from_address(attr.info)
         info.type = 3
         info.id = 42
         info.tag[:] = list(range(1, 9))
@@ -39,8 +42,8 @@ def fake_kernel(info_len: int) -> object:
 
 
 def test_a_current_kernel_struct_gives_every_counter(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_bpf, "_syscall", fake_kernel(ctypes.sizeof(_bpf._ProgInfo)))
-    stats = _bpf.ProgramReader().read_fd(3)
+    monkeypatch.setattr(_syscalls, "raw_syscall", fake_kernel(ctypes.sizeof(_bpf.ProgInfo)))
+    stats = ProgramReader().read_fd(3)
     assert stats.id == 42
     assert stats.type == "SchedCLS"
     assert stats.name == "tc_ingress_flow"
@@ -50,26 +53,26 @@ def test_a_current_kernel_struct_gives_every_counter(monkeypatch: pytest.MonkeyP
 
 
 def test_before_5_12_recursion_misses_read_as_zero(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_bpf, "_syscall", fake_kernel(_bpf._ProgInfo.recursion_misses.offset))
-    stats = _bpf.ProgramReader().read_fd(3)
+    monkeypatch.setattr(_syscalls, "raw_syscall", fake_kernel(_bpf.ProgInfo.recursion_misses.offset))
+    stats = ProgramReader().read_fd(3)
     assert (stats.run_count, stats.recursion_misses) == (50, 0)
 
 
 def test_before_5_1_there_are_no_run_counters(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_bpf, "_syscall", fake_kernel(_bpf._ProgInfo.run_time_ns.offset))
+    monkeypatch.setattr(_syscalls, "raw_syscall", fake_kernel(_bpf.ProgInfo.run_time_ns.offset))
     with pytest.raises(UnsupportedKernel, match=r"Linux 5\.1"):
-        _bpf.ProgramReader().read_fd(3)
+        ProgramReader().read_fd(3)
 
 
 def test_struct_layout_matches_linux_bpf_h() -> None:
     # Offsets from include/uapi/linux/bpf.h (x86_64 and every 64-bit ABI): a drifted field
     # would silently read the wrong counter.
-    assert _bpf._ProgInfo.load_time.offset == 40
-    assert _bpf._ProgInfo.name.offset == 64
-    assert _bpf._ProgInfo.run_time_ns.offset == 192
-    assert _bpf._ProgInfo.run_cnt.offset == 200
-    assert _bpf._ProgInfo.recursion_misses.offset == 208
-    assert ctypes.sizeof(_bpf._ProgInfo) == 232
+    assert _bpf.ProgInfo.load_time.offset == 40
+    assert _bpf.ProgInfo.name.offset == 64
+    assert _bpf.ProgInfo.run_time_ns.offset == 192
+    assert _bpf.ProgInfo.run_cnt.offset == 200
+    assert _bpf.ProgInfo.recursion_misses.offset == 208
+    assert ctypes.sizeof(_bpf.ProgInfo) == 232
 
 
 @pytest.mark.parametrize(
@@ -77,7 +80,7 @@ def test_struct_layout_matches_linux_bpf_h() -> None:
     [(0, "UnspecifiedProgram"), (1, "SocketFilter"), (6, "XDP"), (29, "LSM"), (99, "ProgramType(99)")],
 )
 def test_program_types_are_named_as_the_seed_names_them(type_id: int, name: str) -> None:
-    assert _bpf.program_type_name(type_id) == name
+    assert program_type_name(type_id) == name
 
 
 _FIELDS_TO_CHECK = ("load_time", "name", "run_time_ns", "run_cnt", "recursion_misses", "verified_insns")
@@ -110,9 +113,9 @@ def test_struct_layout_matches_the_installed_header(tmp_path: Path) -> None:
     printed = subprocess.run([str(binary)], check=True, capture_output=True, text=True).stdout
     from_header = dict(line.split() for line in printed.splitlines())
     for field in _FIELDS_TO_CHECK:
-        assert int(from_header[field]) == getattr(_bpf._ProgInfo, field).offset, field
+        assert int(from_header[field]) == getattr(_bpf.ProgInfo, field).offset, field
     # The installed header may be older (shorter) than kstat's struct, never longer.
-    assert int(from_header["sizeof"]) <= ctypes.sizeof(_bpf._ProgInfo)
+    assert int(from_header["sizeof"]) <= ctypes.sizeof(_bpf.ProgInfo)
 
 
 def test_fdinfo_numbers_are_found_on_any_line(tmp_path: Path) -> None:

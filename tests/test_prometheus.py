@@ -22,10 +22,10 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as _parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
+from kstat.core.events import IntervalEnded, WindowStarted
+from kstat.engine.scheduler import Collection, CollectionSettings
 from kstat.errors import UsageError
-from kstat.pipeline.events import IntervalEnded, WindowStarted
-from kstat.pipeline.scheduler import Collection, CollectionSettings
-from sinks.prometheus import (
+from kstat.sinks.prometheus import (
     DEFAULT_PORT,
     ExpositionState,
     PrometheusSettings,

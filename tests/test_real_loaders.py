@@ -19,7 +19,7 @@ import pytest
 import trio
 
 import kstat
-from kstat.kernel.attribution import cgroup2_root
+from kstat.sources.attribution import cgroup2_root
 from tests.kstat_process import run_kstat
 
 pytestmark = pytest.mark.kernel
@@ -280,8 +280,8 @@ async def test_every_packet_through_each_is_counted(
 
 
 def test_the_lookups_find_them_directly(network: dict[str, int], cgroup: tuple[Path, int]) -> None:
-    from kstat.kernel.attribution import cgroup_attachments  # noqa: PLC0415
-    from kstat.kernel.netlink import net_attachments  # noqa: PLC0415
+    from kstat.sources.attribution import cgroup_attachments  # noqa: PLC0415
+    from kstat.sources.netlink import net_attachments  # noqa: PLC0415
 
     by_program = {attachment.program_id: attachment for attachment in net_attachments()}
     assert by_program[network["tc"]].namespace == NETNS

@@ -18,10 +18,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kstat.analysis.plot import read_stream
-from kstat.errors import UsageError
-from kstat.pipeline.catalogue import METRICS, Kind
-from kstat.pipeline.events import IntervalEnded, WindowStarted
-from kstat.pipeline.model import (
+from kstat.core.catalogue import METRICS, Kind
+from kstat.core.events import IntervalEnded, WindowStarted
+from kstat.core.model import (
     MapFootprint,
     ProgramDetails,
     ProgramFootprint,
@@ -30,10 +29,11 @@ from kstat.pipeline.model import (
     Snapshot,
     Workload,
 )
-from kstat.pipeline.records import RECORD_KEYS, interval_records, start_records, summary_records
-from kstat.pipeline.scheduler import merged
-from kstat.pipeline.schema import json_line
-from sinks.ndjson import from_spec
+from kstat.engine.scheduler import merged
+from kstat.errors import UsageError
+from kstat.formats.ndjson import json_line
+from kstat.formats.records import RECORD_KEYS, interval_records, start_records, summary_records
+from kstat.sinks.ndjson import from_spec
 from tests.builders import events_of, program, report_of, snapshot
 from tests.windows import LoadFilter
 

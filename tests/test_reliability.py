@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 
 import kstat
 from kstat.cli import parse_command_line
+from kstat.engine.sink_specs import make_sink
 from kstat.errors import KstatError, UsageError
-from kstat.pipeline.sink_specs import make_sink
 from kstat.testing.loader import SocketFilter
 from tests.disks import fill_up
 from tests.kstat_process import KSTAT, KstatProcess, run_kstat

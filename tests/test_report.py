@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kstat.pipeline.model import ProgramStats
-from kstat.pipeline.schema import report_from_dict, report_to_dict, report_to_json
+from kstat.core.model import ProgramStats
+from kstat.formats.report_json import report_from_dict, report_to_dict, report_to_json
 from tests.builders import program, report_of, snapshot
 
 SEED_REPORT_FIELDS = [

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from kstat.abi import bpf as _bpf
 from kstat.errors import UnsupportedKernel
-from kstat.kernel import bpf as _bpf
-from kstat.kernel.stats_switch import BPF_STATS_SYSCTL, StatsMethod, runtime_stats_enabled
+from kstat.sources.stats_switch import BPF_STATS_SYSCTL, StatsMethod, runtime_stats_enabled
 from tests.windows import LoadFilter
 
 

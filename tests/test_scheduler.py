@@ -15,11 +15,11 @@ import pytest
 import trio
 import trio.testing
 
+from kstat.core.events import Event, IntervalEnded, WindowEnded, WindowStarted
+from kstat.core.model import Snapshot
+from kstat.core.report import Report
+from kstat.engine.scheduler import Collection, CollectionResult, CollectionSettings, StopRequest
 from kstat.errors import OutputClosed
-from kstat.pipeline.events import Event, IntervalEnded, WindowEnded, WindowStarted
-from kstat.pipeline.model import Snapshot
-from kstat.pipeline.report import Report
-from kstat.pipeline.scheduler import Collection, CollectionResult, CollectionSettings, StopRequest
 from tests.builders import FakeSource, program, snapshot, stats_left_alone
 
 S = 1_000_000_000
@@ -264,7 +264,7 @@ async def test_report_so_far_does_not_disturb_the_window(autojump_clock: trio.te
 
 QUIET_LIBRARY = """
 import trio
-from kstat.pipeline.scheduler import Collection, CollectionSettings
+from kstat.engine.scheduler import Collection, CollectionSettings
 from tests.builders import FakeSource, program, snapshot, stats_left_alone
 
 async def main() -> None:

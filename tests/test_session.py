@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import trio
 
-from kstat.pipeline.events import Event, IntervalEnded, WindowEnded, WindowStarted
-from kstat.pipeline.report import Report
-from kstat.pipeline.scheduler import CollectionSettings, collect
+from kstat.core.events import Event, IntervalEnded, WindowEnded, WindowStarted
+from kstat.core.report import Report
+from kstat.engine.scheduler import CollectionSettings, collect
 from kstat.testing.loader import LoopbackTarget, SocketFilter
 from tests.windows import LoadFilter, WindowProbe, run_window, send
 

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from kstat.engine.sink_specs import available_sinks, make_sink, split_spec
 from kstat.errors import OutputError, UsageError
-from kstat.pipeline.sink_specs import available_sinks, make_sink, split_spec
-from sinks.json_file import JsonFileSink
-from sinks.ndjson import NdjsonSink
-from sinks.statsd import StatsdSink
-from sinks.stdout import StdoutSink
+from kstat.sinks.json_file import JsonFileSink
+from kstat.sinks.ndjson import NdjsonSink
+from kstat.sinks.statsd import StatsdSink
+from kstat.sinks.stdout import StdoutSink
 from tests.kstat_process import KstatProcess, run_kstat
 from tests.windows import LoadFilter
 

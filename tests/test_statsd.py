@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from kstat.core.events import IntervalEnded, WindowStarted
+from kstat.core.model import Snapshot
 from kstat.errors import UsageError
-from kstat.pipeline.events import IntervalEnded, WindowStarted
-from kstat.pipeline.model import Snapshot
+from kstat.sinks.statsd import IntervalLines, StatsdSettings, batch_datagrams, metric_lines, parse_statsd_url
 from kstat.testing.loader import SocketFilter
-from sinks.statsd import IntervalLines, StatsdSettings, batch_datagrams, metric_lines, parse_statsd_url
 from tests.builders import events_of, program, report_of, snapshot
 from tests.kstat_process import KstatProcess, run_kstat
 from tests.statsd_daemon import StatsdDaemon, free_port, running_statsd

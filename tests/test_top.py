@@ -20,11 +20,11 @@ import pytest
 from attrs import evolve
 from rich.console import Console
 
+from kstat.core.model import ProgramDetails, ProgramOwner
 from kstat.live.screen import columns_for, render
 from kstat.live.state import MARKED_FOR, Screen, TopState, sparkline
 from kstat.live.terminal import decode
 from kstat.live.view import TopView
-from kstat.pipeline.model import ProgramDetails, ProgramOwner
 from tests.builders import interval, program, snapshot, window_started
 from tests.kstat_process import run_kstat
 from tests.windows import LoadFilter

@@ -18,8 +18,8 @@ import pytest
 from kstat.analysis.charts import CHART_ORDER, ChartSet, change_text, comparison_charts, short_label
 from kstat.analysis.compare import compare, parse_threshold, render_json, render_markdown, render_table
 from kstat.analysis.plot import pyplot, read_stream, stream_figure
+from kstat.core.report import Report
 from kstat.errors import UsageError
-from kstat.pipeline.report import Report
 from tests.builders import program, report_of, snapshot
 from tests.kstat_process import KstatProcess, run_kstat
 

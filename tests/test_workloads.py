@@ -18,9 +18,9 @@ from attrs import evolve
 
 import kstat
 from kstat.analysis.compare import compare
-from kstat.kernel.workloads import KubeletLogs, node_name, workload_of_cgroup_file, workload_of_cgroup_path
-from kstat.pipeline.filters import ProgramFilter
-from kstat.pipeline.model import ProgramDetails, ProgramOwner, Workload
+from kstat.core.filters import ProgramFilter
+from kstat.core.model import ProgramDetails, ProgramOwner, Workload
+from kstat.sources.workloads import KubeletLogs, node_name, workload_of_cgroup_file, workload_of_cgroup_path
 from tests.builders import program, report_of, snapshot
 from tests.kstat_process import run_kstat
 

@@ -6,9 +6,9 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
-from kstat.pipeline.events import Sink
-from kstat.pipeline.model import Snapshot
-from kstat.pipeline.scheduler import (
+from kstat.core.events import Sink
+from kstat.core.model import Snapshot
+from kstat.engine.scheduler import (
     DEFAULT_END_TIMEOUT_NS,
     CollectionResult,
     CollectionSettings,

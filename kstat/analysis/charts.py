@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any, Final
 from attrs import frozen
 
 from kstat.analysis.compare import TOTAL, Comparison, Measures, compare
-from kstat.pipeline.catalogue import Better, Metric, View, in_view, metric
-from kstat.pipeline.report import Report
+from kstat.core.catalogue import Better, Metric, View, in_view, metric
+from kstat.core.report import Report
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

@@ -28,8 +28,7 @@ from kstat.analysis.significance import (
     runs_needed_beside,
     smallest_p_value,
 )
-from kstat.errors import UsageError
-from kstat.pipeline.catalogue import (
+from kstat.core.catalogue import (
     METRICS,
     NS_PER_S,
     Kind,
@@ -40,7 +39,8 @@ from kstat.pipeline.catalogue import (
     metric_names,
     values,
 )
-from kstat.pipeline.report import ProgramReport, Report
+from kstat.core.report import ProgramReport, Report
+from kstat.errors import UsageError
 
 TOTAL: Final = "(total)"
 # The columns of the table; every catalogue metric can be a --fail-on threshold and is in JSON.

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Final
 from attrs import frozen
 
 from kstat.analysis.charts import BASELINE_COLOUR, CURRENT_COLOUR, format_value, short_label
-from kstat.pipeline.catalogue import metric
-from kstat.pipeline.report import Report, parse_timestamp
+from kstat.core.catalogue import metric
+from kstat.core.report import Report, parse_timestamp
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

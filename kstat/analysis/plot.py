@@ -16,10 +16,10 @@ from attrs import frozen
 
 from kstat._atomic import read_text, shown, write_atomically
 from kstat.analysis.charts import short_label
+from kstat.core.catalogue import View, in_view
+from kstat.core.report import ProgramReport
 from kstat.errors import KstatError
-from kstat.pipeline.catalogue import View, in_view
-from kstat.pipeline.report import ProgramReport
-from kstat.pipeline.schema import ReportFormatError, program_from_dict, programs_from_dict
+from kstat.formats.report_json import ReportFormatError, program_from_dict, programs_from_dict
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

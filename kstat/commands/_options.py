@@ -13,10 +13,10 @@ from typing import Any, Final, NoReturn
 from kstat._stdio import silence_stdout
 from kstat.analysis.compare import Threshold, parse_threshold
 from kstat.analysis.significance import parse_alpha
+from kstat.core.filters import ProgramFilter
 from kstat.durations import parse_duration_ns
+from kstat.engine.sampler import SNAPSHOT_METHODS
 from kstat.errors import OutputError, UsageError
-from kstat.pipeline.filters import ProgramFilter
-from kstat.pipeline.sampler import SNAPSHOT_METHODS
 
 EXIT_OK: Final = 0
 EXIT_FAILURE: Final = 1

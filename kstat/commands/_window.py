@@ -13,10 +13,10 @@ import trio
 
 from kstat._logging import get_logger
 from kstat.commands._options import EXIT_FAILURE, EXIT_OK, say_error
+from kstat.core.events import Sink
+from kstat.engine.scheduler import Collection, CollectionResult, CollectionSettings, StopRequest
+from kstat.engine.sink_specs import make_sink, split_options
 from kstat.errors import UsageError, sole_exception
-from kstat.pipeline.events import Sink
-from kstat.pipeline.scheduler import Collection, CollectionResult, CollectionSettings, StopRequest
-from kstat.pipeline.sink_specs import make_sink, split_options
 
 log = get_logger(__name__)
 

@@ -16,7 +16,7 @@ from kstat.commands._window import (
     stop_on_signal,
     watch_signals,
 )
-from kstat.pipeline.scheduler import Collection, CollectionResult, StopRequest
+from kstat.engine.scheduler import Collection, CollectionResult, StopRequest
 
 DEFAULT_DURATION = "60s"
 

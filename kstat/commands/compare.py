@@ -19,9 +19,9 @@ from kstat.commands._options import (
     threshold_type,
     write_stdout,
 )
+from kstat.core.catalogue import metric_names
 from kstat.errors import UsageError
-from kstat.pipeline.catalogue import metric_names
-from kstat.pipeline.report_files import load_report
+from kstat.report_files import load_report
 
 
 def build_parser() -> argparse.ArgumentParser:

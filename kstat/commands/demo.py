@@ -20,7 +20,7 @@ from kstat.commands._options import (
     positive_int,
 )
 from kstat.commands._window import make_sinks, run_window, stop_on_signal, watch_signals
-from kstat.pipeline.scheduler import CollectionResult, StopRequest
+from kstat.engine.scheduler import CollectionResult, StopRequest
 from kstat.testing.workload import DEMO_PROGRAMS, run_demo, run_workload
 
 DEFAULT_DURATION = "5s"

@@ -22,7 +22,7 @@ from kstat.commands._options import (
 )
 from kstat.commands.compare import expand
 from kstat.errors import UsageError
-from kstat.pipeline.report_files import load_report
+from kstat.report_files import load_report
 
 log = get_logger(__name__)
 

@@ -18,12 +18,12 @@ from kstat.commands._options import (
     parse_with_filter,
     write_stdout,
 )
-from kstat.kernel.attribution import Attributor
-from kstat.pipeline.filters import ProgramFilter
-from kstat.pipeline.model import ProgramFootprint, ProgramOwner
-from kstat.pipeline.report import format_timestamp
-from kstat.pipeline.sampler import SnapshotTaker
-from kstat.pipeline.schema import footprint_to_dict, owner_to_dict
+from kstat.core.filters import ProgramFilter
+from kstat.core.model import ProgramFootprint, ProgramOwner
+from kstat.core.report import format_timestamp
+from kstat.engine.sampler import SnapshotTaker
+from kstat.formats.report_json import footprint_to_dict, owner_to_dict
+from kstat.sources.attribution import Attributor
 
 
 @frozen

@@ -11,7 +11,7 @@ from kstat.analysis.charts import CHART_ORDER, comparison_charts
 from kstat.analysis.plot import read_stream, save_png, stream_figure
 from kstat.commands._options import EXIT_OK, ArgumentParser, add_verbose_flag, write_stdout
 from kstat.errors import OutputError
-from kstat.pipeline.report_files import load_report
+from kstat.report_files import load_report
 
 log = get_logger(__name__)
 

@@ -21,9 +21,9 @@ from attrs import evolve
 from kstat._logging import get_logger
 from kstat.commands._options import ArgumentParser, add_filter_flags, add_window_flags, parse_with_filter
 from kstat.commands._window import collection_settings, make_sinks, run_window, watch_signals
+from kstat.core.events import Sink
+from kstat.engine.scheduler import Collection, CollectionResult, CollectionSettings, StopRequest
 from kstat.errors import CommandNotRunnable
-from kstat.pipeline.events import Sink
-from kstat.pipeline.scheduler import Collection, CollectionResult, CollectionSettings, StopRequest
 
 log = get_logger(__name__)
 

@@ -27,8 +27,8 @@ from kstat.commands._window import (
     stop_on_signal,
     watch_signals,
 )
-from kstat.pipeline.scheduler import Collection, CollectionResult, StopRequest
-from kstat.pipeline.summary import Summary
+from kstat.engine.scheduler import Collection, CollectionResult, StopRequest
+from kstat.engine.summary import Summary
 
 # Unloaded programs the final report still lists; older ones are counted in its totals only.
 DEFAULT_KEEP_UNLOADED = 1000

@@ -28,12 +28,12 @@ from kstat.commands._window import (
     watch_signals,
     writes_stdout,
 )
+from kstat.engine.scheduler import Collection, CollectionResult, StopRequest
+from kstat.engine.summary import Summary
 from kstat.errors import UsageError
+from kstat.formats.report_json import report_to_json
 from kstat.live.terminal import open_terminal
 from kstat.live.view import TopView
-from kstat.pipeline.scheduler import Collection, CollectionResult, StopRequest
-from kstat.pipeline.schema import report_to_json
-from kstat.pipeline.summary import Summary
 
 # Exit status when there is no terminal to draw on: a usage error, as argparse's.
 EXIT_NO_TERMINAL = 2

@@ -14,8 +14,8 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from kstat.core.catalogue import NS_PER_S
 from kstat.live.state import COLUMNS, Column, ProgramView, Screen, TopState, sparkline
-from kstat.pipeline.catalogue import NS_PER_S
 
 # The narrowest each column can usefully be (the name column takes what is left).
 _WIDTHS: Final = {

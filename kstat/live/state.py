@@ -12,9 +12,9 @@ from typing import Final
 
 from attrs import define, field, frozen
 
-from kstat.pipeline.catalogue import NS_PER_S
-from kstat.pipeline.events import IntervalEnded, WindowStarted
-from kstat.pipeline.model import ProgramDetails, ProgramIdentity, ProgramStats
+from kstat.core.catalogue import NS_PER_S
+from kstat.core.events import IntervalEnded, WindowStarted
+from kstat.core.model import ProgramDetails, ProgramIdentity, ProgramStats
 
 # How long a program stays marked as new, or is shown after it went away (intervals).
 MARKED_FOR: Final = 5

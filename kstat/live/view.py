@@ -15,10 +15,10 @@ import trio
 from rich.console import Console
 from rich.live import Live
 
+from kstat.core.events import Event, IntervalEnded, WindowEnded, WindowStarted
 from kstat.live.screen import render
 from kstat.live.state import TopState
 from kstat.live.terminal import keys_mode, read_keys
-from kstat.pipeline.events import Event, IntervalEnded, WindowEnded, WindowStarted
 
 # Fields of the state that are the user's, carried over when a paused screen resumes.
 _SETTINGS = ("sort_key", "reverse", "filter_text", "typing", "selected", "screen", "quit")

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from attrs import frozen
 
+from kstat.core.report import ProgramReport, Report
 from kstat.durations import format_duration_ns
-from kstat.pipeline.report import ProgramReport, Report
 
 
 class BudgetExceeded(AssertionError):

@@ -8,8 +8,12 @@ import socket
 from collections.abc import Sequence
 from types import TracebackType
 
-from kstat.kernel import bpf
-from kstat.pipeline.model import ProgramStats
+from kstat.abi import assembler as asm
+from kstat.abi import bpf
+from kstat.abi.enums import SO_ATTACH_BPF, AttachType, MapType, ProgramType
+from kstat.abi.structs import Instruction
+from kstat.core.model import ProgramStats
+from kstat.sources.syscalls import ProgramReader
 
 # enum xdp_action
 _XDP_PASS = 2
@@ -29,11 +33,11 @@ class BpfMap:
     @classmethod
     def hash(cls, name: str, value_size: int, max_entries: int) -> BpfMap:
         """A hash map with 4-byte keys (preallocated: its memory is fixed from the start)."""
-        return cls(name, bpf.BPF_MAP_TYPE_HASH, 4, value_size, max_entries)
+        return cls(name, MapType.HASH, 4, value_size, max_entries)
 
     @classmethod
     def array(cls, name: str, value_size: int, max_entries: int) -> BpfMap:
-        return cls(name, bpf.BPF_MAP_TYPE_ARRAY, 4, value_size, max_entries)
+        return cls(name, MapType.ARRAY, 4, value_size, max_entries)
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -49,18 +53,18 @@ class BpfMap:
         self.close()
 
 
-def socket_filter_instructions(work_instructions: int, maps: Sequence[BpfMap] = ()) -> list[bpf.Instruction]:
+def socket_filter_instructions(work_instructions: int, maps: Sequence[BpfMap] = ()) -> list[Instruction]:
     """A filter that looks up key 0 in each of `maps`, does `work_instructions` ALU operations,
     then drops the packet (returns 0).
 
     Dropping keeps the receive queue empty however many packets arrive, and the extra ALU work
     gives programs of different, known weight.
     """
-    instructions = [instruction for bpf_map in maps for instruction in bpf.map_lookup(bpf_map.fd)]
-    instructions.append(bpf.mov64_imm(2, 1))
+    instructions = [instruction for bpf_map in maps for instruction in asm.map_lookup(bpf_map.fd)]
+    instructions.append(asm.mov_imm(asm.R2, 1))
     for step in range(work_instructions):
-        instructions.append(bpf.add64_imm(2, step) if step % 2 else bpf.xor64_imm(2, step))
-    instructions += [bpf.mov64_imm(0, 0), bpf.exit_insn()]
+        instructions.append(asm.alu_imm("+" if step % 2 else "^", asm.R2, step))
+    instructions += [asm.mov_imm(asm.R0, 0), asm.exit_()]
     return instructions
 
 
@@ -80,7 +84,7 @@ class SocketFilter:
         program uses each of `maps` (and holds them while it is loaded)."""
         self.name = name
         self.fd = bpf.load_program(
-            bpf.BPF_PROG_TYPE_SOCKET_FILTER,
+            ProgramType.SOCKET_FILTER,
             socket_filter_instructions(work_instructions, maps),
             name,
             function_name=function_name,
@@ -88,7 +92,7 @@ class SocketFilter:
 
     def stats(self) -> ProgramStats:
         """The program's counters right now, read through its own fd."""
-        return bpf.ProgramReader().read_fd(self.fd)
+        return ProgramReader().read_fd(self.fd)
 
     @property
     def id(self) -> int:
@@ -119,7 +123,7 @@ class LoopbackTarget:
         self.program = program
         self._receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._receiver.bind(("127.0.0.1", 0))
-        self._receiver.setsockopt(socket.SOL_SOCKET, bpf.SO_ATTACH_BPF, program.fd)
+        self._receiver.setsockopt(socket.SOL_SOCKET, SO_ATTACH_BPF, program.fd)
         self._sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._sender.connect(self._receiver.getsockname())
 
@@ -146,10 +150,10 @@ class XdpPass:
 
     def __init__(self, name: str, interface: str) -> None:
         self.program_fd = bpf.load_program(
-            bpf.BPF_PROG_TYPE_XDP,
-            [bpf.mov64_imm(0, _XDP_PASS), bpf.exit_insn()],
+            ProgramType.XDP,
+            [asm.mov_imm(asm.R0, _XDP_PASS), asm.exit_()],
             name,
-            expected_attach_type=bpf.BPF_XDP,
+            expected_attach_type=AttachType.XDP,
         )
         try:
             self.link_fd = bpf.create_xdp_link(self.program_fd, socket.if_nametoindex(interface))
@@ -158,7 +162,7 @@ class XdpPass:
             raise
 
     def stats(self) -> ProgramStats:
-        return bpf.ProgramReader().read_fd(self.program_fd)
+        return ProgramReader().read_fd(self.program_fd)
 
     def close(self) -> None:
         for fd in (self.link_fd, self.program_fd):

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from kstat.api import SyncSession, collect_sync, save_report
-from kstat.pipeline.catalogue import View, in_view
-from kstat.pipeline.report import Report
+from kstat.core.catalogue import View, in_view
+from kstat.core.report import Report
 from kstat.testing.budget import ProgramBudget, expect_program
 
 _SESSION_KEY = pytest.StashKey[SyncSession]()

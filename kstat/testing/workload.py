@@ -12,9 +12,9 @@ import trio
 from attrs import frozen
 
 from kstat._logging import get_logger
-from kstat.pipeline.events import Sink
-from kstat.pipeline.model import Snapshot
-from kstat.pipeline.scheduler import CollectionResult, CollectionSettings, StopRequest, collect
+from kstat.core.events import Sink
+from kstat.core.model import Snapshot
+from kstat.engine.scheduler import CollectionResult, CollectionSettings, StopRequest, collect
 from kstat.testing.loader import LoopbackTarget, SocketFilter
 
 log = get_logger(__name__)

@@ -32,25 +32,20 @@ from typing import Final
 
 from attrs import evolve, frozen
 
-from kstat.kernel import assembler as asm
-from kstat.kernel.bpf import (
-    BPF_MAP_TYPE_ARRAY,
-    BPF_MAP_TYPE_PERCPU_ARRAY,
-    BPF_PROG_TYPE_RAW_TRACEPOINT,
-    BPF_PROG_TYPE_TRACING,
-    BPF_TRACE_ITER,
-    Instruction,
-    ProgramReader,
+from kstat.abi import assembler as asm
+from kstat.abi.bpf import (
     create_iterator,
     create_iterator_link,
     create_map,
     load_program,
     map_lookup_value,
-    program_type_name,
     test_run,
 )
-from kstat.kernel.btf import KernelLayout
-from kstat.pipeline.model import ProgramChanges, ProgramStats
+from kstat.abi.btf import KernelLayout
+from kstat.abi.enums import AttachType, MapType, ProgramType, program_type_name
+from kstat.abi.structs import Instruction
+from kstat.core.model import ProgramChanges, ProgramStats
+from kstat.sources.syscalls import ProgramReader
 
 VMLINUX_BTF: Final = Path("/sys/kernel/btf/vmlinux")
 POSSIBLE_CPUS: Final = Path("/sys/devices/system/cpu/possible")
@@ -119,11 +114,11 @@ def possible_cpus(path: Path = POSSIBLE_CPUS) -> list[int]:
 
 def per_cpu_offsets(offsets: KernelOffsets, cpus: list[int]) -> list[int]:
     """Each CPU's per-CPU offset (what the kernel adds to a per-CPU pointer on that CPU)."""
-    probe = create_map(BPF_MAP_TYPE_PERCPU_ARRAY, 4, 8, 1, "kstat_pcpu")
-    results = create_map(BPF_MAP_TYPE_ARRAY, 4, 8, max(cpus) + 1, "kstat_pcpu_off")
+    probe = create_map(MapType.PERCPU_ARRAY, 4, 8, 1, "kstat_pcpu")
+    results = create_map(MapType.ARRAY, 4, 8, max(cpus) + 1, "kstat_pcpu_off")
     try:
         program = load_program(
-            BPF_PROG_TYPE_RAW_TRACEPOINT, _offsets_program(offsets, probe, results, cpus), "kstat_pcpu_off"
+            ProgramType.RAW_TRACEPOINT, _offsets_program(offsets, probe, results, cpus), "kstat_pcpu_off"
         )
         try:
             test_run(program)
@@ -237,10 +232,10 @@ class ProgramIterator:
         offsets = KernelOffsets.of_running_kernel()
         cpus = possible_cpus()
         self._program = load_program(
-            BPF_PROG_TYPE_TRACING,
+            ProgramType.TRACING,
             iterator_program(offsets, per_cpu_offsets(offsets, cpus)),
             ITERATOR_NAME,
-            expected_attach_type=BPF_TRACE_ITER,
+            expected_attach_type=AttachType.TRACE_ITER,
             attach_btf_id=offsets.attach_btf_id,
         )
         try:

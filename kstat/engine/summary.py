@@ -16,11 +16,11 @@ from collections import deque
 import trio
 from attrs import define, evolve, field, frozen
 
-from kstat.pipeline.catalogue import Number
-from kstat.pipeline.distribution import IntervalValues
-from kstat.pipeline.events import Event, IntervalEnded, WindowStarted
-from kstat.pipeline.model import ProgramDetails, ProgramIdentity, ProgramStats, Snapshot
-from kstat.pipeline.report import (
+from kstat.core.catalogue import Number
+from kstat.core.distribution import IntervalValues
+from kstat.core.events import Event, IntervalEnded, WindowStarted
+from kstat.core.model import ProgramDetails, ProgramIdentity, ProgramStats, Snapshot
+from kstat.core.report import (
     NOTHING_LEFT_OUT,
     LeftOut,
     ProgramSighting,
@@ -29,7 +29,7 @@ from kstat.pipeline.report import (
     build_report,
     coverage_percent,
 )
-from kstat.pipeline.schema import SCHEMA_VERSION
+from kstat.formats.report_json import SCHEMA_VERSION
 
 
 @frozen

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from importlib.metadata import EntryPoint, entry_points
 from typing import Final, cast
 
+from kstat.core.events import Sink
 from kstat.errors import UsageError
-from kstat.pipeline.events import Sink
 
 ENTRY_POINT_GROUP: Final = "kstat.sinks"
 _NAME: Final = re.compile(r"[a-z][a-z0-9_+.-]*")

@@ -25,7 +25,7 @@ from typing import Final
 
 from attrs import evolve
 
-from kstat.pipeline.model import Workload
+from kstat.core.model import Workload
 
 # A container id: 64 hex digits (containerd, CRI-O, Docker and Podman all use them).
 _CONTAINER_ID: Final = r"[0-9a-f]{64}"

@@ -31,10 +31,10 @@ from typing import Any, Final
 
 import attrs
 
-from kstat.pipeline.catalogue import METRICS, Kind, Metric, Number, Span
-from kstat.pipeline.events import IntervalEnded, WindowStarted
-from kstat.pipeline.model import ProgramDetails, ProgramOwner, ProgramStats, Workload
-from kstat.pipeline.report import ProgramReport, Report, format_timestamp, parse_timestamp, report_keys
+from kstat.core.catalogue import METRICS, Kind, Metric, Number, Span
+from kstat.core.events import IntervalEnded, WindowStarted
+from kstat.core.model import ProgramDetails, ProgramOwner, ProgramStats, Workload
+from kstat.core.report import ProgramReport, Report, format_timestamp, parse_timestamp, report_keys
 
 # The first owner's workload (container, pod, unit), as `owner_<field>`.
 _OWNER_WORKLOAD_KEYS: Final = tuple(f"owner_{attribute.name}" for attribute in attrs.fields(Workload))

@@ -1,6 +1,6 @@
 """The delta report: its values, and pure functions that build it from what a window saw.
 
-No I/O, no clocks. The formulas live in the metric catalogue (`kstat.pipeline.catalogue`); this
+No I/O, no clocks. The formulas live in the metric catalogue (`kstat.core.catalogue`); this
 module only says over which span each program's counters grew:
 
 - a program's span runs from its baseline to its last sighting; its baseline is its reading in
@@ -21,8 +21,8 @@ from typing import Any, Final
 
 from attrs import field, frozen
 
-from kstat.pipeline.catalogue import NS_PER_S, Number, Span, metric, values
-from kstat.pipeline.model import NO_DETAILS, ProgramDetails, ProgramFootprint, ProgramOwner, ProgramStats
+from kstat.core.catalogue import NS_PER_S, Number, Span, metric, values
+from kstat.core.model import NO_DETAILS, ProgramDetails, ProgramFootprint, ProgramOwner, ProgramStats
 
 
 @frozen
@@ -226,14 +226,14 @@ class Report:
     def to_dict(self) -> dict[str, Any]:
         """The report as the Go tool's JSON shape plus kstat's fields, ready for json.dumps."""
         # Imported here: the schema module needs this one's classes first.
-        from kstat.pipeline.schema import report_to_dict  # noqa: PLC0415 - a cycle otherwise
+        from kstat.formats.report_json import report_to_dict  # noqa: PLC0415 - a cycle otherwise
 
         return report_to_dict(self)
 
     @classmethod
     def from_dict(cls, data: Any) -> Report:
         """A report from JSON data any kstat version or the Go tool wrote."""
-        from kstat.pipeline.schema import report_from_dict  # noqa: PLC0415 - a cycle otherwise
+        from kstat.formats.report_json import report_from_dict  # noqa: PLC0415 - a cycle otherwise
 
         return report_from_dict(data)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from kstat.kernel.bpf import Instruction
+from kstat.abi.structs import Instruction
 
 # Registers: r0 return value, r1-r5 arguments (clobbered by calls), r6-r9 kept, r10 the frame.
 R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, FP = range(11)
@@ -15,7 +15,7 @@ _LD, _LDX, _ST, _STX, _JMP, _ALU64 = 0x00, 0x01, 0x02, 0x03, 0x05, 0x07
 _SIZES: Final = {1: 0x10, 2: 0x08, 4: 0x00, 8: 0x18}  # B, H, W, DW
 _MEM, _IMM = 0x60, 0x00
 _K, _X = 0x00, 0x08
-_ALU_OPS: Final = {"+": 0x00, "-": 0x10, "*": 0x20, "mov": 0xB0}
+_ALU_OPS: Final = {"+": 0x00, "-": 0x10, "*": 0x20, "^": 0xA0, "mov": 0xB0}
 _JUMP_OPS: Final = {"==": 0x10, ">": 0x20, ">=": 0x30, "!=": 0x50}
 _CALL, _EXIT, _JA = 0x80, 0x90, 0x00
 PSEUDO_MAP_FD: Final = 1
@@ -114,4 +114,15 @@ def probe_read(
         mov(R3, source_register),
         *([alu_imm("+", R3, source_offset)] if source_offset else []),
         call(PROBE_READ_KERNEL),
+    ]
+
+
+def map_lookup(map_fd: int) -> list[Instruction]:
+    """`bpf_map_lookup_elem(map, &(u32){0})`, result ignored: the program uses the map, so the
+    kernel lists it among the program's maps."""
+    return [
+        store_imm(4, FP, -4, 0),  # the key, on the stack
+        *load_map(R1, map_fd),
+        *stack_address(R2, -4),
+        call(MAP_LOOKUP_ELEM),
     ]

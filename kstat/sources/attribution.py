@@ -20,19 +20,9 @@ from typing import Final
 from attrs import define, field
 
 from kstat._logging import get_logger
-from kstat.errors import BpfError
-from kstat.kernel.bpf import (
-    BPF_FLOW_DISSECTOR,
-    CGROUP_ATTACH_TYPES,
-    LinkInfo,
-    attach_type_name,
-    query_programs,
-    read_links,
-)
-from kstat.kernel.fdinfo import fdinfo_number
-from kstat.kernel.netlink import NetAttachment, net_attachments, other_namespaces
-from kstat.kernel.workloads import KubeletLogs, workload_of_cgroup_file
-from kstat.pipeline.model import (
+from kstat.abi.bpf import LinkInfo, query_programs, read_links
+from kstat.abi.enums import CGROUP_ATTACH_TYPES, AttachType, attach_type_name
+from kstat.core.model import (
     NO_WORKLOAD,
     ProgramChanges,
     ProgramDetails,
@@ -41,6 +31,10 @@ from kstat.pipeline.model import (
     ProgramStats,
     Workload,
 )
+from kstat.errors import BpfError
+from kstat.sources.fdinfo import fdinfo_number
+from kstat.sources.netlink import NetAttachment, net_attachments, other_namespaces
+from kstat.sources.workloads import KubeletLogs, workload_of_cgroup_file
 
 log = get_logger(__name__)
 
@@ -289,8 +283,8 @@ def flow_dissector_attachments(proc: Path = PROC) -> list[tuple[int, str]]:
             continue
         try:
             found += [
-                (program_id, f"netns/{attach_type_name(BPF_FLOW_DISSECTOR)}:{inode}")
-                for program_id in query_programs(fd, BPF_FLOW_DISSECTOR)
+                (program_id, f"netns/{attach_type_name(AttachType.FLOW_DISSECTOR)}:{inode}")
+                for program_id in query_programs(fd, AttachType.FLOW_DISSECTOR)
             ]
         except BpfError:
             continue

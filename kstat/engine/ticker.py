@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from kstat._logging import get_logger
-from kstat.pipeline.sampler import Sample, SnapshotSource
+from kstat.engine.sampler import Sample, SnapshotSource
 
 log = get_logger(__name__)
 

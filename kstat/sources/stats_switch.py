@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Final
 
 from kstat._logging import get_logger
+from kstat.abi import bpf
 from kstat.errors import PermissionDenied, UnsupportedKernel
-from kstat.kernel import bpf
 
 log = get_logger(__name__)
 

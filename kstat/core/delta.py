@@ -16,9 +16,9 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from attrs import evolve, frozen
 
-from kstat.pipeline.catalogue import Number
-from kstat.pipeline.model import ProgramChanges, ProgramDetails, ProgramIdentity, ProgramStats, Snapshot
-from kstat.pipeline.report import (
+from kstat.core.catalogue import Number
+from kstat.core.model import ProgramChanges, ProgramDetails, ProgramIdentity, ProgramStats, Snapshot
+from kstat.core.report import (
     ProgramReport,
     ProgramSighting,
     coverage_percent,

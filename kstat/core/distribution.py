@@ -16,8 +16,8 @@ from typing import Final
 
 from attrs import define, field
 
-from kstat.pipeline.catalogue import METRICS, Number
-from kstat.pipeline.sketch import QuantileSketch
+from kstat.core.catalogue import METRICS, Number
+from kstat.core.sketch import QuantileSketch
 
 DISTRIBUTED: Final = tuple(metric for metric in METRICS if metric.distribution is not None)
 # The metrics whose per-interval values are ranked, each once.

@@ -10,8 +10,13 @@ import json
 from pathlib import Path
 
 from kstat._atomic import read_text, shown, write_atomically
-from kstat.pipeline.report import Report
-from kstat.pipeline.schema import ReportFormatError, report_from_dict, report_from_json, report_to_json_bytes
+from kstat.core.report import Report
+from kstat.formats.report_json import (
+    ReportFormatError,
+    report_from_dict,
+    report_from_json,
+    report_to_json_bytes,
+)
 
 
 def load_report(path: str | Path) -> Report:

@@ -25,12 +25,11 @@ from typing import Any, Final
 import attrs
 import cattrs
 
+from kstat.core import catalogue
+from kstat.core.catalogue import METRICS, NS_PER_S, Kind, Metric, Number, Span
+from kstat.core.model import ProgramFootprint, ProgramOwner, Workload
+from kstat.core.report import ProgramReport, Report, total_values
 from kstat.errors import KstatError
-from kstat.pipeline import catalogue
-from kstat.pipeline.catalogue import METRICS, NS_PER_S, Kind, Metric, Number, Span
-from kstat.pipeline.events import IntervalEnded, WindowStarted
-from kstat.pipeline.model import ProgramFootprint, ProgramOwner, Workload
-from kstat.pipeline.report import ProgramReport, Report, format_timestamp, report_keys, total_values
 
 # 1: kstat 0.1 and the Go tool (no `schema_version` field); 2: the catalogue's fields, and
 # `schema_version` and `generator` themselves.
@@ -85,7 +84,8 @@ def _json_number(metric: Metric, value: Number) -> Number:
     return int(value) if metric.integral else float(value)
 
 
-def _unstructure_program(line: ProgramReport) -> dict[str, Any]:
+def program_to_dict(line: ProgramReport) -> dict[str, Any]:
+    """One program's line, in the report's field order."""
     data: dict[str, Any] = {"name": line.name, "type": line.type, "id": line.id}
     metrics = line.metrics
     for metric in _SEED_METRICS:
@@ -123,7 +123,7 @@ def _unstructure_report(report: Report) -> dict[str, Any]:
     totals = totals_to_dict(report.totals)
     data: dict[str, Any] = {
         "timestamp": report.timestamp,
-        "program_stats": {key: _unstructure_program(line) for key, line in report.program_stats.items()},
+        "program_stats": {key: program_to_dict(line) for key, line in report.program_stats.items()},
     }
     # The Go tool's order: these totals, num_programs, the duration; then every other total.
     data |= {name: totals[name] for name in _LEADING_TOTALS if name in totals}
@@ -346,7 +346,7 @@ def _structure_report(data: Any, _: type) -> Report:
 
 _converter = cattrs.Converter()
 _converter.register_unstructure_hook(Report, _unstructure_report)
-_converter.register_unstructure_hook(ProgramReport, _unstructure_program)
+_converter.register_unstructure_hook(ProgramReport, program_to_dict)
 _converter.register_structure_hook(Report, _structure_report)
 
 
@@ -395,46 +395,6 @@ def report_from_json(text: str) -> Report:
     return report_from_dict(data)
 
 
-# --- NDJSON ---------------------------------------------------------------------------------
-
-
-def interval_to_dict(event: IntervalEnded) -> dict[str, Any]:
-    """An NDJSON interval line: the interval's delta with the report's field names.
-
-    `program_stats` holds the programs that did something in the interval (runs, runtime,
-    recursion misses, a load or an unload), each with `counters`, the kernel's absolute
-    counters at the interval's end (none for a program gone by then); the others are counted
-    in `idle_programs`. Their deltas are zero, so the intervals still add up to the report.
-    """
-    delta = event.delta
-    program_stats: dict[str, Any] = {}
-    for key, line in delta.lines.items():
-        data = _unstructure_program(line)
-        change = delta.active[key]
-        if not change.unloaded:
-            program = change.program
-            data["counters"] = {
-                "run_time_ns": program.run_time_ns,
-                "run_cnt": program.run_count,
-                "recursion_misses": program.recursion_misses,
-            }
-        program_stats[key] = data
-    end_time = format_timestamp(delta.end_wall_time_ns)
-    return {
-        "kind": "interval",
-        "sequence": delta.sequence,
-        "timestamp": end_time,
-        "start_time": format_timestamp(delta.start_wall_time_ns),
-        "end_time": end_time,
-        "elapsed_ns": delta.elapsed_ns,
-        "skipped_snapshots": delta.skipped_snapshots,
-        "idle_programs": delta.idle_programs,
-        "program_stats": program_stats,
-        **totals_to_dict(delta.totals),
-        "num_programs": delta.program_count,
-    }
-
-
 def footprint_to_dict(footprint: ProgramFootprint | None) -> dict[str, Any]:
     """A program's footprint as the catalogue's property metrics, and its map ids: what is known
     (nothing without a footprint; no verifier count on a kernel older than 5.16)."""
@@ -449,43 +409,3 @@ def footprint_to_dict(footprint: ProgramFootprint | None) -> dict[str, Any]:
                 data[metric.name] = value
     data["map_ids"] = list(footprint.map_ids)
     return data
-
-
-def start_to_dicts(event: WindowStarted) -> list[dict[str, Any]]:
-    """NDJSON lines for the window's start: one `{"kind": "program"}` per program loaded then,
-    with who it is and its footprint (code size, verifier work, memory, maps), said once.
-
-    A program first met later says the same in its first interval line.
-    """
-    snapshot = event.snapshot
-    programs = snapshot.programs
-    timestamp = format_timestamp(snapshot.wall_time_ns)
-    lines = []
-    for key, program in zip(report_keys(programs), programs, strict=True):
-        details = snapshot.details_of(program)
-        data: dict[str, Any] = {
-            "kind": "program",
-            "timestamp": timestamp,
-            "key": key,
-            "name": program.name,
-            "type": program.type,
-            "id": program.id,
-            "tag": program.tag,
-            "load_time_ns": program.load_time_ns,
-            "kernel_name": program.kernel_name,
-            **footprint_to_dict(program.footprint),
-        }
-        data["owners"] = [owner_to_dict(owner) for owner in details.owners]
-        data["attachments"] = list(details.attachments)
-        lines.append(data)
-    return lines
-
-
-def summary_to_dict(report: Report) -> dict[str, Any]:
-    """An NDJSON stream's last line: the window's report."""
-    return {"kind": "summary", **report_to_dict(report)}
-
-
-def json_line(data: Mapping[str, Any]) -> bytes:
-    """Compact JSON and a newline: one NDJSON line, ready for a single write."""
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"

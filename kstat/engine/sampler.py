@@ -11,14 +11,14 @@ from typing import Protocol
 from attrs import define, field, frozen
 
 from kstat._logging import get_logger
+from kstat.core.delta import IntervalDelta, interval_delta
+from kstat.core.filters import ProgramFilter
+from kstat.core.model import ProgramChanges, ProgramDetails, ProgramIdentity, ProgramStats, Snapshot
 from kstat.errors import KstatError
-from kstat.kernel.attribution import Attributor
-from kstat.kernel.bpf import ProgramReader
-from kstat.kernel.host import online_cpu_count
-from kstat.kernel.iterator import IteratorReader
-from kstat.pipeline.delta import IntervalDelta, interval_delta
-from kstat.pipeline.filters import ProgramFilter
-from kstat.pipeline.model import ProgramChanges, ProgramDetails, ProgramIdentity, ProgramStats, Snapshot
+from kstat.sources.attribution import Attributor
+from kstat.sources.host import online_cpu_count
+from kstat.sources.iterator import IteratorReader
+from kstat.sources.syscalls import ProgramReader
 
 log = get_logger(__name__)
 

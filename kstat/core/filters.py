@@ -9,10 +9,10 @@ from typing import Any, Final
 
 from attrs import field, frozen
 
+from kstat.abi.enums import program_type_names
+from kstat.core.attachments import Attachment
+from kstat.core.model import ProgramDetails, ProgramOwner, ProgramStats, Workload
 from kstat.errors import UsageError
-from kstat.kernel.bpf import program_type_names
-from kstat.pipeline.attachments import Attachment
-from kstat.pipeline.model import ProgramDetails, ProgramOwner, ProgramStats, Workload
 
 
 def _normalise_type(name: str) -> str:

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from attrs import frozen
 
-from kstat.pipeline.delta import IntervalDelta
-from kstat.pipeline.model import Snapshot
-from kstat.pipeline.report import Report
+from kstat.core.delta import IntervalDelta
+from kstat.core.model import Snapshot
+from kstat.core.report import Report
 
 if TYPE_CHECKING:
     # Only named in annotations: reading reports (`kstat compare`, `list`) never loads trio.

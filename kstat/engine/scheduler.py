@@ -29,20 +29,20 @@ from attrs import define, field, frozen
 
 from kstat._logging import get_logger
 from kstat._version import __version__
+from kstat.core.delta import IntervalDelta, changes_between, interval_delta, merge_deltas
+from kstat.core.events import Event, IntervalEnded, ReopenFiles, Sink, WindowEnded, WindowStarted
+from kstat.core.filters import ProgramFilter
+from kstat.core.model import Snapshot
+from kstat.core.report import Report
 from kstat.durations import format_duration_ns
+from kstat.engine.sampler import Sample, SnapshotSource, SnapshotTaker, open_reader
+from kstat.engine.summary import Summary
+from kstat.engine.ticker import sample_window
 from kstat.errors import KstatError, OutputClosed, sole_exception
-from kstat.kernel.attribution import Attributor
-from kstat.kernel.host import kernel_release, online_cpu_count
-from kstat.kernel.stats_switch import StatsMethod, runtime_stats_enabled
-from kstat.kernel.workloads import node_name
-from kstat.pipeline.delta import IntervalDelta, changes_between, interval_delta, merge_deltas
-from kstat.pipeline.events import Event, IntervalEnded, ReopenFiles, Sink, WindowEnded, WindowStarted
-from kstat.pipeline.filters import ProgramFilter
-from kstat.pipeline.model import Snapshot
-from kstat.pipeline.report import Report
-from kstat.pipeline.sampler import Sample, SnapshotSource, SnapshotTaker, open_reader
-from kstat.pipeline.summary import Summary
-from kstat.pipeline.ticker import sample_window
+from kstat.sources.attribution import Attributor
+from kstat.sources.host import kernel_release, online_cpu_count
+from kstat.sources.stats_switch import StatsMethod, runtime_stats_enabled
+from kstat.sources.workloads import node_name
 
 log = get_logger(__name__)
 

@@ -1,0 +1,413 @@
+"""bpf(2) over ctypes: the syscall, what each errno means, and one function per command kstat
+issues. The only module that calls the syscall; its structs are in `kstat.abi.structs`, its
+numbers in `kstat.abi.enums`. No policy: what to read, how often and what to cache is for
+`kstat.sources`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import platform
+import struct
+from collections.abc import Iterator, Sequence
+from typing import Final
+
+from attrs import evolve, frozen
+
+from kstat.abi.btf import BtfFormatError, single_function_btf, type_names
+from kstat.abi.enums import (
+    OBJ_NAME_LEN,
+    STATS_RUN_TIME,
+    AttachType,
+    Command,
+    link_type_name,
+)
+from kstat.abi.structs import (
+    BtfInfo,
+    BtfLoadAttr,
+    EnableStatsAttr,
+    FuncInfo,
+    GetIdAttr,
+    InfoByFdAttr,
+    Instruction,
+    IterCreateAttr,
+    LinkCreateAttr,
+    LinkInfoStruct,
+    MapCreateAttr,
+    MapLookupAttr,
+    ProgLoadAttr,
+    ProgQueryAttr,
+    TestRunAttr,
+)
+from kstat.errors import BpfError, PermissionDenied, ProgramLoadError, UnsupportedKernel
+
+# __NR_bpf per architecture (arch/*/include/uapi/asm/unistd*.h); the generic table covers
+# arm64, riscv64 and loongarch64.
+_SYS_BPF_BY_MACHINE: Final = {
+    "x86_64": 321,
+    "i386": 357,
+    "i686": 357,
+    "aarch64": 280,
+    "riscv64": 280,
+    "loongarch64": 280,
+    "armv7l": 386,
+    "ppc64le": 361,
+    "ppc64": 361,
+    "s390x": 351,
+}
+
+_libc = ctypes.CDLL(None, use_errno=True)
+# The raw syscall(2), for callers on a hot path that build their arguments once (the syscall
+# reader): `raw_syscall(SYS_BPF, command, attr_address, attr_size)`, errno from ctypes.
+raw_syscall = _libc.syscall
+raw_syscall.argtypes = [ctypes.c_long, ctypes.c_int, ctypes.c_void_p, ctypes.c_uint]
+raw_syscall.restype = ctypes.c_long
+
+# None on an architecture kstat does not know.
+SYS_BPF: Final = _SYS_BPF_BY_MACHINE.get(platform.machine())
+
+
+def require_syscall() -> int:
+    """The bpf(2) syscall number here, or UnsupportedKernel."""
+    if SYS_BPF is None:
+        raise UnsupportedKernel(f"kstat does not know the bpf(2) syscall number on {platform.machine()}")
+    return SYS_BPF
+
+
+def bpf(command: Command, attr: ctypes.Structure) -> int:
+    """Issue one bpf(2) command; return its non-negative result or raise the matching error."""
+    result = raw_syscall(require_syscall(), command, ctypes.addressof(attr), ctypes.sizeof(attr))
+    if result >= 0:
+        return int(result)
+    raise error_for(command, ctypes.get_errno())
+
+
+def error_for(command: int, errno_value: int) -> BpfError | UnsupportedKernel | PermissionDenied:
+    """The typed error for a failed command's errno."""
+    try:
+        name = Command(command).spelled
+    except ValueError:
+        name = str(command)
+    message = os.strerror(errno_value)
+    # BPF_PROG_LOAD says EACCES when the verifier rejects a program: that is no privilege matter.
+    denied = errno_value == errno.EPERM or (errno_value == errno.EACCES and command != Command.PROG_LOAD)
+    if denied:
+        # The kernel checks CAP_SYS_ADMIN itself (not CAP_BPF/CAP_PERFMON) for
+        # BPF_ENABLE_STATS and for walking and opening other programs by id.
+        return PermissionDenied(
+            f"permission denied for bpf({name}): kstat needs root, or CAP_SYS_ADMIN, "
+            "to switch on the kernel's eBPF stats and read every program (CAP_BPF with CAP_PERFMON "
+            "is not enough for these commands); run it with sudo"
+        )
+    if errno_value == errno.ENOSYS:
+        return UnsupportedKernel("this kernel has no bpf(2) syscall (CONFIG_BPF_SYSCALL is off)")
+    if errno_value == errno.ENOENT:
+        # Walking ids or opening one that vanished: callers decide whether that is an end.
+        return NoSuchObject(name, errno_value, message)
+    return BpfError(name, errno_value, message)
+
+
+class NoSuchObject(BpfError):
+    """ENOENT: no next id, or the id was freed (the program was unloaded) since it was listed."""
+
+
+# --- commands -----------------------------------------------------------------------------------
+
+
+def enable_run_time_stats() -> int:
+    """BPF_ENABLE_STATS(BPF_STATS_RUN_TIME): stats stay on while the returned fd is open.
+
+    The kernel counts these fds, so several holders (two kstat processes) never switch each
+    other's stats off. Raises UnsupportedKernel before Linux 5.8, where the command is unknown.
+    """
+    attr = EnableStatsAttr(type=STATS_RUN_TIME)
+    try:
+        return bpf(Command.ENABLE_STATS, attr)
+    except BpfError as error:
+        if error.errno == errno.EINVAL:
+            raise UnsupportedKernel(
+                "this kernel does not know BPF_ENABLE_STATS (it arrived in Linux 5.8)"
+            ) from error
+        raise
+
+
+def walk_ids(command: Command, attr: GetIdAttr | None = None) -> Iterator[int]:
+    """Every id of one kind (BPF_PROG_GET_NEXT_ID, BPF_LINK_GET_NEXT_ID), ascending."""
+    attr = GetIdAttr() if attr is None else attr
+    current_id = 0
+    while True:
+        attr.start_id = current_id
+        attr.next_id = 0
+        attr.open_flags = 0
+        try:
+            bpf(command, attr)
+        except NoSuchObject:
+            return
+        current_id = attr.next_id
+        yield current_id
+
+
+def fd_by_id(command: Command, object_id: int, attr: GetIdAttr | None = None) -> int | None:
+    """A new fd to the object with this id (BPF_*_GET_FD_BY_ID), or None when it is gone."""
+    attr = GetIdAttr() if attr is None else attr
+    attr.start_id = object_id
+    attr.next_id = 0
+    attr.open_flags = 0
+    try:
+        return bpf(command, attr)
+    except NoSuchObject:
+        return None
+
+
+def program_fd(program_id: int) -> int | None:
+    """A new fd to a loaded program, or None when that id names none any more."""
+    return fd_by_id(Command.PROG_GET_FD_BY_ID, program_id)
+
+
+def object_info(fd: int, info: ctypes.Structure, size: int | None = None) -> int:
+    """BPF_OBJ_GET_INFO_BY_FD into `info`: how many bytes the kernel wrote (an older kernel
+    writes a shorter struct)."""
+    attr = InfoByFdAttr(
+        bpf_fd=fd, info_len=ctypes.sizeof(info) if size is None else size, info=ctypes.addressof(info)
+    )
+    bpf(Command.OBJ_GET_INFO_BY_FD, attr)
+    return int(attr.info_len)
+
+
+def btf_type_names(btf_id: int) -> list[str] | None:
+    """Every type name of a loaded BTF object, or None if it is gone or unreadable."""
+    fd = fd_by_id(Command.BTF_GET_FD_BY_ID, btf_id)
+    if fd is None:
+        return None
+    try:
+        info = BtfInfo()
+        object_info(fd, info)  # with no buffer: learns the blob's size
+        size = info.btf_size
+        blob = ctypes.create_string_buffer(size)
+        ctypes.memset(ctypes.addressof(info), 0, ctypes.sizeof(info))
+        info.btf = ctypes.addressof(blob)
+        info.btf_size = size
+        object_info(fd, info)
+        return type_names(blob.raw[: info.btf_size])
+    except (BpfError, BtfFormatError):
+        return None
+    finally:
+        os.close(fd)
+
+
+@frozen
+class LinkInfo:
+    """What a bpf_link says about where its program is attached."""
+
+    id: int
+    type: str
+    program_id: int
+    attach_type: int | None = None
+    ifindex: int | None = None
+    cgroup_id: int | None = None
+    netns_inode: int | None = None
+
+
+def read_links() -> list[LinkInfo]:
+    """Every bpf_link on the system (Linux 5.8+; none on older kernels)."""
+    id_attr = GetIdAttr()
+    try:
+        link_ids = list(walk_ids(Command.LINK_GET_NEXT_ID, id_attr))
+    except BpfError as error:
+        if error.errno == errno.EINVAL:  # no links before 5.8
+            return []
+        raise
+    links: list[LinkInfo] = []
+    info = LinkInfoStruct()
+    attr = InfoByFdAttr(info=ctypes.addressof(info))
+    for link_id in link_ids:
+        fd = fd_by_id(Command.LINK_GET_FD_BY_ID, link_id, id_attr)
+        if fd is None:
+            continue
+        try:
+            ctypes.memset(ctypes.addressof(info), 0, ctypes.sizeof(info))
+            attr.bpf_fd = fd
+            attr.info_len = ctypes.sizeof(info)
+            bpf(Command.OBJ_GET_INFO_BY_FD, attr)
+        finally:
+            os.close(fd)
+        links.append(_link_from_info(info))
+    return links
+
+
+def query_programs(target_fd: int, attach_type: int) -> list[int]:
+    """The ids of the programs attached directly to a target (a cgroup's directory fd, a
+    network namespace's fd) for one attach type, as `bpftool cgroup tree` lists them: not the
+    ones inherited from a parent cgroup. Empty where the kernel does not know the attach type."""
+    capacity = 64
+    while True:
+        ids = (ctypes.c_uint32 * capacity)()
+        attr = ProgQueryAttr(
+            target_fd=target_fd, attach_type=attach_type, prog_ids=ctypes.addressof(ids), prog_cnt=capacity
+        )
+        try:
+            bpf(Command.PROG_QUERY, attr)
+        except BpfError as error:
+            if error.errno == errno.ENOSPC:
+                capacity *= 4
+                continue
+            if error.errno in (errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF, errno.ENOTDIR):
+                return []
+            raise
+        return list(ids[: attr.prog_cnt])
+
+
+def _link_from_info(info: LinkInfoStruct) -> LinkInfo:
+    union = bytes(info.union)
+    kind = link_type_name(info.type)
+    first_u32, second_u32 = struct.unpack_from("<II", union)
+    link = LinkInfo(id=info.id, type=kind, program_id=info.prog_id)
+    if kind == "xdp":
+        return evolve(link, ifindex=first_u32)
+    if kind in ("tcx", "netkit"):
+        return evolve(link, ifindex=first_u32, attach_type=second_u32)
+    if kind == "cgroup":
+        cgroup_id, attach_type = struct.unpack_from("<QI", union)
+        return evolve(link, cgroup_id=cgroup_id, attach_type=attach_type)
+    if kind == "netns":
+        return evolve(link, netns_inode=first_u32, attach_type=second_u32)
+    return link
+
+
+# --- kstat's own programs and maps (the iterator, the demo workload, the tests) ---------------
+
+
+def map_lookup_value(map_fd: int, key: int, value_size: int) -> bytes:
+    """BPF_MAP_LOOKUP_ELEM of a u32 key: the value's bytes."""
+    key_buffer = ctypes.c_uint32(key)
+    value = ctypes.create_string_buffer(value_size)
+    attr = MapLookupAttr(map_fd=map_fd, key=ctypes.addressof(key_buffer), value=ctypes.addressof(value))
+    bpf(Command.MAP_LOOKUP_ELEM, attr)
+    return value.raw
+
+
+def test_run(program_fd: int) -> int:
+    """BPF_PROG_TEST_RUN once, without input (a raw tracepoint program): its return value."""
+    attr = TestRunAttr(prog_fd=program_fd)
+    bpf(Command.PROG_TEST_RUN, attr)
+    return int(attr.retval)
+
+
+def create_iterator_link(program_fd: int) -> int:
+    """BPF_LINK_CREATE for an iterator program (BPF_TRACE_ITER): the link's fd."""
+    return bpf(Command.LINK_CREATE, LinkCreateAttr(prog_fd=program_fd, attach_type=AttachType.TRACE_ITER))
+
+
+def create_iterator(link_fd: int) -> int:
+    """BPF_ITER_CREATE: a new fd to read one walk of the iterator from."""
+    return bpf(Command.ITER_CREATE, IterCreateAttr(link_fd=link_fd))
+
+
+def create_map(map_type: int, key_size: int, value_size: int, max_entries: int, name: str) -> int:
+    """BPF_MAP_CREATE: the new map's fd; the map lives while an fd or a program holds it."""
+    encoded_name = name.encode("ascii")
+    if len(encoded_name) >= OBJ_NAME_LEN:
+        raise ValueError(f"map name {name!r} is longer than {OBJ_NAME_LEN - 1} bytes")
+    attr = MapCreateAttr(
+        map_type=map_type,
+        key_size=key_size,
+        value_size=value_size,
+        max_entries=max_entries,
+        map_name=encoded_name,
+    )
+    return bpf(Command.MAP_CREATE, attr)
+
+
+_VERIFIER_LOG_SIZE: Final = 64 * 1024
+
+
+def load_program(
+    program_type: int,
+    instructions: Sequence[Instruction],
+    name: str,
+    *,
+    function_name: str | None = None,
+    expected_attach_type: int = 0,
+    license_text: str = "GPL",
+    attach_btf_id: int = 0,
+) -> int:
+    """BPF_PROG_LOAD: returns the new program's fd; the program lives while an fd or attachment holds it.
+
+    `name` is the kernel's 15-character name; `function_name`, if given, goes into the
+    program's BTF (func_info) as its full name, as a C compiler would put it there.
+    """
+    encoded_name = name.encode("ascii")
+    if len(encoded_name) >= OBJ_NAME_LEN:
+        raise ValueError(f"program name {name!r} is longer than {OBJ_NAME_LEN - 1} bytes")
+    insns = (Instruction * len(instructions))(*instructions)
+    license_buffer = ctypes.create_string_buffer(license_text.encode("ascii"))
+    attr = ProgLoadAttr(
+        prog_type=program_type,
+        insn_cnt=len(instructions),
+        insns=ctypes.addressof(insns),
+        license=ctypes.addressof(license_buffer),
+        prog_name=encoded_name,
+        expected_attach_type=expected_attach_type,
+        attach_btf_id=attach_btf_id,
+    )
+    btf_fd = None
+    main_function = FuncInfo()
+    if function_name is not None:
+        blob, function_type_id = single_function_btf(function_name)
+        btf_fd = load_btf(blob)
+        main_function.insn_off = 0
+        main_function.type_id = function_type_id
+        attr.prog_btf_fd = btf_fd
+        attr.func_info_rec_size = ctypes.sizeof(FuncInfo)
+        attr.func_info = ctypes.addressof(main_function)
+        attr.func_info_cnt = 1
+    try:
+        return _load_with_log_on_failure(attr)
+    finally:
+        if btf_fd is not None:
+            os.close(btf_fd)  # the program holds its own reference to the BTF
+
+
+def _load_with_log_on_failure(attr: ProgLoadAttr) -> int:
+    try:
+        return bpf(Command.PROG_LOAD, attr)
+    except BpfError as error:
+        first_error = error
+    # Load again with the verifier's log on, only to explain the failure.
+    log_buffer = ctypes.create_string_buffer(_VERIFIER_LOG_SIZE)
+    attr.log_level = 1
+    attr.log_size = _VERIFIER_LOG_SIZE
+    attr.log_buf = ctypes.addressof(log_buffer)
+    try:
+        return bpf(Command.PROG_LOAD, attr)
+    except BpfError as logged_error:
+        log = log_buffer.value.decode("utf-8", "replace")
+        raise ProgramLoadError(
+            logged_error.command, logged_error.errno, os.strerror(logged_error.errno), log
+        ) from first_error
+
+
+def load_btf(blob: bytes) -> int:
+    """BPF_BTF_LOAD: the fd of a new BTF object holding `blob`."""
+    buffer = ctypes.create_string_buffer(blob, len(blob))
+    log_buffer = ctypes.create_string_buffer(_VERIFIER_LOG_SIZE)
+    attr = BtfLoadAttr(
+        btf=ctypes.addressof(buffer),
+        btf_size=len(blob),
+        btf_log_buf=ctypes.addressof(log_buffer),
+        btf_log_size=_VERIFIER_LOG_SIZE,
+        btf_log_level=1,
+    )
+    try:
+        return bpf(Command.BTF_LOAD, attr)
+    except BpfError as error:
+        log = log_buffer.value.decode("utf-8", "replace")
+        raise ProgramLoadError(error.command, error.errno, os.strerror(error.errno), log) from None
+
+
+def create_xdp_link(program_fd: int, ifindex: int) -> int:
+    """BPF_LINK_CREATE for an XDP program on an interface; the fd holds the attachment."""
+    attr = LinkCreateAttr(prog_fd=program_fd, target_ifindex=ifindex, attach_type=AttachType.XDP)
+    return bpf(Command.LINK_CREATE, attr)

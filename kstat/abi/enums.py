@@ -1,0 +1,201 @@
+"""The numbers of include/uapi/linux/bpf.h that kstat uses, typed, and the names it gives them.
+
+Pure data (no ctypes, no syscalls): the core's filters read the program type names from here
+too, so that a type is spelled one way in reports, filters and the ABI.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Final
+
+
+class Command(enum.IntEnum):
+    """enum bpf_cmd."""
+
+    MAP_CREATE = 0
+    MAP_LOOKUP_ELEM = 1
+    PROG_LOAD = 5
+    PROG_TEST_RUN = 10
+    PROG_GET_NEXT_ID = 11
+    PROG_GET_FD_BY_ID = 13
+    MAP_GET_FD_BY_ID = 14
+    OBJ_GET_INFO_BY_FD = 15
+    PROG_QUERY = 16
+    BTF_LOAD = 18
+    BTF_GET_FD_BY_ID = 19
+    LINK_CREATE = 28
+    LINK_GET_FD_BY_ID = 30
+    LINK_GET_NEXT_ID = 31
+    ENABLE_STATS = 32
+    ITER_CREATE = 33
+
+    @property
+    def spelled(self) -> str:
+        """As the kernel's headers and error messages spell it: `BPF_PROG_LOAD`."""
+        return f"BPF_{self.name}"
+
+
+class ProgramType(enum.IntEnum):
+    """enum bpf_prog_type: the types kstat loads itself (every type has a name below)."""
+
+    SOCKET_FILTER = 1
+    SCHED_CLS = 3
+    XDP = 6
+    RAW_TRACEPOINT = 17
+    TRACING = 26
+
+
+class MapType(enum.IntEnum):
+    """enum bpf_map_type: the types kstat creates."""
+
+    HASH = 1
+    ARRAY = 2
+    PERCPU_ARRAY = 6
+
+
+class AttachType(enum.IntEnum):
+    """enum bpf_attach_type: the ones kstat names or attaches by (checked against this kernel's
+    BTF); the cgroup ones are in CGROUP_ATTACH_TYPES."""
+
+    FLOW_DISSECTOR = 17
+    TRACE_ITER = 28
+    SK_LOOKUP = 36
+    XDP = 37
+    TCX_INGRESS = 46
+    TCX_EGRESS = 47
+    NETKIT_PRIMARY = 54
+    NETKIT_PEER = 55
+
+
+# enum bpf_stats_type
+STATS_RUN_TIME: Final = 0
+
+OBJ_NAME_LEN: Final = 16
+TAG_SIZE: Final = 8
+
+# setsockopt(SOL_SOCKET, SO_ATTACH_BPF, prog_fd) attaches an eBPF socket filter
+# (include/uapi/asm-generic/socket.h).
+SO_ATTACH_BPF: Final = 50
+
+# enum bpf_prog_type, named as cilium/ebpf's ProgramType.String() names them, so reports keep
+# the shape that the Go collect-kernel-stats tool gave.
+PROGRAM_TYPE_NAMES: Final = (
+    "UnspecifiedProgram",
+    "SocketFilter",
+    "Kprobe",
+    "SchedCLS",
+    "SchedACT",
+    "TracePoint",
+    "XDP",
+    "PerfEvent",
+    "CGroupSKB",
+    "CGroupSock",
+    "LWTIn",
+    "LWTOut",
+    "LWTXmit",
+    "SockOps",
+    "SkSKB",
+    "CGroupDevice",
+    "SkMsg",
+    "RawTracepoint",
+    "CGroupSockAddr",
+    "LWTSeg6Local",
+    "LircMode2",
+    "SkReuseport",
+    "FlowDissector",
+    "CGroupSysctl",
+    "RawTracepointWritable",
+    "CGroupSockopt",
+    "Tracing",
+    "StructOps",
+    "Extension",
+    "LSM",
+    "SkLookup",
+    "Syscall",
+    "Netfilter",
+)
+
+# The attach types of programs attached to a cgroup (`BPF_PROG_QUERY` on a cgroup asks for each).
+CGROUP_ATTACH_TYPES: Final = {
+    0: "ingress",  # BPF_CGROUP_INET_INGRESS
+    1: "egress",  # BPF_CGROUP_INET_EGRESS
+    2: "sock_create",
+    3: "sock_ops",
+    6: "device",
+    8: "bind4",
+    9: "bind6",
+    10: "connect4",
+    11: "connect6",
+    12: "post_bind4",
+    13: "post_bind6",
+    14: "sendmsg4",
+    15: "sendmsg6",
+    18: "sysctl",
+    19: "recvmsg4",
+    20: "recvmsg6",
+    21: "getsockopt",
+    22: "setsockopt",
+    29: "getpeername4",
+    30: "getpeername6",
+    31: "getsockname4",
+    32: "getsockname6",
+    34: "sock_release",
+    43: "lsm_cgroup",
+    49: "unix_connect",
+    50: "unix_sendmsg",
+    51: "unix_recvmsg",
+    52: "unix_getpeername",
+    53: "unix_getsockname",
+}
+_ATTACH_TYPE_NAMES: Final = {
+    **CGROUP_ATTACH_TYPES,
+    AttachType.FLOW_DISSECTOR: "flow_dissector",
+    AttachType.SK_LOOKUP: "sk_lookup",
+    AttachType.XDP: "xdp",
+    AttachType.TCX_INGRESS: "ingress",
+    AttachType.TCX_EGRESS: "egress",
+    AttachType.NETKIT_PRIMARY: "primary",
+    AttachType.NETKIT_PEER: "peer",
+}
+
+# enum bpf_link_type
+_LINK_TYPE_NAMES: Final = (
+    "unspec",
+    "raw_tracepoint",
+    "tracing",
+    "cgroup",
+    "iter",
+    "netns",
+    "xdp",
+    "perf_event",
+    "kprobe_multi",
+    "struct_ops",
+    "netfilter",
+    "tcx",
+    "uprobe_multi",
+    "netkit",
+    "sockmap",
+)
+
+
+def attach_type_name(attach_type: int) -> str:
+    return _ATTACH_TYPE_NAMES.get(attach_type, f"attach_type_{attach_type}")
+
+
+def link_type_name(link_type: int) -> str:
+    if 0 <= link_type < len(_LINK_TYPE_NAMES):
+        return _LINK_TYPE_NAMES[link_type]
+    return f"link_type_{link_type}"
+
+
+def program_type_names() -> tuple[str, ...]:
+    """Every program type kstat knows by name."""
+    return PROGRAM_TYPE_NAMES
+
+
+def program_type_name(type_id: int) -> str:
+    """The cilium/ebpf name of a program type; unknown (newer) types as `ProgramType(N)`."""
+    if 0 <= type_id < len(PROGRAM_TYPE_NAMES):
+        return PROGRAM_TYPE_NAMES[type_id]
+    return f"ProgramType({type_id})"

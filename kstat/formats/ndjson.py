@@ -1,0 +1,99 @@
+"""The NDJSON stream's nested lines (`ndjson:PATH`, the default layout): one JSON object a line.
+
+`{"kind": "program"}` for each program at the window's start, `{"kind": "interval"}` per
+interval (the programs that did something, with the report's field names), and the report last
+as `{"kind": "summary"}`. The flat one-record-per-line layout is `kstat.formats.records`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from kstat.core.events import IntervalEnded, WindowStarted
+from kstat.core.report import Report, format_timestamp, report_keys
+from kstat.formats.report_json import (
+    footprint_to_dict,
+    owner_to_dict,
+    program_to_dict,
+    report_to_dict,
+    totals_to_dict,
+)
+
+
+def interval_to_dict(event: IntervalEnded) -> dict[str, Any]:
+    """An NDJSON interval line: the interval's delta with the report's field names.
+
+    `program_stats` holds the programs that did something in the interval (runs, runtime,
+    recursion misses, a load or an unload), each with `counters`, the kernel's absolute
+    counters at the interval's end (none for a program gone by then); the others are counted
+    in `idle_programs`. Their deltas are zero, so the intervals still add up to the report.
+    """
+    delta = event.delta
+    program_stats: dict[str, Any] = {}
+    for key, line in delta.lines.items():
+        data = program_to_dict(line)
+        change = delta.active[key]
+        if not change.unloaded:
+            program = change.program
+            data["counters"] = {
+                "run_time_ns": program.run_time_ns,
+                "run_cnt": program.run_count,
+                "recursion_misses": program.recursion_misses,
+            }
+        program_stats[key] = data
+    end_time = format_timestamp(delta.end_wall_time_ns)
+    return {
+        "kind": "interval",
+        "sequence": delta.sequence,
+        "timestamp": end_time,
+        "start_time": format_timestamp(delta.start_wall_time_ns),
+        "end_time": end_time,
+        "elapsed_ns": delta.elapsed_ns,
+        "skipped_snapshots": delta.skipped_snapshots,
+        "idle_programs": delta.idle_programs,
+        "program_stats": program_stats,
+        **totals_to_dict(delta.totals),
+        "num_programs": delta.program_count,
+    }
+
+
+def start_to_dicts(event: WindowStarted) -> list[dict[str, Any]]:
+    """NDJSON lines for the window's start: one `{"kind": "program"}` per program loaded then,
+    with who it is and its footprint (code size, verifier work, memory, maps), said once.
+
+    A program first met later says the same in its first interval line.
+    """
+    snapshot = event.snapshot
+    programs = snapshot.programs
+    timestamp = format_timestamp(snapshot.wall_time_ns)
+    lines = []
+    for key, program in zip(report_keys(programs), programs, strict=True):
+        details = snapshot.details_of(program)
+        data: dict[str, Any] = {
+            "kind": "program",
+            "timestamp": timestamp,
+            "key": key,
+            "name": program.name,
+            "type": program.type,
+            "id": program.id,
+            "tag": program.tag,
+            "load_time_ns": program.load_time_ns,
+            "kernel_name": program.kernel_name,
+            **footprint_to_dict(program.footprint),
+        }
+        data["owners"] = [owner_to_dict(owner) for owner in details.owners]
+        data["attachments"] = list(details.attachments)
+        lines.append(data)
+    return lines
+
+
+def summary_to_dict(report: Report) -> dict[str, Any]:
+    """An NDJSON stream's last line: the window's report."""
+    return {"kind": "summary", **report_to_dict(report)}
+
+
+def json_line(data: Mapping[str, Any]) -> bytes:
+    """Compact JSON and a newline: one NDJSON line, ready for a single write."""
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"

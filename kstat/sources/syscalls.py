@@ -1,0 +1,301 @@
+"""The syscall reader: every loaded program's counters through bpf(2), three or four syscalls a
+program (next id, fd by id, info, close), and each program's details (BTF name, footprint) when
+it is first met.
+
+This is the fallback of kstat's iterator (`kstat.sources.iterator`) and the source of every
+program's details on both paths.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+from collections.abc import Iterator
+
+from kstat.abi import bpf
+from kstat.abi.enums import Command, program_type_name
+from kstat.abi.structs import (
+    PROG_INFO_SIZE,
+    RECURSION_MISSES_END,
+    RUN_COUNTERS_END,
+    VERIFIED_INSNS_END,
+    FuncInfo,
+    GetIdAttr,
+    InfoByFdAttr,
+    ProgInfo,
+)
+from kstat.core.model import MapFootprint, ProgramChanges, ProgramFootprint, ProgramStats
+from kstat.errors import BpfError, UnsupportedKernel
+from kstat.sources.fdinfo import fdinfo_number
+
+
+class ProgramReader:
+    """Reads every loaded program's counters, reusing its buffers between passes.
+
+    Not thread-safe: one reader per thread. Every fd it opens is closed before it moves on.
+
+    This is the sampler's hot path (a few µs a program, most of it the four syscalls): the
+    ctypes arguments are built once, the walk is inline, and a program met before is rebuilt
+    from what the reader already knows (its names, tag and type), or reused whole when its
+    counters have not moved. Its full name (from BTF) is looked up once, on first meeting.
+    """
+
+    def __init__(self) -> None:
+        self._id_attr = GetIdAttr()
+        self._info = ProgInfo()
+        self._info_attr = InfoByFdAttr(info_len=ctypes.sizeof(ProgInfo), info=ctypes.addressof(self._info))
+        self._info_bytes = memoryview(self._info).cast("B")
+        self._info_zeros = bytes(ctypes.sizeof(ProgInfo))
+        # Built once: converting Python ints and addresses on every call costs as much as the call.
+        self._sys_bpf = ctypes.c_long(bpf.require_syscall())
+        self._next_id_command = ctypes.c_int(Command.PROG_GET_NEXT_ID)
+        self._fd_by_id_command = ctypes.c_int(Command.PROG_GET_FD_BY_ID)
+        self._info_command = ctypes.c_int(Command.OBJ_GET_INFO_BY_FD)
+        self._id_attr_pointer = ctypes.c_void_p(ctypes.addressof(self._id_attr))
+        self._id_attr_size = ctypes.c_uint(ctypes.sizeof(GetIdAttr))
+        self._info_attr_pointer = ctypes.c_void_p(ctypes.addressof(self._info_attr))
+        self._info_attr_size = ctypes.c_uint(ctypes.sizeof(InfoByFdAttr))
+        # The last reading of every program met in the previous pass, by (id, load time).
+        self._known: dict[tuple[int, int], ProgramStats] = {}
+        # Type names of the BTF objects met during one pass; programs of one object share it.
+        self._btf_type_names: dict[int, list[str] | None] = {}
+        # Memlock of the maps met during one pass; programs sharing a map look it up once.
+        self._map_memlocks: dict[int, int | None] = {}
+
+    def close(self) -> None:
+        """Nothing to give back: every fd of a pass is closed within it."""
+
+    @property
+    def own_program_ids(self) -> frozenset[int]:
+        return frozenset()
+
+    def program_ids(self) -> Iterator[int]:
+        """Every loaded program id, ascending, as the kernel walks its idr."""
+        yield from bpf.walk_ids(Command.PROG_GET_NEXT_ID, self._id_attr)
+
+    def read_all(self) -> list[ProgramStats]:
+        """Every loaded program's stats; a program unloaded while being read is skipped."""
+        return self.read_pass()[0]
+
+    def read_pass(self) -> tuple[list[ProgramStats], ProgramChanges]:
+        """Every loaded program's stats, and what changed since this reader's previous pass.
+
+        The changes come from bookkeeping the pass does anyway (each program is looked up in
+        the previous pass's table to reuse its value), so an idle program costs nothing more.
+        """
+        syscall, sys_bpf = bpf.raw_syscall, self._sys_bpf
+        next_id, fd_by_id = self._next_id_command, self._fd_by_id_command
+        attr, attr_pointer, attr_size = self._id_attr, self._id_attr_pointer, self._id_attr_size
+        read_fd = self._read_fd
+        previous = self._known
+        known: dict[tuple[int, int], ProgramStats] = {}
+        programs: list[ProgramStats] = []
+        new: list[ProgramStats] = []
+        moved: list[tuple[ProgramStats, ProgramStats]] = []
+        current_id = 0
+        attr.open_flags = 0  # never written by the kernel: set once a pass
+        while True:
+            attr.start_id = current_id
+            if syscall(sys_bpf, next_id, attr_pointer, attr_size) < 0:
+                error = ctypes.get_errno()
+                if error == errno.ENOENT:
+                    break  # past the last id
+                raise bpf.error_for(Command.PROG_GET_NEXT_ID, error)
+            current_id = attr.next_id
+            attr.start_id = current_id  # prog_id, for BPF_PROG_GET_FD_BY_ID
+            attr.next_id = 0  # must be zero there: the kernel checks unused attr bytes
+            fd = syscall(sys_bpf, fd_by_id, attr_pointer, attr_size)
+            if fd < 0:
+                error = ctypes.get_errno()
+                if error == errno.ENOENT:
+                    continue  # unloaded since it was listed
+                raise bpf.error_for(Command.PROG_GET_FD_BY_ID, error)
+            try:
+                key, stats, before = read_fd(fd)
+            finally:
+                os.close(fd)
+            known[key] = stats
+            programs.append(stats)
+            if before is None:
+                new.append(stats)
+            elif before is not stats:
+                moved.append((before, stats))
+        # Every program of the previous pass met again: nothing vanished (no search needed).
+        seen_again = len(programs) - len(new)
+        vanished = (
+            []
+            if seen_again == len(previous)
+            else [stats for key, stats in previous.items() if key not in known]
+        )
+        # Only what is loaded now is remembered, so churn cannot grow the caches.
+        self._known = known
+        self._btf_type_names.clear()
+        self._map_memlocks.clear()
+        return programs, ProgramChanges(new=new, moved=moved, vanished=vanished)
+
+    def read_one(self, program_id: int) -> ProgramStats | None:
+        """One program's stats, or None when that id no longer names a loaded program."""
+        fd = bpf.fd_by_id(Command.PROG_GET_FD_BY_ID, program_id, self._id_attr)
+        if fd is None:
+            return None
+        try:
+            return self.read_fd(fd)
+        finally:
+            os.close(fd)
+
+    def read_fd(self, fd: int) -> ProgramStats:
+        """The stats of the program behind an fd the caller owns."""
+        return self._read_fd(fd)[1]
+
+    def _read_fd(self, fd: int) -> tuple[tuple[int, int], ProgramStats, ProgramStats | None]:
+        """The program's stats, the key (id, load time) the reader remembers it by, and its
+        reading in the previous pass (None for a program met for the first time)."""
+        info = self._info
+        # Inline _get_info: this runs once per program per pass.
+        self._info_bytes[:] = self._info_zeros
+        info_attr = self._info_attr
+        info_attr.bpf_fd = fd
+        info_attr.info_len = PROG_INFO_SIZE
+        if (
+            bpf.raw_syscall(self._sys_bpf, self._info_command, self._info_attr_pointer, self._info_attr_size)
+            < 0
+        ):
+            raise bpf.error_for(Command.OBJ_GET_INFO_BY_FD, ctypes.get_errno())
+        written = info_attr.info_len
+        if written < RUN_COUNTERS_END:
+            raise UnsupportedKernel(
+                "this kernel's bpf_prog_info has no run_time_ns/run_cnt (they arrived in Linux 5.1)"
+            )
+        run_time_ns, run_count = info.run_time_ns, info.run_cnt
+        recursion_misses = info.recursion_misses if written >= RECURSION_MISSES_END else 0
+        key = (info.id, info.load_time)
+        before = self._known.get(key)
+        if before is not None:
+            if (
+                before.run_time_ns == run_time_ns
+                and before.run_count == run_count
+                and before.recursion_misses == recursion_misses
+            ):
+                return key, before, before  # an idle program: the very same value as last time
+            return (
+                key,
+                ProgramStats(
+                    id=before.id,
+                    type=before.type,
+                    name=before.name,
+                    tag=before.tag,
+                    load_time_ns=before.load_time_ns,
+                    run_time_ns=run_time_ns,
+                    run_count=run_count,
+                    recursion_misses=recursion_misses,
+                    kernel_name=before.kernel_name,
+                    footprint=before.footprint,
+                ),
+                before,
+            )
+        program_id, load_time_ns, tag = info.id, info.load_time, bytes(info.tag).hex()
+        type_name, kernel_name = program_type_name(info.type), info.name.decode("utf-8", "replace")
+        jited_size, xlated_size, map_count = info.jited_prog_len, info.xlated_prog_len, info.nr_map_ids
+        verified = info.verified_insns if written >= VERIFIED_INSNS_END else None
+        # Last: looking up the BTF name and the map ids reuses the info buffer.
+        full_name = self._btf_function_name(fd) or kernel_name
+        footprint = ProgramFootprint(
+            jited_size_bytes=jited_size,
+            xlated_size_bytes=xlated_size,
+            verified_instructions=verified,
+            memlock_bytes=fdinfo_memlock(fd),
+            maps=tuple(
+                MapFootprint(map_id, self._map_memlock(map_id)) for map_id in self._map_ids(fd, map_count)
+            ),
+        )
+        return (
+            key,
+            ProgramStats(
+                id=program_id,
+                type=type_name,
+                name=full_name,
+                tag=tag,
+                load_time_ns=load_time_ns,
+                run_time_ns=run_time_ns,
+                run_count=run_count,
+                recursion_misses=recursion_misses,
+                kernel_name=kernel_name,
+                footprint=footprint,
+            ),
+            None,
+        )
+
+    def _get_info(self, fd: int, func_info: FuncInfo | None = None) -> None:
+        info = self._info
+        # Pointer/count pairs must go in as zero, or the kernel copies arrays to them.
+        self._info_bytes[:] = self._info_zeros
+        if func_info is not None:
+            info.nr_func_info = 1
+            info.func_info_rec_size = ctypes.sizeof(FuncInfo)
+            info.func_info = ctypes.addressof(func_info)
+        attr = self._info_attr
+        attr.bpf_fd = fd
+        attr.info_len = ctypes.sizeof(info)
+        if (
+            bpf.raw_syscall(self._sys_bpf, self._info_command, self._info_attr_pointer, self._info_attr_size)
+            < 0
+        ):
+            raise bpf.error_for(Command.OBJ_GET_INFO_BY_FD, ctypes.get_errno())
+
+    def _map_ids(self, fd: int, count: int) -> list[int]:
+        if not count:
+            return []
+        ids = (ctypes.c_uint32 * count)()
+        info = self._info
+        self._info_bytes[:] = self._info_zeros
+        info.nr_map_ids = count
+        info.map_ids = ctypes.addressof(ids)
+        attr = self._info_attr
+        attr.bpf_fd = fd
+        attr.info_len = ctypes.sizeof(info)
+        if (
+            bpf.raw_syscall(self._sys_bpf, self._info_command, self._info_attr_pointer, self._info_attr_size)
+            < 0
+        ):
+            return []
+        # The kernel says how many it has; it wrote at most as many as there was room for.
+        return list(ids[: min(count, info.nr_map_ids)])
+
+    def _map_memlock(self, map_id: int) -> int | None:
+        """A map's memlock, looked up once a pass however many programs share it."""
+        if map_id not in self._map_memlocks:
+            fd = bpf.fd_by_id(Command.MAP_GET_FD_BY_ID, map_id)
+            if fd is None:
+                self._map_memlocks[map_id] = None
+            else:
+                try:
+                    self._map_memlocks[map_id] = fdinfo_memlock(fd)
+                finally:
+                    os.close(fd)
+        return self._map_memlocks[map_id]
+
+    def _btf_function_name(self, fd: int) -> str | None:
+        """The main function's name from the program's BTF (what bpftool shows), if it has BTF."""
+        btf_id, function_count = self._info.btf_id, self._info.nr_func_info
+        if not btf_id or not function_count:
+            return None
+        main_function = FuncInfo()
+        try:
+            # The first func_info record is the program's entry point (insn_off 0).
+            self._get_info(fd, main_function)
+        except BpfError:
+            return None
+        if btf_id not in self._btf_type_names:
+            self._btf_type_names[btf_id] = bpf.btf_type_names(btf_id)
+        names = self._btf_type_names[btf_id]
+        if names is None or not 0 < main_function.type_id < len(names):
+            return None
+        return names[main_function.type_id] or None
+
+
+def fdinfo_memlock(fd: int) -> int | None:
+    """The `memlock:` of an fd's /proc fdinfo: what the kernel charges for the program or map
+    behind it (bpftool shows the same). None if it cannot be read."""
+    # A plain string path: cheaper than pathlib, which parses and interns each part.
+    return fdinfo_number(f"/proc/self/fdinfo/{fd}", b"memlock")
