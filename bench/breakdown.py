@@ -25,6 +25,7 @@ from bench.snapshot import COMPILE_FLAGS, FLOOR_SOURCE
 from kstat.abi import bpf as _bpf
 from kstat.abi import structs as _structs
 from kstat.abi.enums import Command, program_type_name
+from kstat.core.counters import Counters
 from kstat.core.model import ProgramChanges, ProgramStats
 from kstat.errors import UnsupportedKernel
 from kstat.sources.attribution import Attributor
@@ -145,9 +146,7 @@ class CompiledPass:
                     name=name,
                     tag=tag.hex(),
                     load_time_ns=load_time,
-                    run_time_ns=run_time_ns,
-                    run_count=run_count,
-                    recursion_misses=misses,
+                    counters=Counters(run_time_ns, run_count, misses),
                     kernel_name=name,
                 )
             )
@@ -228,9 +227,7 @@ def measure_breakdown(directory: Path, repetitions: int) -> Breakdown:
             name=example.name,
             tag=example.tag,
             load_time_ns=example.load_time_ns,
-            run_time_ns=example.run_time_ns,
-            run_count=example.run_count,
-            recursion_misses=example.recursion_misses,
+            counters=Counters(example.run_time_ns, example.run_count, example.recursion_misses),
             kernel_name=example.kernel_name,
         )
 

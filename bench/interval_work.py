@@ -54,7 +54,12 @@ def measure_interval_work(repetitions: int, online_cpus: int) -> IntervalWork:
     statsd.lines_for(idle.delta)  # the first interval sends everything; time the steady ones
     # Every program one run further: the delta has a line for each.
     busy_programs = tuple(
-        evolve(program, run_count=program.run_count + 1, run_time_ns=program.run_time_ns + 100)
+        evolve(
+            program,
+            counters=program.counters._replace(
+                run_count=program.run_count + 1, run_time_ns=program.run_time_ns + 100
+            ),
+        )
         for program in sample.snapshot.programs
     )
     busy_snapshot = evolve(

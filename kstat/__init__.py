@@ -49,6 +49,8 @@ if TYPE_CHECKING:
     from kstat.errors import UnsupportedKernel as UnsupportedKernel
     from kstat.errors import UsageError as UsageError
     from kstat.formats.report_json import ReportFormatError as ReportFormatError
+    from kstat.formats.report_json import report_from_dict as report_from_dict
+    from kstat.formats.report_json import report_to_dict as report_to_dict
     from kstat.report_files import load_report as load_report
     from kstat.report_files import save_report as save_report
     from kstat.testing.budget import BudgetExceeded as BudgetExceeded

@@ -34,6 +34,8 @@ from kstat.core.catalogue import Number as Number
 from kstat.core.catalogue import Span as Span
 from kstat.core.catalogue import View as View
 from kstat.core.catalogue import in_view as in_view
+from kstat.core.counters import COUNTERS as COUNTERS
+from kstat.core.counters import Counters as Counters
 from kstat.core.delta import IntervalDelta as IntervalDelta
 from kstat.core.delta import ProgramChange as ProgramChange
 from kstat.core.events import Event as Event
@@ -52,6 +54,7 @@ from kstat.core.model import Workload as Workload
 from kstat.core.report import ProgramReport as ProgramReport
 from kstat.core.report import Report as Report
 from kstat.core.report import report_keys
+from kstat.core.sighting import Sighting as Sighting
 from kstat.engine.sink_specs import split_options as split_options
 from kstat.errors import OutputClosed as OutputClosed
 from kstat.errors import OutputError as OutputError

@@ -71,48 +71,36 @@ def parse_prometheus_url(url: str) -> PrometheusSettings:
 
 @frozen
 class _Program:
-    """One program as the exposition shows it: its counters since its baseline, its labels."""
+    """One program as the exposition shows it: what kstat saw of it since it started counting
+    it (from zeros when it was loaded after kstat started), and its labels."""
 
-    last: sink.ProgramStats
-    # Its counters when kstat started counting it (zeros: loaded after kstat started).
-    baseline_run_time_ns: int
-    baseline_run_count: int
-    baseline_recursion_misses: int
+    sighting: sink.Sighting
     owners: str
     attachments: str
     # Where the owners run: pod, namespace, container, unit (empty where unknown).
     places: dict[str, str]
+
+    @property
+    def last(self) -> sink.ProgramStats:
+        return self.sighting.last
 
     def value(self, metric: sink.Metric) -> float | None:
         """A metric of the catalogue, in Prometheus's base unit: a counter since the baseline,
         a property (code size, memory) as the program has it; None when unknown."""
         exposition = metric.prometheus
         assert exposition is not None
-        last = self.last
-        span = sink.Span(
-            runtime_ns=last.run_time_ns - self.baseline_run_time_ns,
-            run_count=last.run_count - self.baseline_run_count,
-            recursion_misses=last.recursion_misses - self.baseline_recursion_misses,
-            elapsed_ns=0,
-            online_cpus=None,
-            footprint=last.footprint,
-        )
-        value = metric.compute(span)
+        value = metric.compute(self.sighting.span(0, None))
         return None if value is None else value / exposition.divisor
 
     def moved_to(self, program: sink.ProgramStats) -> _Program:
-        return evolve(self, last=program)
+        return evolve(self, sighting=self.sighting.read_again(program))
 
 
-def _first_met(
-    program: sink.ProgramStats, baseline: sink.ProgramStats | None, details: sink.ProgramDetails
-) -> _Program:
-    """`baseline` None: counted from zero."""
+def _shown(sighting: sink.Sighting) -> _Program:
+    details = sighting.details
     return _Program(
-        last=program,
-        baseline_run_time_ns=0 if baseline is None else baseline.run_time_ns,
-        baseline_run_count=0 if baseline is None else baseline.run_count,
-        baseline_recursion_misses=0 if baseline is None else baseline.recursion_misses,
+        # Its footprint goes with every scrape.
+        sighting=evolve(sighting, first_seen=True),
         owners=",".join(f"{owner.pid}/{owner.command}" for owner in details.owners),
         attachments=",".join(details.attachments),
         places=_places(details.owners),
@@ -153,7 +141,7 @@ class ExpositionState:
     def start(self, event: sink.WindowStarted) -> None:
         snapshot = event.snapshot
         programs = {
-            program.identity: _first_met(program, program, snapshot.details_of(program))
+            program.identity: _shown(sink.Sighting.from_now(program, snapshot.details_of(program)))
             for program in snapshot.programs
         }
         with self._lock:
@@ -166,7 +154,7 @@ class ExpositionState:
         with self._lock:
             programs = self.programs
             for change in changes:
-                identity = change.program.identity
+                identity = change.last.identity
                 if change.unloaded:
                     programs.pop(identity, None)
                     continue
@@ -174,14 +162,9 @@ class ExpositionState:
                 if known is None:
                     # First met: counted from the delta's baseline (zeros when it was loaded
                     # after kstat started).
-                    programs[identity] = evolve(
-                        _first_met(change.program, None, change.details),
-                        baseline_run_time_ns=change.baseline_run_time_ns,
-                        baseline_run_count=change.baseline_run_count,
-                        baseline_recursion_misses=change.baseline_recursion_misses,
-                    )
+                    programs[identity] = _shown(change)
                 else:
-                    programs[identity] = known.moved_to(change.program)
+                    programs[identity] = known.moved_to(change.last)
             self.failed_sinks = event.failed_sinks
             self._saw(event.current)
 

@@ -273,7 +273,7 @@ class IntervalLines:
         gone: list[sink.ProgramIdentity] = []
         for key, line in delta.lines.items():
             change = delta.active[key]
-            identity = change.program.identity
+            identity = change.last.identity
             named = ProgramName(key, line.name, line.id, line.type, places_of(line.owners))
             lines += program_lines(named, line.metrics, settings)
             if change.unloaded:

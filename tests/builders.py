@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 import trio
 from attrs import define, field
 
+from kstat.core.counters import Counters
 from kstat.core.delta import changes_between, interval_delta
 from kstat.core.events import Event, IntervalEnded, WindowStarted
 from kstat.core.model import ProgramStats, Snapshot
@@ -30,7 +31,7 @@ def program(
     *,
     name: str = "",
     load_time_ns: int = 1_000,
-    recursion_misses: int = 0,
+    recursion_misses: int | None = 0,
     tag: str = "00aa",
     type_name: str = "SocketFilter",
 ) -> ProgramStats:
@@ -40,9 +41,7 @@ def program(
         name=name or f"prog{program_id}",
         tag=tag,
         load_time_ns=load_time_ns,
-        run_time_ns=run_time_ns,
-        run_count=run_count,
-        recursion_misses=recursion_misses,
+        counters=Counters(run_time_ns, run_count, recursion_misses),
     )
 
 

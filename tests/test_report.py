@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from kstat.core.counters import Counters
 from kstat.core.model import ProgramStats
 from kstat.formats.report_json import report_from_dict, report_to_dict, report_to_json
 from tests.builders import program, report_of, snapshot
@@ -94,6 +95,21 @@ def test_duplicate_names_are_keyed_by_name_and_id() -> None:
     assert report.num_programs == 3
 
 
+def test_a_counter_the_kernel_lacks_is_said_and_its_seed_field_stays_a_number() -> None:
+    # Before Linux 5.12 bpf_prog_info has no recursion_misses: unknown, not zero.
+    before, after = program(5, 100, 1, recursion_misses=None), program(5, 400, 4, recursion_misses=None)
+    report = report_of(snapshot(0, 0.0, before), snapshot(1, 1.0, after))
+    assert report.unavailable_counters == ("recursion_misses",)
+    assert report.program("prog5").value("recursion_misses") is None
+    data = report_to_dict(report)
+    # The Go tool's shape requires the field: it says 0, and the report says why.
+    assert data["program_stats"]["prog5"]["recursion_misses"] == 0
+    assert data["total_recursion_misses"] == 0
+    assert data["unavailable_counters"] == ["recursion_misses"]
+    assert data["program_stats"]["prog5"]["run_count"] == 3
+    assert report_from_dict(json.loads(json.dumps(data))).unavailable_counters == ("recursion_misses",)
+
+
 def test_unnamed_programs_are_keyed_by_id() -> None:
     unnamed = ProgramStats(
         id=12,
@@ -101,9 +117,7 @@ def test_unnamed_programs_are_keyed_by_id() -> None:
         name="",
         tag="ff",
         load_time_ns=1,
-        run_time_ns=0,
-        run_count=0,
-        recursion_misses=0,
+        counters=Counters(0, 0, 0),
     )
     report = report_of(snapshot(0, 0.0, unnamed), snapshot(1, 1.0, unnamed))
     assert list(report.program_stats) == ["#12"]

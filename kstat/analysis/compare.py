@@ -39,6 +39,7 @@ from kstat.core.catalogue import (
     metric_names,
     values,
 )
+from kstat.core.counters import summed
 from kstat.core.report import ProgramReport, Report
 from kstat.errors import UsageError
 
@@ -246,9 +247,7 @@ def _measures(lines: Sequence[ProgramReport], report: Report, *, total: bool = F
     total, the report's own total (where a map shared by programs counts once).
     """
     span = Span(
-        runtime_ns=sum(line.runtime_ns for line in lines),
-        run_count=sum(line.run_count for line in lines),
-        recursion_misses=sum(line.recursion_misses for line in lines),
+        counters=summed(line.counters for line in lines),
         elapsed_ns=report.collection_duration_ns,
         online_cpus=report.online_cpus,
     )

@@ -18,6 +18,7 @@ from kstat.commands._options import (
     parse_with_filter,
     write_stdout,
 )
+from kstat.core.counters import Counters
 from kstat.core.filters import ProgramFilter
 from kstat.core.model import ProgramFootprint, ProgramOwner
 from kstat.core.report import format_timestamp
@@ -40,9 +41,7 @@ class ListedProgram:
     # Code size, verifier work, memory and maps (None when they could not be read).
     footprint: ProgramFootprint | None
     # Cumulative since load, and only moving while someone has the stats on.
-    run_time_ns: int
-    run_count: int
-    recursion_misses: int
+    counters: Counters
 
 
 def list_programs(program_filter: ProgramFilter, host_root: Path = Path("/")) -> list[ListedProgram]:
@@ -63,9 +62,7 @@ def list_programs(program_filter: ProgramFilter, host_root: Path = Path("/")) ->
             owners=snapshot.details_of(program).owners,
             attachments=snapshot.details_of(program).attachments,
             footprint=program.footprint,
-            run_time_ns=program.run_time_ns,
-            run_count=program.run_count,
-            recursion_misses=program.recursion_misses,
+            counters=program.counters,
         )
         for program in snapshot.programs
     ]
@@ -87,9 +84,8 @@ def listing_json(programs: list[ListedProgram], pretty: bool = False) -> str:
             "attachments": list(program.attachments),
             # Code size, memlock and maps, as `bpftool prog show` gives them (the catalogue names them).
             **footprint_to_dict(program.footprint),
-            "run_time_ns": program.run_time_ns,
-            "run_count": program.run_count,
-            "recursion_misses": program.recursion_misses,
+            # The counter catalogue's counters (null where this kernel has none).
+            **program.counters._asdict(),
         }
         for program in programs
     ]

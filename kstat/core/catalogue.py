@@ -10,6 +10,11 @@ is one entry and its formula.
 
 Every metric exists per program and in total; the total of a metric is the same formula
 applied to the summed counters (`total_<name>` in the report).
+
+The kernel's counters are declared in the counter catalogue (`kstat.core.counters`); each one's
+growth over a span is a COUNTER metric here. The three counters kstat has always had are placed
+below with their words and exposition; a counter added there and not placed here still gets its
+metric, at the end, with defaults derived from its declaration.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Final, TypeAlias
 
 from attrs import frozen
 
+from kstat.core.counters import COUNTERS, Counters, CounterSpec, counter, scalar
 from kstat.core.model import ProgramFootprint
 
 NS_PER_S: Final = 1_000_000_000
@@ -30,17 +36,29 @@ Number: TypeAlias = int | float
 
 @frozen
 class Span:
-    """What a metric is computed from: the kernel's counters' growth over a span of time."""
+    """What a metric is computed from: the kernel's counters' growth over a span of time.
 
-    runtime_ns: int
-    run_count: int
-    recursion_misses: int
+    Every consumer (delta, summary, report, Prometheus, StatsD, `kstat top`, compare) computes
+    its figures through one of these and the catalogue, never by hand.
+    """
+
+    # How much each counter grew over the span.
+    counters: Counters
     elapsed_ns: int
     # None when unknown (a report the Go tool wrote does not say).
     online_cpus: int | None
     # The program's (or, for a total, the programs' combined) code, verifier work, memory and
     # maps; None where unknown or not carried (an interval line after a program's first).
     footprint: ProgramFootprint | None = None
+
+    # The two counters every derived rate is made of, as plain numbers.
+    @property
+    def runtime_ns(self) -> int:
+        return self.counters.run_time_ns
+
+    @property
+    def run_count(self) -> int:
+        return self.counters.run_count
 
 
 class Kind(enum.Enum):
@@ -174,6 +192,49 @@ def _cpu_percent_of_all_cpus(span: Span) -> float | None:
 _EVERYWHERE: Final = View.COMPARE | View.CHART | View.SUMMARY | View.EXPORT
 
 
+def _growth(spec: CounterSpec) -> Callable[[Span], int | None]:
+    name = spec.name
+
+    def compute(span: Span) -> int | None:
+        return scalar(getattr(span.counters, name))
+
+    return compute
+
+
+def _counter_metric(
+    name: str,
+    *,
+    description: str | None = None,
+    better: Better = Better.LOWER,
+    views: View | None = None,
+    prometheus: Exposition | None = None,
+) -> Metric:
+    """The COUNTER metric of one counter's growth; without words of its own, the counter's
+    declaration gives them (a new counter is exposed as `kstat_program_<metric>`)."""
+    spec = counter(name)
+    metric_name = spec.metric or spec.name
+    if prometheus is None:
+        base, divisor = metric_name, 1
+        if base.endswith("_ns"):  # Prometheus wants base units: seconds
+            base, divisor = base[: -len("_ns")] + "_seconds", NS_PER_S
+        prometheus = Exposition(f"kstat_program_{base}", divisor, spec.description.capitalize())
+    return Metric(
+        name=metric_name,
+        kind=Kind.COUNTER,
+        unit=spec.unit,
+        title=spec.title,
+        heading=spec.heading,
+        description=description or spec.description,
+        formula=f"`{spec.kernel_name}(end) − {spec.kernel_name}(start)`",
+        compute=_growth(spec),
+        integral=True,
+        seed=spec.seed,
+        better=better,
+        views=View.COMPARE | View.SUMMARY | View.EXPORT if views is None else views,
+        prometheus=prometheus,
+    )
+
+
 def _over_intervals(span: Span) -> None:
     """A DISTRIBUTION metric is not a function of one span: the summary ranks the intervals'."""
     return None
@@ -219,7 +280,7 @@ def _distribution_metrics() -> tuple[Metric, ...]:
 
 
 # In the order people read them: tables, charts and summaries show them in this order.
-METRICS: Final[tuple[Metric, ...]] = (
+METRICS: tuple[Metric, ...] = (
     Metric(
         name="avg_runtime_ns",
         kind=Kind.GAUGE,
@@ -260,32 +321,15 @@ METRICS: Final[tuple[Metric, ...]] = (
         better=Better.NEITHER,
         views=_EVERYWHERE,
     ),
-    Metric(
-        name="run_count",
-        kind=Kind.COUNTER,
-        unit="runs",
-        title="Runs",
-        heading="runs",
-        description="times the program ran",
-        formula="`run_cnt(end) − run_cnt(start)`",
-        compute=lambda span: span.run_count,
-        integral=True,
-        seed=True,
+    _counter_metric(
+        "run_count",
         better=Better.NEITHER,
         views=View.COMPARE | View.SUMMARY | View.EXPORT,
         prometheus=Exposition("kstat_program_runs", help="Times the program ran"),
     ),
-    Metric(
-        name="runtime_ns",
-        kind=Kind.COUNTER,
-        unit="ns",
-        title="Runtime",
-        heading="runtime (ns)",
+    _counter_metric(
+        "run_time_ns",
         description="time spent running the program, summed over every CPU",
-        formula="`run_time_ns(end) − run_time_ns(start)`",
-        compute=lambda span: span.runtime_ns,
-        integral=True,
-        seed=True,
         views=View.EXPORT,
         prometheus=Exposition(
             "kstat_program_run_time_seconds",
@@ -293,17 +337,8 @@ METRICS: Final[tuple[Metric, ...]] = (
             "Time spent running the program, summed over every CPU",
         ),
     ),
-    Metric(
-        name="recursion_misses",
-        kind=Kind.COUNTER,
-        unit="misses",
-        title="Recursion misses",
-        heading="rec. misses",
-        description="runs the kernel skipped because the program was already running on that CPU",
-        formula="`recursion_misses(end) − recursion_misses(start)`",
-        compute=lambda span: span.recursion_misses,
-        integral=True,
-        seed=True,
+    _counter_metric(
+        "recursion_misses",
         views=View.SUMMARY | View.EXPORT,
         prometheus=Exposition(
             "kstat_program_recursion_misses",
@@ -430,6 +465,13 @@ METRICS: Final[tuple[Metric, ...]] = (
         ),
     ),
     *_distribution_metrics(),
+)
+# Counters declared since, without words of their own here (per-CPU vectors have none: their
+# sums are the counters above).
+METRICS += tuple(
+    _counter_metric(spec.name)
+    for spec in COUNTERS
+    if spec.metric is not None and spec.metric not in {entry.name for entry in METRICS}
 )
 
 SEED_METRICS: Final = tuple(metric for metric in METRICS if metric.seed)

@@ -14,66 +14,17 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 
-from attrs import evolve, frozen
+from attrs import frozen
 
 from kstat.core.catalogue import Number
-from kstat.core.model import ProgramChanges, ProgramDetails, ProgramIdentity, ProgramStats, Snapshot
-from kstat.core.report import (
-    ProgramReport,
-    ProgramSighting,
-    coverage_percent,
-    disambiguated,
-    program_report,
-    report_key,
-    total_values,
-)
+from kstat.core.changes import changes
+from kstat.core.counters import ZERO, summed
+from kstat.core.model import ProgramChanges, ProgramIdentity, ProgramStats, Snapshot
+from kstat.core.report import Bounds, ProgramReport, disambiguated, program_report, report_key, total_values
+from kstat.core.sighting import Sighting
 
-
-@frozen
-class ProgramChange:
-    """One program that ran, appeared or went away during an interval."""
-
-    # Its last reading in the interval (for a program that went away, its last sighting).
-    program: ProgramStats
-    # Its key in this interval's lines (the report's keying rule).
-    key: str
-    baseline_run_time_ns: int
-    baseline_run_count: int
-    baseline_recursion_misses: int
-    # First seen in this interval.
-    first_seen: bool
-    # Loaded after the interval began, so every one of its runs is in it (baseline zero).
-    loaded: bool
-    # Gone by the interval's end.
-    unloaded: bool
-    # CLOCK_BOOTTIME at the start of the pass that last saw it.
-    last_seen_boottime_ns: int
-    details: ProgramDetails
-
-    @property
-    def run_time_ns(self) -> int:
-        return self.program.run_time_ns - self.baseline_run_time_ns
-
-    @property
-    def run_count(self) -> int:
-        return self.program.run_count - self.baseline_run_count
-
-    @property
-    def recursion_misses(self) -> int:
-        return self.program.recursion_misses - self.baseline_recursion_misses
-
-    @property
-    def active(self) -> bool:
-        """Did anything happen to it: runs, runtime, misses, a load, an unload, or its first
-        sighting (when its footprint is told)."""
-        return bool(
-            self.first_seen
-            or self.loaded
-            or self.unloaded
-            or self.run_time_ns
-            or self.run_count
-            or self.recursion_misses
-        )
+# Kept for sinks written against kstat 0.2: an interval's change is a Sighting.
+ProgramChange = Sighting
 
 
 @frozen
@@ -89,13 +40,14 @@ class IntervalDelta:
     end_boottime_ns: int
     elapsed_ns: int
     online_cpus: int
-    # Every program that was new, moved or went away in the interval.
-    changes: tuple[ProgramChange, ...]
+    # Every program that was new, moved or went away in the interval (each one did something:
+    # `Sighting.active`), in id order.
+    changes: tuple[Sighting, ...]
     # Programs seen in the interval: those loaded at its end, plus those that went away in it.
     program_count: int
-    # The programs that did something (`ProgramChange.active`), by key, and their lines: the
-    # report's fields over this interval alone. Idle programs have zeros and no line.
-    active: Mapping[str, ProgramChange]
+    # The same programs by key, and their lines: the report's fields over this interval alone.
+    # Idle programs have zeros and no line.
+    active: Mapping[str, Sighting]
     lines: Mapping[str, ProgramReport]
     # Every metric over every program in the interval (idle ones add zero).
     totals: Mapping[str, Number]
@@ -111,25 +63,10 @@ class IntervalDelta:
 
 
 def changes_between(previous: Snapshot, current: Snapshot) -> ProgramChanges:
-    """The general path, for two snapshots that did not come from one reader's passes in a row.
-
-    O(programs): each is looked up in the other snapshot. The sampler's own intervals use the
-    reader's bookkeeping instead (see `ProgramReader.read_all`).
-    """
-    before: dict[ProgramIdentity, ProgramStats] = {program.identity: program for program in previous.programs}
-    new: list[ProgramStats] = []
-    moved: list[tuple[ProgramStats, ProgramStats]] = []
-    for program in current.programs:
-        earlier = before.pop(program.identity, None)
-        if earlier is None:
-            new.append(program)
-        elif earlier is not program and (
-            earlier.run_time_ns != program.run_time_ns
-            or earlier.run_count != program.run_count
-            or earlier.recursion_misses != program.recursion_misses
-        ):
-            moved.append((earlier, program))
-    return ProgramChanges(new=new, moved=moved, vanished=list(before.values()))
+    """The general path, for two snapshots that did not come from one reader's passes in a row:
+    the specification itself (`kstat.core.changes`). The sampler's own intervals use the
+    reader's bookkeeping instead, which a test holds to the same answer."""
+    return changes(previous.programs, current.programs)
 
 
 def interval_delta(
@@ -164,48 +101,31 @@ def interval_delta(
     end = current.boottime_at_start_ns
     window_start = start if window_start_boottime_ns is None else window_start_boottime_ns
 
-    def change(
-        program: ProgramStats,
-        baseline: ProgramStats | None,
-        *,
-        first_seen: bool,
-        loaded: bool,
-        unloaded: bool,
-    ) -> ProgramChange:
-        """`baseline` None: counted from zero."""
-        return ProgramChange(
-            program=program,
-            key=key_of(program),
-            baseline_run_time_ns=0 if baseline is None else baseline.run_time_ns,
-            baseline_run_count=0 if baseline is None else baseline.run_count,
-            baseline_recursion_misses=0 if baseline is None else baseline.recursion_misses,
-            first_seen=first_seen,
-            loaded=loaded,
-            unloaded=unloaded,
-            # A program gone by the end was last seen by the pass at the interval's start.
-            last_seen_boottime_ns=start if unloaded else end,
-            details=(previous if unloaded else current).details_of(program),
-        )
-
     # New: loaded after the previous pass began, all its runs are in this interval; loaded
     # inside the window but missed until now, its runs are in the window and count here;
     # otherwise it was there before the window, unseen, and starts counting from here.
     found = [
-        change(
+        Sighting(
             program,
-            None if program.load_time_ns > window_start else program,
-            first_seen=True,
+            ZERO if program.load_time_ns > window_start else program.counters,
+            current.details_of(program),
             loaded=program.load_time_ns > start,
-            unloaded=False,
         )
         for program in changes.new
     ]
     found += [
-        change(program, earlier, first_seen=False, loaded=False, unloaded=False)
+        Sighting(program, earlier.counters, current.details_of(program), first_seen=False)
         for earlier, program in changes.moved
     ]
+    # A program gone by the end was last seen by the pass at the interval's start.
     found += [
-        change(program, program, first_seen=False, loaded=False, unloaded=True)
+        Sighting(
+            program,
+            program.counters,
+            previous.details_of(program),
+            first_seen=False,
+            gone_after_boottime_ns=start,
+        )
         for program in changes.vanished
     ]
     return _delta(
@@ -217,7 +137,7 @@ def interval_delta(
         end_boottime_ns=end,
         elapsed_ns=current.monotonic_ns - previous.monotonic_ns,
         online_cpus=online_cpus,
-        changes=found,
+        changes=[(key_of(sighting.last), sighting) for sighting in found],
         program_count=len(current.programs) + len(changes.vanished),
     )
 
@@ -231,25 +151,14 @@ def merge_deltas(deltas: Sequence[IntervalDelta]) -> IntervalDelta:
     if len(deltas) == 1:
         return deltas[0]
     first, last = deltas[0], deltas[-1]
-    merged: dict[ProgramIdentity, ProgramChange] = {}
+    merged: dict[ProgramIdentity, tuple[str, Sighting]] = {}
     gone_before_last = 0
     for delta in deltas:
-        for change in delta.changes:
-            identity = change.program.identity
+        for key, sighting in delta.active.items():
+            identity = sighting.last.identity
             earlier = merged.get(identity)
-            merged[identity] = (
-                change
-                if earlier is None
-                else evolve(
-                    change,
-                    baseline_run_time_ns=earlier.baseline_run_time_ns,
-                    baseline_run_count=earlier.baseline_run_count,
-                    baseline_recursion_misses=earlier.baseline_recursion_misses,
-                    first_seen=earlier.first_seen,
-                    loaded=earlier.loaded or change.loaded,
-                )
-            )
-            if change.unloaded and delta is not last:
+            merged[identity] = (key, sighting if earlier is None else sighting.merged_after(earlier[1]))
+            if sighting.unloaded and delta is not last:
                 gone_before_last += 1
     return _delta(
         previous_sequence=first.previous_sequence,
@@ -277,19 +186,19 @@ def _delta(
     end_boottime_ns: int,
     elapsed_ns: int,
     online_cpus: int,
-    changes: Iterable[ProgramChange],
+    changes: Iterable[tuple[str, Sighting]],
     program_count: int,
 ) -> IntervalDelta:
-    ordered = tuple(sorted(changes, key=lambda change: (change.program.id, change.program.load_time_ns)))
-    active = [change for change in ordered if change.active]
-    keys = disambiguated(
-        [change.key for change in active], [change.program.load_time_ns for change in active]
+    ordered = sorted(
+        ((key, sighting) for key, sighting in changes if sighting.active),
+        key=lambda pair: (pair[1].last.id, pair[1].last.load_time_ns),
     )
-    by_key = dict(sorted(zip(keys, active, strict=True), key=lambda pair: pair[0]))
-    lines = {
-        key: program_report(_sighting(change, start_boottime_ns, end_boottime_ns), elapsed_ns, online_cpus)
-        for key, change in by_key.items()
-    }
+    keys = disambiguated([key for key, _ in ordered], [sighting.last.load_time_ns for _, sighting in ordered])
+    by_key = dict(
+        sorted(zip(keys, (sighting for _, sighting in ordered), strict=True), key=lambda pair: pair[0])
+    )
+    bounds = Bounds(start_boottime_ns, end_boottime_ns, elapsed_ns, online_cpus)
+    lines = {key: program_report(sighting, bounds) for key, sighting in by_key.items()}
     return IntervalDelta(
         previous_sequence=previous_sequence,
         sequence=sequence,
@@ -299,29 +208,9 @@ def _delta(
         end_boottime_ns=end_boottime_ns,
         elapsed_ns=elapsed_ns,
         online_cpus=online_cpus,
-        changes=ordered,
+        changes=tuple(sighting for _, sighting in ordered),
         program_count=program_count,
         active=by_key,
         lines=lines,
-        totals=total_values(lines.values(), elapsed_ns, online_cpus),
-    )
-
-
-def _sighting(change: ProgramChange, start_boottime_ns: int, end_boottime_ns: int) -> ProgramSighting:
-    return ProgramSighting(
-        last=change.program,
-        baseline_run_time_ns=change.baseline_run_time_ns,
-        baseline_run_count=change.baseline_run_count,
-        baseline_recursion_misses=change.baseline_recursion_misses,
-        loaded_during_window=change.loaded,
-        unloaded_during_window=change.unloaded,
-        window_coverage_percent=coverage_percent(
-            max(start_boottime_ns, change.program.load_time_ns),
-            change.last_seen_boottime_ns,
-            start_boottime_ns,
-            end_boottime_ns,
-        ),
-        details=change.details,
-        # A program's footprint is said once, in the interval it was first seen in.
-        with_footprint=change.first_seen,
+        totals=total_values(summed(sighting.grown for sighting in by_key.values()), elapsed_ns, online_cpus),
     )

@@ -8,6 +8,8 @@ from typing import Final, NamedTuple
 
 from attrs import Factory, field, frozen
 
+from kstat.core.counters import Counters
+
 
 class ProgramIdentity(NamedTuple):
     """What makes a program the same program across snapshots.
@@ -93,9 +95,8 @@ class ProgramStats:
     tag: str
     # Nanoseconds since boot (CLOCK_BOOTTIME), as bpf_prog_info.load_time gives it.
     load_time_ns: int
-    run_time_ns: int
-    run_count: int
-    recursion_misses: int
+    # The kernel's cumulative counters at this reading (the counter catalogue's).
+    counters: Counters
     # bpf_prog_info.name: at most 15 characters of what the loader called it.
     kernel_name: str = field(default=Factory(lambda self: self.name, takes_self=True))
     # Code size, verifier work, memory and maps: read when first met, then carried along.
@@ -104,6 +105,20 @@ class ProgramStats:
     @cached_property
     def identity(self) -> ProgramIdentity:
         return ProgramIdentity(self.id, self.load_time_ns, self.tag)
+
+    # The library's names for the counters since kstat 0.1.
+    @property
+    def run_time_ns(self) -> int:
+        return self.counters.run_time_ns
+
+    @property
+    def run_count(self) -> int:
+        return self.counters.run_count
+
+    @property
+    def recursion_misses(self) -> int | None:
+        """None on a kernel that does not count them (before 5.12)."""
+        return self.counters.recursion_misses
 
 
 @frozen

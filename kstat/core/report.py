@@ -22,41 +22,9 @@ from typing import Any, Final
 from attrs import field, frozen
 
 from kstat.core.catalogue import NS_PER_S, Number, Span, metric, values
-from kstat.core.model import NO_DETAILS, ProgramDetails, ProgramFootprint, ProgramOwner, ProgramStats
-
-
-@frozen
-class ProgramSighting:
-    """What a span saw of one program: its baseline counters and its last reading."""
-
-    last: ProgramStats
-    baseline_run_time_ns: int
-    baseline_run_count: int
-    baseline_recursion_misses: int
-    # Loaded after the span began: its counters started inside it.
-    loaded_during_window: bool
-    # Missing from the span's last snapshot: reported up to its last sighting.
-    unloaded_during_window: bool
-    # The share of the span between its load (or the span's start) and its last sighting.
-    window_coverage_percent: float = 100.0
-    details: ProgramDetails = NO_DETAILS
-    # Whether its line carries its footprint (an interval line does only the first time).
-    with_footprint: bool = True
-    # Its DISTRIBUTION metrics over the window's intervals (a window's report only), and when
-    # the interval with its highest CPU share ended.
-    distribution: Mapping[str, Number] = field(factory=dict)
-    peak_cpu_percent_at_ns: int | None = None
-
-    def span(self, elapsed_ns: int, online_cpus: int | None) -> Span:
-        last = self.last
-        return Span(
-            runtime_ns=last.run_time_ns - self.baseline_run_time_ns,
-            run_count=last.run_count - self.baseline_run_count,
-            recursion_misses=last.recursion_misses - self.baseline_recursion_misses,
-            elapsed_ns=elapsed_ns,
-            online_cpus=online_cpus,
-            footprint=last.footprint if self.with_footprint else None,
-        )
+from kstat.core.counters import COUNTERS, ZERO, Counters, summed
+from kstat.core.model import ProgramFootprint, ProgramOwner, ProgramStats
+from kstat.core.sighting import Sighting
 
 
 @frozen
@@ -110,6 +78,12 @@ class ProgramReport:
         """A metric's value by catalogue name; None when this report does not carry it."""
         metric(name)  # an unknown name is a mistake, not a missing value
         return self.metrics.get(name)
+
+    @property
+    def counters(self) -> Counters:
+        """How much each counter grew over the line's span, from its counter metrics (None for
+        a counter the line does not carry)."""
+        return counters_of(self.metrics)
 
     # Typed access to the metrics every report has (the library's API since 0.1).
     @property
@@ -187,6 +161,9 @@ class Report:
     node: str | None = None
     # When the interval with the highest total CPU share ended (RFC 3339).
     peak_cpu_percent_at: str | None = None
+    # Counters the kernel did not provide (`recursion_misses` before Linux 5.12): their metrics
+    # are absent, and the seed's fields for them, which the Go tool's shape requires, say 0.
+    unavailable_counters: tuple[str, ...] | None = None
 
     @property
     def programs(self) -> tuple[ProgramReport, ...]:
@@ -223,19 +200,16 @@ class Report:
         value = self.totals.get("estimated_cpu_percent_of_all_cpus")
         return None if value is None else float(value)
 
+    # Deprecated in 0.3: a value does not carry its codec (the core cannot import a format).
+    # `kstat.report_to_dict(report)` and `kstat.report_from_dict(data)` replace these.
     def to_dict(self) -> dict[str, Any]:
-        """The report as the Go tool's JSON shape plus kstat's fields, ready for json.dumps."""
-        # Imported here: the schema module needs this one's classes first.
-        from kstat.formats.report_json import report_to_dict  # noqa: PLC0415 - a cycle otherwise
-
-        return report_to_dict(self)
+        """Deprecated: `kstat.report_to_dict(report)`."""
+        return _codec("report_to_dict", "to_dict")(self)  # type: ignore[no-any-return]
 
     @classmethod
     def from_dict(cls, data: Any) -> Report:
-        """A report from JSON data any kstat version or the Go tool wrote."""
-        from kstat.formats.report_json import report_from_dict  # noqa: PLC0415 - a cycle otherwise
-
-        return report_from_dict(data)
+        """Deprecated: `kstat.report_from_dict(data)`."""
+        return _codec("report_from_dict", "from_dict")(data)  # type: ignore[no-any-return]
 
     def program(self, name_or_id: str | int) -> ProgramReport:
         """The line for a report key, a program name (when unique) or a program id."""
@@ -251,6 +225,19 @@ class Report:
         if not matches:
             raise KeyError(f"no program {name_or_id!r} in the report")
         raise KeyError(f"{len(matches)} programs are named {name_or_id!r}; look one up by id")
+
+
+def _codec(name: str, method: str) -> Any:
+    """The report codec's function, for the deprecated methods only (removed in kstat 0.4)."""
+    import importlib  # noqa: PLC0415
+    import warnings  # noqa: PLC0415
+
+    warnings.warn(
+        f"Report.{method}() is deprecated; use kstat.{name}() (removed in kstat 0.4)",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return getattr(importlib.import_module("kstat.formats.report_json"), name)
 
 
 def report_key(name: str, program_id: int, name_count: int) -> str:
@@ -275,27 +262,54 @@ def disambiguated(keys: Sequence[str], load_times_ns: Sequence[int]) -> list[str
     ]
 
 
-def program_report(sighting: ProgramSighting, elapsed_ns: int, online_cpus: int | None) -> ProgramReport:
+def counters_of(metrics: Mapping[str, Number]) -> Counters:
+    """Counters from a line's (or a total's) counter metrics; None where a metric is missing."""
+    found: list[int | None] = []
+    for spec in COUNTERS:
+        value = None if spec.metric is None else metrics.get(spec.metric)
+        found.append(None if value is None else int(value))
+    return Counters._make(found)
+
+
+@frozen
+class Bounds:
+    """Where a span starts and ends: CLOCK_BOOTTIME at the start of its first and last passes
+    (the clock of `load_time`), and the monotonic time between them."""
+
+    start_boottime_ns: int
+    end_boottime_ns: int
+    elapsed_ns: int
+    online_cpus: int | None
+
+
+def program_report(
+    sighting: Sighting,
+    bounds: Bounds,
+    *,
+    distribution: Mapping[str, Number] | None = None,
+    peak_cpu_percent_at_ns: int | None = None,
+) -> ProgramReport:
+    """One program's line over a span: every catalogue metric of its counters' growth (and, for
+    a window, the distribution of its intervals)."""
     last = sighting.last
+    with_footprint = sighting.first_seen and last.footprint is not None
     return ProgramReport(
         name=last.name,
         type=last.type,
         id=last.id,
-        metrics={**values(sighting.span(elapsed_ns, online_cpus)), **sighting.distribution},
+        metrics={**values(sighting.span(bounds.elapsed_ns, bounds.online_cpus)), **(distribution or {})},
         tag=last.tag,
         load_time_ns=last.load_time_ns,
         kernel_name=last.kernel_name,
-        loaded_during_window=sighting.loaded_during_window,
-        unloaded_during_window=sighting.unloaded_during_window,
-        window_coverage_percent=sighting.window_coverage_percent,
+        loaded_during_window=sighting.loaded,
+        unloaded_during_window=sighting.unloaded,
+        window_coverage_percent=sighting.coverage_percent(bounds.start_boottime_ns, bounds.end_boottime_ns),
         peak_cpu_percent_at=(
-            None
-            if sighting.peak_cpu_percent_at_ns is None
-            else format_timestamp(sighting.peak_cpu_percent_at_ns)
+            None if peak_cpu_percent_at_ns is None else format_timestamp(peak_cpu_percent_at_ns)
         ),
         owners=sighting.details.owners,
         attachments=sighting.details.attachments,
-        map_ids=last.footprint.map_ids if sighting.with_footprint and last.footprint is not None else None,
+        map_ids=last.footprint.map_ids if with_footprint and last.footprint is not None else None,
     )
 
 
@@ -304,38 +318,46 @@ class LeftOut:
     """Programs a long run no longer lists (unloaded long ago), still counted in the totals."""
 
     programs: int = 0
-    runtime_ns: int = 0
-    run_count: int = 0
-    recursion_misses: int = 0
+    # How much their counters grew while the window saw them.
+    counters: Counters = ZERO
+
+    def adding(self, sighting: Sighting) -> LeftOut:
+        return LeftOut(self.programs + 1, summed([sighting.grown], self.counters))
 
 
 NOTHING_LEFT_OUT: Final = LeftOut()
 
 
 def total_values(
-    lines: Iterable[ProgramReport],
+    counters: Counters,
     elapsed_ns: int,
     online_cpus: int | None,
-    left_out: LeftOut = NOTHING_LEFT_OUT,
     footprint: ProgramFootprint | None = None,
 ) -> dict[str, Number]:
-    """Every metric over the sum of the lines' counters (and of what was left out), and over
-    the programs' combined `footprint` where given."""
-    runtime_ns, run_count, recursion_misses = (
-        left_out.runtime_ns,
-        left_out.run_count,
-        left_out.recursion_misses,
-    )
-    for line in lines:
-        runtime_ns += line.runtime_ns
-        run_count += line.run_count
-        recursion_misses += line.recursion_misses
-    return values(Span(runtime_ns, run_count, recursion_misses, elapsed_ns, online_cpus, footprint))
+    """Every metric over several programs' summed counters, and over their combined
+    `footprint` where given."""
+    return values(Span(counters, elapsed_ns, online_cpus, footprint))
+
+
+def unavailable_counters(total: Counters) -> tuple[str, ...]:
+    """The counters a total lacks: the kernel did not provide them for some program."""
+    return tuple(spec.name for spec, value in zip(COUNTERS, total, strict=True) if value is None)
+
+
+@frozen
+class WindowSighting:
+    """A program as a window's report states it: what the window saw of it, and the
+    distribution of its per-interval values."""
+
+    sighting: Sighting
+    distribution: Mapping[str, Number] = field(factory=dict)
+    peak_cpu_percent_at_ns: int | None = None
 
 
 def build_report(
     window: WindowFacts,
-    sightings: Iterable[ProgramSighting],
+    bounds: Bounds,
+    programs: Iterable[WindowSighting],
     *,
     schema_version: int,
     generator: str,
@@ -345,24 +367,30 @@ def build_report(
 ) -> Report:
     """The report for a window from what it saw of each program (and what it no longer lists),
     and the distribution of the total's per-interval values."""
-    ordered = sorted(sightings, key=lambda sighting: (sighting.last.id, sighting.last.load_time_ns))
-    footprints = [sighting.last.footprint for sighting in ordered]
+    ordered = sorted(programs, key=lambda seen: (seen.sighting.last.id, seen.sighting.last.load_time_ns))
+    footprints = [seen.sighting.last.footprint for seen in ordered]
     # The programs' combined footprint, when every one of them has one.
     combined = (
         ProgramFootprint.combined(footprint for footprint in footprints if footprint is not None)
         if footprints and None not in footprints
         else None
     )
-    keys = report_keys([sighting.last for sighting in ordered])
+    keys = report_keys([seen.sighting.last for seen in ordered])
     lines = {
-        key: program_report(sighting, window.elapsed_ns, window.online_cpus)
-        for key, sighting in sorted(zip(keys, ordered, strict=True), key=lambda pair: pair[0])
+        key: program_report(
+            seen.sighting,
+            bounds,
+            distribution=seen.distribution,
+            peak_cpu_percent_at_ns=seen.peak_cpu_percent_at_ns,
+        )
+        for key, seen in sorted(zip(keys, ordered, strict=True), key=lambda pair: pair[0])
     }
+    total = summed((seen.sighting.grown for seen in ordered), left_out.counters)
     return Report(
         timestamp=format_timestamp(window.end_wall_time_ns),
         program_stats=lines,
         totals={
-            **total_values(lines.values(), window.elapsed_ns, window.online_cpus, left_out, combined),
+            **total_values(total, window.elapsed_ns, window.online_cpus, combined),
             **(total_distribution or {}),
         },
         num_programs=len(lines),
@@ -383,15 +411,8 @@ def build_report(
         programs_left_out=left_out.programs if left_out.programs else None,
         node=window.node,
         peak_cpu_percent_at=None if total_peak_at_ns is None else format_timestamp(total_peak_at_ns),
+        unavailable_counters=unavailable_counters(total) or None,
     )
-
-
-def coverage_percent(existed_from: int, existed_until: int, window_start: int, window_end: int) -> float:
-    """The share of a span a program was loaded for, as far as the snapshots can tell."""
-    if window_end <= window_start:
-        return 100.0
-    share = (existed_until - existed_from) / (window_end - window_start) * 100
-    return min(100.0, max(0.0, share))
 
 
 def format_timestamp(wall_time_ns: int) -> str:

@@ -14,36 +14,23 @@ from __future__ import annotations
 from collections import deque
 
 import trio
-from attrs import define, evolve, field, frozen
+from attrs import define, evolve, field
 
 from kstat.core.catalogue import Number
 from kstat.core.distribution import IntervalValues
 from kstat.core.events import Event, IntervalEnded, WindowStarted
-from kstat.core.model import ProgramDetails, ProgramIdentity, ProgramStats, Snapshot
+from kstat.core.model import ProgramIdentity, Snapshot
 from kstat.core.report import (
     NOTHING_LEFT_OUT,
+    Bounds,
     LeftOut,
-    ProgramSighting,
     Report,
     WindowFacts,
+    WindowSighting,
     build_report,
-    coverage_percent,
 )
+from kstat.core.sighting import Sighting
 from kstat.formats.report_json import SCHEMA_VERSION
-
-
-@frozen
-class _Sighting:
-    """What the window saw of one program so far. Replaced, never changed, so that a copy of
-    the summary (for a report mid-window) is a shallow copy of a dict."""
-
-    last: ProgramStats
-    baseline_run_time_ns: int
-    baseline_run_count: int
-    baseline_recursion_misses: int
-    details: ProgramDetails
-    # CLOCK_BOOTTIME at the start of the pass that last saw it; None while it is still loaded.
-    gone_after_boottime_ns: int | None = None
 
 
 @define
@@ -58,7 +45,9 @@ class Summary:
     started: WindowStarted | None = None
     last_snapshot: Snapshot | None = None
     snapshot_count: int = 0
-    _sightings: dict[ProgramIdentity, _Sighting] = field(factory=dict)
+    # Replaced, never changed, so that a copy of the summary (for a report mid-window) is a
+    # shallow copy of a dict.
+    _sightings: dict[ProgramIdentity, Sighting] = field(factory=dict)
     retain_unloaded: int | None = None
     # Unloaded programs still listed, oldest first (only kept when retention is bounded).
     _unloaded: deque[ProgramIdentity] = field(factory=deque)
@@ -89,13 +78,13 @@ class Summary:
         self.started = event
         self.last_snapshot = snapshot
         self.snapshot_count = 1
+        start = snapshot.boottime_at_start_ns
+        # A program loaded after the first pass began, and read by it, keeps that reading as its
+        # baseline (consecutive windows never count its early runs twice); it still says it
+        # was loaded during the window.
         self._sightings = {
-            program.identity: _Sighting(
-                program,
-                program.run_time_ns,
-                program.run_count,
-                program.recursion_misses,
-                snapshot.details_of(program),
+            program.identity: Sighting(
+                program, program.counters, snapshot.details_of(program), loaded=program.load_time_ns > start
             )
             for program in snapshot.programs
         }
@@ -107,22 +96,20 @@ class Summary:
         sightings = self._sightings
         delta = event.delta
         self._record_distributions(event)
+        window_start = self.started.snapshot.boottime_at_start_ns if self.started is not None else 0
         for change in delta.changes:
-            program = change.program
+            program = change.last
             identity = program.identity
             seen = sightings.get(identity)
-            gone = change.last_seen_boottime_ns if change.unloaded else None
             if seen is None:
-                sightings[identity] = _Sighting(
-                    program,
-                    change.baseline_run_time_ns,
-                    change.baseline_run_count,
-                    change.baseline_recursion_misses,
-                    change.details,
-                    gone,
+                # Its baseline is the one the interval gave it, so the intervals add up to this.
+                sightings[identity] = evolve(
+                    change, first_seen=True, loaded=program.load_time_ns > window_start
                 )
             else:
-                sightings[identity] = evolve(seen, last=program, gone_after_boottime_ns=gone)
+                sightings[identity] = seen.read_again(
+                    program, gone_after_boottime_ns=change.gone_after_boottime_ns
+                )
             if change.unloaded and self.retain_unloaded is not None:
                 self._unloaded.append(identity)
         self.last_snapshot = event.current
@@ -141,7 +128,7 @@ class Summary:
         end = delta.end_wall_time_ns
         for key, line in delta.lines.items():
             change = delta.active[key]
-            identity = change.program.identity
+            identity = change.last.identity
             values = distributions.get(identity)
             if values is None:
                 values = distributions[identity] = IntervalValues(before)
@@ -152,16 +139,7 @@ class Summary:
 
     def _leave_out(self, identity: ProgramIdentity) -> None:
         self._distributions.pop(identity, None)
-        seen = self._sightings.pop(identity)
-        left = self._left_out
-        self._left_out = LeftOut(
-            programs=left.programs + 1,
-            runtime_ns=left.runtime_ns + seen.last.run_time_ns - seen.baseline_run_time_ns,
-            run_count=left.run_count + seen.last.run_count - seen.baseline_run_count,
-            recursion_misses=left.recursion_misses
-            + seen.last.recursion_misses
-            - seen.baseline_recursion_misses,
-        )
+        self._left_out = self._left_out.adding(self._sightings.pop(identity))
 
     def copy(self) -> Summary:
         """An independent copy, to extend with an interval without touching this one."""
@@ -179,33 +157,25 @@ class Summary:
             self._total_distribution.copy(),
         )
 
-    def sightings(self) -> list[ProgramSighting]:
-        started, last = self.started, self.last_snapshot
-        if started is None or last is None:
+    def sightings(self) -> list[WindowSighting]:
+        if self.started is None or self.last_snapshot is None:
             return []
-        window_start = started.snapshot.boottime_at_start_ns
-        window_end = last.boottime_at_start_ns
         return [
-            ProgramSighting(
-                last=seen.last,
-                baseline_run_time_ns=seen.baseline_run_time_ns,
-                baseline_run_count=seen.baseline_run_count,
-                baseline_recursion_misses=seen.baseline_recursion_misses,
-                # load_time is CLOCK_BOOTTIME, the clock the snapshots also record.
-                loaded_during_window=seen.last.load_time_ns > window_start,
-                unloaded_during_window=seen.gone_after_boottime_ns is not None,
-                window_coverage_percent=coverage_percent(
-                    max(window_start, seen.last.load_time_ns),
-                    window_end if seen.gone_after_boottime_ns is None else seen.gone_after_boottime_ns,
-                    window_start,
-                    window_end,
-                ),
-                details=seen.details,
-                distribution=self._distribution_of(identity),
-                peak_cpu_percent_at_ns=self._peak_of(identity),
-            )
+            WindowSighting(seen, self._distribution_of(identity), self._peak_of(identity))
             for identity, seen in self._sightings.items()
         ]
+
+    def bounds(self) -> Bounds:
+        started, last = self.started, self.last_snapshot
+        if started is None or last is None:
+            raise ValueError("no snapshot was taken, so there is no window to report on")
+        first = started.snapshot
+        return Bounds(
+            first.boottime_at_start_ns,
+            last.boottime_at_start_ns,
+            last.monotonic_ns - first.monotonic_ns,
+            started.online_cpus,
+        )
 
     def _distribution_of(self, identity: ProgramIdentity) -> dict[str, Number]:
         values = self._distributions.get(identity)
@@ -237,6 +207,7 @@ class Summary:
         )
         return build_report(
             window,
+            self.bounds(),
             self.sightings(),
             schema_version=SCHEMA_VERSION,
             generator=self.generator,

@@ -11,6 +11,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from kstat.core.counters import COUNTERS
 from kstat.core.events import IntervalEnded, WindowStarted
 from kstat.core.report import Report, format_timestamp, report_keys
 from kstat.formats.report_json import (
@@ -36,11 +37,9 @@ def interval_to_dict(event: IntervalEnded) -> dict[str, Any]:
         data = program_to_dict(line)
         change = delta.active[key]
         if not change.unloaded:
-            program = change.program
+            # Named as the kernel names them (`run_cnt`); a counter this kernel lacks is null.
             data["counters"] = {
-                "run_time_ns": program.run_time_ns,
-                "run_cnt": program.run_count,
-                "recursion_misses": program.recursion_misses,
+                spec.kernel_name: getattr(change.last.counters, spec.name) for spec in COUNTERS
             }
         program_stats[key] = data
     end_time = format_timestamp(delta.end_wall_time_ns)

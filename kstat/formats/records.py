@@ -32,6 +32,7 @@ from typing import Any, Final
 import attrs
 
 from kstat.core.catalogue import METRICS, Kind, Metric, Number, Span
+from kstat.core.counters import COUNTERS, ZERO
 from kstat.core.events import IntervalEnded, WindowStarted
 from kstat.core.model import ProgramDetails, ProgramOwner, ProgramStats, Workload
 from kstat.core.report import ProgramReport, Report, format_timestamp, parse_timestamp, report_keys
@@ -40,6 +41,8 @@ from kstat.core.report import ProgramReport, Report, format_timestamp, parse_tim
 _OWNER_WORKLOAD_KEYS: Final = tuple(f"owner_{attribute.name}" for attribute in attrs.fields(Workload))
 _PROPERTIES: Final = tuple(metric for metric in METRICS if metric.kind is Kind.PROPERTY)
 _OVER_TIME: Final = tuple(metric for metric in METRICS if metric.kind is not Kind.PROPERTY)
+# A record holds numbers: per-CPU counters go out in records of their own.
+_SCALAR_COUNTERS: Final = tuple(spec for spec in COUNTERS if not spec.per_cpu)
 
 RECORD_KEYS: Final[tuple[str, ...]] = (
     "timestamp",
@@ -75,9 +78,7 @@ RECORD_KEYS: Final[tuple[str, ...]] = (
     "skipped_snapshots",
     # The kernel's absolute counters at the interval's end (a `program` line of a program still
     # loaded): what a store can use to spot a program reloaded under the same name.
-    "counter_run_time_ns",
-    "counter_run_count",
-    "counter_recursion_misses",
+    *(f"counter_{spec.name}" for spec in _SCALAR_COUNTERS),
     *(metric.name for metric in METRICS),
 )
 
@@ -133,7 +134,7 @@ def _seen(
     sequence: int,
     host_name: str | None,
 ) -> dict[str, Any]:
-    span = Span(0, 0, 0, 0, None, program.footprint)
+    span = Span(ZERO, 0, None, program.footprint)
     properties = {metric.name: metric.compute(span) for metric in _PROPERTIES}
     return _record(
         "program_seen",
@@ -192,7 +193,7 @@ def interval_records(event: IntervalEnded, host_name: str | None) -> list[dict[s
     end = delta.end_wall_time_ns
     records = [
         _seen(
-            change.program,
+            change.last,
             key,
             change.details,
             wall_time_ns=end,
@@ -207,9 +208,7 @@ def interval_records(event: IntervalEnded, host_name: str | None) -> list[dict[s
         counters: dict[str, Any] = {}
         if not change.unloaded:
             counters = {
-                "counter_run_time_ns": change.program.run_time_ns,
-                "counter_run_count": change.program.run_count,
-                "counter_recursion_misses": change.program.recursion_misses,
+                f"counter_{spec.name}": getattr(change.last.counters, spec.name) for spec in _SCALAR_COUNTERS
             }
         records.append(
             _record(

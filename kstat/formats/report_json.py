@@ -27,6 +27,7 @@ import cattrs
 
 from kstat.core import catalogue
 from kstat.core.catalogue import METRICS, NS_PER_S, Kind, Metric, Number, Span
+from kstat.core.counters import ZERO, summed
 from kstat.core.model import ProgramFootprint, ProgramOwner, Workload
 from kstat.core.report import ProgramReport, Report, total_values
 from kstat.errors import KstatError
@@ -89,7 +90,9 @@ def program_to_dict(line: ProgramReport) -> dict[str, Any]:
     data: dict[str, Any] = {"name": line.name, "type": line.type, "id": line.id}
     metrics = line.metrics
     for metric in _SEED_METRICS:
-        data[metric.name] = _json_number(metric, metrics[metric.name])
+        # The Go tool's shape requires every seed field; a counter this kernel lacks says 0
+        # there, and the report's `unavailable_counters` says why.
+        data[metric.name] = _json_number(metric, metrics.get(metric.name, 0))
     optional: dict[str, Any] = {"tag": line.tag, "load_time_ns": line.load_time_ns}
     for metric in _OTHER_METRICS:
         value = metrics.get(metric.name)
@@ -129,8 +132,7 @@ def _unstructure_report(report: Report) -> dict[str, Any]:
     data |= {name: totals[name] for name in _LEADING_TOTALS if name in totals}
     data["num_programs"] = report.num_programs
     data["collection_duration_ns"] = report.collection_duration_ns
-    if "total_recursion_misses" in totals:
-        data["total_recursion_misses"] = totals["total_recursion_misses"]
+    data["total_recursion_misses"] = totals.get("total_recursion_misses", 0)
     data |= {name: value for name, value in totals.items() if name not in data}
     data |= {
         "schema_version": report.schema_version,
@@ -154,6 +156,8 @@ def _unstructure_report(report: Report) -> dict[str, Any]:
         data["peak_cpu_percent_at"] = report.peak_cpu_percent_at
     if report.snapshot_method is not None:
         data["snapshot_method"] = report.snapshot_method
+    if report.unavailable_counters is not None:
+        data["unavailable_counters"] = list(report.unavailable_counters)
     return data
 
 
@@ -313,7 +317,9 @@ def _structure_report(data: Any, _: type) -> Report:
     elapsed_ns = _collection_duration_ns(report)
     online_cpus = _optional(report, "online_cpus", "", _whole)
     # Totals absent from the file are computed from its programs (same formulas).
-    totals: dict[str, Number] = total_values(lines.values(), elapsed_ns, online_cpus)
+    totals: dict[str, Number] = total_values(
+        summed(line.counters for line in lines.values()), elapsed_ns, online_cpus
+    )
     for metric in METRICS:
         value = report.get(metric.total_name)
         if value is not None:
@@ -341,6 +347,7 @@ def _structure_report(data: Any, _: type) -> Report:
         programs_left_out=_optional(report, "programs_left_out", "", _whole),
         node=_optional(report, "node", "", _text),
         peak_cpu_percent_at=_optional(report, "peak_cpu_percent_at", "", _text),
+        unavailable_counters=_optional(report, "unavailable_counters", "", _texts),
     )
 
 
@@ -400,7 +407,7 @@ def footprint_to_dict(footprint: ProgramFootprint | None) -> dict[str, Any]:
     (nothing without a footprint; no verifier count on a kernel older than 5.16)."""
     if footprint is None:
         return {}
-    span = Span(0, 0, 0, 0, None, footprint)
+    span = Span(ZERO, 0, None, footprint)
     data: dict[str, Any] = {}
     for metric in METRICS:
         if metric.kind is Kind.PROPERTY:

@@ -12,10 +12,12 @@ from typing import Final
 
 from attrs import define, field, frozen
 
-from kstat.core.catalogue import NS_PER_S
+from kstat.core.catalogue import NS_PER_S, metric
 from kstat.core.events import IntervalEnded, WindowStarted
-from kstat.core.model import ProgramDetails, ProgramIdentity, ProgramStats
+from kstat.core.model import ProgramDetails, ProgramIdentity
+from kstat.core.sighting import Sighting
 
+_MEAN_RUNTIME: Final = metric("mean_runtime_ns")
 # How long a program stays marked as new, or is shown after it went away (intervals).
 MARKED_FOR: Final = 5
 # The detail screen's charts cover about a minute.
@@ -64,12 +66,10 @@ class ProgramView:
     tag: str
     load_time_ns: int
     memlock_bytes: int | None
-    # Counters when the window first saw it (zero for one loaded inside the window).
-    baseline_run_time_ns: int
-    baseline_run_count: int
-    run_time_ns: int = 0
-    run_count: int = 0
-    # The last interval's figures.
+    # What the window saw of it: its counters since the window first met it (from zero for
+    # one loaded inside the window).
+    window: Sighting
+    # The last interval's figures (the catalogue's, from the interval's line).
     events_per_sec: float = 0.0
     avg_ns: float = 0.0
     cpu_percent: float = 0.0
@@ -83,12 +83,11 @@ class ProgramView:
 
     @property
     def runs(self) -> int:
-        return self.run_count - self.baseline_run_count
+        return self.window.grown.run_count
 
     @property
     def window_avg_ns(self) -> float:
-        runs = self.runs
-        return (self.run_time_ns - self.baseline_run_time_ns) / runs if runs else 0.0
+        return float(_MEAN_RUNTIME.compute(self.window.span(0, None)) or 0.0)
 
     @property
     def owner(self) -> str:
@@ -159,13 +158,12 @@ class TopState:
         self.totals = Totals(loaded=len(snapshot.programs), online_cpus=event.online_cpus)
         for program in snapshot.programs:
             self.programs[program.identity] = self._new_view(
-                program, snapshot.details_of(program), program.run_time_ns, program.run_count
+                Sighting.from_now(program, snapshot.details_of(program))
             )
         self.dirty = True
 
-    def _new_view(
-        self, program: ProgramStats, details: ProgramDetails, baseline_time: int, baseline_count: int
-    ) -> ProgramView:
+    def _new_view(self, window: Sighting) -> ProgramView:
+        program, details = window.last, window.details
         footprint = program.footprint
         return ProgramView(
             identity=program.identity,
@@ -176,32 +174,27 @@ class TopState:
             tag=program.tag,
             load_time_ns=program.load_time_ns,
             memlock_bytes=None if footprint is None else footprint.memlock_bytes,
-            baseline_run_time_ns=baseline_time,
-            baseline_run_count=baseline_count,
-            run_time_ns=program.run_time_ns,
-            run_count=program.run_count,
+            window=window,
         )
 
     def apply_interval(self, event: IntervalEnded) -> None:
         delta = event.delta
         self.intervals += 1
-        seconds = delta.elapsed_ns / NS_PER_S
         touched: set[ProgramIdentity] = set()
         created: set[ProgramIdentity] = set()
-        for change in delta.changes:
-            program = change.program
+        for key, change in delta.active.items():
+            program = change.last
             view = self.programs.get(program.identity)
             if view is None:
-                view = self.programs[program.identity] = self._new_view(
-                    program, change.details, change.baseline_run_time_ns, change.baseline_run_count
-                )
+                view = self.programs[program.identity] = self._new_view(change)
                 view.new_for = MARKED_FOR
                 created.add(program.identity)
-            runs = change.run_count
-            view.run_time_ns, view.run_count = program.run_time_ns, program.run_count
-            view.events_per_sec = runs / seconds if seconds else 0.0
-            view.avg_ns = change.run_time_ns / runs if runs else 0.0
-            view.cpu_percent = change.run_time_ns / delta.elapsed_ns * 100 if delta.elapsed_ns else 0.0
+            else:
+                view.window = view.window.read_again(program)
+            metrics = delta.lines[key].metrics
+            view.events_per_sec = float(metrics["events_per_sec"])
+            view.avg_ns = float(metrics["mean_runtime_ns"])
+            view.cpu_percent = float(metrics["estimated_cpu_percent"])
             if change.unloaded:
                 view.gone_for = MARKED_FOR
                 created.add(program.identity)  # counts down from the next interval
@@ -223,7 +216,7 @@ class TopState:
             cpu_percent=float(totals.get("estimated_cpu_percent", 0.0)),
             events_per_sec=float(totals.get("events_per_sec", 0.0)),
             loaded=sum(1 for view in self.programs.values() if view.gone_for is None),
-            ran=sum(1 for change in delta.changes if change.run_count),
+            ran=sum(1 for change in delta.changes if change.grown.run_count),
             online_cpus=self.totals.online_cpus,
         )
         if self.selected not in self.programs:

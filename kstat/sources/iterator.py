@@ -44,6 +44,7 @@ from kstat.abi.bpf import (
 from kstat.abi.btf import KernelLayout
 from kstat.abi.enums import AttachType, MapType, ProgramType, program_type_name
 from kstat.abi.structs import Instruction
+from kstat.core.counters import Counters
 from kstat.core.model import ProgramChanges, ProgramStats
 from kstat.sources.syscalls import ProgramReader
 
@@ -332,10 +333,13 @@ class IteratorReader:
                 if before is None:
                     continue  # kstat's own iterator
                 after = self._decode(record, before)
-                stats[start // size] = after
                 if after.load_time_ns == before.load_time_ns:
+                    if after.counters == before.counters:
+                        continue  # the record moved, the counters did not: idle
+                    stats[start // size] = after
                     moved.append((before, after))
                 else:  # the id was reused for another program
+                    stats[start // size] = after
                     vanished.append(before)
                     new.append(after)
         return stats, ProgramChanges(new=new, moved=moved, vanished=vanished)
@@ -366,7 +370,10 @@ class IteratorReader:
                 before = None if found is None else found[1]
                 value = self._decode(record, before)
                 if before is not None and before.load_time_ns == value.load_time_ns:
-                    moved.append((before, value))
+                    if value.counters == before.counters:
+                        value = before  # the record moved, the counters did not: idle
+                    else:
+                        moved.append((before, value))
                 else:
                     new.append(value)
             seen[program_id] = value
@@ -380,12 +387,14 @@ class IteratorReader:
 
     def _decode(self, record: bytes, before: ProgramStats | None) -> ProgramStats:
         program_id, type_id, tag, load_time_ns, name, run_count, run_time_ns, misses = RECORD.unpack(record)
+        # The counter catalogue's counters, in its order.
+        counters = Counters(run_time_ns, run_count, misses)
         if before is not None and before.load_time_ns == load_time_ns:
-            return evolve(before, run_time_ns=run_time_ns, run_count=run_count, recursion_misses=misses)
+            return evolve(before, counters=counters)
         # Met for the first time (or an id the kernel reused): its details, once, by syscalls.
         found = self._syscalls.read_one(program_id)
         if found is not None and found.load_time_ns == load_time_ns:
-            return evolve(found, run_time_ns=run_time_ns, run_count=run_count, recursion_misses=misses)
+            return evolve(found, counters=counters)
         # Gone since the walk: what the record says is all there is.
         return ProgramStats(
             id=program_id,
@@ -393,9 +402,7 @@ class IteratorReader:
             name=name.rstrip(b"\0").decode("utf-8", "replace"),
             tag=tag.hex(),
             load_time_ns=load_time_ns,
-            run_time_ns=run_time_ns,
-            run_count=run_count,
-            recursion_misses=misses,
+            counters=counters,
         )
 
     @property

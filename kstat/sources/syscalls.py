@@ -25,6 +25,7 @@ from kstat.abi.structs import (
     InfoByFdAttr,
     ProgInfo,
 )
+from kstat.core.counters import Counters
 from kstat.core.model import MapFootprint, ProgramChanges, ProgramFootprint, ProgramStats
 from kstat.errors import BpfError, UnsupportedKernel
 from kstat.sources.fdinfo import fdinfo_number
@@ -167,16 +168,16 @@ class ProgramReader:
             raise UnsupportedKernel(
                 "this kernel's bpf_prog_info has no run_time_ns/run_cnt (they arrived in Linux 5.1)"
             )
-        run_time_ns, run_count = info.run_time_ns, info.run_cnt
-        recursion_misses = info.recursion_misses if written >= RECURSION_MISSES_END else 0
+        # The counter catalogue's counters, in its order; None where this kernel has no field.
+        read = (
+            info.run_time_ns,
+            info.run_cnt,
+            info.recursion_misses if written >= RECURSION_MISSES_END else None,
+        )
         key = (info.id, info.load_time)
         before = self._known.get(key)
         if before is not None:
-            if (
-                before.run_time_ns == run_time_ns
-                and before.run_count == run_count
-                and before.recursion_misses == recursion_misses
-            ):
+            if before.counters == read:  # a plain tuple: nothing is built for an idle program
                 return key, before, before  # an idle program: the very same value as last time
             return (
                 key,
@@ -186,9 +187,7 @@ class ProgramReader:
                     name=before.name,
                     tag=before.tag,
                     load_time_ns=before.load_time_ns,
-                    run_time_ns=run_time_ns,
-                    run_count=run_count,
-                    recursion_misses=recursion_misses,
+                    counters=Counters._make(read),
                     kernel_name=before.kernel_name,
                     footprint=before.footprint,
                 ),
@@ -217,9 +216,7 @@ class ProgramReader:
                 name=full_name,
                 tag=tag,
                 load_time_ns=load_time_ns,
-                run_time_ns=run_time_ns,
-                run_count=run_count,
-                recursion_misses=recursion_misses,
+                counters=Counters._make(read),
                 kernel_name=kernel_name,
                 footprint=footprint,
             ),

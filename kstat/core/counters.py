@@ -1,0 +1,173 @@
+"""The kernel's counters of one program, declared once: the counter catalogue.
+
+Each field of `Counters` is one cumulative counter the kernel keeps per program, declared with
+its `CounterSpec`: what the kernel calls it, its unit, the kernel version that brought it, and
+the metric it becomes over a span (its growth from a baseline to a last reading). Everything
+else (deltas, spans, totals, the report, NDJSON, StatsD, Prometheus, `kstat top`, compare) does
+its arithmetic over the declared fields, never by name: a new counter is a field here plus the
+reader that fills it.
+
+A counter the running kernel does not have is None, never 0: "this kernel does not count
+recursion misses" (before 5.12) is not "no recursion misses". A counter may be a per-CPU
+vector (a tuple, one value per possible CPU), where a reader can read it per CPU; its growth is
+taken CPU by CPU.
+"""
+
+from __future__ import annotations
+
+import typing
+from collections.abc import Iterable
+from functools import cache
+from typing import Annotated, Final, NamedTuple, TypeAlias
+
+from attrs import frozen
+
+# One counter's value: a number, one number per possible CPU, or None (not on this kernel).
+Value: TypeAlias = int | tuple[int, ...] | None
+
+
+@frozen
+class CounterSpec:
+    """What one counter is, and the metric its growth over a span becomes."""
+
+    # Its name in `Counters` and in NDJSON's `counters` objects.
+    name: str
+    # What bpf_prog_info (or the kernel's struct) calls it.
+    kernel_name: str
+    unit: str
+    # The kernel version that brought it ("5.1"), and what reads it.
+    since: str
+    description: str
+    # The metric of its growth over a span (`runtime_ns` for `run_time_ns`); its words.
+    metric: str
+    title: str
+    heading: str
+    # One value per possible CPU (a tuple), where the reader can split it; else one number.
+    per_cpu: bool = False
+    # One of the Go collect-kernel-stats tool's fields (required when a report is read).
+    seed: bool = False
+
+
+_RUN_TIME: Final = CounterSpec(
+    name="run_time_ns",
+    kernel_name="run_time_ns",
+    unit="ns",
+    since="5.1",
+    description="time spent running the program",
+    metric="runtime_ns",
+    title="Runtime",
+    heading="runtime (ns)",
+    seed=True,
+)
+_RUN_COUNT: Final = CounterSpec(
+    name="run_count",
+    kernel_name="run_cnt",
+    unit="runs",
+    since="5.1",
+    description="times the program ran",
+    metric="run_count",
+    title="Runs",
+    heading="runs",
+    seed=True,
+)
+_RECURSION_MISSES: Final = CounterSpec(
+    name="recursion_misses",
+    kernel_name="recursion_misses",
+    unit="misses",
+    since="5.12",
+    description="runs the kernel skipped because the program was already running on that CPU",
+    metric="recursion_misses",
+    title="Recursion misses",
+    heading="rec. misses",
+    seed=True,
+)
+
+
+class Counters(NamedTuple):
+    """One program's cumulative counters at one reading (or their growth over a span).
+
+    A NamedTuple: a snapshot holds one per program, and tuples are built, compared and hashed
+    in C. Each field is annotated with its `CounterSpec`; `COUNTERS` lists them in field order.
+    """
+
+    run_time_ns: Annotated[int, _RUN_TIME]
+    run_count: Annotated[int, _RUN_COUNT]
+    recursion_misses: Annotated[int | None, _RECURSION_MISSES] = None
+
+
+@cache
+def _declared() -> tuple[CounterSpec, ...]:
+    hints = typing.get_type_hints(Counters, include_extras=True)
+    specs = []
+    for field_name in Counters._fields:
+        metadata = getattr(hints[field_name], "__metadata__", ())
+        spec = next((item for item in metadata if isinstance(item, CounterSpec)), None)
+        if spec is None or spec.name != field_name:
+            raise AssertionError(f"Counters.{field_name} is not declared with its CounterSpec")
+        specs.append(spec)
+    return tuple(specs)
+
+
+COUNTERS: Final[tuple[CounterSpec, ...]] = _declared()
+
+ZERO: Final = Counters._make(() if spec.per_cpu else 0 for spec in COUNTERS)
+
+
+def counter(name: str) -> CounterSpec:
+    """The counter called `name` (its field name or its kernel name); KeyError names the known ones."""
+    for spec in COUNTERS:
+        if name in (spec.name, spec.kernel_name):
+            return spec
+    raise KeyError(f"unknown counter {name!r}; counters: {', '.join(spec.name for spec in COUNTERS)}")
+
+
+def _minus(last: Value, baseline: Value) -> Value:
+    if last is None or baseline is None:
+        return None
+    if isinstance(last, tuple):
+        before = baseline if isinstance(baseline, tuple) else ()
+        return tuple(value - (before[cpu] if cpu < len(before) else 0) for cpu, value in enumerate(last))
+    if isinstance(baseline, tuple):
+        raise TypeError("a per-CPU counter's baseline is a tuple too")
+    return last - baseline
+
+
+def _plus(first: Value, second: Value) -> Value:
+    if first is None or second is None:
+        return None
+    if isinstance(first, tuple) or isinstance(second, tuple):
+        left = first if isinstance(first, tuple) else ()
+        right = second if isinstance(second, tuple) else ()
+        longer, shorter = (left, right) if len(left) >= len(right) else (right, left)
+        return tuple(value + (shorter[cpu] if cpu < len(shorter) else 0) for cpu, value in enumerate(longer))
+    return first + second
+
+
+def grown(last: Counters, baseline: Counters) -> Counters:
+    """How much each counter grew from `baseline` to `last` (None where either lacks it)."""
+    return Counters._make(map(_minus, last, baseline))
+
+
+def added(first: Counters, second: Counters) -> Counters:
+    """The counters of two programs (or two spans) together; None where either lacks one."""
+    return Counters._make(map(_plus, first, second))
+
+
+def summed(many: Iterable[Counters], start: Counters = ZERO) -> Counters:
+    """Several programs' counters together (a total): None for a counter any of them lacks."""
+    total = start
+    for counters in many:
+        total = added(total, counters)
+    return total
+
+
+def is_zero(counters: Counters) -> bool:
+    """No counter grew (a counter the kernel lacks has not grown either)."""
+    return not any(value for value in map(scalar, counters))
+
+
+def scalar(value: Value) -> int | None:
+    """A counter's value as one number: a per-CPU vector summed over its CPUs."""
+    if isinstance(value, tuple):
+        return sum(value)
+    return value

@@ -1,0 +1,93 @@
+"""What a span saw of one program: its last reading and the counters it started the span from.
+
+The one value for "a program, its baseline and its last reading": an interval's delta holds one
+per program that did something, the window's summary one per program it saw, the Prometheus
+exposition one per program it shows, `kstat top` one per row. Each computes its figures as
+`sighting.span(...)` through the metric catalogue.
+"""
+
+from __future__ import annotations
+
+from attrs import evolve, frozen
+
+from kstat.core.catalogue import Span
+from kstat.core.counters import ZERO, Counters, grown, is_zero
+from kstat.core.model import NO_DETAILS, ProgramDetails, ProgramStats
+
+
+@frozen
+class Sighting:
+    last: ProgramStats
+    # Its counters when the span began counting it: its reading in the span's first snapshot,
+    # or zeros for a program loaded inside the span (all of its runs are in it).
+    baseline: Counters
+    details: ProgramDetails = NO_DETAILS
+    # Loaded after the span began: its counters started inside it.
+    loaded: bool = False
+    # First met in this span: its line carries its footprint (an interval's line does once).
+    first_seen: bool = True
+    # Gone by the span's end: CLOCK_BOOTTIME at the start of the last pass that saw it.
+    gone_after_boottime_ns: int | None = None
+
+    @staticmethod
+    def from_zero(program: ProgramStats, details: ProgramDetails = NO_DETAILS) -> Sighting:
+        """A program loaded inside the span: every run of it is in the span."""
+        return Sighting(program, ZERO, details, loaded=True)
+
+    @staticmethod
+    def from_now(program: ProgramStats, details: ProgramDetails = NO_DETAILS) -> Sighting:
+        """A program already loaded when the span began: it counts from this reading."""
+        return Sighting(program, program.counters, details)
+
+    @property
+    def unloaded(self) -> bool:
+        return self.gone_after_boottime_ns is not None
+
+    @property
+    def grown(self) -> Counters:
+        """How much each counter grew over the span."""
+        return grown(self.last.counters, self.baseline)
+
+    @property
+    def active(self) -> bool:
+        """Did anything happen to it: runs, runtime, misses, a load, an unload, or its first
+        sighting (when its footprint is told)."""
+        return self.first_seen or self.loaded or self.unloaded or not is_zero(self.grown)
+
+    def span(self, elapsed_ns: int, online_cpus: int | None) -> Span:
+        return Span(self.grown, elapsed_ns, online_cpus, self.last.footprint if self.first_seen else None)
+
+    def seen_until(self, span_end_boottime_ns: int) -> int:
+        """CLOCK_BOOTTIME of the last pass that saw it, as far as the span can tell."""
+        gone = self.gone_after_boottime_ns
+        return span_end_boottime_ns if gone is None else gone
+
+    def coverage_percent(self, start_boottime_ns: int, end_boottime_ns: int) -> float:
+        """The share of the span between its load (or the span's start) and its last sighting."""
+        return coverage_percent(
+            max(start_boottime_ns, self.last.load_time_ns),
+            self.seen_until(end_boottime_ns),
+            start_boottime_ns,
+            end_boottime_ns,
+        )
+
+    def read_again(self, program: ProgramStats, *, gone_after_boottime_ns: int | None = None) -> Sighting:
+        """The same span, carried on to a later reading (or to its last, when it went away)."""
+        return evolve(self, last=program, gone_after_boottime_ns=gone_after_boottime_ns)
+
+    def merged_after(self, earlier: Sighting) -> Sighting:
+        """This span's end with an earlier span's start (consecutive spans of one program)."""
+        return evolve(
+            self,
+            baseline=earlier.baseline,
+            first_seen=earlier.first_seen,
+            loaded=earlier.loaded or self.loaded,
+        )
+
+
+def coverage_percent(existed_from: int, existed_until: int, window_start: int, window_end: int) -> float:
+    """The share of a span a program was loaded for, as far as the snapshots can tell."""
+    if window_end <= window_start:
+        return 100.0
+    share = (existed_until - existed_from) / (window_end - window_start) * 100
+    return min(100.0, max(0.0, share))
