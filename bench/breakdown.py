@@ -143,7 +143,6 @@ class CompiledPass:
                 ProgramStats(
                     id=program_id,
                     type=program_type_name(type_id),
-                    name=name,
                     tag=tag.hex(),
                     load_time_ns=load_time,
                     counters=Counters(run_time_ns, run_count, misses),
@@ -224,7 +223,6 @@ def measure_breakdown(directory: Path, repetitions: int) -> Breakdown:
         ProgramStats(
             id=example.id,
             type=example.type,
-            name=example.name,
             tag=example.tag,
             load_time_ns=example.load_time_ns,
             counters=Counters(example.run_time_ns, example.run_count, example.recursion_misses),

@@ -117,8 +117,9 @@ async def collect(
 ) -> AsyncIterator[Session]:
     """Collect kernel stats while the block runs (or for `duration`, if that ends first).
 
-    The window has started (stats on, first snapshot taken) when the block begins; it ends
-    when the block exits, and `session.report` then holds the delta report. `select` limits
+    The window has started when the block begins: the stats are on and the baseline reading is
+    taken (what the CLI's `--ready-file` says), so everything the block does is inside it; it
+    ends when the block exits, and `session.report` then holds the delta report. `select` limits
     it to some programs (`kstat.ProgramFilter(name="^my_agent_", pids=(pid,))`, or by where
     their owners run: `kstat.ProgramFilter(pods=("agent-x7k2p",))`); `host_root` is where the
     host's filesystem is, whose kubelet log tree names pods; `snapshot_method` is "auto" (kstat's
@@ -145,8 +146,9 @@ async def _collect(
         async with trio.open_nursery() as nursery:
             nursery.start_soon(run_window)
             # If the window cannot start, run_window raises, this wait is cancelled, and the
-            # nursery re-raises the error below.
-            await collection.window_started.wait()
+            # nursery re-raises the error below. The block begins once the baseline is read, not
+            # once its details are looked up: nothing the block does can fall before the window.
+            await collection.baseline_taken.wait()
             try:
                 yield session
             finally:

@@ -141,8 +141,7 @@ class ExpositionState:
     def start(self, event: sink.WindowStarted) -> None:
         snapshot = event.snapshot
         programs = {
-            program.identity: _shown(sink.Sighting.from_now(program, snapshot.details_of(program)))
-            for program in snapshot.programs
+            program.identity: _shown(sink.Sighting.from_now(program)) for program in snapshot.programs
         }
         with self._lock:
             self.programs = programs

@@ -256,7 +256,7 @@ class IntervalLines:
                 program.name,
                 program.id,
                 program.type,
-                places_of(event.snapshot.details_of(program).owners),
+                places_of(program.details.owners),
             )
             for program, key in zip(programs, sink.program_keys(programs), strict=True)
         }

@@ -15,7 +15,7 @@ from attrs import define, field
 from kstat.core.counters import Counters
 from kstat.core.delta import changes_between, interval_delta
 from kstat.core.events import Event, IntervalEnded, WindowStarted
-from kstat.core.model import ProgramStats, Snapshot
+from kstat.core.model import ProgramDetails, ProgramFootprint, ProgramStats, Snapshot
 from kstat.core.report import Report
 from kstat.engine.sampler import Sample
 from kstat.engine.summary import Summary
@@ -34,14 +34,18 @@ def program(
     recursion_misses: int | None = 0,
     tag: str = "00aa",
     type_name: str = "SocketFilter",
+    footprint: ProgramFootprint | None = None,
+    details: ProgramDetails | None = None,
 ) -> ProgramStats:
-    return ProgramStats(
+    return ProgramStats.described(
         id=program_id,
         type=type_name,
         name=name or f"prog{program_id}",
         tag=tag,
         load_time_ns=load_time_ns,
         counters=Counters(run_time_ns, run_count, recursion_misses),
+        footprint=footprint,
+        details=details,
     )
 
 
@@ -128,7 +132,6 @@ class FakeSource:
             wall_time_ns=1_700_000_000_000_000_000 + now_ns,
             pass_duration_ns=int(self.pass_s * 1e9),
             programs=base.programs,
-            details=base.details,
         )
         self.taken += 1
         previous, self._previous = self._previous, current

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -62,7 +63,8 @@ class KstatProcess:
                 raise AssertionError(f"kstat never logged {event!r}: {self.stderr_lines}")
 
     def wait_for_window(self, timeout_s: float = 30) -> None:
-        self.wait_for_event("window started", timeout_s)
+        """Until its baseline reading is taken (what --ready-file says too)."""
+        self.wait_for_event("baseline taken", timeout_s)
 
     def signal(self, signal_number: signal.Signals) -> None:
         self.process.send_signal(signal_number)
@@ -78,6 +80,21 @@ class KstatProcess:
     def errors(self) -> list[str]:
         """stderr lines that are not structured log entries (the one-line errors)."""
         return [line for line in self.stderr_lines if not line.startswith("{")]
+
+
+def wait_until_ready(
+    ready_file: Path, process: subprocess.Popen[Any] | None = None, timeout_s: float = 30
+) -> dict[str, Any]:
+    """Wait for kstat's `--ready-file` (its baseline reading is taken); what it says."""
+    deadline = time.monotonic() + timeout_s
+    while not ready_file.exists():
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"kstat exited ({process.returncode}) before it was ready")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"kstat never wrote {ready_file}")
+        time.sleep(0.005)  # polling for the file: how long it takes is not what is tested
+    found: dict[str, Any] = json.loads(ready_file.read_text())
+    return found
 
 
 def run_kstat(

@@ -16,6 +16,7 @@ from kstat.errors import ProgramLoadError
 from kstat.sources.stats_switch import runtime_stats_enabled
 from kstat.sources.syscalls import ProgramReader
 from kstat.testing.loader import SocketFilter
+from tests.stats_holders import nobody_else_counts
 from tests.windows import LoadFilter
 
 pytestmark = pytest.mark.kernel
@@ -35,10 +36,11 @@ def test_counts_every_run_exactly(load_filter: LoadFilter) -> None:
 
 def test_stats_stop_moving_when_the_enable_fd_closes(load_filter: LoadFilter) -> None:
     target = load_filter("kstat_t_off")
-    with runtime_stats_enabled():
-        target.send(10)
-    target.send(500)
-    stats = target.program.stats()
+    with nobody_else_counts():
+        with runtime_stats_enabled():
+            target.send(10)
+        target.send(500)
+        stats = target.program.stats()
     assert (stats.run_count, stats.run_time_ns > 0) == (10, True)
 
 

@@ -64,7 +64,7 @@ def test_both_readers_and_the_specification_give_one_answer() -> None:
     try:
         stats = enable_run_time_stats()
         try:
-            first = {name: reader.read_pass() for name, reader in opened.items()}
+            first = {name: reader.read() for name, reader in opened.items()}
             # Between the passes: two programs run, one is unloaded, one is loaded.
             targets[1].send(3)
             targets[4].send(5)
@@ -74,7 +74,7 @@ def test_both_readers_and_the_specification_give_one_answer() -> None:
             gone.program.close()
             _wait_until_freed(gone_identity.id)
             newcomer = LoopbackTarget(SocketFilter("kstat_t_chgnew"))
-            second = {name: reader.read_pass() for name, reader in opened.items()}
+            second = {name: reader.read() for name, reader in opened.items()}
         finally:
             os.close(stats)
         ours = {target.program.id for target in [*targets, newcomer]} | {gone_identity.id}
@@ -91,11 +91,11 @@ def test_both_readers_and_the_specification_give_one_answer() -> None:
 
         answers = []
         for name in readers:
-            (before, _), (after, reported) = first[name], second[name]
+            before, after = first[name], second[name]
             # Each reader's bookkeeping is the specification over its own two passes, for every
             # program on the host (other tenants' included).
-            assert _answer(reported) == _answer(changes(before, after)), name
-            answers.append(_answer(mine(reported)))
+            assert _answer(after.changes) == _answer(changes(before.programs, after.programs)), name
+            answers.append(_answer(mine(after.changes)))
         # And the two readers agree on the programs this test controls.
         assert answers[0] == answers[1]
         new, moved, vanished = answers[0]

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from attrs import evolve
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -35,6 +34,7 @@ from kstat.formats.ndjson import json_line
 from kstat.formats.records import RECORD_KEYS, interval_records, start_records, summary_records
 from kstat.sinks.ndjson import from_spec
 from tests.builders import events_of, program, report_of, snapshot
+from tests.kstat_process import wait_until_ready
 from tests.windows import LoadFilter
 
 README = Path(__file__).parent.parent / "README.md"
@@ -96,20 +96,24 @@ def _window(chosen: list[Any], ids: list[int]) -> list[Snapshot]:
     snapshots = []
     for sequence in range(6):
         present: list[ProgramStats] = []
-        details: dict[Any, ProgramDetails] = {}
         for program_id, (name, holders, attachments, footprint, appear, span, runs) in zip(
             ids, chosen, strict=True
         ):
             if appear <= sequence <= appear + span:
                 total = sum(runs[: sequence + 1])
                 load_time_ns = 1_000 if appear == 0 else 10_000_000_000 + appear * 10**9 - 1
-                stats = evolve(
-                    program(program_id, total * 7, total, name=name, load_time_ns=load_time_ns),
-                    footprint=footprint,
+                present.append(
+                    program(
+                        program_id,
+                        total * 7,
+                        total,
+                        name=name,
+                        load_time_ns=load_time_ns,
+                        footprint=footprint,
+                        details=ProgramDetails(tuple(holders), tuple(attachments)),
+                    )
                 )
-                present.append(stats)
-                details[stats.identity] = ProgramDetails(tuple(holders), tuple(attachments))
-        snapshots.append(evolve(snapshot(sequence, float(sequence), *present), details=details))
+        snapshots.append(snapshot(sequence, float(sequence), *present))
     return snapshots
 
 
@@ -171,12 +175,9 @@ def test_a_record_says_who_owns_the_program_and_where_it_is_attached() -> None:
     owner = ProgramOwner(
         4242, "flowd", Workload(container_id="ab12", container_name="flow", pod="flow-x", namespace="net")
     )
-    first = snapshot(0, 0.0, program(7, 100, 1, name="handle.ingress"))
-    second = snapshot(1, 0.5, program(7, 2_100, 21, name="handle.ingress"))
-    details = {
-        first.programs[0].identity: ProgramDetails((owner, ProgramOwner(1, "init")), ("xdp:eth0", "tc:lo"))
-    }
-    first, second = evolve(first, details=details), evolve(second, details=details)
+    details = ProgramDetails((owner, ProgramOwner(1, "init")), ("xdp:eth0", "tc:lo"))
+    first = snapshot(0, 0.0, program(7, 100, 1, name="handle.ingress", details=details))
+    second = snapshot(1, 0.5, program(7, 2_100, 21, name="handle.ingress", details=details))
     interval = next(event for event in events_of(first, second) if isinstance(event, IntervalEnded))
     program_line, total = interval_records(interval, "node-a")
     assert program_line | {"timestamp": None, "timestamp_ns": None} == dict.fromkeys(RECORD_KEYS) | {
@@ -311,9 +312,12 @@ def test_records_from_the_command_line_add_up_to_the_report_and_answer_jq(
     heavy = load_filter("kstat_t_rec_a", 200)
     light = load_filter("kstat_t_rec_b")
     stream, nested, report_path = tmp_path / "k.ndjson", tmp_path / "nested.ndjson", tmp_path / "r.json"
+    ready = tmp_path / "ready"
     process = subprocess.Popen(
         [
             *KSTAT,
+            "--ready-file",
+            str(ready),
             "-duration",
             "2s",
             "--interval",
@@ -331,10 +335,10 @@ def test_records_from_the_command_line_add_up_to_the_report_and_answer_jq(
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(0.6)
+    wait_until_ready(ready, process)
     heavy.send(300)
     light.send(120)
-    time.sleep(0.4)
+    time.sleep(0.4)  # a later interval gets these (the sums must hold across intervals)
     heavy.send(100)
     _, stderr = process.communicate(timeout=30)
     assert process.returncode == 0, stderr

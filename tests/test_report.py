@@ -111,7 +111,7 @@ def test_a_counter_the_kernel_lacks_is_said_and_its_seed_field_stays_a_number() 
 
 
 def test_unnamed_programs_are_keyed_by_id() -> None:
-    unnamed = ProgramStats(
+    unnamed = ProgramStats.described(
         id=12,
         type="Kprobe",
         name="",

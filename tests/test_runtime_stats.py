@@ -9,6 +9,7 @@ import pytest
 from kstat.abi import bpf as _bpf
 from kstat.errors import UnsupportedKernel
 from kstat.sources.stats_switch import BPF_STATS_SYSCTL, StatsMethod, runtime_stats_enabled
+from tests.stats_holders import nobody_else_counts
 from tests.windows import LoadFilter
 
 
@@ -19,12 +20,13 @@ def _no_enable_stats_command() -> int:
 @pytest.mark.kernel
 def test_two_holders_do_not_switch_each_other_off(load_filter: LoadFilter) -> None:
     target = load_filter("kstat_t_two")
-    with runtime_stats_enabled() as first:
-        with runtime_stats_enabled() as second:
-            target.send(10)
-        # The second holder is gone; the first one's stats must still be on.
-        target.send(5)
-    target.send(100)
+    with nobody_else_counts():
+        with runtime_stats_enabled() as first:
+            with runtime_stats_enabled() as second:
+                target.send(10)
+            # The second holder is gone; the first one's stats must still be on.
+            target.send(5)
+        target.send(100)
     assert (first, second) == (StatsMethod.BPF_ENABLE_STATS, StatsMethod.BPF_ENABLE_STATS)
     assert target.program.stats().run_count == 15
 
@@ -43,7 +45,9 @@ def test_sysctl_fallback_counts_and_restores_the_previous_value(
     assert method is StatsMethod.SYSCTL
     assert BPF_STATS_SYSCTL.read_text() == before
     if before.strip() == "0":
-        target.send(1_000)
+        with nobody_else_counts():
+            target.send(1_000)
+            assert target.program.stats().run_count == 42
     assert target.program.stats().run_count == 42
 
 

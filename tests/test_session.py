@@ -97,7 +97,8 @@ async def test_the_window_ends_after_its_duration(load_filter: LoadFilter) -> No
     settings = CollectionSettings(duration_ns=350_000_000, interval_ns=100_000_000)
     started = trio.current_time()
     result = await collect(settings, [])
-    assert 0.35 <= trio.current_time() - started < 2
+    # Ends after its duration (the bound is only "it does end": a busy host describes slowly).
+    assert 0.35 <= trio.current_time() - started < 60
     assert 350_000_000 <= result.report.collection_duration_ns < 1_000_000_000
     assert result.report.snapshots == 5
     assert result.report.stopped_by is None

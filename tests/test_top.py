@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from attrs import evolve
 from rich.console import Console
 
 from kstat.core.model import ProgramDetails, ProgramOwner
@@ -40,15 +39,11 @@ def state_after(*runs: tuple[int, int, int]) -> TopState:
     for sequence, counts in enumerate([(0, 0, 0), *runs]):
         totals = [total + count for total, count in zip(totals, counts, strict=True)]
         programs = [
-            program(1, totals[0] * 100, totals[0], name="alpha_ingress"),
-            program(2, totals[1] * 200, totals[1], name="beta_egress", type_name="XDP"),
-            program(3, totals[2] * 300, totals[2], name="gamma_sock"),
+            program(1, totals[0] * 100, totals[0], name="alpha_ingress", details=owner),
+            program(2, totals[1] * 200, totals[1], name="beta_egress", type_name="XDP", details=owner),
+            program(3, totals[2] * 300, totals[2], name="gamma_sock", details=owner),
         ]
-        snapshots.append(
-            evolve(
-                snapshot(sequence, float(sequence), *programs), details={p.identity: owner for p in programs}
-            )
-        )
+        snapshots.append(snapshot(sequence, float(sequence), *programs))
     state = TopState()
     state.apply_start(window_started(snapshots[0]))
     for previous, current in itertools.pairwise(snapshots):

@@ -20,6 +20,7 @@ from kstat.analysis.compare import compare, parse_threshold, render_json, render
 from kstat.analysis.plot import pyplot, read_stream, stream_figure
 from kstat.core.report import Report
 from kstat.errors import UsageError
+from kstat.formats.report_json import report_to_dict
 from tests.builders import program, report_of, snapshot
 from tests.kstat_process import KstatProcess, run_kstat
 
@@ -169,8 +170,8 @@ def test_long_names_are_shortened_in_the_middle() -> None:
 
 
 def test_plot_command_writes_every_chart_beside_the_overview(tmp_path: Path) -> None:
-    (tmp_path / "base.json").write_text(json.dumps(BASELINE.to_dict()))
-    (tmp_path / "cur.json").write_text(json.dumps(CURRENT.to_dict()))
+    (tmp_path / "base.json").write_text(json.dumps(report_to_dict(BASELINE)))
+    (tmp_path / "cur.json").write_text(json.dumps(report_to_dict(CURRENT)))
     arguments = ["plot", str(tmp_path / "cur.json"), "--baseline", str(tmp_path / "base.json"), "-o"]
     completed = run_kstat([*arguments, str(tmp_path / "c.png")])
     assert completed.returncode == 0, completed.stderr

@@ -97,6 +97,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must not be negative")
+    return value
+
+
 def program_id(text: str) -> int:
     """A program id: the kernel's are 32-bit."""
     value = positive_int(text)
@@ -185,6 +195,24 @@ def add_window_flags(
             "ndjson:-, ndjson:PATH?layout=records (flat records for log stores), "
             "statsd://HOST:PORT?prefix=P[&tags=dogstatsd][&transport=tcp], or a third-party "
             "sink (default: stdout, or only the -output file when it is given)"
+        ),
+    )
+    parser.add_argument(
+        "--ready-file",
+        type=Path,
+        metavar="FILE",
+        help=(
+            "once the window's baseline reading is taken, write FILE (atomically: it appears whole): "
+            "what a harness waits for before it starts its load"
+        ),
+    )
+    parser.add_argument(
+        "--ready-fd",
+        type=non_negative_int,
+        metavar="FD",
+        help=(
+            "once the baseline reading is taken, write READY=1 and a newline to the inherited FD, "
+            "then close it"
         ),
     )
     add_verbose_flag(parser)

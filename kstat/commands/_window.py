@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 from collections.abc import Awaitable, Callable
@@ -11,12 +12,14 @@ from typing import Final
 
 import trio
 
+from kstat._atomic import check_writable, write_atomically
 from kstat._logging import get_logger
 from kstat.commands._options import EXIT_FAILURE, EXIT_OK, say_error
 from kstat.core.events import Sink
+from kstat.core.report import format_timestamp
 from kstat.engine.scheduler import Collection, CollectionResult, CollectionSettings, StopRequest
 from kstat.engine.sink_specs import make_sink, split_options
-from kstat.errors import UsageError, sole_exception
+from kstat.errors import OutputError, UsageError, sole_exception
 
 log = get_logger(__name__)
 
@@ -67,6 +70,8 @@ def writes_stdout(spec: str) -> bool:
 def collection_settings(options: argparse.Namespace, duration_ns: int | None) -> CollectionSettings:
     """The window the common flags ask for (add_window_flags, the filters), `duration_ns` long
     (None: until stopped): one place for every collecting command, so a new flag is wired once."""
+    if options.ready_file is not None:
+        check_writable(options.ready_file)  # now, not once the window has started
     return CollectionSettings(
         duration_ns=duration_ns,
         interval_ns=options.interval,
@@ -80,6 +85,33 @@ def make_sinks(options: argparse.Namespace, default: str | None = "stdout") -> l
     """Made before the window, so that their checks (an unwritable path, a port in use) fail
     first."""
     return [make_sink(spec) for spec in sink_specs(options, default)]
+
+
+async def announce_when_ready(collection: Collection, options: argparse.Namespace) -> None:
+    """`--ready-file`, `--ready-fd`: tell a waiting harness that the baseline reading is taken,
+    so that what it does from now on is inside the window."""
+    if options.ready_file is None and options.ready_fd is None:
+        return
+    await collection.baseline_taken.wait()
+    if options.ready_fd is not None:
+        try:
+            os.write(options.ready_fd, b"READY=1\n")
+            os.close(options.ready_fd)
+        except OSError as error:
+            log.warning("cannot tell --ready-fd the window started", fd=options.ready_fd, error=str(error))
+    if options.ready_file is not None:
+        clocks = collection.baseline_clocks
+        ready = {
+            "ready": True,
+            "pid": os.getpid(),
+            "baseline_time": None if clocks is None else format_timestamp(clocks.wall_time_ns),
+            # Every program the baseline read saw (before any --name or --pid selection).
+            "programs": collection.baseline_programs,
+        }
+        try:
+            write_atomically(options.ready_file, json.dumps(ready).encode() + b"\n")
+        except OutputError as error:
+            log.warning("cannot write --ready-file", error=str(error))
 
 
 def stop_on_signal(stop: StopRequest, collection: Collection | None = None) -> SignalHandler:

@@ -9,6 +9,7 @@ import trio
 from kstat._version import __version__
 from kstat.commands._options import ArgumentParser, add_filter_flags, add_window_flags, parse_with_filter
 from kstat.commands._window import (
+    announce_when_ready,
     collection_settings,
     make_sinks,
     reopen_on_sighup,
@@ -55,6 +56,7 @@ def run(options: argparse.Namespace) -> int:
         collection = Collection(settings, sinks, stop)
         nursery.start_soon(watch_signals, stop_on_signal(stop, collection))
         nursery.start_soon(reopen_on_sighup, collection)
+        nursery.start_soon(announce_when_ready, collection, options)
         return await collection.run(), None
 
     return run_window(window)

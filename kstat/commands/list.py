@@ -59,8 +59,8 @@ def list_programs(program_filter: ProgramFilter, host_root: Path = Path("/")) ->
             tag=program.tag,
             load_time_ns=program.load_time_ns,
             loaded_at=format_timestamp(program.load_time_ns + boot_to_wall_ns),
-            owners=snapshot.details_of(program).owners,
-            attachments=snapshot.details_of(program).attachments,
+            owners=program.details.owners,
+            attachments=program.details.attachments,
             footprint=program.footprint,
             counters=program.counters,
         )

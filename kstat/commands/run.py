@@ -20,7 +20,13 @@ from attrs import evolve
 
 from kstat._logging import get_logger
 from kstat.commands._options import ArgumentParser, add_filter_flags, add_window_flags, parse_with_filter
-from kstat.commands._window import collection_settings, make_sinks, run_window, watch_signals
+from kstat.commands._window import (
+    announce_when_ready,
+    collection_settings,
+    make_sinks,
+    run_window,
+    watch_signals,
+)
 from kstat.core.events import Sink
 from kstat.engine.scheduler import Collection, CollectionResult, CollectionSettings, StopRequest
 from kstat.errors import CommandNotRunnable
@@ -94,7 +100,7 @@ class CommandWindow:
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(window)
-            await self.collection.window_started.wait()
+            await self.collection.baseline_taken.wait()
             try:
                 self._process = await trio.lowlevel.open_process(self.command, stdin=None)
             except OSError as error:
@@ -153,6 +159,7 @@ def run(options: argparse.Namespace) -> int:
 
     async def body(nursery: trio.Nursery) -> tuple[CollectionResult, int | None]:
         nursery.start_soon(watch_signals, window.relay_signal)
+        nursery.start_soon(announce_when_ready, window.collection, options)
         return await window.run()
 
     return run_window(body)

@@ -20,6 +20,7 @@ from kstat.commands._options import (
     positive_int,
 )
 from kstat.commands._window import (
+    announce_when_ready,
     collection_settings,
     make_sinks,
     reopen_on_sighup,
@@ -74,6 +75,7 @@ def run(options: argparse.Namespace) -> int:
         collection = Collection(settings, sinks, stop, summary=summary)
         nursery.start_soon(watch_signals, stop_on_signal(stop, collection))
         nursery.start_soon(reopen_on_sighup, collection)
+        nursery.start_soon(announce_when_ready, collection, options)
         return await collection.run(), None
 
     return run_window(window)

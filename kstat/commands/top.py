@@ -20,6 +20,7 @@ from kstat.commands._options import (
     write_stdout,
 )
 from kstat.commands._window import (
+    announce_when_ready,
     collection_settings,
     make_sinks,
     run_window,
@@ -86,6 +87,7 @@ def run(options: argparse.Namespace) -> int:
         summary = Summary(generator=f"kstat {__version__}", retain_unloaded=1000)
         collection = Collection(settings, [view, *sinks], stop, summary=summary)
         nursery.start_soon(watch_signals, stop_on_signal(stop, collection))
+        nursery.start_soon(announce_when_ready, collection, options)
         collected = await collection.run()
         result.append(collected)
         return collected, None

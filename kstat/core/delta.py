@@ -108,21 +108,16 @@ def interval_delta(
         Sighting(
             program,
             ZERO if program.load_time_ns > window_start else program.counters,
-            current.details_of(program),
             loaded=program.load_time_ns > start,
         )
         for program in changes.new
     ]
-    found += [
-        Sighting(program, earlier.counters, current.details_of(program), first_seen=False)
-        for earlier, program in changes.moved
-    ]
+    found += [Sighting(program, earlier.counters, first_seen=False) for earlier, program in changes.moved]
     # A program gone by the end was last seen by the pass at the interval's start.
     found += [
         Sighting(
             program,
             program.counters,
-            previous.details_of(program),
             first_seen=False,
             gone_after_boottime_ns=start,
         )

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from functools import cached_property
 from typing import Final, NamedTuple
 
-from attrs import Factory, field, frozen
+from attrs import define, field, frozen
 
 from kstat.core.counters import Counters
 
@@ -85,43 +85,6 @@ class ProgramFootprint:
 
 
 @frozen
-class ProgramStats:
-    """One program's identity and cumulative counters, as the kernel reported them at one moment."""
-
-    id: int
-    type: str
-    # The full function name from the program's BTF where it has one, else the kernel's.
-    name: str
-    tag: str
-    # Nanoseconds since boot (CLOCK_BOOTTIME), as bpf_prog_info.load_time gives it.
-    load_time_ns: int
-    # The kernel's cumulative counters at this reading (the counter catalogue's).
-    counters: Counters
-    # bpf_prog_info.name: at most 15 characters of what the loader called it.
-    kernel_name: str = field(default=Factory(lambda self: self.name, takes_self=True))
-    # Code size, verifier work, memory and maps: read when first met, then carried along.
-    footprint: ProgramFootprint | None = None
-
-    @cached_property
-    def identity(self) -> ProgramIdentity:
-        return ProgramIdentity(self.id, self.load_time_ns, self.tag)
-
-    # The library's names for the counters since kstat 0.1.
-    @property
-    def run_time_ns(self) -> int:
-        return self.counters.run_time_ns
-
-    @property
-    def run_count(self) -> int:
-        return self.counters.run_count
-
-    @property
-    def recursion_misses(self) -> int | None:
-        """None on a kernel that does not count them (before 5.12)."""
-        return self.counters.recursion_misses
-
-
-@frozen
 class Workload:
     """Where a process runs: its container and pod, or its systemd unit (what is known)."""
 
@@ -163,6 +126,131 @@ class ProgramDetails:
 NO_DETAILS: Final = ProgramDetails()
 
 
+@define
+class ProgramFacts:
+    """What is learnt about a program after its counters are first read: its full name (from
+    BTF), its footprint, its owners and attachments. Shared by every reading of one program and
+    filled once, by the sampler's details stage, before any snapshot holding the program is
+    published: the counter read never waits for these."""
+
+    name: str | None = None
+    footprint: ProgramFootprint | None = None
+    details: ProgramDetails = NO_DETAILS
+    # Name and footprint looked up (False: not yet, or the program was gone by then).
+    described: bool = False
+    # Owners and attachments looked up.
+    attributed: bool = False
+
+    def learn(self, other: ProgramFacts) -> None:
+        """Take what another reading's facts about the same program know."""
+        self.name, self.footprint, self.details = other.name, other.footprint, other.details
+        self.described, self.attributed = other.described, other.attributed
+
+
+@frozen
+class ProgramStats:
+    """One program's identity and cumulative counters, as the kernel reported them at one moment.
+
+    A reader builds it from the counter read alone; what takes longer to learn (the full name,
+    the footprint, owners and attachments) is in its `facts`, shared by every reading of the
+    program and filled in before any snapshot holding it is published.
+    """
+
+    id: int
+    type: str
+    tag: str
+    # Nanoseconds since boot (CLOCK_BOOTTIME), as bpf_prog_info.load_time gives it.
+    load_time_ns: int
+    # The kernel's cumulative counters at this reading (the counter catalogue's).
+    counters: Counters
+    # bpf_prog_info.name: at most 15 characters of what the loader called it.
+    kernel_name: str
+    facts: ProgramFacts = field(factory=ProgramFacts, hash=False)
+
+    @staticmethod
+    def described(
+        *,
+        id: int,
+        type: str,
+        name: str,
+        tag: str,
+        load_time_ns: int,
+        counters: Counters,
+        kernel_name: str | None = None,
+        footprint: ProgramFootprint | None = None,
+        details: ProgramDetails | None = None,
+    ) -> ProgramStats:
+        """A program whose facts are known (tests, tools replaying recorded passes)."""
+        return ProgramStats(
+            id=id,
+            type=type,
+            tag=tag,
+            load_time_ns=load_time_ns,
+            counters=counters,
+            kernel_name=name if kernel_name is None else kernel_name,
+            facts=ProgramFacts(name=name, footprint=footprint, details=details or NO_DETAILS, described=True),
+        )
+
+    @cached_property
+    def identity(self) -> ProgramIdentity:
+        return ProgramIdentity(self.id, self.load_time_ns, self.tag)
+
+    @property
+    def name(self) -> str:
+        """The full function name from the program's BTF where it has one, else the kernel's."""
+        return self.facts.name or self.kernel_name
+
+    @property
+    def footprint(self) -> ProgramFootprint | None:
+        """Code size, verifier work, memory and maps (None until looked up, or unreadable)."""
+        return self.facts.footprint
+
+    @property
+    def details(self) -> ProgramDetails:
+        """Its owners and attachments (none known until looked up)."""
+        return self.facts.details
+
+    # The library's names for the counters since kstat 0.1.
+    @property
+    def run_time_ns(self) -> int:
+        return self.counters.run_time_ns
+
+    @property
+    def run_count(self) -> int:
+        return self.counters.run_count
+
+    @property
+    def recursion_misses(self) -> int | None:
+        """None on a kernel that does not count them (before 5.12)."""
+        return self.counters.recursion_misses
+
+
+@frozen
+class PassClocks:
+    """The clocks around one counter read: the kernel walk itself, never what is done with its
+    result afterwards (decoding, names, owners), so that a snapshot's moment is its counters'."""
+
+    monotonic_start_ns: int
+    monotonic_end_ns: int
+    # CLOCK_BOOTTIME when the read began: the clock of bpf_prog_info.load_time.
+    boottime_start_ns: int
+    wall_start_ns: int
+    wall_end_ns: int
+
+    @property
+    def monotonic_ns(self) -> int:
+        """The read's midpoint: the best single estimate for every program in it."""
+        return self.monotonic_start_ns + (self.monotonic_end_ns - self.monotonic_start_ns) // 2
+
+    @property
+    def wall_time_ns(self) -> int:
+        return self.wall_start_ns + (self.wall_end_ns - self.wall_start_ns) // 2
+
+    @property
+    def duration_ns(self) -> int:
+        return self.monotonic_end_ns - self.monotonic_start_ns
+
+
 @frozen
 class Snapshot:
     """Every loaded program's counters, read in one pass, with the clocks around that pass.
@@ -180,11 +268,22 @@ class Snapshot:
     # How long the pass over all programs took (monotonic clock): the sampler's own cost.
     pass_duration_ns: int
     programs: tuple[ProgramStats, ...]
-    # Owners and attachments by program; shared between snapshots, filled for new programs.
-    details: Mapping[ProgramIdentity, ProgramDetails] = field(factory=dict)
 
-    def details_of(self, program: ProgramStats) -> ProgramDetails:
-        return self.details.get(program.identity, NO_DETAILS)
+    @staticmethod
+    def details_of(program: ProgramStats) -> ProgramDetails:
+        """A program's owners and attachments (kept for sinks written against kstat 0.2)."""
+        return program.details
+
+
+@frozen
+class Reading:
+    """One counter read of every program, as a reader returns it: the programs (their facts
+    not yet looked up for new ones), what changed since the reader's previous read, and the
+    clocks around the read itself."""
+
+    programs: Sequence[ProgramStats]
+    changes: ProgramChanges
+    clocks: PassClocks
 
 
 @frozen

@@ -12,7 +12,7 @@ from attrs import evolve, frozen
 
 from kstat.core.catalogue import Span
 from kstat.core.counters import ZERO, Counters, grown, is_zero
-from kstat.core.model import NO_DETAILS, ProgramDetails, ProgramStats
+from kstat.core.model import ProgramDetails, ProgramStats
 
 
 @frozen
@@ -21,7 +21,6 @@ class Sighting:
     # Its counters when the span began counting it: its reading in the span's first snapshot,
     # or zeros for a program loaded inside the span (all of its runs are in it).
     baseline: Counters
-    details: ProgramDetails = NO_DETAILS
     # Loaded after the span began: its counters started inside it.
     loaded: bool = False
     # First met in this span: its line carries its footprint (an interval's line does once).
@@ -30,14 +29,19 @@ class Sighting:
     gone_after_boottime_ns: int | None = None
 
     @staticmethod
-    def from_zero(program: ProgramStats, details: ProgramDetails = NO_DETAILS) -> Sighting:
+    def from_zero(program: ProgramStats) -> Sighting:
         """A program loaded inside the span: every run of it is in the span."""
-        return Sighting(program, ZERO, details, loaded=True)
+        return Sighting(program, ZERO, loaded=True)
 
     @staticmethod
-    def from_now(program: ProgramStats, details: ProgramDetails = NO_DETAILS) -> Sighting:
+    def from_now(program: ProgramStats) -> Sighting:
         """A program already loaded when the span began: it counts from this reading."""
-        return Sighting(program, program.counters, details)
+        return Sighting(program, program.counters)
+
+    @property
+    def details(self) -> ProgramDetails:
+        """Its owners and attachments, as learnt when it was first met."""
+        return self.last.details
 
     @property
     def unloaded(self) -> bool:

@@ -3,9 +3,8 @@ built off the event loop."""
 
 from __future__ import annotations
 
-import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Protocol
 
 from attrs import define, field, frozen
@@ -13,7 +12,7 @@ from attrs import define, field, frozen
 from kstat._logging import get_logger
 from kstat.core.delta import IntervalDelta, interval_delta
 from kstat.core.filters import ProgramFilter
-from kstat.core.model import ProgramChanges, ProgramDetails, ProgramIdentity, ProgramStats, Snapshot
+from kstat.core.model import ProgramChanges, ProgramFacts, ProgramIdentity, ProgramStats, Reading, Snapshot
 from kstat.errors import KstatError
 from kstat.sources.attribution import Attributor
 from kstat.sources.host import online_cpu_count
@@ -32,9 +31,10 @@ class Sample:
 
 
 class PassReader(Protocol):
-    """One pass over every program: its stats, and what changed since the previous pass."""
+    """One counter read of every program: their counters, what changed since the previous
+    read, and the clocks around the read itself."""
 
-    def read_pass(self) -> tuple[list[ProgramStats], ProgramChanges]: ...
+    def read(self) -> Reading: ...
 
     def close(self) -> None: ...
 
@@ -66,13 +66,16 @@ def open_reader(method: str = "auto") -> tuple[PassReader, str]:
     return reader, "iterator"
 
 
-def _without(
-    programs: Sequence[ProgramStats], changes: ProgramChanges, ignored: frozenset[int]
-) -> tuple[list[ProgramStats], ProgramChanges]:
-    return [program for program in programs if program.id not in ignored], ProgramChanges(
-        new=[program for program in changes.new if program.id not in ignored],
-        moved=[(before, after) for before, after in changes.moved if after.id not in ignored],
-        vanished=[program for program in changes.vanished if program.id not in ignored],
+def _without(reading: Reading, ignored: frozenset[int]) -> Reading:
+    changes = reading.changes
+    return Reading(
+        [program for program in reading.programs if program.id not in ignored],
+        ProgramChanges(
+            new=[program for program in changes.new if program.id not in ignored],
+            moved=[(before, after) for before, after in changes.moved if after.id not in ignored],
+            vanished=[program for program in changes.vanished if program.id not in ignored],
+        ),
+        reading.clocks,
     )
 
 
@@ -82,57 +85,104 @@ class SnapshotSource(Protocol):
     async def take(self) -> Sample: ...
 
 
-def _midpoint(before: int, after: int) -> int:
-    return before + (after - before) // 2
+@define
+class CounterTaker:
+    """The counter stage: one read of every program's counters, and nothing else.
+
+    It runs on the window's counter clock (its own thread), on time: whatever is slower to learn
+    about a program (names, footprint, owners, attachments) is the details stage's.
+    """
+
+    _reader: PassReader = field(factory=ProgramReader)
+    # Programs no reading lists (kstat's own iterator, when another reader takes the pass).
+    ignored_ids: frozenset[int] = frozenset()
+
+    def read(self) -> Reading:
+        reading = self._reader.read()
+        ignored = self.ignored_ids | self._reader.own_program_ids
+        return _without(reading, ignored) if ignored else reading
+
+    def close(self) -> None:
+        """Gives back what the reader holds (the iterator's program and link)."""
+        self._reader.close()
 
 
 @define
-class SnapshotTaker:
-    """Reads all programs with one reader; each pass, and its delta, runs on a worker thread.
+class Describer:
+    """The details stage's lookups: for the programs a reading met first, their full names and
+    footprint (by syscalls) and their owners and attachments, into their facts.
 
-    A pass costs a few syscalls per program, so thousands of programs would hold the event loop
-    for milliseconds; the thread keeps the sinks and signal handling responsive meanwhile.
+    Facts already learnt for a program (by another reader of the same window) are taken as they
+    are: a fresh reader mid-window costs no lookups for programs the window knows.
     """
+
+    _syscalls: ProgramReader = field(factory=ProgramReader)
+    _attributor: Attributor = field(factory=Attributor)
+    # What is known of every program loaded, by identity: kept to what is loaded now.
+    known: dict[ProgramIdentity, ProgramFacts] = field(factory=dict)
+
+    def describe(self, reading: Reading) -> None:
+        self.describe_many([reading])
+
+    def describe_many(self, readings: Sequence[Reading]) -> None:
+        """The facts of every program the readings met first, looked up in one batch: one owner
+        walk and one attachment scan for all of them, however many readings piled up."""
+        known = self.known
+        fresh: list[ProgramStats] = []
+        unattributed: list[ProgramStats] = []
+        for reading in readings:
+            for program in reading.changes.new:
+                facts = known.get(program.identity)
+                if facts is not None and facts is not program.facts:
+                    program.facts.learn(facts)
+                if not program.facts.described:
+                    fresh.append(program)
+                if not program.facts.attributed:
+                    unattributed.append(program)
+        if fresh:
+            self._syscalls.describe_all(fresh)
+        details = self._attributor.details_of_new(unattributed)
+        for program in unattributed:
+            facts = program.facts
+            facts.details = details.get(program.identity, facts.details)
+            facts.attributed = True
+        for reading in readings:
+            for program in reading.changes.new:
+                known[program.identity] = program.facts
+            for program in reading.changes.vanished:
+                known.pop(program.identity, None)
+
+
+@define
+class SnapshotBuilder:
+    """The details stage's arithmetic: a described reading becomes the window's snapshot, its
+    programs filtered, and the interval's delta from the snapshot before."""
 
     program_filter: ProgramFilter = field(factory=ProgramFilter)
     next_sequence: int = 0
     online_cpus: int = field(factory=online_cpu_count)
-    _reader: PassReader = field(factory=ProgramReader)
-    _attributor: Attributor = field(factory=Attributor)
     _verdicts: dict[ProgramIdentity, bool] = field(factory=dict)
     _previous: Snapshot | None = None
     # How many programs of the previous snapshot have each name (for report keys), kept up to
-    # date with what each pass changed rather than recounted.
+    # date with what each reading changed rather than recounted.
     _name_counts: Counter[str] = field(factory=Counter)
-    # CLOCK_BOOTTIME when the first pass began: programs loaded after it count from zero.
+    # CLOCK_BOOTTIME when the first read began: programs loaded after it count from zero.
     _window_start_boottime_ns: int | None = None
-    # Programs no snapshot lists (kstat's own iterator, when another reader takes the pass).
-    ignored_ids: frozenset[int] = frozenset()
 
-    def take_blocking(self) -> Sample:
-        monotonic_before = time.monotonic_ns()
-        boottime_before = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
-        wall_before = time.time_ns()
-        programs, changes = self._reader.read_pass()
-        if self.ignored_ids:
-            programs, changes = _without(programs, changes, self.ignored_ids)
-        monotonic_after = time.monotonic_ns()
-        wall_after = time.time_ns()
-        # After the clocks: owners and attachments are not part of the counters' moment.
-        details = self._attributor.details_for(programs, changes)
+    def build(self, reading: Reading) -> Sample:
+        programs, changes = reading.programs, reading.changes
         if not self.program_filter.is_empty:
-            programs, changes = self._selected(programs, changes, details)
-            details = {program.identity: details[program.identity] for program in programs}
+            programs, changes = self._selected(programs, changes)
+        clocks = reading.clocks
         sequence = self.next_sequence
         self.next_sequence += 1
         snapshot = Snapshot(
             sequence=sequence,
-            monotonic_ns=_midpoint(monotonic_before, monotonic_after),
-            boottime_at_start_ns=boottime_before,
-            wall_time_ns=_midpoint(wall_before, wall_after),
-            pass_duration_ns=monotonic_after - monotonic_before,
+            monotonic_ns=clocks.monotonic_ns,
+            boottime_at_start_ns=clocks.boottime_start_ns,
+            wall_time_ns=clocks.wall_time_ns,
+            pass_duration_ns=clocks.duration_ns,
             programs=tuple(programs),
-            details=details,
         )
         previous, self._previous = self._previous, snapshot
         names = self._name_counts
@@ -158,17 +208,14 @@ class SnapshotTaker:
         return Sample(snapshot, delta)
 
     def _selected(
-        self,
-        programs: Sequence[ProgramStats],
-        changes: ProgramChanges,
-        details: Mapping[ProgramIdentity, ProgramDetails],
+        self, programs: Sequence[ProgramStats], changes: ProgramChanges
     ) -> tuple[list[ProgramStats], ProgramChanges]:
         """The programs the filter selects, and their changes. What it looks at (names, type,
         owners) is fixed per program, so each program is judged once, when first met."""
         verdicts = self._verdicts
         selects = self.program_filter.selects
         for program in changes.new:
-            verdicts[program.identity] = selects(program, details[program.identity])
+            verdicts[program.identity] = selects(program, program.details)
         selected = ProgramChanges(
             new=[program for program in changes.new if verdicts[program.identity]],
             moved=[(before, after) for before, after in changes.moved if verdicts[after.identity]],
@@ -176,6 +223,39 @@ class SnapshotTaker:
             vanished=[program for program in changes.vanished if verdicts.pop(program.identity, False)],
         )
         return [program for program in programs if verdicts[program.identity]], selected
+
+
+@define
+class SnapshotTaker:
+    """The three stages in one call, on one thread: for a single pass (`kstat list`, a report
+    so far) and for windows whose counter read may wait for the details (tests, benchmarks).
+
+    A window proper runs the counter stage on its counter clock and the details stage behind it
+    (kstat.engine.scheduler), so that the read is never late for the details.
+    """
+
+    program_filter: ProgramFilter = field(factory=ProgramFilter)
+    next_sequence: int = 0
+    online_cpus: int = field(factory=online_cpu_count)
+    _reader: PassReader = field(factory=ProgramReader)
+    _attributor: Attributor = field(factory=Attributor)
+    # Programs no snapshot lists (kstat's own iterator, when another reader takes the pass).
+    ignored_ids: frozenset[int] = frozenset()
+    # Facts the window already knows, by identity (a report so far looks nothing up again).
+    known: dict[ProgramIdentity, ProgramFacts] = field(factory=dict)
+    _counters: CounterTaker = field(init=False)
+    _describer: Describer = field(init=False)
+    _builder: SnapshotBuilder = field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._counters = CounterTaker(self._reader, self.ignored_ids)
+        self._describer = Describer(attributor=self._attributor, known=self.known)
+        self._builder = SnapshotBuilder(self.program_filter, self.next_sequence, self.online_cpus)
+
+    def take_blocking(self) -> Sample:
+        reading = self._counters.read()
+        self._describer.describe(reading)
+        return self._builder.build(reading)
 
     async def take(self) -> Sample:
         # trio loads here, not with the module: `kstat list` and the analyses never need it.
@@ -186,4 +266,4 @@ class SnapshotTaker:
 
     def close(self) -> None:
         """Gives back what the reader holds (the iterator's program and link)."""
-        self._reader.close()
+        self._counters.close()

@@ -19,7 +19,8 @@ Fan-out policy (why a slow sink cannot hurt the measurement):
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Final
@@ -32,10 +33,19 @@ from kstat._version import __version__
 from kstat.core.delta import IntervalDelta, changes_between, interval_delta, merge_deltas
 from kstat.core.events import Event, IntervalEnded, ReopenFiles, Sink, WindowEnded, WindowStarted
 from kstat.core.filters import ProgramFilter
-from kstat.core.model import Snapshot
+from kstat.core.model import PassClocks, Reading, Snapshot
 from kstat.core.report import Report
 from kstat.durations import format_duration_ns
-from kstat.engine.sampler import Sample, SnapshotSource, SnapshotTaker, open_reader
+from kstat.engine.clock import CounterClock, Slip
+from kstat.engine.sampler import (
+    CounterTaker,
+    Describer,
+    Sample,
+    SnapshotBuilder,
+    SnapshotSource,
+    SnapshotTaker,
+    open_reader,
+)
 from kstat.engine.summary import Summary
 from kstat.engine.ticker import sample_window
 from kstat.errors import KstatError, OutputClosed, sole_exception
@@ -233,6 +243,128 @@ def _open_lane(sink: Sink) -> _SinkLane:
 
 
 SnapshotObserver = Callable[[Snapshot], None]
+SampleHandler = Callable[[Sample, bool], Awaitable[None]]
+
+
+@define
+class _ClockedWindow:
+    """The kernel's window: counter reads on the counter clock's thread, on time; behind it,
+    the details stage (names, footprint, owners, then the snapshot and its delta) on a worker
+    thread of its own, taking every reading that arrived since its last turn in one batch (one
+    owner walk for all of them); then the samples, in order, to the scheduler."""
+
+    counters: CounterTaker
+    describer: Describer
+    builder: SnapshotBuilder
+    # One thread each: the details stage never waits behind anything else's threads (a
+    # Prometheus render, a sink's encoder), and never runs two batches at once.
+    _details_threads: trio.CapacityLimiter = field(factory=lambda: trio.CapacityLimiter(1))
+    slips: list[Slip] = field(factory=list)
+
+    async def run(
+        self,
+        stats_switch: StatsSwitch,
+        stats_method: list[StatsMethod],
+        took_baseline: Callable[[PassClocks, int], None],
+        *,
+        duration_ns: int | None,
+        interval_ns: int,
+        stop: trio.Event,
+        on_sample: SampleHandler,
+    ) -> None:
+        token = trio.lowlevel.current_trio_token()
+        arrived: deque[tuple[Reading, bool]] = deque()
+        baseline = [False]
+        failure: list[BaseException] = []
+        woken = [trio.Event()]
+        clock_done = trio.Event()
+
+        def arrive(reading: Reading, final: bool, slip: Slip | None) -> None:  # on the loop
+            if not arrived and not baseline[0]:
+                baseline[0] = True
+                took_baseline(reading.clocks, len(reading.programs))
+            arrived.append((reading, final))
+            if slip is not None:
+                self._slipped(slip)
+            woken[0].set()
+
+        def failed(error: BaseException) -> None:  # on the loop
+            failure.append(error)
+            woken[0].set()
+
+        def post(function: Callable[..., None], *args: object) -> None:  # on the clock's thread
+            # Never blocks the clock: the loop runs it when it can. Once trio has exited
+            # (the window failed), there is nobody left to tell.
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(function, *args)
+
+        clock = CounterClock(
+            self.counters.read,
+            lambda reading, final, slip: post(arrive, reading, final, slip),
+            interval_ns=interval_ns,
+            duration_ns=duration_ns,
+            on_error=lambda error: post(failed, error),
+            on_finished=lambda: post(clock_done.set),
+        )
+
+        async def details() -> None:
+            while True:
+                await woken[0].wait()
+                woken[0] = trio.Event()
+                if failure:
+                    raise failure[0]
+                batch = list(arrived)
+                arrived.clear()
+                samples = await trio.to_thread.run_sync(
+                    self._stage, [reading for reading, _ in batch], limiter=self._details_threads
+                )
+                for sample, (_, final) in zip(samples, batch, strict=True):
+                    await on_sample(sample, final)
+                    if final:
+                        return
+
+        async def counters() -> None:
+            try:
+                with stats_switch() as method:
+                    stats_method.append(method)
+                    clock.start()
+                    try:
+                        async with trio.open_nursery() as watching:
+                            watching.start_soon(_stop_when, stop, clock)
+                            await clock_done.wait()
+                            watching.cancel_scope.cancel()
+                    finally:
+                        clock.stop()
+                        # The stats go off only once the clock's thread has taken its last read.
+                        await trio.to_thread.run_sync(clock.join, abandon_on_cancel=False)
+            finally:
+                self.counters.close()  # the iterator's program and link go with the window
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(details)
+            await counters()
+
+    def _stage(self, readings: list[Reading]) -> list[Sample]:
+        """The details stage's batch, on its thread: what the readings met first described
+        (one owner walk for all of them), then each reading's snapshot and delta."""
+        self.describer.describe_many(readings)
+        return [self.builder.build(reading) for reading in readings]
+
+    def _slipped(self, slip: Slip) -> None:
+        self.slips.append(slip)
+        log.warning(
+            "the interval slipped: a gap between counter reads was more than twice the interval",
+            gap=format_duration_ns(slip.gap_ns),
+            interval=format_duration_ns(slip.interval_ns),
+            read=format_duration_ns(slip.read_ns),
+            clock_woke_late_by=format_duration_ns(slip.late_wake_ns),
+            cause=slip.cause,
+        )
+
+
+async def _stop_when(stop: trio.Event, clock: CounterClock) -> None:
+    await stop.wait()
+    clock.stop()
 
 
 @define
@@ -251,6 +383,13 @@ class Collection:
     on_snapshot: SnapshotObserver | None = None
     source: SnapshotSource | None = None
     stats_switch: StatsSwitch = runtime_stats_enabled
+    # Set as soon as the window's first counter read is taken (before its details): from then on,
+    # everything is inside the window. What `--ready-file` waits for.
+    baseline_taken: trio.Event = field(factory=trio.Event)
+    # That read's clocks and how many programs it saw (set with `baseline_taken`).
+    baseline_clocks: PassClocks | None = None
+    baseline_programs: int = 0
+    # Set once the window's first snapshot (its details included) has gone to the sinks.
     window_started: trio.Event = field(factory=trio.Event)
     # Set once the last snapshot is taken and the stats are off: only delivery is left.
     window_ended: trio.Event = field(factory=trio.Event)
@@ -261,6 +400,8 @@ class Collection:
     _snapshot_method: str | None = None
     # kstat's own programs (the iterator), which no report lists.
     _own_program_ids: frozenset[int] = frozenset()
+    # The kernel's window: its counter clock and details stage.
+    _clocked: _ClockedWindow | None = None
 
     async def run(self) -> CollectionResult:
         """Collect the window and deliver it; returns the report and any sink failures.
@@ -272,18 +413,17 @@ class Collection:
         summary_lane = _open_lane(self.summary)
         lanes = self._lanes = [_open_lane(sink) for sink in self.sinks]
         source = self.source
-        taker: SnapshotTaker | None = None
+        clocked: _ClockedWindow | None = None
         if source is None:
             # Loading the iterator parses the kernel's BTF and runs a program: off the loop.
             reader, self._snapshot_method = await trio.to_thread.run_sync(
                 open_reader, settings.snapshot_method
             )
             self._own_program_ids = reader.own_program_ids
-            source = taker = SnapshotTaker(
-                settings.program_filter,
-                online_cpus=self._online_cpus,
-                attributor=Attributor(host_root=settings.host_root),
-                reader=reader,
+            clocked = self._clocked = _ClockedWindow(
+                CounterTaker(reader),
+                Describer(attributor=Attributor(host_root=settings.host_root)),
+                SnapshotBuilder(settings.program_filter, online_cpus=self._online_cpus),
             )
         stats_method: list[StatsMethod] = []
         last_interval: list[IntervalEnded] = []
@@ -299,6 +439,17 @@ class Collection:
             )
             event: Event
             if not previous:
+                if not self.baseline_taken.is_set():  # a source of its own, not the kernel's
+                    self._took_baseline(
+                        PassClocks(
+                            snapshot.monotonic_ns,
+                            snapshot.monotonic_ns,
+                            snapshot.boottime_at_start_ns,
+                            snapshot.wall_time_ns,
+                            snapshot.wall_time_ns,
+                        ),
+                        len(snapshot.programs),
+                    )
                 event = self._window_started(snapshot, stats_method[0])
             else:
                 delta = sample.delta
@@ -325,22 +476,31 @@ class Collection:
                 for lane in lanes:
                     nursery.start_soon(lane.run, self.stop)
                 try:
-                    with self.stats_switch() as method:
-                        stats_method.append(method)
-                        await sample_window(
-                            source,
+                    if clocked is not None:
+                        await clocked.run(
+                            self.stats_switch,
+                            stats_method,
+                            self._took_baseline,
                             duration_ns=settings.duration_ns,
                             interval_ns=settings.interval_ns,
                             stop=self.stop.event,
                             on_sample=on_sample,
                         )
+                    else:
+                        assert source is not None
+                        with self.stats_switch() as method:
+                            stats_method.append(method)
+                            await sample_window(
+                                source,
+                                duration_ns=settings.duration_ns,
+                                interval_ns=settings.interval_ns,
+                                stop=self.stop.event,
+                                on_sample=on_sample,
+                            )
                 except BaseException:
                     for lane in (summary_lane, *lanes):
                         lane.send_channel.close()
                     raise
-                finally:
-                    if taker is not None:
-                        taker.close()  # the iterator's program and link go with the window
                 # The stats are off. The summary takes the last interval, then the report is
                 # built and every sink gets the end, all sinks under one deadline.
                 self.window_ended.set()
@@ -366,6 +526,11 @@ class Collection:
             failed_sinks=tuple(lane.failure for lane in lanes if lane.failure is not None),
             skipped_snapshots={lane.name: lane.skipped for lane in lanes},
         )
+
+    def _took_baseline(self, clocks: PassClocks, programs: int) -> None:
+        self.baseline_clocks, self.baseline_programs = clocks, programs
+        log.info("baseline taken", programs=programs, read=format_duration_ns(clocks.duration_ns))
+        self.baseline_taken.set()
 
     def hurry(self) -> None:
         """Cut the end short (a second Ctrl-C): every sink gets a second more to finish, then is
@@ -397,10 +562,14 @@ class Collection:
             self.settings.program_filter,
             next_sequence=last.sequence + 1,
             online_cpus=self._online_cpus,
-            attributor=Attributor(known=dict(last.details), host_root=self.settings.host_root),
+            attributor=Attributor(host_root=self.settings.host_root),
             ignored_ids=self._own_program_ids,
+            known=dict(self._clocked.describer.known) if self._clocked is not None else {},
         )
-        fresh = (await taker.take()).snapshot
+        try:
+            fresh = (await taker.take()).snapshot
+        finally:
+            taker.close()
         delta = await trio.to_thread.run_sync(self._delta, last, fresh)
         view.observe(IntervalEnded(last, fresh, delta))
         return view.report(stopped_by=None)

@@ -83,9 +83,7 @@ class Summary:
         # baseline (consecutive windows never count its early runs twice); it still says it
         # was loaded during the window.
         self._sightings = {
-            program.identity: Sighting(
-                program, program.counters, snapshot.details_of(program), loaded=program.load_time_ns > start
-            )
+            program.identity: Sighting(program, program.counters, loaded=program.load_time_ns > start)
             for program in snapshot.programs
         }
         self._intervals = 0

@@ -69,7 +69,7 @@ def start_to_dicts(event: WindowStarted) -> list[dict[str, Any]]:
     timestamp = format_timestamp(snapshot.wall_time_ns)
     lines = []
     for key, program in zip(report_keys(programs), programs, strict=True):
-        details = snapshot.details_of(program)
+        details = program.details
         data: dict[str, Any] = {
             "kind": "program",
             "timestamp": timestamp,

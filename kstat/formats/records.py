@@ -163,7 +163,7 @@ def start_records(event: WindowStarted) -> list[dict[str, Any]]:
         _seen(
             program,
             key,
-            snapshot.details_of(program),
+            program.details,
             wall_time_ns=snapshot.wall_time_ns,
             sequence=snapshot.sequence,
             host_name=event.node,

@@ -157,9 +157,7 @@ class TopState:
         snapshot = event.snapshot
         self.totals = Totals(loaded=len(snapshot.programs), online_cpus=event.online_cpus)
         for program in snapshot.programs:
-            self.programs[program.identity] = self._new_view(
-                Sighting.from_now(program, snapshot.details_of(program))
-            )
+            self.programs[program.identity] = self._new_view(Sighting.from_now(program))
         self.dirty = True
 
     def _new_view(self, window: Sighting) -> ProgramView:

@@ -205,6 +205,21 @@ class Attributor:
         self._known = {program.identity: known[program.identity] for program in programs}
         return self._known
 
+    def details_of_new(self, programs: Sequence[ProgramStats]) -> dict[ProgramIdentity, ProgramDetails]:
+        """Owners and attachments of programs met for the first time, looked up now (one owner
+        walk and one attachment scan for all of them); the caller keeps them."""
+        if not programs:
+            return {}
+        owners = program_owners(self.proc, self._workload_of)
+        attachments = self._attachments(programs)
+        return {
+            program.identity: ProgramDetails(
+                owners=tuple(owners.get(program.id, ())),
+                attachments=tuple(attachments.get(program.id, ())),
+            )
+            for program in programs
+        }
+
     def _attachments(self, new: Sequence[ProgramStats]) -> dict[int, list[str]]:
         """Where each program is attached, by program id: its links, and for new programs of
         the types they can place, netlink and the cgroup tree."""

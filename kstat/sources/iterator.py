@@ -45,7 +45,8 @@ from kstat.abi.btf import KernelLayout
 from kstat.abi.enums import AttachType, MapType, ProgramType, program_type_name
 from kstat.abi.structs import Instruction
 from kstat.core.counters import Counters
-from kstat.core.model import ProgramChanges, ProgramStats
+from kstat.core.model import ProgramChanges, ProgramStats, Reading
+from kstat.sources.clocks import ClockStart
 from kstat.sources.syscalls import ProgramReader
 
 VMLINUX_BTF: Final = Path("/sys/kernel/btf/vmlinux")
@@ -301,7 +302,15 @@ class IteratorReader:
         self._previous: _Pass | None = None
 
     def read_pass(self) -> tuple[list[ProgramStats], ProgramChanges]:
+        reading = self.read()
+        return list(reading.programs), reading.changes
+
+    def read(self) -> Reading:
+        """One walk: every program's counters, the changes, and the clocks around the walk
+        alone (decoding its records comes after)."""
+        clocks = ClockStart()
         data = self._iterator.read()
+        read_clocks = clocks.end()
         data = data[: len(data) - len(data) % RECORD.size]
         # Every record's id at C speed: the id is the first of a record's sixteen u32.
         ids = list(memoryview(data).cast("I")[:: RECORD.size // 4])
@@ -311,7 +320,7 @@ class IteratorReader:
         else:
             stats, changes = self._by_id(data, ids, previous)
         self._previous = _Pass(data, ids, stats)
-        return [value for value in stats if value is not None], changes
+        return Reading([value for value in stats if value is not None], changes, read_clocks)
 
     def _aligned(self, data: bytes, previous: _Pass) -> tuple[list[ProgramStats | None], ProgramChanges]:
         """The same programs as last pass, record for record: only differing blocks are read."""
@@ -391,18 +400,15 @@ class IteratorReader:
         counters = Counters(run_time_ns, run_count, misses)
         if before is not None and before.load_time_ns == load_time_ns:
             return evolve(before, counters=counters)
-        # Met for the first time (or an id the kernel reused): its details, once, by syscalls.
-        found = self._syscalls.read_one(program_id)
-        if found is not None and found.load_time_ns == load_time_ns:
-            return evolve(found, counters=counters)
-        # Gone since the walk: what the record says is all there is.
+        # Met for the first time (or an id the kernel reused): what its record says. Its full
+        # name and footprint are the details stage's, later (a program gone by then keeps this).
         return ProgramStats(
             id=program_id,
             type=program_type_name(type_id),
-            name=name.rstrip(b"\0").decode("utf-8", "replace"),
             tag=tag.hex(),
             load_time_ns=load_time_ns,
             counters=counters,
+            kernel_name=name.rstrip(b"\0").decode("utf-8", "replace"),
         )
 
     @property

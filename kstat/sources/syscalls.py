@@ -11,7 +11,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from kstat.abi import bpf
 from kstat.abi.enums import Command, program_type_name
@@ -26,8 +26,9 @@ from kstat.abi.structs import (
     ProgInfo,
 )
 from kstat.core.counters import Counters
-from kstat.core.model import MapFootprint, ProgramChanges, ProgramFootprint, ProgramStats
+from kstat.core.model import MapFootprint, ProgramChanges, ProgramFootprint, ProgramStats, Reading
 from kstat.errors import BpfError, UnsupportedKernel
+from kstat.sources.clocks import ClockStart
 from kstat.sources.fdinfo import fdinfo_number
 
 
@@ -76,15 +77,24 @@ class ProgramReader:
         yield from bpf.walk_ids(Command.PROG_GET_NEXT_ID, self._id_attr)
 
     def read_all(self) -> list[ProgramStats]:
-        """Every loaded program's stats; a program unloaded while being read is skipped."""
-        return self.read_pass()[0]
+        """Every loaded program's stats and facts (full name, footprint); a program unloaded
+        while being read is skipped."""
+        programs = self.read_pass()[0]
+        self.describe_all(programs)
+        return programs
 
     def read_pass(self) -> tuple[list[ProgramStats], ProgramChanges]:
-        """Every loaded program's stats, and what changed since this reader's previous pass.
+        reading = self.read()
+        return list(reading.programs), reading.changes
+
+    def read(self) -> Reading:
+        """Every loaded program's counters, what changed since this reader's previous read,
+        and the clocks around the walk.
 
         The changes come from bookkeeping the pass does anyway (each program is looked up in
         the previous pass's table to reuse its value), so an idle program costs nothing more.
         """
+        clocks = ClockStart()
         syscall, sys_bpf = bpf.raw_syscall, self._sys_bpf
         next_id, fd_by_id = self._next_id_command, self._fd_by_id_command
         attr, attr_pointer, attr_size = self._id_attr, self._id_attr_pointer, self._id_attr_size
@@ -122,6 +132,8 @@ class ProgramReader:
                 new.append(stats)
             elif before is not stats:
                 moved.append((before, stats))
+        # The walk reads and decodes each program in turn: the clocks go around all of it.
+        read_clocks = clocks.end()
         # Every program of the previous pass met again: nothing vanished (no search needed).
         seen_again = len(programs) - len(new)
         vanished = (
@@ -129,14 +141,12 @@ class ProgramReader:
             if seen_again == len(previous)
             else [stats for key, stats in previous.items() if key not in known]
         )
-        # Only what is loaded now is remembered, so churn cannot grow the caches.
+        # Only what is loaded now is remembered, so churn cannot grow the table.
         self._known = known
-        self._btf_type_names.clear()
-        self._map_memlocks.clear()
-        return programs, ProgramChanges(new=new, moved=moved, vanished=vanished)
+        return Reading(programs, ProgramChanges(new=new, moved=moved, vanished=vanished), read_clocks)
 
     def read_one(self, program_id: int) -> ProgramStats | None:
-        """One program's stats, or None when that id no longer names a loaded program."""
+        """One program's stats and facts, or None when that id no longer names a loaded program."""
         fd = bpf.fd_by_id(Command.PROG_GET_FD_BY_ID, program_id, self._id_attr)
         if fd is None:
             return None
@@ -146,8 +156,46 @@ class ProgramReader:
             os.close(fd)
 
     def read_fd(self, fd: int) -> ProgramStats:
-        """The stats of the program behind an fd the caller owns."""
-        return self._read_fd(fd)[1]
+        """The stats and facts of the program behind an fd the caller owns."""
+        program = self._read_fd(fd)[1]
+        self._describe_fd(fd, program)
+        self._forget_batch()
+        return program
+
+    def describe_all(self, programs: Sequence[ProgramStats]) -> int:
+        """Fill in each program's full name and footprint (its facts), by id: what the counter
+        read leaves for later. How many were still loaded to be described."""
+        described = 0
+        try:
+            for program in programs:
+                if not program.facts.described and self.describe(program):
+                    described += 1
+        finally:
+            self._forget_batch()
+        return described
+
+    def describe(self, program: ProgramStats) -> bool:
+        """One program's full name and footprint into its facts; False when its id no longer
+        names that program (it was unloaded, and the id perhaps given to another)."""
+        fd = bpf.fd_by_id(Command.PROG_GET_FD_BY_ID, program.id, self._id_attr)
+        if fd is None:
+            return False
+        try:
+            self._get_info(fd)
+            if self._info.load_time != program.load_time_ns:
+                return False
+            self._describe_fd(fd, program, info_read=True)
+            return True
+        except BpfError:
+            return False
+        finally:
+            os.close(fd)
+
+    def _forget_batch(self) -> None:
+        """Names and memlocks are cached for one batch of programs (a program's BTF object and
+        maps are often shared), never longer: churn cannot grow them."""
+        self._btf_type_names.clear()
+        self._map_memlocks.clear()
 
     def _read_fd(self, fd: int) -> tuple[tuple[int, int], ProgramStats, ProgramStats | None]:
         """The program's stats, the key (id, load time) the reader remembers it by, and its
@@ -184,21 +232,39 @@ class ProgramReader:
                 ProgramStats(
                     id=before.id,
                     type=before.type,
-                    name=before.name,
                     tag=before.tag,
                     load_time_ns=before.load_time_ns,
                     counters=Counters._make(read),
                     kernel_name=before.kernel_name,
-                    footprint=before.footprint,
+                    facts=before.facts,
                 ),
                 before,
             )
-        program_id, load_time_ns, tag = info.id, info.load_time, bytes(info.tag).hex()
-        type_name, kernel_name = program_type_name(info.type), info.name.decode("utf-8", "replace")
+        # Met for the first time: what the counter read gives. Its full name and footprint
+        # take more syscalls; they are the details stage's (`describe`), later.
+        return (
+            key,
+            ProgramStats(
+                id=info.id,
+                type=program_type_name(info.type),
+                tag=bytes(info.tag).hex(),
+                load_time_ns=info.load_time,
+                counters=Counters._make(read),
+                kernel_name=info.name.decode("utf-8", "replace"),
+            ),
+            None,
+        )
+
+    def _describe_fd(self, fd: int, program: ProgramStats, *, info_read: bool = False) -> None:
+        """The full name (BTF) and footprint of the program behind `fd`, into its facts
+        (`info_read`: its bpf_prog_info is in the buffer already)."""
+        if not info_read:
+            self._get_info(fd)
+        info = self._info
         jited_size, xlated_size, map_count = info.jited_prog_len, info.xlated_prog_len, info.nr_map_ids
-        verified = info.verified_insns if written >= VERIFIED_INSNS_END else None
+        verified = info.verified_insns if self._info_attr.info_len >= VERIFIED_INSNS_END else None
         # Last: looking up the BTF name and the map ids reuses the info buffer.
-        full_name = self._btf_function_name(fd) or kernel_name
+        full_name = self._btf_function_name(fd)
         footprint = ProgramFootprint(
             jited_size_bytes=jited_size,
             xlated_size_bytes=xlated_size,
@@ -208,20 +274,8 @@ class ProgramReader:
                 MapFootprint(map_id, self._map_memlock(map_id)) for map_id in self._map_ids(fd, map_count)
             ),
         )
-        return (
-            key,
-            ProgramStats(
-                id=program_id,
-                type=type_name,
-                name=full_name,
-                tag=tag,
-                load_time_ns=load_time_ns,
-                counters=Counters._make(read),
-                kernel_name=kernel_name,
-                footprint=footprint,
-            ),
-            None,
-        )
+        facts = program.facts
+        facts.name, facts.footprint, facts.described = full_name, footprint, True
 
     def _get_info(self, fd: int, func_info: FuncInfo | None = None) -> None:
         info = self._info

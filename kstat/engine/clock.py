@@ -1,0 +1,121 @@
+"""The window's counter clock: every counter read on time, on a thread of its own.
+
+The read is the one thing in a window that must happen on time: it is what the report's rates
+divide by. So it runs on its own thread with its own monotonic clock, never behind the event
+loop, a sink, a scrape or the details stage (names, owners, footprint), which take what it read
+as they can. The first read is now, one each interval after it, and the last at the window's
+end or as soon as it is stopped; a read that overruns its interval delays the next tick instead
+of queueing missed ones, and says so (`Slip`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from attrs import frozen
+
+from kstat.core.model import Reading
+
+
+@frozen
+class Slip:
+    """A gap between two reads longer than twice the interval asked for, and what it was."""
+
+    gap_ns: int
+    interval_ns: int
+    # How long the read that ended the gap took, and how late the clock woke up for it (time
+    # the thread waited for the CPU or for the interpreter's lock).
+    read_ns: int
+    late_wake_ns: int
+
+    @property
+    def cause(self) -> str:
+        """What took the time, as far as the clock can tell."""
+        if self.read_ns > self.interval_ns:
+            return "the counter read itself took longer than the interval"
+        if self.late_wake_ns > self.interval_ns // 2:
+            return "the clock's thread woke late: the CPU or the interpreter was busy elsewhere"
+        return "the read before it overran its interval"
+
+
+# Called on the clock's thread with each reading, whether it is the window's last, and the slip
+# it ended (if any): must not block (the scheduler hands them to trio).
+Deliver = Callable[[Reading, bool, "Slip | None"], None]
+
+
+class CounterClock:
+    def __init__(
+        self,
+        read: Callable[[], Reading],
+        deliver: Deliver,
+        *,
+        interval_ns: int,
+        duration_ns: int | None,
+        on_error: Callable[[BaseException], None],
+        on_finished: Callable[[], None],
+    ) -> None:
+        self._read = read
+        self._deliver = deliver
+        self._interval_ns = interval_ns
+        self._duration_ns = duration_ns
+        self._on_error = on_error
+        self._on_finished = on_finished
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="kstat-counter-clock", daemon=True)
+        self.missed_ticks = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """End the window now: the clock takes its last read at once and finishes."""
+        self._stop.set()
+
+    def join(self) -> None:
+        self._thread.join()
+
+    def _run(self) -> None:
+        try:
+            self._tick()
+        except BaseException as error:  # noqa: BLE001 - handed to the trio side, which raises it
+            self._on_error(error)
+        finally:
+            self._on_finished()
+
+    def _tick(self) -> None:
+        interval = self._interval_ns
+        first = self._read()
+        # The window's clock starts at the first read's moment, so the measured elapsed time
+        # is never shorter than the duration asked for.
+        window_start = first.clocks.monotonic_ns
+        deadline = None if self._duration_ns is None else window_start + self._duration_ns
+        self._deliver(first, False, None)
+        previous = first.clocks.monotonic_ns
+        next_tick = window_start + interval
+        while True:
+            due = next_tick if deadline is None else min(next_tick, deadline)
+            if self._stop.wait(max(0, due - time.monotonic_ns()) / 1e9):
+                break
+            woke = time.monotonic_ns()
+            if deadline is not None and woke >= deadline:
+                break
+            reading = self._read()
+            slip = self._slip(previous, reading, late_wake_ns=max(0, woke - due))
+            previous = reading.clocks.monotonic_ns
+            self._deliver(reading, False, slip)
+            next_tick += interval
+            now = time.monotonic_ns()
+            if next_tick <= now:
+                missed = (now - next_tick) // interval + 1
+                self.missed_ticks += missed
+                next_tick += missed * interval
+        last = self._read()
+        self._deliver(last, True, None)
+
+    def _slip(self, previous_ns: int, reading: Reading, *, late_wake_ns: int) -> Slip | None:
+        gap = reading.clocks.monotonic_ns - previous_ns
+        if gap <= 2 * self._interval_ns:
+            return None
+        return Slip(gap, self._interval_ns, reading.clocks.duration_ns, late_wake_ns)
