@@ -63,7 +63,7 @@ test: install deps
 SYSTEM_PYTHON ?= /usr/bin/python3
 test-unprivileged:
 	@scratch=$$(mktemp -d /tmp/kstat-unprivileged.XXXXXX); trap 'rm -rf "$$scratch"' EXIT; \
-	tar --exclude=./.venv --exclude=./.git --exclude=./.nox --exclude=./tests/statsd/node_modules \
+	tar --exclude=./.venv --exclude=./.git --exclude=./.nox --exclude=./tests/statsd/node_modules --exclude=./site \
 		--exclude=./bench-results --exclude=./e2e-logs --exclude=./.hypothesis -cf - . | tar -C "$$scratch" -xf - && \
 	$(SYSTEM_PYTHON) -m venv "$$scratch/.venv" && \
 	"$$scratch/.venv/bin/pip" install --quiet "$$scratch[test]" && \
@@ -72,10 +72,12 @@ test-unprivileged:
 		env HOME=/tmp HYPOTHESIS_STORAGE_DIRECTORY=/tmp/kstat-unprivileged-hypothesis \
 		.venv/bin/pytest -p no:cacheprovider -m "not kernel" $(ARGS)
 
+# The docs site too: --strict fails on a broken link or anchor, or a page left out of the nav.
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 demo: install
 	$(SUDO) $(BIN)/kstat demo $(ARGS)
@@ -108,7 +110,7 @@ soak-serve: install
 	$(SUDO) env SOAK_MODE=serve SOAK_DURATION=$(or $(SOAK_DURATION),1h) $(BIN)/python -m tests.soak
 
 clean:
-	rm -rf $(VENV) .nox .mypy_cache .ruff_cache .pytest_cache .hypothesis *.egg-info
+	rm -rf $(VENV) .nox .mypy_cache .ruff_cache .pytest_cache .hypothesis *.egg-info site
 
 # The benchmark suite (issue 7; BENCHMARKS.md): kstat against bpftool and a C floor, steady-state
 # CPU and memory, the stats' observer effect. A few minutes; BENCH_QUICK=1 for a short smoke run.

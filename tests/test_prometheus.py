@@ -255,9 +255,9 @@ def test_a_real_prometheus_counts_every_packet(load_filter: LoadFilter, tmp_path
         assert prometheus.wait_for(series, packets) == packets
         middle = (started + ended) / 2 + 1
         prometheus_rate = prometheus.value(f"rate({series}[4s])", at=middle)
-        # The queries the README gives for a fleet are valid PromQL over what was scraped
+        # The queries docs/fleet.md gives for a fleet are valid PromQL over what was scraped
         # (asked at the end of the traffic, while the series are fresh).
-        for expression in readme_queries():
+        for expression in fleet_page_queries():
             prometheus.query(expression, at=ended)
         costliest = prometheus.query(
             "topk(10, sum by (instance, name) "
@@ -284,10 +284,10 @@ def test_a_real_prometheus_counts_every_packet(load_filter: LoadFilter, tmp_path
     assert info[0]["metric"]["kernel_name"] == "kstat_t_prom"
 
 
-def readme_queries() -> list[str]:
-    """The PromQL expressions of the README's ```promql block (comments dropped, lines joined)."""
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
-    block = readme.split("```promql\n", 1)[1].split("```", 1)[0]
+def fleet_page_queries() -> list[str]:
+    """The PromQL expressions of docs/fleet.md's ```promql block (comments dropped, lines joined)."""
+    page = (Path(__file__).parents[1] / "docs" / "fleet.md").read_text()
+    block = page.split("```promql\n", 1)[1].split("```", 1)[0]
     expressions = [
         " ".join(line.strip() for line in part.splitlines() if not line.startswith("#"))
         for part in block.split("\n\n")
@@ -295,8 +295,8 @@ def readme_queries() -> list[str]:
     return [expression for expression in expressions if expression]
 
 
-def test_the_readme_has_fleet_queries() -> None:
-    assert len(readme_queries()) == 3
+def test_the_fleet_page_has_fleet_queries() -> None:
+    assert len(fleet_page_queries()) == 3
 
 
 def _unix(timestamp: str) -> float:

@@ -37,10 +37,11 @@ from tests.builders import events_of, program, report_of, snapshot
 from tests.kstat_process import wait_until_ready
 from tests.windows import LoadFilter
 
-README = Path(__file__).parent.parent / "README.md"
+# The page that documents the records.
+RECORDS_PAGE = Path(__file__).parent.parent / "docs" / "sinks.md"
 KSTAT = [sys.executable, "-m", "kstat"]
 
-# The README's jq examples, run here against real records (kept word for word in the README).
+# The jq examples of docs/sinks.md, run here against real records (kept word for word there).
 JQ_COSTLIEST_PER_INTERVAL = (
     'jq -sc \'[.[] | select(.kind == "program")] | group_by(.sequence)[]'
     " | max_by(.estimated_cpu_percent) | {timestamp, name, estimated_cpu_percent}'"
@@ -287,8 +288,8 @@ def test_options_do_not_hide_two_sinks_writing_one_place(arguments: list[str], m
     assert message in completed.stderr.splitlines()[-1]
 
 
-def test_the_readme_lists_every_key_that_is_not_a_metric_in_order() -> None:
-    text = README.read_text()
+def test_the_records_page_lists_every_key_that_is_not_a_metric_in_order() -> None:
+    text = RECORDS_PAGE.read_text()
     table = text.split("<!-- record keys -->")[1].split("<!-- end of record keys -->")[0]
     listed = [row.split("`")[1] for row in table.splitlines() if row.startswith("| `")]
     metrics = {metric.name for metric in METRICS}
@@ -296,8 +297,8 @@ def test_the_readme_lists_every_key_that_is_not_a_metric_in_order() -> None:
     assert list(RECORD_KEYS[len(listed) :]) == [metric.name for metric in METRICS]
 
 
-def test_the_readme_shows_the_jq_examples_tested_here() -> None:
-    text = README.read_text()
+def test_the_records_page_shows_the_jq_examples_tested_here() -> None:
+    text = RECORDS_PAGE.read_text()
     assert JQ_COSTLIEST_PER_INTERVAL in text
     assert JQ_CPU_PER_OWNER in text
     assert "ndjson:/var/log/kstat.ndjson?layout=records" in text
@@ -307,8 +308,8 @@ def test_the_readme_shows_the_jq_examples_tested_here() -> None:
 def test_records_from_the_command_line_add_up_to_the_report_and_answer_jq(
     load_filter: LoadFilter, tmp_path: Path
 ) -> None:
-    """The kernel as oracle: exactly N runs, in the records and in the report, and the README's
-    jq examples answer from them."""
+    """The kernel as oracle: exactly N runs, in the records and in the report, and the jq
+    examples of docs/sinks.md answer from them."""
     heavy = load_filter("kstat_t_rec_a", 200)
     light = load_filter("kstat_t_rec_b")
     stream, nested, report_path = tmp_path / "k.ndjson", tmp_path / "nested.ndjson", tmp_path / "r.json"

@@ -5,7 +5,7 @@ Each entry says what a metric is (name, unit, heading, description), how it beha
 recomputed from the counters, never summed), how it is computed from a span's counters, which
 of the Go tool's fields it is, and which views show it. The report's fields, NDJSON lines,
 StatsD lines, `kstat compare`'s columns and `--fail-on` metrics, `kstat plot`'s panels, the
-budgets, the pytest summary and the README's formula table all come from here: adding a metric
+budgets, the pytest summary and the formula table of docs/report.md all come from here: adding a metric
 is one entry and its formula.
 
 Every metric exists per program and in total; the total of a metric is the same formula
@@ -130,7 +130,7 @@ class Metric:
     title: str
     heading: str
     description: str
-    # The formula as the README states it.
+    # The formula as docs/report.md states it.
     formula: str
     compute: Callable[[Span], Number | None]
     # Whole numbers (ints in JSON) or not.
@@ -506,7 +506,7 @@ def values(span: Span, metrics: Iterable[Metric] | None = None) -> dict[str, Num
 
 
 def markdown_table() -> str:
-    """The README's table of metrics, generated from the catalogue (a test keeps them equal)."""
+    """docs/report.md's table of metrics, generated from the catalogue (a test keeps them equal)."""
     lines = [
         "| metric | what it is | kind | unit | formula | Go tool's |",
         "| --- | --- | --- | --- | --- | --- |",
@@ -526,14 +526,15 @@ README_END: Final = "<!-- end of metrics -->"
 
 
 def updated_readme(text: str) -> str:
-    """README text with its table of metrics replaced by the catalogue's."""
+    """A page's text (docs/report.md) with its table of metrics replaced by the catalogue's."""
     before, _, rest = text.partition(README_START)
     _, _, after = rest.partition(README_END)
     return f"{before}{README_START}\n{markdown_table()}{README_END}{after}"
 
 
 if __name__ == "__main__":
-    # `python -m kstat.core.catalogue` prints the table; with a README path, updates it.
+    # `python -m kstat.core.catalogue` prints the table; with a page's path (docs/report.md),
+    # updates it.
     import sys
 
     if len(sys.argv) > 1:
