@@ -51,6 +51,9 @@ def test_idle_programs_read_the_same_by_iterator_and_by_syscalls(load_filter: Lo
         by_iterator = {program.id: program for program in iterator.read_pass()[0] if program.id in ours}
     finally:
         iterator.close()
+    # The iterator reads counters; names and footprint are the details stage's, by syscalls.
+    assert all(not program.facts.described for program in by_iterator.values())
+    ProgramReader().describe_all(list(by_iterator.values()))
     by_syscalls = {program.id: program for program in ProgramReader().read_all() if program.id in ours}
     assert by_iterator == by_syscalls and len(by_iterator) == 5
     assert [by_iterator[target.program.id].run_count for target in targets] == [0, 7, 14, 21, 28]

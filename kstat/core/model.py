@@ -284,6 +284,10 @@ class Reading:
     programs: Sequence[ProgramStats]
     changes: ProgramChanges
     clocks: PassClocks
+    # The first read of a reader that took over from another (the syscalls' baseline, then the
+    # iterator): its `changes` know nothing of the previous reader's reads, so they are worked
+    # out again from the readings themselves, and its programs' facts taken from what is known.
+    fresh_reader: bool = False
 
 
 @frozen

@@ -3,11 +3,12 @@ built off the event loop."""
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import Sequence
 from typing import Protocol
 
-from attrs import define, field, frozen
+from attrs import define, evolve, field, frozen
 
 from kstat._logging import get_logger
 from kstat.core.delta import IntervalDelta, interval_delta
@@ -96,14 +97,36 @@ class CounterTaker:
     _reader: PassReader = field(factory=ProgramReader)
     # Programs no reading lists (kstat's own iterator, when another reader takes the pass).
     ignored_ids: frozenset[int] = frozenset()
+    # A reader to take over at the next read (set from another thread: the iterator, loaded
+    # while the syscalls read on), and the lock that hands it over.
+    _successor: PassReader | None = None
+    _handover: threading.Lock = field(factory=threading.Lock)
 
     def read(self) -> Reading:
+        fresh = False
+        with self._handover:
+            successor, self._successor = self._successor, None
+        if successor is not None:
+            self._reader.close()
+            self._reader, fresh = successor, True
         reading = self._reader.read()
         ignored = self.ignored_ids | self._reader.own_program_ids
-        return _without(reading, ignored) if ignored else reading
+        if ignored:
+            reading = _without(reading, ignored)
+        return evolve(reading, fresh_reader=True) if fresh else reading
+
+    def hand_over(self, successor: PassReader) -> None:
+        """`successor` reads from the next read on (its programs are left out from now on)."""
+        with self._handover:
+            self._successor = successor
+            self.ignored_ids |= successor.own_program_ids
 
     def close(self) -> None:
-        """Gives back what the reader holds (the iterator's program and link)."""
+        """Gives back what the readers hold (the iterator's program and link)."""
+        with self._handover:
+            successor, self._successor = self._successor, None
+        if successor is not None:
+            successor.close()
         self._reader.close()
 
 
@@ -131,6 +154,12 @@ class Describer:
         fresh: list[ProgramStats] = []
         unattributed: list[ProgramStats] = []
         for reading in readings:
+            if reading.fresh_reader:
+                # A reader that took over: its programs are new objects, the same programs.
+                for program in reading.programs:
+                    facts = known.get(program.identity)
+                    if facts is not None and facts is not program.facts:
+                        program.facts.learn(facts)
             for program in reading.changes.new:
                 facts = known.get(program.identity)
                 if facts is not None and facts is not program.facts:

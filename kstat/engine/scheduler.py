@@ -26,10 +26,11 @@ from pathlib import Path
 from typing import Final
 
 import trio
-from attrs import define, field, frozen
+from attrs import define, evolve, field, frozen
 
 from kstat._logging import get_logger
 from kstat._version import __version__
+from kstat.core.changes import changes
 from kstat.core.delta import IntervalDelta, changes_between, interval_delta, merge_deltas
 from kstat.core.events import Event, IntervalEnded, ReopenFiles, Sink, WindowEnded, WindowStarted
 from kstat.core.filters import ProgramFilter
@@ -40,6 +41,7 @@ from kstat.engine.clock import CounterClock, Slip
 from kstat.engine.sampler import (
     CounterTaker,
     Describer,
+    PassReader,
     Sample,
     SnapshotBuilder,
     SnapshotSource,
@@ -52,6 +54,7 @@ from kstat.errors import KstatError, OutputClosed, sole_exception
 from kstat.sources.attribution import Attributor
 from kstat.sources.host import kernel_release, online_cpu_count
 from kstat.sources.stats_switch import StatsMethod, runtime_stats_enabled
+from kstat.sources.syscalls import ProgramReader
 from kstat.sources.workloads import node_name
 
 log = get_logger(__name__)
@@ -260,6 +263,7 @@ class _ClockedWindow:
     # Prometheus render, a sink's encoder), and never runs two batches at once.
     _details_threads: trio.CapacityLimiter = field(factory=lambda: trio.CapacityLimiter(1))
     slips: list[Slip] = field(factory=list)
+    _last_reading: Reading | None = None
 
     async def run(
         self,
@@ -347,8 +351,17 @@ class _ClockedWindow:
     def _stage(self, readings: list[Reading]) -> list[Sample]:
         """The details stage's batch, on its thread: what the readings met first described
         (one owner walk for all of them), then each reading's snapshot and delta."""
-        self.describer.describe_many(readings)
-        return [self.builder.build(reading) for reading in readings]
+        ordered = []
+        for read in readings:
+            reading = read
+            if reading.fresh_reader and self._last_reading is not None:
+                # The first read of a reader that took over: what changed since the other
+                # reader's last read, by the specification itself.
+                reading = evolve(reading, changes=changes(self._last_reading.programs, reading.programs))
+            ordered.append(reading)
+            self._last_reading = reading
+        self.describer.describe_many(ordered)
+        return [self.builder.build(reading) for reading in ordered]
 
     def _slipped(self, slip: Slip) -> None:
         self.slips.append(slip)
@@ -415,10 +428,15 @@ class Collection:
         source = self.source
         clocked: _ClockedWindow | None = None
         if source is None:
-            # Loading the iterator parses the kernel's BTF and runs a program: off the loop.
-            reader, self._snapshot_method = await trio.to_thread.run_sync(
-                open_reader, settings.snapshot_method
-            )
+            reader: PassReader
+            if settings.snapshot_method == "iterator":
+                # Insisted on: loaded first (it parses the kernel's BTF and runs a program, off
+                # the loop), and the window does not start without it.
+                reader, self._snapshot_method = await trio.to_thread.run_sync(open_reader, "iterator")
+            else:
+                # The baseline at once, by syscalls; the iterator ("auto") takes over as soon
+                # as it is loaded, while the window runs (`_load_iterator`).
+                reader, self._snapshot_method = ProgramReader(), "syscalls"
             self._own_program_ids = reader.own_program_ids
             clocked = self._clocked = _ClockedWindow(
                 CounterTaker(reader),
@@ -476,6 +494,8 @@ class Collection:
                 for lane in lanes:
                     nursery.start_soon(lane.run, self.stop)
                 try:
+                    if clocked is not None and settings.snapshot_method == "auto":
+                        nursery.start_soon(self._load_iterator, clocked)
                     if clocked is not None:
                         await clocked.run(
                             self.stats_switch,
@@ -507,7 +527,9 @@ class Collection:
                 async with summary_lane.send_channel:
                     await summary_lane.send_channel.send(last_interval[0])
                 await self.summary.done.wait()
-                report = self.summary.report(stopped_by=self.stop.reason)
+                report = self.summary.report(
+                    stopped_by=self.stop.reason, snapshot_method=self._snapshot_method
+                )
                 self._log_window_end(report)
                 timeout_s = HURRIED_END_S if self._hurried else settings.end_timeout_ns / 1e9
                 deadline = trio.current_time() + timeout_s
@@ -526,6 +548,19 @@ class Collection:
             failed_sinks=tuple(lane.failure for lane in lanes if lane.failure is not None),
             skipped_snapshots={lane.name: lane.skipped for lane in lanes},
         )
+
+    async def _load_iterator(self, clocked: _ClockedWindow) -> None:
+        """Load kstat's iterator while the window runs, and hand the reads over to it; on a
+        kernel that cannot take it, the syscalls go on (said once, by `open_reader`)."""
+        await self.baseline_taken.wait()
+        reader, method = await trio.to_thread.run_sync(open_reader, "auto", abandon_on_cancel=True)
+        if method == "iterator":
+            if self.window_ended.is_set():
+                reader.close()
+                return
+            clocked.counters.hand_over(reader)
+            self._own_program_ids = self._own_program_ids | reader.own_program_ids
+            self._snapshot_method = method
 
     def _took_baseline(self, clocks: PassClocks, programs: int) -> None:
         self.baseline_clocks, self.baseline_programs = clocks, programs

@@ -183,7 +183,9 @@ class Summary:
         values = self._distributions.get(identity)
         return None if values is None else values.peak_time_ns
 
-    def report(self, *, stopped_by: str | None) -> Report:
+    def report(self, *, stopped_by: str | None, snapshot_method: str | None = None) -> Report:
+        """The report so far; `snapshot_method`, where given, is what read the window in the
+        end (the iterator, which took over from the syscalls' baseline)."""
         started, last = self.started, self.last_snapshot
         if started is None or last is None:
             raise ValueError("no snapshot was taken, so there is no window to report on")
@@ -198,7 +200,7 @@ class Summary:
             online_cpus=started.online_cpus,
             kernel_release=started.kernel_release,
             stats_enabled_by=started.stats_enabled_by,
-            snapshot_method=started.snapshot_method,
+            snapshot_method=snapshot_method or started.snapshot_method,
             stopped_by=stopped_by,
             program_filter=started.program_filter,
             node=started.node,
