@@ -9,10 +9,6 @@ Writing a sink: `kstat.sink`. Testing helpers (loader, budgets, the pytest plugi
 
 from __future__ import annotations
 
-import ast
-import importlib
-from functools import cache
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kstat import _legacy_sinks
@@ -58,17 +54,28 @@ if TYPE_CHECKING:
     from kstat.testing.budget import expect_program as expect_program
 
 
-@cache
+_names: dict[str, tuple[str, str]] = {}
+
+
 def _public_names() -> dict[str, tuple[str, str]]:
-    """Public name -> (module, name there), read from the TYPE_CHECKING block above."""
+    """Public name -> (module, name there), read from the TYPE_CHECKING block above (on first
+    use: `import kstat` itself must not parse anything)."""
+    if _names:
+        return _names
+    import ast  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
     tree = ast.parse(Path(__file__).read_text(encoding="utf-8"))
     block = next(node for node in tree.body if isinstance(node, ast.If))
-    return {
-        alias.asname or alias.name: (node.module or "", alias.name)
-        for node in block.body
-        if isinstance(node, ast.ImportFrom)
-        for alias in node.names
-    }
+    _names.update(
+        {
+            alias.asname or alias.name: (node.module or "", alias.name)
+            for node in block.body
+            if isinstance(node, ast.ImportFrom)
+            for alias in node.names
+        }
+    )
+    return _names
 
 
 def __getattr__(name: str) -> Any:
@@ -76,6 +83,8 @@ def __getattr__(name: str) -> Any:
         module, original = _public_names()[name]
     except KeyError:
         raise AttributeError(f"module 'kstat' has no attribute {name!r}") from None
+    import importlib  # noqa: PLC0415
+
     value = getattr(importlib.import_module(module), original)
     globals()[name] = value
     return value

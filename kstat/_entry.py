@@ -23,6 +23,14 @@ def _interrupted_early(signal_number: int, frame: FrameType | None) -> None:
 def main() -> None:
     signal.signal(signal.SIGINT, _interrupted_early)
     signal.signal(signal.SIGTERM, _interrupted_early)
-    from kstat.cli import main as cli_main  # noqa: PLC0415 - only after the handler is in place
+    # Before the CLI is even imported: the window's baseline (`kstat._baseline`), so that what a
+    # load test does right after launching kstat is inside the window.
+    from kstat import _baseline  # noqa: PLC0415 - only after the handler is in place
 
-    sys.exit(cli_main())
+    if _baseline.collects(sys.argv[1:]):
+        _baseline.take()
+    from kstat.cli import main as cli_main  # noqa: PLC0415
+
+    status = cli_main()
+    _baseline.discard()
+    sys.exit(status)

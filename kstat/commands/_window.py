@@ -12,6 +12,7 @@ from typing import Final
 
 import trio
 
+from kstat import _baseline
 from kstat._atomic import check_writable, write_atomically
 from kstat._logging import get_logger
 from kstat.commands._options import EXIT_FAILURE, EXIT_OK, say_error
@@ -20,6 +21,7 @@ from kstat.core.report import format_timestamp
 from kstat.engine.scheduler import Collection, CollectionResult, CollectionSettings, StopRequest
 from kstat.engine.sink_specs import make_sink, split_options
 from kstat.errors import OutputError, UsageError, sole_exception
+from kstat.sources.syscalls import EarlyBaseline
 
 log = get_logger(__name__)
 
@@ -112,6 +114,11 @@ async def announce_when_ready(collection: Collection, options: argparse.Namespac
             write_atomically(options.ready_file, json.dumps(ready).encode() + b"\n")
         except OutputError as error:
             log.warning("cannot write --ready-file", error=str(error))
+
+
+def claim_baseline() -> EarlyBaseline | None:
+    """The baseline the command line read at launch (`kstat._baseline`), for the window."""
+    return _baseline.claim()
 
 
 def stop_on_signal(stop: StopRequest, collection: Collection | None = None) -> SignalHandler:

@@ -10,6 +10,7 @@ from kstat._version import __version__
 from kstat.commands._options import ArgumentParser, add_filter_flags, add_window_flags, parse_with_filter
 from kstat.commands._window import (
     announce_when_ready,
+    claim_baseline,
     collection_settings,
     make_sinks,
     reopen_on_sighup,
@@ -53,7 +54,7 @@ def run(options: argparse.Namespace) -> int:
 
     async def window(nursery: trio.Nursery) -> tuple[CollectionResult, int | None]:
         stop = StopRequest()
-        collection = Collection(settings, sinks, stop)
+        collection = Collection(settings, sinks, stop, early=claim_baseline())
         nursery.start_soon(watch_signals, stop_on_signal(stop, collection))
         nursery.start_soon(reopen_on_sighup, collection)
         nursery.start_soon(announce_when_ready, collection, options)

@@ -22,6 +22,7 @@ from kstat._logging import get_logger
 from kstat.commands._options import ArgumentParser, add_filter_flags, add_window_flags, parse_with_filter
 from kstat.commands._window import (
     announce_when_ready,
+    claim_baseline,
     collection_settings,
     make_sinks,
     run_window,
@@ -68,6 +69,7 @@ class CommandWindow:
             evolve(settings, duration_ns=None),
             sinks,
             StopRequest(),
+            early=claim_baseline(),
         )
         self._process: trio.Process | None = None
         self._signals_received: list[signal.Signals] = []

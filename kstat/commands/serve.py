@@ -21,6 +21,7 @@ from kstat.commands._options import (
 )
 from kstat.commands._window import (
     announce_when_ready,
+    claim_baseline,
     collection_settings,
     make_sinks,
     reopen_on_sighup,
@@ -72,7 +73,7 @@ def run(options: argparse.Namespace) -> int:
     async def window(nursery: trio.Nursery) -> tuple[CollectionResult, int | None]:
         stop = StopRequest()
         summary = Summary(generator=f"kstat {__version__}", retain_unloaded=options.keep_unloaded)
-        collection = Collection(settings, sinks, stop, summary=summary)
+        collection = Collection(settings, sinks, stop, summary=summary, early=claim_baseline())
         nursery.start_soon(watch_signals, stop_on_signal(stop, collection))
         nursery.start_soon(reopen_on_sighup, collection)
         nursery.start_soon(announce_when_ready, collection, options)

@@ -21,6 +21,7 @@ from kstat.commands._options import (
 )
 from kstat.commands._window import (
     announce_when_ready,
+    claim_baseline,
     collection_settings,
     make_sinks,
     run_window,
@@ -85,7 +86,7 @@ def run(options: argparse.Namespace) -> int:
         stop = StopRequest()
         view = TopView(lambda: stop.request("quit"), console=Console(file=terminal))
         summary = Summary(generator=f"kstat {__version__}", retain_unloaded=1000)
-        collection = Collection(settings, [view, *sinks], stop, summary=summary)
+        collection = Collection(settings, [view, *sinks], stop, summary=summary, early=claim_baseline())
         nursery.start_soon(watch_signals, stop_on_signal(stop, collection))
         nursery.start_soon(announce_when_ready, collection, options)
         collected = await collection.run()

@@ -44,6 +44,19 @@ class WindowFacts:
     program_filter: Mapping[str, Any] | None = None
     node: str | None = None
     snapshot_method: str | None = None
+    achieved_interval: AchievedInterval | None = None
+
+
+@frozen
+class AchievedInterval:
+    """How far apart the window's counter reads really were: the asked interval is what the
+    rates' precision rests on, and a busy host can stretch it."""
+
+    p50_ns: int
+    p99_ns: int
+    max_ns: int
+    # Gaps longer than twice the interval asked for.
+    slipped: int
 
 
 @frozen
@@ -161,6 +174,8 @@ class Report:
     node: str | None = None
     # When the interval with the highest total CPU share ended (RFC 3339).
     peak_cpu_percent_at: str | None = None
+    # How far apart the counter reads really were (median, p99, longest gap, slips).
+    achieved_interval: AchievedInterval | None = None
     # Counters the kernel did not provide (`recursion_misses` before Linux 5.12): their metrics
     # are absent, and the seed's fields for them, which the Go tool's shape requires, say 0.
     unavailable_counters: tuple[str, ...] | None = None
@@ -412,6 +427,7 @@ def build_report(
         node=window.node,
         peak_cpu_percent_at=None if total_peak_at_ns is None else format_timestamp(total_peak_at_ns),
         unavailable_counters=unavailable_counters(total) or None,
+        achieved_interval=window.achieved_interval,
     )
 
 

@@ -29,10 +29,14 @@ class Slip:
     # the thread waited for the CPU or for the interpreter's lock).
     read_ns: int
     late_wake_ns: int
+    # The gap after a baseline read at launch, before the window was set up: kstat's own start.
+    startup: bool = False
 
     @property
     def cause(self) -> str:
         """What took the time, as far as the clock can tell."""
+        if self.startup:
+            return "kstat's start-up: the baseline is read at launch, the window set up after it"
         if self.read_ns > self.interval_ns:
             return "the counter read itself took longer than the interval"
         if self.late_wake_ns > self.interval_ns // 2:
@@ -55,13 +59,16 @@ class CounterClock:
         duration_ns: int | None,
         on_error: Callable[[BaseException], None],
         on_finished: Callable[[], None],
+        first: Reading | None = None,
     ) -> None:
+        """`first`: the window's first reading, taken already (the command line's, at launch)."""
         self._read = read
         self._deliver = deliver
         self._interval_ns = interval_ns
         self._duration_ns = duration_ns
         self._on_error = on_error
         self._on_finished = on_finished
+        self._first = first
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="kstat-counter-clock", daemon=True)
         self.missed_ticks = 0
@@ -86,7 +93,8 @@ class CounterClock:
 
     def _tick(self) -> None:
         interval = self._interval_ns
-        first = self._read()
+        first = self._first if self._first is not None else self._read()
+        startup = self._first is not None
         # The window's clock starts at the first read's moment, so the measured elapsed time
         # is never shorter than the duration asked for.
         window_start = first.clocks.monotonic_ns
@@ -102,7 +110,8 @@ class CounterClock:
             if deadline is not None and woke >= deadline:
                 break
             reading = self._read()
-            slip = self._slip(previous, reading, late_wake_ns=max(0, woke - due))
+            slip = self._slip(previous, reading, late_wake_ns=max(0, woke - due), startup=startup)
+            startup = False
             previous = reading.clocks.monotonic_ns
             self._deliver(reading, False, slip)
             next_tick += interval
@@ -114,8 +123,8 @@ class CounterClock:
         last = self._read()
         self._deliver(last, True, None)
 
-    def _slip(self, previous_ns: int, reading: Reading, *, late_wake_ns: int) -> Slip | None:
+    def _slip(self, previous_ns: int, reading: Reading, *, late_wake_ns: int, startup: bool) -> Slip | None:
         gap = reading.clocks.monotonic_ns - previous_ns
         if gap <= 2 * self._interval_ns:
             return None
-        return Slip(gap, self._interval_ns, reading.clocks.duration_ns, late_wake_ns)
+        return Slip(gap, self._interval_ns, reading.clocks.duration_ns, late_wake_ns, startup)

@@ -19,8 +19,10 @@ Fan-out policy (why a slow sink cannot hurt the measurement):
 from __future__ import annotations
 
 import contextlib
+import functools
+import os
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Final
@@ -54,7 +56,7 @@ from kstat.errors import KstatError, OutputClosed, sole_exception
 from kstat.sources.attribution import Attributor
 from kstat.sources.host import kernel_release, online_cpu_count
 from kstat.sources.stats_switch import StatsMethod, runtime_stats_enabled
-from kstat.sources.syscalls import ProgramReader
+from kstat.sources.syscalls import EarlyBaseline, ProgramReader
 from kstat.sources.workloads import node_name
 
 log = get_logger(__name__)
@@ -262,7 +264,6 @@ class _ClockedWindow:
     # One thread each: the details stage never waits behind anything else's threads (a
     # Prometheus render, a sink's encoder), and never runs two batches at once.
     _details_threads: trio.CapacityLimiter = field(factory=lambda: trio.CapacityLimiter(1))
-    slips: list[Slip] = field(factory=list)
     _last_reading: Reading | None = None
 
     async def run(
@@ -275,6 +276,7 @@ class _ClockedWindow:
         interval_ns: int,
         stop: trio.Event,
         on_sample: SampleHandler,
+        first: Reading | None = None,
     ) -> None:
         token = trio.lowlevel.current_trio_token()
         arrived: deque[tuple[Reading, bool]] = deque()
@@ -309,6 +311,7 @@ class _ClockedWindow:
             duration_ns=duration_ns,
             on_error=lambda error: post(failed, error),
             on_finished=lambda: post(clock_done.set),
+            first=first,
         )
 
         async def details() -> None:
@@ -364,8 +367,10 @@ class _ClockedWindow:
         return [self.builder.build(reading) for reading in ordered]
 
     def _slipped(self, slip: Slip) -> None:
-        self.slips.append(slip)
-        log.warning(
+        # The first interval after a baseline read at launch spans kstat's own start: said, not
+        # warned about.
+        say = log.info if slip.startup else log.warning
+        say(
             "the interval slipped: a gap between counter reads was more than twice the interval",
             gap=format_duration_ns(slip.gap_ns),
             interval=format_duration_ns(slip.interval_ns),
@@ -373,6 +378,15 @@ class _ClockedWindow:
             clock_woke_late_by=format_duration_ns(slip.late_wake_ns),
             cause=slip.cause,
         )
+
+
+@contextlib.contextmanager
+def _adopted_stats(stats_fd: int) -> Iterator[StatsMethod]:
+    """A BPF_ENABLE_STATS fd opened before the window (with its baseline): closed with it."""
+    try:
+        yield StatsMethod.BPF_ENABLE_STATS
+    finally:
+        os.close(stats_fd)
 
 
 async def _stop_when(stop: trio.Event, clock: CounterClock) -> None:
@@ -415,6 +429,8 @@ class Collection:
     _own_program_ids: frozenset[int] = frozenset()
     # The kernel's window: its counter clock and details stage.
     _clocked: _ClockedWindow | None = None
+    # The window's first reading, taken at launch by the command line (its stats fd included).
+    early: EarlyBaseline | None = None
 
     async def run(self) -> CollectionResult:
         """Collect the window and deliver it; returns the report and any sink failures.
@@ -429,7 +445,15 @@ class Collection:
         clocked: _ClockedWindow | None = None
         if source is None:
             reader: PassReader
-            if settings.snapshot_method == "iterator":
+            early = self.early if settings.snapshot_method != "iterator" else None
+            if self.early is not None and early is None:
+                os.close(self.early.stats_fd)  # the iterator insisted on reads the baseline itself
+            stats_switch: StatsSwitch = self.stats_switch
+            if early is not None:
+                # The command line's baseline, read at launch with the stats on since.
+                reader, self._snapshot_method = early.reader, "syscalls"
+                stats_switch = functools.partial(_adopted_stats, early.stats_fd)
+            elif settings.snapshot_method == "iterator":
                 # Insisted on: loaded first (it parses the kernel's BTF and runs a program, off
                 # the loop), and the window does not start without it.
                 reader, self._snapshot_method = await trio.to_thread.run_sync(open_reader, "iterator")
@@ -498,9 +522,10 @@ class Collection:
                         nursery.start_soon(self._load_iterator, clocked)
                     if clocked is not None:
                         await clocked.run(
-                            self.stats_switch,
+                            stats_switch,
                             stats_method,
                             self._took_baseline,
+                            first=None if early is None else early.reading,
                             duration_ns=settings.duration_ns,
                             interval_ns=settings.interval_ns,
                             stop=self.stop.event,

@@ -22,6 +22,7 @@ from kstat.core.events import Event, IntervalEnded, WindowStarted
 from kstat.core.model import ProgramIdentity, Snapshot
 from kstat.core.report import (
     NOTHING_LEFT_OUT,
+    AchievedInterval,
     Bounds,
     LeftOut,
     Report,
@@ -30,6 +31,7 @@ from kstat.core.report import (
     build_report,
 )
 from kstat.core.sighting import Sighting
+from kstat.core.sketch import QuantileSketch
 from kstat.formats.report_json import SCHEMA_VERSION
 
 
@@ -56,6 +58,9 @@ class Summary:
     _intervals: int = 0
     _distributions: dict[ProgramIdentity, IntervalValues] = field(factory=dict)
     _total_distribution: IntervalValues = field(factory=lambda: IntervalValues(0))
+    # The gaps between consecutive reads, and those longer than twice the interval.
+    _gaps: QuantileSketch = field(factory=QuantileSketch)
+    _slipped: int = 0
     # Set once the event stream has ended (every event of the window is in).
     done: trio.Event = field(factory=trio.Event)
 
@@ -94,6 +99,7 @@ class Summary:
         sightings = self._sightings
         delta = event.delta
         self._record_distributions(event)
+        self._record_gap(event)
         window_start = self.started.snapshot.boottime_at_start_ns if self.started is not None else 0
         for change in delta.changes:
             program = change.last
@@ -115,6 +121,25 @@ class Summary:
         if self.retain_unloaded is not None:
             while len(self._unloaded) > self.retain_unloaded:
                 self._leave_out(self._unloaded.popleft())
+
+    def _record_gap(self, event: IntervalEnded) -> None:
+        delta = event.delta
+        if delta.skipped_snapshots or self.started is None:
+            return  # merged intervals are no gaps (the summary itself never lags)
+        self._gaps.add(float(delta.elapsed_ns))
+        if delta.elapsed_ns > 2 * self.started.interval_ns:
+            self._slipped += 1
+
+    def achieved_interval(self) -> AchievedInterval | None:
+        gaps = self._gaps
+        if gaps.count == 0:
+            return None
+        return AchievedInterval(
+            p50_ns=round(gaps.quantile(0.5) or 0),
+            p99_ns=round(gaps.quantile(0.99) or 0),
+            max_ns=round(gaps.maximum),
+            slipped=self._slipped,
+        )
 
     def _record_distributions(self, event: IntervalEnded) -> None:
         """The interval's values into each active program's sketches and the total's; idle
@@ -153,6 +178,8 @@ class Summary:
             self._intervals,
             {identity: values.copy() for identity, values in self._distributions.items()},
             self._total_distribution.copy(),
+            self._gaps.copy(),
+            self._slipped,
         )
 
     def sightings(self) -> list[WindowSighting]:
@@ -201,6 +228,7 @@ class Summary:
             kernel_release=started.kernel_release,
             stats_enabled_by=started.stats_enabled_by,
             snapshot_method=snapshot_method or started.snapshot_method,
+            achieved_interval=self.achieved_interval(),
             stopped_by=stopped_by,
             program_filter=started.program_filter,
             node=started.node,

@@ -29,7 +29,7 @@ from kstat.core import catalogue
 from kstat.core.catalogue import METRICS, NS_PER_S, Kind, Metric, Number, Span
 from kstat.core.counters import ZERO, summed
 from kstat.core.model import ProgramFootprint, ProgramOwner, Workload
-from kstat.core.report import ProgramReport, Report, total_values
+from kstat.core.report import AchievedInterval, ProgramReport, Report, total_values
 from kstat.errors import KstatError
 
 # 1: kstat 0.1 and the Go tool (no `schema_version` field); 2: the catalogue's fields, and
@@ -67,6 +67,7 @@ class ReportFormatError(KstatError):
 
 # Where an owner runs, flattened into its object (each field only when known).
 _WORKLOAD_FIELDS: Final = tuple(attribute.name for attribute in attrs.fields(Workload))
+_ACHIEVED_FIELDS: Final = tuple(attribute.name for attribute in attrs.fields(AchievedInterval))
 
 # --- writing --------------------------------------------------------------------------------
 
@@ -158,6 +159,14 @@ def _unstructure_report(report: Report) -> dict[str, Any]:
         data["snapshot_method"] = report.snapshot_method
     if report.unavailable_counters is not None:
         data["unavailable_counters"] = list(report.unavailable_counters)
+    achieved = report.achieved_interval
+    if achieved is not None:
+        data["achieved_interval"] = {
+            "p50_ns": achieved.p50_ns,
+            "p99_ns": achieved.p99_ns,
+            "max_ns": achieved.max_ns,
+            "slipped": achieved.slipped,
+        }
     return data
 
 
@@ -348,6 +357,14 @@ def _structure_report(data: Any, _: type) -> Report:
         node=_optional(report, "node", "", _text),
         peak_cpu_percent_at=_optional(report, "peak_cpu_percent_at", "", _text),
         unavailable_counters=_optional(report, "unavailable_counters", "", _texts),
+        achieved_interval=_optional(report, "achieved_interval", "", _achieved_interval),
+    )
+
+
+def _achieved_interval(value: Any, where: str) -> AchievedInterval:
+    data = _object(value, where)
+    return AchievedInterval(
+        **{name: _whole(_required(data, name, where), _where(where, name)) for name in _ACHIEVED_FIELDS}
     )
 
 
