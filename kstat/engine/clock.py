@@ -96,9 +96,12 @@ class CounterClock:
         first = self._first if self._first is not None else self._read()
         startup = self._first is not None
         # The window's clock starts at the first read's moment, so the measured elapsed time
-        # is never shorter than the duration asked for.
+        # is never shorter than the duration asked for. A baseline read at launch is older than
+        # the window's set-up: the duration then runs from now, when kstat says it is ready,
+        # so a harness that waits for that still gets the whole duration.
         window_start = first.clocks.monotonic_ns
-        deadline = None if self._duration_ns is None else window_start + self._duration_ns
+        starts = max(window_start, time.monotonic_ns())
+        deadline = None if self._duration_ns is None else starts + self._duration_ns
         self._deliver(first, False, None)
         previous = first.clocks.monotonic_ns
         next_tick = window_start + interval

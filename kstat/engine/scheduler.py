@@ -56,7 +56,7 @@ from kstat.errors import KstatError, OutputClosed, sole_exception
 from kstat.sources.attribution import Attributor
 from kstat.sources.host import kernel_release, online_cpu_count
 from kstat.sources.stats_switch import StatsMethod, runtime_stats_enabled
-from kstat.sources.syscalls import EarlyBaseline, ProgramReader
+from kstat.sources.syscalls import EarlyBaseline
 from kstat.sources.workloads import node_name
 
 log = get_logger(__name__)
@@ -443,6 +443,7 @@ class Collection:
         lanes = self._lanes = [_open_lane(sink) for sink in self.sinks]
         source = self.source
         clocked: _ClockedWindow | None = None
+        early: EarlyBaseline | None = None
         if source is None:
             reader: PassReader
             early = self.early if settings.snapshot_method != "iterator" else None
@@ -453,14 +454,13 @@ class Collection:
                 # The command line's baseline, read at launch with the stats on since.
                 reader, self._snapshot_method = early.reader, "syscalls"
                 stats_switch = functools.partial(_adopted_stats, early.stats_fd)
-            elif settings.snapshot_method == "iterator":
-                # Insisted on: loaded first (it parses the kernel's BTF and runs a program, off
-                # the loop), and the window does not start without it.
-                reader, self._snapshot_method = await trio.to_thread.run_sync(open_reader, "iterator")
             else:
-                # The baseline at once, by syscalls; the iterator ("auto") takes over as soon
-                # as it is loaded, while the window runs (`_load_iterator`).
-                reader, self._snapshot_method = ProgramReader(), "syscalls"
+                # Loaded before the first read (it parses the kernel's BTF and runs a program,
+                # off the loop): on a host with thousands of programs the iterator's reads are
+                # what keeps the interval while the first details are looked up.
+                reader, self._snapshot_method = await trio.to_thread.run_sync(
+                    open_reader, settings.snapshot_method
+                )
             self._own_program_ids = reader.own_program_ids
             clocked = self._clocked = _ClockedWindow(
                 CounterTaker(reader),
@@ -518,7 +518,9 @@ class Collection:
                 for lane in lanes:
                     nursery.start_soon(lane.run, self.stop)
                 try:
-                    if clocked is not None and settings.snapshot_method == "auto":
+                    if clocked is not None and early is not None and settings.snapshot_method == "auto":
+                        # The baseline was read by syscalls at launch: the iterator takes over
+                        # as soon as it is loaded, while the window runs.
                         nursery.start_soon(self._load_iterator, clocked)
                     if clocked is not None:
                         await clocked.run(

@@ -314,84 +314,72 @@ class IteratorReader:
         data = data[: len(data) - len(data) % RECORD.size]
         # Every record's id at C speed: the id is the first of a record's sixteen u32.
         ids = list(memoryview(data).cast("I")[:: RECORD.size // 4])
-        previous = self._previous
-        if previous is not None and previous.ids == ids:
-            stats, changes = self._aligned(data, previous)
-        else:
-            stats, changes = self._by_id(data, ids, previous)
+        stats, changes = self._compare(data, ids, self._previous)
         self._previous = _Pass(data, ids, stats)
         return Reading([value for value in stats if value is not None], changes, read_clocks)
 
-    def _aligned(self, data: bytes, previous: _Pass) -> tuple[list[ProgramStats | None], ProgramChanges]:
-        """The same programs as last pass, record for record: only differing blocks are read."""
-        size, old = RECORD.size, previous.data
-        stats = list(previous.stats)
-        new: list[ProgramStats] = []
-        moved: list[tuple[ProgramStats, ProgramStats]] = []
-        vanished: list[ProgramStats] = []
-        block = _BLOCK_RECORDS * size
-        for block_start in range(0, len(data), block):
-            block_end = block_start + block
-            if data[block_start:block_end] == old[block_start:block_end]:
-                continue
-            for start in range(block_start, min(block_end, len(data)), size):
-                record = data[start : start + size]
-                if record == old[start : start + size]:
-                    continue
-                before = previous.stats[start // size]
-                if before is None:
-                    continue  # kstat's own iterator
-                after = self._decode(record, before)
-                if after.load_time_ns == before.load_time_ns:
-                    if after.counters == before.counters:
-                        continue  # the record moved, the counters did not: idle
-                    stats[start // size] = after
-                    moved.append((before, after))
-                else:  # the id was reused for another program
-                    stats[start // size] = after
-                    vanished.append(before)
-                    new.append(after)
-        return stats, ProgramChanges(new=new, moved=moved, vanished=vanished)
-
-    def _by_id(
+    def _compare(
         self, data: bytes, ids: list[int], previous: _Pass | None
     ) -> tuple[list[ProgramStats | None], ProgramChanges]:
-        """Programs came or went: each record is matched with the previous pass's by id."""
-        size = RECORD.size
-        before_by_id: dict[int, tuple[bytes, ProgramStats]] = {}
-        if previous is not None:
-            for index, (program_id, value) in enumerate(zip(previous.ids, previous.stats, strict=True)):
-                if value is not None:
-                    before_by_id[program_id] = (previous.data[index * size : (index + 1) * size], value)
+        """This walk's records against the previous walk's: both are in id order (the kernel
+        walks its program idr), so one merge walk pairs them. Where a run of 64 records has the
+        same ids and the same bytes as before (idle programs, the usual case), it is taken
+        whole without being looked into; only records that differ are decoded. Programs that
+        came or went break a run only where they are: churn costs what changed."""
+        size, own_id = RECORD.size, self.own_id
         stats: list[ProgramStats | None] = []
         new: list[ProgramStats] = []
         moved: list[tuple[ProgramStats, ProgramStats]] = []
-        seen: dict[int, ProgramStats] = {}
-        for index, program_id in enumerate(ids):
-            if program_id == self.own_id:
-                stats.append(None)
-                continue
-            record = data[index * size : (index + 1) * size]
-            found = before_by_id.get(program_id)
-            if found is not None and found[0] == record:
-                value = found[1]  # idle: the very same value as last time
-            else:
-                before = None if found is None else found[1]
-                value = self._decode(record, before)
-                if before is not None and before.load_time_ns == value.load_time_ns:
-                    if value.counters == before.counters:
-                        value = before  # the record moved, the counters did not: idle
-                    else:
-                        moved.append((before, value))
+        vanished: list[ProgramStats] = []
+        if previous is None:
+            old_ids: list[int] = []
+            old_data, old_stats = b"", []
+        else:
+            old_ids, old_data, old_stats = previous.ids, previous.data, previous.stats
+        i = j = 0
+        old_count, count = len(old_ids), len(ids)
+        while j < count:
+            if i < old_count and old_ids[i] == ids[j]:
+                run = min(_BLOCK_RECORDS, old_count - i, count - j)
+                if (
+                    old_ids[i : i + run] == ids[j : j + run]
+                    and old_data[i * size : (i + run) * size] == data[j * size : (j + run) * size]
+                ):
+                    stats += old_stats[i : i + run]
+                    i += run
+                    j += run
+                    continue
+                before = old_stats[i]
+                record = data[j * size : (j + 1) * size]
+                if before is None or record == old_data[i * size : (i + 1) * size]:
+                    stats.append(before)  # kstat's own iterator, or idle
                 else:
-                    new.append(value)
-            seen[program_id] = value
-            stats.append(value)
-        vanished = [
-            value
-            for program_id, (_, value) in before_by_id.items()
-            if program_id not in seen or seen[program_id].load_time_ns != value.load_time_ns
-        ]
+                    after = self._decode(record, before)
+                    if after.load_time_ns != before.load_time_ns:  # the id was given to another
+                        vanished.append(before)
+                        new.append(after)
+                        stats.append(after)
+                    elif after.counters != before.counters:
+                        moved.append((before, after))
+                        stats.append(after)
+                    else:  # the record moved, the counters did not: idle
+                        stats.append(before)
+                i += 1
+                j += 1
+            elif i < old_count and old_ids[i] < ids[j]:
+                gone = old_stats[i]
+                if gone is not None:
+                    vanished.append(gone)
+                i += 1
+            else:
+                if ids[j] == own_id:
+                    stats.append(None)
+                else:
+                    found = self._decode(data[j * size : (j + 1) * size], None)
+                    new.append(found)
+                    stats.append(found)
+                j += 1
+        vanished += [gone for gone in old_stats[i:] if gone is not None]
         return stats, ProgramChanges(new=new, moved=moved, vanished=vanished)
 
     def _decode(self, record: bytes, before: ProgramStats | None) -> ProgramStats:
