@@ -16,13 +16,14 @@ import calendar
 import re
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Final
 
-from attrs import field, frozen
+from attrs import frozen
 
 from kstat.core.catalogue import NS_PER_S, Number, Span, metric, values
 from kstat.core.counters import COUNTERS, ZERO, Counters, summed
+from kstat.core.distribution import IntervalValues
 from kstat.core.model import ProgramFootprint, ProgramOwner, ProgramStats
 from kstat.core.sighting import Sighting
 
@@ -362,11 +363,49 @@ def unavailable_counters(total: Counters) -> tuple[str, ...]:
 @frozen
 class WindowSighting:
     """A program as a window's report states it: what the window saw of it, and the
-    distribution of its per-interval values."""
+    distribution of its per-interval values (worked out when its line is made)."""
 
     sighting: Sighting
-    distribution: Mapping[str, Number] = field(factory=dict)
-    peak_cpu_percent_at_ns: int | None = None
+    values: IntervalValues | None = None
+    # The window's intervals, for the idle ones `values` knows only by their number.
+    intervals: int = 0
+
+    @property
+    def distribution(self) -> Mapping[str, Number]:
+        values = self.values
+        return {} if values is None or self.intervals == 0 else values.metrics(self.intervals)
+
+    @property
+    def peak_cpu_percent_at_ns(self) -> int | None:
+        return None if self.values is None else self.values.peak_time_ns
+
+
+class _Lines(Mapping[str, ProgramReport]):
+    """A window's report lines by key, each made when it is read: a report of 10,000 programs
+    is written line by line, never held whole (its totals come from the counters)."""
+
+    __slots__ = ("_bounds", "_by_key")
+
+    def __init__(self, by_key: dict[str, WindowSighting], bounds: Bounds) -> None:
+        self._by_key, self._bounds = by_key, bounds
+
+    def __getitem__(self, key: str) -> ProgramReport:
+        seen = self._by_key[key]
+        return program_report(
+            seen.sighting,
+            self._bounds,
+            distribution=seen.distribution,
+            peak_cpu_percent_at_ns=seen.peak_cpu_percent_at_ns,
+        )
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._by_key)
+
+    def __len__(self) -> int:
+        return len(self._by_key)
+
+    def __repr__(self) -> str:
+        return f"<{len(self)} report lines>"
 
 
 def build_report(
@@ -391,15 +430,7 @@ def build_report(
         else None
     )
     keys = report_keys([seen.sighting.last for seen in ordered])
-    lines = {
-        key: program_report(
-            seen.sighting,
-            bounds,
-            distribution=seen.distribution,
-            peak_cpu_percent_at_ns=seen.peak_cpu_percent_at_ns,
-        )
-        for key, seen in sorted(zip(keys, ordered, strict=True), key=lambda pair: pair[0])
-    }
+    lines = _Lines(dict(sorted(zip(keys, ordered, strict=True), key=lambda pair: pair[0])), bounds)
     total = summed((seen.sighting.grown for seen in ordered), left_out.counters)
     return Report(
         timestamp=format_timestamp(window.end_wall_time_ns),

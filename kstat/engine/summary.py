@@ -16,7 +16,6 @@ from collections import deque
 import trio
 from attrs import define, evolve, field
 
-from kstat.core.catalogue import Number
 from kstat.core.distribution import IntervalValues
 from kstat.core.events import Event, IntervalEnded, WindowStarted
 from kstat.core.model import ProgramIdentity, Snapshot
@@ -185,8 +184,9 @@ class Summary:
     def sightings(self) -> list[WindowSighting]:
         if self.started is None or self.last_snapshot is None:
             return []
+        distributions, intervals = self._distributions, self._intervals
         return [
-            WindowSighting(seen, self._distribution_of(identity), self._peak_of(identity))
+            WindowSighting(seen, distributions.get(identity), intervals)
             for identity, seen in self._sightings.items()
         ]
 
@@ -201,14 +201,6 @@ class Summary:
             last.monotonic_ns - first.monotonic_ns,
             started.online_cpus,
         )
-
-    def _distribution_of(self, identity: ProgramIdentity) -> dict[str, Number]:
-        values = self._distributions.get(identity)
-        return {} if values is None or self._intervals == 0 else values.metrics(self._intervals)
-
-    def _peak_of(self, identity: ProgramIdentity) -> int | None:
-        values = self._distributions.get(identity)
-        return None if values is None else values.peak_time_ns
 
     def report(self, *, stopped_by: str | None, snapshot_method: str | None = None) -> Report:
         """The report so far; `snapshot_method`, where given, is what read the window in the
