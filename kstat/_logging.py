@@ -5,9 +5,30 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Any, Final, TextIO
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Final, TextIO
 
-import structlog
+
+def _structlog_without_rich() -> ModuleType:
+    """structlog, imported without letting it reach for rich: its development renderer imports
+    rich's traceback printer, and that pygments' lexers (5 MB and 0.1-0.4 s a start, for
+    exceptions kstat turns into one line anyway). kstat top imports rich itself, later."""
+    if "structlog" in sys.modules or "rich" in sys.modules:
+        import structlog  # noqa: PLC0415
+
+        return structlog
+    sys.modules["rich"] = None  # type: ignore[assignment]
+    try:
+        import structlog  # noqa: PLC0415
+    finally:
+        del sys.modules["rich"]
+    return structlog
+
+
+if TYPE_CHECKING:
+    import structlog
+else:
+    structlog = _structlog_without_rich()
 
 
 def configure_logging(*, verbose: bool, stream: TextIO | None = None, quiet: bool = False) -> None:

@@ -8,15 +8,16 @@ import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Final, NoReturn
+from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from kstat._stdio import silence_stdout
-from kstat.analysis.compare import Threshold, parse_threshold
-from kstat.analysis.significance import parse_alpha
 from kstat.core.filters import ProgramFilter
 from kstat.durations import parse_duration_ns
 from kstat.engine.sampler import SNAPSHOT_METHODS
 from kstat.errors import OutputError, UsageError
+
+if TYPE_CHECKING:
+    from kstat.analysis.compare import Threshold
 
 EXIT_OK: Final = 0
 EXIT_FAILURE: Final = 1
@@ -127,6 +128,9 @@ def positive_float(text: str) -> float:
 
 def threshold_type(text: str) -> Threshold:
     """`--fail-on METRIC:+N%`."""
+    # Imported here: the analyses are no collecting command's to load.
+    from kstat.analysis.compare import parse_threshold  # noqa: PLC0415
+
     try:
         return parse_threshold(text)
     except UsageError as error:
@@ -135,6 +139,8 @@ def threshold_type(text: str) -> Threshold:
 
 def alpha_type(text: str) -> float:
     """`--alpha`: a significance level between 0 and 1."""
+    from kstat.analysis.significance import parse_alpha  # noqa: PLC0415
+
     try:
         return parse_alpha(text)
     except UsageError as error:

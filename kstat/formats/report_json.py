@@ -16,13 +16,13 @@ and fields this version does not know are ignored. A file that is not a report g
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Iterator, Mapping
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
-import cattrs
 import orjson
 
 from kstat.core import catalogue
@@ -31,6 +31,9 @@ from kstat.core.counters import ZERO, summed
 from kstat.core.model import ProgramFootprint, ProgramOwner, Workload
 from kstat.core.report import AchievedInterval, ProgramReport, Report, total_values
 from kstat.errors import KstatError
+
+if TYPE_CHECKING:
+    import cattrs
 
 # 1: kstat 0.1 and the Go tool (no `schema_version` field); 2: the catalogue's fields, and
 # `schema_version` and `generator` themselves.
@@ -374,15 +377,22 @@ def _achieved_interval(value: Any, where: str) -> AchievedInterval:
     )
 
 
-_converter = cattrs.Converter()
-_converter.register_unstructure_hook(Report, _unstructure_report)
-_converter.register_unstructure_hook(ProgramReport, program_to_dict)
-_converter.register_structure_hook(Report, _structure_report)
+@functools.cache
+def _converter() -> cattrs.Converter:
+    """The one converter, made on first use: writing a report by the streaming encoder (what
+    the collecting commands do) never needs it, nor cattrs' import."""
+    import cattrs  # noqa: PLC0415
+
+    converter = cattrs.Converter()
+    converter.register_unstructure_hook(Report, _unstructure_report)
+    converter.register_unstructure_hook(ProgramReport, program_to_dict)
+    converter.register_structure_hook(Report, _structure_report)
+    return converter
 
 
 def report_to_dict(report: Report) -> dict[str, Any]:
     """The report as plain JSON-ready data: the Go tool's fields first, programs by key."""
-    data: dict[str, Any] = _converter.unstructure(report)
+    data: dict[str, Any] = _converter().unstructure(report)
     return data
 
 
@@ -391,7 +401,7 @@ def report_from_dict(data: Any) -> Report:
 
     Raises ReportFormatError, naming the field, for data that is not a report.
     """
-    report: Report = _converter.structure(data, Report)
+    report: Report = _converter().structure(data, Report)
     return report
 
 
