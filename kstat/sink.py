@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from kstat import _version
 from kstat._atomic import check_writable as check_writable
 from kstat._atomic import is_fifo as is_fifo
 from kstat._atomic import open_fifo_without_waiting as open_fifo_without_waiting
@@ -24,6 +25,10 @@ from kstat._atomic import shown as shown
 from kstat._atomic import write_atomically as write_atomically
 from kstat._atomic import write_fallback as write_fallback
 from kstat._atomic import write_fd as write_fd
+from kstat._http import EndpointStatistics as EndpointStatistics
+from kstat._http import HttpEndpoint as HttpEndpoint
+from kstat._http import HttpRequest as HttpRequest
+from kstat._http import HttpResponse as HttpResponse
 from kstat._logging import get_logger as get_logger
 from kstat._stdio import require_stdout as require_stdout
 from kstat._stdio import write_stdout as write_stdout
@@ -60,6 +65,7 @@ from kstat.errors import OutputClosed as OutputClosed
 from kstat.errors import OutputError as OutputError
 from kstat.errors import SinkError as SinkError
 from kstat.errors import UsageError as UsageError
+from kstat.formats import prometheus as _prometheus
 from kstat.formats.ndjson import interval_to_dict as interval_to_dict
 from kstat.formats.ndjson import json_line as json_line
 from kstat.formats.ndjson import start_to_dicts as start_to_dicts
@@ -71,6 +77,18 @@ from kstat.formats.records import summary_records as summary_records
 from kstat.formats.report_json import report_to_dict as report_to_dict
 from kstat.formats.report_json import report_to_json as report_to_json
 from kstat.formats.report_json import report_to_json_bytes as report_to_json_bytes
+
+KSTAT_VERSION = _version.__version__
+
+# The Prometheus exposition (`kstat.formats.prometheus`): a pure encoder, kept up to date from
+# the events, that any transport can serve.
+PrometheusExposition = _prometheus.Exposition
+PrometheusFamily = _prometheus.Family
+PrometheusFormat = _prometheus.Format
+PrometheusSeries = _prometheus.Series
+RenderedExposition = _prometheus.Rendered
+negotiate_prometheus_format = _prometheus.negotiate
+prometheus_series_per_program = _prometheus.series_per_program
 
 
 def program_keys(programs: Sequence[ProgramStats]) -> list[str]:

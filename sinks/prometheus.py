@@ -1,34 +1,39 @@
-"""`prometheus://[HOST]:PORT`: a `/metrics` endpoint for Prometheus to scrape, while kstat runs.
+"""`prometheus://[HOST]:PORT[?footprint=gauges&max_connections=N]`: a `/metrics` endpoint for
+Prometheus to scrape, while kstat runs; `/healthz` and `/ready` for probes.
 
-Per program, the catalogue's metrics that have a Prometheus name: its counters as counters,
-cumulative since kstat started or since the program was loaded, whichever is later (so a
-program kstat meets already loaded starts at zero, and `rate()`/`increase()` are what to read);
-its properties (code size, memory, maps) as gauges. Their labels are few and stable: `id`,
-`name`, `type`. Everything else about a program (kernel name, tag, owners, attachments, pod,
-namespace, container, unit) is on one info series, `kstat_program_info`, to join on `id`. A program
-that unloads disappears from the exposition. Besides: programs loaded, whether the stats are
-on and how, and kstat's own health (its last pass's duration and time, its sinks' failures).
+A format over a transport: the exposition (`kstat.sink.PrometheusExposition`, the text format
+and OpenMetrics) is kept up to date from the events and rendered once per interval on this
+sink's own worker thread; the endpoint (`kstat.sink.HttpEndpoint`) serves the bytes of the
+last render from memory. A scrape never renders, never waits for a thread and never touches
+the sampler's: 500 at once cost 500 sends of bytes already made.
 
-Both exposition formats are served (content negotiation on `Accept`): the Prometheus text
-format and OpenMetrics, rendered by the official client library off the event loop, gzipped
-when the scraper asks. The endpoint listens on loopback unless a host is given.
+Per program, by default, its counters (`kstat_program_runs_total`,
+`kstat_program_run_time_seconds_total`, `kstat_program_recursion_misses_total`, labelled `id`,
+`name`, `type`) and one info series, `kstat_program_info`, with everything else (to join on
+`id`): `prometheus_series_per_program()` series. With `footprint=gauges`, its footprint too
+(code size, verifier work, memory, maps) as gauges. The counters count since kstat started or
+since the program was loaded, whichever is later; a program that unloads disappears. Besides:
+programs loaded, whether the stats are on, kstat's own passes, sinks, process (CPU, memory,
+descriptors) and endpoint (connections held and refused).
+
+Paths: `/metrics` (503 until the window's baseline is taken), `/ready` (200 once it is, 503
+before and once the window has ended: a readiness probe), `/healthz` (200 while the sampler's
+last pass is recent: a liveness probe) and `/`. Gzip is used when asked for and already made:
+the first gzip scrape of a format gets it plain, and every interval after that compresses it
+while scrapers keep asking.
 """
 
 from __future__ import annotations
 
 import gzip
-import socket
-import threading
+import os
+import resource
 import time
-from collections.abc import Iterable, Iterator
 from typing import Final
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import trio
-from attrs import define, evolve, field, frozen
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
-from prometheus_client.exposition import choose_encoder
-from prometheus_client.registry import Collector, CollectorRegistry
+from attrs import frozen
 
 from kstat import sink
 
@@ -39,20 +44,30 @@ log = sink.get_logger(__name__)
 # so an outgoing connection never holds it.
 DEFAULT_PORT: Final = 20915
 DEFAULT_HOST: Final = "127.0.0.1"
-_REQUEST_LIMIT_BYTES: Final = 16 * 1024
-_REQUEST_TIMEOUT_S: Final = 10.0
-_COUNTER_LABELS: Final = ("id", "name", "type")
-_PLACE_LABELS: Final = ("pod", "namespace", "container", "unit")
+DEFAULT_MAX_CONNECTIONS: Final = 64
+_MAX_CONNECTIONS_LIMIT: Final = 4096
+# A format is compressed each interval while a scraper asked for it gzipped this recently.
+_GZIP_KEPT_S: Final = 300.0
+# zlib's fastest level: a third of the default's time for a few percent more bytes.
+_GZIP_LEVEL: Final = 1
+# /healthz fails when the last pass is older than this many intervals (and at least a minute).
+_STALE_INTERVALS: Final = 5
+_STALE_AT_LEAST_S: Final = 60.0
+_OPTIONS: Final = ("footprint", "max_connections")
 
 
 @frozen
 class PrometheusSettings:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
+    # The footprint gauges (6 more series per program), off by default.
+    footprint: bool = False
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
 
 
 def parse_prometheus_url(url: str) -> PrometheusSettings:
-    """Settings from `prometheus://[HOST][:PORT]` (loopback and 20915 by default)."""
+    """Settings from `prometheus://[HOST][:PORT][?footprint=gauges&max_connections=N]`
+    (loopback and 20915 by default)."""
     if url in ("prometheus:", "prometheus://"):
         return PrometheusSettings()
     try:
@@ -62,331 +77,193 @@ def parse_prometheus_url(url: str) -> PrometheusSettings:
         raise sink.UsageError(f"bad prometheus address {url!r}: {error}") from None
     if parts.scheme != "prometheus" or not url.startswith("prometheus://"):
         raise sink.UsageError("expected prometheus://[HOST]:PORT, e.g. prometheus://127.0.0.1:20915")
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise sink.UsageError(f"unexpected path or options in {url!r}: the endpoint is always /metrics")
+    if parts.path not in ("", "/") or parts.fragment:
+        raise sink.UsageError(f"unexpected path in {url!r}: the endpoint is always /metrics")
     if port == 0:
         raise sink.UsageError(f"port 0 in {url!r}: give the port Prometheus will scrape")
-    return PrometheusSettings(host=parts.hostname or DEFAULT_HOST, port=port or DEFAULT_PORT)
-
-
-@frozen
-class _Program:
-    """One program as the exposition shows it: what kstat saw of it since it started counting
-    it (from zeros when it was loaded after kstat started), and its labels."""
-
-    sighting: sink.Sighting
-    owners: str
-    attachments: str
-    # Where the owners run: pod, namespace, container, unit (empty where unknown).
-    places: dict[str, str]
-
-    @property
-    def last(self) -> sink.ProgramStats:
-        return self.sighting.last
-
-    def value(self, metric: sink.Metric) -> float | None:
-        """A metric of the catalogue, in Prometheus's base unit: a counter since the baseline,
-        a property (code size, memory) as the program has it; None when unknown."""
-        exposition = metric.prometheus
-        assert exposition is not None
-        value = metric.compute(self.sighting.span(0, None))
-        return None if value is None else value / exposition.divisor
-
-    def moved_to(self, program: sink.ProgramStats) -> _Program:
-        return evolve(self, sighting=self.sighting.read_again(program))
-
-
-def _shown(sighting: sink.Sighting) -> _Program:
-    details = sighting.details
-    return _Program(
-        # Its footprint goes with every scrape.
-        sighting=evolve(sighting, first_seen=True),
-        owners=",".join(f"{owner.pid}/{owner.command}" for owner in details.owners),
-        attachments=",".join(details.attachments),
-        places=_places(details.owners),
+    query = parse_qs(parts.query, keep_blank_values=True)
+    unknown = set(query) - set(_OPTIONS)
+    if unknown:
+        raise sink.UsageError(
+            f"unknown prometheus option(s) {', '.join(sorted(unknown))}; known: {', '.join(_OPTIONS)}"
+        )
+    if any(len(values) > 1 for values in query.values()):
+        raise sink.UsageError(f"a prometheus option is given more than once in {url!r}")
+    footprint = query.get("footprint", ["off"])[0]
+    if footprint not in ("gauges", "off"):
+        raise sink.UsageError(f"prometheus footprint must be gauges or off, not {footprint!r}")
+    connections = query.get("max_connections", [str(DEFAULT_MAX_CONNECTIONS)])[0]
+    if not connections.isdigit() or not 1 <= int(connections) <= _MAX_CONNECTIONS_LIMIT:
+        raise sink.UsageError(
+            f"prometheus max_connections must be a whole number from 1 to {_MAX_CONNECTIONS_LIMIT}, "
+            f"not {connections!r}"
+        )
+    return PrometheusSettings(
+        host=parts.hostname or DEFAULT_HOST,
+        port=port or DEFAULT_PORT,
+        footprint=footprint == "gauges",
+        max_connections=int(connections),
     )
 
 
-def _places(owners: tuple[sink.ProgramOwner, ...]) -> dict[str, str]:
-    """The first owner's pod, namespace, container and unit that say (empty where none does)."""
-    found = dict.fromkeys(_PLACE_LABELS, "")
-    for owner in owners:
-        workload = owner.workload
-        for label, value in zip(
-            _PLACE_LABELS,
-            (workload.pod, workload.namespace, workload.container_name, workload.unit),
-            strict=True,
-        ):
-            if value is not None and not found[label]:
-                found[label] = value
-    return found
-
-
-@define
-class ExpositionState:
-    """What the endpoint serves, kept up to date from the events by what changed.
-
-    Updated on the event loop, read by the renderer's thread: a lock guards the swap, and the
-    renderer works on a copy.
-    """
-
-    programs: dict[sink.ProgramIdentity, _Program] = field(factory=dict)
-    stats_enabled_by: str | None = None
-    last_pass_duration_s: float = 0.0
-    last_snapshot_time_s: float = 0.0
-    snapshots: int = 0
-    failed_sinks: tuple[str, ...] = ()
-    _lock: threading.Lock = field(factory=threading.Lock)
-
-    def start(self, event: sink.WindowStarted) -> None:
-        snapshot = event.snapshot
-        programs = {
-            program.identity: _shown(sink.Sighting.from_now(program)) for program in snapshot.programs
-        }
-        with self._lock:
-            self.programs = programs
-            self.stats_enabled_by = event.stats_enabled_by
-            self._saw(snapshot)
-
-    def interval(self, event: sink.IntervalEnded) -> None:
-        changes = event.delta.changes
-        with self._lock:
-            programs = self.programs
-            for change in changes:
-                identity = change.last.identity
-                if change.unloaded:
-                    programs.pop(identity, None)
-                    continue
-                known = programs.get(identity)
-                if known is None:
-                    # First met: counted from the delta's baseline (zeros when it was loaded
-                    # after kstat started).
-                    programs[identity] = _shown(change)
-                else:
-                    programs[identity] = known.moved_to(change.last)
-            self.failed_sinks = event.failed_sinks
-            self._saw(event.current)
-
-    def _saw(self, snapshot: sink.Snapshot) -> None:
-        self.last_pass_duration_s = snapshot.pass_duration_ns / 1e9
-        self.last_snapshot_time_s = snapshot.wall_time_ns / 1e9
-        # Numbered by the sampler: a sink that lagged still counts every pass.
-        self.snapshots = snapshot.sequence + 1
-
-    def copy(self) -> ExpositionState:
-        with self._lock:
-            return ExpositionState(
-                dict(self.programs),
-                self.stats_enabled_by,
-                self.last_pass_duration_s,
-                self.last_snapshot_time_s,
-                self.snapshots,
-                self.failed_sinks,
-            )
-
-
-class _Families(Collector):
-    """The metric families of one state copy, for the client library's renderers."""
-
-    def __init__(self, state: ExpositionState) -> None:
-        self.state = state
-
-    def collect(self) -> Iterator[Metric]:
-        state = self.state
-        programs = list(state.programs.values())
-        for metric in sink.METRICS:
-            exposition = metric.prometheus
-            if exposition is None:
-                continue
-            family: CounterMetricFamily | GaugeMetricFamily
-            if metric.kind is sink.Kind.COUNTER:
-                family = CounterMetricFamily(exposition.name, exposition.help, labels=_COUNTER_LABELS)
-            else:
-                family = GaugeMetricFamily(exposition.name, exposition.help, labels=_COUNTER_LABELS)
-            for program in programs:
-                value = program.value(metric)
-                if value is not None:
-                    family.add_metric(_counter_labels(program.last), value)
-            yield family
-        info = InfoMetricFamily(
-            "kstat_program", "What each loaded program is, where it runs and who holds it", labels=["id"]
-        )
-        for program in programs:
-            last = program.last
-            info.add_metric(
-                [str(last.id)],
-                {
-                    "name": last.name,
-                    "kernel_name": last.kernel_name,
-                    "type": last.type,
-                    "tag": last.tag,
-                    "owners": program.owners,
-                    "attachments": program.attachments,
-                    **program.places,
-                },
-            )
-        yield info
-        yield _gauge("kstat_programs_loaded", "eBPF programs loaded (that the filter selects)", len(programs))
-        enabled = GaugeMetricFamily(
-            "kstat_stats_enabled",
-            "1 while kstat holds the kernel's run-time stats on, by how",
-            labels=["method"],
-        )
-        if state.stats_enabled_by is not None:
-            enabled.add_metric([state.stats_enabled_by], 1)
-        yield enabled
-        yield _gauge(
-            "kstat_snapshot_duration_seconds", "How long kstat's last pass over every program took",
-            state.last_pass_duration_s,
-        )  # fmt: skip
-        yield _gauge(
-            "kstat_last_snapshot_timestamp_seconds", "When kstat's last pass was taken (Unix time)",
-            state.last_snapshot_time_s,
-        )  # fmt: skip
-        snapshots = CounterMetricFamily("kstat_snapshots", "Passes kstat has taken over every program")
-        snapshots.add_metric([], state.snapshots)
-        yield snapshots
-        failures = GaugeMetricFamily(
-            "kstat_sink_failed", "1 for each of kstat's sinks that has failed", labels=["sink"]
-        )
-        for name in state.failed_sinks:
-            failures.add_metric([name], 1)
-        yield failures
-        yield _gauge("kstat_sinks_failed", "How many of kstat's sinks have failed", len(state.failed_sinks))
-
-
-def _counter_labels(program: sink.ProgramStats) -> list[str]:
-    return [str(program.id), program.name, program.type]
-
-
-def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
-    family = GaugeMetricFamily(name, documentation)
-    family.add_metric([], value)
-    return family
-
-
-def render(state: ExpositionState, accept: str) -> tuple[bytes, str]:
-    """The exposition of a state, in the format the `Accept` header asks for (the client
-    library's own negotiation: OpenMetrics when asked for, the text format otherwise)."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Families(state))
-    encoder, content_type = choose_encoder(accept)
-    return encoder(registry), content_type
-
-
 @frozen
-class _Request:
-    method: str
-    path: str
-    headers: dict[str, str]
+class _Served:
+    """What the endpoint answers from, replaced whole after each render (one assignment: the
+    event loop reads it while the worker makes the next)."""
+
+    plain: dict[sink.PrometheusFormat, sink.RenderedExposition]
+    gzipped: dict[sink.PrometheusFormat, bytes]
+    # CLOCK_MONOTONIC of the pass rendered (for /healthz).
+    snapshot_monotonic_ns: int
 
 
-def _parse_request(data: bytes) -> _Request | None:
-    head = data.split(b"\r\n\r\n", 1)[0].decode("latin-1")
-    lines = head.split("\r\n")
-    parts = lines[0].split(" ")
-    if len(parts) != 3 or not parts[2].startswith("HTTP/"):
-        return None
-    headers = {}
-    for line in lines[1:]:
-        name, colon, value = line.partition(":")
-        if colon:
-            headers[name.strip().lower()] = value.strip()
-    return _Request(parts[0], parts[1].split("?", 1)[0], headers)
-
-
-def _response(status: str, body: bytes, content_type: str, extra: Iterable[str] = ()) -> bytes:
-    head = [
-        f"HTTP/1.1 {status}",
-        f"Content-Type: {content_type}",
-        f"Content-Length: {len(body)}",
-        "Connection: close",
-        *extra,
-    ]
-    return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
-
-
-_INDEX: Final = b"<html><body><h1>kstat</h1><p><a href='/metrics'>/metrics</a></p></body></html>\n"
+_INDEX: Final = (
+    b"<html><body><h1>kstat</h1><p><a href='/metrics'>/metrics</a> "
+    b"<a href='/ready'>/ready</a> <a href='/healthz'>/healthz</a></p></body></html>\n"
+)
+_PROCESS_CPU: Final = sink.PrometheusFamily(
+    "process_cpu_seconds", "counter", "User and system CPU time kstat has spent (every thread)"
+)
+_PROCESS_MEMORY: Final = sink.PrometheusFamily(
+    "process_resident_memory_bytes", "gauge", "kstat's resident memory"
+)
+_PROCESS_FDS: Final = sink.PrometheusFamily("process_open_fds", "gauge", "kstat's open file descriptors")
+_PROCESS_MAX_FDS: Final = sink.PrometheusFamily(
+    "process_max_fds", "gauge", "kstat's limit of open file descriptors (soft)"
+)
+_CONNECTIONS: Final = sink.PrometheusFamily(
+    "kstat_http_connections", "gauge", "Connections the metrics endpoint holds"
+)
+_REFUSED: Final = sink.PrometheusFamily(
+    "kstat_http_refused_connections",
+    "counter",
+    "Connections the metrics endpoint closed unanswered: full, or waiting too long for a request",
+)
+_REQUESTS: Final = sink.PrometheusFamily("kstat_http_requests", "counter", "Requests the endpoint answered")
+_RENDER: Final = sink.PrometheusFamily(
+    "kstat_exposition_render_seconds", "gauge", "How long the previous render of this exposition took"
+)
 
 
 class PrometheusSink:
     def __init__(self, settings: PrometheusSettings) -> None:
         self.settings = settings
-        self.state = ExpositionState()
+        self.exposition = sink.PrometheusExposition(footprint=settings.footprint, version=sink.KSTAT_VERSION)
         # Bound now: a port already taken fails before the window, not after it.
-        family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
-        listener = socket.socket(family, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            listener.bind((settings.host, settings.port))
-            listener.listen(64)
-        except OSError as error:
-            listener.close()
-            raise sink.OutputError(
-                f"cannot serve metrics on {settings.host}:{settings.port}: {error.strerror}"
-            ) from None
-        self._listener = listener
-        self.port = listener.getsockname()[1]
+        self.endpoint = sink.HttpEndpoint(
+            settings.host, settings.port, self._handle, "metrics", max_connections=settings.max_connections
+        )
+        self.port = self.endpoint.port
+        self._served: _Served | None = None
+        self._ended = False
+        self._stale_after_ns = int(_STALE_AT_LEAST_S * 1e9)
+        # When a scraper last asked for each format gzipped (monotonic seconds).
+        self._gzip_asked: dict[sink.PrometheusFormat, float] = {}
+        self._render_s = 0.0
 
     def __repr__(self) -> str:
-        host = self.settings.host
-        return f"prometheus://{f'[{host}]' if ':' in host else host}:{self.port}"
+        return f"prometheus://{self.endpoint.address}"
 
     async def consume(self, events: trio.abc.ReceiveChannel[sink.Event]) -> None:
-        listener = trio.SocketListener(trio.socket.from_stdlib_socket(self._listener))
-        log.info("serving metrics", url=f"http://{repr(self)[len('prometheus://') :]}/metrics")
+        log.info("serving metrics", url=f"http://{self.endpoint.address}/metrics")
+        # The renders' own thread: a busy one delays the next render, never a pass or a scrape.
+        limiter = trio.CapacityLimiter(1)
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(trio.serve_listeners, self._serve, [listener])
+            await nursery.start(self.endpoint.serve)
             try:
                 async for event in events:
-                    if isinstance(event, sink.WindowStarted):
-                        self.state.start(event)
-                    elif isinstance(event, sink.IntervalEnded):
-                        self.state.interval(event)
+                    if isinstance(event, sink.WindowStarted | sink.IntervalEnded):
+                        self._served = await trio.to_thread.run_sync(self._render, event, limiter=limiter)
             finally:
                 # The window is over: the endpoint goes with it (a scrape now would see stale
                 # counters with the stats already off).
+                self._ended = True
                 nursery.cancel_scope.cancel()
 
-    async def _serve(self, stream: trio.SocketStream) -> None:
-        async with stream:
-            try:
-                with trio.fail_after(_REQUEST_TIMEOUT_S):
-                    request = await self._read_request(stream)
-                    await stream.send_all(await self._answer(request))
-            except (trio.TooSlowError, trio.BrokenResourceError, OSError):
-                pass  # a scraper that went away or never finished asking: nothing to say to it
-
-    async def _read_request(self, stream: trio.SocketStream) -> _Request | None:
-        data = b""
-        while b"\r\n\r\n" not in data and len(data) < _REQUEST_LIMIT_BYTES:
-            chunk = await stream.receive_some(4096)
-            if not chunk:
-                break
-            data += chunk
-        return _parse_request(data)
-
-    async def _answer(self, request: _Request | None) -> bytes:
-        if request is None:
-            return _response("400 Bad Request", b"bad request\n", "text/plain")
-        if request.method not in ("GET", "HEAD"):
-            return _response("405 Method Not Allowed", b"GET only\n", "text/plain", ["Allow: GET, HEAD"])
-        if request.path == "/":
-            return _response("200 OK", _INDEX if request.method == "GET" else b"", "text/html")
-        if request.path != "/metrics":
-            return _response("404 Not Found", b"see /metrics\n", "text/plain")
-        state = self.state.copy()
-        accept = request.headers.get("accept", "")
+    def _render(self, event: sink.WindowStarted | sink.IntervalEnded) -> _Served:
+        """On the worker: the exposition brought up to date, rendered in both formats, and
+        compressed in those scraped gzipped lately."""
         started = time.perf_counter()
-        body, content_type = await trio.to_thread.run_sync(render, state, accept)
-        extra = []
+        exposition = self.exposition
+        if isinstance(event, sink.WindowStarted):
+            exposition.start(event)
+            self._stale_after_ns = max(int(_STALE_AT_LEAST_S * 1e9), _STALE_INTERVALS * event.interval_ns)
+            snapshot = event.snapshot
+        else:
+            exposition.interval(event)
+            snapshot = event.current
+        own = self._own_series()
+        plain = {output: exposition.render(output, own) for output in sink.PrometheusFormat}
+        now = time.monotonic()
+        gzipped = {
+            output: gzip.compress(plain[output].body, compresslevel=_GZIP_LEVEL, mtime=0)
+            for output, asked in list(self._gzip_asked.items())
+            if now - asked < _GZIP_KEPT_S
+        }
+        self._render_s = time.perf_counter() - started
+        return _Served(plain, gzipped, snapshot.monotonic_ns)
+
+    def _own_series(self) -> list[sink.PrometheusSeries]:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        series = [sink.PrometheusSeries(_PROCESS_CPU, usage.ru_utime + usage.ru_stime)]
+        try:
+            with open("/proc/self/statm", "rb") as statm:
+                resident_pages = int(statm.read().split()[1])
+            series.append(sink.PrometheusSeries(_PROCESS_MEMORY, resident_pages * os.sysconf("SC_PAGE_SIZE")))
+            series.append(sink.PrometheusSeries(_PROCESS_FDS, len(os.listdir("/proc/self/fd"))))
+        except OSError:
+            pass  # out of descriptors this very moment: these wait for the next render
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY:
+            series.append(sink.PrometheusSeries(_PROCESS_MAX_FDS, soft))
+        statistics = self.endpoint.statistics
+        series += [
+            sink.PrometheusSeries(_CONNECTIONS, statistics.connections),
+            sink.PrometheusSeries(_REFUSED, statistics.refused),
+            sink.PrometheusSeries(_REQUESTS, statistics.requests),
+            sink.PrometheusSeries(_RENDER, self._render_s),
+        ]
+        return series
+
+    def _handle(self, request: sink.HttpRequest) -> sink.HttpResponse:
+        """On the event loop, from memory: nothing here waits or renders."""
+        route = {
+            "/metrics": self._metrics,
+            "/ready": self._ready,
+            "/healthz": self._healthz,
+        }.get(request.path)
+        if route is not None:
+            return route(request)
+        if request.path == "/":
+            return sink.HttpResponse(200, _INDEX, "text/html; charset=utf-8")
+        return sink.HttpResponse(404, b"see /metrics\n")
+
+    def _metrics(self, request: sink.HttpRequest) -> sink.HttpResponse:
+        served = self._served
+        if served is None or self._ended:
+            return sink.HttpResponse(503, b"no baseline yet: the window has not started\n")
+        output = sink.negotiate_prometheus_format(request.headers.get("accept", ""))
+        rendered = served.plain[output]
         if "gzip" in request.headers.get("accept-encoding", ""):
-            body = await trio.to_thread.run_sync(gzip.compress, body)
-            extra.append("Content-Encoding: gzip")
-        log.debug("scraped", programs=len(state.programs), render_s=round(time.perf_counter() - started, 4))
-        if request.method == "HEAD":
-            return _response("200 OK", b"", content_type, extra)
-        return _response("200 OK", body, content_type, extra)
+            self._gzip_asked[output] = time.monotonic()
+            body = served.gzipped.get(output)
+            if body is not None:
+                gzipped = (("Content-Encoding", "gzip"),)
+                return sink.HttpResponse(200, body, rendered.content_type, gzipped)
+        return sink.HttpResponse(200, rendered.body, rendered.content_type)
+
+    def _ready(self, request: sink.HttpRequest) -> sink.HttpResponse:
+        if self._served is None or self._ended:
+            return sink.HttpResponse(503, b"not ready: the window's baseline is not taken\n")
+        return sink.HttpResponse(200, b"ready\n")
+
+    def _healthz(self, request: sink.HttpRequest) -> sink.HttpResponse:
+        served = self._served
+        if served is not None and not self._ended:
+            age_ns = time.monotonic_ns() - served.snapshot_monotonic_ns
+            if age_ns > self._stale_after_ns:
+                return sink.HttpResponse(503, f"the last pass is {age_ns / 1e9:.0f} s old\n".encode())
+        return sink.HttpResponse(200, b"ok\n")
 
 
 def from_spec(argument: str | None) -> PrometheusSink:

@@ -19,7 +19,8 @@ import yaml
 
 from kstat.cli import parse_command_line
 from kstat.core.events import IntervalEnded, WindowStarted
-from kstat.sinks.prometheus import ExpositionState, parse_prometheus_url, render
+from kstat.formats.prometheus import Format, exposition_of
+from kstat.sinks.prometheus import parse_prometheus_url
 from tests.builders import events_of, program, snapshot
 from tests.prometheus_server import PROMTOOL, require
 
@@ -118,13 +119,12 @@ def test_prometheus_configuration_and_rules_pass_promtool(tmp_path: Path) -> Non
 
 
 def test_the_rules_use_only_metrics_kstat_exposes() -> None:
-    state = ExpositionState()
-    for event in events_of(snapshot(0, 0.0, program(1, 0, 0)), snapshot(1, 1.0, program(1, 10, 1))):
-        if isinstance(event, WindowStarted):
-            state.start(event)
-        elif isinstance(event, IntervalEnded):
-            state.interval(event)
-    exposed = set(re.findall(r"^# TYPE (\w+) (\w+)", render(state, "")[0].decode(), flags=re.MULTILINE))
+    events = events_of(snapshot(0, 0.0, program(1, 0, 0)), snapshot(1, 1.0, program(1, 10, 1)))
+    exposition = exposition_of(
+        [event for event in events if isinstance(event, WindowStarted | IntervalEnded)], footprint=True
+    )
+    body = exposition.render(Format.TEXT).body.decode()
+    exposed = set(re.findall(r"^# TYPE (\w+) (\w+)", body, flags=re.MULTILINE))
     names = {name for name, _ in exposed}  # counters carry their _total here already
     rules = yaml.safe_load((DEPLOY / "prometheus-rules.yaml").read_text())
     used = {

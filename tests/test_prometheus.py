@@ -6,32 +6,36 @@ from __future__ import annotations
 import calendar
 import gzip
 import json
+import re
 import signal
 import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import cast
 
 import pytest
 import trio
+from attrs import evolve
 from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as _parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
-from kstat.core.events import IntervalEnded, WindowStarted
+from kstat.core.counters import Counters
+from kstat.core.events import Event, IntervalEnded, WindowStarted
+from kstat.core.model import MapFootprint, ProgramFootprint, ProgramStats, Snapshot
 from kstat.engine.scheduler import Collection, CollectionSettings
 from kstat.errors import UsageError
+from kstat.formats.prometheus import Exposition, Format, exposition_of, negotiate, series_per_program
 from kstat.sinks.prometheus import (
     DEFAULT_PORT,
-    ExpositionState,
     PrometheusSettings,
     PrometheusSink,
     parse_prometheus_url,
-    render,
 )
 from tests.builders import FakeSource, events_of, program, snapshot, stats_left_alone
 from tests.kstat_process import KstatProcess, run_kstat
@@ -65,14 +69,16 @@ def test_malformed_urls_are_usage_errors(url: str, complaint: str) -> None:
         parse_prometheus_url(url)
 
 
-def exposition_after(*snapshots: object) -> ExpositionState:
-    state = ExpositionState()
-    for event in events_of(*snapshots):  # type: ignore[arg-type]
-        if isinstance(event, WindowStarted):
-            state.start(event)
-        elif isinstance(event, IntervalEnded):
-            state.interval(event)
-    return state
+def exposition_after(*snapshots: Snapshot, footprint: bool = False) -> Exposition:
+    return exposition_of(
+        [event for event in events_of(*snapshots) if isinstance(event, WindowStarted | IntervalEnded)],
+        footprint=footprint,
+    )
+
+
+def render(exposition: Exposition, accept: str) -> tuple[bytes, str]:
+    rendered = exposition.render(negotiate(accept))
+    return rendered.body, rendered.content_type
 
 
 def samples(text: str) -> dict[tuple[str, str], float]:
@@ -158,6 +164,91 @@ def test_openmetrics_is_served_when_asked_for() -> None:
     assert body.endswith(b"# EOF\n")
 
 
+def test_both_formats_carry_the_same_samples_for_the_official_parsers() -> None:
+    exposition = exposition_after(*WINDOW, footprint=True)
+    text = {
+        (sample.name, tuple(sorted(sample.labels.items())), sample.value)
+        for family in parse_text(exposition.render(Format.TEXT).body.decode())
+        for sample in family.samples
+    }
+    openmetrics = {
+        (sample.name, tuple(sorted(sample.labels.items())), sample.value)
+        for family in parse_openmetrics(exposition.render(Format.OPENMETRICS).body.decode())
+        for sample in family.samples
+    }
+    assert text == openmetrics
+    assert len(text) == exposition.render(Format.TEXT).series
+
+
+def hostile(program_id: int, counters: Counters = Counters(10, 1, 0)) -> ProgramStats:
+    return evolve(program(program_id, 10, 1, name='a"b\\c\nd\u00e9\U0001f600'), counters=counters)
+
+
+def test_names_reach_the_labels_escaped_and_come_back_exactly() -> None:
+    window = (snapshot(0, 0.0, hostile(1)), snapshot(1, 1.0, hostile(1, counters=Counters(30, 3, 0))))
+    for output, parse in ((Format.TEXT, parse_text), (Format.OPENMETRICS, parse_openmetrics)):
+        body = exposition_after(*window).render(output).body.decode()
+        names = {
+            sample.labels["name"]
+            for family in parse(body)
+            for sample in family.samples
+            if "name" in sample.labels
+        }
+        assert names == {'a"b\\c\nd\u00e9\U0001f600'}, output
+
+
+def footprint(jited: int) -> ProgramFootprint:
+    return ProgramFootprint(jited, 2 * jited, 7, 4096, (MapFootprint(9, 8192),))
+
+
+@pytest.mark.parametrize("with_footprint", [False, True])
+def test_at_10000_programs_each_has_at_most_its_budget_of_series(with_footprint: bool) -> None:
+    programs = [
+        evolve(program(number, 100 * number, number), footprint=footprint(number))
+        for number in range(1, 10_001)
+    ]
+    moved = [evolve(entry, counters=Counters(200 * entry.id, 2 * entry.id, 1)) for entry in programs]
+    exposition = exposition_after(
+        snapshot(0, 0.0, *programs), snapshot(1, 1.0, *moved), footprint=with_footprint
+    )
+    budget = series_per_program(footprint=with_footprint)
+    assert budget == (10 if with_footprint else 4)
+    body = exposition.render(Format.TEXT).body.decode()
+    per_program = Counter(re.findall(r'^kstat_program_\w+\{id="(\d+)"', body, flags=re.MULTILINE))
+    assert len(per_program) == 10_000
+    assert set(per_program.values()) == {budget}
+
+
+def test_footprint_gauges_only_when_asked_and_then_as_the_program_has_it() -> None:
+    window = (
+        snapshot(0, 0.0, evolve(program(1, 0, 0), footprint=footprint(100))),
+        snapshot(1, 1.0, evolve(program(1, 10, 1), footprint=footprint(100))),
+    )
+    plain = samples(exposition_after(*window).render(Format.TEXT).body.decode())
+    assert not [name for name, _ in plain if name == "kstat_program_jited_size_bytes"]
+    found = samples(exposition_after(*window, footprint=True).render(Format.TEXT).body.decode())
+    assert found[("kstat_program_jited_size_bytes", "1")] == 100
+    assert found[("kstat_program_xlated_size_bytes", "1")] == 200
+    assert found[("kstat_program_verified_instructions", "1")] == 7
+    assert found[("kstat_program_maps", "1")] == 1
+    assert found[("kstat_program_memlock_bytes", "1")] == 4096
+    assert found[("kstat_program_maps_memlock_bytes", "1")] == 8192
+
+
+def test_options_in_the_url() -> None:
+    assert parse_prometheus_url(
+        "prometheus://:9999?footprint=gauges&max_connections=8"
+    ) == PrometheusSettings("127.0.0.1", 9999, footprint=True, max_connections=8)
+    for url, complaint in [
+        ("prometheus://:9999?footprint=yes", "gauges or off"),
+        ("prometheus://:9999?max_connections=0", "from 1 to 4096"),
+        ("prometheus://:9999?colour=red", "unknown prometheus option"),
+        ("prometheus://:9999?footprint=off&footprint=gauges", "more than once"),
+    ]:
+        with pytest.raises(UsageError, match=complaint):
+            parse_prometheus_url(url)
+
+
 def http(
     port: int, path: str, headers: dict[str, str] | None = None, method: str = "GET"
 ) -> tuple[int, dict[str, str], bytes]:
@@ -182,32 +273,64 @@ async def test_the_endpoint_negotiates_compresses_and_stops_with_the_window() ->
     async with trio.open_nursery() as nursery:
         nursery.start_soon(collection.run)
         await collection.window_started.wait()
-        await trio.sleep(0.3)
         port = endpoint.port
+        await wait_until_ready(port)
         for name, path, headers, method in [
             ("text", "/metrics", {}, "GET"),
             ("openmetrics", "/metrics", {"Accept": OPENMETRICS}, "GET"),
-            ("gzip", "/metrics", {"Accept-Encoding": "gzip"}, "GET"),
+            # The first to ask for gzip gets it plain: it is compressed from the next render on.
+            ("gzip first", "/metrics", {"Accept-Encoding": "gzip"}, "GET"),
             ("head", "/metrics", {}, "HEAD"),
             ("index", "/", {}, "GET"),
+            ("ready", "/ready", {}, "GET"),
+            ("healthz", "/healthz", {}, "GET"),
             ("missing", "/nope", {}, "GET"),
             ("post", "/metrics", {}, "POST"),
         ]:
             answers[name] = await trio.to_thread.run_sync(http, port, path, headers, method)
+        sequence = endpoint.exposition.health.snapshots
+        while endpoint.exposition.health.snapshots < sequence + 2:  # rendered since it was asked
+            await trio.sleep(0.01)
+        answers["gzip"] = await trio.to_thread.run_sync(http, port, "/metrics", {"Accept-Encoding": "gzip"})
         collection.stop.request("test done")
     status, headers, body = answers["text"]
     assert status == 200 and headers["Content-Type"].startswith("text/plain; version=0.0.4")
     assert b'kstat_program_runs_total{id="1",name="early",type="SocketFilter"}' in body
     assert answers["openmetrics"][1]["Content-Type"].startswith("application/openmetrics-text")
+    assert answers["openmetrics"][2].endswith(b"# EOF\n")
+    assert "Content-Encoding" not in answers["gzip first"][1]
     status, headers, body = answers["gzip"]
     assert headers["Content-Encoding"] == "gzip" and b"kstat_programs_loaded" in gzip.decompress(body)
     assert answers["head"][0] == 200 and answers["head"][2] == b""
+    assert int(answers["head"][1]["Content-Length"]) > 0
     assert answers["index"][0] == 200 and b"/metrics" in answers["index"][2]
+    assert answers["ready"][:3:2] == (200, b"ready\n")
+    assert answers["healthz"][:3:2] == (200, b"ok\n")
     assert answers["missing"][0] == 404
     assert answers["post"][0] == 405
     # The window is over: so is the endpoint.
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+async def wait_until_ready(port: int, timeout_s: float = 10) -> None:
+    with trio.fail_after(timeout_s):
+        while (await trio.to_thread.run_sync(http, port, "/ready"))[0] != 200:
+            await trio.sleep(0.02)
+
+
+async def test_before_the_baseline_metrics_and_ready_say_503_and_healthz_200() -> None:
+    endpoint = PrometheusSink(PrometheusSettings("127.0.0.1", 0))
+    send, receive = trio.open_memory_channel[Event](1)
+    async with trio.open_nursery() as nursery, send:
+        nursery.start_soon(endpoint.consume, receive)
+        answers = {
+            path: await trio.to_thread.run_sync(http, endpoint.port, path)
+            for path in ("/metrics", "/ready", "/healthz")
+        }
+    assert answers["/metrics"][0] == 503 and b"no baseline" in answers["/metrics"][2]
+    assert answers["/ready"][0] == 503
+    assert answers["/healthz"][0] == 200
 
 
 def test_a_port_in_use_fails_before_the_window() -> None:
