@@ -5,8 +5,12 @@ Built so that nothing a client does reaches the collector:
   serves was made beforehand, so 500 scrapes at once cost 500 sends, not 500 renders;
 - connections are bounded (`max_connections`, and never more than the open-file limit leaves
   after a reserve of `fd_reserve` descriptors for the sampler, its sinks and their files);
-  when the endpoint is full, the oldest connection still waiting for its request is closed to
-  make room, and when none is waiting the newcomer gets `503` at once and is closed;
+  when the endpoint is full, the oldest connection that has waited `idle_s` without sending a
+  request is closed to make room (a scraper asks at once; one that idles is a slow or hostile
+  client), and when there is none such the newcomer gets `503` at once and is closed (gently:
+  what it sent is read first, so that the close does not reset the connection before the client
+  has read the 503; a quarter of a second at most); beyond as many refusals again, newcomers wait in the kernel's backlog,
+  which costs kstat no descriptor, until a connection ends;
 - a request must arrive within `head_timeout_s` and its answer be taken within
   `answer_timeout_s`, or the connection is dropped;
 - when `accept` itself finds no descriptor left (EMFILE, the rest of the process used them
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import os
 import resource
 import socket
@@ -39,7 +44,15 @@ DEFAULT_MAX_CONNECTIONS: Final = 64
 DEFAULT_FD_RESERVE: Final = 64
 DEFAULT_HEAD_TIMEOUT_S: Final = 5.0
 DEFAULT_ANSWER_TIMEOUT_S: Final = 30.0
+# A connection that has sent nothing for this long may be closed to make room for another (a
+# request delayed by a retransmitted handshake still arrives well within it).
+DEFAULT_IDLE_S: Final = 1.0
 _REQUEST_LIMIT_BYTES: Final = 16 * 1024
+# Connections the kernel queues before kstat accepts them: they cost kstat no descriptor, and a
+# queue that overflows drops handshakes, which clients then retry for seconds.
+_BACKLOG: Final = 1024
+# How long a refused connection may take to be closed gently.
+_LINGER_S: Final = 0.25
 _OUT_OF_DESCRIPTORS: Final = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 _STATUS_TEXT: Final = {
     200: "OK",
@@ -109,12 +122,13 @@ def open_descriptors() -> int:
 
 
 def connection_budget(wanted: int, reserve: int) -> int:
-    """How many connections may be held: `wanted`, or fewer where the open-file limit, less
-    what is open now and the reserve, leaves less (at least 1)."""
+    """How many connections may be held (and as many refused ones closed gently): `wanted`,
+    or fewer where the open-file limit, less what is open now and the reserve, leaves less
+    (at least 1)."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         return wanted
-    return max(1, min(wanted, soft - open_descriptors() - reserve))
+    return max(1, min(wanted, (soft - open_descriptors() - reserve) // 2))
 
 
 @define
@@ -129,7 +143,19 @@ class EndpointStatistics:
 class _Connection:
     number: int
     stream: trio.SocketStream
+    # The same socket as the stream's, to look at without reading.
+    raw: socket.socket
+    accepted_at: float
     closed_for_room: bool = False
+
+    def has_asked(self) -> bool:
+        """Has the client sent something (that its task has not read yet)?"""
+        try:
+            return bool(self.raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True  # gone: its task finds out and ends
 
 
 @define
@@ -146,12 +172,17 @@ class HttpEndpoint:
     fd_reserve: int = DEFAULT_FD_RESERVE
     head_timeout_s: float = DEFAULT_HEAD_TIMEOUT_S
     answer_timeout_s: float = DEFAULT_ANSWER_TIMEOUT_S
+    idle_s: float = DEFAULT_IDLE_S
     statistics: EndpointStatistics = field(factory=EndpointStatistics)
     _listener: socket.socket = field(init=False)
     # Connections still waiting for their request, oldest first: the ones to close for room.
     _waiting: dict[int, _Connection] = field(init=False, factory=dict)
     _spare_fd: int = field(init=False, default=-1)
     _next_connection: int = field(init=False, default=0)
+    # Refused connections being closed gently (`_linger`): at most as many as connections.
+    _refusing: int = field(init=False, default=0)
+    # Set when a connection or a refusal ends: the accept loop may go on.
+    _room: trio.Event = field(init=False, factory=trio.Event)
 
     def __attrs_post_init__(self) -> None:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
@@ -159,7 +190,7 @@ class HttpEndpoint:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             listener.bind((self.host, self.port))
-            listener.listen(128)
+            listener.listen(_BACKLOG)
         except OSError as error:
             listener.close()
             raise OutputError(f"cannot serve {self.serves} on {self.address}: {error.strerror}") from None
@@ -185,13 +216,42 @@ class HttpEndpoint:
             async with trio.open_nursery() as nursery:
                 task_status.started()
                 while True:
+                    while not self._has_room(limit):
+                        # Full, refusals too: the rest wait in the kernel's backlog, which holds
+                        # no descriptor of kstat's, until a connection ends or one idles.
+                        self._room = trio.Event()
+                        with trio.move_on_after(self.idle_s / 2):
+                            await self._room.wait()
                     await trio.lowlevel.wait_readable(self._listener)
                     for connection in self._accept_waiting():
                         self._admit(connection, limit, nursery)
+                        if not self._has_room(limit):
+                            break
                     await trio.lowlevel.checkpoint()
         finally:
             self._listener.close()
             os.close(self._spare_fd)
+
+    def _has_room(self, limit: int) -> bool:
+        """Can a newcomer be answered, or at least refused gently?"""
+        if self.statistics.connections < limit or self._refusing < limit:
+            return True
+        return self._idlest() is not None
+
+    def _idlest(self) -> _Connection | None:
+        """The connection that has waited longest without sending anything, if it has waited
+        `idle_s` (one whose request has come, though its task has not read it yet on a busy
+        loop, is no idler)."""
+        now = trio.current_time()
+        for held in itertools.islice(self._waiting.values(), 8):
+            if now - held.accepted_at < self.idle_s:
+                return None
+            if not held.has_asked():
+                return held
+        return None
+
+    def _freed(self) -> None:
+        self._room.set()
 
     def _accept_waiting(self) -> Iterable[socket.socket]:
         """The connections in the backlog now (a few at a time, so others get the loop)."""
@@ -223,27 +283,49 @@ class HttpEndpoint:
 
     def _admit(self, connection: socket.socket, limit: int, nursery: trio.Nursery) -> None:
         statistics = self.statistics
-        if statistics.connections >= limit and self._waiting:
-            # Room for the newcomer: the connection that has waited longest without asking.
-            oldest = self._waiting.pop(next(iter(self._waiting)))
-            oldest.closed_for_room = True
-            oldest.stream.socket.close()  # its descriptor is free now; its task ends soon
-            statistics.connections -= 1
-            statistics.refused += 1
+        now = trio.current_time()
         if statistics.connections >= limit:
+            # Room for the newcomer: the connection that has idled longest, if any has idled
+            # long enough to be no scraper.
+            idlest = self._idlest()
+            if idlest is not None:
+                del self._waiting[idlest.number]
+                idlest.closed_for_room = True
+                idlest.stream.socket.close()  # its descriptor is free now; its task ends soon
+                statistics.connections -= 1
+                statistics.refused += 1
+        if statistics.connections >= limit:
+            statistics.refused += 1
             with contextlib.suppress(OSError):
                 connection.send(_FULL_BYTES)  # fits in an empty socket buffer: never blocks
-            connection.close()
-            statistics.refused += 1
+            self._refusing += 1
+            nursery.start_soon(self._linger, connection)
             return
         connection.setblocking(False)
-        held = _Connection(
-            self._next_connection, trio.SocketStream(trio.socket.from_stdlib_socket(connection))
-        )
+        stream = trio.SocketStream(trio.socket.from_stdlib_socket(connection))
+        held = _Connection(self._next_connection, stream, connection, now)
         self._next_connection += 1
         self._waiting[held.number] = held
         statistics.connections += 1
         nursery.start_soon(self._answer, held)
+
+    async def _linger(self, connection: socket.socket) -> None:
+        """A refused connection closed gently: the 503 is sent, and what the client sent is
+        read (for a moment at most: a client asks the moment it is connected) before closing,
+        so that the close does not reset the connection and destroy the 503 unread."""
+        try:
+            connection.shutdown(socket.SHUT_WR)
+            with trio.move_on_after(_LINGER_S):
+                while True:
+                    await trio.lowlevel.wait_readable(connection)
+                    if not connection.recv(4096):
+                        break
+        except OSError:
+            pass
+        finally:
+            connection.close()
+            self._refusing -= 1
+            self._freed()
 
     async def _answer(self, held: _Connection) -> None:
         stream = held.stream
@@ -266,6 +348,7 @@ class HttpEndpoint:
                 self._waiting.pop(held.number, None)
                 self.statistics.connections -= 1
                 stream.socket.close()
+                self._freed()
 
     def _respond(self, request: HttpRequest | None) -> HttpResponse:
         if request is None:
