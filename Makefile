@@ -9,11 +9,11 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 # a C compiler (struct offsets from linux/bpf.h), node and npm (the reference StatsD daemon),
 # Prometheus and promtool (a real scraper), rsyslog (a real log shipper), logrotate, clang and
 # iproute2 (eBPF programs built from C and attached by tc and ip, as agents attach theirs),
-# tmux (kstat top driven in a real terminal).
+# tmux (kstat top driven in a real terminal), systemd-analyze (deploy/kstat.service checked).
 # Each as PACKAGE:WHAT-PROVES-IT-IS-THERE, so that a node or cc installed otherwise is kept.
 APT_PACKAGES := bpftool:/usr/sbin/bpftool jq:jq gcc:cc linux-libc-dev:/usr/include/linux/bpf.h nodejs:node npm:npm \
 	prometheus:/usr/bin/promtool rsyslog:/usr/sbin/rsyslogd logrotate:/usr/sbin/logrotate clang:clang \
-	iproute2:/usr/sbin/tc tmux:tmux
+	iproute2:/usr/sbin/tc tmux:tmux systemd:/usr/bin/systemd-analyze
 STATSD_DIR := tests/statsd
 ARGS ?=
 

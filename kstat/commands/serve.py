@@ -19,6 +19,7 @@ from kstat.commands._options import (
     parse_with_filter,
     positive_int,
 )
+from kstat.commands._systemd import Notifier
 from kstat.commands._window import (
     announce_when_ready,
     claim_baseline,
@@ -29,6 +30,7 @@ from kstat.commands._window import (
     stop_on_signal,
     watch_signals,
 )
+from kstat.core.model import Snapshot
 from kstat.engine.scheduler import Collection, CollectionResult, StopRequest
 from kstat.engine.summary import Summary
 
@@ -69,14 +71,59 @@ def parse(arguments: list[str]) -> tuple[argparse.ArgumentParser, argparse.Names
 def run(options: argparse.Namespace) -> int:
     sinks = make_sinks(options, default="prometheus:")
     settings = collection_settings(options, duration_ns=None)
+    notifier = Notifier()
 
     async def window(nursery: trio.Nursery) -> tuple[CollectionResult, int | None]:
         stop = StopRequest()
         summary = Summary(generator=f"kstat {__version__}", retain_unloaded=options.keep_unloaded)
-        collection = Collection(settings, sinks, stop, summary=summary, early=claim_baseline())
+        passes = _Passes()
+        collection = Collection(
+            settings, sinks, stop, summary=summary, on_snapshot=passes.saw, early=claim_baseline()
+        )
         nursery.start_soon(watch_signals, stop_on_signal(stop, collection))
         nursery.start_soon(reopen_on_sighup, collection)
         nursery.start_soon(announce_when_ready, collection, options)
+        if notifier.enabled:
+            nursery.start_soon(_tell_systemd, notifier, collection, passes)
         return await collection.run(), None
 
     return run_window(window)
+
+
+class _Passes:
+    """When the sampler's last pass came (trio's clock)."""
+
+    def __init__(self) -> None:
+        self.last_s: float | None = None
+
+    def saw(self, snapshot: Snapshot) -> None:
+        self.last_s = trio.current_time()
+
+
+async def _tell_systemd(notifier: Notifier, collection: Collection, passes: _Passes) -> None:
+    """READY=1 once the baseline is taken, WATCHDOG=1 while passes keep coming, STOPPING=1 when
+    the window is asked to end."""
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_watchdog, notifier, passes, collection)
+        nursery.start_soon(_ready, notifier, collection)
+        await collection.stop.event.wait()
+        notifier.notify("STOPPING=1", f"STATUS=stopping: {collection.stop.reason}")
+        nursery.cancel_scope.cancel()
+
+
+async def _ready(notifier: Notifier, collection: Collection) -> None:
+    await collection.window_started.wait()
+    notifier.notify("READY=1", "STATUS=collecting: the window's baseline is taken")
+
+
+async def _watchdog(notifier: Notifier, passes: _Passes, collection: Collection) -> None:
+    period_s = notifier.watchdog_s
+    if period_s is None:
+        return
+    await collection.window_started.wait()
+    while True:
+        last = passes.last_s
+        # A stuck sampler stops the pings: systemd restarts kstat (WatchdogSec=).
+        if last is not None and trio.current_time() - last < period_s:
+            notifier.notify("WATCHDOG=1")
+        await trio.sleep(period_s / 2)
