@@ -9,8 +9,8 @@ Built so that nothing a client does reaches the collector:
   request is closed to make room (a scraper asks at once; one that idles is a slow or hostile
   client), and when there is none such the newcomer gets `503` at once and is closed (gently:
   what it sent is read first, so that the close does not reset the connection before the client
-  has read the 503; a quarter of a second at most); beyond as many refusals again, newcomers wait in the kernel's backlog,
-  which costs kstat no descriptor, until a connection ends;
+  has read the 503; a quarter of a second at most); beyond as many refusals again, newcomers
+  wait in the kernel's backlog, which costs kstat no descriptor, until a connection ends;
 - a request must arrive within `head_timeout_s` and its answer be taken within
   `answer_timeout_s`, or the connection is dropped;
 - when `accept` itself finds no descriptor left (EMFILE, the rest of the process used them

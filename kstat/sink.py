@@ -65,6 +65,7 @@ from kstat.errors import OutputClosed as OutputClosed
 from kstat.errors import OutputError as OutputError
 from kstat.errors import SinkError as SinkError
 from kstat.errors import UsageError as UsageError
+from kstat.formats import otlp as _otlp
 from kstat.formats import prometheus as _prometheus
 from kstat.formats.ndjson import interval_to_dict as interval_to_dict
 from kstat.formats.ndjson import json_line as json_line
@@ -89,6 +90,13 @@ PrometheusSeries = _prometheus.Series
 RenderedExposition = _prometheus.Rendered
 negotiate_prometheus_format = _prometheus.negotiate
 prometheus_series_per_program = _prometheus.series_per_program
+
+# The OpenTelemetry mapping (`kstat.formats.otlp`): the catalogue's metrics as OTLP Sums and
+# Gauges, in values of kstat's own for a sink to hand to an OpenTelemetry exporter.
+OtlpState = _otlp.OtlpState
+OtlpMetric = _otlp.OtlpMetric
+OtlpShape = _otlp.Shape
+otlp_resource_attributes = _otlp.resource_attributes
 
 
 def program_keys(programs: Sequence[ProgramStats]) -> list[str]:
