@@ -63,14 +63,19 @@ class PrometheusServer:
 
 
 @contextmanager
-def running_prometheus(directory: Path, target_port: int) -> Iterator[PrometheusServer]:
+def running_prometheus(
+    directory: Path, target_port: int, labels: dict[str, str] | None = None
+) -> Iterator[PrometheusServer]:
+    """`labels`: target labels, as a cluster's discovery adds them (`node`)."""
     require(PROMETHEUS)
     port = free_port(1)
     config = directory / "prometheus.yml"
+    target_labels = "".join(f"          {name}: '{value}'\n" for name, value in (labels or {}).items())
     config.write_text(
         "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n"
         "scrape_configs:\n  - job_name: kstat\n"
         f"    static_configs:\n      - targets: ['127.0.0.1:{target_port}']\n"
+        + (f"        labels:\n{target_labels}" if target_labels else "")
     )
     log = (directory / "prometheus.log").open("w")
     process = subprocess.Popen(

@@ -8,8 +8,12 @@ metrics kstat exposes.
 
 from __future__ import annotations
 
+import json
 import re
+import signal
+import socket
 import subprocess
+import time
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -22,7 +26,10 @@ from kstat.core.events import IntervalEnded, WindowStarted
 from kstat.formats.prometheus import Format, exposition_of
 from kstat.sinks.prometheus import parse_prometheus_url
 from tests.builders import events_of, program, snapshot
-from tests.prometheus_server import PROMTOOL, require
+from tests.kstat_process import KstatProcess
+from tests.prometheus_server import PROMTOOL, require, running_prometheus
+from tests.statsd_daemon import free_port
+from tests.windows import LoadFilter
 
 REPO = Path(__file__).parents[1]
 DEPLOY = REPO / "deploy"
@@ -83,7 +90,10 @@ def test_the_arguments_are_kstats_and_the_ports_agree() -> None:
     assert ports["metrics"] == endpoint.port == int(annotations["prometheus.io/port"])
     assert annotations["prometheus.io/scrape"] == "true"
     assert annotations["prometheus.io/path"] == "/metrics"
-    assert container()["readinessProbe"]["httpGet"]["path"] == "/metrics"
+    assert container()["readinessProbe"]["httpGet"]["path"] == "/ready"
+    assert container()["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container()[probe]["httpGet"]["port"] == "metrics"
 
 
 def test_the_image_is_built_from_what_pyproject_packages() -> None:
@@ -140,3 +150,99 @@ def test_the_rules_use_only_metrics_kstat_exposes() -> None:
 @pytest.mark.parametrize("document", ["daemonset.yaml", "prometheus-rules.yaml", "prometheus.yml"])
 def test_every_manifest_is_yaml(document: str) -> None:
     assert list(yaml.safe_load_all((DEPLOY / document).read_text()))
+
+
+def document(name: str) -> dict[str, Any]:
+    (found,) = [entry for entry in yaml.safe_load_all((DEPLOY / name).read_text()) if entry]
+    assert isinstance(found, dict)
+    return found
+
+
+def test_the_namespace_is_privileged_because_the_daemonset_needs_what_baseline_forbids() -> None:
+    namespace = document("namespace.yaml")
+    assert namespace["metadata"]["name"] == daemonset()["metadata"]["namespace"]
+    labels = namespace["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "privileged"
+    pod = daemonset()["spec"]["template"]["spec"]
+    # Pod Security's baseline forbids each of these, and kstat needs each.
+    assert pod["hostPID"] is True
+    assert any("hostPath" in volume for volume in pod["volumes"])
+    baseline_capabilities = {
+        "AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD", "NET_BIND_SERVICE",
+        "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT",
+    }  # fmt: skip
+    assert set(container()["securityContext"]["capabilities"]["add"]) - baseline_capabilities
+
+
+def test_the_pod_monitor_and_the_network_policy_select_the_daemonsets_pods_and_port() -> None:
+    pod_labels = daemonset()["spec"]["template"]["metadata"]["labels"]
+    ports = {port["name"]: port["containerPort"] for port in container()["ports"]}
+    monitor = document("podmonitor.yaml")
+    assert monitor["kind"] == "PodMonitor"
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    assert monitor["spec"]["namespaceSelector"]["matchNames"] == [daemonset()["metadata"]["namespace"]]
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    assert endpoint["port"] in ports and endpoint["path"] == "/metrics"
+    assert endpoint["honorLabels"] is True  # the info series' pod and namespace are the owners'
+    assert {"sourceLabels": ["__meta_kubernetes_pod_node_name"], "targetLabel": "node"} in endpoint[
+        "relabelings"
+    ]
+    policy = document("networkpolicy.yaml")
+    assert policy["metadata"]["namespace"] == daemonset()["metadata"]["namespace"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    (rule,) = policy["spec"]["ingress"]
+    assert rule["ports"] == [{"protocol": "TCP", "port": ports["metrics"]}]
+
+
+def test_the_requests_are_set_and_below_the_limit() -> None:
+    resources = container()["resources"]
+    assert resources["requests"]["cpu"].endswith("m")
+    mebibytes = {key: int(value.removesuffix("Mi")) for key, value in (
+        ("request", resources["requests"]["memory"]), ("limit", resources["limits"]["memory"]),
+    )}  # fmt: skip
+    assert mebibytes["request"] < mebibytes["limit"]
+
+
+def dashboard_queries() -> list[tuple[str, str]]:
+    """(panel title, PromQL) of every panel of deploy/grafana-dashboard.json, with Grafana's
+    variables as a Prometheus evaluates them (every node, a 1 minute rate window)."""
+    board = json.loads((DEPLOY / "grafana-dashboard.json").read_text())
+    return [
+        (panel["title"], target["expr"].replace("$__rate_interval", "1m").replace("$node", ".*"))
+        for panel in board["panels"]
+        for target in panel["targets"]
+    ]
+
+
+def test_the_dashboard_has_the_panels_a_fleet_needs() -> None:
+    titles = " / ".join(title for title, _ in dashboard_queries()).lower()
+    for wanted in ("costliest", "per node", "per pod", "per run", "misses", "kstat's own cost"):
+        assert wanted in titles
+
+
+@pytest.mark.kernel
+def test_every_dashboard_query_returns_series_from_a_real_prometheus(
+    load_filter: LoadFilter, tmp_path: Path
+) -> None:
+    """Debian's Prometheus scrapes a real `kstat serve` (labelled with its node, as the cluster's
+    discovery labels it) while packets pass a socket filter; every panel's query gives series."""
+    port = free_port(socket.SOCK_STREAM)
+    with running_prometheus(tmp_path, port, labels={"node": "node-1"}) as prometheus:
+        kstat = KstatProcess(["serve", "--interval", "500ms", "--sink", f"prometheus://127.0.0.1:{port}"])
+        kstat.wait_for_window()
+        target = load_filter("kstat_t_board")
+        series = 'kstat_program_runs_total{name="kstat_t_board"}'
+        assert prometheus.wait_for(series, 0) == 0
+        sent = 0
+        deadline = time.monotonic() + 6
+        while time.monotonic() < deadline:
+            target.send(20)
+            sent += 20
+            time.sleep(0.05)
+        assert prometheus.wait_for(series, sent) == sent
+        at = time.time()
+        empty = [title for title, query in dashboard_queries() if not prometheus.query(query, at=at)]
+        kstat.signal(signal.SIGTERM)
+        returncode, _ = kstat.finish()
+    assert returncode == 0, kstat.stderr_lines
+    assert empty == []
