@@ -351,8 +351,8 @@ def _print_scrape(found: ScrapeResult) -> None:
         f"{'PASS' if within else 'FAIL'}"
     )
     _say(
-        f"  body {found.body_bytes / 1e6:.1f} MB, {found.gzip_bytes / 1e6:.2f} MB gzipped; rendered once per interval "
-        f"in {found.render_s * 1000:.0f} ms on the sink's own thread"
+        f"  body {found.body_bytes / 1e6:.1f} MB, {found.gzip_bytes / 1e6:.2f} MB gzipped; rendered once "
+        f"per interval in {found.render_s * 1000:.0f} ms on the sink's own thread"
     )
     _say(
         f"  scrape p50 {found.scrape_p50_ms:.1f} ms, max {found.scrape_max_ms:.1f} ms (target < 100 ms): "
