@@ -59,8 +59,13 @@ def _scrape(port: int) -> tuple[float, int, bytes]:
 
 def measure_scrape(programs: int = PROGRAMS, scrapes: int = SCRAPES) -> ScrapeResult:
     first = tuple(
-        ProgramStats(
-            number, "SchedCls", f"agent_flow_parse_{number}", f"{number:016x}", 1_000, Counters(0, 0, 0)
+        ProgramStats.described(
+            id=number,
+            type="SchedCls",
+            name=f"agent_flow_parse_{number}",
+            tag=f"{number:016x}",
+            load_time_ns=1_000,
+            counters=Counters(0, 0, 0),
         )
         for number in range(1, programs + 1)
     )

@@ -204,7 +204,7 @@ def footprint(jited: int) -> ProgramFootprint:
 @pytest.mark.parametrize("with_footprint", [False, True])
 def test_at_10000_programs_each_has_at_most_its_budget_of_series(with_footprint: bool) -> None:
     programs = [
-        evolve(program(number, 100 * number, number), footprint=footprint(number))
+        program(number, 100 * number, number, footprint=footprint(number))
         for number in range(1, 10_001)
     ]
     moved = [evolve(entry, counters=Counters(200 * entry.id, 2 * entry.id, 1)) for entry in programs]
@@ -221,8 +221,8 @@ def test_at_10000_programs_each_has_at_most_its_budget_of_series(with_footprint:
 
 def test_footprint_gauges_only_when_asked_and_then_as_the_program_has_it() -> None:
     window = (
-        snapshot(0, 0.0, evolve(program(1, 0, 0), footprint=footprint(100))),
-        snapshot(1, 1.0, evolve(program(1, 10, 1), footprint=footprint(100))),
+        snapshot(0, 0.0, program(1, 0, 0, footprint=footprint(100))),
+        snapshot(1, 1.0, program(1, 10, 1, footprint=footprint(100))),
     )
     plain = samples(exposition_after(*window).render(Format.TEXT).body.decode())
     assert not [name for name, _ in plain if name == "kstat_program_jited_size_bytes"]

@@ -112,7 +112,7 @@ async def _tell_systemd(notifier: Notifier, collection: Collection, passes: _Pas
 
 
 async def _ready(notifier: Notifier, collection: Collection) -> None:
-    await collection.window_started.wait()
+    await collection.baseline_taken.wait()
     notifier.notify("READY=1", "STATUS=collecting: the window's baseline is taken")
 
 
