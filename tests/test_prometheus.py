@@ -204,8 +204,7 @@ def footprint(jited: int) -> ProgramFootprint:
 @pytest.mark.parametrize("with_footprint", [False, True])
 def test_at_10000_programs_each_has_at_most_its_budget_of_series(with_footprint: bool) -> None:
     programs = [
-        program(number, 100 * number, number, footprint=footprint(number))
-        for number in range(1, 10_001)
+        program(number, 100 * number, number, footprint=footprint(number)) for number in range(1, 10_001)
     ]
     moved = [evolve(entry, counters=Counters(200 * entry.id, 2 * entry.id, 1)) for entry in programs]
     exposition = exposition_after(
