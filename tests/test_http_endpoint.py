@@ -66,7 +66,7 @@ def test_the_budget_leaves_the_reserve_under_a_tight_limit() -> None:
         import resource
         resource.setrlimit(resource.RLIMIT_NOFILE, (200, 200))
         from kstat._http import connection_budget, open_descriptors
-        print(open_descriptors(), connection_budget(64, 64))
+        print(open_descriptors(), connection_budget(1000, 64))
         """
     )
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
