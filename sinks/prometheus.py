@@ -101,7 +101,7 @@ def _shown(sighting: sink.Sighting) -> _Program:
     return _Program(
         # Its footprint goes with every scrape.
         sighting=evolve(sighting, first_seen=True),
-        owners=",".join(f"{owner.pid}/{owner.command}" for owner in details.owners),
+        owners=",".join(owner.label for owner in details.owners),
         attachments=",".join(details.attachments),
         places=_places(details.owners),
     )

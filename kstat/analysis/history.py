@@ -88,11 +88,11 @@ def _program_value(report: Report, name: str, metric_name: str) -> float | None:
 
 def history_figure(runs: Sequence[Run], *, compared: int = 0, title: str | None = None) -> Figure:
     """Three panels over the runs; `compared` runs before the last are shaded."""
-    from matplotlib import figure as mpl_figure  # noqa: PLC0415 - matplotlib only loads to draw
-
     from kstat.analysis.plot import pyplot  # noqa: PLC0415
 
-    pyplot()  # the Agg backend: files only
+    pyplot("kstat history -o FILE.png")  # the Agg backend (files only), or which extra is missing
+    from matplotlib import figure as mpl_figure  # noqa: PLC0415 - matplotlib only loads to draw
+
     positions = list(range(len(runs)))
     last = runs[-1].report
     names = costliest_programs(last)

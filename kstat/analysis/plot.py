@@ -18,7 +18,7 @@ from kstat._atomic import read_text, shown, write_atomically
 from kstat.analysis.charts import short_label
 from kstat.core.catalogue import View, in_view
 from kstat.core.report import ProgramReport
-from kstat.errors import KstatError
+from kstat.errors import ExtraMissing, KstatError
 from kstat.formats.report_json import ReportFormatError, program_from_dict, programs_from_dict
 
 if TYPE_CHECKING:
@@ -30,14 +30,15 @@ MAX_SERIES: Final = 10
 DPI: Final = 100
 
 
-def pyplot() -> Any:
+def pyplot(needed_by: str = "drawing charts") -> Any:
+    """matplotlib's pyplot on the Agg backend; ExtraMissing names the extra when it is absent."""
     try:
         import matplotlib  # noqa: PLC0415 - optional, loaded only to plot
 
         matplotlib.use("Agg")  # files only: no display needed, none assumed
         from matplotlib import pyplot  # noqa: PLC0415
     except ImportError:
-        raise KstatError("kstat plot needs matplotlib: pip install 'kstat[plot]'") from None
+        raise ExtraMissing(needed_by, "matplotlib", "plot") from None
     return pyplot
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from kstat._atomic import shown, write_atomically
 from kstat._logging import get_logger
 from kstat.analysis.charts import CHART_ORDER, comparison_charts
-from kstat.analysis.plot import read_stream, save_png, stream_figure
+from kstat.analysis.plot import pyplot, read_stream, save_png, stream_figure
 from kstat.commands._options import EXIT_OK, ArgumentParser, add_verbose_flag, write_stdout
 from kstat.errors import OutputError
 from kstat.report_files import load_report
@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(options: argparse.Namespace) -> int:
     output: Path = options.output
+    pyplot("kstat plot")  # before any work: a missing extra is one line
     if options.input.suffix == ".ndjson" and options.baseline is None:
         if output.suffix != ".png":
             # A directory (`-o charts/`): the chart goes in it, not over it.

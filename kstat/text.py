@@ -1,0 +1,68 @@
+"""Names the host chose, shown to people: escaped for a terminal, and cut to a width.
+
+`for_terminal` is the one way a host-provided name (a program's, a process's comm, a pod's)
+reaches a terminal: a control character in it is shown, never obeyed. `shortened` cuts a name
+to a width in the middle, where names of one agent differ least, so that both its start (whose
+it is) and its end (`_ipv4` or `_ipv6`) stay readable.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from typing import Final
+
+ELLIPSIS: Final = "…"
+# Categories a terminal could be steered by: controls (ESC, CR, newline, the C1 set), format
+# characters (bidirectional overrides), line and paragraph separators, lone surrogates.
+_UNSHOWABLE: Final = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+
+def _escaped(character: str) -> str:
+    code = ord(character)
+    if code <= 0xFF:
+        return f"\\x{code:02x}"
+    if code <= 0xFFFF:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
+
+
+def for_terminal(text: str) -> str:
+    """`text` with every character that could move the cursor, clear the screen or reorder
+    what follows shown visibly (`\\x1b`, `\\u202e`); printable text unchanged."""
+    if text.isprintable():
+        return text
+    return "".join(
+        _escaped(character) if unicodedata.category(character) in _UNSHOWABLE else character
+        for character in text
+    )
+
+
+def cells(text: str) -> int:
+    """How many terminal cells `text` takes (East Asian wide characters take two)."""
+    if text.isascii():
+        return len(text)
+    return sum(2 if unicodedata.east_asian_width(character) in "WF" else 1 for character in text)
+
+
+def shortened(text: str, width: int) -> str:
+    """`text` in at most `width` cells, cut in the middle with one `…`: two thirds of the room
+    for its start, one third for its end."""
+    if cells(text) <= width:
+        return text
+    if width <= 1:
+        return ELLIPSIS[:width]
+    room = width - 1
+    tail_room = room // 3
+    head, used = "", 0
+    for character in text:
+        size = cells(character)
+        if used + size > room - tail_room:
+            break
+        head, used = head + character, used + size
+    tail, tail_used = "", 0
+    for character in reversed(text):
+        size = cells(character)
+        if tail_used + size > room - used:
+            break
+        tail, tail_used = character + tail, tail_used + size
+    return head + ELLIPSIS + tail
