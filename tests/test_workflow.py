@@ -101,6 +101,15 @@ def test_renderings_say_the_same_thing() -> None:
     assert data["total"]["change_percent"]["run_count"] == pytest.approx(-30 / 1050 * 100)
 
 
+def test_the_table_shows_a_hostile_name_without_obeying_it() -> None:
+    hostile = "evil\x1b]0;owned\x07[bold red]x"
+    before = two_window_report((1, 100, 10, hostile))
+    after = two_window_report((1, 200, 10, hostile))
+    table = render_table(compare(before, after), [], width=200)
+    assert "\x1b" not in table and "\x07" not in table
+    assert "evil\\x1b]0;owned\\x07[bold red]x (SocketFilter)" in table  # brackets kept: no markup
+
+
 def png_size(path: Path) -> tuple[int, int]:
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
