@@ -164,7 +164,7 @@ def fleet_report(
     and verified instructions (a build whose code grew)."""
     import random  # noqa: PLC0415 - only here
 
-    from kstat.pipeline.model import MapFootprint, ProgramFootprint  # noqa: PLC0415
+    from kstat.core.model import MapFootprint, ProgramFootprint  # noqa: PLC0415
 
     chooser = random.Random(seed)
     agents = ("kux_flow_exporter", "cilium_lb", "tetragon_sensor", "falco_probe", "pixie_trace")

@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy
 import pytest
-from kstat.pipeline.report import Report
 
 from kstat.analysis.charts import CHART_ORDER, MAX_PROGRAMS, OVERVIEW_PROGRAMS, comparison_charts
 from kstat.analysis.plot import pyplot, read_stream, stream_figure
+from kstat.core.report import Report
 from tests.builders import fleet_report
 from tests.kstat_process import run_kstat
 
