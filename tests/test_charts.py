@@ -8,15 +8,14 @@ import functools
 import json
 import math
 import struct
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy
 import pytest
 
-from kstat.analysis.charts import CHART_ORDER, MAX_PROGRAMS, OVERVIEW_PROGRAMS, comparison_charts
-from kstat.analysis.plot import pyplot, read_stream, stream_figure
+from kstat.analysis.charts import CHART_ORDER, MAX_PROGRAMS, OVERVIEW_PROGRAMS, ChartSet, comparison_charts
+from kstat.analysis.plot import read_stream, stream_figure
 from kstat.core.report import Report
 from tests.builders import fleet_report
 from tests.kstat_process import run_kstat
@@ -33,10 +32,11 @@ def reports(programs: int, *, with_maps: bool = False) -> tuple[Report, Report]:
     )
 
 
-@pytest.fixture(autouse=True)
-def _close_figures() -> Iterator[None]:
-    yield
-    pyplot().close("all")
+@functools.cache
+def charts(programs: int) -> ChartSet:
+    """The chart set of `reports(programs)`, drawn once for every test that reads it."""
+    baseline, current = reports(programs)
+    return comparison_charts(current, baseline)
 
 
 def labels(axis: Any) -> list[str]:
@@ -51,11 +51,10 @@ def png_size(path: Path) -> tuple[int, int]:
 
 @pytest.mark.parametrize("programs", SIZES)
 def test_a_panel_draws_the_costliest_and_one_others_bar(programs: int) -> None:
-    baseline, current = reports(programs)
-    charts = comparison_charts(current, baseline)
+    drawn = charts(programs)
     active = programs - programs // 10  # a tenth never run
     for name in ("cpu", "events", "runtime", "program"):
-        for axis in charts.figures[name].axes:
+        for axis in drawn.figures[name].axes:
             shown = labels(axis)
             if programs <= MAX_PROGRAMS:
                 assert len(shown) == min(active, programs) and not any("others" in s for s in shown)
@@ -66,17 +65,16 @@ def test_a_panel_draws_the_costliest_and_one_others_bar(programs: int) -> None:
                 assert len(shown) == MAX_PROGRAMS + 1, (name, axis.get_title())
                 assert shown[0] == f"others ({active - MAX_PROGRAMS:,} programs)"  # at the bottom
     # The costliest by the metric charted: the runtime panel's programs are not the CPU panel's.
-    cpu, runtime = charts.figures["cpu"].axes[0], charts.figures["runtime"].axes[0]
+    cpu, runtime = drawn.figures["cpu"].axes[0], drawn.figures["runtime"].axes[0]
     if programs > MAX_PROGRAMS:
         assert labels(cpu) != labels(runtime)
-    overview = charts.figures["overview"].axes[0]
+    overview = drawn.figures["overview"].axes[0]
     assert len(labels(overview)) == min(active, OVERVIEW_PROGRAMS) + (active > OVERVIEW_PROGRAMS)
 
 
 def test_chart_sizes_do_not_grow_with_the_programs() -> None:
     def sizes(programs: int) -> dict[str, tuple[float, float]]:
-        baseline, current = reports(programs)
-        figures = comparison_charts(current, baseline).figures
+        figures = charts(programs).figures
         return {name: tuple(figure.get_size_inches()) for name, figure in figures.items()}
 
     at_200, at_2000 = sizes(200), sizes(2000)
@@ -109,7 +107,7 @@ def test_kstat_plot_at_2000_programs_writes_bounded_pngs(tmp_path: Path) -> None
 
 def test_the_cpu_axis_fits_the_bars_and_a_peak_beyond_it_is_marked() -> None:
     baseline, current = reports(200)
-    cpu = comparison_charts(current, baseline).figures["cpu"].axes[0]
+    cpu = charts(200).figures["cpu"].axes[0]
     names = [name for name in labels(cpu) if not name.startswith("others")]
     largest = max(
         max(line.estimated_cpu_percent for line in report.programs if line.name in names)
@@ -131,10 +129,8 @@ def panel_titles(figure: Any) -> list[str]:
 
 
 def test_no_panel_for_data_that_is_absent() -> None:
-    baseline, current = reports(200)
-    charts = comparison_charts(current, baseline)
-    assert panel_titles(charts.figures["memory"]) == ["Program memory"]  # no maps, no maps panel
-    assert "Memory of its maps" not in panel_titles(charts.figures["overview"])
+    assert panel_titles(charts(200).figures["memory"]) == ["Program memory"]  # no maps, no maps panel
+    assert "Memory of its maps" not in panel_titles(charts(200).figures["overview"])
     with_maps = comparison_charts(*reversed(reports(200, with_maps=True)))
     assert panel_titles(with_maps.figures["memory"]) == ["Program memory", "Memory of its maps"]
     assert "Memory of its maps" in panel_titles(with_maps.figures["overview"])
