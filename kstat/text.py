@@ -44,15 +44,15 @@ def cells(text: str) -> int:
     return sum(2 if unicodedata.east_asian_width(character) in "WF" else 1 for character in text)
 
 
-def shortened(text: str, width: int) -> str:
-    """`text` in at most `width` cells, cut in the middle with one `…`: two thirds of the room
-    for its start, one third for its end."""
+def shortened(text: str, width: int, *, end_share: float = 1 / 3) -> str:
+    """`text` in at most `width` cells, cut in the middle with one `…`: `end_share` of the room
+    for its end (a third by default), the rest for its start."""
     if cells(text) <= width:
         return text
     if width <= 1:
         return ELLIPSIS[:width]
     room = width - 1
-    tail_room = room // 3
+    tail_room = int(room * end_share)
     head, used = "", 0
     for character in text:
         size = cells(character)

@@ -30,6 +30,7 @@ _WIDTHS: Final = {
     "cpu_percent": 8,
     "runs": 11,
 }
+NAME_END_SHARE: Final = 0.5
 # Room the sort arrow takes beside a heading.
 _ARROW: Final = 2
 # What a cell shows when nothing ran (in the period, or at all): one mark for every column.
@@ -101,10 +102,12 @@ def _figure(view: ProgramView, key: str) -> str:
 def _cell(view: ProgramView, key: str, width: int) -> str:
     if key in _FIGURES:
         return _figure(view, key)
+    # Half the room for a name's end: one agent's programs share a long start
+    # (`kux_flow_exporter_parse_`), and their ends tell them apart (`…_udp_1999`).
     if key == "name":
         mark = {"new": "+ ", "gone": "- "}.get(view.status, "")
-        return mark + shortened(for_terminal(view.name), width - len(mark))
-    return shortened(for_terminal(str(view.value(key))), width)
+        return mark + shortened(for_terminal(view.name), width - len(mark), end_share=NAME_END_SHARE)
+    return shortened(for_terminal(str(view.value(key))), width, end_share=NAME_END_SHARE)
 
 
 def header(state: TopState, width: int) -> Text:
@@ -117,11 +120,13 @@ def header(state: TopState, width: int) -> Text:
         (f"{cpu} ({all_cpus:.3f} % of all {totals.online_cpus})", None),
         (f"{_number(totals.events_per_sec)} events/s", None),
         (f"{totals.loaded} programs, {totals.ran} ran", None),
-        (f"sort {column.heading} {'↓' if state.reverse else '↑'}", None),
+        (f"sort {column.heading} {'↓' if state.reverse else '↑'}", "optional"),
         (f"period {state.interval_ns / NS_PER_S:g}s", "optional"),
     ]
-    if len("kstat top  ") + sum(len(text) + 5 for text, _ in parts) > width:
-        parts[0] = (cpu, None)
+    # Narrower, the CPU share says less before anything else goes: of all CPUs, then its words.
+    for shorter in (cpu, f"eBPF CPU {totals.cpu_percent:.3f} %"):
+        if len("kstat top  ") + sum(len(text) + 5 for text, _ in parts) > width:
+            parts[0] = (shorter, None)
     if state.typing is not None:
         parts.insert(0, (f"filter: {state.typing}▏", "bold yellow"))
     elif state.filter_text:
@@ -191,7 +196,10 @@ def detail(state: TopState, width: int) -> RenderableType:
     lines.append(f"loaded {loaded_ago:,.0f} s ago")
     if view.memlock_bytes is not None:
         lines.append(f"  ·  memory {view.memlock_bytes:,} bytes")
-    lines.append(f"  ·  {view.runs:,} runs this session, {view.window_avg_ns:,.0f} ns each on average\n")
+    if view.runs:
+        lines.append(f"  ·  {view.runs:,} runs this session, {view.window_avg_ns:,.0f} ns each\n")
+    else:
+        lines.append("  ·  no runs this session\n")
     owners = for_terminal(", ".join(owner.label for owner in view.details.owners)) or "none"
     lines.append(f"owners: {owners}\n")
     lines.append(f"attached: {', '.join(view.details.attachments) or 'nowhere kstat can see'}\n\n")
@@ -212,7 +220,8 @@ def detail(state: TopState, width: int) -> RenderableType:
     for label, values, now, top, digits in charts:
         lines.append(f"{label:>9} ")
         lines.append(sparkline(values, chart_width).ljust(chart_width), style="cyan")
-        lines.append(f"  now {_number(now, digits)}  max {_number(top, digits)}\n")
+        shown_now, shown_top = (_number(value, digits) if value else IDLE for value in (now, top))
+        lines.append(f"  now {shown_now}  max {shown_top}\n")
     return lines
 
 
