@@ -21,9 +21,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="kstat plot",
         description=(
             "PNG charts of a report, beside a baseline with --baseline (either may be the Go "
-            "collect-kernel-stats tool's): per program CPU %, events/s and average runtime, their "
-            "totals, program metadata, memory footprint, CPU efficiency, and an overview with a "
-            "summary of the changes (printed too). Or the time series of an NDJSON stream."
+            "collect-kernel-stats tool's): per program CPU % and its peak, events/s and average "
+            "runtime, their totals, program metadata, memory footprint, and an overview with a "
+            "summary of the changes, runtime and CPU first (printed too); each panel the 12 "
+            "costliest programs by its metric and the others as one bar. Or the time series of an "
+            "NDJSON stream."
         ),
         allow_abbrev=False,
     )
