@@ -355,8 +355,7 @@ def test_an_unknown_shell_is_a_usage_error() -> None:
 
 
 @pytest.mark.skipif(
-    not (REPO / ".venv" / "bin" / "argparse-manpage").exists(),
-    reason="needs the Makefile's .venv (make install)",
+    not (REPO / ".venv" / "bin" / ".installed").exists(), reason="needs the Makefile's .venv (make install)"
 )
 def test_the_manual_page_is_generated_and_renders(tmp_path: Path) -> None:
     page = tmp_path / "kstat.1"
