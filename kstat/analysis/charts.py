@@ -40,6 +40,7 @@ BETTER_COLOUR: Final = "#1e8449"
 # The highest one-interval CPU share, marked on the CPU panels.
 PEAK_COLOUR: Final = "#e67e22"
 PEAK_METRIC: Final = "max_cpu_percent"
+PEAK_BEYOND: Final = "peak beyond the axis"
 MAX_LABEL: Final = 34
 # Programs drawn in a panel of their own chart, and in a panel of the overview: the costliest
 # by the panel's metric; the rest are one "others" bar.
@@ -473,7 +474,7 @@ class _Drawer:
                 (-0.2, True, PEAK_COLOUR, "peak interval, current"),
                 (0.2, False, "none", "peak interval, baseline"),
             ]
-        handles = []
+        handles: dict[str, Any] = {}
         edge = limit * 0.985
         for offset, side, face, label in sides:
             peaks = [
@@ -484,34 +485,31 @@ class _Drawer:
             inside = [(peak, at) for peak, at in peaks if peak <= edge]
             beyond = [at for peak, at in peaks if peak > edge]
             if inside:
-                handles.append(
-                    axis.scatter(
-                        [peak for peak, _ in inside],
-                        [at for _, at in inside],
-                        marker="D",
-                        s=24,
-                        facecolors=face,
-                        edgecolors=PEAK_COLOUR,
-                        zorder=3,
-                        label=label,
-                    )
+                handles[label] = axis.scatter(
+                    [peak for peak, _ in inside],
+                    [at for _, at in inside],
+                    marker="D",
+                    s=24,
+                    facecolors=face,
+                    edgecolors=PEAK_COLOUR,
+                    zorder=3,
                 )
             if beyond:
-                handles.append(
-                    axis.scatter(
-                        [edge] * len(beyond),
-                        beyond,
-                        marker=">",
-                        s=30,
-                        facecolors=face,
-                        edgecolors=PEAK_COLOUR,
-                        zorder=3,
-                        label=f"{label}, beyond the axis",
-                    )
+                # One legend entry for both sides' triangles: the fill tells them apart.
+                handles[PEAK_BEYOND] = axis.scatter(
+                    [edge] * len(beyond),
+                    beyond,
+                    marker=">",
+                    s=30,
+                    facecolors=face,
+                    edgecolors=PEAK_COLOUR,
+                    zorder=3,
                 )
         if handles:
             # Mid-right: the small bars leave room there; the others bar sits at the bottom.
-            axis.legend(handles=handles, loc="center right", fontsize=7.5, frameon=False)
+            axis.legend(
+                list(handles.values()), list(handles), loc="center right", fontsize=7.5, frameon=False
+            )
 
     def _legend(self, figure: Figure) -> None:
         if self.with_baseline:
