@@ -25,6 +25,7 @@ from attrs import frozen
 
 from kstat.analysis.compare import TOTAL, Comparison, Measures, compare
 from kstat.core.catalogue import METRICS, Better, Kind, Metric, Span, View, in_view, metric, values
+from kstat.core.counters import COUNTERS, Counters, CounterSpec
 from kstat.core.report import Report
 from kstat.text import shortened
 
@@ -138,16 +139,13 @@ def combined(measures: Sequence[Measures], elapsed_ns: int) -> Measures | None:
     if not measures:
         return None
 
-    def total(name: str) -> int:
-        return round(sum(side.value(name) or 0.0 for side in measures))
+    def total(spec: CounterSpec) -> int | None:
+        found = [side.value(spec.metric) for side in measures]
+        return None if None in found else round(sum(value or 0.0 for value in found))
 
-    span = Span(
-        runtime_ns=total("runtime_ns"),
-        run_count=total("run_count"),
-        recursion_misses=total("recursion_misses"),
-        elapsed_ns=elapsed_ns,
-        online_cpus=None,
-    )
+    # The measures carry each counter's growth as the metric it becomes (`runtime_ns`).
+    grown = Counters._make(total(spec) for spec in COUNTERS)
+    span = Span(counters=grown, elapsed_ns=elapsed_ns, online_cpus=None)
     found = dict(values(span))
     for entry in METRICS:
         if entry.kind is Kind.PROPERTY:

@@ -18,6 +18,7 @@ from attrs import frozen
 from kstat._atomic import read_text, shown, write_atomically
 from kstat.analysis.charts import short_label
 from kstat.core.catalogue import Metric, Span, View, in_view
+from kstat.core.counters import summed
 from kstat.core.report import ProgramReport
 from kstat.errors import ExtraMissing, KstatError
 from kstat.formats.report_json import ReportFormatError, program_from_dict, programs_from_dict
@@ -126,11 +127,7 @@ def _others_value(interval: StreamInterval, keys: set[str], metric: Metric) -> f
     """The programs of `keys` in one interval as one: the metric of their summed counters."""
     lines = [line for key, line in interval.programs.items() if key in keys]
     span = Span(
-        runtime_ns=sum(line.runtime_ns for line in lines),
-        run_count=sum(line.run_count for line in lines),
-        recursion_misses=sum(line.recursion_misses for line in lines),
-        elapsed_ns=interval.elapsed_ns,
-        online_cpus=None,
+        counters=summed(line.counters for line in lines), elapsed_ns=interval.elapsed_ns, online_cpus=None
     )
     if metric.per_run and span.run_count == 0:
         return math.nan
