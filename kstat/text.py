@@ -9,6 +9,7 @@ it is) and its end (`_ipv4` or `_ipv6`) stay readable.
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Sequence
 from typing import Final
 
 ELLIPSIS: Final = "…"
@@ -66,3 +67,42 @@ def shortened(text: str, width: int, *, end_share: float = 1 / 3) -> str:
             break
         tail, tail_used = character + tail, tail_used + size
     return head + ELLIPSIS + tail
+
+
+def common_affixes(texts: Sequence[str]) -> tuple[int, int]:
+    """How many characters all of `texts` share at their start, and at their end (never
+    overlapping in the shortest): where a set of one agent's names differs least."""
+    if not texts:
+        return 0, 0
+    prefix = _shared_start(texts)
+    suffix = _shared_start([text[::-1] for text in texts])
+    shortest = min(len(text) for text in texts)
+    return prefix, min(suffix, shortest - prefix)
+
+
+def _shared_start(texts: Sequence[str]) -> int:
+    """How many characters every one of `texts` starts with (characters, not path parts)."""
+    first = min(texts)
+    last = max(texts)
+    for index, character in enumerate(first):
+        if index >= len(last) or last[index] != character:
+            return index
+    return len(first)
+
+
+def shortened_among(text: str, width: int, prefix: int, suffix: int) -> str:
+    """`text` in at most `width` cells, cut with one `…` inside the start (`prefix` characters)
+    or the end (`suffix`) it shares with the names beside it, the longer first, so that what
+    tells it from them stays whole (`kux_flow…rse_udp_1999`, `kstat_demo_medium_socket…lter`).
+    Where neither shared part has the room, as `shortened` cuts."""
+    if cells(text) <= width:
+        return text
+    if not text.isascii() or width < 8:
+        return shortened(text, width, end_share=0.5)
+    cut = len(text) + 1 - width  # characters the ellipsis replaces
+    for start, length in sorted(((0, prefix), (len(text) - suffix, suffix)), key=lambda part: -part[1]):
+        if length >= cut + 2:
+            kept = length - cut
+            head = (kept * 2 + 2) // 3  # more of the shared part's start than of its end
+            return text[: start + head] + ELLIPSIS + text[start + head + cut :]
+    return shortened(text, width, end_share=0.5)

@@ -10,7 +10,7 @@ import itertools
 from collections.abc import Iterator, Sequence
 
 import trio
-from attrs import define, evolve, field
+from attrs import define, field
 
 from kstat.core.counters import Counters
 from kstat.core.delta import changes_between, interval_delta
@@ -193,7 +193,14 @@ def fleet_report(
             this_runs = 0 if sequence == 0 else runs * (10 if index == 1 and sequence == 2 else 1)
             run_time, run_count = totals[index]
             totals[index] = (run_time + this_runs * per_run_ns, run_count + this_runs)
-            line = program(index + 1, *totals[index], name=name, type_name=("XDP", "SchedCLS")[index % 2])
-            lines.append(evolve(line, footprint=footprint))
+            lines.append(
+                program(
+                    index + 1,
+                    *totals[index],
+                    name=name,
+                    type_name=("XDP", "SchedCLS")[index % 2],
+                    footprint=footprint,
+                )
+            )
         snapshots.append(snapshot(sequence, float(sequence), *lines))
     return report_of(*snapshots)

@@ -27,7 +27,7 @@ from kstat.live.state import MARKED_FOR, Screen, TopState, natural_key, sparklin
 from kstat.live.terminal import decode
 from kstat.live.view import TopView
 from kstat.testing.loader import LoopbackTarget, SocketFilter
-from kstat.text import shortened
+from kstat.text import common_affixes, shortened, shortened_among
 from tests.builders import interval, program, snapshot, window_started
 from tests.kstat_process import run_kstat
 from tests.windows import LoadFilter
@@ -206,16 +206,20 @@ def test_long_names_keep_their_distinguishing_end_at_80_columns() -> None:
     shown = [row.split()[1] for row in text.splitlines() if row.lstrip()[:1].isdigit()]
     assert len(shown) == 4 and len(set(shown)) == 4, text  # cut, but still four different names
     assert all("…" in name for name in shown)
-    # Half the room for the end, where one agent's names differ.
+    # Cut inside the start they share (kux_flow_exporter_parse_ipv), so what differs stays.
     assert sorted(name.rsplit("…", 1)[1] for name in shown) == [
         "e_ipv6_ext",
-        "parse_ipv4",
-        "parse_ipv6",
-        "v4_options",
+        "ipv4_options",
+        "se_ipv4",
+        "se_ipv6",
     ]
-    assert all(name.startswith("kux_flow_e…") for name in shown)
+    assert all(name.startswith("kux_flow") for name in shown)
     assert shortened("kux_flow_exporter_parse_ipv4", 21) == "kux_flow_expor…e_ipv4"  # a third: the charts'
-    assert shortened("kux_flow_exporter_parse_udp_1999", 21, end_share=0.5) == "kux_flow_e…e_udp_1999"
+    demo = ["kstat_demo_heavy_socket_filter", "kstat_demo_medium_socket_filter"]
+    assert [shortened_among(name, 29, *common_affixes(demo)) for name in demo] == [
+        "kstat_demo_heavy_socket_…lter",  # the shared end is the longer: cut there
+        "kstat_demo_medium_socket_…ter",
+    ]
 
 
 def test_period_and_total_headings_and_the_sort_keys_are_the_visible_columns() -> None:
@@ -465,10 +469,10 @@ def test_top_in_tmux_at_80_and_200_columns(tmux_top: Callable[..., Tmux], tmp_pa
         screen = top.wait_for(lambda screen: len(rows(screen)) == 2 and rows(screen)["ipv4"][-1] == "30")
         assert all(len(line) <= width for line in screen.splitlines())
         shown = rows(screen)
-        if width == 80:  # cut in the middle: the ends that tell them apart are kept
-            assert [shown[suffix][1].rsplit("…", 1)[1] for suffix in ("ipv4", "ipv6")] == [
-                "parse_ipv4",
-                "parse_ipv6",
+        if width == 80:  # cut inside the start they share: the ends that tell them apart are kept
+            assert [shown[suffix][1] for suffix in ("ipv4", "ipv6")] == [
+                "kux_flow_expo…se_ipv4",
+                "kux_flow_expo…se_ipv6",
             ]
             assert "TYPE" not in screen and "1-6 sort" in screen
         else:
@@ -484,9 +488,5 @@ def test_top_in_tmux_at_80_and_200_columns(tmux_top: Callable[..., Tmux], tmp_pa
         top.wait_for(lambda screen: ("NAME ↑" if width == 80 else "TYPE ↑") in screen)
         top.keys("q")
         top.wait_for(lambda screen: "KSTAT-DONE" in screen)
-    assert (
-        json.loads((tmp_path / "report.json").read_text())["program_stats"]["kux_flow_exporter_parse_ipv4"][
-            "run_count"
-        ]
-        == 30
-    )
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["program_stats"]["kux_flow_exporter_parse_ipv4"]["run_count"] == 30

@@ -16,7 +16,7 @@ from rich.text import Text
 
 from kstat.core.catalogue import NS_PER_S
 from kstat.live.state import COLUMNS, Column, ProgramView, Screen, TopState, sparkline
-from kstat.text import cells, for_terminal, shortened
+from kstat.text import cells, common_affixes, for_terminal, shortened, shortened_among
 
 # The width of each column but the name's, which takes what is left (at least its own here).
 _WIDTHS: Final = {
@@ -30,6 +30,7 @@ _WIDTHS: Final = {
     "cpu_percent": 8,
     "runs": 11,
 }
+# Half the room for the end of a text cut with nothing beside it to compare (an owner).
 NAME_END_SHARE: Final = 0.5
 # Room the sort arrow takes beside a heading.
 _ARROW: Final = 2
@@ -99,14 +100,16 @@ def _figure(view: ProgramView, key: str) -> str:
     return _number(value, 1 if key == "events_per_sec" and value < 100 else 0)
 
 
-def _cell(view: ProgramView, key: str, width: int) -> str:
+def _cell(view: ProgramView, key: str, width: int, shared: tuple[int, int] = (0, 0)) -> str:
+    """A cell's text in `width` cells. A long name is cut inside what it shares with the names
+    shown beside it (`shared`: their common start and end), so that what tells it from them
+    stays: one agent's programs share a long start (`kux_flow_exporter_parse_`), the demo's a
+    start and an end (`kstat_demo_`, `_socket_filter`)."""
     if key in _FIGURES:
         return _figure(view, key)
-    # Half the room for a name's end: one agent's programs share a long start
-    # (`kux_flow_exporter_parse_`), and their ends tell them apart (`…_udp_1999`).
     if key == "name":
         mark = {"new": "+ ", "gone": "- "}.get(view.status, "")
-        return mark + shortened(for_terminal(view.name), width - len(mark), end_share=NAME_END_SHARE)
+        return mark + shortened_among(for_terminal(view.name), width - len(mark), *shared)
     return shortened(for_terminal(str(view.value(key))), width, end_share=NAME_END_SHARE)
 
 
@@ -168,11 +171,12 @@ def table(state: TopState, width: int, height: int) -> Table:
             overflow="ellipsis",
             width=room,
         )
+    shared = common_affixes([for_terminal(view.name) for view in visible])
     for view in visible:
         style = "reverse" if view is selected else ("dim" if view.status == "gone" else None)
         if view.status == "new" and view is not selected:
             style = "green"
-        grid.add_row(*(_cell(view, column.key, widths[column.key]) for column in shown), style=style)
+        grid.add_row(*(_cell(view, column.key, widths[column.key], shared) for column in shown), style=style)
     if not rows:
         grid.add_row(*(["no programs match" if column.key == "name" else "" for column in shown]))
     # Blank rows to the bottom, so that the key line stays at the foot of the screen.
