@@ -114,36 +114,48 @@ def _cell(view: ProgramView, key: str, width: int, shared: tuple[int, int] = (0,
 
 
 def header(state: TopState, width: int) -> Text:
-    """The totals line, its least useful parts dropped where the terminal is narrow."""
+    """The totals line; where the terminal is narrow it says less, in this order: the share of
+    all CPUs, the period, the sort (the table's arrow shows it too), the words "of one CPU",
+    then whatever is last."""
     totals = state.totals
     all_cpus = totals.cpu_percent / totals.online_cpus if totals.online_cpus else 0.0
     column = next(column for column in COLUMNS if column.key == state.sort_key)
-    cpu = f"eBPF CPU {totals.cpu_percent:.3f} % of one CPU"
-    parts = [
-        (f"{cpu} ({all_cpus:.3f} % of all {totals.online_cpus})", None),
+    cpu = f"eBPF CPU {totals.cpu_percent:.3f} %"
+    parts: list[tuple[str, str | None]] = [
+        (f"{cpu} of one CPU ({all_cpus:.3f} % of all {totals.online_cpus})", None),
         (f"{_number(totals.events_per_sec)} events/s", None),
         (f"{totals.loaded} programs, {totals.ran} ran", None),
-        (f"sort {column.heading} {'↓' if state.reverse else '↑'}", "optional"),
-        (f"period {state.interval_ns / NS_PER_S:g}s", "optional"),
+        (f"sort {column.heading} {'↓' if state.reverse else '↑'}", None),
+        (f"period {state.interval_ns / NS_PER_S:g}s", None),
     ]
-    # Narrower, the CPU share says less before anything else goes: of all CPUs, then its words.
-    for shorter in (cpu, f"eBPF CPU {totals.cpu_percent:.3f} %"):
-        if len("kstat top  ") + sum(len(text) + 5 for text, _ in parts) > width:
-            parts[0] = (shorter, None)
     if state.typing is not None:
         parts.insert(0, (f"filter: {state.typing}▏", "bold yellow"))
     elif state.filter_text:
         parts.insert(0, (f"filter: {state.filter_text}", "yellow"))
     if state.paused:
         parts.insert(0, ("PAUSED", "bold red"))
-    while len(parts) > 1 and len("kstat top  ") + sum(len(text) + 5 for text, _ in parts) > width:
-        optional = [part for part in parts if part[1] == "optional"]
-        parts.remove(optional[-1] if optional else parts[-1])
+    first = len(parts) - 5  # where the CPU share is
+
+    def fits() -> bool:
+        return len("kstat top  ") + sum(len(text) + 5 for text, _ in parts) <= width
+
+    steps = (
+        lambda: parts.__setitem__(first, (f"{cpu} of one CPU", None)),
+        lambda: parts.pop(first + 4),  # the period
+        lambda: parts.pop(first + 3),  # the sort
+        lambda: parts.__setitem__(first, (cpu, None)),
+    )
+    for step in steps:
+        if fits():
+            break
+        step()
+    while len(parts) > 1 and not fits():
+        parts.pop()
     text = Text(no_wrap=True, overflow="ellipsis")
     text.append("kstat top", style="bold")
     for part, style in parts:
         text.append("  ·  " if len(text) > len("kstat top") else "  ")
-        text.append(part, style=None if style == "optional" else style)
+        text.append(part, style=style)
     return text
 
 
