@@ -29,15 +29,26 @@ FAIL_ON ?= avg_runtime_ns:+10%
 # Runs of the workload per side: with 4 or more, compare tests each change for significance.
 RUNS ?= 1
 
-.PHONY: install deps test test-unprivileged lint demo e2e soak soak-serve clean bench
+.PHONY: install install-runtime man deps test test-unprivileged lint demo e2e soak soak-serve clean bench
 
-$(BIN)/.installed: pyproject.toml
+# Two stamps on one virtualenv: the demo needs only kstat's runtime dependencies (a few tens of
+# MB); the tests and the linters bring the rest (matplotlib, SciPy, mypy, ruff, nox).
+$(VENV)/.created:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet --editable '.[dev]'
 	touch $@
 
+$(BIN)/.runtime: pyproject.toml $(VENV)/.created
+	$(BIN)/pip install --quiet --editable .
+	touch $@
+
+$(BIN)/.installed: pyproject.toml $(VENV)/.created
+	$(BIN)/pip install --quiet --editable '.[dev]'
+	touch $(BIN)/.runtime $@
+
 install: $(BIN)/.installed
+
+install-runtime: $(BIN)/.runtime
 
 deps: $(STATSD_DIR)/node_modules/.installed
 
@@ -79,7 +90,16 @@ lint: install
 	$(BIN)/mypy
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
-demo: install
+# The manual page, generated from the parsers kstat runs with (`man -l kstat.1` reads it).
+MAN_PAGE ?= man/kstat.1
+man: install
+	mkdir -p $(dir $(MAN_PAGE))
+	$(BIN)/argparse-manpage --module kstat.cli --function full_parser --prog kstat \
+		--project-name kstat --version $$($(BIN)/python -c 'import kstat; print(kstat.__version__)') \
+		--description "measure what loaded eBPF programs cost inside the kernel" \
+		--manual-title "kstat manual" --output $(MAN_PAGE)
+
+demo: install-runtime
 	$(SUDO) $(BIN)/kstat demo $(ARGS)
 
 # Each run's report is kernel-stats-run-K.json; kernel-stats.json is the last (the seed's name).

@@ -1,7 +1,7 @@
 """The command line: `kstat [flags]` collects (the Go tool's interface); `kstat SUBCOMMAND`
-runs one of `demo`, `list`, `run`, `serve`, `top`, `compare`, `history` and `plot`. Each lives in
-`kstat.commands`, with its own arguments; this module only dispatches, and turns errors into
-one line and an exit status:
+runs one of COMMANDS below. Each lives in `kstat.commands`, with its own arguments; this module
+only dispatches (a mistyped command gets a "did you mean"), and turns errors into one line and
+an exit status:
 
 0 success, 1 a runtime failure (privileges, kernel, output, a sink, a file that is not a
 report) or a regression found by `compare`, 2 a usage error, 130 interrupted before anything
@@ -11,13 +11,15 @@ could be collected; `run` exits with its command's status.
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import sys
 from collections.abc import Sequence
-from typing import Final, Protocol, cast
+from typing import NoReturn, Protocol, cast
 
 from kstat._logging import configure_logging
-from kstat.commands._options import EXIT_FAILURE, EXIT_INTERRUPTED, say, say_error
+from kstat.commands import COMMANDS, DEFAULT_COMMAND
+from kstat.commands._options import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, say, say_error
 from kstat.errors import CommandNotRunnable, KstatError, UsageError
 
 
@@ -30,18 +32,15 @@ class Command(Protocol):
     def run(self, options: argparse.Namespace) -> int: ...
 
 
-# Subcommand -> module; imported only when chosen, so `kstat list` never loads matplotlib.
-COMMANDS: Final = {
-    "collect": "kstat.commands.collect",
-    "demo": "kstat.commands.demo",
-    "list": "kstat.commands.list",
-    "run": "kstat.commands.run",
-    "serve": "kstat.commands.serve",
-    "top": "kstat.commands.top",
-    "compare": "kstat.commands.compare",
-    "history": "kstat.commands.history",
-    "plot": "kstat.commands.plot",
-}
+def command_module(name: str = DEFAULT_COMMAND) -> Command:
+    module, _ = COMMANDS[name]
+    return cast(Command, importlib.import_module(module))
+
+
+def _unknown_command(parser: argparse.ArgumentParser, word: str) -> NoReturn:
+    close = difflib.get_close_matches(word, COMMANDS, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else f" (commands: {', '.join(COMMANDS)})"
+    parser.error(f"unknown command {word!r}{hint}")
 
 
 def parse_command_line(
@@ -49,8 +48,14 @@ def parse_command_line(
 ) -> tuple[Command, argparse.ArgumentParser, argparse.Namespace]:
     """The subcommand and its parsed options; a usage error exits 2 (argparse's SystemExit)."""
     words = list(arguments)
-    name = words.pop(0) if words and words[0] in COMMANDS else "collect"
-    command = cast(Command, importlib.import_module(COMMANDS[name]))
+    name = DEFAULT_COMMAND
+    if words and not words[0].startswith("-"):
+        if words[0] not in COMMANDS:
+            _unknown_command(command_module().build_parser(), words[0])
+        name = words.pop(0)
+    if name == "help":
+        return _help(words)
+    command = command_module(name)
     parse = getattr(command, "parse", None)
     if parse is not None:
         parser, options = parse(words)
@@ -58,6 +63,44 @@ def parse_command_line(
         parser = command.build_parser()
         options = parser.parse_args(words)
     return command, parser, options
+
+
+def _help(words: list[str]) -> NoReturn:
+    """`kstat help [COMMAND]`: the help `kstat [COMMAND] --help` prints, exit 0."""
+    top = command_module().build_parser()
+    if len(words) > 1:
+        top.error("kstat help takes one command at most: kstat help COMMAND")
+    if words and words[0] not in COMMANDS:
+        _unknown_command(top, words[0])
+    chosen = top if not words or words[0] == "help" else command_module(words[0]).build_parser()
+    chosen.print_help()
+    sys.exit(EXIT_OK)
+
+
+def full_parser() -> argparse.ArgumentParser:
+    """One parser holding every command's as a subcommand: what the shell completions and the
+    manual page are generated from (kstat itself dispatches before parsing, see above)."""
+    parser = command_module().build_parser()
+    parser.epilog = None  # its list of commands: the subcommands say it here
+    commands = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND")
+    for name, (_, summary) in COMMANDS.items():
+        if name == DEFAULT_COMMAND:
+            continue
+        if name == "help":
+            helped = commands.add_parser(name, help=summary, description=summary)
+            helped.add_argument("topic", nargs="?", choices=[*COMMANDS], metavar="COMMAND")
+            continue
+        built = command_module(name).build_parser()
+        commands.add_parser(
+            name,
+            parents=[built],
+            prog=built.prog,
+            add_help=False,
+            help=summary,
+            description=built.description,
+            usage=built.usage,
+        )
+    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -56,6 +56,16 @@ class OutputClosed(KstatError):
     """The reader of a stream went away (a closed pipe): the stream ends, which is no failure."""
 
 
+class ExtraMissing(KstatError):
+    """What was asked needs an optional dependency that is not installed: the message names the
+    extra that brings it (`pip install 'kstat[plot]'`). A failure to run, not a usage error."""
+
+    def __init__(self, needed_by: str, package: str, extra: str) -> None:
+        super().__init__(f"{needed_by} needs {package}: pip install 'kstat[{extra}]'")
+        self.package = package
+        self.extra = extra
+
+
 class UsageError(KstatError):
     """A flag or argument value is malformed (the CLI exits 2)."""
 

@@ -146,3 +146,61 @@ class FakeSource:
 def stats_left_alone() -> Iterator[StatsMethod]:
     """A stats switch that switches nothing: the source is not the kernel."""
     yield StatsMethod.BPF_ENABLE_STATS
+
+
+def fleet_report(
+    count: int,
+    *,
+    heavier: float = 1.0,
+    with_maps: bool = False,
+    intervals: int = 3,
+    seed: int = 7,
+    code_growth: int = 1,
+) -> Report:
+    """A report of `count` programs as a busy host has them: a few costly, most cheap, some
+    idle, one burst (a program whose one interval's CPU share is ten times its average) and long
+    agent-style names; each with a footprint (and maps when asked). `heavier` scales every
+    program's runtime per run (a slower build); `code_growth` multiplies program 0's code size
+    and verified instructions (a build whose code grew)."""
+    import random  # noqa: PLC0415 - only here
+
+    from kstat.core.model import MapFootprint, ProgramFootprint  # noqa: PLC0415
+
+    chooser = random.Random(seed)
+    agents = ("kux_flow_exporter", "cilium_lb", "tetragon_sensor", "falco_probe", "pixie_trace")
+    programs: list[tuple[str, int, int, ProgramFootprint]] = []
+    for index in range(count):
+        name = f"{agents[index % len(agents)]}_parse_{('ipv4', 'ipv6', 'tcp', 'udp')[index % 4]}_{index}"
+        # A long tail: runs per interval fall off with the index, a tenth of them never run.
+        runs = 0 if index % 10 == 9 else int(20_000 / (1 + index) ** 0.8) + chooser.randrange(5)
+        per_run_ns = int((60 + chooser.randrange(400)) * heavier)
+        maps = (MapFootprint(index + 1, 4096 * (1 + index % 5)),) if with_maps else ()
+        growth = code_growth if index == 0 else 1
+        footprint = ProgramFootprint(
+            jited_size_bytes=(80 + 8 * (index % 50)) * growth,
+            xlated_size_bytes=(120 + 8 * (index % 50)) * growth,
+            verified_instructions=(10 + index % 300) * growth,
+            memlock_bytes=4096,
+            maps=maps,
+        )
+        programs.append((name, runs, per_run_ns, footprint))
+    snapshots = []
+    totals = [(0, 0)] * count
+    for sequence in range(intervals + 1):
+        lines = []
+        for index, (name, runs, per_run_ns, footprint) in enumerate(programs):
+            # Program 1 bursts in the second interval: ten times its runs there.
+            this_runs = 0 if sequence == 0 else runs * (10 if index == 1 and sequence == 2 else 1)
+            run_time, run_count = totals[index]
+            totals[index] = (run_time + this_runs * per_run_ns, run_count + this_runs)
+            lines.append(
+                program(
+                    index + 1,
+                    *totals[index],
+                    name=name,
+                    type_name=("XDP", "SchedCLS")[index % 2],
+                    footprint=footprint,
+                )
+            )
+        snapshots.append(snapshot(sequence, float(sequence), *lines))
+    return report_of(*snapshots)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,11 +13,14 @@ from pathlib import Path
 
 import pytest
 
+from kstat._version import __version__
 from kstat.sources.syscalls import ProgramReader
 from tests.kstat_process import KstatProcess, run_kstat
 from tests.stats_holders import nobody_else_counts
 from tests.windows import LoadFilter
 
+REPO = Path(__file__).parents[1]
+GOLDEN_REPORT = "kstat-0.2-report.json"
 DROP_ADMIN_CAPABILITIES = ["setpriv", "--inh-caps=-all", "--bounding-set=-sys_admin,-bpf,-perfmon"]
 
 
@@ -235,3 +240,200 @@ def test_verbose_adds_debug_lines_and_the_default_does_not() -> None:
     snapshots = [entry for entry in verbose.log if entry["level"] == "debug" and entry["event"] == "snapshot"]
     sequences = [entry["sequence"] for entry in snapshots]
     assert sequences == list(range(len(sequences))) and len(sequences) >= 2
+
+
+# --- conventions: usage, help, version, completion, manual -------------------------------------
+
+COMMAND_WORDS = "{demo,list,run,serve,top,compare,history,plot,completion,help}"
+
+
+def test_the_usage_line_lists_the_commands() -> None:
+    shown = run_kstat(["--help"])
+    assert shown.returncode == 0
+    assert shown.stdout.splitlines()[:2] == [
+        "usage: kstat [options]   (collect one window: the Go collect-kernel-stats tool's flags)",
+        f"       kstat {COMMAND_WORDS} ...",
+    ]
+    assert "  top         a live table of every program's cost, recording" in shown.stdout
+    wrong = run_kstat(["-duration", "x"])
+    assert wrong.stderr.splitlines()[1] == f"       kstat {COMMAND_WORDS} ..."
+
+
+@pytest.mark.parametrize(
+    ("arguments", "last_line"),
+    [
+        (["lst"], "kstat: error: unknown command 'lst'; did you mean 'list'?"),
+        (["sevre", "-o", "x.json"], "kstat: error: unknown command 'sevre'; did you mean 'serve'?"),
+        (["help", "comapre"], "kstat: error: unknown command 'comapre'; did you mean 'compare'?"),
+        (
+            ["frobnicate"],
+            "kstat: error: unknown command 'frobnicate' (commands: collect, demo, list, run, "
+            "serve, top, compare, history, plot, completion, help)",
+        ),
+    ],
+)
+def test_a_mistyped_command_gets_a_suggestion(arguments: list[str], last_line: str) -> None:
+    completed = run_kstat(arguments)
+    assert completed.returncode == 2
+    no_traceback(completed.stderr)
+    assert completed.stderr.startswith("usage: kstat [options]")
+    assert completed.stderr.splitlines()[-1] == last_line
+
+
+@pytest.mark.parametrize("command", [[], ["list"], ["top"], ["help"], ["completion"]])
+def test_kstat_help_is_the_commands_help(command: list[str]) -> None:
+    helped = run_kstat(["help", *command])
+    assert helped.returncode == 0, helped.stderr
+    own = run_kstat([*(command if command != ["help"] else []), "--help"])
+    assert helped.stdout == own.stdout
+    assert helped.stdout.startswith(
+        f"usage: kstat {command[0]}" if command and command != ["help"] else "usage: kstat"
+    )
+
+
+@pytest.mark.parametrize("flag", ["-version", "--version"])
+def test_version_in_go_and_gnu_spelling(flag: str) -> None:
+    completed = run_kstat([flag])
+    assert (completed.returncode, completed.stdout, completed.stderr) == (0, f"kstat {__version__}\n", "")
+
+
+def test_help_says_what_the_command_does() -> None:
+    serve = " ".join(run_kstat(["serve", "--help"]).stdout.split())
+    output_help = (
+        "-output FILE, --output FILE, -o FILE write the JSON report to FILE, atomically "
+        "(default: none: serve writes nothing on standard output)"
+    )
+    assert output_help in serve
+    assert "(default: prometheus://127.0.0.1:20915, unless -output is given)" in serve
+    for command in ([], ["run"], ["top"], ["demo"]):
+        assert "prometheus://[HOST]:PORT" in " ".join(run_kstat([*command, "--help"]).stdout.split())
+
+
+def bash_completions(script: Path, *words: str) -> list[str]:
+    """What bash offers after `words` (the last one being typed), with the script sourced."""
+    line = " ".join(words)
+    program = (
+        f"source {script} && complete -p kstat >/dev/null && "
+        f"COMP_WORDS=({' '.join(repr(word) for word in words)}); COMP_CWORD={len(words) - 1}; "
+        f"COMP_LINE={line!r}; COMP_POINT={len(line)}; _shtab_kstat; printf '%s\\n' \"${{COMPREPLY[@]}}\""
+    )
+    completed = subprocess.run(["bash", "-c", program], capture_output=True, text=True, check=False)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stderr == ""
+    return completed.stdout.split()
+
+
+def test_bash_completion_is_valid_and_completes_commands_flags_and_choices(tmp_path: Path) -> None:
+    script = tmp_path / "kstat.bash"
+    generated = run_kstat(["completion", "bash"])
+    assert generated.returncode == 0, generated.stderr
+    script.write_text(generated.stdout)
+    assert bash_completions(script, "kstat", "li") == ["list"]
+    assert bash_completions(script, "kstat", "top", "--de") == ["--delay"]
+    assert bash_completions(script, "kstat", "compare", "--format", "") == ["table", "markdown", "json"]
+    assert bash_completions(script, "kstat", "completion", "") == ["bash", "zsh", "fish"]
+    assert "-version" in bash_completions(script, "kstat", "-vers")
+
+
+@pytest.mark.parametrize("shell", ["zsh", "fish"])
+def test_zsh_and_fish_completions_know_every_command(shell: str) -> None:
+    generated = run_kstat(["completion", shell])
+    assert generated.returncode == 0, generated.stderr
+    for command in ("demo", "list", "run", "serve", "top", "compare", "history", "plot"):
+        assert command in generated.stdout
+    if shutil.which(shell) is not None:  # not installed here by default: a syntax check where it is
+        checked = subprocess.run(
+            [shell, "-n"], input=generated.stdout, capture_output=True, text=True, check=False
+        )
+        assert checked.returncode == 0, checked.stderr
+
+
+def test_an_unknown_shell_is_a_usage_error() -> None:
+    completed = run_kstat(["completion", "tcsh"])
+    assert completed.returncode == 2
+    assert "invalid choice: 'tcsh'" in completed.stderr
+
+
+@pytest.mark.skipif(
+    not (REPO / ".venv" / "bin" / ".installed").exists(), reason="needs the Makefile's .venv (make install)"
+)
+def test_the_manual_page_is_generated_and_renders(tmp_path: Path) -> None:
+    page = tmp_path / "kstat.1"
+    subprocess.run(
+        ["make", "-s", "-C", str(REPO), "man", f"MAN_PAGE={page}"],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "MAKEFLAGS": ""},
+    )
+    if shutil.which("groff") is None:
+        pytest.skip("groff is not installed")
+    # -ww: every warning; -z: no output, only the check.
+    checked = subprocess.run(
+        ["groff", "-man", "-ww", "-z", str(page)], capture_output=True, text=True, check=False
+    )
+    assert (checked.returncode, checked.stderr) == (0, "")
+    if shutil.which("man") is not None:
+        shown = subprocess.run(
+            ["man", "-l", str(page)],
+            capture_output=True,
+            text=True,
+            check=False,
+            env={**os.environ, "MANWIDTH": "100"},
+        )
+        assert shown.returncode == 0, shown.stderr
+        text = " ".join(shown.stdout.split())
+        assert "kstat - measure what loaded eBPF programs cost inside the kernel" in text
+        for expected in ("kstat top", "-d SECONDS, --delay SECONDS", "kstat completion", "run count"):
+            assert expected in text, expected
+
+
+# --- a missing extra -----------------------------------------------------------------------------
+
+
+def without(tmp_path: Path, *packages: str) -> dict[str, str]:
+    """An environment in which importing these packages fails, as where they are not installed."""
+    blocked = tmp_path / "blocked"
+    for package in packages:
+        (blocked / package).mkdir(parents=True)
+        (blocked / package / "__init__.py").write_text(f"raise ImportError('{package} is not installed')\n")
+    return {"PYTHONPATH": os.pathsep.join([str(blocked), str(REPO)])}
+
+
+def test_history_chart_without_matplotlib_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    report = tmp_path / "r.json"
+    report.write_text((REPO / "tests" / "golden" / GOLDEN_REPORT).read_text())
+    completed = run_kstat(
+        ["history", str(report), "-o", str(tmp_path / "h.png")], env=without(tmp_path, "matplotlib")
+    )
+    assert (completed.returncode, completed.stdout) == (1, "")
+    assert (
+        completed.stderr
+        == "kstat: error: kstat history -o FILE.png needs matplotlib: pip install 'kstat[plot]'\n"
+    )
+    plot = run_kstat(
+        ["plot", str(report), "-o", str(tmp_path / "p.png")], env=without(tmp_path / "b", "matplotlib")
+    )
+    assert (plot.returncode, plot.stderr) == (
+        1,
+        "kstat: error: kstat plot needs matplotlib: pip install 'kstat[plot]'\n",
+    )
+    assert not list(tmp_path.glob("*.png"))
+
+
+def test_compare_of_several_runs_without_scipy_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    golden = json.loads((REPO / "tests" / "golden" / GOLDEN_REPORT).read_text())
+    runs = []
+    for index in range(8):
+        # Runs that differ (a few ns a run): alike, there would be nothing to rank.
+        for line in golden["program_stats"].values():
+            line["runtime_ns"] += line["run_count"] * index
+            line["avg_runtime_ns"] += index
+        run = tmp_path / f"run-{index}.json"
+        run.write_text(json.dumps(golden))
+        runs.append(str(run))
+    completed = run_kstat(["compare", *runs[:4], "--", *runs[4:]], env=without(tmp_path, "scipy"))
+    assert completed.returncode == 1
+    assert completed.stderr == (
+        "kstat: error: comparing several runs per side (its rank test) needs SciPy: "
+        "pip install 'kstat[stats]'\n"
+    )

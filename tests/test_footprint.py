@@ -4,6 +4,7 @@ that use real maps, checked against the maps' sizes and against bpftool."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -14,10 +15,11 @@ import pytest
 
 from kstat.sinks.ndjson import NdjsonSink
 from kstat.sources import syscalls
+from kstat.sources.stats_switch import runtime_stats_enabled
 from kstat.sources.syscalls import ProgramReader, fdinfo_memlock
 from kstat.testing.loader import BpfMap, LoopbackTarget, SocketFilter
 from tests.kstat_process import run_kstat
-from tests.windows import WindowProbe, run_window, send
+from tests.windows import LoadFilter, WindowProbe, run_window, send
 
 pytestmark = pytest.mark.kernel
 
@@ -112,6 +114,20 @@ def test_kstat_list_shows_the_footprint_bpftool_shows(
     assert program["memlock_bytes"] == shown["bytes_memlock"]
     assert sorted(program["map_ids"]) == sorted(shown["map_ids"])
     assert program["num_maps"] == 2 and program["maps_memlock_bytes"] > 0
+
+
+def test_kstat_list_shows_the_run_count_and_run_time_bpftool_shows(load_filter: LoadFilter) -> None:
+    target = load_filter("kstat_t_lrun", 50)
+    with runtime_stats_enabled():
+        target.send(77)
+    shown = bpftool("prog", "show", "id", str(target.program.id))
+    header, *rows = run_kstat(["list", "--id", str(target.program.id)]).stdout.splitlines()
+    assert header.split()[:5] == ["ID", "TYPE", "NAME", "RUN_CNT", "RUN_TIME_NS"]
+    assert len(rows) == 1
+    _, _, name, runs, run_time, owner, *_ = rows[0].split()
+    assert (name, int(runs), int(run_time)) == ("kstat_t_lrun", 77, shown["run_time_ns"])
+    assert shown["run_cnt"] == 77 and shown["run_time_ns"] > 0
+    assert owner == f"{os.getpid()}/{Path('/proc/self/comm').read_text().strip()}"  # pid/comm
 
 
 def test_the_footprint_is_read_once_when_first_met(

@@ -181,6 +181,9 @@ def test_list_shows_owners_and_attachments(holders: list[Holder]) -> None:
     assert by_name["kstat_t_xdp"]["type"] == "XDP"
     assert by_name["kstat_t_xdp"]["attachments"] == ["xdp/native:kstat-t-a"]  # a link; netlink says the mode
     header, *rows = table.splitlines()
-    assert header.split() == ["ID", "TYPE", "NAME", "OWNERS", "RUNS", "IN", "ATTACHED"]
+    assert header.split() == [
+        *("ID", "TYPE", "NAME", "RUN_CNT", "RUN_TIME_NS"),
+        *("OWNERS", "RUNS", "IN", "ATTACHED"),
+    ]
     assert any(LONG_NAME in row and f"{holder.pid}/{holder.command}" in row for row in rows)
     assert any("xdp/native:kstat-t-a" in row for row in rows)

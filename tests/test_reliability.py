@@ -307,7 +307,9 @@ _VALUES = st.one_of(
     st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\x00/"), max_size=12),
     st.integers(min_value=-(2**70), max_value=2**70).map(str),
 )
-_COMMANDS = st.sampled_from([[], ["collect"], ["demo"], ["list"], ["run"], ["compare"], ["plot"]])
+_COMMANDS = st.sampled_from(
+    [[], ["collect"], ["demo"], ["list"], ["run"], ["compare"], ["plot"], ["top"], ["help"], ["completion"]]
+)
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

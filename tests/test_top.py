@@ -3,6 +3,7 @@ programs whose run counts are known."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import itertools
 import json
@@ -19,11 +20,14 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from kstat.commands import top as top_command
 from kstat.core.model import ProgramDetails, ProgramOwner
-from kstat.live.screen import columns_for, render
-from kstat.live.state import MARKED_FOR, Screen, TopState, sparkline
+from kstat.live.screen import columns_for, render, visible_columns
+from kstat.live.state import MARKED_FOR, Screen, TopState, natural_key, sparkline
 from kstat.live.terminal import decode
 from kstat.live.view import TopView
+from kstat.testing.loader import LoopbackTarget, SocketFilter
+from kstat.text import common_affixes, shortened, shortened_among
 from tests.builders import interval, program, snapshot, window_started
 from tests.kstat_process import run_kstat
 from tests.windows import LoadFilter
@@ -59,7 +63,7 @@ def test_rows_are_sorted_by_cpu_and_each_column_sorts() -> None:
     state = state_after((10, 10, 10))
     assert names(state) == ["gamma_sock", "beta_egress", "alpha_ingress"]  # CPU %, highest first
     gamma = state.rows()[0]
-    assert (gamma.events_per_sec, gamma.avg_ns, gamma.runs, gamma.owner) == (10.0, 300.0, 10, "flowd/4242")
+    assert (gamma.events_per_sec, gamma.avg_ns, gamma.runs, gamma.owner) == (10.0, 300.0, 10, "4242/flowd")
     state.press("3")  # NAME: ascending first
     assert names(state) == ["alpha_ingress", "beta_egress", "gamma_sock"]
     state.press("3")  # again: reversed
@@ -159,7 +163,7 @@ def test_screens_say_what_they_should() -> None:
     text = console.export_text()
     assert (
         "beta_egress  XDP, id 2" in text
-        and "owners: flowd/4242" in text
+        and "owners: 4242/flowd" in text
         and "attached: xdp/native:eth0" in text
     )
     assert "esc back" in text
@@ -168,6 +172,113 @@ def test_screens_say_what_they_should() -> None:
     console = Console(file=io.StringIO(), width=120, height=30, record=True, color_system=None)
     console.print(render(state, 120, 30))
     assert "filter by a substring of name, type or owner" in console.export_text()
+
+
+def screen_text(state: TopState, width: int, height: int = 20) -> str:
+    state.visible_columns = visible_columns(width)
+    console = Console(file=io.StringIO(), width=width, height=height, record=True, color_system=None)
+    console.print(render(state, width, height))
+    return console.export_text()
+
+
+def named_state(*names: str, runs: tuple[int, ...] | None = None) -> TopState:
+    """Programs 1..N with these names; program K runs `runs[K-1]` times (100 ns a run) in the
+    one interval."""
+    counts = runs or tuple(10 for _ in names)
+    first = snapshot(0, 0.0, *(program(index, 0, 0, name=name) for index, name in enumerate(names, 1)))
+    second = snapshot(
+        1,
+        1.0,
+        *(
+            program(index, count * 100, count, name=name)
+            for index, (name, count) in enumerate(zip(names, counts, strict=True), 1)
+        ),
+    )
+    state = TopState()
+    state.apply_start(window_started(first))
+    state.apply_interval(interval(first, second, first=first))
+    return state
+
+
+def test_long_names_keep_their_distinguishing_end_at_80_columns() -> None:
+    names = [f"kux_flow_exporter_parse_{suffix}" for suffix in ("ipv4", "ipv6", "ipv4_options", "ipv6_ext")]
+    text = screen_text(named_state(*names), 80)
+    shown = [row.split()[1] for row in text.splitlines() if row.lstrip()[:1].isdigit()]
+    assert len(shown) == 4 and len(set(shown)) == 4, text  # cut, but still four different names
+    assert all("…" in name for name in shown)
+    # Cut inside the start they share (kux_flow_exporter_parse_ipv), so what differs stays.
+    assert sorted(name.rsplit("…", 1)[1] for name in shown) == [
+        "e_ipv6_ext",
+        "ipv4_options",
+        "se_ipv4",
+        "se_ipv6",
+    ]
+    assert all(name.startswith("kux_flow") for name in shown)
+    assert shortened("kux_flow_exporter_parse_ipv4", 21) == "kux_flow_expor…e_ipv4"  # a third: the charts'
+    demo = ["kstat_demo_heavy_socket_filter", "kstat_demo_medium_socket_filter"]
+    assert [shortened_among(name, 29, *common_affixes(demo)) for name in demo] == [
+        "kstat_demo_heavy_socket_…lter",  # the shared end is the longer: cut there
+        "kstat_demo_medium_socket_…ter",
+    ]
+
+
+def test_period_and_total_headings_and_the_sort_keys_are_the_visible_columns() -> None:
+    state = named_state("beta", "alpha", "gamma")
+    wide = screen_text(state, 200)
+    assert "PERIOD AVG NS" in wide and "TOTAL AVG NS" in wide and "TOTAL RUNS" in wide
+    assert "AVG NS (WINDOW)" not in wide and "period 1s" in wide
+    state.press("3")  # at 200 columns every column shows: the third is NAME
+    assert state.sort_key == "name"
+    narrow = screen_text(state, 80)
+    assert "TYPE" not in narrow and "OWNER" not in narrow  # dropped at 80 columns
+    assert "1-6 sort" in narrow
+    state.press("2")  # the second column shown at 80 is NAME (TYPE is hidden): again, reversed
+    assert (state.sort_key, state.reverse) == ("name", True)
+    state.press("6")  # the sixth shown is TOTAL RUNS, not CPU %
+    assert state.sort_key == "runs"
+    state.press("9")  # no ninth column at 80: nothing happens
+    assert state.sort_key == "runs"
+    state.press("h")
+    assert "sort keys here: 1 ID  2 NAME  3 EVENTS/S" in screen_text(state, 80)
+
+
+def test_names_sort_naturally() -> None:
+    state = named_state("prog_10", "prog_2", "Prog_1", "prog_2b")
+    state.visible_columns = visible_columns(200)
+    state.press("3")
+    assert names(state) == ["Prog_1", "prog_2", "prog_2b", "prog_10"]
+    assert natural_key("a10") > natural_key("a9") and natural_key("x") < natural_key("x0")
+
+
+def test_an_idle_program_has_one_mark_for_every_figure() -> None:
+    state = named_state("busy", "idle", runs=(10, 0))
+    for width in (80, 200):
+        text = screen_text(state, width)
+        idle = next(line for line in text.splitlines() if " idle" in line).split()
+        assert idle[0] == "2" and set(idle[-5 if width == 200 else -4 :]) == {"-"}, text
+        rows = "\n".join(line for line in text.splitlines() if line.lstrip()[:1].isdigit())
+        assert " 0.0 " not in rows and "0.000" not in rows and " 0 " not in rows
+
+
+def test_names_from_the_host_cannot_steer_the_terminal() -> None:
+    text = screen_text(named_state("evil\x1b[2J\x07name"), 200)
+    assert "evil\\x1b[2J\\x07name" in text and "\x1b" not in text
+
+
+@pytest.mark.parametrize(
+    ("arguments", "interval_ns"),
+    [(["-d", "2"], 2_000_000_000), (["--delay", "0.5"], 500_000_000), (["--delay=250ms"], 250_000_000)],
+)
+def test_delay_is_the_interval_as_bpftop_spells_it(arguments: list[str], interval_ns: int) -> None:
+    assert top_command.build_parser().parse_args(arguments).interval == interval_ns
+
+
+def test_a_bad_delay_is_a_usage_error() -> None:
+    completed = run_kstat(["top", "-d", "0"])
+    assert completed.returncode == 2
+    assert completed.stderr.splitlines()[-1] == (
+        "kstat top: error: argument -d/--delay: delay '0' must be a number of seconds above zero"
+    )
 
 
 def test_keys_and_sparklines() -> None:
@@ -244,19 +355,19 @@ class Tmux:
 
 
 @pytest.fixture
-def tmux_top(tmp_path: Path) -> Iterator[Callable[[str], Tmux]]:
+def tmux_top(tmp_path: Path) -> Iterator[Callable[..., Tmux]]:
     if shutil.which("tmux") is None:
         pytest.skip("tmux is not installed (Debian's tmux package); run `make deps`")
     sessions: list[Tmux] = []
 
-    def start(arguments: str) -> Tmux:
+    def start(arguments: str, width: int = 150) -> Tmux:
         # After kstat: whether the terminal is sane again (echo and line mode back), then wait.
         script = (
             f"cd {shlex.quote(str(REPO))} && {shlex.quote(sys.executable)} -m kstat top {arguments}"
             f' > {tmp_path}/report.json 2> {tmp_path}/stderr; echo "exit $?" > {tmp_path}/status;'
             f" stty -a > {tmp_path}/stty; echo KSTAT-DONE; sleep 60"
         )
-        session = Tmux(f"kstat-top-{len(sessions)}-{os.getpid()}", f"bash -c {shlex.quote(script)}")
+        session = Tmux(f"kstat-top-{len(sessions)}-{os.getpid()}", f"bash -c {shlex.quote(script)}", width)
         sessions.append(session)
         return session
 
@@ -331,3 +442,51 @@ def test_sigterm_ends_top_and_gives_the_terminal_back(
     assert (tmp_path / "report.json").read_text() == ""  # -output took the report
     stty = (tmp_path / "stty").read_text()
     assert " icanon " in stty and " echo " in stty
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("width", [80, 200])
+def test_top_in_tmux_at_80_and_200_columns(tmux_top: Callable[..., Tmux], tmp_path: Path, width: int) -> None:
+    with contextlib.ExitStack() as stack:
+        targets = {
+            suffix: stack.enter_context(
+                LoopbackTarget(
+                    stack.enter_context(
+                        SocketFilter(f"kux_t_{suffix}", function_name=f"kux_flow_exporter_parse_{suffix}")
+                    )
+                )
+            )
+            for suffix in ("ipv4", "ipv6")
+        }
+        top = tmux_top("--interval 200ms --name '^kux_flow_exporter_parse_ipv[46]$'", width=width)
+
+        def rows(screen: str) -> dict[str, list[str]]:
+            lines = [line.split() for line in screen.splitlines() if "kux_flow" in line]
+            return {("ipv4" if "ipv4" in line[1 if width == 80 else 2] else "ipv6"): line for line in lines}
+
+        top.wait_for(lambda screen: len(rows(screen)) == 2)  # the window has started
+        targets["ipv4"].send(30)
+        screen = top.wait_for(lambda screen: len(rows(screen)) == 2 and rows(screen)["ipv4"][-1] == "30")
+        assert all(len(line) <= width for line in screen.splitlines())
+        shown = rows(screen)
+        if width == 80:  # cut inside the start they share: the ends that tell them apart are kept
+            assert [shown[suffix][1] for suffix in ("ipv4", "ipv6")] == [
+                "kux_flow_expo…se_ipv4",
+                "kux_flow_expo…se_ipv6",
+            ]
+            assert "TYPE" not in screen and "1-6 sort" in screen
+        else:
+            assert [shown[suffix][2] for suffix in ("ipv4", "ipv6")] == [
+                "kux_flow_exporter_parse_ipv4",
+                "kux_flow_exporter_parse_ipv6",
+            ]
+            comm = Path("/proc/self/comm").read_text().strip()
+            assert shown["ipv4"][3] == f"{os.getpid()}/{comm}"  # the owner: pid/comm
+            assert "PERIOD AVG NS" in screen and "TOTAL AVG NS" in screen
+        assert set(shown["ipv6"][-5 if width == 200 else -4 :]) == {"-"}  # idle: one mark
+        top.keys("2")  # the second column shown: TYPE at 200 columns, NAME at 80 (TYPE is hidden)
+        top.wait_for(lambda screen: ("NAME ↑" if width == 80 else "TYPE ↑") in screen)
+        top.keys("q")
+        top.wait_for(lambda screen: "KSTAT-DONE" in screen)
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["program_stats"]["kux_flow_exporter_parse_ipv4"]["run_count"] == 30

@@ -42,6 +42,7 @@ from kstat.core.catalogue import (
 from kstat.core.counters import summed
 from kstat.core.report import ProgramReport, Report
 from kstat.errors import UsageError
+from kstat.text import for_terminal
 
 TOTAL: Final = "(total)"
 # The columns of the table; every catalogue metric can be a --fail-on threshold and is in JSON.
@@ -509,6 +510,7 @@ def render_table(
     """A rich table as text (colours only on a terminal)."""
     from rich.console import Console  # noqa: PLC0415 - rich only loads for this output
     from rich.table import Table  # noqa: PLC0415
+    from rich.text import Text  # noqa: PLC0415
 
     table = Table(title="Kernel-side eBPF cost: baseline → current", show_lines=False)
     table.add_column("program", overflow="fold")
@@ -516,12 +518,14 @@ def render_table(
         table.add_column(metric.heading, justify="right")
     for row in (*_shown_rows(comparison, show_idle), comparison.total):
         style = "bold" if row.name == TOTAL else None
-        table.add_row(_label(row), *(_cell(row, metric.name, comparison) for metric in SHOWN), style=style)
+        # A Text, not a str: a name's brackets are not rich markup; its controls are shown.
+        label = Text(for_terminal(_label(row)))
+        table.add_row(label, *(_cell(row, metric.name, comparison) for metric in SHOWN), style=style)
     console = Console(width=width or 160, record=True, force_terminal=False, color_system=None)
     with console.capture() as captured:
         console.print(table)
         for line in _footer(comparison, violations, bullet="  ", show_idle=show_idle):
-            console.print(line, highlight=False, markup=False)
+            console.print(for_terminal(line), highlight=False, markup=False)
     return captured.get()
 
 

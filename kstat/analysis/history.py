@@ -8,6 +8,7 @@ the N runs before the last are shaded: what the last run is compared with.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -29,6 +30,7 @@ PROGRAMS_DRAWN: Final = 6
 # last run's rings.
 SERIES_COLOURS: Final = ("#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
 LAST_COLOUR: Final = "#d62728"
+MAX_TICKS: Final = 20
 
 
 @frozen
@@ -88,11 +90,11 @@ def _program_value(report: Report, name: str, metric_name: str) -> float | None:
 
 def history_figure(runs: Sequence[Run], *, compared: int = 0, title: str | None = None) -> Figure:
     """Three panels over the runs; `compared` runs before the last are shaded."""
-    from matplotlib import figure as mpl_figure  # noqa: PLC0415 - matplotlib only loads to draw
-
     from kstat.analysis.plot import pyplot  # noqa: PLC0415
 
-    pyplot()  # the Agg backend: files only
+    pyplot("kstat history -o FILE.png")  # the Agg backend (files only), or which extra is missing
+    from matplotlib import figure as mpl_figure  # noqa: PLC0415 - matplotlib only loads to draw
+
     positions = list(range(len(runs)))
     last = runs[-1].report
     names = costliest_programs(last)
@@ -147,7 +149,11 @@ def history_figure(runs: Sequence[Run], *, compared: int = 0, title: str | None 
         axis.set_ylim(0, max(axis.get_ylim()[1], 1e-9) * 1.15)
         axis.grid(alpha=0.3)
         axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
-    axes[-1].set_xticks(positions, labels(runs), rotation=45, ha="right", fontsize=8)
+    # At most MAX_TICKS labels (the last always): more would print over each other.
+    step = max(1, math.ceil(len(runs) / MAX_TICKS))
+    ticked = sorted({*positions[::-step], positions[-1]})
+    every = labels(runs)
+    axes[-1].set_xticks(ticked, [every[index] for index in ticked], rotation=45, ha="right", fontsize=8)
     axes[-1].set_xlabel("run (oldest to newest; the last ringed)")
     drawn.suptitle(title or f"kstat history: {len(runs)} runs", fontsize=13)
     drawn.tight_layout()

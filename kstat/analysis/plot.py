@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -16,9 +17,10 @@ from attrs import frozen
 
 from kstat._atomic import read_text, shown, write_atomically
 from kstat.analysis.charts import short_label
-from kstat.core.catalogue import View, in_view
+from kstat.core.catalogue import Metric, Span, View, in_view
+from kstat.core.counters import summed
 from kstat.core.report import ProgramReport
-from kstat.errors import KstatError
+from kstat.errors import ExtraMissing, KstatError
 from kstat.formats.report_json import ReportFormatError, program_from_dict, programs_from_dict
 
 if TYPE_CHECKING:
@@ -30,14 +32,15 @@ MAX_SERIES: Final = 10
 DPI: Final = 100
 
 
-def pyplot() -> Any:
+def pyplot(needed_by: str = "drawing charts") -> Any:
+    """matplotlib's pyplot on the Agg backend; ExtraMissing names the extra when it is absent."""
     try:
         import matplotlib  # noqa: PLC0415 - optional, loaded only to plot
 
         matplotlib.use("Agg")  # files only: no display needed, none assumed
         from matplotlib import pyplot  # noqa: PLC0415
     except ImportError:
-        raise KstatError("kstat plot needs matplotlib: pip install 'kstat[plot]'") from None
+        raise ExtraMissing(needed_by, "matplotlib", "plot") from None
     return pyplot
 
 
@@ -51,8 +54,10 @@ class StreamInterval:
 
 
 def stream_figure(intervals: Sequence[StreamInterval], *, title: str | None = None) -> Figure:
-    """Time series from NDJSON interval lines: one line per program (the costliest few)."""
-    plt = pyplot()
+    """Time series from NDJSON interval lines: one line per program (the costliest few, by
+    runtime over the stream, the same in every panel), one for the others together. A metric
+    per run (average runtime) has a gap where a program did not run, never a drop to zero."""
+    plt = pyplot("kstat plot")
     if not intervals:
         raise KstatError("the NDJSON stream has no interval lines to plot")
     times: list[float] = []
@@ -64,27 +69,70 @@ def stream_figure(intervals: Sequence[StreamInterval], *, title: str | None = No
     for interval in intervals:
         for key, line in interval.programs.items():
             runtime_by_key[key] = runtime_by_key.get(key, 0) + line.runtime_ns
-    shown = sorted(runtime_by_key, key=lambda key: runtime_by_key[key], reverse=True)[:MAX_SERIES]
+    ranked = sorted(runtime_by_key, key=lambda key: (-runtime_by_key[key], key))
+    shown, rest = ranked[:MAX_SERIES], set(ranked[MAX_SERIES:])
     figure: Figure
     figure, axes = plt.subplots(len(PANELS), 1, figsize=(11, 3.2 * len(PANELS)), dpi=DPI, sharex=True)
+    legends: dict[Any, tuple[list[Any], list[str]]] = {}
     for axis, metric in zip(axes, PANELS, strict=True):
         for key in shown:
-            # NDJSON leaves idle programs out of an interval's line: absent means zero.
-            values = [_value_or_zero(interval.programs.get(key), metric.name) for interval in intervals]
+            values = [_interval_value(interval.programs.get(key), metric) for interval in intervals]
             axis.plot(times, values, label=short_label(key), marker=".")
         axis.set_title(metric.title)
         axis.set_ylabel(metric.unit)
+        axis.set_ylim(bottom=0)
         axis.grid(alpha=0.3)
+        if rest:
+            others = [_others_value(interval, rest, metric) for interval in intervals]
+            named_top = max(
+                (float(value) for line in axis.lines for value in line.get_ydata() if not math.isnan(value)),
+                default=0.0,
+            )
+            # The rest together can dwarf every program drawn: then they get an axis of their own.
+            own_axis = max((value for value in others if not math.isnan(value)), default=0.0) > 3 * named_top
+            target = axis.twinx() if own_axis else axis
+            target.plot(
+                times,
+                others,
+                label=f"others ({len(rest):,} programs)" + (", right axis" if own_axis else ""),
+                color="black",
+                linestyle="--",
+                marker=".",
+            )
+            if own_axis:
+                target.set_ylim(bottom=0)
+                target.set_ylabel(f"{metric.unit}, others")
+                handles, names = axis.get_legend_handles_labels()
+                twin_handles, twin_names = target.get_legend_handles_labels()
+                legends[axis] = (handles + twin_handles, names + twin_names)
     axes[-1].set_xlabel("seconds since the window began")
-    axes[0].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
+    handles, names = legends.get(axes[0], axes[0].get_legend_handles_labels())
+    # Beyond the right axis of the others, when the first panel has one.
+    axes[0].legend(handles, names, loc="upper left", bbox_to_anchor=(1.08, 1.0), fontsize="small")
     figure.suptitle(title or f"kstat: per-interval kernel-side cost ({len(intervals)} intervals)")
     figure.tight_layout()
     return figure
 
 
-def _value_or_zero(line: ProgramReport | None, name: str) -> float:
-    value = None if line is None else line.value(name)
-    return 0.0 if value is None else float(value)
+def _interval_value(line: ProgramReport | None, metric: Metric) -> float:
+    """A program's value in one interval. NDJSON leaves an idle program out of an interval's
+    line: absent is zero runs, so a count or a share is 0 and a value per run is a gap (NaN)."""
+    if line is None or (metric.per_run and line.run_count == 0):
+        return math.nan if metric.per_run else 0.0
+    value = line.value(metric.name)
+    return math.nan if value is None else float(value)
+
+
+def _others_value(interval: StreamInterval, keys: set[str], metric: Metric) -> float:
+    """The programs of `keys` in one interval as one: the metric of their summed counters."""
+    lines = [line for key, line in interval.programs.items() if key in keys]
+    span = Span(
+        counters=summed(line.counters for line in lines), elapsed_ns=interval.elapsed_ns, online_cpus=None
+    )
+    if metric.per_run and span.run_count == 0:
+        return math.nan
+    value = metric.compute(span)
+    return math.nan if value is None else float(value)
 
 
 def save_png(figure: Figure, path: Path) -> None:

@@ -20,7 +20,7 @@ from typing import Final, Literal
 
 from attrs import frozen
 
-from kstat.errors import UsageError
+from kstat.errors import ExtraMissing, UsageError
 
 DEFAULT_ALPHA: Final = 0.05
 Alternative = Literal["two-sided", "less", "greater"]
@@ -121,9 +121,7 @@ def _mann_whitney(
     try:
         from scipy.stats import mannwhitneyu  # noqa: PLC0415 - SciPy loads only to test runs
     except ImportError:
-        raise UsageError(
-            "comparing several runs per side needs SciPy for its rank test: pip install 'kstat[stats]'"
-        ) from None
+        raise ExtraMissing("comparing several runs per side (its rank test)", "SciPy", "stats") from None
     # `after` first: "greater" asks whether after's runs tend to be larger.
     result = mannwhitneyu(after, before, alternative=alternative, method="auto")
     return Verdict(p_value=float(result.pvalue), alpha=alpha, testable=True)

@@ -151,9 +151,21 @@ def add_verbose_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-verbose", "--verbose", "-v", action="store_true", help="log debug details")
 
 
+# Where the report goes without -output or --sink, as most collecting commands do it.
+REPORT_ON_STDOUT: Final = "standard output"
+SINKS_BY_DEFAULT: Final = "stdout, or only the -output file when it is given"
+
+
 def add_window_flags(
-    parser: argparse.ArgumentParser, default_duration: str | None, default_interval: str = DEFAULT_INTERVAL
+    parser: argparse.ArgumentParser,
+    default_duration: str | None,
+    default_interval: str = DEFAULT_INTERVAL,
+    *,
+    report_default: str = REPORT_ON_STDOUT,
+    sinks_default: str = SINKS_BY_DEFAULT,
 ) -> None:
+    """The window's flags; `report_default` and `sinks_default` say (in --help) what the
+    command does when -output and --sink are not given."""
     # Go's flag package spells long flags with one dash; the seed documented them that way, so
     # both spellings work (`-duration 5m`, `--duration=5m`).
     if default_duration is not None:
@@ -179,7 +191,7 @@ def add_window_flags(
         "-o",
         type=Path,
         metavar="FILE",
-        help="write the JSON report to FILE, atomically (default: standard output)",
+        help=f"write the JSON report to FILE, atomically (default: {report_default})",
     )
     parser.add_argument(
         "--snapshot-method",
@@ -199,8 +211,9 @@ def add_window_flags(
         help=(
             "where the window's events and report go; repeatable: stdout, json:PATH, ndjson:PATH, "
             "ndjson:-, ndjson:PATH?layout=records (flat records for log stores), "
-            "statsd://HOST:PORT?prefix=P[&tags=dogstatsd][&transport=tcp], or a third-party "
-            "sink (default: stdout, or only the -output file when it is given)"
+            "statsd://HOST:PORT?prefix=P[&tags=dogstatsd][&transport=tcp], "
+            "prometheus://[HOST]:PORT (a /metrics endpoint; 127.0.0.1:20915 by default), or a "
+            f"third-party sink (default: {sinks_default})"
         ),
     )
     parser.add_argument(
@@ -289,7 +302,7 @@ def add_filter_flags(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="HOOK",
-        help="programs attached this way: xdp, tc, tc/ingress, tcx, cgroup, cgroup/egress, ...",
+        help="programs attached this way: xdp, tc, tc/ingress, tcx, cgroup, cgroup/egress and the like",
     )
     group.add_argument(
         "--host-root",

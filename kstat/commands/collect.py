@@ -7,6 +7,7 @@ import argparse
 import trio
 
 from kstat._version import __version__
+from kstat.commands import COMMANDS, DEFAULT_COMMAND
 from kstat.commands._options import ArgumentParser, add_filter_flags, add_window_flags, parse_with_filter
 from kstat.commands._window import (
     announce_when_ready,
@@ -24,23 +25,38 @@ DEFAULT_DURATION = "60s"
 
 
 def build_parser() -> argparse.ArgumentParser:
+    listed = [name for name in COMMANDS if name != DEFAULT_COMMAND]
     parser = ArgumentParser(
         prog="kstat",
+        usage=(
+            "kstat [options]   (collect one window: the Go collect-kernel-stats tool's flags)\n"
+            f"       kstat {{{','.join(listed)}}} ..."
+        ),
         description=(
             "Measure what loaded eBPF programs cost inside the kernel: enable the kernel's run-time "
             "statistics, sample every program, and report per-program runtime, runs, events/s, "
-            "average runtime, estimated CPU % and recursion misses over the window. "
-            "Subcommands: demo (a self-contained demonstration), list (the loaded programs), "
-            "run (collect for a command's lifetime), serve (collect until stopped, for Prometheus), "
-            "top (a live table that records), compare (reports, or runs of them), history (a job's "
-            "runs over time), plot (PNG charts)."
+            "average runtime, estimated CPU % and recursion misses over the window."
         ),
+        epilog="commands:\n"
+        + "".join(f"  {name:<11} {COMMANDS[name][1]}\n" for name in listed)
+        + "\nkstat help COMMAND (or kstat COMMAND --help) shows a command's options.",
+        formatter_class=_CommandsFormatter,
         allow_abbrev=False,
     )
     add_window_flags(parser, DEFAULT_DURATION)
     add_filter_flags(parser)
-    parser.add_argument("--version", action="version", version=f"kstat {__version__}")
+    # Go's flag package spells it with one dash, as every other flag of the seed.
+    parser.add_argument("-version", "--version", action="version", version=f"kstat {__version__}")
     return parser
+
+
+class _CommandsFormatter(argparse.HelpFormatter):
+    """argparse's layout, except the epilog: the list of commands keeps its lines."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text.startswith("commands:"):
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
 
 
 def parse(arguments: list[str]) -> tuple[argparse.ArgumentParser, argparse.Namespace]:

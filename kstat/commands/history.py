@@ -8,7 +8,7 @@ from pathlib import Path
 from kstat._logging import get_logger
 from kstat.analysis.compare import FORMATS, compare_runs, render
 from kstat.analysis.history import history_figure, history_table, in_order
-from kstat.analysis.plot import save_png
+from kstat.analysis.plot import pyplot, save_png
 from kstat.analysis.significance import DEFAULT_ALPHA
 from kstat.commands._options import (
     EXIT_FAILURE,
@@ -63,6 +63,8 @@ def run(options: argparse.Namespace) -> int:
         raise UsageError(f"-o {options.output}: the chart is a PNG file (FILE.png)")
     if options.fail_on and options.last is None:
         raise UsageError("--fail-on needs --last N: the last run is what it judges")
+    if options.output is not None:
+        pyplot("kstat history -o FILE.png")  # before any work: a missing extra is one line
     paths = expand(options.reports)
     runs = in_order(paths, [load_report(path) for path in paths])
     if options.last is not None and len(runs) < options.last + 1:

@@ -6,7 +6,7 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from attrs import frozen
 
@@ -25,6 +25,7 @@ from kstat.core.report import format_timestamp
 from kstat.engine.sampler import SnapshotTaker
 from kstat.formats.report_json import footprint_to_dict, owner_to_dict
 from kstat.sources.attribution import Attributor
+from kstat.text import for_terminal
 
 
 @frozen
@@ -105,22 +106,34 @@ def where_it_runs(owner: ProgramOwner) -> str:
     return workload.unit or ""
 
 
+# Columns that are numbers: right-aligned, as bpftool's counters read.
+_NUMERIC: Final = frozenset({"ID", "RUN_CNT", "RUN_TIME_NS"})
+
+
 def listing_table(programs: list[ListedProgram]) -> str:
-    headers = ("ID", "TYPE", "NAME", "OWNERS", "RUNS IN", "ATTACHED")
+    """One line a program; every name the host chose escaped for the terminal. RUN_CNT and
+    RUN_TIME_NS are the kernel's counters as `bpftool prog show` prints them (cumulative since
+    load, moving only while someone has the stats on)."""
+    headers = ("ID", "TYPE", "NAME", "RUN_CNT", "RUN_TIME_NS", "OWNERS", "RUNS IN", "ATTACHED")
     rows = [
         (
             str(program.id),
             program.type,
-            program.name,
-            ", ".join(f"{owner.pid}/{owner.command}" for owner in program.owners) or "-",
-            ", ".join(sorted({where_it_runs(owner) for owner in program.owners} - {""})) or "-",
-            ", ".join(program.attachments) or "-",
+            for_terminal(program.name),
+            str(program.counters.run_count),
+            str(program.counters.run_time_ns),
+            for_terminal(", ".join(owner.label for owner in program.owners)) or "-",
+            for_terminal(", ".join(sorted({where_it_runs(owner) for owner in program.owners} - {""}))) or "-",
+            for_terminal(", ".join(program.attachments)) or "-",
         )
         for program in programs
     ]
     widths = [max(len(row[column]) for row in [headers, *rows]) for column in range(len(headers))]
     lines = [
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        "  ".join(
+            cell.rjust(width) if heading in _NUMERIC else cell.ljust(width)
+            for cell, width, heading in zip(row, widths, headers, strict=True)
+        ).rstrip()
         for row in [headers, *rows]
     ]
     return "\n".join(lines) + "\n"
@@ -130,8 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
         prog="kstat list",
         description=(
-            "List the loaded eBPF programs (id, type, full name, owning processes, attachments) "
-            "without a collection window."
+            "List the loaded eBPF programs (id, type, full name, the kernel's run count and run "
+            "time as bpftool shows them, owning processes as pid/comm, attachments) without a "
+            "collection window."
         ),
         allow_abbrev=False,
     )

@@ -8,7 +8,7 @@ from pathlib import Path
 from kstat._atomic import shown, write_atomically
 from kstat._logging import get_logger
 from kstat.analysis.charts import CHART_ORDER, comparison_charts
-from kstat.analysis.plot import read_stream, save_png, stream_figure
+from kstat.analysis.plot import pyplot, read_stream, save_png, stream_figure
 from kstat.commands._options import EXIT_OK, ArgumentParser, add_verbose_flag, write_stdout
 from kstat.errors import OutputError
 from kstat.report_files import load_report
@@ -21,9 +21,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="kstat plot",
         description=(
             "PNG charts of a report, beside a baseline with --baseline (either may be the Go "
-            "collect-kernel-stats tool's): per program CPU %, events/s and average runtime, their "
-            "totals, program metadata, memory footprint, CPU efficiency, and an overview with a "
-            "summary of the changes (printed too). Or the time series of an NDJSON stream."
+            "collect-kernel-stats tool's): per program CPU % and its peak, events/s and average "
+            "runtime, their totals, program metadata, memory footprint, and an overview with a "
+            "summary of the changes, runtime and CPU first (printed too); each panel the 12 "
+            "costliest programs by its metric and the others as one bar. Or the time series of an "
+            "NDJSON stream."
         ),
         allow_abbrev=False,
     )
@@ -50,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(options: argparse.Namespace) -> int:
     output: Path = options.output
+    pyplot("kstat plot")  # before any work: a missing extra is one line
     if options.input.suffix == ".ndjson" and options.baseline is None:
         if output.suffix != ".png":
             # A directory (`-o charts/`): the chart goes in it, not over it.

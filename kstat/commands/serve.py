@@ -48,7 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         allow_abbrev=False,
     )
-    add_window_flags(parser, default_duration=None)
+    add_window_flags(
+        parser,
+        default_duration=None,
+        report_default="none: serve writes nothing on standard output",
+        # -output alone is a sink: the endpoint then needs its own --sink.
+        sinks_default="prometheus://127.0.0.1:20915, unless -output is given",
+    )
     parser.add_argument(
         "--keep-unloaded",
         type=positive_int,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import math
 import sys
 
 import trio
@@ -13,9 +14,11 @@ from kstat._logging import configure_logging
 from kstat._version import __version__
 from kstat.commands._options import (
     EXIT_OK,
+    MIN_INTERVAL_NS,
     ArgumentParser,
     add_filter_flags,
     add_window_flags,
+    interval,
     parse_with_filter,
     write_stdout,
 )
@@ -30,6 +33,7 @@ from kstat.commands._window import (
     watch_signals,
     writes_stdout,
 )
+from kstat.core.catalogue import NS_PER_S
 from kstat.engine.scheduler import Collection, CollectionResult, StopRequest
 from kstat.engine.summary import Summary
 from kstat.errors import UsageError
@@ -45,17 +49,47 @@ def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
         prog="kstat top",
         description=(
-            "A live table of every program's kernel-side cost, refreshed every interval: events/s, "
-            "average runtime (the interval's and the session's), CPU % of one CPU, runs, owner. Keys: "
-            "arrows select, enter opens a program's charts of the last minute, 1-9 sort, r reverses, "
+            "A live table of every program's kernel-side cost, refreshed every interval (the period): "
+            "events/s, average runtime (the period's and the session's total), CPU % of one CPU, "
+            "runs, owner (pid/comm). Keys: arrows select, enter opens a program's charts of the last "
+            "minute, 1-9 sort by the Nth column shown, r reverses, "
             "/ filters, p pauses, h helps, q quits. It records while it shows: --sink streams every "
             "interval, and on quit the session's report goes to -output, or to stdout."
         ),
         allow_abbrev=False,
     )
-    add_window_flags(parser, default_duration=None)
+    add_window_flags(
+        parser,
+        default_duration=None,
+        report_default="standard output, once the screen is gone",
+        sinks_default="none: the screen; on quit the report as -output says",
+    )
+    # bpftop's spelling of the interval, whole seconds or a duration: `-d 2`, `--delay 500ms`.
+    parser.add_argument(
+        "-d",
+        "--delay",
+        dest="interval",
+        type=delay,
+        default=argparse.SUPPRESS,
+        metavar="SECONDS",
+        help="the same as -interval, as bpftop spells it: seconds (2, 0.5) or a duration (500ms)",
+    )
     add_filter_flags(parser)
     return parser
+
+
+def delay(text: str) -> int:
+    """bpftop's `--delay`: a bare number is seconds; anything else is read as -interval is."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        return interval(text)
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise argparse.ArgumentTypeError(f"delay {text!r} must be a number of seconds above zero")
+    delay_ns = round(seconds * NS_PER_S)
+    if delay_ns < MIN_INTERVAL_NS:
+        raise argparse.ArgumentTypeError(f"delay {text!r} is shorter than the minimum of 0.01 s (10ms)")
+    return delay_ns
 
 
 def parse(arguments: list[str]) -> tuple[argparse.ArgumentParser, argparse.Namespace]:

@@ -91,7 +91,6 @@ class View(enum.Flag):
     SUMMARY = enum.auto()  # the pytest plugin's failure summary
     EXPORT = enum.auto()  # sent to metrics systems (StatsD, Prometheus)
     # The panels of `kstat plot`'s other charts.
-    EFFICIENCY = enum.auto()  # CPU efficiency
     PROGRAM = enum.auto()  # program metadata: code size, verifier work, maps
     MEMORY = enum.auto()  # memory footprint
 
@@ -144,6 +143,9 @@ class Metric:
     prometheus: Exposition | None = None
     # For a DISTRIBUTION metric: what it ranks.
     distribution: Distribution | None = None
+    # A value per run (average runtime): a span without runs has none, whatever the report says
+    # for it (the Go tool's 0), so a time series shows a gap there rather than a drop to zero.
+    per_run: bool = False
 
     @property
     def total_name(self) -> str:
@@ -292,7 +294,8 @@ METRICS: tuple[Metric, ...] = (
         compute=_avg_runtime_ns,
         integral=True,
         seed=True,
-        views=_EVERYWHERE | View.EFFICIENCY,
+        views=_EVERYWHERE,
+        per_run=True,
     ),
     Metric(
         name="estimated_cpu_percent",
@@ -355,6 +358,7 @@ METRICS: tuple[Metric, ...] = (
         formula="`runtime_ns / run_count`, unrounded; 0 without runs",
         compute=_mean_runtime_ns,
         integral=False,
+        per_run=True,
     ),
     Metric(
         name="estimated_cpu_percent_of_all_cpus",
@@ -377,7 +381,7 @@ METRICS: tuple[Metric, ...] = (
         formula="`estimated_cpu_percent / (events_per_sec / 1000)`; 0 without runs",
         compute=_cpu_percent_per_1000_events_per_sec,
         integral=False,
-        views=View.EFFICIENCY,
+        per_run=True,
     ),
     Metric(
         name="jited_size_bytes",

@@ -113,6 +113,11 @@ class ProgramOwner:
     # Seen when the program was first met: a process that moves cgroups later keeps this.
     workload: Workload = NO_WORKLOAD
 
+    @property
+    def label(self) -> str:
+        """`pid/comm`: how every output shows an owner (list, top, Prometheus' `owners`)."""
+        return f"{self.pid}/{self.command}"
+
 
 @frozen
 class ProgramDetails:

@@ -175,7 +175,7 @@ def info_labels(program: ProgramStats, details: ProgramDetails) -> dict[str, str
         "kernel_name": program.kernel_name,
         "type": program.type,
         "tag": program.tag,
-        "owners": ",".join(f"{owner.pid}/{owner.command}" for owner in details.owners),
+        "owners": ",".join(owner.label for owner in details.owners),
         "attachments": ",".join(details.attachments),
         **_places(details.owners),
     }

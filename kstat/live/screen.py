@@ -16,25 +16,32 @@ from rich.text import Text
 
 from kstat.core.catalogue import NS_PER_S
 from kstat.live.state import COLUMNS, Column, ProgramView, Screen, TopState, sparkline
+from kstat.text import cells, common_affixes, for_terminal, shortened, shortened_among
 
-# The narrowest each column can usefully be (the name column takes what is left).
+# The width of each column but the name's, which takes what is left (at least its own here).
 _WIDTHS: Final = {
     "id": 7,
     "type": 12,
     "name": 20,
-    "owner": 18,
+    "owner": 20,
     "events_per_sec": 10,
-    "avg_ns": 8,
-    "window_avg_ns": 15,
+    "avg_ns": 13,
+    "window_avg_ns": 12,
     "cpu_percent": 8,
     "runs": 11,
 }
-_HELP_LINE: Final = "↑↓ select  enter detail  1-9 sort  r reverse  / filter  p pause  h help  q quit"
+# Half the room for the end of a text cut with nothing beside it to compare (an owner).
+NAME_END_SHARE: Final = 0.5
+# Room the sort arrow takes beside a heading.
+_ARROW: Final = 2
+# What a cell shows when nothing ran (in the period, or at all): one mark for every column.
+IDLE: Final = "-"
+_HELP_LINE: Final = "↑↓ select  enter detail  1-{last} sort  r reverse  / filter  p pause  h help  q quit"
 _DETAIL_LINE: Final = "esc back  p pause  q quit"
 _KEYS: Final = (
     ("↑ ↓  j k  PgUp PgDn  Home End", "move the selection"),
     ("enter  →", "the selected program's detail: charts of the last minute, owners, attachments"),
-    ("1 … 9", "sort by that column (again: reverse)"),
+    ("1 … 9", "sort by the Nth column on the screen (again: reverse)"),
     ("r", "reverse the sort"),
     ("/", "filter by a substring of name, type or owner (enter keeps it, esc drops it)"),
     ("esc", "clear the filter; leave a detail or this help"),
@@ -42,82 +49,118 @@ _KEYS: Final = (
     ("h  ?", "this help"),
     ("q", "quit: the report of the whole session goes to -output, or to stdout"),
 )
+_COLUMNS_HELP: Final = (
+    "PERIOD is the last interval, TOTAL the session since kstat top started; EVENTS/S and CPU % "
+    "(of one CPU) are the period's. - marks a program that did not run."
+)
 
 
 def columns_for(width: int) -> list[Column]:
     """The columns that fit, in screen order, dropping the lowest priority first."""
     chosen = list(COLUMNS)
-    while len(chosen) > 1 and sum(_WIDTHS[column.key] + 2 for column in chosen) > width:
+    while len(chosen) > 1 and sum(_WIDTHS[column.key] + 2 for column in chosen) - 2 > width:
         chosen.remove(min(chosen, key=lambda column: column.priority))
     return chosen
+
+
+def visible_columns(width: int) -> tuple[str, ...]:
+    return tuple(column.key for column in columns_for(width))
+
+
+def _widths(shown: list[Column], width: int, rows: list[ProgramView]) -> dict[str, int]:
+    """Each column's width. What the others leave of the terminal goes to the name, as much as
+    the longest name shown needs, then to the owner likewise."""
+    widths = {column.key: _WIDTHS[column.key] for column in shown}
+    spare = width - sum(widths.values()) - 2 * (len(shown) - 1)
+    for key in ("name", "owner"):
+        if key in widths and spare > 0:
+            longest = max((cells(_cell(view, key, 10_000)) for view in rows), default=0)
+            grown = min(spare, max(0, longest - widths[key]))
+            widths[key] += grown
+            spare -= grown
+    return widths
 
 
 def _number(value: float, digits: int = 0) -> str:
     return f"{value:,.{digits}f}"
 
 
-def _cell(view: ProgramView, key: str) -> str:
-    if key == "events_per_sec":
-        return _number(view.events_per_sec, 1 if view.events_per_sec < 100 else 0)
-    if key in ("avg_ns", "window_avg_ns"):
-        value = view.avg_ns if key == "avg_ns" else view.window_avg_ns
-        return _number(value) if value else "-"
+# The columns that are figures of the program's runs (the rest are names and its id).
+_FIGURES: Final = ("events_per_sec", "avg_ns", "window_avg_ns", "cpu_percent", "runs")
+
+
+def _figure(view: ProgramView, key: str) -> str:
+    value = float(view.value(key))
+    if not value:
+        return IDLE
     if key == "cpu_percent":
-        return f"{view.cpu_percent:.3f}" if view.cpu_percent < 10 else f"{view.cpu_percent:.1f}"
-    if key == "runs":
-        return _number(view.runs)
+        if value < 0.001:
+            return "<0.001"
+        return f"{value:.3f}" if value < 10 else f"{value:.1f}"
+    return _number(value, 1 if key == "events_per_sec" and value < 100 else 0)
+
+
+def _cell(view: ProgramView, key: str, width: int, shared: tuple[int, int] = (0, 0)) -> str:
+    """A cell's text in `width` cells. A long name is cut inside what it shares with the names
+    shown beside it (`shared`: their common start and end), so that what tells it from them
+    stays: one agent's programs share a long start (`kux_flow_exporter_parse_`), the demo's a
+    start and an end (`kstat_demo_`, `_socket_filter`)."""
+    if key in _FIGURES:
+        return _figure(view, key)
     if key == "name":
         mark = {"new": "+ ", "gone": "- "}.get(view.status, "")
-        return mark + view.name
-    return str(view.value(key))
+        return mark + shortened_among(for_terminal(view.name), width - len(mark), *shared)
+    return shortened(for_terminal(str(view.value(key))), width, end_share=NAME_END_SHARE)
 
 
 def header(state: TopState, width: int) -> Text:
-    """The totals line, its least useful parts dropped where the terminal is narrow."""
+    """The totals line; where the terminal is narrow it says less, in this order: the share of
+    all CPUs, the period, the sort (the table's arrow shows it too), the words "of one CPU",
+    then whatever is last."""
     totals = state.totals
     all_cpus = totals.cpu_percent / totals.online_cpus if totals.online_cpus else 0.0
     column = next(column for column in COLUMNS if column.key == state.sort_key)
-    cpu = f"eBPF CPU {totals.cpu_percent:.3f} % of one CPU"
-    parts = [
-        (f"{cpu} ({all_cpus:.3f} % of all {totals.online_cpus})", None),
+    cpu = f"eBPF CPU {totals.cpu_percent:.3f} %"
+    parts: list[tuple[str, str | None]] = [
+        (f"{cpu} of one CPU ({all_cpus:.3f} % of all {totals.online_cpus})", None),
         (f"{_number(totals.events_per_sec)} events/s", None),
         (f"{totals.loaded} programs, {totals.ran} ran", None),
         (f"sort {column.heading} {'↓' if state.reverse else '↑'}", None),
-        (f"every {state.interval_ns / NS_PER_S:g}s", "optional"),
+        (f"period {state.interval_ns / NS_PER_S:g}s", None),
     ]
-    if len("kstat top  ") + sum(len(text) + 5 for text, _ in parts) > width:
-        parts[0] = (cpu, None)
     if state.typing is not None:
         parts.insert(0, (f"filter: {state.typing}▏", "bold yellow"))
     elif state.filter_text:
         parts.insert(0, (f"filter: {state.filter_text}", "yellow"))
     if state.paused:
         parts.insert(0, ("PAUSED", "bold red"))
-    while len(parts) > 1 and len("kstat top  ") + sum(len(text) + 5 for text, _ in parts) > width:
-        optional = [part for part in parts if part[1] == "optional"]
-        parts.remove(optional[-1] if optional else parts[-1])
+    first = len(parts) - 5  # where the CPU share is
+
+    def fits() -> bool:
+        return len("kstat top  ") + sum(len(text) + 5 for text, _ in parts) <= width
+
+    steps = (
+        lambda: parts.__setitem__(first, (f"{cpu} of one CPU", None)),
+        lambda: parts.pop(first + 4),  # the period
+        lambda: parts.pop(first + 3),  # the sort
+        lambda: parts.__setitem__(first, (cpu, None)),
+    )
+    for step in steps:
+        if fits():
+            break
+        step()
+    while len(parts) > 1 and not fits():
+        parts.pop()
     text = Text(no_wrap=True, overflow="ellipsis")
     text.append("kstat top", style="bold")
     for part, style in parts:
         text.append("  ·  " if len(text) > len("kstat top") else "  ")
-        text.append(part, style=None if style == "optional" else style)
+        text.append(part, style=style)
     return text
 
 
 def table(state: TopState, width: int, height: int) -> Table:
     shown = columns_for(width)
-    grid = Table(box=None, expand=True, pad_edge=False, show_edge=False, header_style="bold reverse")
-    for column in shown:
-        grid.add_column(
-            column.heading
-            + (" ↓" if column.key == state.sort_key and state.reverse else "")
-            + (" ↑" if column.key == state.sort_key and not state.reverse else ""),
-            justify="right" if column.numeric else "left",
-            no_wrap=True,
-            overflow="ellipsis",
-            min_width=_WIDTHS[column.key] if column.key != "name" else 12,
-            ratio=1 if column.key == "name" else None,
-        )
     rows = state.rows()
     selected = state.selected_view()
     room = max(1, height - 4)
@@ -125,11 +168,27 @@ def table(state: TopState, width: int, height: int) -> Table:
     if selected is not None:
         index = rows.index(selected)
         start = max(0, min(index - room // 2, len(rows) - room))
-    for view in rows[start : start + room]:
+    visible = rows[start : start + room]
+    widths = _widths(shown, width, visible)
+    grid = Table(box=None, expand=False, pad_edge=False, show_edge=False, header_style="bold reverse")
+    for column in shown:
+        arrow = ""
+        if column.key == state.sort_key:
+            arrow = " ↓" if state.reverse else " ↑"
+        room = widths[column.key]
+        grid.add_column(
+            shortened(column.heading, room - len(arrow)) + arrow,
+            justify="right" if column.numeric else "left",
+            no_wrap=True,
+            overflow="ellipsis",
+            width=room,
+        )
+    shared = common_affixes([for_terminal(view.name) for view in visible])
+    for view in visible:
         style = "reverse" if view is selected else ("dim" if view.status == "gone" else None)
         if view.status == "new" and view is not selected:
             style = "green"
-        grid.add_row(*(_cell(view, column.key) for column in shown), style=style)
+        grid.add_row(*(_cell(view, column.key, widths[column.key], shared) for column in shown), style=style)
     if not rows:
         grid.add_row(*(["no programs match" if column.key == "name" else "" for column in shown]))
     # Blank rows to the bottom, so that the key line stays at the foot of the screen.
@@ -146,15 +205,18 @@ def detail(state: TopState, width: int) -> RenderableType:
     boot_now = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
     loaded_ago = max(0, boot_now - view.load_time_ns) / NS_PER_S
     lines = Text()
-    lines.append(f"{view.name}", style="bold")
+    lines.append(for_terminal(view.name), style="bold")
     lines.append(
         f"  {view.type}, id {view.id}, tag {view.tag}{'  (' + view.status + ')' if view.status else ''}\n"
     )
     lines.append(f"loaded {loaded_ago:,.0f} s ago")
     if view.memlock_bytes is not None:
         lines.append(f"  ·  memory {view.memlock_bytes:,} bytes")
-    lines.append(f"  ·  {view.runs:,} runs this session, {view.window_avg_ns:,.0f} ns each on average\n")
-    owners = ", ".join(f"{owner.command}/{owner.pid}" for owner in view.details.owners) or "none"
+    if view.runs:
+        lines.append(f"  ·  {view.runs:,} runs this session, {view.window_avg_ns:,.0f} ns each\n")
+    else:
+        lines.append("  ·  no runs this session\n")
+    owners = for_terminal(", ".join(owner.label for owner in view.details.owners)) or "none"
     lines.append(f"owners: {owners}\n")
     lines.append(f"attached: {', '.join(view.details.attachments) or 'nowhere kstat can see'}\n\n")
     seconds = len(view.history_cpu) * state.interval_ns / NS_PER_S
@@ -174,28 +236,36 @@ def detail(state: TopState, width: int) -> RenderableType:
     for label, values, now, top, digits in charts:
         lines.append(f"{label:>9} ")
         lines.append(sparkline(values, chart_width).ljust(chart_width), style="cyan")
-        lines.append(f"  now {_number(now, digits)}  max {_number(top, digits)}\n")
+        shown_now, shown_top = (_number(value, digits) if value else IDLE for value in (now, top))
+        lines.append(f"  now {shown_now}  max {shown_top}\n")
     return lines
 
 
-def help_screen() -> RenderableType:
+def help_screen(width: int) -> RenderableType:
     keys = Table(box=None, show_header=False, pad_edge=False)
     keys.add_column(style="bold", no_wrap=True)
     keys.add_column()
     for key, meaning in _KEYS:
         keys.add_row(key, meaning)
-    return Group(Text("kstat top: keys\n", style="bold"), keys, Text("\nany key goes back", style="dim"))
+    digits = "  ".join(f"{index} {column.heading}" for index, column in enumerate(columns_for(width), 1))
+    return Group(
+        Text("kstat top: keys\n", style="bold"),
+        keys,
+        Text(f"\nsort keys here: {digits}"),
+        Text(_COLUMNS_HELP),
+        Text("\nany key goes back", style="dim"),
+    )
 
 
 def render(state: TopState, width: int, height: int) -> RenderableType:
     """The whole screen for a terminal of this size."""
     if state.screen is Screen.HELP:
-        body: RenderableType = help_screen()
+        body: RenderableType = help_screen(width)
     elif state.screen is Screen.DETAIL:
         body = detail(state, width)
     else:
         body = table(state, width, height)
-    keys = _DETAIL_LINE if state.screen is Screen.DETAIL else _HELP_LINE
+    keys = _DETAIL_LINE if state.screen is Screen.DETAIL else _HELP_LINE.format(last=len(columns_for(width)))
     return Group(
         header(state, width), Text(""), body, Text(keys, style="dim", no_wrap=True, overflow="ellipsis")
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import enum
 import math
+import re
 from collections import deque
 from collections.abc import Sequence
 from typing import Final
@@ -39,19 +40,30 @@ class Column:
     numeric: bool = True
 
 
-# In screen order; the sort keys 1..9 follow it.
+# In screen order; the sort keys 1..9 are the columns on the screen, in this order. PERIOD is
+# the last interval, TOTAL the session so far (bpftop's words); EVENTS/S and CPU % are the
+# period's.
 COLUMNS: Final = (
     Column("id", "ID", 6),
     Column("type", "TYPE", 3, numeric=False),
     Column("name", "NAME", 10, numeric=False),
     Column("owner", "OWNER", 2, numeric=False),
     Column("events_per_sec", "EVENTS/S", 8),
-    Column("avg_ns", "AVG NS", 7),
-    Column("window_avg_ns", "AVG NS (WINDOW)", 4),
+    Column("avg_ns", "PERIOD AVG NS", 7),
+    Column("window_avg_ns", "TOTAL AVG NS", 4),
     Column("cpu_percent", "CPU %", 9),
-    Column("runs", "RUNS", 5),
+    Column("runs", "TOTAL RUNS", 5),
 )
 COLUMN_KEYS: Final = tuple(column.key for column in COLUMNS)
+COLUMN_BY_KEY: Final = {column.key: column for column in COLUMNS}
+_DIGITS: Final = re.compile(r"(\d+)")
+
+
+def natural_key(text: str) -> tuple[str | int, ...]:
+    """Sorts `prog_2` before `prog_10`: runs of digits compare as numbers (case aside)."""
+    parts = _DIGITS.split(text.lower())
+    # Even places are text, odd places digits: tuples of two names always compare like to like.
+    return tuple(int(part) if index % 2 else part for index, part in enumerate(parts))
 
 
 @define
@@ -91,12 +103,12 @@ class ProgramView:
 
     @property
     def owner(self) -> str:
-        """`agent/4242 (pod monitoring/flow-x7k2p)`, `+2` when more hold it; `-` for none."""
+        """`4242/agent (pod monitoring/flow-x7k2p)`, `+2` when more hold it; `-` for none."""
         owners = self.details.owners
         if not owners:
             return "-"
         first = owners[0]
-        text = f"{first.command}/{first.pid}"
+        text = first.label
         workload = first.workload
         if workload.pod:
             text += f" ({workload.namespace + '/' if workload.namespace else ''}{workload.pod})"
@@ -136,6 +148,8 @@ class TopState:
     intervals: int = 0
     sort_key: str = "cpu_percent"
     reverse: bool = True
+    # The columns the screen shows now (a narrow terminal drops some): the digits sort by these.
+    visible_columns: tuple[str, ...] = COLUMN_KEYS
     filter_text: str = ""
     # Typing a filter: the text so far (None when not typing).
     typing: str | None = None
@@ -246,8 +260,9 @@ class TopState:
         ]
         sort_key = self.sort_key
 
-        def order(view: ProgramView) -> tuple[float | str, int]:
-            return (view.value(sort_key), view.id)
+        def order(view: ProgramView) -> tuple[float | tuple[str | int, ...], int]:
+            value = view.value(sort_key)
+            return (natural_key(value) if isinstance(value, str) else value, view.id)
 
         return sorted(shown, key=order, reverse=self.reverse)
 
@@ -280,8 +295,8 @@ class TopState:
         elif key in ("enter", "right") and self.selected_view() is not None:
             self.selected = self.selected_view().identity  # type: ignore[union-attr]
             self.screen = Screen.DETAIL
-        elif key.isdigit() and 1 <= int(key) <= len(COLUMNS):
-            chosen = COLUMNS[int(key) - 1]
+        elif key.isdigit() and 1 <= int(key) <= len(self.visible_columns):
+            chosen = COLUMN_BY_KEY[self.visible_columns[int(key) - 1]]
             if chosen.key == self.sort_key:
                 self.reverse = not self.reverse
             else:

@@ -16,12 +16,12 @@ from rich.console import Console
 from rich.live import Live
 
 from kstat.core.events import Event, IntervalEnded, WindowEnded, WindowStarted
-from kstat.live.screen import render
+from kstat.live.screen import render, visible_columns
 from kstat.live.state import TopState
 from kstat.live.terminal import keys_mode, read_keys
 
 # Fields of the state that are the user's, carried over when a paused screen resumes.
-_SETTINGS = ("sort_key", "reverse", "filter_text", "typing", "selected", "screen", "quit")
+_SETTINGS = ("sort_key", "reverse", "filter_text", "typing", "selected", "screen", "quit", "visible_columns")
 
 
 class TopView:
@@ -87,4 +87,6 @@ class TopView:
             self._console.size = (width, height)
         except (OSError, ValueError):
             width, height = self._console.size
+        # The digit keys sort by the columns this width shows.
+        self.state.visible_columns = self.shown.visible_columns = visible_columns(width)
         live.update(render(self.shown, width, height), refresh=True)
