@@ -61,6 +61,7 @@ from kstat.core.report import Report as Report
 from kstat.core.report import report_keys
 from kstat.core.sighting import Sighting as Sighting
 from kstat.engine.sink_specs import split_options as split_options
+from kstat.errors import ExtraMissing as ExtraMissing
 from kstat.errors import OutputClosed as OutputClosed
 from kstat.errors import OutputError as OutputError
 from kstat.errors import SinkError as SinkError

@@ -89,9 +89,7 @@ def _sdk() -> Any:
         from opentelemetry.sdk.resources import Resource  # noqa: PLC0415
         from opentelemetry.sdk.util.instrumentation import InstrumentationScope  # noqa: PLC0415
     except ImportError:
-        raise sink.SinkError(
-            "the otlp sink needs OpenTelemetry's SDK and exporter: pip install 'kstat[otlp]'"
-        ) from None
+        raise sink.ExtraMissing("the otlp sink", "OpenTelemetry's SDK and exporter", "otlp") from None
     return OTLPMetricExporter, export, Resource, InstrumentationScope
 
 

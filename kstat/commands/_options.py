@@ -212,7 +212,8 @@ def add_window_flags(
             "where the window's events and report go; repeatable: stdout, json:PATH, ndjson:PATH, "
             "ndjson:-, ndjson:PATH?layout=records (flat records for log stores), "
             "statsd://HOST:PORT?prefix=P[&tags=dogstatsd][&transport=tcp], "
-            "prometheus://[HOST]:PORT (a /metrics endpoint; 127.0.0.1:20915 by default), or a "
+            "prometheus://[HOST]:PORT (a /metrics endpoint; 127.0.0.1:20915 by default), "
+            "otlp://HOST:PORT (OpenTelemetry over HTTP, the otlp extra), or a "
             f"third-party sink (default: {sinks_default})"
         ),
     )
