@@ -144,8 +144,13 @@ def stop_on_signal(stop: StopRequest, collection: Collection | None = None) -> S
     return handle
 
 
-async def watch_signals(handle: SignalHandler) -> None:
+async def watch_signals(
+    handle: SignalHandler, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Start it with `nursery.start`: once it has started, SIGINT and SIGTERM are the window's
+    to handle (the baseline may be taken, and said, the moment the window begins)."""
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
+        task_status.started()
         async for signal_number in received:
             handle(signal.Signals(signal_number))
 

@@ -71,7 +71,7 @@ def run(options: argparse.Namespace) -> int:
     async def window(nursery: trio.Nursery) -> tuple[CollectionResult, int | None]:
         stop = StopRequest()
         collection = Collection(settings, sinks, stop, early=claim_baseline())
-        nursery.start_soon(watch_signals, stop_on_signal(stop, collection))
+        await nursery.start(watch_signals, stop_on_signal(stop, collection))
         nursery.start_soon(reopen_on_sighup, collection)
         nursery.start_soon(announce_when_ready, collection, options)
         return await collection.run(), None

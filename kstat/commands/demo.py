@@ -77,7 +77,7 @@ def run(options: argparse.Namespace) -> int:
 
     async def window(nursery: trio.Nursery) -> tuple[CollectionResult, int | None]:
         stop = StopRequest()
-        nursery.start_soon(watch_signals, stop_on_signal(stop))
+        await nursery.start(watch_signals, stop_on_signal(stop))
         result, _ = await run_demo(
             duration_ns=options.duration,
             interval_ns=options.interval,

@@ -160,7 +160,7 @@ def run(options: argparse.Namespace) -> int:
     window = CommandWindow(options.command, settings, sinks)
 
     async def body(nursery: trio.Nursery) -> tuple[CollectionResult, int | None]:
-        nursery.start_soon(watch_signals, window.relay_signal)
+        await nursery.start(watch_signals, window.relay_signal)
         nursery.start_soon(announce_when_ready, window.collection, options)
         return await window.run()
 

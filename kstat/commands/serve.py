@@ -86,7 +86,7 @@ def run(options: argparse.Namespace) -> int:
         collection = Collection(
             settings, sinks, stop, summary=summary, on_snapshot=passes.saw, early=claim_baseline()
         )
-        nursery.start_soon(watch_signals, stop_on_signal(stop, collection))
+        await nursery.start(watch_signals, stop_on_signal(stop, collection))
         nursery.start_soon(reopen_on_sighup, collection)
         nursery.start_soon(announce_when_ready, collection, options)
         if notifier.enabled:

@@ -121,7 +121,7 @@ def run(options: argparse.Namespace) -> int:
         view = TopView(lambda: stop.request("quit"), console=Console(file=terminal))
         summary = Summary(generator=f"kstat {__version__}", retain_unloaded=1000)
         collection = Collection(settings, [view, *sinks], stop, summary=summary, early=claim_baseline())
-        nursery.start_soon(watch_signals, stop_on_signal(stop, collection))
+        await nursery.start(watch_signals, stop_on_signal(stop, collection))
         nursery.start_soon(announce_when_ready, collection, options)
         collected = await collection.run()
         result.append(collected)
