@@ -29,7 +29,8 @@ FAIL_ON ?= avg_runtime_ns:+10%
 # Runs of the workload per side: with 4 or more, compare tests each change for significance.
 RUNS ?= 1
 
-.PHONY: install install-runtime man deps test test-unprivileged lint demo e2e soak soak-serve clean bench
+.PHONY: install install-runtime man deps kernel-deps test test-kernels test-unprivileged lint demo e2e soak soak-serve \
+	clean bench
 
 # Two stamps on one virtualenv: the demo needs only kstat's runtime dependencies (a few tens of
 # MB); the tests and the linters bring the rest (matplotlib, SciPy, mypy, ruff, nox).
@@ -52,8 +53,9 @@ install-runtime: $(BIN)/.runtime
 
 deps: $(STATSD_DIR)/node_modules/.installed
 
-$(STATSD_DIR)/node_modules/.installed: $(STATSD_DIR)/package-lock.json
-	@missing=$$(for pair in $(APT_PACKAGES); do \
+# Installs the Debian packages of a PACKAGE:PROOF list whose proof is missing.
+define apt_install_missing
+	@missing=$$(for pair in $(1); do \
 		package=$${pair%%:*}; proof=$${pair#*:}; \
 		[ -e "$$proof" ] || command -v "$$proof" >/dev/null 2>&1 || echo $$package; \
 	done); \
@@ -61,11 +63,30 @@ $(STATSD_DIR)/node_modules/.installed: $(STATSD_DIR)/package-lock.json
 		echo "installing $$missing"; \
 		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
+endef
+
+$(STATSD_DIR)/node_modules/.installed: $(STATSD_DIR)/package-lock.json
+	$(call apt_install_missing,$(APT_PACKAGES))
 	npm ci --prefix $(STATSD_DIR) --no-audit --no-fund --loglevel=error
 	touch $@
 
 test: install deps
 	$(SUDO) $(BIN)/pytest $(ARGS)
+
+# The kernel matrix (tests/kernels, docs/kernels.md): Debian's kernel images fetched into
+# ~/.cache/kstat/kernels (never installed), each booted under qemu with the tests that differ
+# between kernels, then the same tests natively; writes docs/kernels.md's support table.
+# KERNELS="5.10 6.1" runs part of the matrix. What it needs: qemu, a static busybox for the
+# initramfs, mke2fs for the read-only images of Python, the venv and the tree.
+KERNEL_APT_PACKAGES := qemu-system-x86:qemu-system-x86_64 busybox-static:/usr/share/doc/busybox-static \
+	e2fsprogs:mke2fs
+KERNELS ?=
+
+kernel-deps:
+	$(call apt_install_missing,$(KERNEL_APT_PACKAGES))
+
+test-kernels: install deps kernel-deps
+	$(SUDO) $(BIN)/python -m tests.kernels $(if $(KERNELS),--kernels "$(KERNELS)") $(ARGS)
 
 # The part of the suite that needs no kernel, run as an ordinary user (nobody, no capabilities):
 # proof that no test without the `kernel` or `root` marker needs privileges. It runs in a copy

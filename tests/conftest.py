@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -13,6 +14,15 @@ from kstat._logging import configure_logging
 from kstat.testing.loader import LoopbackTarget, SocketFilter
 from tests.disks import tiny_filesystem
 from tests.windows import LoadFilter
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # The suite holds more than 1,024 fds at once (programs, maps, sockets, kstat's own): the
+    # soft limit goes up to the hard one, as far as 65,536.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 65_536 if hard == resource.RLIM_INFINITY else min(hard, 65_536)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

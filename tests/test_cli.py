@@ -225,7 +225,8 @@ def test_the_demo_counts_exactly_what_it_sends(tmp_path: Path) -> None:
         assert entry["packets_sent"] > 0
         assert report["program_stats"][entry["program"]]["run_count"] == entry["packets_sent"]
     averages = [report["program_stats"][name]["avg_runtime_ns"] for name in names]
-    assert averages == sorted(averages)
+    if not os.environ.get("KSTAT_TEST_EMULATED"):  # under emulation (tests/kernels) times mean nothing
+        assert averages == sorted(averages)
     # The demo unloads its programs when it is done.
     assert not loaded_program_names() & set(names)
 

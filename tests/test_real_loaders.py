@@ -153,10 +153,14 @@ def cgroup(objects: dict[str, Path]) -> Iterator[tuple[Path, int]]:
         place.mkdir(exist_ok=True)
         run("bpftool", "prog", "load", str(objects["egress_cgroup"]), str(PIN))
         run("bpftool", "cgroup", "attach", str(place), "egress", "pinned", str(PIN))
-        tree = json.loads(run("bpftool", "cgroup", "tree", "-j", str(cgroup2_root())))
-        program_id = next(
+        program_id = json.loads(run("bpftool", "prog", "show", "pinned", str(PIN), "-j"))["id"]
+        tree = json.loads(run("bpftool", "cgroup", "tree", "-j", str(cgroup2_root())) or "[]")
+        shown = [
             program["id"] for entry in tree if entry["cgroup"] == str(place) for program in entry["programs"]
-        )
+        ]
+        # Debian 12's bpftool asks BPF_PROG_QUERY for attach flags, which kernels before 6.0 do
+        # not know: there it lists no cgroup's programs at all (kstat's own query finds them).
+        assert shown in ([program_id], [])
         yield place, program_id
     finally:
         subprocess.run(

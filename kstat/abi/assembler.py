@@ -19,12 +19,15 @@ _ALU_OPS: Final = {"+": 0x00, "-": 0x10, "*": 0x20, "^": 0xA0, "mov": 0xB0}
 _JUMP_OPS: Final = {"==": 0x10, ">": 0x20, ">=": 0x30, "!=": 0x50}
 _CALL, _EXIT, _JA = 0x80, 0x90, 0x00
 PSEUDO_MAP_FD: Final = 1
+PSEUDO_BTF_ID: Final = 3
 
 # Helper function ids (enum bpf_func_id).
 MAP_LOOKUP_ELEM: Final = 1
 MAP_UPDATE_ELEM: Final = 2
+GET_SMP_PROCESSOR_ID: Final = 8
 PROBE_READ_KERNEL: Final = 113
 SEQ_WRITE: Final = 127
+PER_CPU_PTR: Final = 153
 MAP_LOOKUP_PERCPU_ELEM: Final = 195
 
 
@@ -80,6 +83,11 @@ def load_imm64(dst: int, value: int) -> list[Instruction]:
 def load_map(dst: int, map_fd: int) -> list[Instruction]:
     """dst = the map whose fd this is (the loader turns the fd into the map)"""
     return [_insn(_LD | _IMM | _SIZES[8], dst, PSEUDO_MAP_FD, imm=map_fd), _insn(0)]
+
+
+def load_kernel_variable(dst: int, btf_id: int) -> list[Instruction]:
+    """dst = &the kernel variable whose vmlinux BTF VAR this is (the loader resolves it)"""
+    return [_insn(_LD | _IMM | _SIZES[8], dst, PSEUDO_BTF_ID, imm=btf_id), _insn(0)]
 
 
 def jump_if(op: str, dst: int, value: int, skip: int) -> Instruction:

@@ -10,7 +10,9 @@ import ctypes
 import errno
 import os
 import platform
+import resource
 import struct
+import threading
 from collections.abc import Iterator, Sequence
 from typing import Final
 
@@ -22,9 +24,13 @@ from kstat.abi.enums import (
     STATS_RUN_TIME,
     AttachType,
     Command,
+    MapType,
     link_type_name,
 )
 from kstat.abi.structs import (
+    RECURSION_MISSES_END,
+    RUN_COUNTERS_END,
+    VERIFIED_INSNS_END,
     BtfInfo,
     BtfLoadAttr,
     EnableStatsAttr,
@@ -37,6 +43,7 @@ from kstat.abi.structs import (
     LinkInfoStruct,
     MapCreateAttr,
     MapLookupAttr,
+    ProgInfo,
     ProgLoadAttr,
     ProgQueryAttr,
     TestRunAttr,
@@ -288,9 +295,16 @@ def map_lookup_value(map_fd: int, key: int, value_size: int) -> bytes:
     return value.raw
 
 
-def test_run(program_fd: int) -> int:
-    """BPF_PROG_TEST_RUN once, without input (a raw tracepoint program): its return value."""
+# BPF_PROG_TEST_RUN's flag to run a raw tracepoint program on the CPU the attr names (5.10).
+TEST_RUN_ON_CPU: Final = 1
+
+
+def test_run(program_fd: int, cpu: int | None = None) -> int:
+    """BPF_PROG_TEST_RUN once, without input (a raw tracepoint program), on `cpu` if given (an
+    online one): its return value."""
     attr = TestRunAttr(prog_fd=program_fd)
+    if cpu is not None:
+        attr.flags, attr.cpu = TEST_RUN_ON_CPU, cpu
     bpf(Command.PROG_TEST_RUN, attr)
     return int(attr.retval)
 
@@ -305,8 +319,88 @@ def create_iterator(link_fd: int) -> int:
     return bpf(Command.ITER_CREATE, IterCreateAttr(link_fd=link_fd))
 
 
+# --- RLIMIT_MEMLOCK: what kernels before 5.11 charge BPF memory to ------------------------------
+
+_memlock_lock = threading.Lock()
+_memlock_charged: bool | None = None
+_memlock_allowed = False
+
+
+def memlock_charged() -> bool:
+    """Whether this kernel charges maps and programs to RLIMIT_MEMLOCK (before 5.11, which
+    moved BPF memory to the memory cgroup). Found as it is, once: a one-element map created
+    with the soft limit at zero, which such a kernel refuses with EPERM."""
+    global _memlock_charged  # noqa: PLW0603 (a fact of the running kernel, probed once)
+    with _memlock_lock:
+        if _memlock_charged is None:
+            _memlock_charged = _probe_memlock()
+        return _memlock_charged
+
+
+def _create_probe_map() -> int:
+    attr = MapCreateAttr(map_type=MapType.ARRAY, key_size=4, value_size=8, max_entries=1)
+    return int(
+        raw_syscall(require_syscall(), Command.MAP_CREATE, ctypes.addressof(attr), ctypes.sizeof(attr))
+    )
+
+
+def _probe_memlock() -> bool:
+    if SYS_BPF is None:
+        return False
+    soft, hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+    resource.setrlimit(resource.RLIMIT_MEMLOCK, (0, hard))
+    try:
+        result = _create_probe_map()
+        refused = result < 0 and ctypes.get_errno() == errno.EPERM
+    finally:
+        resource.setrlimit(resource.RLIMIT_MEMLOCK, (soft, hard))
+    if result >= 0:
+        os.close(result)
+        return False
+    if not refused:
+        return False
+    # EPERM may also mean no privilege at all: charged only if the same map fits without a limit.
+    result = _create_probe_map()
+    if result < 0:
+        return False
+    os.close(result)
+    return True
+
+
+def allow_locked_memory() -> None:
+    """Lift RLIMIT_MEMLOCK where the kernel still charges BPF memory to it, as libbpf does, so
+    that loads do not fail for a limit of 8 MiB (64 KiB on older distributions). Once a process,
+    before kstat's first map, program or BTF object; nothing where BPF memory is accounted by
+    memory cgroup (5.11+) or the limit is already none."""
+    global _memlock_allowed  # noqa: PLW0603 (done once a process)
+    if _memlock_allowed or SYS_BPF is None:
+        return
+    _memlock_allowed = True
+    soft, hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+    if soft == resource.RLIM_INFINITY or not memlock_charged():
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_MEMLOCK, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    except (OSError, ValueError):  # no CAP_SYS_RESOURCE: as far as the hard limit goes
+        resource.setrlimit(resource.RLIMIT_MEMLOCK, (hard, hard))
+
+
+def filled_prog_info_fields(fd: int) -> frozenset[str]:
+    """Which of bpf_prog_info's counters this kernel fills, for the program behind `fd`: an older
+    kernel writes a shorter struct."""
+    written = object_info(fd, ProgInfo())
+    ends = {
+        "run_time_ns": RUN_COUNTERS_END,
+        "run_cnt": RUN_COUNTERS_END,
+        "recursion_misses": RECURSION_MISSES_END,
+        "verified_insns": VERIFIED_INSNS_END,
+    }
+    return frozenset(name for name, end in ends.items() if written >= end)
+
+
 def create_map(map_type: int, key_size: int, value_size: int, max_entries: int, name: str) -> int:
     """BPF_MAP_CREATE: the new map's fd; the map lives while an fd or a program holds it."""
+    allow_locked_memory()
     encoded_name = name.encode("ascii")
     if len(encoded_name) >= OBJ_NAME_LEN:
         raise ValueError(f"map name {name!r} is longer than {OBJ_NAME_LEN - 1} bytes")
@@ -338,6 +432,7 @@ def load_program(
     `name` is the kernel's 15-character name; `function_name`, if given, goes into the
     program's BTF (func_info) as its full name, as a C compiler would put it there.
     """
+    allow_locked_memory()
     encoded_name = name.encode("ascii")
     if len(encoded_name) >= OBJ_NAME_LEN:
         raise ValueError(f"program name {name!r} is longer than {OBJ_NAME_LEN - 1} bytes")
@@ -391,6 +486,7 @@ def _load_with_log_on_failure(attr: ProgLoadAttr) -> int:
 
 def load_btf(blob: bytes) -> int:
     """BPF_BTF_LOAD: the fd of a new BTF object holding `blob`."""
+    allow_locked_memory()
     buffer = ctypes.create_string_buffer(blob, len(blob))
     log_buffer = ctypes.create_string_buffer(_VERIFIER_LOG_SIZE)
     attr = BtfLoadAttr(

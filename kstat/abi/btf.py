@@ -11,6 +11,8 @@ import struct
 from array import array
 from typing import Final
 
+from kstat.errors import FeatureMissing, KstatError
+
 BTF_MAGIC: Final = 0xEB9F
 BTF_VERSION: Final = 1
 _HEADER = struct.Struct("<HBBIIIII")  # magic, version, flags, hdr_len, type_off/len, str_off/len
@@ -44,8 +46,9 @@ _TRAILING_BYTES: Final = {
 }
 
 
-class BtfFormatError(ValueError):
-    """The blob is not BTF kstat can read (bad magic, a kind newer than kstat, truncation)."""
+class BtfFormatError(KstatError, ValueError):
+    """The blob is not BTF kstat can read (bad magic, a kind newer than kstat, truncation):
+    a kstat error, so that whatever needs the BTF falls back as for a missing feature."""
 
 
 def _sections(blob: bytes) -> tuple[int, int, bytes]:
@@ -114,6 +117,9 @@ def single_function_btf(function_name: str) -> tuple[bytes, int]:
 
 BTF_KIND_STRUCT: Final = 4
 BTF_KIND_UNION: Final = 5
+BTF_KIND_VAR: Final = 14
+BTF_KIND_DATASEC: Final = 15
+_VAR_SECINFO = struct.Struct("<III")  # type, offset, size
 # Kinds that only qualify another type (followed to reach a member's struct or union).
 _QUALIFIERS: Final = frozenset({8, 9, 10, 11, 18})  # TYPEDEF, VOLATILE, CONST, RESTRICT, TYPE_TAG
 _MEMBER = struct.Struct("<III")  # name_off, type, offset (bits; bitfields pack size << 24)
@@ -135,6 +141,8 @@ class KernelLayout:
         # Where each type's 12-byte header starts, by type id (id 0, void, has none).
         self._starts = array("I", [0])
         while position < end:
+            if position + _TYPE.size > end:
+                raise BtfFormatError("BTF types run past the end of their section")
             info = _INFO.unpack_from(blob, position + 4)[0]
             kind, vlen = (info >> 24) & 0x1F, info & 0xFFFF
             try:
@@ -143,33 +151,76 @@ class KernelLayout:
                 raise BtfFormatError(f"BTF kind {kind} is newer than kstat") from None
             self._starts.append(position)
             position += _TYPE.size + fixed + per_item * vlen
+        if position != end:
+            raise BtfFormatError("BTF types run past the end of their section")
 
     def _header(self, type_id: int) -> tuple[int, int, int, int, bool]:
         """(kind, name offset, size or type, vlen, kind_flag) of a type."""
+        if not 0 < type_id < len(self._starts):
+            raise BtfFormatError(f"BTF refers to type {type_id}, past its last one")
         name_offset, info, size_or_type = _TYPE.unpack_from(self._blob, self._starts[type_id])
         return (info >> 24) & 0x1F, name_offset, size_or_type, info & 0xFFFF, bool(info >> 31)
 
-    def _named(self, name: str, kinds: frozenset[int]) -> int:
+    def _find(self, name: str, kinds: frozenset[int]) -> int | None:
         wanted = name.encode() + b"\0"
         strings, blob, unpack = self._strings, self._blob, _TYPE.unpack_from
         for type_id in range(1, len(self._starts)):
             name_offset, info, _ = unpack(blob, self._starts[type_id])
             if (info >> 24) & 0x1F in kinds and strings.startswith(wanted, name_offset):
                 return type_id
-        raise KeyError(f"this kernel's BTF has no {name!r}")
+        return None
 
-    def function_id(self, name: str) -> int:
-        """The type id of the FUNC `name` (what a tracing program attaches to)."""
-        return self._named(name, frozenset({BTF_KIND_FUNC}))
-
-    def offset(self, struct_name: str, member: str) -> int:
-        """The byte offset of `member` in `struct struct_name`, looking into anonymous unions and
-        structs as C does; KeyError when this kernel has no such field."""
-        struct_id = self._named(struct_name, frozenset({BTF_KIND_STRUCT}))
-        found = self._member_offset(struct_id, member.encode())
+    def function_id(self, name: str, since: str | None = None) -> int:
+        """The type id of the FUNC `name` (what a tracing program attaches to); FeatureMissing
+        when this kernel has none (`since`: the version that brought it)."""
+        found = self._find(name, frozenset({BTF_KIND_FUNC}))
         if found is None:
-            raise KeyError(f"this kernel's struct {struct_name} has no {member!r}")
+            raise FeatureMissing(name, since, "not in this kernel's BTF")
         return found
+
+    def variable_id(self, name: str) -> int | None:
+        """The type id of the kernel variable (VAR) `name`, or None."""
+        return self._find(name, frozenset({BTF_KIND_VAR}))
+
+    def has_struct(self, name: str) -> bool:
+        return self._find(name, frozenset({BTF_KIND_STRUCT})) is not None
+
+    def _struct(self, name: str, since: str | None) -> int:
+        found = self._find(name, frozenset({BTF_KIND_STRUCT}))
+        if found is None:
+            raise FeatureMissing(f"struct {name}", since, "not in this kernel's BTF")
+        return found
+
+    def offset(self, struct_name: str, member: str, since: str | None = None) -> int:
+        """The byte offset of `member` in `struct struct_name`, looking into anonymous unions and
+        structs as C does; FeatureMissing when this kernel has no such field (`since`: the
+        version that brought it)."""
+        found = self.offset_if_any(struct_name, member, since)
+        if found is None:
+            raise FeatureMissing(f"struct {struct_name}.{member}", since, "not in this kernel's BTF")
+        return found
+
+    def offset_if_any(self, struct_name: str, member: str, since: str | None = None) -> int | None:
+        """`offset`, or None when the struct (which must exist) has no such member."""
+        return self._member_offset(self._struct(struct_name, since), member.encode())
+
+    def size(self, struct_name: str) -> int:
+        """sizeof(struct struct_name) on this kernel."""
+        return self._header(self._struct(struct_name, None))[2]
+
+    def per_cpu_variable(self) -> int:
+        """The type id of a per-CPU variable of the kernel's (a VAR of the `.data..percpu`
+        section): what `bpf_per_cpu_ptr` can be given. FeatureMissing when the BTF lists none
+        (built without them: pahole before 1.18)."""
+        section = self._find(".data..percpu", frozenset({BTF_KIND_DATASEC}))
+        if section is not None:
+            _, _, _, vlen, _ = self._header(section)
+            first = self._starts[section] + _TYPE.size
+            for index in range(vlen):
+                variable, _, _ = _VAR_SECINFO.unpack_from(self._blob, first + index * _VAR_SECINFO.size)
+                if 0 < variable < len(self._starts) and self._header(variable)[0] == BTF_KIND_VAR:
+                    return int(variable)
+        raise FeatureMissing("per-CPU variables in the kernel's BTF", "5.10")
 
     def _resolved(self, type_id: int) -> int:
         while True:

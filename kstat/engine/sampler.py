@@ -50,20 +50,26 @@ SNAPSHOT_METHODS = ("auto", "iterator", "syscalls")
 
 def open_reader(method: str = "auto") -> tuple[PassReader, str]:
     """The reader for `method`, and which method it is: by default kstat's BPF iterator (one
-    read for every program), else, on a kernel without iterators or BTF or where the load is
-    refused, the syscalls (four a program), saying why in one log line. `iterator` insists."""
+    read for every program), else, on a kernel without iterators or BTF (OSError), with BTF
+    kstat cannot read (BtfFormatError), lacking a feature the iterator needs (FeatureMissing)
+    or refusing its load, the syscalls (four a program), saying why in one log line.
+    `iterator` insists."""
     if method == "syscalls":
         return ProgramReader(), "syscalls"
     try:
         reader = IteratorReader()
-    except (KeyError, OSError, KstatError) as error:
+    except (OSError, KstatError) as error:
         # One line: a verifier's refusal comes with its whole log.
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         if method == "iterator":
             raise KstatError(f"cannot snapshot by BPF iterator on this kernel: {reason}") from None
         log.info("snapshots by syscalls: the BPF iterator is not available here", reason=reason)
         return ProgramReader(), "syscalls"
-    log.info("snapshots by BPF iterator; its own program is left out of the report", program_id=reader.own_id)
+    log.info(
+        "snapshots by BPF iterator; its own program is left out of the report",
+        program_id=reader.own_id,
+        per_cpu_offsets_by=reader.per_cpu_offsets_by,
+    )
     return reader, "iterator"
 
 

@@ -11,10 +11,16 @@ How it is built on the running kernel:
 
 - Every field's offset (in `bpf_prog`, `bpf_prog_aux`, `bpf_prog_stats`, the iterator's context,
   `bpf_array`) and the attach target's type id come from its BTF (`/sys/kernel/btf/vmlinux`).
-- `bpf_prog.stats` is a per-CPU pointer, but a kernel whose BTF does not tag it as one lets no
-  helper turn it into a CPU's address. The CPUs' per-CPU offsets are found without symbols: a
-  one-element per-CPU array map, and a small program run once (BPF_PROG_TEST_RUN) that reads the
-  map's per-CPU pointer and its element's address on each CPU; their difference is that CPU's
+- The per-CPU stats hang off `bpf_prog` (5.12+, with `misses`) or, before, off `bpf_prog_aux`
+  (without): wherever this kernel's BTF says. The pointer is per-CPU, but a kernel whose BTF does
+  not tag it as one lets no helper turn it into a CPU's address. The CPUs' per-CPU offsets are
+  found without symbols by a small program run once (BPF_PROG_TEST_RUN): from 5.19, it reads a
+  one-element per-CPU array map's per-CPU pointer and, by `bpf_map_lookup_percpu_elem`, its
+  element's address on each CPU; before, a per-CPU variable of the kernel's own (a VAR of its
+  BTF) and, by `bpf_per_cpu_ptr` (5.10), its address on each CPU; where the BTF lists no such
+  variable (Debian's 5.10), the map's element as `bpf_map_lookup_elem` finds it on the CPU the
+  program is run on, run once on each CPU (BPF_F_TEST_RUN_ON_CPU, 5.10): possible CPUs that are
+  offline then cannot be reached, and the iterator is refused. The difference is that CPU's
   offset. The iterator then reads `stats + offset` for every possible CPU and sums.
 - The offsets are constants of the running kernel, so they go into the iterator's code as
   immediates, one unrolled read per possible CPU.
@@ -32,6 +38,7 @@ from typing import Final
 
 from attrs import evolve, frozen
 
+from kstat._logging import get_logger
 from kstat.abi import assembler as asm
 from kstat.abi.bpf import (
     create_iterator,
@@ -46,11 +53,15 @@ from kstat.abi.enums import AttachType, MapType, ProgramType, program_type_name
 from kstat.abi.structs import Instruction
 from kstat.core.counters import Counters
 from kstat.core.model import ProgramChanges, ProgramStats, Reading
+from kstat.errors import BpfError, FeatureMissing
 from kstat.sources.clocks import ClockStart
 from kstat.sources.syscalls import ProgramReader
 
+log = get_logger(__name__)
+
 VMLINUX_BTF: Final = Path("/sys/kernel/btf/vmlinux")
 POSSIBLE_CPUS: Final = Path("/sys/devices/system/cpu/possible")
+ONLINE_CPUS: Final = Path("/sys/devices/system/cpu/online")
 # id, type, tag, load_time, name, run_cnt, run_time_ns, recursion_misses
 RECORD: Final = struct.Struct("<II8sQ16sQQQ")
 _READ_SIZE: Final = 1 << 20
@@ -72,37 +83,58 @@ class KernelOffsets:
     meta_seq: int
     prog_type: int
     prog_tag: int
-    prog_stats: int
     prog_aux: int
     aux_id: int
     aux_name: int
     aux_load_time: int
+    # The per-CPU stats pointer: a member of bpf_prog (5.12+) or, before, of bpf_prog_aux.
+    stats_pointer: int
+    stats_in_aux: bool
     stats_count: int
     stats_time: int
-    stats_misses: int
+    stats_misses: int | None  # 5.12+
     array_pptrs: int
+    # A per-CPU variable of the kernel's (its BTF id), for bpf_per_cpu_ptr; None without one.
+    per_cpu_variable: int | None
 
     @staticmethod
     def of_running_kernel(btf: Path = VMLINUX_BTF) -> KernelOffsets:
-        """KeyError when this kernel lacks one of them (too old, or laid out otherwise)."""
+        """FeatureMissing when this kernel lacks one of them (too old, or laid out otherwise);
+        BtfFormatError when its BTF cannot be read; OSError when it has none."""
         layout = KernelLayout(btf.read_bytes())
+        prog_stats = layout.offset_if_any("bpf_prog", "stats")
+        stats_pointer = prog_stats if prog_stats is not None else layout.offset("bpf_prog_aux", "stats")
+        try:
+            per_cpu_variable: int | None = layout.per_cpu_variable()
+        except FeatureMissing:
+            per_cpu_variable = None
         return KernelOffsets(
-            attach_btf_id=layout.function_id("bpf_iter_bpf_prog"),
-            context_meta=layout.offset("bpf_iter__bpf_prog", "meta"),
-            context_prog=layout.offset("bpf_iter__bpf_prog", "prog"),
-            meta_seq=layout.offset("bpf_iter_meta", "seq"),
+            attach_btf_id=layout.function_id("bpf_iter_bpf_prog", since="5.8"),
+            context_meta=layout.offset("bpf_iter__bpf_prog", "meta", since="5.8"),
+            context_prog=layout.offset("bpf_iter__bpf_prog", "prog", since="5.8"),
+            meta_seq=layout.offset("bpf_iter_meta", "seq", since="5.8"),
             prog_type=layout.offset("bpf_prog", "type"),
             prog_tag=layout.offset("bpf_prog", "tag"),
-            prog_stats=layout.offset("bpf_prog", "stats"),
             prog_aux=layout.offset("bpf_prog", "aux"),
             aux_id=layout.offset("bpf_prog_aux", "id"),
             aux_name=layout.offset("bpf_prog_aux", "name"),
             aux_load_time=layout.offset("bpf_prog_aux", "load_time"),
-            stats_count=layout.offset("bpf_prog_stats", "cnt"),
-            stats_time=layout.offset("bpf_prog_stats", "nsecs"),
-            stats_misses=layout.offset("bpf_prog_stats", "misses"),
+            stats_pointer=stats_pointer,
+            stats_in_aux=prog_stats is None,
+            stats_count=layout.offset("bpf_prog_stats", "cnt", since="5.1"),
+            stats_time=layout.offset("bpf_prog_stats", "nsecs", since="5.1"),
+            stats_misses=layout.offset_if_any("bpf_prog_stats", "misses", since="5.12"),
             array_pptrs=layout.offset("bpf_array", "pptrs"),
+            per_cpu_variable=per_cpu_variable,
         )
+
+    @property
+    def stats_fields(self) -> list[tuple[int, int]]:
+        """(offset in one CPU's bpf_prog_stats, offset of its total in the record)."""
+        fields = [(self.stats_count, _RUN_COUNT), (self.stats_time, _RUN_TIME)]
+        if self.stats_misses is not None:
+            fields.append((self.stats_misses, _MISSES))
+        return fields
 
 
 def possible_cpus(path: Path = POSSIBLE_CPUS) -> list[int]:
@@ -114,14 +146,70 @@ def possible_cpus(path: Path = POSSIBLE_CPUS) -> list[int]:
     return cpus
 
 
-def per_cpu_offsets(offsets: KernelOffsets, cpus: list[int]) -> list[int]:
-    """Each CPU's per-CPU offset (what the kernel adds to a per-CPU pointer on that CPU)."""
-    probe = create_map(MapType.PERCPU_ARRAY, 4, 8, 1, "kstat_pcpu")
+# How the per-CPU offsets are found: by the helper each needs (and the version that brought it).
+BY_MAP_LOOKUP: Final = "bpf_map_lookup_percpu_elem"  # 5.19
+BY_PER_CPU_PTR: Final = "bpf_per_cpu_ptr"  # 5.10, with the kernel's per-CPU variables in its BTF
+BY_RUN_ON_EACH_CPU: Final = "bpf_map_lookup_elem on each CPU"  # 5.10, every possible CPU online
+PER_CPU_METHODS: Final = (BY_MAP_LOOKUP, BY_PER_CPU_PTR, BY_RUN_ON_EACH_CPU)
+
+
+def per_cpu_offsets(
+    offsets: KernelOffsets, cpus: list[int], method: str | None = None
+) -> tuple[list[int], str]:
+    """Each CPU's per-CPU offset (what the kernel adds to a per-CPU pointer on that CPU), and
+    which helper found them: the first of PER_CPU_METHODS this kernel lets kstat use, or
+    `method`. FeatureMissing when none."""
+    refusals = []
+    for candidate in PER_CPU_METHODS if method is None else (method,):
+        try:
+            return _per_cpu_offsets_by(candidate, offsets, cpus), candidate
+        except BpfError as error:
+            # The load or the run refused: this kernel lacks the helper, or lets kstat not use it.
+            missing = FeatureMissing(candidate, _SINCE[candidate], str(error).strip().splitlines()[0])
+            if method is not None:
+                raise missing from error
+            refusals.append(str(missing))
+        except FeatureMissing as error:
+            if method is not None:
+                raise
+            refusals.append(str(error))
+    raise FeatureMissing("a way to find per-CPU offsets", None, "; ".join(refusals))
+
+
+_SINCE: Final = {BY_MAP_LOOKUP: "5.19", BY_PER_CPU_PTR: "5.10", BY_RUN_ON_EACH_CPU: "5.10"}
+
+
+def _per_cpu_offsets_by(method: str, offsets: KernelOffsets, cpus: list[int]) -> list[int]:
+    if method == BY_RUN_ON_EACH_CPU:
+        offline = sorted(set(cpus) - set(possible_cpus(ONLINE_CPUS)))
+        if offline:
+            raise FeatureMissing(
+                "bpf_map_lookup_percpu_elem",
+                "5.19",
+                f"CPUs {', '.join(map(str, offline))} are possible but offline: no program runs there",
+            )
     results = create_map(MapType.ARRAY, 4, 8, max(cpus) + 1, "kstat_pcpu_off")
+    probe = None
     try:
-        program = load_program(
-            ProgramType.RAW_TRACEPOINT, _offsets_program(offsets, probe, results, cpus), "kstat_pcpu_off"
-        )
+        if method == BY_RUN_ON_EACH_CPU:
+            probe = create_map(MapType.PERCPU_ARRAY, 4, 8, 1, "kstat_pcpu")
+            code = _this_cpu_program(offsets, probe, results)
+            program = load_program(ProgramType.RAW_TRACEPOINT, code, "kstat_pcpu_off")
+            try:
+                for cpu in cpus:
+                    test_run(program, cpu)
+            finally:
+                os.close(program)
+            return [struct.unpack("<q", map_lookup_value(results, cpu, 8))[0] for cpu in cpus]
+        if method == BY_MAP_LOOKUP:
+            probe = create_map(MapType.PERCPU_ARRAY, 4, 8, 1, "kstat_pcpu")
+            code = _offsets_program(_map_base(offsets, probe), _map_lookup(probe), results, cpus)
+        elif offsets.per_cpu_variable is None:
+            raise FeatureMissing("per-CPU variables in the kernel's BTF", "5.10")
+        else:
+            variable = offsets.per_cpu_variable
+            code = _offsets_program(_variable_base(variable), _variable_on_cpu(variable), results, cpus)
+        program = load_program(ProgramType.RAW_TRACEPOINT, code, "kstat_pcpu_off")
         try:
             test_run(program)
         finally:
@@ -132,35 +220,92 @@ def per_cpu_offsets(offsets: KernelOffsets, cpus: list[int]) -> list[int]:
             found.append(offset)
         return found
     finally:
-        os.close(probe)
+        if probe is not None:
+            os.close(probe)
         os.close(results)
 
 
-def _offsets_program(offsets: KernelOffsets, probe: int, results: int, cpus: list[int]) -> list[Instruction]:
-    """Reads the probe map's per-CPU pointer, then its element's address on each CPU, and
-    stores their difference in `results` at that CPU's index."""
-    code: list[Instruction] = [
-        asm.store_imm(4, asm.FP, -4, 0),  # the key, 0
+def _as_number(register: int, slot: int, scratch: int) -> list[Instruction]:
+    """A pointer in `register` spilled to the stack at `slot` and read back as a plain number
+    into `register`: the verifier lets no pointer arithmetic mix two kinds of pointer."""
+    return [
+        asm.store(8, asm.FP, slot, register),
+        *asm.stack_address(asm.R6, slot),
+        *asm.probe_read(scratch, 8, asm.R6),
+        *asm.load(8, register, asm.FP, scratch),
+    ]
+
+
+def _map_base(offsets: KernelOffsets, probe: int) -> list[Instruction]:
+    """r9 = the probe map's per-CPU pointer (array->pptrs[0])."""
+    return [
         *asm.load_map(asm.R1, probe),
-        asm.store(8, asm.FP, -16, asm.R1),  # the map pointer, spilled...
-        *asm.stack_address(asm.R6, -16),
-        *asm.probe_read(-24, 8, asm.R6),  # ...and read back as a plain number
-        *asm.load(8, asm.R6, asm.FP, -24),
-        *asm.probe_read(-32, 8, asm.R6, offsets.array_pptrs),  # array->pptrs[0]
+        *_as_number(asm.R1, -16, -24),
+        asm.mov(asm.R6, asm.R1),
+        *asm.probe_read(-32, 8, asm.R6, offsets.array_pptrs),
         *asm.load(8, asm.R9, asm.FP, -32),
     ]
+
+
+def _map_lookup(probe: int) -> list[Instruction]:
+    """r0 = the probe map's element on the CPU in r3, or 0"""
+    return [
+        *asm.load_map(asm.R1, probe),
+        *asm.stack_address(asm.R2, -4),
+        asm.call(asm.MAP_LOOKUP_PERCPU_ELEM),
+    ]
+
+
+def _variable_base(variable: int) -> list[Instruction]:
+    """r9 = the per-CPU variable's per-CPU address"""
+    return [*asm.load_kernel_variable(asm.R9, variable), *_as_number(asm.R9, -16, -24)]
+
+
+def _variable_on_cpu(variable: int) -> list[Instruction]:
+    """r0 = the per-CPU variable's address on the CPU in r3, or 0"""
+    return [*asm.load_kernel_variable(asm.R1, variable), asm.mov(asm.R2, asm.R3), asm.call(asm.PER_CPU_PTR)]
+
+
+def _this_cpu_program(offsets: KernelOffsets, probe: int, results: int) -> list[Instruction]:
+    """Stores the offset of the CPU it runs on, at that CPU's index in `results`: the probe
+    map's element as bpf_map_lookup_elem finds it there, less the map's per-CPU pointer."""
+    store = [
+        asm.mov(asm.R7, asm.R0),
+        *_as_number(asm.R7, -40, -48),
+        asm.alu("-", asm.R7, asm.R9),
+        asm.store(8, asm.FP, -56, asm.R7),
+        asm.call(asm.GET_SMP_PROCESSOR_ID),
+        asm.store(4, asm.FP, -60, asm.R0),
+        *asm.load_map(asm.R1, results),
+        *asm.stack_address(asm.R2, -60),
+        *asm.stack_address(asm.R3, -56),
+        asm.mov_imm(asm.R4, 0),
+        asm.call(asm.MAP_UPDATE_ELEM),
+    ]
+    return [
+        asm.store_imm(4, asm.FP, -4, 0),  # the key, 0
+        *_map_base(offsets, probe),
+        *asm.load_map(asm.R1, probe),
+        *asm.stack_address(asm.R2, -4),
+        asm.call(asm.MAP_LOOKUP_ELEM),
+        asm.jump_if("==", asm.R0, 0, len(store)),
+        *store,
+        asm.mov_imm(asm.R0, 0),
+        asm.exit_(),
+    ]
+
+
+def _offsets_program(
+    base: list[Instruction], on_cpu: list[Instruction], results: int, cpus: list[int]
+) -> list[Instruction]:
+    """`base` puts a per-CPU pointer in r9, `on_cpu` its address on the CPU in r3 in r0; the
+    program stores their difference in `results` at that CPU's index."""
+    code: list[Instruction] = [asm.store_imm(4, asm.FP, -4, 0), *base]  # the key, 0
     for cpu in cpus:
-        found = [
-            *asm.load_map(asm.R1, probe),
-            *asm.stack_address(asm.R2, -4),
-            asm.mov_imm(asm.R3, cpu),
-            asm.call(asm.MAP_LOOKUP_PERCPU_ELEM),
-        ]
+        found = [asm.mov_imm(asm.R3, cpu), *on_cpu]
         store = [
-            asm.store(8, asm.FP, -40, asm.R0),
-            *asm.stack_address(asm.R6, -40),
-            *asm.probe_read(-48, 8, asm.R6),
-            *asm.load(8, asm.R7, asm.FP, -48),
+            asm.mov(asm.R7, asm.R0),
+            *_as_number(asm.R7, -40, -48),
             asm.alu("-", asm.R7, asm.R9),
             asm.store(8, asm.FP, -56, asm.R7),
             asm.store_imm(4, asm.FP, -60, cpu),
@@ -191,20 +336,19 @@ def iterator_program(offsets: KernelOffsets, cpu_offsets: list[int]) -> list[Ins
         *asm.load(8, asm.R1, asm.R9, offsets.aux_load_time),
         asm.store(8, asm.FP, _LOAD_TIME, asm.R1),
         *asm.probe_read(_NAME, 16, asm.R9, offsets.aux_name),
-        *asm.probe_read(_SCRATCH, 8, asm.R7, offsets.prog_stats),
+        *asm.probe_read(_SCRATCH, 8, asm.R9 if offsets.stats_in_aux else asm.R7, offsets.stats_pointer),
         *asm.load(8, asm.R9, asm.FP, _SCRATCH),
     ]
+    fields = offsets.stats_fields
+    # One CPU's stats up to the last field read (cnt and nsecs: 16 bytes; with misses: 24).
+    read_size = max(field for field, _ in fields) + 8
     for cpu_offset in cpu_offsets:
         body += [
             *asm.load_imm64(asm.R7, cpu_offset),
             asm.alu("+", asm.R7, asm.R9),
-            *asm.probe_read(_STATS, 24, asm.R7),
+            *asm.probe_read(_STATS, read_size, asm.R7),
         ]
-        for field, total in (
-            (offsets.stats_count, _RUN_COUNT),
-            (offsets.stats_time, _RUN_TIME),
-            (offsets.stats_misses, _MISSES),
-        ):
+        for field, total in fields:
             body += [
                 *asm.load(8, asm.R1, asm.FP, _STATS + field),
                 *asm.load(8, asm.R2, asm.FP, total),
@@ -232,10 +376,14 @@ class ProgramIterator:
 
     def __init__(self) -> None:
         offsets = KernelOffsets.of_running_kernel()
+        if offsets.stats_in_aux:
+            log.info("this kernel keeps its program stats in bpf_prog_aux (before Linux 5.12)")
         cpus = possible_cpus()
+        cpu_offsets, self.per_cpu_offsets_by = per_cpu_offsets(offsets, cpus)
+        self.counts_recursion_misses = offsets.stats_misses is not None
         self._program = load_program(
             ProgramType.TRACING,
-            iterator_program(offsets, per_cpu_offsets(offsets, cpus)),
+            iterator_program(offsets, cpu_offsets),
             ITERATOR_NAME,
             expected_attach_type=AttachType.TRACE_ITER,
             attach_btf_id=offsets.attach_btf_id,
@@ -299,6 +447,10 @@ class IteratorReader:
         self._syscalls = syscalls or ProgramReader()
         own = self._syscalls.read_fd(self._iterator.program_fd)
         self.own_id = own.id
+        # Which helper found the per-CPU offsets, and whether the kernel counts recursion
+        # misses (5.12+; before, the records say 0, as bpf_prog_info says nothing).
+        self.per_cpu_offsets_by = self._iterator.per_cpu_offsets_by
+        self.counts_recursion_misses = self._iterator.counts_recursion_misses
         self._previous: _Pass | None = None
 
     def read_pass(self) -> tuple[list[ProgramStats], ProgramChanges]:
@@ -384,8 +536,9 @@ class IteratorReader:
 
     def _decode(self, record: bytes, before: ProgramStats | None) -> ProgramStats:
         program_id, type_id, tag, load_time_ns, name, run_count, run_time_ns, misses = RECORD.unpack(record)
-        # The counter catalogue's counters, in its order.
-        counters = Counters(run_time_ns, run_count, misses)
+        # The counter catalogue's counters, in its order; recursion misses None where the
+        # kernel does not count them (before 5.12: the record's zero is no count).
+        counters = Counters(run_time_ns, run_count, misses if self.counts_recursion_misses else None)
         if before is not None and before.load_time_ns == load_time_ns:
             return evolve(before, counters=counters)
         # Met for the first time (or an id the kernel reused): what its record says. Its full

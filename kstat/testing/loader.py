@@ -3,17 +3,25 @@ loopback UDP sockets, so that the number of runs is exactly the number of packet
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 from collections.abc import Sequence
+from pathlib import Path
 from types import TracebackType
+from typing import Final
 
 from kstat.abi import assembler as asm
 from kstat.abi import bpf
 from kstat.abi.enums import SO_ATTACH_BPF, AttachType, MapType, ProgramType
 from kstat.abi.structs import Instruction
 from kstat.core.model import ProgramStats
+from kstat.errors import KstatError
 from kstat.sources.syscalls import ProgramReader
+
+# A socket filter is charged to its socket's option memory: one larger than this sysctl is
+# refused with ENOMEM (20480 bytes by default on 6.1 and before, 131072 on later kernels).
+OPTMEM_MAX: Final = Path("/proc/sys/net/core/optmem_max")
 
 # enum xdp_action
 _XDP_PASS = 2
@@ -83,12 +91,9 @@ class SocketFilter:
         program's BTF as its full name, as a compiler puts a C function's name there; the
         program uses each of `maps` (and holds them while it is loaded)."""
         self.name = name
-        self.fd = bpf.load_program(
-            ProgramType.SOCKET_FILTER,
-            socket_filter_instructions(work_instructions, maps),
-            name,
-            function_name=function_name,
-        )
+        instructions = socket_filter_instructions(work_instructions, maps)
+        self.instruction_count = len(instructions)
+        self.fd = bpf.load_program(ProgramType.SOCKET_FILTER, instructions, name, function_name=function_name)
 
     def stats(self) -> ProgramStats:
         """The program's counters right now, read through its own fd."""
@@ -123,7 +128,13 @@ class LoopbackTarget:
         self.program = program
         self._receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._receiver.bind(("127.0.0.1", 0))
-        self._receiver.setsockopt(socket.SOL_SOCKET, SO_ATTACH_BPF, program.fd)
+        try:
+            self._receiver.setsockopt(socket.SOL_SOCKET, SO_ATTACH_BPF, program.fd)
+        except OSError as error:
+            self._receiver.close()
+            if error.errno == errno.ENOMEM:
+                raise _too_large_for_a_socket(program) from None
+            raise
         self._sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._sender.connect(self._receiver.getsockname())
 
@@ -143,6 +154,18 @@ class LoopbackTarget:
         self, kind: type[BaseException] | None, value: BaseException | None, traceback: TracebackType | None
     ) -> None:
         self.close()
+
+
+def _too_large_for_a_socket(program: SocketFilter) -> KstatError:
+    try:
+        limit = f"net.core.optmem_max ({int(OPTMEM_MAX.read_text())} bytes here)"
+    except (OSError, ValueError):
+        limit = "net.core.optmem_max"
+    return KstatError(
+        f"{program.name}: a socket filter of {program.instruction_count} instructions (8 bytes each) "
+        f"does not fit a socket's option memory, {limit}: make its work smaller "
+        "(kstat demo --work-scale), or raise net.core.optmem_max"
+    )
 
 
 class XdpPass:
