@@ -48,7 +48,7 @@ from kstat.abi.structs import (
     ProgQueryAttr,
     TestRunAttr,
 )
-from kstat.errors import BpfError, PermissionDenied, ProgramLoadError, UnsupportedKernel
+from kstat.errors import BpfError, FeatureMissing, PermissionDenied, ProgramLoadError, UnsupportedKernel
 
 # __NR_bpf per architecture (arch/*/include/uapi/asm/unistd*.h); the generic table covers
 # arm64, riscv64 and loongarch64.
@@ -127,16 +127,15 @@ def enable_run_time_stats() -> int:
     """BPF_ENABLE_STATS(BPF_STATS_RUN_TIME): stats stay on while the returned fd is open.
 
     The kernel counts these fds, so several holders (two kstat processes) never switch each
-    other's stats off. Raises UnsupportedKernel before Linux 5.8, where the command is unknown.
+    other's stats off. Raises FeatureMissing before Linux 5.8, where the command is unknown
+    (the caller falls back to the sysctl).
     """
     attr = EnableStatsAttr(type=STATS_RUN_TIME)
     try:
         return bpf(Command.ENABLE_STATS, attr)
     except BpfError as error:
         if error.errno == errno.EINVAL:
-            raise UnsupportedKernel(
-                "this kernel does not know BPF_ENABLE_STATS (it arrived in Linux 5.8)"
-            ) from error
+            raise FeatureMissing("BPF_ENABLE_STATS", "5.8") from error
         raise
 
 

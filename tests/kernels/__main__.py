@@ -1,7 +1,7 @@
 """`make test-kernels`: the kernel tests of the matrix on every kernel of tests/kernels/matrix.py,
 each booted under qemu, then natively; one line per kernel, and the support table.
 
-    python -m tests.kernels [--kernels "5.10 6.1 native"] [--timeout 900] [--no-table]
+    python -m tests.kernels [--kernels "5.10 6.1 native"] [--timeout 1800] [--no-table]
 """
 
 from __future__ import annotations
@@ -31,14 +31,14 @@ _GUEST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 @frozen
-class TestCounts:
+class PytestCounts:
     passed: int
     failed: int
     skipped: int
     skip_reasons: tuple[str, ...]
 
 
-def read_junit(path: Path) -> TestCounts | None:
+def read_junit(path: Path) -> PytestCounts | None:
     """pytest's counts from its JUnit XML; None if it wrote none (it never ran to the end)."""
     if not path.exists():
         return None
@@ -53,7 +53,7 @@ def read_junit(path: Path) -> TestCounts | None:
     for case in suite.iter("testcase"):
         for skip in case.findall("skipped"):
             reasons.append(f"{case.get('name')}: {skip.get('message', '').strip()}")
-    return TestCounts(total - failures - errors - skipped, failures + errors, skipped, tuple(reasons))
+    return PytestCounts(total - failures - errors - skipped, failures + errors, skipped, tuple(reasons))
 
 
 def _read_facts(results: Path) -> dict[str, Any]:
@@ -67,7 +67,7 @@ class KernelRun:
 
     name: str
     release: str
-    counts: TestCounts | None
+    counts: PytestCounts | None
     facts: dict[str, Any]
     exit_status: int | None
     seconds: float
@@ -110,7 +110,9 @@ def _collected(
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.kernels", description=__doc__)
     parser.add_argument("--kernels", default="", help="a part of the matrix: names, space-separated")
-    parser.add_argument("--timeout", type=float, default=900.0, help="seconds a VM may take")
+    parser.add_argument(
+        "--timeout", type=float, default=1800.0, help="seconds a VM may take (about 200 on an idle machine)"
+    )
     parser.add_argument("--no-table", action="store_true", help="leave docs/kernels.md alone")
     options = parser.parse_args(argv)
     if os.geteuid() != 0:

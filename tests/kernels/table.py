@@ -63,10 +63,10 @@ def _key(name: str) -> str:
 
 
 def _version_key(line: str) -> tuple[int, ...]:
+    """Rows by kernel version, the native kernel's last."""
     first = line.strip("|").split("|", 1)[0].strip()
-    release = line.strip("|").split("|")[1].strip() if line.count("|") > 2 else ""
-    digits = re.match(r"[\d.]+", first) or re.match(r"[\d.]+", release)
-    return tuple(int(part) for part in digits.group(0).strip(".").split(".")) if digits else (1 << 30,)
+    digits = re.match(r"\d+(\.\d+)*", first)
+    return tuple(int(part) for part in digits.group(0).split(".")) if digits else (1 << 30,)
 
 
 def update(document: Path, rows: Mapping[str, str], preamble: Sequence[str]) -> None:
