@@ -96,7 +96,8 @@ SYSTEM_PYTHON ?= /usr/bin/python3
 test-unprivileged:
 	@scratch=$$(mktemp -d /tmp/kstat-unprivileged.XXXXXX); trap 'rm -rf "$$scratch"' EXIT; \
 	tar --exclude=./.venv --exclude=./.git --exclude=./.nox --exclude=./tests/statsd/node_modules --exclude=./site \
-		--exclude=./bench-results --exclude=./e2e-logs --exclude=./.hypothesis -cf - . | tar -C "$$scratch" -xf - && \
+		--exclude=./bench-results --exclude=./e2e-logs --exclude=./kernel-logs --exclude=./.hypothesis -cf - . \
+		| tar -C "$$scratch" -xf - && \
 	$(SYSTEM_PYTHON) -m venv "$$scratch/.venv" && \
 	"$$scratch/.venv/bin/pip" install --quiet "$$scratch[test]" && \
 	chmod -R a+rX "$$scratch" && \

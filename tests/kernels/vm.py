@@ -411,6 +411,7 @@ def guest_python_layers(tree: Path, work: Path) -> list[Layer]:
         "bench-results",
         "e2e-logs",
         "kernel-logs",
+        "site",
     ]
     build_ext4_image(tree, work / "tree.img", tree_excluded)
     layers.append(Layer(tree, work / "tree.img", writable=True))
