@@ -11,9 +11,12 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 KSTAT = [sys.executable, "-m", "kstat"]
+# Under emulation (the kernel matrix's VMs, tests/kernels) Python runs about twelve times
+# slower: what a test waits for gets that much longer.
+PATIENCE: Final = 10.0 if os.environ.get("KSTAT_TEST_EMULATED") else 1.0
 
 
 class KstatProcess:
@@ -58,7 +61,7 @@ class KstatProcess:
     def wait_for_event(self, event: str, timeout_s: float = 30) -> None:
         """Wait until kstat has logged `event` ("window started", "command started", ...)."""
         with self._event_arrived:
-            if not self._event_arrived.wait_for(lambda: event in self._events_seen, timeout_s):
+            if not self._event_arrived.wait_for(lambda: event in self._events_seen, timeout_s * PATIENCE):
                 self.process.kill()
                 raise AssertionError(f"kstat never logged {event!r}: {self.stderr_lines}")
 
@@ -73,8 +76,8 @@ class KstatProcess:
         """Wait for exit; return the exit status and standard output."""
         assert self.process.stdout is not None
         stdout = self.process.stdout.read()
-        returncode = self.process.wait(timeout_s)
-        self._reader.join(timeout_s)
+        returncode = self.process.wait(timeout_s * PATIENCE)
+        self._reader.join(timeout_s * PATIENCE)
         return returncode, stdout.decode()
 
     def errors(self) -> list[str]:
@@ -86,7 +89,7 @@ def wait_until_ready(
     ready_file: Path, process: subprocess.Popen[Any] | None = None, timeout_s: float = 30
 ) -> dict[str, Any]:
     """Wait for kstat's `--ready-file` (its baseline reading is taken); what it says."""
-    deadline = time.monotonic() + timeout_s
+    deadline = time.monotonic() + timeout_s * PATIENCE
     while not ready_file.exists():
         if process is not None and process.poll() is not None:
             raise AssertionError(f"kstat exited ({process.returncode}) before it was ready")
@@ -108,7 +111,7 @@ def run_kstat(
         [*prefix, *KSTAT, *arguments],
         capture_output=True,
         text=True,
-        timeout=timeout_s,
+        timeout=timeout_s * PATIENCE,
         check=False,
         env={**os.environ, **(env or {})},
     )
