@@ -33,7 +33,8 @@ PIN = Path("/sys/fs/bpf/kstat_t_cg_egress")
 
 
 def run(*command: str) -> str:
-    return subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    # Other devices on the host may have names that are no UTF-8 (the host is hostile).
+    return subprocess.run(command, check=True, capture_output=True, text=True, errors="replace").stdout
 
 
 def in_netns(*command: str) -> str:
