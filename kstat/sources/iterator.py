@@ -227,18 +227,19 @@ def iterator_program(offsets: KernelOffsets, cpu_offsets: list[int]) -> list[Ins
     ]
 
 
-class ProgramIterator:
-    """kstat's iterator, loaded and linked for the window; `read()` walks every program once."""
+class LinkedIterator:
+    """An iterator program of kstat's own (BPF_PROG_TYPE_TRACING, attached to the kernel's
+    iterator `attach_btf_id` names), loaded and linked for the window: each `read()` is one
+    walk, whatever the program writes to its seq_file, in full. Shared by every iterator kstat
+    builds (programs here, task files in `kstat.sources.task_files`)."""
 
-    def __init__(self) -> None:
-        offsets = KernelOffsets.of_running_kernel()
-        cpus = possible_cpus()
+    def __init__(self, instructions: list[Instruction], name: str, attach_btf_id: int) -> None:
         self._program = load_program(
             ProgramType.TRACING,
-            iterator_program(offsets, per_cpu_offsets(offsets, cpus)),
-            ITERATOR_NAME,
+            instructions,
+            name,
             expected_attach_type=AttachType.TRACE_ITER,
-            attach_btf_id=offsets.attach_btf_id,
+            attach_btf_id=attach_btf_id,
         )
         try:
             self._link = create_iterator_link(self._program)
@@ -250,8 +251,12 @@ class ProgramIterator:
     def program_fd(self) -> int:
         return self._program
 
+    @property
+    def link_fd(self) -> int:
+        return self._link
+
     def read(self) -> bytes:
-        """One walk: a 64-byte record per loaded program, kstat's iterator included."""
+        """One walk: everything the program wrote, in the kernel's order."""
         fd = create_iterator(self._link)
         try:
             chunks = []
@@ -266,6 +271,18 @@ class ProgramIterator:
             os.close(self._link)
         with contextlib.suppress(OSError):
             os.close(self._program)
+
+
+class ProgramIterator(LinkedIterator):
+    """kstat's iterator, loaded and linked for the window; `read()` walks every program once,
+    a 64-byte record per loaded program, kstat's iterator included."""
+
+    def __init__(self) -> None:
+        offsets = KernelOffsets.of_running_kernel()
+        cpus = possible_cpus()
+        super().__init__(
+            iterator_program(offsets, per_cpu_offsets(offsets, cpus)), ITERATOR_NAME, offsets.attach_btf_id
+        )
 
 
 @frozen
