@@ -155,7 +155,7 @@ class Attributor:
             attachments = self._attachments(new)
             learnt = {
                 program.identity: ProgramDetails(
-                    owners=tuple(owners.get(program.id, ())),
+                    owners=owners.get(program.id, ()),
                     attachments=tuple(attachments.get(program.id, ())),
                 )
                 for program in new

@@ -18,9 +18,11 @@ workload (from the process's cgroup, as the caller's `workload_of` finds it).
 
 from __future__ import annotations
 
+import operator
 import os
 from collections import defaultdict
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from itertools import repeat
 from pathlib import Path
 from typing import Final, Protocol
 
@@ -32,7 +34,7 @@ from kstat.core.model import NO_WORKLOAD, ProgramOwner, Workload
 from kstat.errors import KstatError
 from kstat.sources.fdinfo import fdinfo_number
 from kstat.sources.syscalls import ProgramReader
-from kstat.sources.task_files import RECORD, TaskFileIterator
+from kstat.sources.task_files import COMM_SIZE, RECORD, TaskFileIterator
 
 log = get_logger(__name__)
 
@@ -40,6 +42,9 @@ PROC: Final = Path("/proc")
 OWNER_METHODS: Final = ("auto", "iterator", "proc")
 # readlink of an fd that holds a program, or a link (which holds its program).
 _BPF_FD_TARGETS: Final = ("anon_inode:bpf-prog", "anon_inode:bpf_link")
+_LOW_32: Final = (1 << 32) - 1
+# Where a record's comm starts (after tgid, fd, program id and the link flag).
+_COMM_OFFSET: Final = RECORD.size - COMM_SIZE
 # Field 22 of /proc/PID/stat, counted after the comm (which may hold spaces and parentheses).
 _START_TIME_AFTER_COMM: Final = 19
 
@@ -63,9 +68,10 @@ class OwnerSource(Protocol):
 
     def owners(
         self, workload_of: WorkloadOf | None = None, wanted: Collection[int] | None = None
-    ) -> dict[int, list[ProgramOwner]]:
+    ) -> dict[int, tuple[ProgramOwner, ...]]:
         """The processes holding each program (of `wanted`, or every program held), by
-        program id, sorted by pid; `workload_of(pid)` is asked once per owner process."""
+        program id, sorted by pid; `workload_of(pid)` is asked once per owner process. The
+        tuples may be shared between programs (one tuple for each process's sole programs)."""
         ...
 
     @property
@@ -77,22 +83,24 @@ class OwnerSource(Protocol):
     def close(self) -> None: ...
 
 
+def _owners_of(
+    pids: Iterable[int], command_of: Callable[[int], str], workload_of: WorkloadOf | None
+) -> dict[int, ProgramOwner]:
+    """The ProgramOwner of each process: its command, and its workload when asked."""
+    return {
+        pid: ProgramOwner(pid, command_of(pid), workload_of(pid) if workload_of is not None else NO_WORKLOAD)
+        for pid in pids
+    }
+
+
 def _owners(
-    holders: Mapping[int, Iterable[int]], command_of: Callable[[int], str], workload_of: WorkloadOf | None
-) -> dict[int, list[ProgramOwner]]:
+    holders: Mapping[int, Sequence[int]], command_of: Callable[[int], str], workload_of: WorkloadOf | None
+) -> dict[int, tuple[ProgramOwner, ...]]:
     """ProgramOwners from the pids holding each program; command and workload once per pid."""
-    per_pid: dict[int, ProgramOwner] = {}
-    found: dict[int, list[ProgramOwner]] = {}
-    for program_id, pids in holders.items():
-        owners = []
-        for pid in sorted(set(pids)):
-            owner = per_pid.get(pid)
-            if owner is None:
-                workload = workload_of(pid) if workload_of is not None else NO_WORKLOAD
-                owner = per_pid[pid] = ProgramOwner(pid, command_of(pid), workload)
-            owners.append(owner)
-        found[program_id] = owners
-    return found
+    owner = _owners_of({pid for pids in holders.values() for pid in pids}, command_of, workload_of)
+    return {
+        program_id: tuple(owner[pid] for pid in sorted(set(pids))) for program_id, pids in holders.items()
+    }
 
 
 # --- by /proc ----------------------------------------------------------------------------------
@@ -146,7 +154,7 @@ def _process_ids(root: str) -> list[str]:
 
 def program_owners(
     proc: Path = PROC, workload_of: WorkloadOf | None = None, wanted: Collection[int] | None = None
-) -> dict[int, list[ProgramOwner]]:
+) -> dict[int, tuple[ProgramOwner, ...]]:
     """Every fd of every process, walked once: the processes holding each program (of `wanted`,
     or every one), by program id."""
     root = str(proc)
@@ -215,7 +223,7 @@ class ProcWalk:
 
     def owners(
         self, workload_of: WorkloadOf | None = None, wanted: Collection[int] | None = None
-    ) -> dict[int, list[ProgramOwner]]:
+    ) -> dict[int, tuple[ProgramOwner, ...]]:
         wanted = _as_set(wanted)
         root = str(self.proc)
         if not self.incremental:
@@ -283,19 +291,37 @@ class IteratorOwners:
 
     def owners(
         self, workload_of: WorkloadOf | None = None, wanted: Collection[int] | None = None
-    ) -> dict[int, list[ProgramOwner]]:
+    ) -> dict[int, tuple[ProgramOwner, ...]]:
         wanted = _as_set(wanted)
-        holders: dict[int, set[int]] = defaultdict(set)
-        comms: dict[int, bytes] = {}
-        for pid, _, program_id, _, comm in RECORD.iter_unpack(self._iterator.read()):
-            if wanted is None or program_id in wanted:
-                holders[program_id].add(pid)
-                comms[pid] = comm
+        data = self._iterator.read()
+        # A record's first u64 is its (program, process) pair: tgid << 32 | program id. Plain
+        # ints, read out at C speed and counted without a tuple each (nor the collections of the
+        # garbage collector they would bring about): this sees every bpf fd of the host.
+        first_words = memoryview(data).cast("Q")[:: RECORD.size // 8].tolist()
+        pairs = (
+            set(first_words) if wanted is None else {pair for pair in first_words if pair & _LOW_32 in wanted}
+        )
+        holder = {pair & _LOW_32: pair >> 32 for pair in pairs}  # the only process of most
+        others: dict[int, list[int]] = defaultdict(list)  # and of programs held by several
+        if len(pairs) > len(holder):
+            for pair in pairs:
+                if holder[pair & _LOW_32] != pair >> 32:
+                    others[pair & _LOW_32].append(pair >> 32)
+        # A record of each process, for its comm.
+        record_of = dict(
+            zip(map(operator.rshift, first_words, repeat(32)), range(len(first_words)), strict=True)
+        )
 
         def command_of(pid: int) -> str:
-            return command_text(comms[pid].split(b"\0", 1)[0])
+            start = record_of[pid] * RECORD.size + _COMM_OFFSET
+            return command_text(data[start : start + COMM_SIZE].split(b"\0", 1)[0])
 
-        return _owners(holders, command_of, workload_of)
+        owner = _owners_of(set(holder.values()).union(*others.values()), command_of, workload_of)
+        alone: dict[int, tuple[ProgramOwner, ...]] = {pid: (each,) for pid, each in owner.items()}
+        found = {program_id: alone[pid] for program_id, pid in holder.items()}  # tuples shared
+        for program_id, pids_too in others.items():
+            found[program_id] = tuple(owner[pid] for pid in sorted({holder[program_id], *pids_too}))
+        return found
 
     def close(self) -> None:
         self._iterator.close()

@@ -2,9 +2,10 @@
 files (`iter/task_file`, Linux 5.8+), assembled by kstat like its program iterator.
 
 The kernel runs kstat's program once for each open fd of each process. For a file that is a BPF
-program or a BPF link, it writes a 32-byte record: the process (its tgid, the pid /proc names),
-the fd, the id of the program (a link's: the program the link holds), whether through a link,
-and the process's comm. Every other file costs the program a comparison and nothing more.
+program or a BPF link, it writes a 32-byte record: the id of the program (a link's: the program
+the link holds) and the process (its tgid, the pid /proc names) as one 64-bit pair, the fd,
+whether through a link, and the process's comm. Every other file costs the program a
+comparison and nothing more.
 
 How it is built on the running kernel:
 
@@ -44,10 +45,11 @@ from kstat.errors import FeatureMissing, KstatError
 from kstat.sources.iterator import VMLINUX_BTF, LinkedIterator
 
 ITERATOR_NAME: Final = "kstat_file_iter"
-# tgid, fd, program id, through a link (0 or 1), comm
-RECORD: Final = struct.Struct("<IIII16s")
-# In discovery mode the program id and link flag hold the file's f_op instead.
-DISCOVERY_RECORD: Final = struct.Struct("<IIQ16s")
+# (tgid << 32 | program id), fd, through a link (0 or 1), comm; in the kernel's byte order. The
+# pair is one plain int to Python: owners are counted without a tuple per fd.
+RECORD: Final = struct.Struct("=QII16s")
+# In discovery mode (program id 0) the comm's place holds the file's f_op.
+DISCOVERY_RECORD: Final = struct.Struct("=QIIQ8x")
 # The program's settings (its map's one value): bpf_prog_fops, bpf_link_fops (0 and 0 for
 # discovery), and kstat's own tgid (whose fds discovery writes).
 SETTINGS: Final = struct.Struct("<QQI4x")
@@ -55,11 +57,13 @@ SETTINGS: Final = struct.Struct("<QQI4x")
 COMM_SIZE: Final = 16
 ITER_TASK_FILE_SINCE: Final = "5.8"
 
-# The record on the program's stack, and two scratch slots for pointers read from the kernel.
-_TGID, _FD, _PROGRAM_ID, _VIA_LINK, _COMM = -32, -28, -24, -20, -16
-_PROGRAM = -40
-_AUX = -48
-_KEY = -52
+# The record on the program's stack; then the pair's halves, pointers read from the kernel, and
+# the map's key.
+_PAIR, _FD, _VIA_LINK, _COMM = -32, -24, -20, -16
+_PROGRAM_ID, _TGID = -40, -36
+_PROGRAM = -48
+_AUX = -56
+_KEY = -60
 
 
 @frozen
@@ -121,10 +125,10 @@ class TaskFileOffsets:
 
 def task_file_program(offsets: TaskFileOffsets, settings_map: int) -> list[Instruction]:
     """The iterator: for each fd, a record if it is a program or a link (discovery mode: for
-    each fd of kstat's own process, a record with its f_op).
+    each fd of kstat's own process, a record with its f_op in place of the comm).
 
     r6 the context, r7 the file, r8 the task, r9 the settings (the map's value)."""
-    end, discovery, program, held, emit = "end", "discovery", "program", "held", "emit"
+    end, discovery, program, held, emit, write = "end", "discovery", "program", "held", "emit", "write"
     items: list[Instruction | Label | Goto] = [
         asm.mov(asm.R6, asm.R1),
         *asm.load(8, asm.R7, asm.R6, offsets.context_file),
@@ -137,7 +141,7 @@ def task_file_program(offsets: TaskFileOffsets, settings_map: int) -> list[Instr
         asm.call(asm.MAP_LOOKUP_ELEM),
         asm.goto_if("==", asm.R0, 0, end),
         asm.mov(asm.R9, asm.R0),
-        *[asm.store_imm(8, asm.FP, offset, 0) for offset in range(_TGID, 0, 8)],
+        *[asm.store_imm(8, asm.FP, offset, 0) for offset in range(_PROGRAM_ID, 0, 8)],
         *asm.load(4, asm.R1, asm.R8, offsets.task_tgid),
         asm.store(4, asm.FP, _TGID, asm.R1),
         *asm.load(4, asm.R1, asm.R6, offsets.context_fd),
@@ -169,13 +173,20 @@ def task_file_program(offsets: TaskFileOffsets, settings_map: int) -> list[Instr
         *asm.load(4, asm.R1, asm.R9, 16),  # kstat's own tgid
         *asm.load(4, asm.R2, asm.FP, _TGID),
         asm.goto_if_register("!=", asm.R1, asm.R2, end),
-        *asm.probe_read(_PROGRAM_ID, 8, asm.R7, offsets.file_operations),
+        *asm.probe_read(_COMM, 8, asm.R7, offsets.file_operations),
+        Goto(write),
         Label(emit),
         *asm.load(8, asm.R3, asm.R8, offsets.task_group_leader),
         *asm.probe_read(_COMM, COMM_SIZE, asm.R3, offsets.task_comm),
+        Label(write),
+        *asm.load(4, asm.R1, asm.FP, _TGID),
+        asm.alu_imm("<<", asm.R1, 32),
+        *asm.load(4, asm.R2, asm.FP, _PROGRAM_ID),
+        asm.alu("|", asm.R1, asm.R2),
+        asm.store(8, asm.FP, _PAIR, asm.R1),
         *asm.load(8, asm.R1, asm.R6, offsets.context_meta),
         *asm.load(8, asm.R1, asm.R1, offsets.meta_seq),
-        *asm.stack_address(asm.R2, _TGID),
+        *asm.stack_address(asm.R2, _PAIR),
         asm.mov_imm(asm.R3, RECORD.size),
         asm.call(asm.SEQ_WRITE),
         Label(end),
@@ -233,8 +244,8 @@ class TaskFileIterator:
         map_update_value(self._settings, 0, SETTINGS.pack(0, 0, own))
         operations = {
             fd: file_operations
-            for pid, fd, file_operations, _ in DISCOVERY_RECORD.iter_unpack(self._whole_records())
-            if pid == own
+            for pair, fd, _, file_operations in DISCOVERY_RECORD.iter_unpack(self._whole_records())
+            if pair >> 32 == own
         }
         program = operations.get(self._iterator.program_fd)
         link = operations.get(self._iterator.link_fd)
@@ -260,8 +271,8 @@ class TaskFileIterator:
 
     def held_files(self) -> Iterator[HeldFile]:
         """One walk, decoded."""
-        for pid, fd, program_id, via_link, comm in RECORD.iter_unpack(self.read()):
-            yield HeldFile(pid, fd, program_id, bool(via_link), comm.split(b"\0", 1)[0])
+        for pair, fd, via_link, comm in RECORD.iter_unpack(self.read()):
+            yield HeldFile(pair >> 32, fd, pair & 0xFFFFFFFF, bool(via_link), comm.split(b"\0", 1)[0])
 
     def close(self) -> None:
         self._iterator.close()
