@@ -201,21 +201,20 @@ def main(arguments: Sequence[str] | None = None) -> int:
                 measure()
             for name in names:
                 timings[name].append(walked[name])
-            ratio = walked["walk (every fd)"] / walked["iterator (every program)"]
+            walk, every, one = (walked[name] for name in (names[0], names[3], names[4]))
             print(
-                f"  round {round_number + 1}: walk {walked['walk (every fd)'] * 1e3:.1f} ms, "
-                f"iterator {walked['iterator (every program)'] * 1e3:.2f} ms: {ratio:.0f}x"
+                f"  round {round_number + 1}: walk {walk * 1e3:.1f} ms, iterator {every * 1e3:.2f} ms "
+                f"({walk / every:.1f}x), one program's {one * 1e3:.2f} ms ({walk / one:.1f}x)"
             )
         print("\n  milliseconds over rounds (each round the median of its calls):")
         for name in names:
             print(f"    {name:40} {_spread([value * 1e3 for value in timings[name]])}")
-        ratios = [
-            walk / iterated
-            for walk, iterated in zip(
-                timings["walk (every fd)"], timings["iterator (every program)"], strict=True
-            )
-        ]
-        print(f"\n  walk / iterator, per round: {_spread(ratios)}")
+        print()
+        for iterated in ("iterator (every program)", "iterator (one program)"):
+            ratios = [
+                walk / each for walk, each in zip(timings["walk (every fd)"], timings[iterated], strict=True)
+            ]
+            print(f"  walk (every fd) / {iterated}, per round: {_spread(ratios)}")
         print(f"  load average after: {_load_average()}")
     finally:
         raw.close()
