@@ -15,7 +15,7 @@ import pytest
 
 from kstat._logging import configure_logging
 from kstat.abi.btf import KernelLayout, single_function_btf
-from kstat.core.model import ProgramChanges, ProgramOwner, Workload
+from kstat.core.model import ProgramOwner, Workload
 from kstat.errors import FeatureMissing, KstatError
 from kstat.sources import owners as owners_module
 from kstat.sources.attribution import Attributor
@@ -316,8 +316,7 @@ def test_the_attributor_takes_its_owners_from_either_source(
 ) -> None:
     held = holder("kstat_t_attr0", "kstat_t_attr1")
     programs = [program for program in ProgramReader().read_all() if program.id in held.ids]
-    changes = ProgramChanges(new=programs, moved=[], vanished=[])
-    by_walk = Attributor().details_for(programs, changes)
-    by_iterator = Attributor(owner_source=iterator_owners).details_for(programs, changes)
+    by_walk = Attributor().details_of_new(programs)
+    by_iterator = Attributor(owner_source=iterator_owners).details_of_new(programs)
     assert by_iterator == by_walk
     assert [details.owners for details in by_iterator.values()] == [(held.owner(),)] * 2

@@ -170,11 +170,11 @@ class Attributor:
         walk and one attachment scan for all of them); the caller keeps them."""
         if not programs:
             return {}
-        owners = program_owners(self.proc, self._workload_of)
+        owners = self.owner_source.owners(self._workload_of, wanted={program.id for program in programs})
         attachments = self._attachments(programs)
         return {
             program.identity: ProgramDetails(
-                owners=tuple(owners.get(program.id, ())),
+                owners=owners.get(program.id, ()),
                 attachments=tuple(attachments.get(program.id, ())),
             )
             for program in programs
