@@ -64,6 +64,21 @@ class Holder:
         self.process.wait(10)
 
 
+Owners = dict[int, tuple[ProgramOwner, ...]]
+
+
+def found_by_every_read(expected: Owners, *reads: Callable[[], Owners], attempts: int = 20) -> None:
+    """Every read gives `expected`, in one attempt of several: another kstat on the host (other
+    tests', other tenants') opens each program it meets for the first time by id, for an
+    instant, and is one more owner while it does. A read that is wrong every time fails."""
+    found: list[Owners] = []
+    for _ in range(attempts):
+        found = [read() for read in reads]
+        if all(each == expected for each in found):
+            return
+    assert found == [expected] * len(reads)
+
+
 @pytest.fixture
 def holder() -> Iterator[Callable[..., Holder]]:
     started: list[Holder] = []
@@ -123,13 +138,17 @@ def test_the_iterator_finds_the_owners_the_proc_walk_finds(
         linked: (first.owner(),),
     }
     wanted = set(expected)
-    assert iterator_owners.owners(wanted=wanted) == expected
-    assert program_owners(wanted=wanted) == expected
-    assert ProcWalk().owners(wanted=wanted) == expected
+    found_by_every_read(
+        expected,
+        lambda: iterator_owners.owners(wanted=wanted),
+        lambda: program_owners(wanted=wanted),
+        lambda: ProcWalk().owners(wanted=wanted),
+    )
 
     iterator = TaskFileIterator()
     try:
-        held = [file for file in iterator.held_files() if file.program_id in wanted]
+        ours = {first.pid, second.pid}
+        held = [file for file in iterator.held_files() if file.program_id in wanted and file.pid in ours]
     finally:
         iterator.close()
     by_program = {
@@ -183,10 +202,19 @@ def test_a_process_that_exits_mid_walk_is_left_out_and_the_walk_goes_on(
         return real_readlink(path)
 
     monkeypatch.setattr(os, "readlink", readlink_after_the_exit)
-    assert program_owners(wanted=wanted) == {staying.ids[0]: (staying.owner(),)}
+    found = program_owners(wanted=wanted)
     assert leaving.process.returncode == -signal.SIGKILL
     monkeypatch.undo()
-    assert iterator_owners.owners(wanted=wanted) == {staying.ids[0]: (staying.owner(),)}
+    # Who else held the programs at that instant is another kstat's business (see above).
+    assert {program_id: _of(owners, staying, leaving) for program_id, owners in found.items()} == {
+        staying.ids[0]: (staying.owner(),)
+    }
+    found_by_every_read({staying.ids[0]: (staying.owner(),)}, lambda: iterator_owners.owners(wanted=wanted))
+
+
+def _of(owners: tuple[ProgramOwner, ...], *holders: Holder) -> tuple[ProgramOwner, ...]:
+    pids = {holder.pid for holder in holders}
+    return tuple(owner for owner in owners if owner.pid in pids)
 
 
 def test_an_exited_process_not_yet_reaped_holds_nothing_either_way(
@@ -198,10 +226,12 @@ def test_an_exited_process_not_yet_reaped_holds_nothing_either_way(
     while Path(f"/proc/{exiting.pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z":
         os.sched_yield()
     wanted = {*staying.ids, *exiting.ids}
-    expected = {staying.ids[0]: (staying.owner(),)}
-    assert iterator_owners.owners(wanted=wanted) == expected
-    assert program_owners(wanted=wanted) == expected
-    assert ProcWalk().owners(wanted=wanted) == expected
+    found_by_every_read(
+        {staying.ids[0]: (staying.owner(),)},
+        lambda: iterator_owners.owners(wanted=wanted),
+        lambda: program_owners(wanted=wanted),
+        lambda: ProcWalk().owners(wanted=wanted),
+    )
 
 
 _CHURN = """
@@ -220,14 +250,20 @@ while True:
 def test_owners_stay_exact_while_processes_holding_programs_come_and_go(
     holder: Callable[..., Holder], iterator_owners: IteratorOwners
 ) -> None:
-    """Processes that load a program and exit, hundreds a second, while the iterator walks."""
+    """Processes that load a program and exit, hundreds a second, while the iterator walks:
+    the steady holder is found every time, and (but for another kstat's instant, see above)
+    alone."""
     steady = holder("kstat_t_steady0", "kstat_t_steady1")
     churn = subprocess.Popen([sys.executable, "-c", _CHURN], cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:
         assert churn.stdout is not None and churn.stdout.readline() == "ready\n"
         expected = {program_id: (steady.owner(),) for program_id in steady.ids}
+        exact = 0
         for _ in range(100):
-            assert iterator_owners.owners(wanted=set(steady.ids)) == expected
+            found = iterator_owners.owners(wanted=set(steady.ids))
+            assert {program_id: _of(owners, steady) for program_id, owners in found.items()} == expected
+            exact += found == expected
+        assert exact >= 90
     finally:
         churn.kill()
         churn.wait(10)
@@ -237,26 +273,35 @@ def test_the_incremental_walk_walks_only_new_and_changed_processes(holder: Calla
     unchanged, changing = holder("kstat_t_inc0"), holder("kstat_t_inc1")
     walk = ProcWalk()
     wanted = {*unchanged.ids, *changing.ids}
-    assert walk.owners(wanted=wanted) == program_owners(wanted=wanted)
+
+    def owners_among_holders() -> Owners:
+        # Who else held the programs at that instant is another kstat's business (see above).
+        held = walk.owners(wanted=wanted)
+        return {program_id: _of(owners, unchanged, changing, newcomer) for program_id, owners in held.items()}
+
+    newcomer = unchanged  # until it comes
+    expected = {unchanged.ids[0]: (unchanged.owner(),), changing.ids[0]: (changing.owner(),)}
+    assert owners_among_holders() == expected
     assert {str(unchanged.pid), str(changing.pid)} <= walk.walked_last
 
     changing.ask("dup 0")  # one more fd: walked again
-    assert walk.owners(wanted=wanted) == program_owners(wanted=wanted)
+    assert owners_among_holders() == expected
     assert str(changing.pid) in walk.walked_last
     assert str(unchanged.pid) not in walk.walked_last
 
-    # A new program at the very fd number another one was held at: the fd count is as it was,
-    # so the process looks unchanged; the new program found nowhere, every process is walked.
+    # A new program at the very fd number the first was held at (the dup holds that one still):
+    # the fd count is as it was, so the process looks unchanged; the new program found
+    # nowhere, every process is walked again.
     swapped = int(changing.ask("swap 0"))
     wanted.add(swapped)
-    found = walk.owners(wanted=wanted)
+    expected[swapped] = (changing.owner(),)
+    assert owners_among_holders() == expected
     assert str(unchanged.pid) in walk.walked_last  # the walk of every process
-    assert found == program_owners(wanted=wanted)
-    assert found[swapped] == (changing.owner(),)
 
     newcomer = holder("kstat_t_inc2")
     wanted.update(newcomer.ids)
-    assert walk.owners(wanted=wanted) == program_owners(wanted=wanted)
+    expected[newcomer.ids[0]] = (newcomer.owner(),)
+    assert owners_among_holders() == expected
     assert str(newcomer.pid) in walk.walked_last
     assert str(unchanged.pid) not in walk.walked_last
 
@@ -316,7 +361,16 @@ def test_the_attributor_takes_its_owners_from_either_source(
 ) -> None:
     held = holder("kstat_t_attr0", "kstat_t_attr1")
     programs = [program for program in ProgramReader().read_all() if program.id in held.ids]
-    by_walk = Attributor().details_of_new(programs)
-    by_iterator = Attributor(owner_source=iterator_owners).details_of_new(programs)
-    assert by_iterator == by_walk
-    assert [details.owners for details in by_iterator.values()] == [(held.owner(),)] * 2
+
+    def owners_by(attributor: Attributor) -> Callable[[], Owners]:
+        def owners() -> Owners:
+            details = attributor.details_of_new(programs)
+            return {identity.id: found.owners for identity, found in details.items()}
+
+        return owners
+
+    found_by_every_read(
+        {program_id: (held.owner(),) for program_id in held.ids},
+        owners_by(Attributor()),
+        owners_by(Attributor(owner_source=iterator_owners)),
+    )

@@ -3,6 +3,7 @@ loopback UDP sockets, so that the number of runs is exactly the number of packet
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 from collections.abc import Sequence
@@ -181,14 +182,19 @@ class XdpPass:
         self.close()
 
 
+@functools.cache
+def _map_iterator_btf_id() -> int:
+    """What an iterator over maps attaches to (the kernel's BTF is parsed once)."""
+    return KernelLayout(VMLINUX_BTF.read_bytes()).function_id("bpf_iter_bpf_map")
+
+
 class HeldByLink:
     """A program that only a link holds, its own fd closed once linked (as an agent that
     attaches by a link keeps just the link): an iterator over maps that writes nothing. The
     program is unloaded when the link is closed."""
 
     def __init__(self, name: str) -> None:
-        attach_btf_id = KernelLayout(VMLINUX_BTF.read_bytes()).function_id("bpf_iter_bpf_map")
-        linked = LinkedIterator([asm.mov_imm(asm.R0, 0), asm.exit_()], name, attach_btf_id)
+        linked = LinkedIterator([asm.mov_imm(asm.R0, 0), asm.exit_()], name, _map_iterator_btf_id())
         try:
             self.id = ProgramReader().read_fd(linked.program_fd).id
         except BaseException:
