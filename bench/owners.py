@@ -104,6 +104,29 @@ def _seconds(call: Callable[[], object], repetitions: int) -> float:
     return statistics.median(samples)
 
 
+def _time_walks(
+    incremental: ProcWalk, _: IteratorOwners, __: TaskFileIterator, loader: Holder, new: int, repetitions: int
+) -> dict[str, float]:
+    walked = {"walk (every fd)": _seconds(program_owners, repetitions)}
+    # The first call after the load walks the changed holder again; later ones do not.
+    before = time.perf_counter()
+    found = incremental.owners(wanted={new})
+    walked["walk (incremental, one holder changed)"] = time.perf_counter() - before
+    assert loader.pid in {owner.pid for owner in found.get(new, ())}, "the incremental walk missed it"
+    walked["walk (incremental, unchanged)"] = _seconds(lambda: incremental.owners(wanted={new}), repetitions)
+    return walked
+
+
+def _time_iterator(
+    _: ProcWalk, iterator: IteratorOwners, raw: TaskFileIterator, __: Holder, new: int, repetitions: int
+) -> dict[str, float]:
+    return {
+        "iterator (every program)": _seconds(iterator.owners, repetitions),
+        "iterator (one program)": _seconds(lambda: iterator.owners(wanted={new}), repetitions),
+        "iterator (kernel read only)": _seconds(raw.read, repetitions),
+    }
+
+
 def _bpf_fds() -> int:
     count = 0
     for pid in os.listdir("/proc"):
@@ -184,30 +207,16 @@ def main(arguments: Sequence[str] | None = None) -> int:
         incremental = ProcWalk()
         incremental.owners()
         for round_number in range(options.rounds):
-            new = holders[round_number % len(holders)].load()
-            walked: dict[str, float] = {}
-
-            def walks(walked: dict[str, float] = walked, new: int = new) -> None:
-                walked["walk (every fd)"] = _seconds(program_owners, options.repetitions)
-                # The first call after the load walks the changed holder again; later ones do not.
-                before = time.perf_counter()
-                found = incremental.owners(wanted={new})
-                walked["walk (incremental, one holder changed)"] = time.perf_counter() - before
-                assert found == program_owners(wanted={new}), "the incremental walk disagrees"
-                walked["walk (incremental, unchanged)"] = _seconds(
-                    lambda: incremental.owners(wanted={new}), options.repetitions
-                )
-
-            def iterations(walked: dict[str, float] = walked, new: int = new) -> None:
-                walked["iterator (every program)"] = _seconds(iterator.owners, options.repetitions)
-                walked["iterator (one program)"] = _seconds(
-                    lambda: iterator.owners(wanted={new}), options.repetitions
-                )
-                walked["iterator (kernel read only)"] = _seconds(raw.read, options.repetitions)
-
+            loader = holders[round_number % len(holders)]
+            new = loader.load()
             # Alternate which goes first, so that a slow stretch of the machine hits both.
-            for measure in (walks, iterations) if round_number % 2 == 0 else (iterations, walks):
-                measure()
+            first, second = (
+                (_time_walks, _time_iterator) if round_number % 2 == 0 else (_time_iterator, _time_walks)
+            )
+            walked = {
+                **first(incremental, iterator, raw, loader, new, options.repetitions),
+                **second(incremental, iterator, raw, loader, new, options.repetitions),
+            }
             for name in names:
                 timings[name].append(walked[name])
             walk, every, one = (walked[name] for name in (names[0], names[3], names[4]))
