@@ -224,16 +224,15 @@ class ProcWalk:
     def owners(
         self, workload_of: WorkloadOf | None = None, wanted: Collection[int] | None = None
     ) -> dict[int, tuple[ProgramOwner, ...]]:
+        if not self.incremental:
+            return program_owners(self.proc, workload_of, wanted)
         wanted = _as_set(wanted)
         root = str(self.proc)
-        if not self.incremental:
-            held_by = self._walk(root, every=True)
-        else:
-            held_by = self._walk(root, every=False)
-            if wanted is not None and wanted:
-                known = set().union(*held_by.values())
-                if not all(program_id in known for program_id in wanted):
-                    held_by = self._walk(root, every=True)
+        held_by = self._walk(root, every=False)
+        if wanted:
+            known = set().union(*held_by.values())
+            if not all(program_id in known for program_id in wanted):
+                held_by = self._walk(root, every=True)
         return _owners(_by_program(held_by, wanted), _command_at(root), workload_of)
 
     def _walk(self, root: str, *, every: bool) -> dict[str, frozenset[int]]:
