@@ -4,7 +4,10 @@ are made of, with no compiler at run time. Each function returns one `Instructio
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Final
+
+from attrs import frozen
 
 from kstat.abi.structs import Instruction
 
@@ -15,7 +18,17 @@ _LD, _LDX, _ST, _STX, _JMP, _ALU64 = 0x00, 0x01, 0x02, 0x03, 0x05, 0x07
 _SIZES: Final = {1: 0x10, 2: 0x08, 4: 0x00, 8: 0x18}  # B, H, W, DW
 _MEM, _IMM = 0x60, 0x00
 _K, _X = 0x00, 0x08
-_ALU_OPS: Final = {"+": 0x00, "-": 0x10, "*": 0x20, "^": 0xA0, "mov": 0xB0}
+_ALU_OPS: Final = {
+    "+": 0x00,
+    "-": 0x10,
+    "*": 0x20,
+    "|": 0x40,
+    "&": 0x50,
+    "<<": 0x60,
+    ">>": 0x70,
+    "^": 0xA0,
+    "mov": 0xB0,
+}
 _JUMP_OPS: Final = {"==": 0x10, ">": 0x20, ">=": 0x30, "!=": 0x50}
 _CALL, _EXIT, _JA = 0x80, 0x90, 0x00
 PSEUDO_MAP_FD: Final = 1
@@ -134,3 +147,73 @@ def map_lookup(map_fd: int) -> list[Instruction]:
         *stack_address(R2, -4),
         call(MAP_LOOKUP_ELEM),
     ]
+
+
+def jump_if_register(op: str, dst: int, src: int, skip: int) -> Instruction:
+    """if dst op src: skip the next `skip` instructions"""
+    return _insn(_JMP | _JUMP_OPS[op] | _X, dst, src, off=skip)
+
+
+# --- jumps to labels ---------------------------------------------------------------------------
+# A program with several exits is easier to read, and to change, with named targets than with
+# counted skips: `assemble` turns each `Goto` into a jump over the right number of instructions.
+
+
+@frozen
+class Label:
+    """Where a `Goto` of the same name lands: the instruction that follows the label."""
+
+    name: str
+
+
+@frozen
+class Goto:
+    """A jump to a label: always (`op` None), or if `dst op value` (`value` an immediate, or a
+    register's number when `register`)."""
+
+    label: str
+    op: str | None = None
+    dst: int = 0
+    value: int = 0
+    register: bool = False
+
+
+def goto_if(op: str, dst: int, value: int, label: str) -> Goto:
+    """if dst op value: goto label"""
+    return Goto(label, op, dst, value)
+
+
+def goto_if_register(op: str, dst: int, src: int, label: str) -> Goto:
+    """if dst op src: goto label"""
+    return Goto(label, op, dst, src, register=True)
+
+
+def assemble(items: Sequence[Instruction | Label | Goto]) -> list[Instruction]:
+    """The instructions of `items`, each `Goto` resolved to its label (labels take no room)."""
+    positions: dict[str, int] = {}
+    position = 0
+    for item in items:
+        if isinstance(item, Label):
+            if item.name in positions:
+                raise ValueError(f"label {item.name!r} is defined twice")
+            positions[item.name] = position
+        else:
+            position += 1
+    code: list[Instruction] = []
+    for item in items:
+        if isinstance(item, Label):
+            continue
+        if isinstance(item, Goto):
+            try:
+                skip = positions[item.label] - (len(code) + 1)
+            except KeyError:
+                raise ValueError(f"no label {item.label!r}") from None
+            if item.op is None:
+                code.append(jump(skip))
+            elif item.register:
+                code.append(jump_if_register(item.op, item.dst, item.value, skip))
+            else:
+                code.append(jump_if(item.op, item.dst, item.value, skip))
+        else:
+            code.append(item)
+    return code

@@ -294,6 +294,16 @@ def map_lookup_value(map_fd: int, key: int, value_size: int) -> bytes:
     return value.raw
 
 
+def map_update_value(map_fd: int, key: int, value: bytes) -> None:
+    """BPF_MAP_UPDATE_ELEM of a u32 key (BPF_ANY: created or replaced)."""
+    key_buffer = ctypes.c_uint32(key)
+    value_buffer = ctypes.create_string_buffer(value, len(value))
+    attr = MapLookupAttr(
+        map_fd=map_fd, key=ctypes.addressof(key_buffer), value=ctypes.addressof(value_buffer)
+    )
+    bpf(Command.MAP_UPDATE_ELEM, attr)
+
+
 # BPF_PROG_TEST_RUN's flag to run a raw tracepoint program on the CPU the attr names (5.10).
 TEST_RUN_ON_CPU: Final = 1
 

@@ -178,6 +178,9 @@ class KernelLayout:
             raise FeatureMissing(name, since, "not in this kernel's BTF")
         return found
 
+    def has_function(self, name: str) -> bool:
+        return self._find(name, frozenset({BTF_KIND_FUNC})) is not None
+
     def variable_id(self, name: str) -> int | None:
         """The type id of the kernel variable (VAR) `name`, or None."""
         return self._find(name, frozenset({BTF_KIND_VAR}))

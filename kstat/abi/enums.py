@@ -15,6 +15,7 @@ class Command(enum.IntEnum):
 
     MAP_CREATE = 0
     MAP_LOOKUP_ELEM = 1
+    MAP_UPDATE_ELEM = 2
     PROG_LOAD = 5
     PROG_TEST_RUN = 10
     PROG_GET_NEXT_ID = 11

@@ -25,6 +25,7 @@ from kstat.core.report import format_timestamp
 from kstat.engine.sampler import SnapshotTaker
 from kstat.formats.report_json import footprint_to_dict, owner_to_dict
 from kstat.sources.attribution import Attributor
+from kstat.sources.owners import open_owner_source
 from kstat.text import for_terminal
 
 
@@ -47,8 +48,17 @@ class ListedProgram:
 
 def list_programs(program_filter: ProgramFilter, host_root: Path = Path("/")) -> list[ListedProgram]:
     """One pass over every loaded program (no stats window: nothing is switched on)."""
-    taker = SnapshotTaker(program_filter, attributor=Attributor(host_root=host_root))
-    snapshot = taker.take_blocking().snapshot
+    # Owners of every program in one read, by kstat's task-file iterator where it loads.
+    owner_source = open_owner_source()
+    try:
+        taker = SnapshotTaker(
+            program_filter,
+            attributor=Attributor(host_root=host_root, owner_source=owner_source),
+            ignored_ids=owner_source.own_program_ids,
+        )
+        snapshot = taker.take_blocking().snapshot
+    finally:
+        owner_source.close()
     # load_time is on the boot-time clock; the wall clock is what people read.
     boot_to_wall_ns = time.time_ns() - time.clock_gettime_ns(time.CLOCK_BOOTTIME)
     return [

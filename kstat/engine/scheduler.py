@@ -55,6 +55,7 @@ from kstat.engine.ticker import sample_window
 from kstat.errors import KstatError, OutputClosed, sole_exception
 from kstat.sources.attribution import Attributor
 from kstat.sources.host import kernel_release, online_cpu_count
+from kstat.sources.owners import IteratorOwners, OwnerSource, ProcWalk, open_owner_source
 from kstat.sources.stats_switch import StatsMethod, runtime_stats_enabled
 from kstat.sources.syscalls import EarlyBaseline
 from kstat.sources.workloads import node_name
@@ -431,6 +432,7 @@ class Collection:
     _clocked: _ClockedWindow | None = None
     # The window's first reading, taken at launch by the command line (its stats fd included).
     early: EarlyBaseline | None = None
+    _owner_source: OwnerSource | None = None
 
     async def run(self) -> CollectionResult:
         """Collect the window and deliver it; returns the report and any sink failures.
@@ -461,10 +463,13 @@ class Collection:
                 reader, self._snapshot_method = await trio.to_thread.run_sync(
                     open_reader, settings.snapshot_method
                 )
-            self._own_program_ids = reader.own_program_ids
+            # Owners from kstat's task-file iterator (or /proc where it cannot load): built off
+            # the loop, once per window; its program is kstat's own, left out like the other.
+            owner_source = self._owner_source = await trio.to_thread.run_sync(open_owner_source)
+            self._own_program_ids = reader.own_program_ids | owner_source.own_program_ids
             clocked = self._clocked = _ClockedWindow(
-                CounterTaker(reader),
-                Describer(attributor=Attributor(host_root=settings.host_root)),
+                CounterTaker(reader, ignored_ids=owner_source.own_program_ids),
+                Describer(attributor=Attributor(host_root=settings.host_root, owner_source=owner_source)),
                 SnapshotBuilder(settings.program_filter, online_cpus=self._online_cpus),
             )
         stats_method: list[StatsMethod] = []
@@ -548,6 +553,10 @@ class Collection:
                     for lane in (summary_lane, *lanes):
                         lane.send_channel.close()
                     raise
+                finally:
+                    if self._owner_source is not None:
+                        # The details stage has finished with it: its program goes with the window.
+                        self._owner_source.close()
                 # The stats are off. The summary takes the last interval, then the report is
                 # built and every sink gets the end, all sinks under one deadline.
                 self.window_ended.set()
@@ -624,7 +633,13 @@ class Collection:
             self.settings.program_filter,
             next_sequence=last.sequence + 1,
             online_cpus=self._online_cpus,
-            attributor=Attributor(host_root=self.settings.host_root),
+            attributor=Attributor(
+                host_root=self.settings.host_root,
+                # The window's own iterator, shared: each read opens an iterator fd of its own.
+                owner_source=self._owner_source
+                if isinstance(self._owner_source, IteratorOwners)
+                else ProcWalk(),
+            ),
             ignored_ids=self._own_program_ids,
             known=dict(self._clocked.describer.known) if self._clocked is not None else {},
         )

@@ -1,6 +1,7 @@
-"""Who holds each program and where it is attached: /proc for owners; for places, bpf links,
-netlink (tc and XDP attached the legacy way, in every network namespace) and BPF_PROG_QUERY on
-the cgroup v2 tree (cgroup programs attached without a link), as bpftool finds them.
+"""Who holds each program and where it is attached: owners from `kstat.sources.owners` (kstat's
+task-file iterator, or /proc); for places, bpf links, netlink (tc and XDP attached the legacy
+way, in every network namespace) and BPF_PROG_QUERY on the cgroup v2 tree (cgroup programs
+attached without a link), as bpftool finds them.
 
 All of it is looked up only when programs kstat has not met before appear, off the event loop,
 and cached per program, so a steady set of programs costs nothing after the first pass; netlink
@@ -13,11 +14,11 @@ from __future__ import annotations
 import os
 import socket
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
-from attrs import define, field
+from attrs import Factory, define, field
 
 from kstat._logging import get_logger
 from kstat.abi.bpf import LinkInfo, query_programs, read_links
@@ -27,18 +28,16 @@ from kstat.core.model import (
     ProgramChanges,
     ProgramDetails,
     ProgramIdentity,
-    ProgramOwner,
     ProgramStats,
     Workload,
 )
 from kstat.errors import BpfError
-from kstat.sources.fdinfo import fdinfo_number
 from kstat.sources.netlink import NetAttachment, net_attachments, other_namespaces
+from kstat.sources.owners import PROC, OwnerSource, ProcWalk
 from kstat.sources.workloads import KubeletLogs, workload_of_cgroup_file
 
 log = get_logger(__name__)
 
-PROC: Final = Path("/proc")
 CGROUP2_ROOT: Final = Path("/sys/fs/cgroup")
 # Program types netlink can place, and those the cgroup tree can.
 _NETLINK_TYPES: Final = frozenset({"SchedCLS", "SchedACT", "XDP"})
@@ -54,50 +53,6 @@ _CGROUP_TYPES: Final = frozenset(
         "LSM",
     }
 )
-# readlink of an fd that holds a program, or a link (which holds its program).
-_BPF_FD_TARGETS: Final = ("anon_inode:bpf-prog", "anon_inode:bpf_link")
-
-
-def program_owners(
-    proc: Path = PROC, workload_of: Callable[[str], Workload] | None = None
-) -> dict[int, list[ProgramOwner]]:
-    """Processes holding an fd to each program (directly or through a link), by program id,
-    with where each runs (`workload_of(pid)`) when asked.
-
-    Plain strings rather than Path objects: this walks every fd of every process.
-    """
-    owners: dict[int, set[ProgramOwner]] = defaultdict(set)
-    root = str(proc)
-    for pid in os.listdir(root):
-        if not pid.isdigit():
-            continue
-        fd_directory = f"{root}/{pid}/fd"
-        try:
-            fds = os.listdir(fd_directory)
-        except OSError:
-            continue  # gone, or a kernel thread
-        command: str | None = None
-        for fd in fds:
-            try:
-                if os.readlink(f"{fd_directory}/{fd}") not in _BPF_FD_TARGETS:
-                    continue
-            except OSError:
-                continue  # closed meanwhile
-            program_id = fdinfo_number(f"{root}/{pid}/fdinfo/{fd}", b"prog_id")
-            if program_id is None:
-                continue  # closed meanwhile
-            if command is None:
-                command = _command_of(proc / pid)
-                workload = workload_of(pid) if workload_of is not None else NO_WORKLOAD
-            owners[program_id].add(ProgramOwner(int(pid), command, workload))
-    return {program_id: sorted(found, key=lambda owner: owner.pid) for program_id, found in owners.items()}
-
-
-def _command_of(process: Path) -> str:
-    try:
-        return (process / "comm").read_text().strip()
-    except OSError:
-        return "?"
 
 
 def describe_link(link: LinkInfo, cgroup_paths: dict[int, str]) -> str:
@@ -167,8 +122,13 @@ class Attributor:
     # Where the host's filesystem is (`/`, or `/host` for kstat in a container): its kubelet
     # log tree names pods.
     host_root: Path = Path("/")
+    # Where owners come from: `open_owner_source()` for kstat's task-file iterator (or the
+    # incremental walk where it cannot load); by default every fd of every process in `proc`.
+    owner_source: OwnerSource = field(
+        default=Factory(lambda self: ProcWalk(self.proc, incremental=False), takes_self=True)
+    )
 
-    def _workload_of(self, pid: str) -> Workload:
+    def _workload_of(self, pid: int) -> Workload:
         """Read when a new program is met, once per owner process of that scan: a process
         that moved to another cgroup since is seen as it is now."""
         try:
@@ -191,11 +151,11 @@ class Attributor:
         if not new and not changes.vanished and len(known) == len(programs):
             return known
         if new:
-            owners = program_owners(self.proc, self._workload_of)
+            owners = self.owner_source.owners(self._workload_of, wanted={program.id for program in new})
             attachments = self._attachments(new)
             learnt = {
                 program.identity: ProgramDetails(
-                    owners=tuple(owners.get(program.id, ())),
+                    owners=owners.get(program.id, ()),
                     attachments=tuple(attachments.get(program.id, ())),
                 )
                 for program in new
@@ -210,11 +170,11 @@ class Attributor:
         walk and one attachment scan for all of them); the caller keeps them."""
         if not programs:
             return {}
-        owners = program_owners(self.proc, self._workload_of)
+        owners = self.owner_source.owners(self._workload_of, wanted={program.id for program in programs})
         attachments = self._attachments(programs)
         return {
             program.identity: ProgramDetails(
-                owners=tuple(owners.get(program.id, ())),
+                owners=owners.get(program.id, ()),
                 attachments=tuple(attachments.get(program.id, ())),
             )
             for program in programs

@@ -73,6 +73,20 @@ _SCRATCH = -72  # a pointer read from the kernel, then reloaded as a plain numbe
 _STATS = -96  # one CPU's struct bpf_prog_stats (cnt, nsecs, misses)
 
 
+_layouts: dict[tuple[Path, int, int], KernelLayout] = {}
+
+
+def kernel_layout(btf: Path = VMLINUX_BTF) -> KernelLayout:
+    """The running kernel's BTF, parsed once per process however many of kstat's iterators
+    read it (a tenth of a second of Python for a 5 MB vmlinux BTF)."""
+    status = btf.stat()
+    key = (btf, status.st_size, status.st_mtime_ns)
+    layout = _layouts.get(key)
+    if layout is None:
+        layout = _layouts[key] = KernelLayout(btf.read_bytes())
+    return layout
+
+
 @frozen
 class KernelOffsets:
     """Where the iterator finds what it reads, on this kernel."""
@@ -101,7 +115,7 @@ class KernelOffsets:
     def of_running_kernel(btf: Path = VMLINUX_BTF) -> KernelOffsets:
         """FeatureMissing when this kernel lacks one of them (too old, or laid out otherwise);
         BtfFormatError when its BTF cannot be read; OSError when it has none."""
-        layout = KernelLayout(btf.read_bytes())
+        layout = kernel_layout(btf)
         prog_stats = layout.offset_if_any("bpf_prog", "stats")
         stats_pointer = prog_stats if prog_stats is not None else layout.offset("bpf_prog_aux", "stats")
         try:
@@ -371,22 +385,19 @@ def iterator_program(offsets: KernelOffsets, cpu_offsets: list[int]) -> list[Ins
     ]
 
 
-class ProgramIterator:
-    """kstat's iterator, loaded and linked for the window; `read()` walks every program once."""
+class LinkedIterator:
+    """An iterator program of kstat's own (BPF_PROG_TYPE_TRACING, attached to the kernel's
+    iterator `attach_btf_id` names), loaded and linked for the window: each `read()` is one
+    walk, whatever the program writes to its seq_file, in full. Shared by every iterator kstat
+    builds (programs here, task files in `kstat.sources.task_files`)."""
 
-    def __init__(self) -> None:
-        offsets = KernelOffsets.of_running_kernel()
-        if offsets.stats_in_aux:
-            log.info("this kernel keeps its program stats in bpf_prog_aux (before Linux 5.12)")
-        cpus = possible_cpus()
-        cpu_offsets, self.per_cpu_offsets_by = per_cpu_offsets(offsets, cpus)
-        self.counts_recursion_misses = offsets.stats_misses is not None
+    def __init__(self, instructions: list[Instruction], name: str, attach_btf_id: int) -> None:
         self._program = load_program(
             ProgramType.TRACING,
-            iterator_program(offsets, cpu_offsets),
-            ITERATOR_NAME,
+            instructions,
+            name,
             expected_attach_type=AttachType.TRACE_ITER,
-            attach_btf_id=offsets.attach_btf_id,
+            attach_btf_id=attach_btf_id,
         )
         try:
             self._link = create_iterator_link(self._program)
@@ -398,8 +409,12 @@ class ProgramIterator:
     def program_fd(self) -> int:
         return self._program
 
+    @property
+    def link_fd(self) -> int:
+        return self._link
+
     def read(self) -> bytes:
-        """One walk: a 64-byte record per loaded program, kstat's iterator included."""
+        """One walk: everything the program wrote, in the kernel's order."""
         fd = create_iterator(self._link)
         try:
             chunks = []
@@ -414,6 +429,20 @@ class ProgramIterator:
             os.close(self._link)
         with contextlib.suppress(OSError):
             os.close(self._program)
+
+
+class ProgramIterator(LinkedIterator):
+    """kstat's iterator, loaded and linked for the window; `read()` walks every program once,
+    a 64-byte record per loaded program, kstat's iterator included."""
+
+    def __init__(self) -> None:
+        offsets = KernelOffsets.of_running_kernel()
+        if offsets.stats_in_aux:
+            log.info("this kernel keeps its program stats in bpf_prog_aux (before Linux 5.12)")
+        cpus = possible_cpus()
+        cpu_offsets, self.per_cpu_offsets_by = per_cpu_offsets(offsets, cpus)
+        self.counts_recursion_misses = offsets.stats_misses is not None
+        super().__init__(iterator_program(offsets, cpu_offsets), ITERATOR_NAME, offsets.attach_btf_id)
 
 
 @frozen

@@ -4,6 +4,7 @@ loopback UDP sockets, so that the number of runs is exactly the number of packet
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import socket
 from collections.abc import Sequence
@@ -13,10 +14,12 @@ from typing import Final
 
 from kstat.abi import assembler as asm
 from kstat.abi import bpf
+from kstat.abi.btf import KernelLayout
 from kstat.abi.enums import SO_ATTACH_BPF, AttachType, MapType, ProgramType
 from kstat.abi.structs import Instruction
 from kstat.core.model import ProgramStats
 from kstat.errors import KstatError
+from kstat.sources.iterator import VMLINUX_BTF, LinkedIterator
 from kstat.sources.syscalls import ProgramReader
 
 # A socket filter is charged to its socket's option memory: one larger than this sysctl is
@@ -200,3 +203,30 @@ class XdpPass:
         self, kind: type[BaseException] | None, value: BaseException | None, traceback: TracebackType | None
     ) -> None:
         self.close()
+
+
+@functools.cache
+def _map_iterator_btf_id() -> int:
+    """What an iterator over maps attaches to (the kernel's BTF is parsed once)."""
+    return KernelLayout(VMLINUX_BTF.read_bytes()).function_id("bpf_iter_bpf_map")
+
+
+class HeldByLink:
+    """A program that only a link holds, its own fd closed once linked (as an agent that
+    attaches by a link keeps just the link): an iterator over maps that writes nothing. The
+    program is unloaded when the link is closed."""
+
+    def __init__(self, name: str) -> None:
+        linked = LinkedIterator([asm.mov_imm(asm.R0, 0), asm.exit_()], name, _map_iterator_btf_id())
+        try:
+            self.id = ProgramReader().read_fd(linked.program_fd).id
+        except BaseException:
+            linked.close()
+            raise
+        os.close(linked.program_fd)
+        self.link_fd = linked.link_fd
+
+    def close(self) -> None:
+        if self.link_fd >= 0:
+            os.close(self.link_fd)
+            self.link_fd = -1
