@@ -97,14 +97,14 @@ class CounterClock:
         startup = self._first is not None
         # The window's clock starts at the first read's moment, so the measured elapsed time
         # is never shorter than the duration asked for. A baseline read at launch is older than
-        # the window's set-up: the duration then runs from now, when kstat says it is ready,
-        # so a harness that waits for that still gets the whole duration.
-        window_start = first.clocks.monotonic_ns
-        starts = max(window_start, time.monotonic_ns())
+        # the window's set-up: the duration and the ticks then run from now, when kstat says it
+        # is ready, so a harness that waits for that still gets the whole duration and one
+        # interval per tick asked for (the first one also spans kstat's start-up).
+        starts = max(first.clocks.monotonic_ns, time.monotonic_ns())
         deadline = None if self._duration_ns is None else starts + self._duration_ns
         self._deliver(first, False, None)
         previous = first.clocks.monotonic_ns
-        next_tick = window_start + interval
+        next_tick = starts + interval
         while True:
             due = next_tick if deadline is None else min(next_tick, deadline)
             if self._stop.wait(max(0, due - time.monotonic_ns()) / 1e9):
