@@ -86,3 +86,19 @@ def _shown(cell: Token) -> str:
     children = cell.children or []
     assert [child.type for child in children if child.type != "text"] == []
     return "".join(child.content for child in children)
+
+
+@given(st.text(max_size=80))
+def test_any_name_is_literal_text_in_a_list_item(name: str) -> None:
+    # compare's violations: `- NAME: avg_runtime_ns 100 -> 150 (...)`.
+    tokens = _MARKDOWN.parse(f"- {for_markdown(name)}: grew\n")
+    assert [token.type for token in tokens] == [
+        "bullet_list_open",
+        "list_item_open",
+        "paragraph_open",
+        "inline",
+        "paragraph_close",
+        "list_item_close",
+        "bullet_list_close",
+    ]
+    assert _shown(tokens[3]) == f"{for_terminal(name)}: grew".strip()

@@ -22,6 +22,7 @@ from kstat.core.counters import summed
 from kstat.core.report import ProgramReport
 from kstat.errors import ExtraMissing, KstatError
 from kstat.formats.report_json import ReportFormatError, program_from_dict, programs_from_dict
+from kstat.text import for_chart
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -77,7 +78,7 @@ def stream_figure(intervals: Sequence[StreamInterval], *, title: str | None = No
     for axis, metric in zip(axes, PANELS, strict=True):
         for key in shown:
             values = [_interval_value(interval.programs.get(key), metric) for interval in intervals]
-            axis.plot(times, values, label=short_label(key), marker=".")
+            axis.plot(times, values, label=for_chart(short_label(key)), marker=".")
         axis.set_title(metric.title)
         axis.set_ylabel(metric.unit)
         axis.set_ylim(bottom=0)
