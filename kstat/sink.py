@@ -21,6 +21,7 @@ from kstat import _version
 from kstat._atomic import check_writable as check_writable
 from kstat._atomic import is_fifo as is_fifo
 from kstat._atomic import open_fifo_without_waiting as open_fifo_without_waiting
+from kstat._atomic import open_for_append as open_for_append
 from kstat._atomic import shown as shown
 from kstat._atomic import write_atomically as write_atomically
 from kstat._atomic import write_fallback as write_fallback
