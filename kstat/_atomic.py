@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, Final
 
-from kstat.errors import KstatError, OutputError
+from kstat.errors import OutputError
 
 # The most any file kstat makes may allow, and what the fallback (a report someone else's
 # command could not take) allows.
@@ -52,17 +52,6 @@ def shown(path: Path | str) -> str:
     character, so that the error stays one line whatever the name."""
     text = str(path)
     return text if text.isprintable() else repr(text)
-
-
-def read_text(path: Path, what: str, not_text: type[KstatError]) -> str:
-    """A file's text. OutputError when it cannot be read; `not_text` ("PATH is not WHAT: not
-    text") when it holds something other than UTF-8."""
-    try:
-        return path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise OutputError(f"cannot read {shown(path)}: {error.strerror}") from None
-    except UnicodeDecodeError:
-        raise not_text(f"{shown(path)} is not {what}: not text (UTF-8)") from None
 
 
 # --- what is at the path ---------------------------------------------------------------------

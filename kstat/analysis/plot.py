@@ -7,7 +7,6 @@ matplotlib is an optional dependency (`pip install kstat[plot]`); nothing else i
 from __future__ import annotations
 
 import io
-import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -15,7 +14,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 from attrs import frozen
 
-from kstat._atomic import read_text, shown, write_atomically
+from kstat._atomic import shown, write_atomically
+from kstat._bounded import parse_json, read_bounded
 from kstat.analysis.charts import short_label
 from kstat.core.catalogue import Metric, Span, View, in_view
 from kstat.core.counters import summed
@@ -147,7 +147,8 @@ def save_png(figure: Figure, path: Path) -> None:
 def read_stream(path: Path) -> list[StreamInterval]:
     """The intervals of an NDJSON stream any kstat version wrote, in either layout;
     ReportFormatError names the line and field that are not what a stream holds."""
-    text = read_text(path, "an NDJSON stream", ReportFormatError)
+    # Bounded (kstat._bounded): a regular file of at most MAX_INPUT_BYTES, JSON as a report holds it.
+    text = read_bounded(path, "an NDJSON stream", ReportFormatError)
     intervals: list[StreamInterval] = []
     # Records of the interval being read, by key (the record layout).
     pending: dict[str, ProgramReport] = {}
@@ -155,9 +156,9 @@ def read_stream(path: Path) -> list[StreamInterval]:
         if not line.strip():
             continue
         try:
-            data = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise ReportFormatError(f"{shown(path)}: line {number} is not JSON: {error.msg}") from None
+            data = parse_json(line, ReportFormatError)
+        except ReportFormatError as error:
+            raise ReportFormatError(f"{shown(path)}: line {number}: {error}") from None
         if not isinstance(data, dict):
             continue
         if "timestamp_ns" in data:  # the record layout (`?layout=records`)
@@ -167,8 +168,8 @@ def read_stream(path: Path) -> list[StreamInterval]:
             continue
         try:
             elapsed_ns = data.get("elapsed_ns")
-            if isinstance(elapsed_ns, bool) or not isinstance(elapsed_ns, int):
-                raise ReportFormatError("elapsed_ns is missing or not a whole number")
+            if isinstance(elapsed_ns, bool) or not isinstance(elapsed_ns, int) or elapsed_ns < 0:
+                raise ReportFormatError("elapsed_ns is missing or not a whole number of 0 or more")
             intervals.append(StreamInterval(elapsed_ns, programs_from_dict(data.get("program_stats"))))
         except ReportFormatError as error:
             problem = f"line {number} is not an interval line: {error}"
@@ -193,8 +194,8 @@ def _read_record(
             pending[key] = program_from_dict(data, "the record")
         elif kind == "total":
             elapsed_ns = data.get("elapsed_ns")
-            if isinstance(elapsed_ns, bool) or not isinstance(elapsed_ns, int):
-                raise ReportFormatError("elapsed_ns is missing or not a whole number")
+            if isinstance(elapsed_ns, bool) or not isinstance(elapsed_ns, int) or elapsed_ns < 0:
+                raise ReportFormatError("elapsed_ns is missing or not a whole number of 0 or more")
             intervals.append(StreamInterval(elapsed_ns, dict(pending)))
             pending.clear()
     except ReportFormatError as error:
