@@ -4,9 +4,7 @@
 - Only a regular file is read: a FIFO would hang the reader, `/dev/zero` fill its memory.
 - At most MAX_INPUT_BYTES of it (256 MiB, some 100,000 programs' report); an NDJSON stream
   read for its report is read from its end, so that only its last line counts.
-- JSON as a report can hold it: no NaN or Infinity, no number of more than 24 characters
-  (2^64 has 20 digits: a 100-million-digit number is refused before Python converts it), no
-  nesting deeper than MAX_DEPTH (a report is 6 deep).
+- Then parsed as JSON a report can hold (kstat.formats.bounded_json).
 
 Each refusal is one line naming the file and the reason, as the error type the caller gives
 (ReportFormatError for reports), so the command exits 1 without a traceback.
@@ -15,22 +13,16 @@ Each refusal is one line naming the file and the reason, as the error type the c
 from __future__ import annotations
 
 import errno
-import json
 import os
 import stat
-from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from kstat._atomic import shown
 from kstat.errors import KstatError, OutputError
 
 MAX_INPUT_BYTES: Final = 256 * 1024 * 1024
 _LIMIT: Final = f"{MAX_INPUT_BYTES // (1024 * 1024)} MiB"
-MAX_DEPTH: Final = 32
-# The most characters a number in a report is written with: -18446744073709551616 is 21, and
-# a float64 needs at most 24 (`-2.2250738585072014e-308`).
-_MAX_NUMBER_CHARACTERS: Final = 24
 _CHUNK_BYTES: Final = 1024 * 1024
 
 
@@ -124,60 +116,3 @@ def read_last_line(path: Path, what: str, refused: type[KstatError]) -> str | No
     if not pieces:
         return None
     return _decode(b"".join(reversed(pieces)), path, what, refused)
-
-
-class _Refused(Exception):
-    """Raised inside json.loads's hooks; turned into the caller's error outside them."""
-
-
-def _constant(name: str) -> Any:
-    raise _Refused(f"{name} is not a number a report holds")
-
-
-def _integer(text: str) -> int:
-    if len(text) > _MAX_NUMBER_CHARACTERS:
-        raise _Refused(f"a number of {len(text):,} digits is not one a report holds")
-    return int(text)
-
-
-def _float(text: str) -> float:
-    if len(text) > _MAX_NUMBER_CHARACTERS:
-        raise _Refused(f"a number written with {len(text):,} characters is not one a report holds")
-    value = float(text)
-    if value in (float("inf"), float("-inf")):
-        raise _Refused(f"{text} is beyond any number a report holds")
-    return value
-
-
-def _depth(value: Any) -> int:
-    """How deeply lists and objects nest in `value` (without recursion: it may be deep)."""
-    deepest, pending = 0, [(value, 1)]
-    while pending:
-        item, depth = pending.pop()
-        children: Iterable[Any]
-        if isinstance(item, dict):
-            children = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
-        deepest = max(deepest, depth)
-        if deepest > MAX_DEPTH:
-            return deepest
-        pending += [(child, depth + 1) for child in children]
-    return deepest
-
-
-def parse_json(text: str, refused: type[KstatError]) -> Any:
-    """JSON as a report can hold it; `refused` ("not JSON: ...", "...") otherwise."""
-    try:
-        data = json.loads(text, parse_constant=_constant, parse_int=_integer, parse_float=_float)
-    except json.JSONDecodeError as error:
-        raise refused(f"not JSON: {error.msg} at line {error.lineno}, column {error.colno}") from None
-    except _Refused as error:
-        raise refused(str(error)) from None
-    except RecursionError:
-        raise refused(f"nested deeper than the {MAX_DEPTH} levels a report can have") from None
-    if _depth(data) > MAX_DEPTH:
-        raise refused(f"nested deeper than the {MAX_DEPTH} levels a report can have")
-    return data

@@ -9,8 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from kstat._atomic import shown, write_atomically
-from kstat._bounded import parse_json, read_bounded, read_last_line
+from kstat._bounded import read_bounded, read_last_line
 from kstat.core.report import Report
+from kstat.formats.bounded_json import parse_json
 from kstat.formats.report_json import (
     ReportFormatError,
     report_from_dict,

@@ -80,6 +80,9 @@ from kstat.formats.records import summary_records as summary_records
 from kstat.formats.report_json import report_to_dict as report_to_dict
 from kstat.formats.report_json import report_to_json as report_to_json
 from kstat.formats.report_json import report_to_json_bytes as report_to_json_bytes
+from kstat.text import for_statsd_names as for_statsd_names
+from kstat.text import for_statsd_tag as for_statsd_tag
+from kstat.text import for_terminal as for_terminal
 
 KSTAT_VERSION = _version.__version__
 

@@ -28,7 +28,6 @@ import trio
 from attrs import define, field, frozen
 
 from kstat import sink
-from kstat.text import for_statsd_names, for_statsd_tag
 
 log = sink.get_logger(__name__)
 
@@ -152,12 +151,12 @@ def program_lines(
     program: ProgramName, values: Mapping[str, sink.Number], settings: StatsdSettings, metric_name: str
 ) -> list[str]:
     """One program's lines for one interval: every exported metric (the catalogue's).
-    `metric_name` is its name among the others' (`for_statsd_names`), used without tags."""
+    `metric_name` is its name among the others' (`kstat.sink.for_statsd_names`), used without tags."""
     if settings.dogstatsd_tags:
         stem = f"{settings.prefix}.program"
-        name = for_statsd_tag(program.name) or "unnamed"
-        places = "".join(f",{tag}:{for_statsd_tag(value)}" for tag, value in program.places)
-        suffix = f"|#program:{name},id:{program.id},type:{for_statsd_tag(program.type)}{places}"
+        name = sink.for_statsd_tag(program.name) or "unnamed"
+        places = "".join(f",{tag}:{sink.for_statsd_tag(value)}" for tag, value in program.places)
+        suffix = f"|#program:{name},id:{program.id},type:{sink.for_statsd_tag(program.type)}{places}"
     else:
         stem = f"{settings.prefix}.{metric_name}"
         suffix = ""
@@ -187,7 +186,7 @@ def metric_lines(report: sink.Report, settings: StatsdSettings) -> list[str]:
     """Every StatsD line for a report's programs and totals (each program, idle or not)."""
     lines: list[str] = []
     programs = report.program_stats
-    names = for_statsd_names(list(programs), [line.id for line in programs.values()])
+    names = sink.for_statsd_names(list(programs), [line.id for line in programs.values()])
     for (key, line), metric_name in zip(programs.items(), names, strict=True):
         named = ProgramName(key, line.name, line.id, line.type, places_of(line.owners))
         lines += program_lines(named, line.metrics, settings, metric_name)
@@ -280,7 +279,7 @@ class IntervalLines:
         if self._names_stale:
             identities = list(self.programs)
             named = [self.programs[identity] for identity in identities]
-            found = for_statsd_names([name.key for name in named], [name.id for name in named])
+            found = sink.for_statsd_names([name.key for name in named], [name.id for name in named])
             self._metric_names = dict(zip(identities, found, strict=True))
             self._names_stale = False
         return self._metric_names

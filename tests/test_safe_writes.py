@@ -193,7 +193,11 @@ def test_root_kstat_racing_nobody_writes_its_report_or_keeps_it_privately(
 ) -> None:
     report = world_writable / "r.json"
     with as_nobody(swap_temporaries(world_writable, secret)) as swaps:
-        for _ in range(3):
+        # Three runs at least, more until nobody has won a swap (a busy machine can let kstat's
+        # rename come first).
+        for attempt in range(8):
+            if attempt >= 3 and swaps() > 0:
+                break
             completed = run_kstat(["-duration", "200ms", "-o", str(report)])
             if completed.returncode == 0:
                 assert stat.S_ISREG(report.lstat().st_mode) and report.lstat().st_uid == 0
@@ -205,7 +209,7 @@ def test_root_kstat_racing_nobody_writes_its_report_or_keeps_it_privately(
             assert stat.S_IMODE(fallback.parent.stat().st_mode) == 0o700
             assert json.loads(fallback.read_text())["program_stats"] is not None
             shutil.rmtree(fallback.parent)
-        assert swaps() >= 3
+        assert swaps() > 0
     assert_untouched(secret)
 
 

@@ -15,12 +15,13 @@ from typing import TYPE_CHECKING, Any, Final
 from attrs import frozen
 
 from kstat._atomic import shown, write_atomically
-from kstat._bounded import parse_json, read_bounded
+from kstat._bounded import read_bounded
 from kstat.analysis.charts import short_label
 from kstat.core.catalogue import Metric, Span, View, in_view
 from kstat.core.counters import summed
 from kstat.core.report import ProgramReport
 from kstat.errors import ExtraMissing, KstatError
+from kstat.formats.bounded_json import parse_json
 from kstat.formats.report_json import ReportFormatError, program_from_dict, programs_from_dict
 from kstat.text import for_chart
 

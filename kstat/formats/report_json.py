@@ -25,13 +25,13 @@ from typing import TYPE_CHECKING, Any, Final
 import attrs
 import orjson
 
-from kstat._bounded import parse_json
 from kstat.core import catalogue
 from kstat.core.catalogue import METRICS, NS_PER_S, Kind, Metric, Number, Span
 from kstat.core.counters import ZERO, summed
 from kstat.core.model import ProgramFootprint, ProgramOwner, Workload
 from kstat.core.report import AchievedInterval, ProgramReport, Report, total_values
 from kstat.errors import KstatError
+from kstat.formats.bounded_json import parse_json
 
 if TYPE_CHECKING:
     import cattrs
