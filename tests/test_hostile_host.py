@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -106,10 +107,15 @@ def assert_names_exact(programs: dict[str, dict[str, Any]], host: HostileHost) -
     assert xdp_place.startswith("xdp") and xdp_place.endswith(f":{DEVICE}")
 
 
-def scrape(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-        text: str = response.read().decode("utf-8")
-        return text
+def scrape(port: int, showing: str = "kstat_t_hpod", timeout_s: float = 20) -> str:
+    """The endpoint's exposition, once it shows `showing` (the first pass may still be due)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            text: str = response.read().decode("utf-8")
+        if showing in text or time.monotonic() > deadline:
+            return text
+        time.sleep(0.1)
 
 
 def test_the_report_and_every_sink_carry_the_names_exactly(
