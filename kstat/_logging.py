@@ -8,6 +8,8 @@ import sys
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Final, TextIO
 
+from kstat.text import for_terminal
+
 
 def _structlog_without_rich() -> ModuleType:
     """structlog, imported without letting it reach for rich: its development renderer imports
@@ -29,8 +31,6 @@ if TYPE_CHECKING:
     import structlog
 else:
     structlog = _structlog_without_rich()
-
-from kstat.text import for_terminal
 
 
 def configure_logging(*, verbose: bool, stream: TextIO | None = None, quiet: bool = False) -> None:
