@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -111,8 +112,13 @@ def scrape(port: int, showing: str = "kstat_t_hpod", timeout_s: float = 20) -> s
     """The endpoint's exposition, once it shows `showing` (the first pass may still be due)."""
     deadline = time.monotonic() + timeout_s
     while True:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-            text: str = response.read().decode("utf-8")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+                text: str = response.read().decode("utf-8")
+        except urllib.error.HTTPError as error:
+            if error.code != 503 or time.monotonic() > deadline:  # 503: no pass exposed yet
+                raise
+            text = ""
         if showing in text or time.monotonic() > deadline:
             return text
         time.sleep(0.1)

@@ -20,6 +20,7 @@ import stat
 import struct
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -300,6 +301,10 @@ def test_a_rotation_replaced_by_a_link_is_not_reopened_through_it(
     stream = world_writable / "s.ndjson"
     kstat = KstatProcess(["serve", "--interval", "100ms", "--sink", f"ndjson:{stream}"])
     kstat.wait_for_window()
+    deadline = time.monotonic() + 30
+    while stream.stat().st_size == 0:  # rotated once it holds lines, as a live log is
+        assert time.monotonic() < deadline, "no line was written"
+        time.sleep(0.05)
 
     def rotate_and_plant(report_fd: int) -> None:
         # nobody may rename root's file in a directory without the sticky bit
