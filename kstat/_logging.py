@@ -8,6 +8,8 @@ import sys
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Final, TextIO
 
+from kstat.text import for_terminal
+
 
 def _structlog_without_rich() -> ModuleType:
     """structlog, imported without letting it reach for rich: its development renderer imports
@@ -37,17 +39,17 @@ def configure_logging(*, verbose: bool, stream: TextIO | None = None, quiet: boo
     if stream is None:
         # A closed stderr (`2>&-`) leaves Python with none: logs then go nowhere, quietly.
         stream = sys.stderr if sys.stderr is not None else open(os.devnull, "w")  # noqa: SIM115
-    renderer: structlog.types.Processor
+    renderers: list[structlog.types.Processor]
     if stream.isatty():
-        renderer = structlog.dev.ConsoleRenderer(colors=True)
+        renderers = [_shown_on_terminal, structlog.dev.ConsoleRenderer(colors=True)]
     else:
-        renderer = structlog.processors.JSONRenderer()
+        renderers = [structlog.processors.JSONRenderer()]  # JSON escapes control characters
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            renderer,
+            *renderers,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
@@ -55,6 +57,15 @@ def configure_logging(*, verbose: bool, stream: TextIO | None = None, quiet: boo
         logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )
+
+
+def _shown_on_terminal(
+    _logger: Any, _method: str, event: structlog.types.EventDict
+) -> structlog.types.EventDict:
+    """A log line's text values (a path, a program or pod name) as a terminal may show them:
+    their control characters spelt out, so that a name cannot move, retitle or clear the
+    screen. Other values are shown by repr, which escapes them already."""
+    return {key: for_terminal(value) if isinstance(value, str) else value for key, value in event.items()}
 
 
 class LibraryLogger:
@@ -96,7 +107,11 @@ class _StderrLogger:
 _UNCONFIGURED: Final = structlog.wrap_logger(
     _StderrLogger(),
     wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
-    processors=[structlog.processors.add_log_level, structlog.dev.ConsoleRenderer(colors=False)],
+    processors=[
+        structlog.processors.add_log_level,
+        _shown_on_terminal,
+        structlog.dev.ConsoleRenderer(colors=False),
+    ],
 )
 
 

@@ -21,6 +21,7 @@ from kstat import _version
 from kstat._atomic import check_writable as check_writable
 from kstat._atomic import is_fifo as is_fifo
 from kstat._atomic import open_fifo_without_waiting as open_fifo_without_waiting
+from kstat._atomic import open_for_append as open_for_append
 from kstat._atomic import shown as shown
 from kstat._atomic import write_atomically as write_atomically
 from kstat._atomic import write_fallback as write_fallback
@@ -79,6 +80,9 @@ from kstat.formats.records import summary_records as summary_records
 from kstat.formats.report_json import report_to_dict as report_to_dict
 from kstat.formats.report_json import report_to_json as report_to_json
 from kstat.formats.report_json import report_to_json_bytes as report_to_json_bytes
+from kstat.text import for_statsd_names as for_statsd_names
+from kstat.text import for_statsd_tag as for_statsd_tag
+from kstat.text import for_terminal as for_terminal
 
 KSTAT_VERSION = _version.__version__
 

@@ -45,10 +45,13 @@ class NdjsonSink:
             sink.require_stdout()
         else:
             sink.check_writable(path)
+            # Not through a link another user planted, nor into a disk or another file's
+            # hard link; a FIFO that no one reads is refused, not waited for.
+            self._stream = sink.open_for_append(path)
             try:
-                self._stream = path.open("ab", buffering=0)
                 _terminate_a_partial_line(self._stream, path)
             except OSError as error:
+                self._stream.close()
                 raise sink.OutputError(f"cannot write {sink.shown(path)}: {error.strerror}") from None
 
     def __repr__(self) -> str:
@@ -76,10 +79,9 @@ class NdjsonSink:
     def _reopen(self) -> None:
         """After a rotation: the old name now holds what was written; a new file takes the rest."""
         assert self.path is not None and self._stream is not None
-        try:
-            stream = self.path.open("ab", buffering=0)
-        except OSError as error:
-            raise sink.OutputError(f"cannot reopen {sink.shown(self.path)}: {error.strerror}") from None
+        # What is at the name now is whatever the rotation (or someone else) put there: it is
+        # opened as carefully as the first time.
+        stream = sink.open_for_append(self.path, verb="reopen")
         self._stream.close()
         self._stream = stream
         log.info("reopened", path=str(self.path))
@@ -139,10 +141,9 @@ def _terminate_a_partial_line(stream: BinaryIO, path: Path) -> None:
     size = os.fstat(stream.fileno()).st_size
     if size == 0:
         return
-    with path.open("rb") as reading:
-        reading.seek(size - 1)
-        if reading.read(1) == b"\n":
-            return
+    # Through the fd kstat appends to: the path could lead elsewhere by now.
+    if os.pread(stream.fileno(), 1, size - 1) == b"\n":
+        return
     stream.write(b"\n")
     log.warning("the file ended in a partial line; terminated it before appending", path=str(path))
 

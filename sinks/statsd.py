@@ -4,7 +4,9 @@ Per program and interval, the metrics the catalogue marks for export: its counte
 counters (`run_count`, `runtime_ns`, `recursion_misses`) and its rates and ratios as gauges
 (`avg_runtime_ns`, `estimated_cpu_percent`, `events_per_sec`); the same under `total`. Without
 tags a metric is `PREFIX.PROGRAM.METRIC`, PROGRAM being the report key made safe for StatsD and
-Graphite; with `tags=dogstatsd` it is `PREFIX.program.METRIC|#program:NAME,id:ID,type:TYPE`.
+Graphite (and distinct: where two programs' keys become one name, as `kpr.col` and `kpr_col`
+do, the one whose key changed gets `_<id>` too); with `tags=dogstatsd` it is
+`PREFIX.program.METRIC|#program:NAME,id:ID,type:TYPE`.
 
 UDP (the default) batches lines into datagrams of at most `mtu` bytes (default 1432: an
 Ethernet frame less IP/UDP headers); TCP sends newline-terminated lines on one connection. A
@@ -35,8 +37,6 @@ DEFAULT_MTU: Final = 1432
 _MAX_UDP_PAYLOAD: Final = 65_507
 _WARNING_PERIOD_S: Final = 30.0
 _CONNECT_TIMEOUT_S: Final = 2.0
-_UNSAFE_IN_NAME: Final = re.compile(r"[^A-Za-z0-9_-]")
-_UNSAFE_IN_TAG: Final = re.compile(r"[^A-Za-z0-9_.:/-]")
 _PREFIX: Final = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
 _FULL_REFRESH_INTERVALS: Final = 60
 # The catalogue's metrics for metrics systems: counters as StatsD counters (`|c`, summed by
@@ -148,16 +148,17 @@ def places_of(owners: Sequence[sink.ProgramOwner]) -> tuple[tuple[str, str], ...
 
 
 def program_lines(
-    program: ProgramName, values: Mapping[str, sink.Number], settings: StatsdSettings
+    program: ProgramName, values: Mapping[str, sink.Number], settings: StatsdSettings, metric_name: str
 ) -> list[str]:
-    """One program's lines for one interval: every exported metric (the catalogue's)."""
+    """One program's lines for one interval: every exported metric (the catalogue's).
+    `metric_name` is its name among the others' (`kstat.sink.for_statsd_names`), used without tags."""
     if settings.dogstatsd_tags:
         stem = f"{settings.prefix}.program"
-        name = _UNSAFE_IN_TAG.sub("_", program.name) or "unnamed"
-        places = "".join(f",{tag}:{_UNSAFE_IN_TAG.sub('_', value)}" for tag, value in program.places)
-        suffix = f"|#program:{name},id:{program.id},type:{_UNSAFE_IN_TAG.sub('_', program.type)}{places}"
+        name = sink.for_statsd_tag(program.name) or "unnamed"
+        places = "".join(f",{tag}:{sink.for_statsd_tag(value)}" for tag, value in program.places)
+        suffix = f"|#program:{name},id:{program.id},type:{sink.for_statsd_tag(program.type)}{places}"
     else:
-        stem = f"{settings.prefix}.{_UNSAFE_IN_NAME.sub('_', program.key) or 'unnamed'}"
+        stem = f"{settings.prefix}.{metric_name}"
         suffix = ""
     # A footprint (code size, memory) is sent when the line carries it: once per program.
     return [
@@ -184,9 +185,11 @@ def _line(name: str, metric: sink.Metric, value: sink.Number, suffix: str) -> st
 def metric_lines(report: sink.Report, settings: StatsdSettings) -> list[str]:
     """Every StatsD line for a report's programs and totals (each program, idle or not)."""
     lines: list[str] = []
-    for key, line in report.program_stats.items():
+    programs = report.program_stats
+    names = sink.for_statsd_names(list(programs), [line.id for line in programs.values()])
+    for (key, line), metric_name in zip(programs.items(), names, strict=True):
         named = ProgramName(key, line.name, line.id, line.type, places_of(line.owners))
-        lines += program_lines(named, line.metrics, settings)
+        lines += program_lines(named, line.metrics, settings, metric_name)
     return lines + total_lines(report.totals, settings)
 
 
@@ -245,6 +248,10 @@ class IntervalLines:
     active: set[sink.ProgramIdentity] = field(factory=set)
     # Every program by its turn to be sent again (its id modulo _FULL_REFRESH_INTERVALS).
     turns: dict[int, set[sink.ProgramIdentity]] = field(factory=lambda: defaultdict(set))
+    # Each program's name in the lines, distinct among every program's; worked out again only
+    # when programs come, go or change keys.
+    _metric_names: dict[sink.ProgramIdentity, str] = field(factory=dict)
+    _names_stale: bool = True
 
     def start(self, event: sink.WindowStarted) -> None:
         programs = event.snapshot.programs
@@ -260,6 +267,22 @@ class IntervalLines:
             )
             for program, key in zip(programs, sink.program_keys(programs), strict=True)
         }
+        self._names_stale = True
+
+    def _name(self, identity: sink.ProgramIdentity, named: ProgramName) -> None:
+        if self.programs.get(identity) != named:
+            if identity not in self.programs or self.programs[identity].key != named.key:
+                self._names_stale = True
+            self.programs[identity] = named
+
+    def _names(self) -> dict[sink.ProgramIdentity, str]:
+        if self._names_stale:
+            identities = list(self.programs)
+            named = [self.programs[identity] for identity in identities]
+            found = sink.for_statsd_names([name.key for name in named], [name.id for name in named])
+            self._metric_names = dict(zip(identities, found, strict=True))
+            self._names_stale = False
+        return self._metric_names
 
     def lines_for(self, delta: sink.IntervalDelta) -> list[str]:
         settings = self.settings
@@ -268,27 +291,33 @@ class IntervalLines:
         # reference server's UDP receive buffer: 1,592 programs arrived).
         turn = self.intervals % _FULL_REFRESH_INTERVALS
         self.intervals += 1
-        lines: list[str] = []
+        sent: list[tuple[sink.ProgramIdentity, Mapping[str, sink.Number]]] = []
         active: set[sink.ProgramIdentity] = set()
         gone: list[sink.ProgramIdentity] = []
         for key, line in delta.lines.items():
             change = delta.active[key]
             identity = change.last.identity
-            named = ProgramName(key, line.name, line.id, line.type, places_of(line.owners))
-            lines += program_lines(named, line.metrics, settings)
+            if identity not in self.programs and not change.unloaded:
+                self.turns[line.id % _FULL_REFRESH_INTERVALS].add(identity)
+            # A program that went is still named among the others for its last lines.
+            self._name(identity, ProgramName(key, line.name, line.id, line.type, places_of(line.owners)))
+            sent.append((identity, line.metrics))
             if change.unloaded:
                 gone.append(identity)
             else:
-                if identity not in self.programs:
-                    self.turns[line.id % _FULL_REFRESH_INTERVALS].add(identity)
-                self.programs[identity] = named
                 active.add(identity)
-        for identity in (self.active | self.turns[turn]) - active:
-            named_idle = self.programs.get(identity)
-            if named_idle is not None:
-                lines += program_lines(named_idle, {}, settings)
+        sent += [
+            (identity, {})
+            for identity in (self.active | self.turns[turn]) - active
+            if identity in self.programs
+        ]
+        names = self._names()
+        lines: list[str] = []
+        for identity, values in sent:
+            lines += program_lines(self.programs[identity], values, settings, names[identity])
         for identity in gone:
             self.programs.pop(identity, None)
+            self._names_stale = True
             self.turns[identity.id % _FULL_REFRESH_INTERVALS].discard(identity)
         self.active = active
         return lines + total_lines(delta.totals, settings)

@@ -1,6 +1,9 @@
 """A stand-in agent in its own process: loads socket filters, then obeys commands on stdin.
 
-    python -m tests.program_holder NAME:FUNCTION_NAME [NAME:FUNCTION_NAME ...]
+    python -m tests.program_holder [--comm HEX] NAME:FUNCTION_NAME [NAME:FUNCTION_NAME ...]
+
+With `--comm`, the process first names itself with those bytes (hex), as prctl(PR_SET_NAME)
+does: any bytes, 15 at most, valid UTF-8 or not.
 
 Prints one JSON line, {"pid": ..., "ids": [...]}, once the programs are loaded; then reads
 commands and answers each with `ok`, or `ok VALUE`:
@@ -28,6 +31,10 @@ from kstat.testing.loader import HeldByLink, LoopbackTarget, SocketFilter
 
 
 def main(specs: list[str]) -> None:
+    if specs[:1] == ["--comm"]:
+        with open("/proc/self/comm", "wb") as comm:
+            comm.write(bytes.fromhex(specs[1]))
+        specs = specs[2:]
     targets: list[LoopbackTarget | None] = []
     for spec in specs:
         name, _, function_name = spec.partition(":")

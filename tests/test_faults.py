@@ -101,7 +101,9 @@ def test_a_fifo_nobody_reads_cannot_hold_kstat(tmp_path: Path) -> None:
     assert returncode == 1
     (error,) = kstat.errors()
     fallback = Path(error.rsplit("the report was written to ", 1)[1].removesuffix(" instead"))
-    assert fallback.parent == tmp_path
+    # In a directory of kstat's own, made for it: nothing could be planted at its path.
+    assert fallback.parent.parent == tmp_path
+    assert (fallback.parent.stat().st_mode & 0o777, fallback.stat().st_mode & 0o777) == (0o700, 0o600)
     assert report_of(fallback)["collection_duration_ns"] >= 1_000_000_000
 
 

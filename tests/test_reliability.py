@@ -9,6 +9,7 @@ import random
 import resource
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -26,6 +27,8 @@ from tests.disks import fill_up
 from tests.kstat_process import KSTAT, KstatProcess, run_kstat
 from tests.stats_holders import nobody_else_counts
 from tests.windows import LoadFilter
+
+GOLDEN_REPORT = Path(__file__).parent / "golden" / "kstat-0.2-report.json"
 
 # --- signals ----------------------------------------------------------------------------------
 
@@ -169,6 +172,35 @@ def test_a_read_only_directory_fails_before_the_window(tmp_path: Path) -> None:
         subprocess.run(["umount", str(read_only)], check=True)
 
 
+@pytest.mark.root
+def test_root_without_cap_sys_admin_skips_the_tests_that_mount() -> None:
+    """As in a container that dropped CAP_SYS_ADMIN: the mounting tests are skipped, not failed."""
+    completed = subprocess.run(
+        [
+            "setpriv",
+            "--bounding-set",
+            "-sys_admin",
+            "--inh-caps",
+            "-sys_admin",
+            "--",
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests/test_reliability.py::test_a_read_only_directory_fails_before_the_window",
+        ],
+        cwd=Path(__file__).parents[1],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert "1 skipped" in completed.stdout
+
+
 # --- closed streams ---------------------------------------------------------------------------
 
 
@@ -192,6 +224,39 @@ def test_closed_standard_streams(redirect: str, expected_status: int) -> None:
     if expected_status:
         assert "standard output is closed" in completed.stderr
         assert "window started" not in completed.stderr
+
+
+_REDIRECT = "redirect it to a file (> FILE"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "advice"),
+    [
+        pytest.param(["list"], f"kstat list writes only there: {_REDIRECT})", marks=pytest.mark.kernel),
+        (
+            ["compare", str(GOLDEN_REPORT), str(GOLDEN_REPORT)],
+            f"kstat compare writes only there: {_REDIRECT})",
+        ),
+        (
+            ["history", str(GOLDEN_REPORT)],
+            f"kstat history writes its table only there: {_REDIRECT}; -o is the chart)",
+        ),
+    ],
+)
+def test_with_stdout_closed_commands_without_a_file_option_say_what_is_true(
+    arguments: list[str], advice: str
+) -> None:
+    completed = subprocess.run(
+        f"{' '.join(KSTAT)} {' '.join(arguments)} >&-",
+        shell=True,
+        executable="/bin/bash",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert completed.returncode == 1
+    assert completed.stderr == f"kstat: error: standard output is closed; {advice}\n"
 
 
 # --- load and churn ---------------------------------------------------------------------------

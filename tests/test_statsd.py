@@ -140,6 +140,51 @@ def test_ten_thousand_idle_programs_all_reach_the_daemon_over_udp(
     assert statsd.counters()["statsd.bad_lines_seen"] == 0
 
 
+def test_names_that_sanitise_alike_stay_apart() -> None:
+    report = report_of(
+        snapshot(0, 0.0, program(4, 0, 0, name="kpr.col"), program(9, 0, 0, name="kpr_col")),
+        snapshot(1, 1.0, program(4, 500, 5, name="kpr.col"), program(9, 700, 7, name="kpr_col")),
+    )
+    lines = metric_lines(report, StatsdSettings("h", prefix="kt"))
+    assert "kt.kpr_col.run_count:7|c" in lines  # the name that needed no change keeps it
+    assert "kt.kpr_col_4.run_count:5|c" in lines
+    # The same in every interval's lines, idle or not, and once the other has gone.
+    first, moved, alone = (
+        snapshot(0, 0.0, program(4, 0, 0, name="kpr.col"), program(9, 0, 0, name="kpr_col")),
+        snapshot(1, 1.0, program(4, 100, 1, name="kpr.col"), program(9, 0, 0, name="kpr_col")),
+        snapshot(2, 2.0, program(4, 300, 3, name="kpr.col")),
+    )
+    sent = sent_per_interval([first, moved, alone])
+    assert "kt.kpr_col_4.run_count:1|c" in sent[0]
+    assert not [line for line in sent[0] if line.startswith("kt.kpr_col.run_count:1")]
+    assert "kt.kpr_col_4.run_count:2|c" in sent[1]
+
+
+@pytest.mark.kernel
+def test_programs_whose_names_sanitise_alike_are_two_series(
+    load_filter: LoadFilter, statsd: StatsdDaemon
+) -> None:
+    dotted, plain = load_filter("kstat_t.col"), load_filter("kstat_t_col")
+    kstat = KstatProcess(
+        [
+            "-duration",
+            "1s",
+            "--name",
+            "^kstat_t.col$",
+            "--sink",
+            f"statsd://127.0.0.1:{statsd.udp_port}?prefix=kt",
+        ]
+    )
+    kstat.wait_for_window()
+    dotted.send(200)
+    plain.send(300)
+    assert kstat.finish()[0] == 0, kstat.stderr_lines
+    counters = statsd.counters()
+    assert counters["kt.kstat_t_col.run_count"] == 300
+    assert counters[f"kt.kstat_t_col_{dotted.program.id}.run_count"] == 200
+    assert counters["statsd.bad_lines_seen"] == 0
+
+
 @pytest.mark.kernel
 def test_dogstatsd_tags_reach_the_daemon(load_filter: LoadFilter, statsd: StatsdDaemon) -> None:
     target = load_filter("kstat_t_tags")

@@ -514,5 +514,10 @@ def load_btf(blob: bytes) -> int:
 
 def create_xdp_link(program_fd: int, ifindex: int) -> int:
     """BPF_LINK_CREATE for an XDP program on an interface; the fd holds the attachment."""
-    attr = LinkCreateAttr(prog_fd=program_fd, target_ifindex=ifindex, attach_type=AttachType.XDP)
+    return create_link(program_fd, ifindex, AttachType.XDP)
+
+
+def create_link(program_fd: int, target: int, attach_type: AttachType) -> int:
+    """BPF_LINK_CREATE: `target` is an interface's index (XDP) or an fd (a cgroup's, ...)."""
+    attr = LinkCreateAttr(prog_fd=program_fd, target_ifindex=target, attach_type=attach_type)
     return bpf(Command.LINK_CREATE, attr)

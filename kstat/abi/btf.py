@@ -90,6 +90,8 @@ def type_names(blob: bytes) -> list[str]:
 
 def _string_at(strings: bytes, offset: int) -> str:
     end = strings.find(b"\0", offset)
+    # kstat.text.from_host's rule (a byte that is not UTF-8 becomes U+FFFD), spelt out: the ABI
+    # imports nothing above it.
     return strings[offset : end if end >= 0 else len(strings)].decode("utf-8", "replace")
 
 

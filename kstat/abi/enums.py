@@ -43,6 +43,7 @@ class ProgramType(enum.IntEnum):
     SOCKET_FILTER = 1
     SCHED_CLS = 3
     XDP = 6
+    CGROUP_SKB = 8
     RAW_TRACEPOINT = 17
     TRACING = 26
 
@@ -59,6 +60,7 @@ class AttachType(enum.IntEnum):
     """enum bpf_attach_type: the ones kstat names or attaches by (checked against this kernel's
     BTF); the cgroup ones are in CGROUP_ATTACH_TYPES."""
 
+    CGROUP_INET_EGRESS = 1
     FLOW_DISSECTOR = 17
     TRACE_ITER = 28
     SK_LOOKUP = 36

@@ -27,7 +27,7 @@ from kstat.analysis.compare import TOTAL, Comparison, Measures, compare
 from kstat.core.catalogue import METRICS, Better, Kind, Metric, Span, View, in_view, metric, values
 from kstat.core.counters import COUNTERS, Counters, CounterSpec
 from kstat.core.report import Report
-from kstat.text import shortened
+from kstat.text import for_chart, for_terminal, shortened
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -59,8 +59,9 @@ OTHERS: Final = "others"
 
 def short_label(label: str, limit: int = MAX_LABEL) -> str:
     """A long program name shortened in the middle, where names differ least
-    (`flow_exporter_parse_…_headers`), so that both ends stay readable."""
-    return shortened(label, limit)
+    (`flow_exporter_parse_…_headers`), so that both ends stay readable; on one line, its
+    control characters spelt out (`for_terminal`)."""
+    return shortened(for_terminal(label), limit)
 
 
 def change_text(before: float | None, after: float | None) -> str:
@@ -310,7 +311,7 @@ class _Drawer:
         text_axis.text(
             0.0,
             0.95,
-            summary,
+            for_chart(summary),
             va="top",
             ha="left",
             family="monospace",
@@ -390,7 +391,7 @@ class _Drawer:
             axis.xaxis.set_major_formatter(
                 self.plt.FuncFormatter(lambda value, _: format_value(value, "bytes"))
             )
-        axis.set_yticks(positions, [short_label(row.label) for row in ordered], fontsize=8.5)
+        axis.set_yticks(positions, [for_chart(short_label(row.label)) for row in ordered], fontsize=8.5)
         axis.set_xlim(0, limit)
         axis.set_ylim(-0.6, max(len(ordered), 1) - 0.4)
         axis.set_title(entry.title, fontsize=11)

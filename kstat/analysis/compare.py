@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
 from attrs import frozen
@@ -42,7 +42,7 @@ from kstat.core.catalogue import (
 from kstat.core.counters import summed
 from kstat.core.report import ProgramReport, Report
 from kstat.errors import UsageError
-from kstat.text import for_terminal
+from kstat.text import for_markdown, for_terminal
 
 TOTAL: Final = "(total)"
 # The columns of the table; every catalogue metric can be a --fail-on threshold and is in JSON.
@@ -455,16 +455,24 @@ def render_markdown(comparison: Comparison, violations: Sequence[str], show_idle
         "|" + " --- |" * (len(SHOWN) + 1),
     ]
     for row in (*_shown_rows(comparison, show_idle), comparison.total):
-        cells = [_label(row).replace("|", "\\|"), *(_cell(row, metric.name, comparison) for metric in SHOWN)]
+        cells = [for_markdown(_label(row)), *(_cell(row, metric.name, comparison) for metric in SHOWN)]
         if row.name == TOTAL:
             cells = [f"**{cell}**" for cell in cells]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
-    lines += _footer(comparison, violations, bullet="- ", show_idle=show_idle)
+    lines += _footer(comparison, violations, bullet="- ", show_idle=show_idle, escape=for_markdown)
     return "\n".join(lines) + "\n"
 
 
-def _footer(comparison: Comparison, violations: Sequence[str], bullet: str, show_idle: bool) -> list[str]:
+def _footer(
+    comparison: Comparison,
+    violations: Sequence[str],
+    bullet: str,
+    show_idle: bool,
+    escape: Callable[[str], str],
+) -> list[str]:
+    """The lines under the table; `escape` makes what came from the reports (names, in the
+    lists and the violations) literal text in the output's medium."""
     lines = [
         f"Windows: baseline {comparison.baseline_elapsed_ns / NS_PER_S:.2f} s, "
         f"current {comparison.current_elapsed_ns / NS_PER_S:.2f} s"
@@ -492,13 +500,12 @@ def _footer(comparison: Comparison, violations: Sequence[str], bullet: str, show
                 f"{runs}: too few for any change to be significant at alpha={comparison.alpha:g} "
                 f"({needed}); changes are of the medians, untested (?)."
             )
-    if comparison.only_in_baseline:
-        lines.append("Only in baseline: " + ", ".join(row.label for row in comparison.only_in_baseline))
-    if comparison.only_in_current:
-        lines.append("Only in current: " + ", ".join(row.label for row in comparison.only_in_current))
+    for side, only in (("baseline", comparison.only_in_baseline), ("current", comparison.only_in_current)):
+        if only:
+            lines.append(f"Only in {side}: " + ", ".join(escape(row.label) for row in only))
     if violations:
         lines.append(f"REGRESSION ({len(violations)}):")
-        lines += [bullet + violation for violation in violations]
+        lines += [bullet + escape(violation) for violation in violations]
     else:
         lines.append("No threshold exceeded.")
     return lines
@@ -518,14 +525,14 @@ def render_table(
         table.add_column(metric.heading, justify="right")
     for row in (*_shown_rows(comparison, show_idle), comparison.total):
         style = "bold" if row.name == TOTAL else None
-        # A Text, not a str: a name's brackets are not rich markup; its controls are shown.
+        # Text, not a str: rich would read `[...]` in a name as its markup.
         label = Text(for_terminal(_label(row)))
         table.add_row(label, *(_cell(row, metric.name, comparison) for metric in SHOWN), style=style)
     console = Console(width=width or 160, record=True, force_terminal=False, color_system=None)
     with console.capture() as captured:
         console.print(table)
-        for line in _footer(comparison, violations, bullet="  ", show_idle=show_idle):
-            console.print(for_terminal(line), highlight=False, markup=False)
+        for line in _footer(comparison, violations, bullet="  ", show_idle=show_idle, escape=for_terminal):
+            console.print(line, highlight=False, markup=False)
     return captured.get()
 
 

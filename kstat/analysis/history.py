@@ -18,6 +18,7 @@ from attrs import frozen
 from kstat.analysis.charts import BASELINE_COLOUR, CURRENT_COLOUR, format_value, short_label
 from kstat.core.catalogue import metric
 from kstat.core.report import Report, parse_timestamp
+from kstat.text import for_chart, for_terminal
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -115,7 +116,8 @@ def history_figure(runs: Sequence[Run], *, compared: int = 0, title: str | None 
         else:
             for index, name in enumerate(programs):
                 series = [_program_value(run.report, name, metric_name) for run in runs]
-                lines.append((series, SERIES_COLOURS[index % len(SERIES_COLOURS)], short_label(name)))
+                colour = SERIES_COLOURS[index % len(SERIES_COLOURS)]
+                lines.append((series, colour, for_chart(short_label(name))))
             if not programs:
                 axis.text(
                     0.5,
@@ -152,7 +154,7 @@ def history_figure(runs: Sequence[Run], *, compared: int = 0, title: str | None 
     # At most MAX_TICKS labels (the last always): more would print over each other.
     step = max(1, math.ceil(len(runs) / MAX_TICKS))
     ticked = sorted({*positions[::-step], positions[-1]})
-    every = labels(runs)
+    every = [for_chart(label) for label in labels(runs)]
     axes[-1].set_xticks(ticked, [every[index] for index in ticked], rotation=45, ha="right", fontsize=8)
     axes[-1].set_xlabel("run (oldest to newest; the last ringed)")
     drawn.suptitle(title or f"kstat history: {len(runs)} runs", fontsize=13)
@@ -202,6 +204,7 @@ def history_table(runs: Sequence[Run]) -> str:
         for label, run in zip(labels(runs), runs, strict=True)
     ]
     rows[-1][0] += " (last)"
+    rows = [[for_terminal(cell) for cell in row] for row in rows]  # a label may be a file's name
     widths = [max(len(row[column]) for row in [header, *rows]) for column in range(len(header))]
     lines = [
         "  ".join(

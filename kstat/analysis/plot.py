@@ -7,7 +7,6 @@ matplotlib is an optional dependency (`pip install kstat[plot]`); nothing else i
 from __future__ import annotations
 
 import io
-import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -15,13 +14,16 @@ from typing import TYPE_CHECKING, Any, Final
 
 from attrs import frozen
 
-from kstat._atomic import read_text, shown, write_atomically
+from kstat._atomic import shown, write_atomically
+from kstat._bounded import read_bounded
 from kstat.analysis.charts import short_label
 from kstat.core.catalogue import Metric, Span, View, in_view
 from kstat.core.counters import summed
 from kstat.core.report import ProgramReport
 from kstat.errors import ExtraMissing, KstatError
+from kstat.formats.bounded_json import parse_json
 from kstat.formats.report_json import ReportFormatError, program_from_dict, programs_from_dict
+from kstat.text import for_chart
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -77,7 +79,7 @@ def stream_figure(intervals: Sequence[StreamInterval], *, title: str | None = No
     for axis, metric in zip(axes, PANELS, strict=True):
         for key in shown:
             values = [_interval_value(interval.programs.get(key), metric) for interval in intervals]
-            axis.plot(times, values, label=short_label(key), marker=".")
+            axis.plot(times, values, label=for_chart(short_label(key)), marker=".")
         axis.set_title(metric.title)
         axis.set_ylabel(metric.unit)
         axis.set_ylim(bottom=0)
@@ -146,7 +148,8 @@ def save_png(figure: Figure, path: Path) -> None:
 def read_stream(path: Path) -> list[StreamInterval]:
     """The intervals of an NDJSON stream any kstat version wrote, in either layout;
     ReportFormatError names the line and field that are not what a stream holds."""
-    text = read_text(path, "an NDJSON stream", ReportFormatError)
+    # Bounded (kstat._bounded): a regular file of at most MAX_INPUT_BYTES, JSON as a report holds it.
+    text = read_bounded(path, "an NDJSON stream", ReportFormatError)
     intervals: list[StreamInterval] = []
     # Records of the interval being read, by key (the record layout).
     pending: dict[str, ProgramReport] = {}
@@ -154,9 +157,9 @@ def read_stream(path: Path) -> list[StreamInterval]:
         if not line.strip():
             continue
         try:
-            data = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise ReportFormatError(f"{shown(path)}: line {number} is not JSON: {error.msg}") from None
+            data = parse_json(line, ReportFormatError)
+        except ReportFormatError as error:
+            raise ReportFormatError(f"{shown(path)}: line {number}: {error}") from None
         if not isinstance(data, dict):
             continue
         if "timestamp_ns" in data:  # the record layout (`?layout=records`)
@@ -166,8 +169,8 @@ def read_stream(path: Path) -> list[StreamInterval]:
             continue
         try:
             elapsed_ns = data.get("elapsed_ns")
-            if isinstance(elapsed_ns, bool) or not isinstance(elapsed_ns, int):
-                raise ReportFormatError("elapsed_ns is missing or not a whole number")
+            if isinstance(elapsed_ns, bool) or not isinstance(elapsed_ns, int) or elapsed_ns < 0:
+                raise ReportFormatError("elapsed_ns is missing or not a whole number of 0 or more")
             intervals.append(StreamInterval(elapsed_ns, programs_from_dict(data.get("program_stats"))))
         except ReportFormatError as error:
             problem = f"line {number} is not an interval line: {error}"
@@ -192,8 +195,8 @@ def _read_record(
             pending[key] = program_from_dict(data, "the record")
         elif kind == "total":
             elapsed_ns = data.get("elapsed_ns")
-            if isinstance(elapsed_ns, bool) or not isinstance(elapsed_ns, int):
-                raise ReportFormatError("elapsed_ns is missing or not a whole number")
+            if isinstance(elapsed_ns, bool) or not isinstance(elapsed_ns, int) or elapsed_ns < 0:
+                raise ReportFormatError("elapsed_ns is missing or not a whole number of 0 or more")
             intervals.append(StreamInterval(elapsed_ns, dict(pending)))
             pending.clear()
     except ReportFormatError as error:

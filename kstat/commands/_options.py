@@ -15,6 +15,7 @@ from kstat.core.filters import ProgramFilter
 from kstat.durations import parse_duration_ns
 from kstat.engine.sampler import SNAPSHOT_METHODS
 from kstat.errors import OutputError, UsageError
+from kstat.text import for_terminal
 
 if TYPE_CHECKING:
     from kstat.analysis.compare import Threshold
@@ -344,17 +345,18 @@ def parse_with_filter(parser: argparse.ArgumentParser, arguments: list[str]) -> 
 def say(line: str) -> None:
     """A line on stderr, if there is a stderr (a closed one leaves only the exit status)."""
     if sys.stderr is not None:
-        print(line, file=sys.stderr)
+        print(for_terminal(line), file=sys.stderr)
 
 
 def say_error(message: str) -> None:
     say(f"kstat: error: {message}")
 
 
-def write_stdout(text: str) -> None:
-    """A command's output; a reader that went away (`| head`) ends it quietly."""
+def write_stdout(text: str, *, instead: str = "write to a file instead (-o FILE)") -> None:
+    """A command's output; a reader that went away (`| head`) ends it quietly. `instead` says
+    what to do when there is no standard output, as true for the command as it can be."""
     if sys.stdout is None:
-        raise OutputError("standard output is closed; write to a file instead (-o FILE)")
+        raise OutputError(f"standard output is closed; {instead}")
     try:
         sys.stdout.write(text)
         sys.stdout.flush()

@@ -128,5 +128,8 @@ def run(options: argparse.Namespace) -> int:
     currents = [load_report(path) for path in options.currents]
     comparison = compare_runs(baselines, currents, by=options.by, alpha=options.alpha)
     violations = comparison.violations(options.fail_on)
-    write_stdout(render(comparison, violations, options.format, show_idle=options.show_idle))
+    write_stdout(
+        render(comparison, violations, options.format, show_idle=options.show_idle),
+        instead="kstat compare writes only there: redirect it to a file (> FILE)",
+    )
     return EXIT_FAILURE if violations else EXIT_OK

@@ -81,5 +81,8 @@ def run(options: argparse.Namespace) -> int:
     if options.output is not None:
         save_png(history_figure(runs, compared=options.last or 0, title=options.title), options.output)
         log.info("chart written", path=str(options.output))
-    write_stdout("".join(output))
+    write_stdout(
+        "".join(output),
+        instead="kstat history writes its table only there: redirect it to a file (> FILE; -o is the chart)",
+    )
     return status

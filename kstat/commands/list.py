@@ -28,6 +28,9 @@ from kstat.sources.attribution import Attributor
 from kstat.sources.owners import open_owner_source
 from kstat.text import for_terminal
 
+# With standard output closed: kstat list has no other place to write (it takes no -o).
+_ONLY_STDOUT: Final = "kstat list writes only there: redirect it to a file (> FILE)"
+
 
 @frozen
 class ListedProgram:
@@ -174,7 +177,7 @@ def parse(arguments: list[str]) -> tuple[argparse.ArgumentParser, argparse.Names
 def run(options: argparse.Namespace) -> int:
     programs = list_programs(options.program_filter, options.host_root)
     if options.json or options.pretty:
-        write_stdout(listing_json(programs, pretty=options.pretty))
+        write_stdout(listing_json(programs, pretty=options.pretty), instead=_ONLY_STDOUT)
     else:
-        write_stdout(listing_table(programs))
+        write_stdout(listing_table(programs), instead=_ONLY_STDOUT)
     return EXIT_OK

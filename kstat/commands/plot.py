@@ -5,12 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from kstat._atomic import shown, write_atomically
+from kstat._atomic import make_directory, write_atomically
 from kstat._logging import get_logger
 from kstat.analysis.charts import CHART_ORDER, comparison_charts
 from kstat.analysis.plot import pyplot, read_stream, save_png, stream_figure
 from kstat.commands._options import EXIT_OK, ArgumentParser, add_verbose_flag, write_stdout
-from kstat.errors import OutputError
 from kstat.report_files import load_report
 
 log = get_logger(__name__)
@@ -86,8 +85,5 @@ def chart_paths(output: Path) -> dict[str, Path]:
                 if name != "overview"
             },
         }
-    try:
-        output.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise OutputError(f"cannot write charts into {shown(output)}: {error.strerror}") from None
+    make_directory(output)
     return {"summary": output / "summary.txt", **{name: output / f"{name}.png" for name in CHART_ORDER}}

@@ -31,6 +31,7 @@ from kstat.core.counters import ZERO, summed
 from kstat.core.model import ProgramFootprint, ProgramOwner, Workload
 from kstat.core.report import AchievedInterval, ProgramReport, Report, total_values
 from kstat.errors import KstatError
+from kstat.formats.bounded_json import parse_json
 
 if TYPE_CHECKING:
     import cattrs
@@ -182,6 +183,10 @@ def _unstructure_report(report: Report, *, with_programs: bool = True) -> dict[s
 # --- reading --------------------------------------------------------------------------------
 
 
+# The largest number a report holds: a u64 counter's. Sums over 10,000 programs stay finite.
+_LARGEST: Final = 2**64
+
+
 def _kind_of(value: Any) -> str:
     if value is None:
         return "null"
@@ -202,19 +207,23 @@ def _where(path: str, name: str) -> str:
 
 
 def _whole(value: Any, where: str) -> int:
+    """A count, an id, a size, a time: whole, not negative, and within 64 bits (the kernel's
+    counters are u64), so that no sum of a report's numbers can overflow."""
     # JSON has one number type: 12.0 is a whole number too (a float64 that a tool wrote).
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ReportFormatError(f"{where} is {_kind_of(value)}, expected a whole number")
-    if isinstance(value, float):
-        if not value.is_integer():
-            raise ReportFormatError(f"{where} is {value!r}, expected a whole number")
-        return int(value)
-    return value
+    if isinstance(value, float) and not value.is_integer():
+        raise ReportFormatError(f"{where} is {value!r}, expected a whole number")
+    if not 0 <= value <= _LARGEST:
+        raise ReportFormatError(f"{where} is {value!r}, expected a whole number from 0 to 2^64")
+    return int(value)
 
 
 def _number(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise ReportFormatError(f"{where} is {_kind_of(value)}, expected a number")
+    if not -_LARGEST <= value <= _LARGEST:
+        raise ReportFormatError(f"{where} is {value!r}, beyond any number a report holds (2^64)")
     return float(value)
 
 
@@ -442,13 +451,8 @@ def report_json_chunks(report: Report) -> Iterator[bytes]:
 
 def report_from_json(text: str) -> Report:
     """A report from JSON text; ReportFormatError says where the text stops being JSON."""
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ReportFormatError(
-            f"not JSON: {error.msg} at line {error.lineno}, column {error.colno}"
-        ) from None
-    return report_from_dict(data)
+    # Bounded: no NaN, no number a report cannot hold, no nesting deeper than a report's.
+    return report_from_dict(parse_json(text, ReportFormatError))
 
 
 def footprint_to_dict(footprint: ProgramFootprint | None) -> dict[str, Any]:

@@ -129,9 +129,9 @@ def header(state: TopState, width: int) -> Text:
         (f"period {state.interval_ns / NS_PER_S:g}s", None),
     ]
     if state.typing is not None:
-        parts.insert(0, (f"filter: {state.typing}▏", "bold yellow"))
+        parts.insert(0, (f"filter: {for_terminal(state.typing)}▏", "bold yellow"))
     elif state.filter_text:
-        parts.insert(0, (f"filter: {state.filter_text}", "yellow"))
+        parts.insert(0, (f"filter: {for_terminal(state.filter_text)}", "yellow"))
     if state.paused:
         parts.insert(0, ("PAUSED", "bold red"))
     first = len(parts) - 5  # where the CPU share is
@@ -188,7 +188,9 @@ def table(state: TopState, width: int, height: int) -> Table:
         style = "reverse" if view is selected else ("dim" if view.status == "gone" else None)
         if view.status == "new" and view is not selected:
             style = "green"
-        grid.add_row(*(_cell(view, column.key, widths[column.key], shared) for column in shown), style=style)
+        # Text, not str: rich would read `[...]` in a name as its markup (`[/x]` stops the screen).
+        row = (Text(_cell(view, column.key, widths[column.key], shared)) for column in shown)
+        grid.add_row(*row, style=style)
     if not rows:
         grid.add_row(*(["no programs match" if column.key == "name" else "" for column in shown]))
     # Blank rows to the bottom, so that the key line stays at the foot of the screen.

@@ -35,6 +35,7 @@ from kstat.errors import BpfError
 from kstat.sources.netlink import NetAttachment, net_attachments, other_namespaces
 from kstat.sources.owners import PROC, OwnerSource, ProcWalk
 from kstat.sources.workloads import KubeletLogs, workload_of_cgroup_file
+from kstat.text import from_host
 
 log = get_logger(__name__)
 
@@ -72,7 +73,7 @@ def describe_link(link: LinkInfo, cgroup_paths: dict[int, str]) -> str:
 
 def _interface_name(ifindex: int) -> str:
     try:
-        return socket.if_indextoname(ifindex)
+        return from_host(socket.if_indextoname(ifindex))
     except OSError:
         return f"ifindex {ifindex}"  # another network namespace, or gone
 
@@ -93,19 +94,20 @@ def cgroup2_root(mountinfo: Path = Path("/proc/self/mountinfo")) -> Path:
 
 
 def cgroup_paths(wanted: Iterable[int], root: Path | None = None) -> dict[int, str]:
-    """cgroup v2 ids to paths: a cgroup's id is its directory's inode number."""
+    """cgroup v2 ids to paths (as names, for a report): a cgroup's id is its directory's inode
+    number. Walked by directory fd, so that a tree deeper than PATH_MAX is walked whole."""
     root = cgroup2_root() if root is None else root
     remaining = set(wanted)
     found: dict[int, str] = {}
     if not remaining:
         return found
-    for directory, _, _ in os.walk(root):
+    for directory, _, _, directory_fd in os.fwalk(root):
         try:
-            inode = os.stat(directory).st_ino
+            inode = os.fstat(directory_fd).st_ino
         except OSError:
             continue
         if inode in remaining:
-            found[inode] = directory
+            found[inode] = from_host(directory)
             remaining.discard(inode)
             if not remaining:
                 break
@@ -132,8 +134,8 @@ class Attributor:
         """Read when a new program is met, once per owner process of that scan: a process
         that moved to another cgroup since is seen as it is now."""
         try:
-            with open(f"{self.proc}/{pid}/cgroup") as cgroup:
-                found = workload_of_cgroup_file(cgroup.read())
+            with open(f"{self.proc}/{pid}/cgroup", "rb") as cgroup:
+                found = workload_of_cgroup_file(from_host(cgroup.read()))
         except OSError:
             return NO_WORKLOAD
         if found.container_id is not None or found.pod_uid is not None:
@@ -229,20 +231,16 @@ def cgroup_attachments(root: Path | None = None) -> list[tuple[int, str]]:
     a cgroup of the v2 tree, link or not, as `bpftool cgroup tree` lists them."""
     root = cgroup2_root() if root is None else root
     found: list[tuple[int, str]] = []
-    for directory, _, _ in os.walk(root):
-        try:
-            fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        except OSError:
-            continue
-        try:
-            for attach_type, name in CGROUP_ATTACH_TYPES.items():
-                try:
-                    ids = query_programs(fd, attach_type)
-                except BpfError:
-                    continue
-                found += [(program_id, f"cgroup/{name}:{directory}") for program_id in ids]
-        finally:
-            os.close(fd)
+    # By directory fd: no path is opened again (a tenant renaming its delegated cgroups cannot
+    # swap one for another), and a tree deeper than PATH_MAX is walked whole.
+    for directory, _, _, directory_fd in os.fwalk(root):
+        place = from_host(directory)
+        for attach_type, name in CGROUP_ATTACH_TYPES.items():
+            try:
+                ids = query_programs(directory_fd, attach_type)
+            except BpfError:
+                continue
+            found += [(program_id, f"cgroup/{name}:{place}") for program_id in ids]
     return found
 
 

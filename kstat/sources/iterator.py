@@ -56,6 +56,7 @@ from kstat.core.model import ProgramChanges, ProgramStats, Reading
 from kstat.errors import BpfError, FeatureMissing
 from kstat.sources.clocks import ClockStart
 from kstat.sources.syscalls import ProgramReader
+from kstat.text import from_host
 
 log = get_logger(__name__)
 
@@ -578,7 +579,7 @@ class IteratorReader:
             tag=tag.hex(),
             load_time_ns=load_time_ns,
             counters=counters,
-            kernel_name=name.rstrip(b"\0").decode("utf-8", "replace"),
+            kernel_name=from_host(name.rstrip(b"\0")),
         )
 
     @property

@@ -28,6 +28,7 @@ from typing import Final
 from attrs import frozen
 
 from kstat._logging import get_logger
+from kstat.text import from_host
 
 log = get_logger(__name__)
 
@@ -162,7 +163,7 @@ class _Rtnetlink:
             name, xdp = f"ifindex {index}", []
             for kind, value in _attributes(message, _IFINFOMSG.size, len(message)):
                 if kind == _IFLA_IFNAME:
-                    name = value.split(b"\0", 1)[0].decode(errors="replace")
+                    name = from_host(value.split(b"\0", 1)[0])
                 elif kind == _IFLA_XDP:
                     xdp = _xdp_programs(value)
             found[index] = (name, xdp)
@@ -182,7 +183,7 @@ class _Rtnetlink:
                 kind_name, program_id, flags, name = None, None, 0, None
                 for kind, value in _attributes(message, _TCMSG.size, len(message)):
                     if kind == _TCA_KIND:
-                        kind_name = value.split(b"\0", 1)[0].decode()
+                        kind_name = from_host(value.split(b"\0", 1)[0])
                     elif kind == _TCA_OPTIONS:
                         for option, option_value in _attributes(value, 0, len(value)):
                             if option == _TCA_BPF_ID:
@@ -190,7 +191,7 @@ class _Rtnetlink:
                             elif option == _TCA_BPF_FLAGS:
                                 flags = _u32(option_value)
                             elif option == _TCA_BPF_NAME:
-                                name = option_value.split(b"\0", 1)[0].decode(errors="replace")
+                                name = from_host(option_value.split(b"\0", 1)[0])
                 if kind_name == "bpf" and program_id is not None:
                     yield (
                         direction,
@@ -306,5 +307,5 @@ def net_attachments(proc: Path = Path("/proc")) -> list[NetAttachment]:
     found = _attachments_here(None)
     names = _namespace_names()
     for inode, path in other_namespaces(proc).items():
-        found += _in_namespace(path, names.get(inode, f"netns:{inode}"))
+        found += _in_namespace(path, from_host(names.get(inode, f"netns:{inode}")))
     return found

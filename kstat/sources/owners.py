@@ -35,6 +35,7 @@ from kstat.errors import KstatError
 from kstat.sources.fdinfo import fdinfo_number
 from kstat.sources.syscalls import ProgramReader
 from kstat.sources.task_files import COMM_SIZE, RECORD, TaskFileIterator
+from kstat.text import from_host
 
 log = get_logger(__name__)
 
@@ -52,10 +53,9 @@ WorkloadOf = Callable[[int], Workload]
 
 
 def command_text(comm: bytes) -> str:
-    """A process's comm as text: any bytes the process chose, never an exception."""
-    # TODO(kstat.text.from_host): decode through kstat's one rule for host bytes once it is on
-    # main; until then the same result for comm, U+FFFD for each byte that is not UTF-8.
-    return comm.decode("utf-8", "replace")
+    """A process's comm as text: any bytes the process chose, never an exception (kstat's one
+    rule for host bytes, `kstat.text.from_host`)."""
+    return from_host(comm)
 
 
 class OwnerSource(Protocol):

@@ -32,6 +32,7 @@ from kstat.core.model import MapFootprint, ProgramChanges, ProgramFootprint, Pro
 from kstat.errors import BpfError, UnsupportedKernel
 from kstat.sources.clocks import ClockStart
 from kstat.sources.fdinfo import fdinfo_number
+from kstat.text import from_host
 
 
 class ProgramReader:
@@ -252,7 +253,7 @@ class ProgramReader:
                 tag=bytes(info.tag).hex(),
                 load_time_ns=info.load_time,
                 counters=Counters._make(read),
-                kernel_name=info.name.decode("utf-8", "replace"),
+                kernel_name=from_host(info.name),
             ),
             None,
         )

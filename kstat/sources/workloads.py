@@ -26,6 +26,7 @@ from typing import Final
 from attrs import evolve
 
 from kstat.core.model import Workload
+from kstat.text import from_host
 
 # A container id: 64 hex digits (containerd, CRI-O, Docker and Podman all use them).
 _CONTAINER_ID: Final = r"[0-9a-f]{64}"
@@ -43,10 +44,11 @@ _RUNTIME_BY_PARENT: Final = {"docker": "docker", "libpod_parent": "podman"}
 _POD_SLICE: Final = re.compile(r"^kubepods(?:-(besteffort|burstable))?-pod([0-9a-f_]{36})\.slice$")
 _POD_DIRECTORY: Final = re.compile(r"^pod([0-9a-f-]{36})$")
 _QOS: Final = {"besteffort": "BestEffort", "burstable": "Burstable", None: "Guaranteed"}
+# DOTALL and \Z: a name on a crafted host may hold a newline, and is still a name.
 _CONTAINER_LOG: Final = re.compile(
-    rf"^(?P<pod>[^_]+)_(?P<namespace>[^_]+)_(?P<container>.+)-(?P<id>{_CONTAINER_ID})\.log$"
+    rf"^(?P<pod>[^_]+)_(?P<namespace>[^_]+)_(?P<container>.+)-(?P<id>{_CONTAINER_ID})\.log\Z", re.DOTALL
 )
-_POD_LOG_DIRECTORY: Final = re.compile(r"^(?P<namespace>[^_]+)_(?P<pod>[^_]+)_(?P<uid>[0-9a-f-]{36})$")
+_POD_LOG_DIRECTORY: Final = re.compile(r"^(?P<namespace>[^_]+)_(?P<pod>[^_]+)_(?P<uid>[0-9a-f-]{36})\Z")
 
 
 def workload_of_cgroup_path(path: str) -> Workload:
@@ -134,12 +136,13 @@ class KubeletLogs:
 
 
 def _listing(directory: Path) -> list[str]:
+    """The names in a directory of the host's, as text (a name may hold any bytes)."""
     try:
-        return os.listdir(directory)
+        return [from_host(name) for name in os.listdir(os.fsencode(directory))]
     except OSError:
         return []
 
 
 def node_name() -> str:
     """The node's name: NODE_NAME (set from the downward API in a pod), else the hostname."""
-    return os.environ.get("NODE_NAME") or socket.gethostname()
+    return from_host(os.environ.get("NODE_NAME") or socket.gethostname())
