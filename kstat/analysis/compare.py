@@ -213,6 +213,9 @@ class Comparison:
     baseline_runs: int = 1
     current_runs: int = 1
     alpha: float = DEFAULT_ALPHA
+    # Other kstat instances' programs each side's reports set apart (in no row and no total):
+    # their medians over the runs that met any; None where none did.
+    kstat_programs: tuple[Measures | None, Measures | None] = (None, None)
 
     @property
     def several_runs(self) -> bool:
@@ -378,6 +381,17 @@ def compare_runs(
         baseline=Measures.over_runs([_measures(report.programs, report, total=True) for report in baselines]),
         current=Measures.over_runs([_measures(report.programs, report, total=True) for report in currents]),
     )
+    apart = tuple(
+        Measures.over_runs(found) if found else None
+        for found in (
+            [
+                Measures(report.kstat_programs.programs, report.kstat_programs.metrics)
+                for report in side
+                if report.kstat_programs is not None
+            ]
+            for side in sides
+        )
+    )
     return Comparison(
         baseline_elapsed_ns=round(statistics.median(report.collection_duration_ns for report in baselines)),
         current_elapsed_ns=round(statistics.median(report.collection_duration_ns for report in currents)),
@@ -386,6 +400,7 @@ def compare_runs(
         baseline_runs=len(baselines),
         current_runs=len(currents),
         alpha=alpha,
+        kstat_programs=(apart[0], apart[1]),
     )
 
 
@@ -500,15 +515,40 @@ def _footer(
                 f"{runs}: too few for any change to be significant at alpha={comparison.alpha:g} "
                 f"({needed}); changes are of the medians, untested (?)."
             )
-    for side, only in (("baseline", comparison.only_in_baseline), ("current", comparison.only_in_current)):
-        if only:
-            lines.append(f"Only in {side}: " + ", ".join(escape(row.label) for row in only))
+    if any(side is not None for side in comparison.kstat_programs):
+        sides = [
+            "none"
+            if side is None
+            else f"{side.programs} ({side.value('estimated_cpu_percent') or 0:.3g}% of one CPU)"
+            for side in comparison.kstat_programs
+        ]
+        lines.append(
+            "Other kstat instances' own programs, in no row or total: "
+            f"baseline {sides[0]}, current {sides[1]}."
+        )
+    if comparison.only_in_baseline:
+        lines.append("Only in baseline: " + _some_of(comparison.only_in_baseline, escape))
+    if comparison.only_in_current:
+        lines.append("Only in current: " + _some_of(comparison.only_in_current, escape))
     if violations:
         lines.append(f"REGRESSION ({len(violations)}):")
         lines += [bullet + escape(violation) for violation in violations]
     else:
         lines.append("No threshold exceeded.")
     return lines
+
+
+# How many rows a footer's list names; JSON has them all.
+_LISTED_AT_MOST: Final = 10
+
+
+def _some_of(rows: Sequence[Row], escape: Callable[[str], str]) -> str:
+    """A list of rows short enough to read: those that ran first, then the idle (their names
+    escaped for the medium)."""
+    ordered = sorted(rows, key=lambda row: row.idle)
+    named = ", ".join(escape(row.label) for row in ordered[:_LISTED_AT_MOST])
+    rest = len(ordered) - _LISTED_AT_MOST
+    return named if rest <= 0 else f"{named} and {rest:,} more (--format json lists them all)"
 
 
 def render_table(
