@@ -324,6 +324,18 @@ def compare(baseline: Report, current: Report, *, by: str = "name") -> Compariso
     return compare_runs([baseline], [current], by=by)
 
 
+def _full_names(sides: Sequence[Sequence[Report]]) -> dict[tuple[str, str], str]:
+    """(kernel name, type) -> the one full name the reports know for it; a kernel name shared by
+    programs of several full names maps to none (no guess)."""
+    found: dict[tuple[str, str], set[str]] = {}
+    for reports in sides:
+        for report in reports:
+            for line in report.programs:
+                if line.kernel_name is not None and line.kernel_name != line.name:
+                    found.setdefault((line.kernel_name, line.type), set()).add(line.name)
+    return {key: next(iter(names)) for key, names in found.items() if len(names) == 1}
+
+
 def compare_runs(
     baselines: Sequence[Report],
     currents: Sequence[Report],
@@ -342,6 +354,7 @@ def compare_runs(
     by_kernel_name = [False, False]
     if by == "name" and full_names[0] != full_names[1]:
         by_kernel_name = full_names
+    full_name_of = _full_names(sides)
     # (key, type) -> per side, per run: the lines of that row.
     groups: dict[tuple[str, str], tuple[list[list[ProgramReport]], ...]] = {}
     labels: dict[tuple[str, str], list[str]] = {}
@@ -350,7 +363,12 @@ def compare_runs(
             for line in report.programs:
                 if by == "name":
                     name = (line.kernel_name or line.name) if by_kernel_name[side] else line.name
-                    key, label, type_name = name, line.name, line.type
+                    label = line.name
+                    if not by_kernel_name[side] and line.kernel_name == line.name:
+                        # Unloaded before its full name could be read (a busy host): the run in
+                        # which it was is matched with the others by the name they know.
+                        name = label = full_name_of.get((line.name, line.type), name)
+                    key, type_name = name, line.type
                 else:
                     key, label, type_name = _group_of(line, by)
                 runs = groups.setdefault((key, type_name), tuple([[] for _ in reports] for reports in sides))

@@ -151,6 +151,9 @@ class Describer:
     _attributor: Attributor = field(factory=Attributor)
     # What is known of every program loaded, by identity: kept to what is loaded now.
     known: dict[ProgramIdentity, ProgramFacts] = field(factory=dict)
+    # The window's process tree when its filter names one: no other program is reported, so no
+    # other is described (on a shared host, most of them). Its owners decide, so they come first.
+    process_tree: ProcessTree | None = None
 
     def describe(self, reading: Reading) -> None:
         self.describe_many([reading])
@@ -176,13 +179,16 @@ class Describer:
                     fresh.append(program)
                 if not program.facts.attributed:
                     unattributed.append(program)
-        if fresh:
-            self._syscalls.describe_all(fresh)
         details = self._attributor.details_of_new(unattributed)
         for program in unattributed:
             facts = program.facts
             facts.details = details.get(program.identity, facts.details)
             facts.attributed = True
+        tree = self.process_tree
+        if fresh and tree is not None:
+            fresh = [program for program, held in zip(fresh, tree.holds_all(fresh), strict=True) if held]
+        if fresh:
+            self._syscalls.describe_all(fresh)
         for reading in readings:
             for program in reading.changes.new:
                 known[program.identity] = program.facts
@@ -270,9 +276,11 @@ class SnapshotBuilder:
         verdicts = self._verdicts
         selects = self.program_filter.selects
         tree = self.process_tree
-        in_tree = (
-            tree.holds_all(changes.new) if tree is not None and changes.new else [True] * len(changes.new)
-        )
+        if tree is not None:
+            # Every pass, new programs or not: the kernel's records of forks must be taken in
+            # before its ring fills up.
+            tree.refresh()
+        in_tree = tree.holds_all(changes.new) if tree is not None else [True] * len(changes.new)
         for program, held in zip(changes.new, in_tree, strict=True):
             verdicts[program.identity] = held and selects(program, program.details)
         if tree is not None:
@@ -343,7 +351,9 @@ class SnapshotTaker:
 
     def __attrs_post_init__(self) -> None:
         self._counters = CounterTaker(self._reader, self.ignored_ids)
-        self._describer = Describer(attributor=self._attributor, known=self.known)
+        self._describer = Describer(
+            attributor=self._attributor, known=self.known, process_tree=self.process_tree
+        )
         self._builder = SnapshotBuilder(
             self.program_filter,
             self.next_sequence,

@@ -30,11 +30,10 @@ from kstat.errors import KstatError
 from kstat.sources.iterator import (
     ITERATOR_NAME,
     PROBE_NAME,
-    KernelOffsets,
     iterator_program,
     offsets_program,
-    per_cpu_offsets,
     possible_cpus,
+    running_kernel_offsets,
 )
 
 log = get_logger(__name__)
@@ -65,20 +64,20 @@ def program_tags(instructions: Sequence[Instruction]) -> frozenset[str]:
     return frozenset({hashlib.sha256(raw).digest()[:8].hex(), hashlib.sha1(raw).digest()[:8].hex()})
 
 
-def _probe_instructions(offsets: KernelOffsets) -> list[Instruction]:
-    cpus = possible_cpus()
+def _probe_instructions() -> list[Instruction]:
+    offsets, _ = running_kernel_offsets()
     # Map fds are not hashed: any fd gives the same tag.
-    return offsets_program(offsets, 0, 0, cpus)
+    return offsets_program(offsets, 0, 0, possible_cpus())
 
 
-def _iterator_instructions(offsets: KernelOffsets) -> list[Instruction]:
-    # The per-CPU offsets are found by running the probe once (a program of an instant, which
-    # other kstats recognise as this one's).
-    return iterator_program(offsets, per_cpu_offsets(offsets, possible_cpus()))
+def _iterator_instructions() -> list[Instruction]:
+    # The per-CPU offsets are found by running the probe once per process (a program of an
+    # instant, which other kstats recognise as this one's), the iterator's own if it has one.
+    return iterator_program(*running_kernel_offsets())
 
 
 # Each of kstat's programs by kernel name, and how to assemble it here.
-_BUILDERS: Final[dict[str, Callable[[KernelOffsets], list[Instruction]]]] = {
+_BUILDERS: Final[dict[str, Callable[[], list[Instruction]]]] = {
     PROBE_NAME: _probe_instructions,
     ITERATOR_NAME: _iterator_instructions,
 }
@@ -92,7 +91,6 @@ class OwnPrograms:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._tags: dict[str, frozenset[str]] = {}
-        self._offsets: KernelOffsets | None = None
 
     def recognises(self, program: ProgramStats) -> bool:
         name = program.kernel_name
@@ -109,9 +107,7 @@ class OwnPrograms:
 
     def _work_out(self, name: str) -> frozenset[str]:
         try:
-            if self._offsets is None:
-                self._offsets = KernelOffsets.of_running_kernel()
-            return program_tags(_BUILDERS[name](self._offsets))
+            return program_tags(_BUILDERS[name]())
         except (KeyError, OSError, KstatError) as error:
             # No BTF, or a kernel laid out otherwise: no kstat of this version runs its
             # iterator here either, so a program of that name is nobody's but its loader's.

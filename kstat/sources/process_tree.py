@@ -28,7 +28,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Sequence
 from typing import Final
 
 from kstat._logging import get_logger
@@ -46,6 +46,7 @@ from kstat.abi.perf import (
 )
 from kstat.core.model import ProgramIdentity, ProgramStats
 from kstat.errors import KstatError
+from kstat.sources.fdinfo import fdinfo_number
 
 log = get_logger(__name__)
 
@@ -56,6 +57,12 @@ ONLINE_CPUS: Final = "/sys/devices/system/cpu/online"
 # before it went (or a thread of a process whose leader exited first) must still be judged
 # as it was.
 _FORGET_AFTER_NS: Final = 10_000_000_000
+# readlink of an fd that holds a program, or a link (which holds its program).
+_BPF_FD_TARGETS: Final = ("anon_inode:bpf-prog", "anon_inode:bpf_link")
+# A program loaded this recently may not have its load record in the ring yet; waiting this
+# long is far more than the kernel takes between giving it an id and writing the record.
+_JUST_LOADED_NS: Final = 20_000_000
+_RECORD_DELAY_S: Final = 0.005
 
 
 def _online_cpus(path: str = ONLINE_CPUS) -> list[int]:
@@ -78,6 +85,26 @@ def parent_of(pid: int, proc: str = PROC) -> int | None:
         return None
     fields = stat[stat.rfind(b")") + 2 :].split()
     return int(fields[1]) if len(fields) > 1 else None
+
+
+def programs_held_by(pid: int, proc: str = PROC) -> set[int]:
+    """The ids of the programs a process holds now, through a program's or a link's fd."""
+    held: set[int] = set()
+    directory = f"{proc}/{pid}/fd"
+    try:
+        fds = os.listdir(directory)
+    except OSError:
+        return held
+    for fd in fds:
+        try:
+            if os.readlink(f"{directory}/{fd}") not in _BPF_FD_TARGETS:
+                continue
+        except OSError:
+            continue
+        program_id = fdinfo_number(f"{proc}/{pid}/fdinfo/{fd}", b"prog_id")
+        if program_id is not None:
+            held.add(program_id)
+    return held
 
 
 def descendants(root: int, proc: str = PROC) -> set[int]:
@@ -131,6 +158,13 @@ class ProcessTree:
         self._proc = proc
         self._lock = threading.Lock()
         self._members: set[int] = {root} | descendants(root, proc)
+        # kstat's own process opens every program for an instant (its readers, its details):
+        # as an owner it only counts for what it held before the window began reading.
+        self._self = os.getpid()
+        self._held_by_self = programs_held_by(self._self, proc) if self._self in self._members else set()
+        # From when the kernel's records are followed: a program loaded since has a load record
+        # if a member loaded it, and that alone decides.
+        self.opened_boottime_ns = 0
         # (program id, tag) -> loaded by a member.
         self._loads: set[tuple[int, str]] = set()
         # What to forget once its time (CLOCK_MONOTONIC, ns) has come: exited members, loads of
@@ -138,6 +172,8 @@ class ProcessTree:
         self._exited: deque[tuple[int, int]] = deque()
         self._unloaded: deque[tuple[int, tuple[int, str]]] = deque()
         self._verdicts: dict[ProgramIdentity, bool] = {}
+        # Without perf: whether each pid asked about descends from the root, this refresh.
+        self._ancestry: dict[int, bool] = {}
         self._rings: list[SideBandRing] = []
         # Whether the kernel's records follow the tree (else: /proc ancestry), and whether any
         # were lost (a ring that overflowed: the tree may miss a fork or a load).
@@ -167,6 +203,7 @@ class ProcessTree:
             )
             return
         self.followed = True
+        self.opened_boottime_ns = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
 
     @property
     def members(self) -> frozenset[int]:
@@ -182,24 +219,33 @@ class ProcessTree:
     def holds(self, program: ProgramStats) -> bool:
         """Whether the program is the tree's: a member holds it, or a member loaded it during
         the window. Judged once per program (see the class)."""
-        identity = program.identity
-        with self._lock:
-            verdict = self._verdicts.get(identity)
-            if verdict is None:
-                verdict = self._verdicts[identity] = self._judge(program)
-            return verdict
+        return self.holds_all([program])[0]
 
-    def holds_all(self, programs: Iterable[ProgramStats]) -> list[bool]:
+    def holds_all(self, programs: Sequence[ProgramStats]) -> list[bool]:
         """`holds` for many programs, after one refresh."""
+        if not programs:
+            return []
         with self._lock:
             self._refresh()
-            found = []
-            for program in programs:
-                verdict = self._verdicts.get(program.identity)
-                if verdict is None:
-                    verdict = self._verdicts[program.identity] = self._judge(program)
-                found.append(verdict)
-            return found
+            verdicts = self._verdicts
+            fresh = [program for program in programs if program.identity not in verdicts]
+            found = {program.identity: self._judge(program) for program in fresh}
+            # A program is visible to a read a moment before its load record is written (the
+            # kernel gives it its id first): one that is not the tree's, and was loaded just
+            # now, is looked at again once that moment has surely passed.
+            now = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+            just_loaded = [
+                program
+                for program in fresh
+                if not found[program.identity] and now - program.load_time_ns < _JUST_LOADED_NS
+            ]
+            if just_loaded and self.followed:
+                time.sleep(_RECORD_DELAY_S)
+                self._refresh()
+                for program in just_loaded:
+                    found[program.identity] = (program.id, program.tag) in self._loads
+            verdicts.update(found)
+            return [verdicts[program.identity] for program in programs]
 
     def forget(self, identity: ProgramIdentity) -> None:
         with self._lock:
@@ -208,25 +254,41 @@ class ProcessTree:
     def _judge(self, program: ProgramStats) -> bool:
         if (program.id, program.tag) in self._loads:
             return True
+        if self.followed and program.load_time_ns >= self.opened_boottime_ns:
+            # Loaded while the tree was followed, not by a member. That a member holds it now
+            # proves nothing: a member running `bpftool prog show`, or another kstat, opens every
+            # program for an instant.
+            return False
         owners = [owner.pid for owner in program.details.owners]
         if self.followed:
+            owners = [pid for pid in owners if pid != self._self or program.id in self._held_by_self]
             return any(pid in self._members for pid in owners)
         return any(self._descends(pid) for pid in owners)
 
     def _descends(self, pid: int) -> bool:
-        """/proc's answer, without perf: is `pid` the root or below it, now."""
-        seen = 0
+        """/proc's answer, without perf: is `pid` the root or below it, now (each answer kept
+        for this refresh: a host's programs share a few owners)."""
+        known = self._ancestry
+        chain: list[int] = []
         current: int | None = pid
-        while current is not None and current > 0 and seen < 4096:
+        answer = False
+        while current is not None and current > 0 and len(chain) < 4096:
+            if current in known:
+                answer = known[current]
+                break
             if current == self.root or current in self._members:
-                return True
+                answer = True
+                break
             if current == 1:
-                return False
+                break
+            chain.append(current)
             current = parent_of(current, self._proc)
-            seen += 1
-        return False
+        for visited in chain:
+            known[visited] = answer
+        return answer
 
     def _refresh(self) -> None:
+        self._ancestry = {}
         if not self._rings:
             return
         records: list[SideBandRecord] = []
@@ -259,7 +321,7 @@ class ProcessTree:
             elif record.type == RECORD_LOST:
                 if not self.lost_records:
                     log.warning(
-                        "the kernel dropped records of forks and loads (a busy host): the command's "
+                        "the kernel dropped records of forks and loads (a busy host): the process "
                         "tree may miss a process or a program from here on"
                     )
                 self.lost_records += 1
