@@ -15,14 +15,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from attrs import evolve
 
 import kstat
-from kstat.core.report import KstatPrograms
-from kstat.engine.sampler import SnapshotTaker
+from kstat.analysis.charts import comparison_charts
+from kstat.analysis.compare import compare, render_markdown
+from kstat.core.model import PassClocks, ProgramChanges, ProgramStats, Reading, Snapshot
+from kstat.core.report import KstatPrograms, Report
+from kstat.engine.sampler import SnapshotBuilder, SnapshotTaker
+from kstat.formats.report_json import report_from_dict, report_to_dict
 from kstat.sources.iterator import ITERATOR_NAME, IteratorReader
 from kstat.sources.own_programs import OwnPrograms, program_tags
 from kstat.sources.process_tree import ProcessTree, descendants, parent_of
+from kstat.testing.budget import BudgetExceeded, expect_program
 from kstat.testing.loader import LoopbackTarget, SocketFilter
+from tests.builders import program, report_of, snapshot
 from tests.kstat_process import KSTAT, KstatProcess, run_kstat, wait_until_ready
 
 REPO = Path(__file__).parents[1]
@@ -319,3 +326,147 @@ def test_an_unchanged_workload_passes_its_gate_beside_other_tenants(
     )
     assert drawn.returncode == 0, drawn.stderr
     assert chart.exists()
+
+
+# --- no kernel: the arithmetic, the report's field, the messages, the medians drawn ---------
+
+
+def _apart(base: Snapshot, *others: ProgramStats) -> Snapshot:
+    """`base` with `others` as other kstats' programs, set apart."""
+    return evolve(base, kstat_programs=others)
+
+
+def test_other_kstats_programs_are_counted_apart_from_their_load_to_their_last_sighting() -> None:
+    # In the window from the start: 10 runs in it. Loaded inside it (load time after the first
+    # read began): all its 7 runs, then gone; its last reading counts.
+    early = program(90, 1_000, 100, name="kstat_prog_iter", load_time_ns=5)
+    late_load = 10_000_000_000 + 1_500_000_000
+    snapshots = [
+        _apart(snapshot(0, 0.0, program(1, 0, 0)), early),
+        _apart(
+            snapshot(1, 1.0, program(1, 500, 5)),
+            program(90, 1_400, 105, name="kstat_prog_iter", load_time_ns=5),
+            program(91, 700, 7, name="kstat_prog_iter", load_time_ns=late_load),
+        ),
+        _apart(
+            snapshot(2, 2.0, program(1, 900, 9)),
+            program(90, 2_000, 110, name="kstat_prog_iter", load_time_ns=5),
+        ),
+    ]
+    report = report_of(*snapshots)
+    assert [line.id for line in report.programs] == [1]
+    assert report.total_run_count == 9  # theirs are in no total
+    apart = report.kstat_programs
+    assert apart is not None
+    assert (apart.programs, apart.metrics["run_count"], apart.metrics["runtime_ns"]) == (
+        2,
+        10 + 7,
+        1_000 + 700,
+    )
+    assert (
+        report_of(snapshot(0, 0.0, program(1, 0, 0)), snapshot(1, 1.0, program(1, 5, 5))).kstat_programs
+        is None
+    )
+
+
+def test_kstat_programs_is_an_optional_field_of_the_report() -> None:
+    with_them = report_of(
+        _apart(snapshot(0, 0.0, program(1, 0, 0)), program(90, 0, 0, name="kstat_prog_iter")),
+        _apart(snapshot(1, 1.0, program(1, 5, 5)), program(90, 300, 3, name="kstat_prog_iter")),
+    )
+    written = report_to_dict(with_them)
+    assert written["kstat_programs"]["programs"] == 1 and written["kstat_programs"]["run_count"] == 3
+    assert report_from_dict(written).kstat_programs == with_them.kstat_programs
+    del written["kstat_programs"]
+    assert report_from_dict(written).kstat_programs is None  # as every older report reads
+
+
+def reading(
+    *programs: ProgramStats,
+    new: tuple[int, ...] = (),
+    moved: tuple[tuple[ProgramStats, ProgramStats], ...] = (),
+    vanished: tuple[ProgramStats, ...] = (),
+) -> Reading:
+    """A counter read of `programs`, and its changes: the new by id, the moved as (before, after)."""
+    by_id = {found.id: found for found in programs}
+    clocks = PassClocks(1_000, 2_000, 3_000, 4_000, 5_000)
+    return Reading(programs, ProgramChanges([by_id[found] for found in new], moved, vanished), clocks)
+
+
+class _ById:
+    """Recognises the programs whose ids it is given (stands in for name and tag)."""
+
+    def __init__(self, *ids: int) -> None:
+        self.ids = ids
+
+    def recognises(self, program: ProgramStats) -> bool:
+        return program.id in self.ids
+
+
+def test_the_snapshot_sets_other_kstats_programs_apart_from_programs_and_changes() -> None:
+    mine, iterator = program(1, 0, 0), program(7, 100, 1, name="kstat_prog_iter")
+    builder = SnapshotBuilder(own_programs=_ById(7), online_cpus=2)  # type: ignore[arg-type]
+    first = builder.build(reading(mine, iterator, new=(1, 7)))
+    assert [found.id for found in first.snapshot.programs] == [1]
+    assert [found.id for found in first.snapshot.kstat_programs] == [7]
+    mine_later, iterator_later = program(1, 5, 5), program(7, 300, 3, name="kstat_prog_iter")
+    moved = builder.build(
+        reading(mine_later, iterator_later, moved=((mine, mine_later), (iterator, iterator_later)))
+    )
+    assert moved.delta is not None and [change.last.id for change in moved.delta.changes] == [1]
+    assert moved.snapshot.kstat_programs == (iterator_later,)
+    gone = builder.build(reading(mine_later, vanished=(iterator_later,)))
+    assert gone.snapshot.kstat_programs == ()
+    assert gone.delta is not None and gone.delta.changes == ()
+
+
+def test_a_missing_program_is_told_with_a_few_close_names_not_all() -> None:
+    lines = [program(index + 1, 0, 0, name=f"tenant_{index:05}") for index in range(2_000)]
+    report = report_of(snapshot(0, 0.0, *lines), snapshot(1, 1.0, *lines))
+    with pytest.raises(BudgetExceeded) as failed:
+        expect_program(report, "tenant_00100x")
+    message = str(failed.value)
+    assert message.startswith("no program 'tenant_00100x' in the report; 2,000 programs in the report")
+    assert "the closest names: tenant_00100, " in message and len(message) < 300
+    twins = report_of(
+        snapshot(0, 0.0, program(5001, 0, 0, name="a"), program(5002, 0, 0, name="a"), *lines[:9])
+    )
+    with pytest.raises(BudgetExceeded, match=r"2 programs are named 'a'.*ids of those named 'a': 5001, 5002"):
+        expect_program(twins, "a")
+
+
+def test_compare_lists_a_few_one_sided_programs_and_says_what_other_kstats_cost() -> None:
+    base = report_of(
+        snapshot(0, 0.0, *(program(index, 0, 0, name=f"gone_{index}") for index in range(30))),
+        snapshot(1, 1.0, *(program(index, index, index, name=f"gone_{index}") for index in range(30))),
+    )
+    current = report_of(
+        _apart(snapshot(0, 0.0), program(90, 0, 0, name="kstat_prog_iter")),
+        _apart(snapshot(1, 1.0), program(90, 10_000_000, 20, name="kstat_prog_iter")),
+    )
+    markdown = render_markdown(compare(base, current), [])
+    (only,) = [line for line in markdown.splitlines() if line.startswith("Only in baseline: ")]
+    assert only.endswith("and 20 more (--format json lists them all)")
+    assert only.count("gone_") == 10 and "gone_0 " not in only  # those that ran first
+    assert (
+        "Other kstat instances' own programs, in no row or total: baseline none, current 1 (1% of one CPU)."
+        in markdown
+    )
+
+
+def test_the_charts_of_several_runs_are_their_medians() -> None:
+    def run(runtime_ns: int) -> Report:
+        return report_of(
+            snapshot(0, 0.0, program(1, 0, 0, name="p")),
+            snapshot(1, 1.0, program(1, runtime_ns, 100, name="p")),
+        )
+
+    baselines = [run(10_000), run(30_000), run(20_000)]
+    currents = [run(40_000), run(60_000), run(200_000)]
+    charts = comparison_charts(currents, baselines)
+    try:
+        # The medians: 200 -> 600 ns a run, as `kstat compare` of the same runs has them.
+        assert "average runtime per run 200 -> 600 ns (+200.0%)" in charts.summary
+        assert "medians of 3 and 3 runs" in charts.figures["overview"].get_suptitle()
+    finally:
+        charts.figures.clear()
