@@ -1,7 +1,7 @@
-"""kstat's own programs (its program iterator, the per-CPU probe that comes before it) as
-another kstat instance on the host loads them: recognised by their kernel name and their tag,
-so that every kstat leaves them out of its report's programs and totals and counts them apart
-(the report's `kstat_programs`).
+"""kstat's own programs (its program iterator, the per-CPU probe that comes before it, its
+task-file iterator for owners) as another kstat instance on the host loads them: recognised by
+their kernel name and their tag, so that every kstat leaves them out of its report's programs
+and totals and counts them apart (the report's `kstat_programs`).
 
 A name alone proves nothing: any tenant can call a program `kstat_prog_iter` to hide it. The
 tag is the kernel's hash of the program's instructions, and a kstat of the same version on the
@@ -18,6 +18,7 @@ both are accepted (a collision of either with a same-named program is not a prac
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
 from collections.abc import Callable, Sequence
@@ -26,15 +27,19 @@ from typing import Final
 from kstat._logging import get_logger
 from kstat.abi.structs import Instruction
 from kstat.core.model import ProgramStats
-from kstat.errors import KstatError
+from kstat.errors import FeatureMissing, KstatError
 from kstat.sources.iterator import (
     ITERATOR_NAME,
+    PER_CPU_METHODS,
     PROBE_NAME,
+    KernelOffsets,
     iterator_program,
-    offsets_program,
     possible_cpus,
+    probe_program,
     running_kernel_offsets,
 )
+from kstat.sources.task_files import ITERATOR_NAME as TASK_FILE_ITERATOR_NAME
+from kstat.sources.task_files import TaskFileOffsets, task_file_program
 
 log = get_logger(__name__)
 
@@ -64,22 +69,35 @@ def program_tags(instructions: Sequence[Instruction]) -> frozenset[str]:
     return frozenset({hashlib.sha256(raw).digest()[:8].hex(), hashlib.sha1(raw).digest()[:8].hex()})
 
 
-def _probe_instructions() -> list[Instruction]:
-    offsets, _ = running_kernel_offsets()
-    # Map fds are not hashed: any fd gives the same tag.
-    return offsets_program(offsets, 0, 0, possible_cpus())
+def _probe_instructions() -> list[list[Instruction]]:
+    """The probe, as each way of finding per-CPU offsets builds it (another kstat took the first
+    its kernel allowed, which need not be this one's: it may have been refused something)."""
+    offsets = KernelOffsets.of_running_kernel()
+    built = []
+    for method in PER_CPU_METHODS:
+        with contextlib.suppress(FeatureMissing):
+            # Map fds are not hashed: any fd gives the same tag.
+            built.append(probe_program(method, offsets, 0, 0, possible_cpus()))
+    return built
 
 
-def _iterator_instructions() -> list[Instruction]:
+def _iterator_instructions() -> list[list[Instruction]]:
     # The per-CPU offsets are found by running the probe once per process (a program of an
     # instant, which other kstats recognise as this one's), the iterator's own if it has one.
-    return iterator_program(*running_kernel_offsets())
+    offsets, cpu_offsets, _ = running_kernel_offsets()
+    return [iterator_program(offsets, cpu_offsets)]
 
 
-# Each of kstat's programs by kernel name, and how to assemble it here.
-_BUILDERS: Final[dict[str, Callable[[], list[Instruction]]]] = {
+def _task_file_instructions() -> list[list[Instruction]]:
+    # Its settings (the f_op addresses, kstat's pid) are in its map, not its code.
+    return [task_file_program(TaskFileOffsets.of_running_kernel(), 0)]
+
+
+# Each of kstat's programs by kernel name, and how it may be assembled here.
+_BUILDERS: Final[dict[str, Callable[[], list[list[Instruction]]]]] = {
     PROBE_NAME: _probe_instructions,
     ITERATOR_NAME: _iterator_instructions,
+    TASK_FILE_ITERATOR_NAME: _task_file_instructions,
 }
 NAMES: Final = frozenset(_BUILDERS)
 
@@ -107,7 +125,7 @@ class OwnPrograms:
 
     def _work_out(self, name: str) -> frozenset[str]:
         try:
-            return program_tags(_BUILDERS[name]())
+            return frozenset(tag for code in _BUILDERS[name]() for tag in program_tags(code))
         except (KeyError, OSError, KstatError) as error:
             # No BTF, or a kernel laid out otherwise: no kstat of this version runs its
             # iterator here either, so a program of that name is nobody's but its loader's.
