@@ -311,8 +311,14 @@ def test_an_unchanged_workload_passes_its_gate_beside_other_tenants(
             "compare",
             "--format",
             "markdown",
+            # Run counts are the workload's own (a rate of packets): any tenant's runs in a
+            # total would move them. Average runtimes of a fresh JIT image each run differ by
+            # up to a third between identical runs here, so their limit is wider than make
+            # e2e's, which takes more runs.
             "--fail-on",
-            "avg_runtime_ns:+10%",
+            "run_count:+5%",
+            "--fail-on",
+            "avg_runtime_ns:+50%",
             *map(str, runs["base"]),
             "--",
             *map(str, runs["cur"]),
