@@ -28,6 +28,9 @@ WORKLOAD ?= $(BIN)/kstat demo --workload-only -duration $(E2E_DURATION) --work-s
 FAIL_ON ?= avg_runtime_ns:+10%
 # Runs of the workload per side: with 4 or more, compare tests each change for significance.
 RUNS ?= 1
+# Which programs a run reports: the workload's own (command: held or loaded by its process tree),
+# or every program on the host (host).
+SCOPE ?= command
 
 .PHONY: install install-runtime man deps kernel-deps test test-kernels test-unprivileged lint demo e2e soak soak-serve \
 	clean bench
@@ -125,18 +128,21 @@ demo: install-runtime
 	$(SUDO) $(BIN)/kstat demo $(ARGS)
 
 # Each run's report is kernel-stats-run-K.json; kernel-stats.json is the last (the seed's name).
-# A baseline from before runs were kept has only kernel-stats.json: it counts as one run.
+# A baseline from before runs were kept has only kernel-stats.json: it counts as one run. The
+# chart and the gate both take every run of each side (medians), so they cannot disagree.
 e2e: install
 	mkdir -p $(E2E_LOGS)/$(E2E_NAME)
 	rm -f $(E2E_LOGS)/$(E2E_NAME)/kernel-stats-run-*.json
 	for run in $$(seq 1 $(RUNS)); do \
-		$(SUDO) $(BIN)/kstat run -o $(E2E_LOGS)/$(E2E_NAME)/kernel-stats-run-$$run.json -- $(WORKLOAD) || exit $$?; \
+		$(SUDO) $(BIN)/kstat run --scope $(SCOPE) -o $(E2E_LOGS)/$(E2E_NAME)/kernel-stats-run-$$run.json \
+			-- $(WORKLOAD) || exit $$?; \
 	done
 	cp $(E2E_LOGS)/$(E2E_NAME)/kernel-stats-run-$(RUNS).json $(E2E_LOGS)/$(E2E_NAME)/kernel-stats.json
 ifdef BASELINE
 	mkdir -p $(PERF_DIR)
-	$(BIN)/kstat plot $(E2E_LOGS)/$(E2E_NAME)/kernel-stats.json \
-		--baseline $(E2E_LOGS)/$(BASELINE)/kernel-stats.json -o $(PERF_DIR)/kernel-comparison-$(BASELINE).png
+	runs() { ls $$1/kernel-stats-run-*.json 2>/dev/null || echo $$1/kernel-stats.json; }; \
+	$(BIN)/kstat plot $$(runs $(E2E_LOGS)/$(E2E_NAME)) $$(runs $(E2E_LOGS)/$(BASELINE) | sed 's/^/--baseline=/') \
+		-o $(PERF_DIR)/kernel-comparison-$(BASELINE).png
 	runs() { ls $$1/kernel-stats-run-*.json 2>/dev/null || echo $$1/kernel-stats.json; }; \
 	$(BIN)/kstat compare --format markdown $(foreach threshold,$(FAIL_ON),--fail-on $(threshold)) \
 		$$(runs $(E2E_LOGS)/$(BASELINE)) -- $$(runs $(E2E_LOGS)/$(E2E_NAME)) \

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-EXAMPLE = Path(__file__).parents[1] / "examples" / "test_kernel_budget.py"
+REPO = Path(__file__).parents[1]
+EXAMPLE = REPO / "examples" / "test_kernel_budget.py"
 
 pytestmark = pytest.mark.kernel
 pytest_plugins = ["pytester"]
@@ -54,3 +57,29 @@ def test_report_dir_from_ini(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
     assert len(list((pytester.path / "kernel-reports").glob("*.json"))) == 1
+
+
+def test_the_fixture_reports_the_test_process_own_programs_unless_asked(pytester: pytest.Pytester) -> None:
+    """Another process holding programs of the example's very name (another run of the suite,
+    an agent): the fixture sees the test's own; with the host scope, all of them."""
+    holder = subprocess.Popen(
+        [sys.executable, "-m", "tests.idle_holder", "3", "example_filter"],
+        cwd=REPO,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and json.loads(holder.stdout.readline())["count"] == 3
+        pytester.makepyfile(test_budget=EXAMPLE.read_text())
+        own = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--kstat-report-dir", "reports")
+        own.assert_outcomes(passed=1)
+        (saved,) = (pytester.path / "reports").iterdir()
+        assert list(json.loads(saved.read_text())["program_stats"]) == ["example_filter"]
+        host = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--kstat-scope", "host")
+        host.assert_outcomes(failed=1)
+        host.stdout.fnmatch_lines(["* programs are named 'example_filter'; look one up by id*"])
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(30)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from attrs import frozen
 
-from kstat.analysis.compare import TOTAL, Comparison, Measures, compare
+from kstat.analysis.compare import TOTAL, Comparison, Measures, compare_runs
 from kstat.core.catalogue import METRICS, Better, Kind, Metric, Span, View, in_view, metric, values
 from kstat.core.counters import COUNTERS, Counters, CounterSpec
 from kstat.core.report import Report
@@ -174,18 +174,26 @@ def costliest(rows: Sequence[ChartRow], name: str, count: int, elapsed_ns: tuple
 
 
 def comparison_charts(
-    current: Report, baseline: Report | None = None, *, include_idle: bool = False, title: str | None = None
+    current: Report | Sequence[Report],
+    baseline: Report | Sequence[Report] | None = None,
+    *,
+    include_idle: bool = False,
+    title: str | None = None,
 ) -> ChartSet:
-    """Every chart of `current` beside `baseline` (or alone), and the summary."""
+    """Every chart of `current` beside `baseline` (or alone), and the summary. Either side may
+    be several runs of one workload: each bar is then the median of its runs, as `kstat compare`
+    gates on, so that the picture and the verdict agree."""
     from kstat.analysis.plot import pyplot  # noqa: PLC0415 - matplotlib only loads to draw
 
     plt = pyplot("kstat plot")
-    comparison = compare(baseline if baseline is not None else current, current)
+    currents = [current] if isinstance(current, Report) else list(current)
+    baselines = None if baseline is None else [baseline] if isinstance(baseline, Report) else list(baseline)
+    comparison = compare_runs(baselines if baselines is not None else currents, currents)
     rows = [row for row in _rows(comparison) if include_idle or row.active]
     if baseline is None:
         rows = [ChartRow(row.label, row.current, None) for row in rows]
     total = ChartRow(TOTAL, comparison.total.current, comparison.total.baseline if baseline else None)
-    heading = title or _default_title(current, baseline, len(rows))
+    heading = title or _default_title(comparison, baseline is not None, len(rows))
     elapsed = (comparison.baseline_elapsed_ns, comparison.current_elapsed_ns)
     drawn = _Drawer(plt, rows, total, elapsed, with_baseline=baseline is not None)
     figures = {
@@ -201,9 +209,16 @@ def comparison_charts(
     return ChartSet(figures, summary)
 
 
-def _default_title(current: Report, baseline: Report | None, programs: int) -> str:
-    window = current.collection_duration_ns / 1e9
-    what = "baseline vs current" if baseline is not None else "kernel-side cost"
+def _default_title(comparison: Comparison, with_baseline: bool, programs: int) -> str:
+    window = comparison.current_elapsed_ns / 1e9
+    what = "baseline vs current" if with_baseline else "kernel-side cost"
+    if comparison.several_runs:
+        runs = (
+            f"medians of {comparison.baseline_runs} and {comparison.current_runs} runs"
+            if with_baseline
+            else f"medians of {comparison.current_runs} runs"
+        )
+        return f"kstat {what} ({runs}): {programs:,} programs, {window:.1f} s windows"
     return f"kstat {what}: {programs:,} programs, {window:.1f} s window"
 
 

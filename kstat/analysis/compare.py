@@ -213,6 +213,9 @@ class Comparison:
     baseline_runs: int = 1
     current_runs: int = 1
     alpha: float = DEFAULT_ALPHA
+    # Other kstat instances' programs each side's reports set apart (in no row and no total):
+    # their medians over the runs that met any; None where none did.
+    kstat_programs: tuple[Measures | None, Measures | None] = (None, None)
 
     @property
     def several_runs(self) -> bool:
@@ -321,6 +324,18 @@ def compare(baseline: Report, current: Report, *, by: str = "name") -> Compariso
     return compare_runs([baseline], [current], by=by)
 
 
+def _full_names(sides: Sequence[Sequence[Report]]) -> dict[tuple[str, str], str]:
+    """(kernel name, type) -> the one full name the reports know for it; a kernel name shared by
+    programs of several full names maps to none (no guess)."""
+    found: dict[tuple[str, str], set[str]] = {}
+    for reports in sides:
+        for report in reports:
+            for line in report.programs:
+                if line.kernel_name is not None and line.kernel_name != line.name:
+                    found.setdefault((line.kernel_name, line.type), set()).add(line.name)
+    return {key: next(iter(names)) for key, names in found.items() if len(names) == 1}
+
+
 def compare_runs(
     baselines: Sequence[Report],
     currents: Sequence[Report],
@@ -339,6 +354,7 @@ def compare_runs(
     by_kernel_name = [False, False]
     if by == "name" and full_names[0] != full_names[1]:
         by_kernel_name = full_names
+    full_name_of = _full_names(sides)
     # (key, type) -> per side, per run: the lines of that row.
     groups: dict[tuple[str, str], tuple[list[list[ProgramReport]], ...]] = {}
     labels: dict[tuple[str, str], list[str]] = {}
@@ -347,7 +363,12 @@ def compare_runs(
             for line in report.programs:
                 if by == "name":
                     name = (line.kernel_name or line.name) if by_kernel_name[side] else line.name
-                    key, label, type_name = name, line.name, line.type
+                    label = line.name
+                    if not by_kernel_name[side] and line.kernel_name == line.name:
+                        # Unloaded before its full name could be read (a busy host): the run in
+                        # which it was is matched with the others by the name they know.
+                        name = label = full_name_of.get((line.name, line.type), name)
+                    key, type_name = name, line.type
                 else:
                     key, label, type_name = _group_of(line, by)
                 runs = groups.setdefault((key, type_name), tuple([[] for _ in reports] for reports in sides))
@@ -378,6 +399,17 @@ def compare_runs(
         baseline=Measures.over_runs([_measures(report.programs, report, total=True) for report in baselines]),
         current=Measures.over_runs([_measures(report.programs, report, total=True) for report in currents]),
     )
+    apart = tuple(
+        Measures.over_runs(found) if found else None
+        for found in (
+            [
+                Measures(report.kstat_programs.programs, report.kstat_programs.metrics)
+                for report in side
+                if report.kstat_programs is not None
+            ]
+            for side in sides
+        )
+    )
     return Comparison(
         baseline_elapsed_ns=round(statistics.median(report.collection_duration_ns for report in baselines)),
         current_elapsed_ns=round(statistics.median(report.collection_duration_ns for report in currents)),
@@ -386,6 +418,7 @@ def compare_runs(
         baseline_runs=len(baselines),
         current_runs=len(currents),
         alpha=alpha,
+        kstat_programs=(apart[0], apart[1]),
     )
 
 
@@ -500,15 +533,40 @@ def _footer(
                 f"{runs}: too few for any change to be significant at alpha={comparison.alpha:g} "
                 f"({needed}); changes are of the medians, untested (?)."
             )
-    for side, only in (("baseline", comparison.only_in_baseline), ("current", comparison.only_in_current)):
-        if only:
-            lines.append(f"Only in {side}: " + ", ".join(escape(row.label) for row in only))
+    if any(side is not None for side in comparison.kstat_programs):
+        sides = [
+            "none"
+            if side is None
+            else f"{side.programs} ({side.value('estimated_cpu_percent') or 0:.3g}% of one CPU)"
+            for side in comparison.kstat_programs
+        ]
+        lines.append(
+            "Other kstat instances' own programs, in no row or total: "
+            f"baseline {sides[0]}, current {sides[1]}."
+        )
+    if comparison.only_in_baseline:
+        lines.append("Only in baseline: " + _some_of(comparison.only_in_baseline, escape))
+    if comparison.only_in_current:
+        lines.append("Only in current: " + _some_of(comparison.only_in_current, escape))
     if violations:
         lines.append(f"REGRESSION ({len(violations)}):")
         lines += [bullet + escape(violation) for violation in violations]
     else:
         lines.append("No threshold exceeded.")
     return lines
+
+
+# How many rows a footer's list names; JSON has them all.
+_LISTED_AT_MOST: Final = 10
+
+
+def _some_of(rows: Sequence[Row], escape: Callable[[str], str]) -> str:
+    """A list of rows short enough to read: those that ran first, then the idle (their names
+    escaped for the medium)."""
+    ordered = sorted(rows, key=lambda row: row.idle)
+    named = ", ".join(escape(row.label) for row in ordered[:_LISTED_AT_MOST])
+    rest = len(ordered) - _LISTED_AT_MOST
+    return named if rest <= 0 else f"{named} and {rest:,} more (--format json lists them all)"
 
 
 def render_table(

@@ -53,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="multiply each demo program's work per run (2 = a heavier build of the same programs)",
     )
     parser.add_argument(
+        "--scope",
+        choices=("demo", "host"),
+        default="demo",
+        help="demo: only the demo's own programs (default); host: every program loaded",
+    )
+    parser.add_argument(
         "--workload-only",
         action="store_true",
         help="only load the programs and drive the traffic, without collecting (for `kstat run`)",
@@ -86,6 +92,7 @@ def run(options: argparse.Namespace) -> int:
             sinks=sinks,
             user_stop=stop,
             snapshot_method=options.snapshot_method,
+            only_its_own=options.scope == "demo",
         )
         return result, None
 

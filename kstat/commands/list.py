@@ -58,6 +58,8 @@ def list_programs(program_filter: ProgramFilter, host_root: Path = Path("/")) ->
             program_filter,
             attributor=Attributor(host_root=host_root, owner_source=owner_source),
             ignored_ids=owner_source.own_program_ids,
+            # An inventory lists every program, other kstat instances' own too (as bpftool does).
+            own_programs=None,
         )
         snapshot = taker.take_blocking().snapshot
     finally:

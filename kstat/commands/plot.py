@@ -10,6 +10,7 @@ from kstat._logging import get_logger
 from kstat.analysis.charts import CHART_ORDER, comparison_charts
 from kstat.analysis.plot import pyplot, read_stream, save_png, stream_figure
 from kstat.commands._options import EXIT_OK, ArgumentParser, add_verbose_flag, write_stdout
+from kstat.commands.compare import expand
 from kstat.report_files import load_report
 
 log = get_logger(__name__)
@@ -23,13 +24,27 @@ def build_parser() -> argparse.ArgumentParser:
             "collect-kernel-stats tool's): per program CPU % and its peak, events/s and average "
             "runtime, their totals, program metadata, memory footprint, and an overview with a "
             "summary of the changes, runtime and CPU first (printed too); each panel the 12 "
-            "costliest programs by its metric and the others as one bar. Or the time series of an "
-            "NDJSON stream."
+            "costliest programs by its metric and the others as one bar. Several runs a side are "
+            "drawn as their medians. Or the time series of an NDJSON stream."
         ),
         allow_abbrev=False,
     )
-    parser.add_argument("input", type=Path, metavar="REPORT.json|STREAM.ndjson")
-    parser.add_argument("--baseline", type=Path, metavar="BASELINE.json")
+    parser.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="REPORT.json|STREAM.ndjson",
+        help="a report, or several runs of one workload (each bar their median; quoted globs expanded)",
+    )
+    parser.add_argument(
+        "--baseline",
+        action="append",
+        default=[],
+        metavar="BASELINE.json",
+        help=(
+            "the baseline's report; repeated (or a quoted glob), its runs, drawn as their medians "
+            "as kstat compare gates on them"
+        ),
+    )
     parser.add_argument(
         "-o",
         "--output",
@@ -51,18 +66,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(options: argparse.Namespace) -> int:
     output: Path = options.output
+    inputs, baselines = expand(options.inputs), expand(options.baseline)
     pyplot("kstat plot")  # before any work: a missing extra is one line
-    if options.input.suffix == ".ndjson" and options.baseline is None:
+    if len(inputs) == 1 and inputs[0].suffix == ".ndjson" and not baselines:
         if output.suffix != ".png":
             # A directory (`-o charts/`): the chart goes in it, not over it.
             output = chart_paths(output)["overview"].with_name("stream.png")
-        save_png(stream_figure(read_stream(options.input), title=options.title), output)
+        save_png(stream_figure(read_stream(inputs[0]), title=options.title), output)
         log.info("chart written", path=str(output))
         return EXIT_OK
     # Beside a baseline, a stream is charted through its report (its last line).
-    baseline = load_report(options.baseline) if options.baseline is not None else None
     charts = comparison_charts(
-        load_report(options.input), baseline, include_idle=options.all, title=options.title
+        [load_report(path) for path in inputs],
+        [load_report(path) for path in baselines] if baselines else None,
+        include_idle=options.all,
+        title=options.title,
     )
     paths = chart_paths(output)
     for name in CHART_ORDER:

@@ -128,13 +128,38 @@ def build_parser() -> argparse.ArgumentParser:
             "Collect for exactly the lifetime of COMMAND (like perf stat): the window opens, the "
             "command runs, the window closes when it exits. The report is written even when the "
             "command fails, and kstat exits with the command's own status. Programs the command "
-            "loads count from their load."
+            "loads count from their load. By default only the command's own programs are "
+            "reported (--scope)."
         ),
         allow_abbrev=False,
     )
     add_window_flags(parser, default_duration=None, default_interval=DEFAULT_INTERVAL)
+    parser.add_argument(
+        "--scope",
+        choices=SCOPES,
+        default=None,
+        help=(
+            "command: only the programs of COMMAND's process tree (held by it or its descendants "
+            "when first met, or loaded by them during the window); host: every program. Default: "
+            "command, or host when --id, --pid, --comm, --container, --pod, --namespace or --unit "
+            "says whose programs to report"
+        ),
+    )
     add_filter_flags(parser)
     return parser
+
+
+SCOPES = ("command", "host")
+# Filters that name programs by who they are or who holds them: given one, the user has said
+# which programs are meant, and they need not be the command's.
+_OWNER_FILTERS = ("ids", "pids", "commands", "containers", "pods", "namespaces", "units")
+
+
+def scope_of(options: argparse.Namespace) -> str:
+    """The scope asked for, else the default: the command's tree, unless a filter names others."""
+    if options.scope is not None:
+        return str(options.scope)
+    return "host" if any(getattr(options, name) for name in _OWNER_FILTERS) else "command"
 
 
 def parse(arguments: list[str]) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
@@ -155,6 +180,11 @@ def parse(arguments: list[str]) -> tuple[argparse.ArgumentParser, argparse.Names
 
 def run(options: argparse.Namespace) -> int:
     sinks = make_sinks(options)
+    scope = scope_of(options)
+    if scope == "command":
+        # The tree is kstat's own: the command is its only child, and every process the command
+        # starts descends from it (kstat's own programs are never reported anyway).
+        options.program_filter = evolve(options.program_filter, process_tree=os.getpid())
     settings = collection_settings(options, duration_ns=None)
     # Checked before the window: a command that cannot start costs no collection.
     window = CommandWindow(options.command, settings, sinks)
@@ -162,6 +192,12 @@ def run(options: argparse.Namespace) -> int:
     async def body(nursery: trio.Nursery) -> tuple[CollectionResult, int | None]:
         await nursery.start(watch_signals, window.relay_signal)
         nursery.start_soon(announce_when_ready, window.collection, options)
-        return await window.run()
+        result, status = await window.run()
+        if scope == "command" and result.report.num_programs == 0:
+            log.warning(
+                "the command's process tree held and loaded no eBPF program during the window; "
+                "programs of other processes are not reported (--scope host reports every program)"
+            )
+        return result, status
 
     return run_window(body)

@@ -65,6 +65,11 @@ class ProgramFilter:
     # how (`--attach-type`: `xdp`, `tc/ingress`, `cgroup/egress`, ...).
     attached: tuple[str, ...] = ()
     attach_types: tuple[str, ...] = ()
+    # The programs of a process tree: held by this process or one of its descendants when the
+    # window first meets them, or loaded by one of them during the window (`kstat run`'s
+    # command, the pytest fixture's test process). Judged by the window itself, which follows
+    # the tree (kstat.sources.process_tree); `selects` alone cannot tell.
+    process_tree: int | None = None
     _name_pattern: re.Pattern[str] | None = field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
@@ -84,6 +89,7 @@ class ProgramFilter:
             or self.units
             or self.attached
             or self.attach_types
+            or self.process_tree is not None
         )
 
     def describe(self) -> dict[str, Any] | None:
@@ -102,10 +108,12 @@ class ProgramFilter:
             "units": list(self.units),
             "attached": list(self.attached),
             "attach_types": list(self.attach_types),
+            "process_tree": self.process_tree,
         }
         return {key: value for key, value in criteria.items() if value not in (None, [])}
 
     def selects(self, program: ProgramStats, details: ProgramDetails) -> bool:
+        """Every criterion but `process_tree`, which needs the window's records of the tree."""
         return (
             self._selects_program(program)
             and self._selects_owners(details.owners)

@@ -273,6 +273,9 @@ class Snapshot:
     # How long the pass over all programs took (monotonic clock): the sampler's own cost.
     pass_duration_ns: int
     programs: tuple[ProgramStats, ...]
+    # Other kstat instances' own programs (their iterators, recognised by name and tag): not
+    # among `programs`, never in a total, counted apart by the report (`kstat_programs`).
+    kstat_programs: tuple[ProgramStats, ...] = ()
 
     @staticmethod
     def details_of(program: ProgramStats) -> ProgramDetails:

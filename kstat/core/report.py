@@ -61,6 +61,17 @@ class AchievedInterval:
 
 
 @frozen
+class KstatPrograms:
+    """Other kstat instances' own programs the window met (their iterators and probes, known by
+    name and tag): counted apart, in no line and no total, so that one kstat's report does not
+    carry another's cost."""
+
+    programs: int
+    # The catalogue's metrics over their summed counters (runtime_ns, run_count, CPU %, ...).
+    metrics: Mapping[str, Number]
+
+
+@frozen
 class ProgramReport:
     """One program's line: who it is, and every catalogue metric over its span.
 
@@ -180,6 +191,8 @@ class Report:
     # Counters the kernel did not provide (`recursion_misses` before Linux 5.12): their metrics
     # are absent, and the seed's fields for them, which the Go tool's shape requires, say 0.
     unavailable_counters: tuple[str, ...] | None = None
+    # Other kstat instances' programs, counted apart (None: the window met none).
+    kstat_programs: KstatPrograms | None = None
 
     @property
     def programs(self) -> tuple[ProgramReport, ...]:
@@ -418,6 +431,7 @@ def build_report(
     left_out: LeftOut = NOTHING_LEFT_OUT,
     total_distribution: Mapping[str, Number] | None = None,
     total_peak_at_ns: int | None = None,
+    kstat_programs: Iterable[Sighting] = (),
 ) -> Report:
     """The report for a window from what it saw of each program (and what it no longer lists),
     and the distribution of the total's per-interval values."""
@@ -459,7 +473,19 @@ def build_report(
         peak_cpu_percent_at=None if total_peak_at_ns is None else format_timestamp(total_peak_at_ns),
         unavailable_counters=unavailable_counters(total) or None,
         achieved_interval=window.achieved_interval,
+        kstat_programs=kstat_programs_apart(kstat_programs, window.elapsed_ns, window.online_cpus),
     )
+
+
+def kstat_programs_apart(
+    sightings: Iterable[Sighting], elapsed_ns: int, online_cpus: int | None
+) -> KstatPrograms | None:
+    """What other kstat instances' programs did over the span, as one (None: there were none)."""
+    seen = list(sightings)
+    if not seen:
+        return None
+    grown = summed(sighting.grown for sighting in seen)
+    return KstatPrograms(len(seen), total_values(grown, elapsed_ns, online_cpus))
 
 
 def format_timestamp(wall_time_ns: int) -> str:

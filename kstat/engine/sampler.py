@@ -18,6 +18,8 @@ from kstat.errors import KstatError
 from kstat.sources.attribution import Attributor
 from kstat.sources.host import online_cpu_count
 from kstat.sources.iterator import IteratorReader
+from kstat.sources.own_programs import OwnPrograms
+from kstat.sources.process_tree import ProcessTree
 from kstat.sources.syscalls import ProgramReader
 
 log = get_logger(__name__)
@@ -149,6 +151,9 @@ class Describer:
     _attributor: Attributor = field(factory=Attributor)
     # What is known of every program loaded, by identity: kept to what is loaded now.
     known: dict[ProgramIdentity, ProgramFacts] = field(factory=dict)
+    # The window's process tree when its filter names one: no other program is reported, so no
+    # other is described (on a shared host, most of them). Its owners decide, so they come first.
+    process_tree: ProcessTree | None = None
 
     def describe(self, reading: Reading) -> None:
         self.describe_many([reading])
@@ -174,13 +179,16 @@ class Describer:
                     fresh.append(program)
                 if not program.facts.attributed:
                     unattributed.append(program)
-        if fresh:
-            self._syscalls.describe_all(fresh)
         details = self._attributor.details_of_new(unattributed)
         for program in unattributed:
             facts = program.facts
             facts.details = details.get(program.identity, facts.details)
             facts.attributed = True
+        tree = self.process_tree
+        if fresh and tree is not None:
+            fresh = [program for program, held in zip(fresh, tree.holds_all(fresh), strict=True) if held]
+        if fresh:
+            self._syscalls.describe_all(fresh)
         for reading in readings:
             for program in reading.changes.new:
                 known[program.identity] = program.facts
@@ -196,7 +204,14 @@ class SnapshotBuilder:
     program_filter: ProgramFilter = field(factory=ProgramFilter)
     next_sequence: int = 0
     online_cpus: int = field(factory=online_cpu_count)
+    # The tree the filter's `process_tree` names, followed by the window (None: no such criterion).
+    process_tree: ProcessTree | None = None
+    # Recognises other kstat instances' own programs, which the snapshot sets apart.
+    own_programs: OwnPrograms | None = None
     _verdicts: dict[ProgramIdentity, bool] = field(factory=dict)
+    # Other kstat instances' programs met so far, and their latest readings.
+    _apart: dict[ProgramIdentity, ProgramStats] = field(factory=dict)
+
     _previous: Snapshot | None = None
     # How many programs of the previous snapshot have each name (for report keys), kept up to
     # date with what each reading changed rather than recounted.
@@ -204,8 +219,17 @@ class SnapshotBuilder:
     # CLOCK_BOOTTIME when the first read began: programs loaded after it count from zero.
     _window_start_boottime_ns: int | None = None
 
+    def __attrs_post_init__(self) -> None:
+        root = self.program_filter.process_tree
+        if root is not None and self.process_tree is None:
+            # A single pass (`kstat list`): the tree as /proc shows it now.
+            self.process_tree = ProcessTree(root, follow_with_perf=False)
+
     def build(self, reading: Reading) -> Sample:
         programs, changes = reading.programs, reading.changes
+        kstat_programs: tuple[ProgramStats, ...] = ()
+        if self.own_programs is not None:
+            programs, changes, kstat_programs = self._set_apart(programs, changes, self.own_programs)
         if not self.program_filter.is_empty:
             programs, changes = self._selected(programs, changes)
         clocks = reading.clocks
@@ -218,6 +242,7 @@ class SnapshotBuilder:
             wall_time_ns=clocks.wall_time_ns,
             pass_duration_ns=clocks.duration_ns,
             programs=tuple(programs),
+            kstat_programs=kstat_programs,
         )
         previous, self._previous = self._previous, snapshot
         names = self._name_counts
@@ -246,11 +271,21 @@ class SnapshotBuilder:
         self, programs: Sequence[ProgramStats], changes: ProgramChanges
     ) -> tuple[list[ProgramStats], ProgramChanges]:
         """The programs the filter selects, and their changes. What it looks at (names, type,
-        owners) is fixed per program, so each program is judged once, when first met."""
+        owners, the process tree) is fixed per program, so each program is judged once, when
+        first met."""
         verdicts = self._verdicts
         selects = self.program_filter.selects
-        for program in changes.new:
-            verdicts[program.identity] = selects(program, program.details)
+        tree = self.process_tree
+        if tree is not None:
+            # Every pass, new programs or not: the kernel's records of forks must be taken in
+            # before its ring fills up.
+            tree.refresh()
+        in_tree = tree.holds_all(changes.new) if tree is not None else [True] * len(changes.new)
+        for program, held in zip(changes.new, in_tree, strict=True):
+            verdicts[program.identity] = held and selects(program, program.details)
+        if tree is not None:
+            for program in changes.vanished:
+                tree.forget(program.identity)
         selected = ProgramChanges(
             new=[program for program in changes.new if verdicts[program.identity]],
             moved=[(before, after) for before, after in changes.moved if verdicts[after.identity]],
@@ -258,6 +293,35 @@ class SnapshotBuilder:
             vanished=[program for program in changes.vanished if verdicts.pop(program.identity, False)],
         )
         return [program for program in programs if verdicts[program.identity]], selected
+
+    def _set_apart(
+        self, programs: Sequence[ProgramStats], changes: ProgramChanges, own: OwnPrograms
+    ) -> tuple[Sequence[ProgramStats], ProgramChanges, tuple[ProgramStats, ...]]:
+        """Other kstat instances' own programs out of the reading, and their readings now (a
+        few at most). Judged once per program, when first met, by kernel name and tag."""
+        apart = self._apart
+        for program in changes.new:
+            if own.recognises(program):
+                apart[program.identity] = program
+        if not apart:
+            return programs, changes, ()
+        for _, after in changes.moved:
+            if after.identity in apart:
+                apart[after.identity] = after
+        gone = {program.identity for program in changes.vanished if program.identity in apart}
+        for identity in gone:
+            del apart[identity]
+        ids = {identity.id for identity in apart}
+
+        def kept(program: ProgramStats) -> bool:
+            return program.id not in ids or program.identity not in apart
+
+        kept_changes = ProgramChanges(
+            new=[program for program in changes.new if kept(program)],
+            moved=[(before, after) for before, after in changes.moved if kept(after)],
+            vanished=[program for program in changes.vanished if program.identity not in gone],
+        )
+        return [program for program in programs if kept(program)], kept_changes, tuple(apart.values())
 
 
 @define
@@ -274,6 +338,9 @@ class SnapshotTaker:
     online_cpus: int = field(factory=online_cpu_count)
     _reader: PassReader = field(factory=ProgramReader)
     _attributor: Attributor = field(factory=Attributor)
+    # As SnapshotBuilder's: the window's tree (shared, with its verdicts), kstat's programs.
+    process_tree: ProcessTree | None = None
+    own_programs: OwnPrograms | None = field(factory=OwnPrograms)
     # Programs no snapshot lists (kstat's own iterator, when another reader takes the pass).
     ignored_ids: frozenset[int] = frozenset()
     # Facts the window already knows, by identity (a report so far looks nothing up again).
@@ -284,8 +351,16 @@ class SnapshotTaker:
 
     def __attrs_post_init__(self) -> None:
         self._counters = CounterTaker(self._reader, self.ignored_ids)
-        self._describer = Describer(attributor=self._attributor, known=self.known)
-        self._builder = SnapshotBuilder(self.program_filter, self.next_sequence, self.online_cpus)
+        self._describer = Describer(
+            attributor=self._attributor, known=self.known, process_tree=self.process_tree
+        )
+        self._builder = SnapshotBuilder(
+            self.program_filter,
+            self.next_sequence,
+            self.online_cpus,
+            process_tree=self.process_tree,
+            own_programs=self.own_programs,
+        )
 
     def take_blocking(self) -> Sample:
         reading = self._counters.read()

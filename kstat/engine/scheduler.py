@@ -55,7 +55,9 @@ from kstat.engine.ticker import sample_window
 from kstat.errors import KstatError, OutputClosed, sole_exception
 from kstat.sources.attribution import Attributor
 from kstat.sources.host import kernel_release, online_cpu_count
+from kstat.sources.own_programs import OwnPrograms
 from kstat.sources.owners import IteratorOwners, OwnerSource, ProcWalk, open_owner_source
+from kstat.sources.process_tree import ProcessTree
 from kstat.sources.stats_switch import StatsMethod, runtime_stats_enabled
 from kstat.sources.syscalls import EarlyBaseline
 from kstat.sources.workloads import node_name
@@ -433,6 +435,9 @@ class Collection:
     # The window's first reading, taken at launch by the command line (its stats fd included).
     early: EarlyBaseline | None = None
     _owner_source: OwnerSource | None = None
+    # The process tree the filter names, followed while the window runs.
+    _process_tree: ProcessTree | None = None
+    _own_programs: OwnPrograms = field(factory=OwnPrograms)
 
     async def run(self) -> CollectionResult:
         """Collect the window and deliver it; returns the report and any sink failures.
@@ -467,10 +472,23 @@ class Collection:
             # the loop, once per window; its program is kstat's own, left out like the other.
             owner_source = self._owner_source = await trio.to_thread.run_sync(open_owner_source)
             self._own_program_ids = reader.own_program_ids | owner_source.own_program_ids
+            root = settings.program_filter.process_tree
+            if root is not None:
+                # Followed from now, before the baseline: a command started after it is in it
+                # from its fork.
+                self._process_tree = await trio.to_thread.run_sync(ProcessTree, root)
             clocked = self._clocked = _ClockedWindow(
                 CounterTaker(reader, ignored_ids=owner_source.own_program_ids),
-                Describer(attributor=Attributor(host_root=settings.host_root, owner_source=owner_source)),
-                SnapshotBuilder(settings.program_filter, online_cpus=self._online_cpus),
+                Describer(
+                    attributor=Attributor(host_root=settings.host_root, owner_source=owner_source),
+                    process_tree=self._process_tree,
+                ),
+                SnapshotBuilder(
+                    settings.program_filter,
+                    online_cpus=self._online_cpus,
+                    process_tree=self._process_tree,
+                    own_programs=self._own_programs,
+                ),
             )
         stats_method: list[StatsMethod] = []
         last_interval: list[IntervalEnded] = []
@@ -579,6 +597,9 @@ class Collection:
             if sole is None:
                 raise
             raise sole from None
+        finally:
+            if self._process_tree is not None:
+                self._process_tree.close()
         return CollectionResult(
             report=report,
             failed_sinks=tuple(lane.failure for lane in lanes if lane.failure is not None),
@@ -642,6 +663,8 @@ class Collection:
             ),
             ignored_ids=self._own_program_ids,
             known=dict(self._clocked.describer.known) if self._clocked is not None else {},
+            process_tree=self._process_tree,
+            own_programs=self._own_programs,
         )
         try:
             fresh = (await taker.take()).snapshot

@@ -60,6 +60,8 @@ class Summary:
     # The gaps between consecutive reads, and those longer than twice the interval.
     _gaps: QuantileSketch = field(factory=QuantileSketch)
     _slipped: int = 0
+    # Other kstat instances' programs (set apart by the snapshots), as the window saw them.
+    _kstat_programs: dict[ProgramIdentity, Sighting] = field(factory=dict)
     # Set once the event stream has ended (every event of the window is in).
     done: trio.Event = field(factory=trio.Event)
 
@@ -93,6 +95,10 @@ class Summary:
         self._intervals = 0
         self._distributions = {program.identity: IntervalValues(0) for program in snapshot.programs}
         self._total_distribution = IntervalValues(0)
+        self._kstat_programs = {
+            program.identity: Sighting(program, program.counters, loaded=program.load_time_ns > start)
+            for program in snapshot.kstat_programs
+        }
 
     def _interval(self, event: IntervalEnded) -> None:
         sightings = self._sightings
@@ -115,11 +121,36 @@ class Summary:
                 )
             if change.unloaded and self.retain_unloaded is not None:
                 self._unloaded.append(identity)
+        self._follow_kstat_programs(event.previous, event.current, window_start)
         self.last_snapshot = event.current
         self.snapshot_count += delta.skipped_snapshots + 1
         if self.retain_unloaded is not None:
             while len(self._unloaded) > self.retain_unloaded:
                 self._leave_out(self._unloaded.popleft())
+
+    def _follow_kstat_programs(self, previous: Snapshot, current: Snapshot, window_start: int) -> None:
+        """Other kstats' programs, a few at most, followed whole each interval: their span is the
+        churn rule's (from zero when loaded inside the window), up to their last sighting."""
+        if not current.kstat_programs and not previous.kstat_programs:
+            return
+        followed = dict(self._kstat_programs)
+        here = set()
+        for program in current.kstat_programs:
+            here.add(program.identity)
+            seen = followed.get(program.identity)
+            if seen is None:
+                loaded = program.load_time_ns > window_start
+                followed[program.identity] = (
+                    Sighting.from_zero(program) if loaded else Sighting.from_now(program)
+                )
+            else:
+                followed[program.identity] = seen.read_again(program)
+        for identity, seen in followed.items():
+            if identity not in here and not seen.unloaded:
+                followed[identity] = seen.read_again(
+                    seen.last, gone_after_boottime_ns=previous.boottime_at_start_ns
+                )
+        self._kstat_programs = followed
 
     def _record_gap(self, event: IntervalEnded) -> None:
         delta = event.delta
@@ -179,6 +210,7 @@ class Summary:
             self._total_distribution.copy(),
             self._gaps.copy(),
             self._slipped,
+            self._kstat_programs,
         )
 
     def sightings(self) -> list[WindowSighting]:
@@ -236,6 +268,7 @@ class Summary:
                 self._total_distribution.metrics(self._intervals) if self._intervals else None
             ),
             total_peak_at_ns=self._total_distribution.peak_time_ns,
+            kstat_programs=self._kstat_programs.values(),
         )
 
 

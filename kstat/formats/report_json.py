@@ -29,7 +29,7 @@ from kstat.core import catalogue
 from kstat.core.catalogue import METRICS, NS_PER_S, Kind, Metric, Number, Span
 from kstat.core.counters import ZERO, summed
 from kstat.core.model import ProgramFootprint, ProgramOwner, Workload
-from kstat.core.report import AchievedInterval, ProgramReport, Report, total_values
+from kstat.core.report import AchievedInterval, KstatPrograms, ProgramReport, Report, total_values
 from kstat.errors import KstatError
 from kstat.formats.bounded_json import parse_json
 
@@ -169,6 +169,9 @@ def _unstructure_report(report: Report, *, with_programs: bool = True) -> dict[s
         data["snapshot_method"] = report.snapshot_method
     if report.unavailable_counters is not None:
         data["unavailable_counters"] = list(report.unavailable_counters)
+    apart = report.kstat_programs
+    if apart is not None:
+        data["kstat_programs"] = kstat_programs_to_dict(apart)
     achieved = report.achieved_interval
     if achieved is not None:
         data["achieved_interval"] = {
@@ -177,6 +180,16 @@ def _unstructure_report(report: Report, *, with_programs: bool = True) -> dict[s
             "max_ns": achieved.max_ns,
             "slipped": achieved.slipped,
         }
+    return data
+
+
+def kstat_programs_to_dict(apart: KstatPrograms) -> dict[str, Any]:
+    """`{"programs": N, "runtime_ns": ..., ...}`: the count, then the metrics in catalogue order."""
+    data: dict[str, Any] = {"programs": apart.programs}
+    for metric in METRICS:
+        value = apart.metrics.get(metric.name)
+        if value is not None:
+            data[metric.name] = _json_number(metric, value)
     return data
 
 
@@ -376,7 +389,18 @@ def _structure_report(data: Any, _: type) -> Report:
         peak_cpu_percent_at=_optional(report, "peak_cpu_percent_at", "", _text),
         unavailable_counters=_optional(report, "unavailable_counters", "", _texts),
         achieved_interval=_optional(report, "achieved_interval", "", _achieved_interval),
+        kstat_programs=_optional(report, "kstat_programs", "", _kstat_programs),
     )
+
+
+def _kstat_programs(value: Any, where: str) -> KstatPrograms:
+    data = _object(value, where)
+    metrics = {
+        metric.name: _metric_value(metric, data[metric.name], _where(where, metric.name))
+        for metric in METRICS
+        if data.get(metric.name) is not None
+    }
+    return KstatPrograms(_whole(_required(data, "programs", where), _where(where, "programs")), metrics)
 
 
 def _achieved_interval(value: Any, where: str) -> AchievedInterval:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import os
 import struct
+import threading
 from pathlib import Path
 from typing import Final
 
@@ -67,6 +68,8 @@ ONLINE_CPUS: Final = Path("/sys/devices/system/cpu/online")
 RECORD: Final = struct.Struct("<II8sQ16sQQQ")
 _READ_SIZE: Final = 1 << 20
 ITERATOR_NAME: Final = "kstat_prog_iter"
+# The program that finds the CPUs' per-CPU offsets, loaded for an instant before the iterator.
+PROBE_NAME: Final = "kstat_pcpu_off"
 
 # The record on the iterator's stack: r10 - 64 .. r10 - 1, fields at these offsets from r10.
 _ID, _TYPE, _TAG, _LOAD_TIME, _NAME, _RUN_COUNT, _RUN_TIME, _MISSES = -64, -60, -56, -48, -40, -24, -16, -8
@@ -206,25 +209,17 @@ def _per_cpu_offsets_by(method: str, offsets: KernelOffsets, cpus: list[int]) ->
     results = create_map(MapType.ARRAY, 4, 8, max(cpus) + 1, "kstat_pcpu_off")
     probe = None
     try:
-        if method == BY_RUN_ON_EACH_CPU:
+        if method in (BY_RUN_ON_EACH_CPU, BY_MAP_LOOKUP):
             probe = create_map(MapType.PERCPU_ARRAY, 4, 8, 1, "kstat_pcpu")
-            code = _this_cpu_program(offsets, probe, results)
-            program = load_program(ProgramType.RAW_TRACEPOINT, code, "kstat_pcpu_off")
+        code = probe_program(method, offsets, probe or 0, results, cpus)
+        program = load_program(ProgramType.RAW_TRACEPOINT, code, PROBE_NAME)
+        if method == BY_RUN_ON_EACH_CPU:
             try:
                 for cpu in cpus:
                     test_run(program, cpu)
             finally:
                 os.close(program)
             return [struct.unpack("<q", map_lookup_value(results, cpu, 8))[0] for cpu in cpus]
-        if method == BY_MAP_LOOKUP:
-            probe = create_map(MapType.PERCPU_ARRAY, 4, 8, 1, "kstat_pcpu")
-            code = _offsets_program(_map_base(offsets, probe), _map_lookup(probe), results, cpus)
-        elif offsets.per_cpu_variable is None:
-            raise FeatureMissing("per-CPU variables in the kernel's BTF", "5.10")
-        else:
-            variable = offsets.per_cpu_variable
-            code = _offsets_program(_variable_base(variable), _variable_on_cpu(variable), results, cpus)
-        program = load_program(ProgramType.RAW_TRACEPOINT, code, "kstat_pcpu_off")
         try:
             test_run(program)
         finally:
@@ -238,6 +233,37 @@ def _per_cpu_offsets_by(method: str, offsets: KernelOffsets, cpus: list[int]) ->
         if probe is not None:
             os.close(probe)
         os.close(results)
+
+
+def probe_program(
+    method: str, offsets: KernelOffsets, probe: int, results: int, cpus: list[int]
+) -> list[Instruction]:
+    """The probe's code for `method` (with the probe and results maps' fds): what
+    `per_cpu_offsets` loads, and what another kstat's probe is recognised by."""
+    if method == BY_RUN_ON_EACH_CPU:
+        return _this_cpu_program(offsets, probe, results)
+    if method == BY_MAP_LOOKUP:
+        return _offsets_program(_map_base(offsets, probe), _map_lookup(probe), results, cpus)
+    variable = offsets.per_cpu_variable
+    if variable is None:
+        raise FeatureMissing("per-CPU variables in the kernel's BTF", "5.10")
+    return _offsets_program(_variable_base(variable), _variable_on_cpu(variable), results, cpus)
+
+
+_running_kernel_lock = threading.Lock()
+_running_kernel: list[tuple[KernelOffsets, list[int], str]] = []
+
+
+def running_kernel_offsets() -> tuple[KernelOffsets, list[int], str]:
+    """This kernel's offsets, its CPUs' per-CPU offsets and how they were found, worked out once
+    per process (the probe is run once): the iterator and the recognition of other kstats'
+    iterators (kstat.sources.own_programs) share them."""
+    with _running_kernel_lock:
+        if not _running_kernel:
+            offsets = KernelOffsets.of_running_kernel()
+            cpu_offsets, method = per_cpu_offsets(offsets, possible_cpus())
+            _running_kernel.append((offsets, cpu_offsets, method))
+        return _running_kernel[0]
 
 
 def _as_number(register: int, slot: int, scratch: int) -> list[Instruction]:
@@ -437,11 +463,9 @@ class ProgramIterator(LinkedIterator):
     a 64-byte record per loaded program, kstat's iterator included."""
 
     def __init__(self) -> None:
-        offsets = KernelOffsets.of_running_kernel()
+        offsets, cpu_offsets, self.per_cpu_offsets_by = running_kernel_offsets()
         if offsets.stats_in_aux:
             log.info("this kernel keeps its program stats in bpf_prog_aux (before Linux 5.12)")
-        cpus = possible_cpus()
-        cpu_offsets, self.per_cpu_offsets_by = per_cpu_offsets(offsets, cpus)
         self.counts_recursion_misses = offsets.stats_misses is not None
         super().__init__(iterator_program(offsets, cpu_offsets), ITERATOR_NAME, offsets.attach_btf_id)
 

@@ -8,6 +8,9 @@ whose message names the program, the measured value and the limit.
 
 from __future__ import annotations
 
+import difflib
+from typing import Final
+
 from attrs import frozen
 
 from kstat.core.report import ProgramReport, Report
@@ -110,11 +113,36 @@ def _plain(value: float) -> str:
     return f"{value:.6f}".rstrip("0").rstrip(".") if value < 1000 else f"{value:.1f}"
 
 
+# How many programs a failure names: what failed, and a few that look like it, never a host's
+# thousands.
+_NAMED_AT_MOST: Final = 5
+
+
 def expect_program(report: Report, name_or_id: str | int) -> ProgramBudget:
     """Budget checks for a program, by report key, unique name, or id."""
     try:
         line = report.program(name_or_id)
     except KeyError as error:
-        listed = ", ".join(sorted(report.program_stats)) or "none"
-        raise BudgetExceeded(f"{error.args[0]}; programs in the report: {listed}") from None
+        raise BudgetExceeded(f"{error.args[0]}; {_what_is_there(report, name_or_id)}") from None
     return ProgramBudget(report, line)
+
+
+def _what_is_there(report: Report, wanted: str | int) -> str:
+    """The report's size, and the programs that look like the one asked for: all of them when
+    there are a few, else those with a close name (or the same name, with their ids)."""
+    keys = sorted(report.program_stats)
+    count = f"{len(keys):,} program{'s' if len(keys) != 1 else ''} in the report"
+    if not keys:
+        return "no programs in the report"
+    if len(keys) <= _NAMED_AT_MOST:
+        return f"{count}: {', '.join(keys)}"
+    if isinstance(wanted, str):
+        same = sorted(line.id for line in report.program_stats.values() if line.name == wanted)
+        if same:
+            shown = ", ".join(str(program_id) for program_id in same[:_NAMED_AT_MOST])
+            more = f" and {len(same) - _NAMED_AT_MOST:,} more" if len(same) > _NAMED_AT_MOST else ""
+            return f"{count}; ids of those named {wanted!r}: {shown}{more}"
+        close = difflib.get_close_matches(wanted, keys, n=_NAMED_AT_MOST, cutoff=0.6)
+        if close:
+            return f"{count}; the closest names: {', '.join(close)}"
+    return f"{count}, none of them close to {wanted!r}"

@@ -8,6 +8,7 @@ stats around a test, saves the report, and summarises it when the test fails.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Generator, Iterator
 from pathlib import Path
@@ -16,10 +17,12 @@ import pytest
 
 from kstat.api import SyncSession, collect_sync, save_report
 from kstat.core.catalogue import View, in_view
+from kstat.core.filters import ProgramFilter
 from kstat.core.report import Report
 from kstat.testing.budget import ProgramBudget, expect_program
 
 _SESSION_KEY = pytest.StashKey[SyncSession]()
+SCOPES = ("process", "host")
 _UNSAFE_IN_FILE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 _SUMMARY_ROWS = 10
 
@@ -33,8 +36,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="DIR",
         help="where the kernel_stats fixture saves each test's report (default: .kstat-reports)",
     )
+    group.addoption(
+        "--kstat-scope",
+        dest="kstat_scope",
+        default=None,
+        choices=SCOPES,
+        help=(
+            "which programs kernel_stats reports: process (the test process's own and its "
+            "children's, the default) or host (every program loaded)"
+        ),
+    )
     parser.addini("kstat_report_dir", "where kernel_stats saves reports", default=".kstat-reports")
     parser.addini("kstat_interval", "snapshot interval for kernel_stats, e.g. 100ms", default="100ms")
+    parser.addini(
+        "kstat_scope", "process (default) or host: which programs kernel_stats reports", default="process"
+    )
 
 
 class KernelStats:
@@ -58,11 +74,22 @@ def _report_dir(config: pytest.Config) -> Path:
     return directory if directory.is_absolute() else config.rootpath / directory
 
 
+def _scope(config: pytest.Config) -> ProgramFilter | None:
+    """The programs of the test process's tree (held by it or its children, or loaded by them
+    during the test), unless the host's are asked for."""
+    chosen = config.getoption("kstat_scope") or str(config.getini("kstat_scope"))
+    if chosen not in SCOPES:
+        raise pytest.UsageError(f"kstat_scope is {chosen!r}; choose one of {', '.join(SCOPES)}")
+    return ProgramFilter(process_tree=os.getpid()) if chosen == "process" else None
+
+
 @pytest.fixture
 def kernel_stats(request: pytest.FixtureRequest) -> Iterator[KernelStats]:
-    """Kernel stats collected around the test (needs root); the report is saved afterwards."""
+    """Kernel stats collected around the test (needs root); the report is saved afterwards.
+    They cover the test process's own programs (those of its children too) unless
+    `--kstat-scope host` or the `kstat_scope = host` ini option asks for every program."""
     interval = str(request.config.getini("kstat_interval"))
-    with collect_sync(interval=interval) as session:
+    with collect_sync(interval=interval, select=_scope(request.config)) as session:
         request.node.stash[_SESSION_KEY] = session
         yield KernelStats(session)
     directory = _report_dir(request.config)

@@ -13,6 +13,7 @@ from attrs import frozen
 
 from kstat._logging import get_logger
 from kstat.core.events import Sink
+from kstat.core.filters import ProgramFilter
 from kstat.core.model import Snapshot
 from kstat.engine.scheduler import CollectionResult, CollectionSettings, StopRequest, collect
 from kstat.testing.loader import LoopbackTarget, SocketFilter
@@ -112,9 +113,12 @@ async def run_demo(
     sinks: Sequence[Sink],
     user_stop: StopRequest,
     snapshot_method: str = "auto",
+    only_its_own: bool = True,
 ) -> tuple[CollectionResult, dict[str, int]]:
-    """Collect a window that exactly brackets the demo traffic; returns the result and packets sent."""
+    """Collect a window that exactly brackets the demo traffic; returns the result and packets
+    sent. The report has the demo's own programs alone unless `only_its_own` is False."""
     with demo_targets(work_scale) as targets:
+        own = ProgramFilter(ids=tuple(target.program.id for target in targets))
         window_started = trio.Event()
         collection_stop = StopRequest()
         results: list[CollectionResult] = []
@@ -124,7 +128,10 @@ async def run_demo(
 
         async def collect_window() -> None:
             settings = CollectionSettings(
-                duration_ns=None, interval_ns=interval_ns, snapshot_method=snapshot_method
+                duration_ns=None,
+                interval_ns=interval_ns,
+                snapshot_method=snapshot_method,
+                program_filter=own if only_its_own else ProgramFilter(),
             )
             results.append(
                 await collect(settings, sinks, stop=collection_stop, on_snapshot=note_window_start)
