@@ -336,8 +336,12 @@ def describe(found: SideBySide) -> list[str]:
     tools = list(found.runs)
     repetitions = len(found.runs[tools[0]])
     beside = "  kstat/Go" if len(tools) > 1 else ""
+    # Every program on the host, as kstat's reports count them: others' programs change the
+    # figures, and the machine is shared.
+    reported = sorted(run.programs_reported for run in found.runs.get(KSTAT, ()))
+    on_host = f"; {reported[0]:,}-{reported[-1]:,} on the host" if reported else ""
     lines = [
-        f"  {found.programs_loaded:,} programs loaded by the bench ({found.busy_programs} busy), "
+        f"  {found.programs_loaded:,} programs loaded by the bench ({found.busy_programs} busy{on_host}), "
         f"{found.duration_s:g} s windows, {repetitions} run{'s' if repetitions > 1 else ''} each: "
         "median [lowest-highest]",
         f"    {'':30s}" + "".join(f"{tool:>28s}" for tool in tools) + beside,
