@@ -161,6 +161,9 @@ clean:
 	rm -rf $(VENV) .nox .mypy_cache .ruff_cache .pytest_cache .hypothesis *.egg-info site
 
 # The benchmark suite (issue 7; BENCHMARKS.md): kstat against bpftool and a C floor, steady-state
-# CPU and memory, the stats' observer effect. A few minutes; BENCH_QUICK=1 for a short smoke run.
+# CPU and memory, whole windows located by time-stamped traffic, the stats' observer effect. A
+# few minutes; BENCH_QUICK=1 for a short smoke run; GO_TOOL=path runs the windows beside a build
+# of the Go collect-kernel-stats tool (BENCHMARKS.md says how to build one, outside the tree).
 bench: install
-	$(SUDO) env BENCH_QUICK=$(BENCH_QUICK) BENCH_BASELINE=$(BENCH_BASELINE) $(BIN)/python -m bench.run
+	$(SUDO) env BENCH_QUICK=$(BENCH_QUICK) BENCH_BASELINE=$(BENCH_BASELINE) GO_TOOL=$(GO_TOOL) \
+		$(BIN)/python -m bench.run

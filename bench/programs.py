@@ -32,6 +32,11 @@ class ProgramSet:
     def __len__(self) -> int:
         return len(self._programs)
 
+    @property
+    def loaded(self) -> tuple[SocketFilter, ...]:
+        """The programs loaded now, oldest (lowest id) first."""
+        return tuple(self._programs)
+
     def resize(self, count: int) -> None:
         """Load or unload programs until exactly `count` are loaded; the kernel frees an
         unloaded program's id at once, so the next snapshot no longer sees it."""

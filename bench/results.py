@@ -15,6 +15,7 @@ import cattrs
 from attrs import frozen
 
 from bench.breakdown import Breakdown
+from bench.go_tool import KSTAT, SideBySide
 from bench.interval_work import IntervalWork
 from bench.measure import Machine
 from bench.observer import ObserverEffect
@@ -30,6 +31,14 @@ STEADY_PROGRAMS: Final = 1000
 PEAK_RSS_LIMIT_BYTES: Final = 80_000_000
 # Per-program cost at the largest size over that at the next smaller one: linear within 25 %.
 LINEARITY_LIMIT: Final = 1.25
+# Issue 28, from whole windows of the command: the baseline read this soon after launch (at each
+# size), the report this soon after the window's end, the rates this close to the true span's,
+# and the peak RSS, at 10,000 programs.
+BASELINE_LIMITS_S: Final = {100: 0.05, 10_000: 0.3}
+REPORT_LIMIT_S: Final = 0.3
+RATE_ERROR_LIMIT_PERCENT: Final = 0.2
+WINDOW_PEAK_RSS_LIMIT_BYTES: Final = 50_000_000
+WINDOW_TARGETS_AT: Final = 10_000
 
 METHOD: Final = {
     "kstat": "in process: SnapshotTaker().take_blocking() after one cold pass and one warm-up, "
@@ -46,6 +55,14 @@ METHOD: Final = {
     "127.0.0.1, a socket that never reads) sinks; user+sys from /proc/<pid>/stat polled every 50 ms, "
     "between the first interval line written and the last before the window's end; peak RSS is "
     "VmHWM and wait4's ru_maxrss",
+    "windows": "`python -m kstat -duration D -output F` (and GO_TOOL's `-duration D -output F`) as a "
+    "child, runs alternating between the tools; CPU and peak RSS from wait4's rusage; two probe "
+    "programs loaded last get packets at 8,500/s, each send time-stamped (CLOCK_MONOTONIC): the "
+    "early probe from before launch to half the window (its count places the baseline read), the "
+    "late one from half the window until exit (its count places the final read); the rate error "
+    "is the true span between those reads over the report's collection_duration_ns, less 1; the "
+    "report's lateness is its file's mtime less the final read; one program in 50 gets 20 "
+    "packets/s",
     "observer_effect": "one attached socket filter on loopback: fixed packet counts sent by "
     "LoopbackTarget.send, timed, with a BPF_ENABLE_STATS fd held or not, alternating; and "
     "BPF_PROG_TEST_RUN with repeat, its kernel-measured ns per run and its wall time per run",
@@ -148,6 +165,9 @@ class BenchResults:
     observer_effect: ObserverEffect
     breakdown: Breakdown
     targets: tuple[Target, ...]
+    windows: tuple[SideBySide, ...] = ()
+    # The Go collect-kernel-stats build the windows ran beside kstat (GO_TOOL), if any.
+    go_tool: str | None = None
 
 
 def slopes(sizes: Sequence[SizeResult]) -> tuple[Slope, ...]:
@@ -169,6 +189,7 @@ def judge(
     sizes: Sequence[SizeResult],
     steady_states: Sequence[SteadyState],
     interval_costs: Sequence[IntervalCost] = (),
+    windows: Sequence[SideBySide] = (),
 ) -> tuple[Target, ...]:
     largest = sizes[-1]
     targets = [
@@ -264,7 +285,55 @@ def judge(
                 growth <= LINEARITY_LIMIT,
             )
         )
-    return tuple(targets)
+    return (*targets, *_window_targets(windows))
+
+
+def _window_targets(windows: Sequence[SideBySide]) -> list[Target]:
+    """Issue 28's, from kstat's whole windows: the median run for the times, the worst for the
+    rates and the memory."""
+    targets = []
+    for found in windows:
+        runs = found.runs.get(KSTAT, ())
+        if not runs:
+            continue
+        size = found.programs_loaded
+        limit_s = BASELINE_LIMITS_S.get(size)
+        if limit_s is not None:
+            baseline_s = found.spread(KSTAT, lambda run: run.launch_to_baseline_s).median
+            targets.append(
+                Target(
+                    f"baseline read within {limit_s * 1000:g} ms of launch at {size:,} programs",
+                    f"{baseline_s * 1000:.0f} ms (median of {len(runs)})",
+                    f"<= {limit_s * 1000:g} ms",
+                    baseline_s <= limit_s,
+                )
+            )
+        if size != WINDOW_TARGETS_AT:
+            continue
+        report_s = found.spread(KSTAT, lambda run: run.window_end_to_report_s).median
+        worst_rate = max(abs(run.rate_error_percent) for run in runs)
+        peak = max(run.peak_rss_bytes for run in runs)
+        targets += [
+            Target(
+                f"report written within {REPORT_LIMIT_S:g} s of the window's end at {size:,} programs",
+                f"{report_s:.3f} s (median of {len(runs)})",
+                f"<= {REPORT_LIMIT_S:g} s",
+                report_s <= REPORT_LIMIT_S,
+            ),
+            Target(
+                f"rates within {RATE_ERROR_LIMIT_PERCENT:g} % of the true span at {size:,} programs",
+                f"{worst_rate:.2f} % at worst of {len(runs)}",
+                f"<= {RATE_ERROR_LIMIT_PERCENT:g} %",
+                worst_rate <= RATE_ERROR_LIMIT_PERCENT,
+            ),
+            Target(
+                f"peak RSS of a whole window at {size:,} programs",
+                f"{peak / 1e6:.1f} MB at most of {len(runs)}",
+                f"<= {WINDOW_PEAK_RSS_LIMIT_BYTES / 1e6:g} MB",
+                peak <= WINDOW_PEAK_RSS_LIMIT_BYTES,
+            ),
+        ]
+    return targets
 
 
 def write_json(results: BenchResults, directory: Path) -> Path:

@@ -1,9 +1,12 @@
 """`python -m bench.run` (`make bench`, `nox -s bench`): the benchmark suite of issue 7.
 
 Loads 100, 1,000 and 10,000 real programs and times one full snapshot of all of them by kstat,
-by bpftool and by a C floor; runs the kstat command for a steady state; measures what the
-stats cost the programs measured; prints PASS/FAIL per target and writes everything as JSON to
-bench-results/. BENCH_QUICK=1 shortens it all to a smoke test. Needs root.
+by bpftool and by a C floor; runs the kstat command for a steady state; runs whole windows of
+the kstat command with time-stamped traffic (CPU, peak RSS, launch to baseline, the report's
+lateness, the rates' error), beside the Go collect-kernel-stats tool when GO_TOOL=path names a
+build of it; measures what the stats cost the programs measured; prints PASS/FAIL per target
+and writes everything as JSON to bench-results/. BENCH_QUICK=1 shortens it all to a smoke test.
+Needs root.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Final
@@ -20,6 +24,7 @@ from typing import Final
 from attrs import frozen
 
 from bench.breakdown import Breakdown, measure_breakdown
+from bench.go_tool import Launcher, SideBySide, Tool, describe, go_tool, kstat_tool, measure_side_by_side
 from bench.interval_work import IntervalWork, measure_interval_work
 from bench.measure import describe_machine
 from bench.observer import ObserverEffect, measure_observer_effect
@@ -67,6 +72,10 @@ class Plan:
     observer_rounds: int
     test_run_repeat: int
     breakdown_repetitions: int
+    # Whole windows of the command (and of the Go tool), at these sizes, largest first.
+    window_sizes: tuple[int, ...]
+    window_duration_s: float
+    window_repetitions: int
 
     def kstat_repetitions(self, programs: int) -> int:
         # About a second of passes at each size, never fewer than 5.
@@ -91,6 +100,9 @@ FULL: Final = Plan(
     observer_rounds=7,
     test_run_repeat=1_000_000,
     breakdown_repetitions=7,
+    window_sizes=(10_000, 1_000, 100),
+    window_duration_s=10.0,
+    window_repetitions=3,
 )
 QUICK: Final = Plan(
     sizes=(100, 1_000),
@@ -106,6 +118,9 @@ QUICK: Final = Plan(
     observer_rounds=3,
     test_run_repeat=200_000,
     breakdown_repetitions=3,
+    window_sizes=(1_000, 100),
+    window_duration_s=4.0,
+    window_repetitions=1,
 )
 
 
@@ -134,6 +149,8 @@ def main() -> int:
         return 1
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     raise_open_file_limit(max(plan.sizes) + _SPARE_FDS)
+    go_tool_path = os.environ.get("GO_TOOL", "")
+    tools = (kstat_tool(), *((go_tool(go_tool_path),) if go_tool_path else ()))
     timestamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     machine = describe_machine(BPFTOOL, C_COMPILER)
     foreign = len(list(ProgramReader().program_ids()))
@@ -141,6 +158,8 @@ def main() -> int:
     _say(f"  {machine.cpu_model}, {machine.online_cpus} CPUs online, {machine.kernel}, {machine.python}")
     _say(f"  {machine.bpftool}; load average {machine.load_average_at_start}")
     _say(f"  programs already loaded by others: {foreign}")
+    if go_tool_path:
+        _say(f"  beside the Go collect-kernel-stats tool: {tools[-1].command[0]}")
 
     with tempfile.TemporaryDirectory(prefix="kstat-bench-") as scratch_name, ProgramSet() as programs:
         scratch = Path(scratch_name)
@@ -166,10 +185,11 @@ def main() -> int:
             sizes.append(result)
             _print_size(result, foreign)
         breakdown = measure_breakdown(scratch, plan.breakdown_repetitions)
+        windows = _windows(plan, scratch, programs, tools)
     _print_slopes(slopes(sizes))
     _print_breakdown(breakdown, sizes[-1])
     _print_scrape(measure_scrape())
-    targets = judge(sizes, steady_states, interval_costs)
+    targets = judge(sizes, steady_states, interval_costs, windows)
     _print_targets(targets)
     results = BenchResults(
         timestamp=timestamp,
@@ -185,6 +205,8 @@ def main() -> int:
         observer_effect=observer,
         breakdown=breakdown,
         targets=targets,
+        windows=windows,
+        go_tool=None if len(tools) == 1 else tools[-1].command[0],
     )
     path = write_json(results, RESULTS_DIRECTORY)
     _say(f"\nresults: {path}")
@@ -210,6 +232,32 @@ def _observer_effect(plan: Plan) -> ObserverEffect:
         f"  run_time_ns / run_cnt reported by the kernel while on: {effect.kernel_run_time_ns_per_run:.1f} ns"
     )
     return effect
+
+
+def _windows(
+    plan: Plan, scratch: Path, programs: ProgramSet, tools: Sequence[Tool]
+) -> tuple[SideBySide, ...]:
+    names = " beside ".join(tool.name for tool in tools)
+    _say(f"\n== whole windows of the command ({names}), located by time-stamped traffic ==")
+    if len(tools) == 1:
+        _say("  (GO_TOOL=path adds the Go collect-kernel-stats tool beside it: BENCHMARKS.md)")
+    launcher = Launcher(scratch, C_COMPILER)
+    found = []
+    for size in plan.window_sizes:
+        programs.resize(size)
+        side_by_side = measure_side_by_side(
+            tools,
+            launcher,
+            programs,
+            scratch,
+            duration_s=plan.window_duration_s,
+            repetitions=plan.window_repetitions,
+            say=_say,
+        )
+        for line in describe(side_by_side):
+            _say(line)
+        found.append(side_by_side)
+    return tuple(found)
 
 
 def _print_size(result: SizeResult, foreign: int) -> None:

@@ -6,6 +6,14 @@ or matched arbitrarily; a program on one side only gets a row of its own.
 
 Each side may be several runs of the same workload: then a row holds each run's numbers, shows
 their median, and says whether the change of the medians is significant (`significance`).
+
+The total is each report's own (its `total_*` fields), not a sum of its rows: the Go tool's
+report keys programs by kernel name, so of programs sharing one it lists one while its totals
+count them all, and a long kstat run stops listing programs unloaded long ago. What a report's
+totals hold beyond its rows is said under the table (`ReportFacts.unlisted`). A report that
+gives no window length (the Go tool's first version wrote 0) has no rates: its runs and average
+runtimes are compared, its rates are not. And a Go tool report's window is the duration it was
+asked for, not the span between its reads: that is said where one is compared.
 """
 
 from __future__ import annotations
@@ -39,8 +47,8 @@ from kstat.core.catalogue import (
     metric_names,
     values,
 )
-from kstat.core.counters import summed
-from kstat.core.report import ProgramReport, Report
+from kstat.core.counters import COUNTERS, Counters, grown, scalar, summed
+from kstat.core.report import ProgramReport, Report, counters_of
 from kstat.errors import UsageError
 from kstat.text import for_markdown, for_terminal
 
@@ -204,8 +212,64 @@ def parse_threshold(text: str) -> Threshold:
 
 
 @frozen
+class Unlisted:
+    """What a report's totals count beyond its rows: the runs of programs it does not list."""
+
+    # Totals less the rows' sum (None for a counter either lacks).
+    counters: Counters
+    # How many programs, where the report says (kstat's `programs_left_out`); the Go tool's does
+    # not (its `num_programs` counts its rows).
+    programs: int | None
+    go_tool: bool
+
+    @property
+    def run_count(self) -> int:
+        return scalar(self.counters.run_count) or 0
+
+    @property
+    def runtime_ns(self) -> int:
+        return scalar(self.counters.run_time_ns) or 0
+
+
+@frozen
+class ReportFacts:
+    """What compare says of one report besides its numbers: who wrote it, whether it gives its
+    window's length, what its totals hold beyond its rows."""
+
+    go_tool: bool
+    window_known: bool
+    elapsed_ns: int
+    unlisted: Unlisted | None
+
+    @classmethod
+    def of(cls, report: Report) -> ReportFacts:
+        beyond = grown(counters_of(report.totals), summed(line.counters for line in report.programs))
+        more = any((scalar(value) or 0) > 0 for value in beyond)
+        return cls(
+            go_tool=report.written_by_go_tool,
+            window_known=report.window_known,
+            elapsed_ns=report.collection_duration_ns,
+            unlisted=(
+                Unlisted(beyond, report.programs_left_out, report.written_by_go_tool)
+                if more or report.programs_left_out
+                else None
+            ),
+        )
+
+
+def _is_rate(name: str) -> bool:
+    return any(entry.rate for entry in METRICS if entry.name == name)
+
+
+def _median_window_ns(facts: Sequence[ReportFacts]) -> int:
+    """The median window of the reports that give theirs; 0 when none does."""
+    known = [fact.elapsed_ns for fact in facts if fact.window_known]
+    return round(statistics.median(known)) if known else 0
+
+
+@frozen
 class Comparison:
-    # The windows' lengths (the median, for several runs).
+    # The windows' lengths (the median of those known, for several runs; 0: none known).
     baseline_elapsed_ns: int
     current_elapsed_ns: int
     rows: tuple[Row, ...]
@@ -216,6 +280,9 @@ class Comparison:
     # Other kstat instances' programs each side's reports set apart (in no row and no total):
     # their medians over the runs that met any; None where none did.
     kstat_programs: tuple[Measures | None, Measures | None] = (None, None)
+    # Each report's facts, in the order given, per side.
+    baseline_reports: tuple[ReportFacts, ...] = ()
+    current_reports: tuple[ReportFacts, ...] = ()
 
     @property
     def several_runs(self) -> bool:
@@ -235,6 +302,21 @@ class Comparison:
                     found.append(violation)
         return found
 
+    def unchecked(self, thresholds: Iterable[Threshold]) -> list[str]:
+        """Thresholds on a rate where a side's rates are unknown: they could not be checked."""
+        sides = [
+            side
+            for side, facts in (("baseline", self.baseline_reports), ("current", self.current_reports))
+            if any(not fact.window_known for fact in facts)
+        ]
+        if not sides:
+            return []
+        return [
+            f"{threshold.text}: the {' and the '.join(sides)}'s rates are unknown"
+            for threshold in thresholds
+            if _is_rate(threshold.metric)
+        ]
+
     @property
     def only_in_baseline(self) -> list[Row]:
         return [row for row in self.rows if row.current is None]
@@ -248,14 +330,16 @@ def _measures(lines: Sequence[ProgramReport], report: Report, *, total: bool = F
     """The catalogue's metrics over the summed counters of `lines` (one program or several).
 
     A property (code size, memory) is the sum of the lines' where every line has it; for the
-    total, the report's own total (where a map shared by programs counts once).
+    total, the report's own total (where a map shared by programs counts once). The total's
+    counters are the report's own too, not its rows' sum. A report without a window's length
+    has no rates.
     """
     span = Span(
-        counters=summed(line.counters for line in lines),
+        counters=counters_of(report.totals) if total else summed(line.counters for line in lines),
         elapsed_ns=report.collection_duration_ns,
         online_cpus=report.online_cpus,
     )
-    found = values(span)
+    found = values(span, METRICS if report.window_known else [entry for entry in METRICS if not entry.rate])
     for metric in METRICS:
         if metric.kind not in (Kind.PROPERTY, Kind.DISTRIBUTION):
             continue
@@ -410,15 +494,19 @@ def compare_runs(
             for side in sides
         )
     )
+    baseline_facts = tuple(ReportFacts.of(report) for report in baselines)
+    current_facts = tuple(ReportFacts.of(report) for report in currents)
     return Comparison(
-        baseline_elapsed_ns=round(statistics.median(report.collection_duration_ns for report in baselines)),
-        current_elapsed_ns=round(statistics.median(report.collection_duration_ns for report in currents)),
+        baseline_elapsed_ns=_median_window_ns(baseline_facts),
+        current_elapsed_ns=_median_window_ns(current_facts),
         rows=tuple(rows),
         total=total,
         baseline_runs=len(baselines),
         current_runs=len(currents),
         alpha=alpha,
         kstat_programs=(apart[0], apart[1]),
+        baseline_reports=baseline_facts,
+        current_reports=current_facts,
     )
 
 
@@ -479,7 +567,9 @@ def _shown_rows(comparison: Comparison, show_idle: bool) -> list[Row]:
     return [row for row in comparison.rows if show_idle or not row.idle]
 
 
-def render_markdown(comparison: Comparison, violations: Sequence[str], show_idle: bool = False) -> str:
+def render_markdown(
+    comparison: Comparison, violations: Sequence[str], show_idle: bool = False, unchecked: Sequence[str] = ()
+) -> str:
     header = "| program | " + " | ".join(metric.heading for metric in SHOWN) + " |"
     lines = [
         "### Kernel-side eBPF cost: baseline → current",
@@ -493,23 +583,95 @@ def render_markdown(comparison: Comparison, violations: Sequence[str], show_idle
             cells = [f"**{cell}**" for cell in cells]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
-    lines += _footer(comparison, violations, bullet="- ", show_idle=show_idle, escape=for_markdown)
+    lines += _footer(
+        comparison, violations, bullet="- ", show_idle=show_idle, escape=for_markdown, unchecked=unchecked
+    )
     return "\n".join(lines) + "\n"
+
+
+def _window(elapsed_ns: int) -> str:
+    return f"{elapsed_ns / NS_PER_S:.2f} s" if elapsed_ns > 0 else "unknown"
+
+
+def _subject(side: str, matching: int, reports: int) -> str:
+    """ "The baseline", "The baseline's 3 reports", "2 of the baseline's 3 reports"."""
+    if reports == 1:
+        return f"The {side}"
+    if matching == reports:
+        return f"The {side}'s {reports} reports"
+    return f"{matching} of the {side}'s {reports} reports"
+
+
+def _side_notes(side: str, facts: Sequence[ReportFacts]) -> list[str]:
+    found: list[str] = []
+    reports = len(facts)
+    from_go = [fact for fact in facts if fact.go_tool]
+    windows = sorted({fact.elapsed_ns for fact in from_go if fact.window_known})
+    if windows:
+        shown = " to ".join(_window(elapsed_ns) for elapsed_ns in sorted({windows[0], windows[-1]}))
+        subject = _subject(side, len(from_go), reports)
+        found.append(
+            f"{subject} {'is the Go collect-kernel-stats tool' if reports == 1 else 'are the Go tool'}'s: "
+            f"its rates divide by the duration it was asked for ({shown}), not by the span between "
+            "its counter reads, which is longer by the time its reads took."
+        )
+    unknown = [fact for fact in facts if not fact.window_known]
+    if unknown:
+        whose = "its report gives" if reports == 1 else "they give"
+        why = (
+            " (the Go tool's first version writes collection_duration_sec 0)"
+            if all(fact.go_tool for fact in unknown)
+            else ""
+        )
+        subject = _subject(side, len(unknown), reports)
+        found.append(
+            f"Rates unknown for {subject[0].lower()}{subject[1:]}: {whose} no window length{why}; "
+            "runs and average runtimes are compared, not events/s or CPU %."
+        )
+    unlisted = [fact.unlisted for fact in facts if fact.unlisted is not None]
+    if unlisted:
+        runs = sum(entry.run_count for entry in unlisted)
+        runtime_ns = sum(entry.runtime_ns for entry in unlisted)
+        where = "" if reports == 1 else f" (in {len(unlisted)} of its {reports} reports)"
+        text = (
+            f"The {side}'s totals count {runs:,} runs ({runtime_ns:,} ns of runtime) that no row has{where}"
+        )
+        programs = [entry.programs for entry in unlisted if entry.programs]
+        if all(entry.go_tool for entry in unlisted):
+            text += (
+                ": the Go tool keys programs by kernel name and lists one program of each name, "
+                "so the others sharing a name are in its totals only"
+            )
+        elif programs:
+            text += f": {sum(programs):,} programs unloaded long ago, no longer listed"
+        found.append(text + ". The (total) row counts them.")
+    return found
+
+
+def notes(comparison: Comparison) -> list[str]:
+    """What the figures rest on, per side: said under the table and in JSON."""
+    return [
+        *_side_notes("baseline", comparison.baseline_reports),
+        *_side_notes("current", comparison.current_reports),
+    ]
 
 
 def _footer(
     comparison: Comparison,
     violations: Sequence[str],
+    *,
     bullet: str,
     show_idle: bool,
     escape: Callable[[str], str],
+    unchecked: Sequence[str] = (),
 ) -> list[str]:
     """The lines under the table; `escape` makes what came from the reports (names, in the
     lists and the violations) literal text in the output's medium."""
     lines = [
-        f"Windows: baseline {comparison.baseline_elapsed_ns / NS_PER_S:.2f} s, "
-        f"current {comparison.current_elapsed_ns / NS_PER_S:.2f} s"
-        + (" (medians)." if comparison.several_runs else ".")
+        f"Windows: baseline {_window(comparison.baseline_elapsed_ns)}, "
+        f"current {_window(comparison.current_elapsed_ns)}"
+        + (" (medians)." if comparison.several_runs else "."),
+        *notes(comparison),
     ]
     hidden = len(comparison.rows) - len(_shown_rows(comparison, show_idle))
     if hidden:
@@ -548,6 +710,9 @@ def _footer(
         lines.append("Only in baseline: " + _some_of(comparison.only_in_baseline, escape))
     if comparison.only_in_current:
         lines.append("Only in current: " + _some_of(comparison.only_in_current, escape))
+    if unchecked:
+        lines.append(f"Not checked ({len(unchecked)}):")
+        lines += [bullet + escape(line) for line in unchecked]
     if violations:
         lines.append(f"REGRESSION ({len(violations)}):")
         lines += [bullet + escape(violation) for violation in violations]
@@ -570,7 +735,11 @@ def _some_of(rows: Sequence[Row], escape: Callable[[str], str]) -> str:
 
 
 def render_table(
-    comparison: Comparison, violations: Sequence[str], width: int | None = None, show_idle: bool = False
+    comparison: Comparison,
+    violations: Sequence[str],
+    width: int | None = None,
+    show_idle: bool = False,
+    unchecked: Sequence[str] = (),
 ) -> str:
     """A rich table as text (colours only on a terminal)."""
     from rich.console import Console  # noqa: PLC0415 - rich only loads for this output
@@ -589,12 +758,36 @@ def render_table(
     console = Console(width=width or 160, record=True, force_terminal=False, color_system=None)
     with console.capture() as captured:
         console.print(table)
-        for line in _footer(comparison, violations, bullet="  ", show_idle=show_idle, escape=for_terminal):
+        for line in _footer(
+            comparison, violations, bullet="  ", show_idle=show_idle, escape=for_terminal, unchecked=unchecked
+        ):
             console.print(line, highlight=False, markup=False)
     return captured.get()
 
 
-def render_json(comparison: Comparison, violations: Sequence[str]) -> str:
+def _facts_data(facts: ReportFacts) -> dict[str, Any]:
+    unlisted = facts.unlisted
+    return {
+        "go_tool": facts.go_tool,
+        "window_known": facts.window_known,
+        "collection_duration_ns": facts.elapsed_ns,
+        # What its totals count beyond its rows: each counter's runs (None where unknown), and
+        # how many programs where the report says.
+        "unlisted": (
+            None
+            if unlisted is None
+            else {
+                "programs": unlisted.programs,
+                **{
+                    spec.metric: scalar(value)
+                    for spec, value in zip(COUNTERS, unlisted.counters, strict=True)
+                },
+            }
+        ),
+    }
+
+
+def render_json(comparison: Comparison, violations: Sequence[str], unchecked: Sequence[str] = ()) -> str:
     def side(measures: Measures | None) -> dict[str, Any] | None:
         if measures is None:
             return None
@@ -628,6 +821,10 @@ def render_json(comparison: Comparison, violations: Sequence[str]) -> str:
         "current_runs": comparison.current_runs,
         "alpha": comparison.alpha,
         "testable": comparison.testable,
+        "baseline_reports": [_facts_data(facts) for facts in comparison.baseline_reports],
+        "current_reports": [_facts_data(facts) for facts in comparison.current_reports],
+        "notes": notes(comparison),
+        "unchecked": list(unchecked),
         "violations": list(violations),
         "regression": bool(violations),
     }
@@ -638,11 +835,16 @@ FORMATS: Final = ("table", "markdown", "json")
 
 
 def render(
-    comparison: Comparison, violations: Sequence[str], output_format: str, show_idle: bool = False
+    comparison: Comparison,
+    violations: Sequence[str],
+    output_format: str,
+    show_idle: bool = False,
+    unchecked: Sequence[str] = (),
 ) -> str:
-    """The comparison in one of FORMATS (JSON has every row whatever `show_idle` says)."""
+    """The comparison in one of FORMATS (JSON has every row whatever `show_idle` says);
+    `unchecked`: the thresholds that could not be checked (`Comparison.unchecked`)."""
     if output_format == "json":
-        return render_json(comparison, violations)
+        return render_json(comparison, violations, unchecked)
     if output_format == "markdown":
-        return render_markdown(comparison, violations, show_idle=show_idle)
-    return render_table(comparison, violations, show_idle=show_idle)
+        return render_markdown(comparison, violations, show_idle=show_idle, unchecked=unchecked)
+    return render_table(comparison, violations, show_idle=show_idle, unchecked=unchecked)

@@ -195,6 +195,18 @@ def add_window_flags(
         help=f"write the JSON report to FILE, atomically (default: {report_default})",
     )
     parser.add_argument(
+        "--keys",
+        choices=("full-name", "kernel-name"),
+        default="full-name",
+        help=(
+            "the report's program_stats keys: full-name (default: each program's full BTF name, "
+            "<name>#<id> where names are shared) or kernel-name (the kernel's 15-character name, "
+            "as the Go collect-kernel-stats tool keys them, for scripts that join on those keys; "
+            "where programs share one, the first by id keeps it and the others are "
+            "<kernel name>#<id>, listed in the report's colliding_keys, so none is dropped)"
+        ),
+    )
+    parser.add_argument(
         "--snapshot-method",
         choices=SNAPSHOT_METHODS,
         default="auto",

@@ -17,7 +17,7 @@ from kstat._atomic import check_writable, write_atomically
 from kstat._logging import get_logger
 from kstat.commands._options import EXIT_FAILURE, EXIT_OK, say_error
 from kstat.core.events import Sink
-from kstat.core.report import format_timestamp
+from kstat.core.report import KERNEL_NAME_KEYS, format_timestamp
 from kstat.engine.scheduler import Collection, CollectionResult, CollectionSettings, StopRequest
 from kstat.engine.sink_specs import make_sink, split_options
 from kstat.errors import OutputError, UsageError, sole_exception
@@ -80,7 +80,13 @@ def collection_settings(options: argparse.Namespace, duration_ns: int | None) ->
         program_filter=options.program_filter,
         host_root=options.host_root,
         snapshot_method=options.snapshot_method,
+        program_keys=program_keys(options),
     )
+
+
+def program_keys(options: argparse.Namespace) -> str | None:
+    """`--keys`: the report's keys (CollectionSettings.program_keys)."""
+    return KERNEL_NAME_KEYS if options.keys == "kernel-name" else None
 
 
 def make_sinks(options: argparse.Namespace, default: str | None = "stdout") -> list[Sink]:

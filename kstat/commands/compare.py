@@ -128,8 +128,9 @@ def run(options: argparse.Namespace) -> int:
     currents = [load_report(path) for path in options.currents]
     comparison = compare_runs(baselines, currents, by=options.by, alpha=options.alpha)
     violations = comparison.violations(options.fail_on)
+    unchecked = comparison.unchecked(options.fail_on)
     write_stdout(
-        render(comparison, violations, options.format, show_idle=options.show_idle),
+        render(comparison, violations, options.format, show_idle=options.show_idle, unchecked=unchecked),
         instead="kstat compare writes only there: redirect it to a file (> FILE)",
     )
     return EXIT_FAILURE if violations else EXIT_OK

@@ -19,7 +19,7 @@ from kstat.commands._options import (
     positive_float,
     positive_int,
 )
-from kstat.commands._window import make_sinks, run_window, stop_on_signal, watch_signals
+from kstat.commands._window import make_sinks, program_keys, run_window, stop_on_signal, watch_signals
 from kstat.engine.scheduler import CollectionResult, StopRequest
 from kstat.testing.workload import DEMO_PROGRAMS, run_demo, run_workload
 
@@ -93,6 +93,7 @@ def run(options: argparse.Namespace) -> int:
             user_stop=stop,
             snapshot_method=options.snapshot_method,
             only_its_own=options.scope == "demo",
+            program_keys=program_keys(options),
         )
         return result, None
 

@@ -146,6 +146,9 @@ class Metric:
     # A value per run (average runtime): a span without runs has none, whatever the report says
     # for it (the Go tool's 0), so a time series shows a gap there rather than a drop to zero.
     per_run: bool = False
+    # Divides by the span's length (a rate, or computed through one): unknown when the length
+    # is (a report that gives no window, as the Go tool's first version wrote), never 0.
+    rate: bool = False
 
     @property
     def total_name(self) -> str:
@@ -245,10 +248,10 @@ def _over_intervals(span: Span) -> None:
 def _distribution_metrics() -> tuple[Metric, ...]:
     """p50 (the median), p95, p99 and the maximum of three per-interval metrics."""
     ranked = (
-        # (name part, metric ranked, its words, unit, only intervals with runs)
-        ("cpu_percent", "estimated_cpu_percent", "CPU share", "% of one CPU", False),
-        ("events_per_sec", "events_per_sec", "events per second", "runs / s", False),
-        ("avg_runtime_ns", "mean_runtime_ns", "average runtime per run", "ns", True),
+        # (name part, metric ranked, its words, unit, only intervals with runs, a rate)
+        ("cpu_percent", "estimated_cpu_percent", "CPU share", "% of one CPU", False, True),
+        ("events_per_sec", "events_per_sec", "events per second", "runs / s", False, True),
+        ("avg_runtime_ns", "mean_runtime_ns", "average runtime per run", "ns", True, False),
     )
     levels = (
         ("p50", 0.5, "median"),
@@ -257,7 +260,7 @@ def _distribution_metrics() -> tuple[Metric, ...]:
         ("max", 1.0, "maximum"),
     )
     found = []
-    for part, of, words, unit, only_with_runs in ranked:
+    for part, of, words, unit, only_with_runs, rate in ranked:
         for prefix, quantile, level in levels:
             over = "the intervals in which it ran" if only_with_runs else "the window's intervals"
             found.append(
@@ -276,6 +279,7 @@ def _distribution_metrics() -> tuple[Metric, ...]:
                     compute=_over_intervals,
                     integral=False,
                     distribution=Distribution(of, quantile, only_with_runs),
+                    rate=rate,
                 )
             )
     return tuple(found)
@@ -309,6 +313,7 @@ METRICS: tuple[Metric, ...] = (
         integral=False,
         seed=True,
         views=_EVERYWHERE,
+        rate=True,
     ),
     Metric(
         name="events_per_sec",
@@ -323,6 +328,7 @@ METRICS: tuple[Metric, ...] = (
         seed=True,
         better=Better.NEITHER,
         views=_EVERYWHERE,
+        rate=True,
     ),
     _counter_metric(
         "run_count",
@@ -370,6 +376,7 @@ METRICS: tuple[Metric, ...] = (
         formula="`estimated_cpu_percent / online_cpus`",
         compute=_cpu_percent_of_all_cpus,
         integral=False,
+        rate=True,
     ),
     Metric(
         name="cpu_percent_per_1000_events_per_sec",
@@ -382,6 +389,7 @@ METRICS: tuple[Metric, ...] = (
         compute=_cpu_percent_per_1000_events_per_sec,
         integral=False,
         per_run=True,
+        rate=True,
     ),
     Metric(
         name="jited_size_bytes",

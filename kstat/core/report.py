@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Final
 
+import attrs
 from attrs import frozen
 
 from kstat.core.catalogue import NS_PER_S, Number, Span, metric, values
@@ -193,11 +194,35 @@ class Report:
     unavailable_counters: tuple[str, ...] | None = None
     # Other kstat instances' programs, counted apart (None: the window met none).
     kstat_programs: KstatPrograms | None = None
+    # "kernel_name" when program_stats is keyed as the Go tool keys it (`--keys kernel-name`);
+    # None for kstat's own keys (the full name, `<name>#<id>` where names are shared).
+    program_keys: str | None = None
+    # With kernel-name keys: the keys of programs whose kernel name an earlier program's key
+    # already is (`<kernel name>#<id>`), the rows the Go tool would have dropped.
+    colliding_keys: tuple[str, ...] | None = None
 
     @property
     def programs(self) -> tuple[ProgramReport, ...]:
         """Every program's line, in key order."""
         return tuple(self.program_stats.values())
+
+    @property
+    def written_by_go_tool(self) -> bool:
+        """Whether the Go collect-kernel-stats tool wrote it: every report kstat ever wrote says
+        when its window started and how many snapshots it took (0.1's first shape already did),
+        and since 0.2 its schema and generator; the Go tool's says none of it."""
+        return (
+            self.schema_version is None
+            and self.generator is None
+            and self.snapshots is None
+            and self.start_time is None
+        )
+
+    @property
+    def window_known(self) -> bool:
+        """Whether the report gives its window's length (the Go tool's first version wrote 0):
+        without it, rates are unknown."""
+        return self.collection_duration_ns > 0
 
     def total(self, name: str) -> Number | None:
         """A metric's total by catalogue name; None when this report does not carry it."""
@@ -289,6 +314,51 @@ def disambiguated(keys: Sequence[str], load_times_ns: Sequence[int]) -> list[str
         f"{key}@{load_time}" if key_counts[key] > 1 else key
         for key, load_time in zip(keys, load_times_ns, strict=True)
     ]
+
+
+# `Report.program_keys` of a report keyed as the Go tool keys it.
+KERNEL_NAME_KEYS: Final = "kernel_name"
+
+
+def kernel_name_keys(programs: Sequence[tuple[str, int, int]]) -> tuple[list[str], list[str]]:
+    """Keys as the Go tool gives them, from each program's (kernel name, id, load time): its
+    kernel name, the kernel's at most 15 characters. Where programs share one the Go tool keeps
+    one of them (whichever its map's random order writes last) and drops the others; here the
+    first by id keeps the bare name and each other is `<kernel name>#<id>`, so that nothing is
+    dropped. Returns the keys, in the order given, and the suffixed ones."""
+    taken: set[str] = set()
+    keys: list[str] = [""] * len(programs)
+    for index in sorted(range(len(programs)), key=lambda at: (programs[at][1], programs[at][2])):
+        name, program_id, _ = programs[index]
+        keys[index] = name if name not in taken else f"{name}#{program_id}"
+        taken.add(name)
+    keys = disambiguated(keys, [load_time_ns for _, _, load_time_ns in programs])
+    bare = {name for name, _, _ in programs}
+    return keys, sorted(key for key in keys if key not in bare)
+
+
+def keyed_by_kernel_name(report: Report) -> Report:
+    """The report with program_stats keyed as the Go tool keys it (`kernel_name_keys`), for
+    scripts that join on those keys; every program still listed, and the keys the Go tool would
+    not have had said in `colliding_keys`."""
+    lines = report.program_stats
+    if isinstance(lines, _Lines):
+        # From what the window saw: no line is made for its key alone.
+        seen = [one.sighting.last for one in lines._by_key.values()]
+        keys, colliding = kernel_name_keys([(last.kernel_name, last.id, last.load_time_ns) for last in seen])
+        by_key = dict(sorted(zip(keys, lines._by_key.values(), strict=True), key=lambda pair: pair[0]))
+        rekeyed: Mapping[str, ProgramReport] = _Lines(by_key, lines._bounds)
+    else:
+        read = list(lines.values())
+        # A report read back without kernel names (the Go tool's, kstat 0.1's first) holds them
+        # as its names.
+        keys, colliding = kernel_name_keys(
+            [(line.kernel_name or line.name, line.id, line.load_time_ns or 0) for line in read]
+        )
+        rekeyed = dict(sorted(zip(keys, read, strict=True), key=lambda pair: pair[0]))
+    return attrs.evolve(
+        report, program_stats=rekeyed, program_keys=KERNEL_NAME_KEYS, colliding_keys=tuple(colliding)
+    )
 
 
 def counters_of(metrics: Mapping[str, Number]) -> Counters:

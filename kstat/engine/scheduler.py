@@ -37,7 +37,7 @@ from kstat.core.delta import IntervalDelta, changes_between, interval_delta, mer
 from kstat.core.events import Event, IntervalEnded, ReopenFiles, Sink, WindowEnded, WindowStarted
 from kstat.core.filters import ProgramFilter
 from kstat.core.model import PassClocks, Reading, Snapshot
-from kstat.core.report import Report
+from kstat.core.report import KERNEL_NAME_KEYS, Report, keyed_by_kernel_name
 from kstat.durations import format_duration_ns
 from kstat.engine.clock import CounterClock, Slip
 from kstat.engine.sampler import (
@@ -93,6 +93,9 @@ class CollectionSettings:
     # How a pass reads the programs: "auto" (the BPF iterator where the kernel allows it),
     # "iterator" or "syscalls".
     snapshot_method: str = "auto"
+    # The report's program_stats keys: kstat's (None: full names, `<name>#<id>` where shared)
+    # or KERNEL_NAME_KEYS, as the Go tool keys them.
+    program_keys: str | None = None
 
 
 @define
@@ -581,8 +584,8 @@ class Collection:
                 async with summary_lane.send_channel:
                     await summary_lane.send_channel.send(last_interval[0])
                 await self.summary.done.wait()
-                report = self.summary.report(
-                    stopped_by=self.stop.reason, snapshot_method=self._snapshot_method
+                report = self._keyed(
+                    self.summary.report(stopped_by=self.stop.reason, snapshot_method=self._snapshot_method)
                 )
                 self._log_window_end(report)
                 timeout_s = HURRIED_END_S if self._hurried else settings.end_timeout_ns / 1e9
@@ -672,7 +675,13 @@ class Collection:
             taker.close()
         delta = await trio.to_thread.run_sync(self._delta, last, fresh)
         view.observe(IntervalEnded(last, fresh, delta))
-        return view.report(stopped_by=None)
+        return self._keyed(view.report(stopped_by=None))
+
+    def _keyed(self, report: Report) -> Report:
+        """The report with the keys the settings ask for."""
+        if self.settings.program_keys == KERNEL_NAME_KEYS:
+            return keyed_by_kernel_name(report)
+        return report
 
     def _delta(self, previous: Snapshot, current: Snapshot) -> IntervalDelta:
         started = self.summary.started

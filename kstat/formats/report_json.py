@@ -5,13 +5,14 @@ accepts every shape kstat or the Go `collect-kernel-stats` tool ever wrote:
 
 - the Go tool's report: `timestamp`, `collection_duration_ns`, `program_stats` (each program:
   name, type, id and the six seed metrics), the seed's totals and `num_programs`;
-- its first version, with `collection_duration_sec` instead of `_ns` and extra per-program
-  fields (`tag`, `memlock_bytes`, ...);
+- its first version, with `collection_duration_sec` instead of `_ns` (always 0: it was never
+  set) and extra per-program fields (`tag`, `memlock_bytes`, ...);
 - kstat 0.1's reports (no `schema_version`), whose later fields came one commit at a time.
 
-Only the Go tool's fields are required. Anything else is optional (None or empty when absent),
-and fields this version does not know are ignored. A file that is not a report gets a
-`ReportFormatError` naming the field and what is wrong with it.
+Only the Go tool's fields are required, but for the window's length: a report without one (or
+with 0) reads with a `collection_duration_ns` of 0, its rates unknown. Anything else is optional
+(None or empty when absent), and fields this version does not know are ignored. A file that is
+not a report gets a `ReportFormatError` naming the field and what is wrong with it.
 """
 
 from __future__ import annotations
@@ -172,6 +173,9 @@ def _unstructure_report(report: Report, *, with_programs: bool = True) -> dict[s
     apart = report.kstat_programs
     if apart is not None:
         data["kstat_programs"] = kstat_programs_to_dict(apart)
+    if report.program_keys is not None:
+        data["program_keys"] = report.program_keys
+        data["colliding_keys"] = list(report.colliding_keys or ())
     achieved = report.achieved_interval
     if achieved is not None:
         data["achieved_interval"] = {
@@ -341,12 +345,13 @@ def programs_from_dict(data: Any, path: str = "program_stats") -> dict[str, Prog
 
 
 def _collection_duration_ns(data: dict[str, Any]) -> int:
+    """The window's length; 0 when the report does not give it (`Report.window_known`)."""
     if data.get("collection_duration_ns") is not None:
         return _whole(data["collection_duration_ns"], "collection_duration_ns")
     if data.get("collection_duration_sec") is not None:
-        # The Go tool's first version wrote the window in seconds, as a float64.
+        # The Go tool's first version: the window in seconds, as a float64, never set (so 0).
         return round(_number(data["collection_duration_sec"], "collection_duration_sec") * NS_PER_S)
-    raise ReportFormatError("no collection_duration_ns (nor the older collection_duration_sec)")
+    return 0
 
 
 def _structure_report(data: Any, _: type) -> Report:
@@ -390,6 +395,8 @@ def _structure_report(data: Any, _: type) -> Report:
         unavailable_counters=_optional(report, "unavailable_counters", "", _texts),
         achieved_interval=_optional(report, "achieved_interval", "", _achieved_interval),
         kstat_programs=_optional(report, "kstat_programs", "", _kstat_programs),
+        program_keys=_optional(report, "program_keys", "", _text),
+        colliding_keys=_optional(report, "colliding_keys", "", _texts),
     )
 
 

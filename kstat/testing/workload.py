@@ -114,6 +114,7 @@ async def run_demo(
     user_stop: StopRequest,
     snapshot_method: str = "auto",
     only_its_own: bool = True,
+    program_keys: str | None = None,
 ) -> tuple[CollectionResult, dict[str, int]]:
     """Collect a window that exactly brackets the demo traffic; returns the result and packets
     sent. The report has the demo's own programs alone unless `only_its_own` is False."""
@@ -132,6 +133,7 @@ async def run_demo(
                 interval_ns=interval_ns,
                 snapshot_method=snapshot_method,
                 program_filter=own if only_its_own else ProgramFilter(),
+                program_keys=program_keys,
             )
             results.append(
                 await collect(settings, sinks, stop=collection_stop, on_snapshot=note_window_start)
