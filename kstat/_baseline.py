@@ -1,5 +1,6 @@
 """The window's baseline, read first: the stats switched on and every program's counters read
-by syscalls before anything slow is imported (the CLI, trio, structlog, the sinks).
+(by kstat's iterator where an earlier run cached this kernel's offsets, else by syscalls)
+before anything slow is imported (the CLI, trio, structlog, the sinks).
 
 A load test started beside kstat loses whatever runs before kstat's baseline, so the command
 line takes it within milliseconds of launch; the window then adopts it as its first reading,
@@ -12,7 +13,10 @@ from __future__ import annotations
 import os
 
 from kstat.errors import KstatError
-from kstat.sources.syscalls import EarlyBaseline, ProgramReader
+from kstat.sources import offsets_cache
+from kstat.sources.early import EarlyBaseline
+from kstat.sources.iterator import VMLINUX_BTF, IteratorReader, KernelOffsets
+from kstat.sources.syscalls import ProgramReader
 
 _taken: list[EarlyBaseline] = []
 # Commands that open no window (the demo loads its programs first, then opens its own).
@@ -29,10 +33,22 @@ def take() -> None:
     except (KstatError, OSError):
         return
     try:
-        reader = ProgramReader()
-        _taken.append(EarlyBaseline(stats_fd, reader, reader.read()))
+        reader, method = _reader()
+        _taken.append(EarlyBaseline(stats_fd, reader, method, reader.read()))
     except (KstatError, OSError):
         os.close(stats_fd)
+
+
+def _reader() -> tuple[ProgramReader | IteratorReader, str]:
+    """kstat's iterator where this kernel's offsets are in the cache (one read for every
+    program, stamped at that read, however many there are); else the syscalls, which need no
+    BTF parsed (the window's iterator, loaded later, fills the cache for the next run)."""
+    if offsets_cache.cached(KernelOffsets, VMLINUX_BTF):
+        try:
+            return IteratorReader(), "iterator"
+        except (KstatError, OSError):
+            pass  # the window tries again, and says why it cannot
+    return ProgramReader(), "syscalls"
 
 
 def claim() -> EarlyBaseline | None:

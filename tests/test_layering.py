@@ -17,6 +17,8 @@ PACKAGE: Final = Path(kstat.__file__).parent
 _BASE: Final = ("kstat.errors", "kstat.durations", "kstat._version")
 _LOGGING: Final = ("kstat._logging",)
 _TEXT: Final = ("kstat.text",)
+# Files written as root without following what another user planted.
+_SAFE_WRITES: Final = ("kstat._atomic",)
 
 # Each layer, and the kstat modules (by prefix) it may import besides its own.
 LAYERS: Final[dict[str, tuple[str, ...]]] = {
@@ -25,7 +27,7 @@ LAYERS: Final[dict[str, tuple[str, ...]]] = {
     # Pure values and arithmetic; the ABI's names of program types are pure data.
     "kstat.core": (*_BASE, *_TEXT, "kstat.abi.enums"),
     # Host reads that return core values.
-    "kstat.sources": (*_BASE, *_LOGGING, *_TEXT, "kstat.abi", "kstat.core"),
+    "kstat.sources": (*_BASE, *_LOGGING, *_TEXT, *_SAFE_WRITES, "kstat.abi", "kstat.core"),
     # Pure encoders and decoders.
     "kstat.formats": (*_BASE, *_TEXT, "kstat.core"),
     # trio: the sampler, the scheduler, the summary.

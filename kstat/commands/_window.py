@@ -21,7 +21,7 @@ from kstat.core.report import KERNEL_NAME_KEYS, format_timestamp
 from kstat.engine.scheduler import Collection, CollectionResult, CollectionSettings, StopRequest
 from kstat.engine.sink_specs import make_sink, split_options
 from kstat.errors import OutputError, UsageError, sole_exception
-from kstat.sources.syscalls import EarlyBaseline
+from kstat.sources.early import EarlyBaseline
 
 log = get_logger(__name__)
 

@@ -54,12 +54,13 @@ from kstat.engine.summary import Summary
 from kstat.engine.ticker import sample_window
 from kstat.errors import KstatError, OutputClosed, sole_exception
 from kstat.sources.attribution import Attributor
+from kstat.sources.early import EarlyBaseline
 from kstat.sources.host import kernel_release, online_cpu_count
+from kstat.sources.iterator import IteratorReader
 from kstat.sources.own_programs import OwnPrograms
 from kstat.sources.owners import IteratorOwners, OwnerSource, ProcWalk, open_owner_source
 from kstat.sources.process_tree import ProcessTree
 from kstat.sources.stats_switch import StatsMethod, runtime_stats_enabled
-from kstat.sources.syscalls import EarlyBaseline
 from kstat.sources.workloads import node_name
 
 log = get_logger(__name__)
@@ -456,14 +457,27 @@ class Collection:
         early: EarlyBaseline | None = None
         if source is None:
             reader: PassReader
-            early = self.early if settings.snapshot_method != "iterator" else None
+            early = (
+                self.early
+                if settings.snapshot_method in ("auto", getattr(self.early, "method", None))
+                else None
+            )
             if self.early is not None and early is None:
-                os.close(self.early.stats_fd)  # the iterator insisted on reads the baseline itself
+                # A method insisted on that the baseline was not read by: it reads its own.
+                if isinstance(self.early.reader, IteratorReader):
+                    self.early.reader.close()
+                os.close(self.early.stats_fd)
             stats_switch: StatsSwitch = self.stats_switch
             if early is not None:
                 # The command line's baseline, read at launch with the stats on since.
-                reader, self._snapshot_method = early.reader, "syscalls"
+                reader, self._snapshot_method = early.reader, early.method
                 stats_switch = functools.partial(_adopted_stats, early.stats_fd)
+                if isinstance(reader, IteratorReader):
+                    log.info(
+                        "snapshots by BPF iterator; its own program is left out of the report",
+                        program_id=reader.own_id,
+                        per_cpu_offsets_by=reader.per_cpu_offsets_by,
+                    )
             else:
                 # Loaded before the first read (it parses the kernel's BTF and runs a program,
                 # off the loop): on a host with thousands of programs the iterator's reads are
@@ -544,7 +558,12 @@ class Collection:
                 for lane in lanes:
                     nursery.start_soon(lane.run, self.stop)
                 try:
-                    if clocked is not None and early is not None and settings.snapshot_method == "auto":
+                    if (
+                        clocked is not None
+                        and early is not None
+                        and early.method == "syscalls"
+                        and settings.snapshot_method == "auto"
+                    ):
                         # The baseline was read by syscalls at launch: the iterator takes over
                         # as soon as it is loaded, while the window runs.
                         nursery.start_soon(self._load_iterator, clocked)
@@ -624,7 +643,13 @@ class Collection:
 
     def _took_baseline(self, clocks: PassClocks, programs: int) -> None:
         self.baseline_clocks, self.baseline_programs = clocks, programs
-        log.info("baseline taken", programs=programs, read=format_duration_ns(clocks.duration_ns))
+        log.info(
+            "baseline taken",
+            programs=programs,
+            read=format_duration_ns(clocks.duration_ns),
+            by=self._snapshot_method,
+            at_launch=self.early is not None,
+        )
         self.baseline_taken.set()
 
     def hurry(self) -> None:

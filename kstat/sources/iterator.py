@@ -39,7 +39,6 @@ from typing import Final
 
 from attrs import evolve, frozen
 
-from kstat._logging import get_logger
 from kstat.abi import assembler as asm
 from kstat.abi.bpf import (
     create_iterator,
@@ -55,18 +54,19 @@ from kstat.abi.structs import Instruction
 from kstat.core.counters import Counters
 from kstat.core.model import ProgramChanges, ProgramStats, Reading
 from kstat.errors import BpfError, FeatureMissing
+from kstat.sources import offsets_cache
 from kstat.sources.clocks import ClockStart
 from kstat.sources.syscalls import ProgramReader
 from kstat.text import from_host
-
-log = get_logger(__name__)
 
 VMLINUX_BTF: Final = Path("/sys/kernel/btf/vmlinux")
 POSSIBLE_CPUS: Final = Path("/sys/devices/system/cpu/possible")
 ONLINE_CPUS: Final = Path("/sys/devices/system/cpu/online")
 # id, type, tag, load_time, name, run_cnt, run_time_ns, recursion_misses
 RECORD: Final = struct.Struct("<II8sQ16sQQQ")
-_READ_SIZE: Final = 1 << 20
+# readv(2)'s buffers: page-sized, as many as the last walk filled (and more as it grows).
+_PAGE: Final = 4096
+_FIRST_BUFFERS: Final = 64
 ITERATOR_NAME: Final = "kstat_prog_iter"
 # The program that finds the CPUs' per-CPU offsets, loaded for an instant before the iterator.
 PROBE_NAME: Final = "kstat_pcpu_off"
@@ -260,7 +260,8 @@ def running_kernel_offsets() -> tuple[KernelOffsets, list[int], str]:
     iterators (kstat.sources.own_programs) share them."""
     with _running_kernel_lock:
         if not _running_kernel:
-            offsets = KernelOffsets.of_running_kernel()
+            # From the disk cache where an earlier kstat parsed this kernel's BTF.
+            offsets = offsets_cache.offsets(KernelOffsets, KernelOffsets.of_running_kernel, VMLINUX_BTF)
             cpu_offsets, method = per_cpu_offsets(offsets, possible_cpus())
             _running_kernel.append((offsets, cpu_offsets, method))
         return _running_kernel[0]
@@ -431,6 +432,7 @@ class LinkedIterator:
         except BaseException:
             os.close(self._program)
             raise
+        self._buffers = [bytearray(_PAGE) for _ in range(_FIRST_BUFFERS)]
 
     @property
     def program_fd(self) -> int:
@@ -441,13 +443,31 @@ class LinkedIterator:
         return self._link
 
     def read(self) -> bytes:
-        """One walk: everything the program wrote, in the kernel's order."""
+        """One walk: everything the program wrote, in the kernel's order.
+
+        A read(2) of an iterator returns one seq_file buffer at most (32 KiB): at 10,000
+        programs a walk would be twenty reads, and between any two of them the reading thread
+        gives up the interpreter's lock and may wait up to a switch interval (5 ms) to get it
+        back, stretching the walk that the read's time stamps. A readv(2) into page-sized
+        buffers is read(2) once per buffer inside the kernel, so the whole walk is one system
+        call (or a few, where a kernel returns a short one: the loop goes on until the end).
+        """
         fd = create_iterator(self._link)
         try:
-            chunks = []
-            while chunk := os.read(fd, _READ_SIZE):
-                chunks.append(chunk)
-            return b"".join(chunks)
+            walk = bytearray()
+            while True:
+                buffers = self._buffers
+                count = os.readv(fd, buffers)
+                if count == 0:
+                    return bytes(walk)
+                full, rest = divmod(count, _PAGE)
+                for buffer in buffers[:full]:
+                    walk += buffer
+                if rest:
+                    walk += memoryview(buffers[full])[:rest]
+                if count == len(buffers) * _PAGE:
+                    # More than the buffers held: twice as many for the rest, and next time.
+                    self._buffers += [bytearray(_PAGE) for _ in buffers]
         finally:
             os.close(fd)
 
@@ -465,7 +485,12 @@ class ProgramIterator(LinkedIterator):
     def __init__(self) -> None:
         offsets, cpu_offsets, self.per_cpu_offsets_by = running_kernel_offsets()
         if offsets.stats_in_aux:
-            log.info("this kernel keeps its program stats in bpf_prog_aux (before Linux 5.12)")
+            # Imported here: the command line opens the iterator at launch, before logging.
+            from kstat._logging import get_logger  # noqa: PLC0415
+
+            get_logger(__name__).info(
+                "this kernel keeps its program stats in bpf_prog_aux (before Linux 5.12)"
+            )
         self.counts_recursion_misses = offsets.stats_misses is not None
         super().__init__(iterator_program(offsets, cpu_offsets), ITERATOR_NAME, offsets.attach_btf_id)
 

@@ -28,10 +28,12 @@ from kstat._logging import get_logger
 from kstat.abi.structs import Instruction
 from kstat.core.model import ProgramStats
 from kstat.errors import FeatureMissing, KstatError
+from kstat.sources import offsets_cache
 from kstat.sources.iterator import (
     ITERATOR_NAME,
     PER_CPU_METHODS,
     PROBE_NAME,
+    VMLINUX_BTF,
     KernelOffsets,
     iterator_program,
     possible_cpus,
@@ -72,7 +74,7 @@ def program_tags(instructions: Sequence[Instruction]) -> frozenset[str]:
 def _probe_instructions() -> list[list[Instruction]]:
     """The probe, as each way of finding per-CPU offsets builds it (another kstat took the first
     its kernel allowed, which need not be this one's: it may have been refused something)."""
-    offsets = KernelOffsets.of_running_kernel()
+    offsets = offsets_cache.offsets(KernelOffsets, KernelOffsets.of_running_kernel, VMLINUX_BTF)
     built = []
     for method in PER_CPU_METHODS:
         with contextlib.suppress(FeatureMissing):
@@ -90,7 +92,11 @@ def _iterator_instructions() -> list[list[Instruction]]:
 
 def _task_file_instructions() -> list[list[Instruction]]:
     # Its settings (the f_op addresses, kstat's pid) are in its map, not its code.
-    return [task_file_program(TaskFileOffsets.of_running_kernel(), 0)]
+    return [
+        task_file_program(
+            offsets_cache.offsets(TaskFileOffsets, TaskFileOffsets.of_running_kernel, VMLINUX_BTF), 0
+        )
+    ]
 
 
 # Each of kstat's programs by kernel name, and how it may be assembled here.

@@ -13,8 +13,6 @@ import errno
 import os
 from collections.abc import Iterator, Sequence
 
-from attrs import frozen
-
 from kstat.abi import bpf
 from kstat.abi.enums import Command, program_type_name
 from kstat.abi.structs import (
@@ -353,14 +351,3 @@ def fdinfo_memlock(fd: int) -> int | None:
     behind it (bpftool shows the same). None if it cannot be read."""
     # A plain string path: cheaper than pathlib, which parses and interns each part.
     return fdinfo_number(f"/proc/self/fdinfo/{fd}", b"memlock")
-
-
-@frozen
-class EarlyBaseline:
-    """A window's first reading taken before the window itself was set up (the command line
-    takes it at launch, `kstat._baseline`): the stats fd that has been on since, the reader
-    that read it (whose bookkeeping the next read goes on from), and the reading."""
-
-    stats_fd: int
-    reader: ProgramReader
-    reading: Reading

@@ -41,6 +41,7 @@ from kstat.abi.bpf import create_map, map_update_value
 from kstat.abi.enums import MapType
 from kstat.abi.structs import Instruction
 from kstat.errors import FeatureMissing, KstatError
+from kstat.sources import offsets_cache
 from kstat.sources.iterator import VMLINUX_BTF, LinkedIterator, kernel_layout
 
 ITERATOR_NAME: Final = "kstat_file_iter"
@@ -213,7 +214,7 @@ class TaskFileIterator:
     fd of every process, a record per program or link file."""
 
     def __init__(self, btf: Path = VMLINUX_BTF) -> None:
-        offsets = TaskFileOffsets.of_running_kernel(btf)
+        offsets = offsets_cache.offsets(TaskFileOffsets, TaskFileOffsets.of_running_kernel, btf)
         self._settings = create_map(MapType.ARRAY, 4, SETTINGS.size, 1, "kstat_file_set")
         try:
             self._iterator = LinkedIterator(

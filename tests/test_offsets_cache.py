@@ -1,0 +1,149 @@
+"""The kernel offsets' disk cache: one parse per kernel, and nothing trusted that another user
+could have written or shaped."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from attrs import frozen
+
+from kstat.sources import offsets_cache
+
+
+@frozen
+class Offsets:
+    where: int
+    flag: bool
+    maybe: int | None
+
+
+PARSED = Offsets(where=40, flag=True, maybe=None)
+
+
+class Parser:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, btf: Path) -> Offsets:
+        self.calls += 1
+        return PARSED
+
+
+@pytest.fixture
+def btf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("KSTAT_CACHE_DIR", str(tmp_path / "cache"))
+    path = tmp_path / "vmlinux"
+    path.write_bytes(b"\x9f\xeb a kernel's BTF")
+    return path
+
+
+def _only_file(tmp_path: Path) -> Path:
+    (found,) = (tmp_path / "cache").iterdir()
+    return found
+
+
+def test_parsed_once_per_kernel_then_read(btf: Path, tmp_path: Path) -> None:
+    parse = Parser()
+    assert offsets_cache.offsets(Offsets, parse, btf) == PARSED
+    assert offsets_cache.offsets(Offsets, parse, btf) == PARSED
+    assert parse.calls == 1
+    assert offsets_cache.cached(Offsets, btf)
+    written = _only_file(tmp_path)
+    assert stat.S_IMODE(written.stat().st_mode) & 0o022 == 0
+    # Another kernel (other BTF bytes) has a file of its own.
+    btf.write_bytes(b"\x9f\xeb another kernel")
+    assert not offsets_cache.cached(Offsets, btf)
+    assert offsets_cache.offsets(Offsets, parse, btf) == PARSED
+    assert parse.calls == 2
+    assert len(list((tmp_path / "cache").iterdir())) == 2
+
+
+def test_a_file_others_could_write_is_not_trusted(btf: Path, tmp_path: Path) -> None:
+    parse = Parser()
+    offsets_cache.offsets(Offsets, parse, btf)
+    written = _only_file(tmp_path)
+    written.write_text(json.dumps({"version": 1, "Offsets": {"where": 4096, "flag": True, "maybe": 7}}))
+    written.chmod(0o666)
+    assert not offsets_cache.cached(Offsets, btf)
+    assert offsets_cache.offsets(Offsets, parse, btf) == PARSED  # parsed again, and replaced
+    assert parse.calls == 2
+    assert stat.S_IMODE(written.stat().st_mode) & 0o022 == 0
+    assert offsets_cache.cached(Offsets, btf)
+    (tmp_path / "cache").chmod(0o777)
+    assert not offsets_cache.cached(Offsets, btf)
+
+
+def test_a_link_is_not_followed(btf: Path, tmp_path: Path) -> None:
+    parse = Parser()
+    offsets_cache.offsets(Offsets, parse, btf)
+    written = _only_file(tmp_path)
+    planted = tmp_path / "planted.json"
+    planted.write_text(json.dumps({"version": 1, "Offsets": {"where": 4096, "flag": False, "maybe": 1}}))
+    written.unlink()
+    written.symlink_to(planted)
+    assert not offsets_cache.cached(Offsets, btf)
+    assert offsets_cache.offsets(Offsets, parse, btf) == PARSED
+    # The rename replaced the link itself; the file it pointed to is untouched.
+    assert not written.is_symlink() and json.loads(planted.read_text())["Offsets"]["where"] == 4096
+
+
+@pytest.mark.parametrize(
+    "section",
+    [
+        {"where": 40, "flag": True},  # a field missing
+        {"where": 40, "flag": True, "maybe": None, "extra": 1},
+        {"where": "40", "flag": True, "maybe": None},
+        {"where": -8, "flag": True, "maybe": None},
+        {"where": 2**40, "flag": True, "maybe": None},
+        {"where": True, "flag": True, "maybe": None},
+        {"where": 40, "flag": 1, "maybe": None},
+        {"where": 40.0, "flag": True, "maybe": None},
+        [40, True, None],
+    ],
+)
+def test_anything_out_of_shape_is_parsed_again(btf: Path, tmp_path: Path, section: object) -> None:
+    parse = Parser()
+    offsets_cache.offsets(Offsets, parse, btf)
+    _only_file(tmp_path).write_text(json.dumps({"version": 1, "Offsets": section}))
+    assert not offsets_cache.cached(Offsets, btf)
+    assert offsets_cache.offsets(Offsets, parse, btf) == PARSED
+    assert parse.calls == 2
+
+
+@pytest.mark.parametrize(
+    "content", [b"", b"{", b"\xff\xfe", b"[]", b'{"version": 0, "Offsets": {}}', b"9" * 70_000]
+)
+def test_a_damaged_file_is_parsed_again(btf: Path, tmp_path: Path, content: bytes) -> None:
+    parse = Parser()
+    offsets_cache.offsets(Offsets, parse, btf)
+    _only_file(tmp_path).write_bytes(content)
+    assert offsets_cache.offsets(Offsets, parse, btf) == PARSED
+    assert parse.calls == 2
+
+
+def test_a_cache_that_cannot_be_written_costs_only_the_parse(
+    btf: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("")
+    monkeypatch.setenv("KSTAT_CACHE_DIR", str(blocked / "cache"))
+    parse = Parser()
+    assert offsets_cache.offsets(Offsets, parse, btf) == PARSED
+    assert offsets_cache.offsets(Offsets, parse, btf) == PARSED
+    assert parse.calls == 2
+
+
+def test_no_btf_is_the_parsers_to_say(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KSTAT_CACHE_DIR", str(tmp_path / "cache"))
+
+    def parse(btf: Path) -> Offsets:
+        raise FileNotFoundError(btf)
+
+    with pytest.raises(FileNotFoundError):
+        offsets_cache.offsets(Offsets, parse, tmp_path / "missing")
+    assert not offsets_cache.cached(Offsets, tmp_path / "missing")
+    assert not os.path.exists(tmp_path / "cache")
