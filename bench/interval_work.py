@@ -11,12 +11,14 @@ from __future__ import annotations
 from attrs import evolve, frozen
 
 from bench.measure import Timing, time_calls
+from kstat._datagrams import batch_datagrams
 from kstat.core.delta import changes_between, interval_delta
 from kstat.core.events import IntervalEnded, WindowStarted
 from kstat.engine.sampler import SnapshotTaker
 from kstat.engine.summary import Summary
 from kstat.formats.ndjson import interval_to_dict, json_line
-from kstat.sinks.statsd import IntervalLines, batch_datagrams, parse_statsd_url
+from kstat.formats.statsd import IntervalLines
+from kstat.sinks.statsd import parse_statsd_url
 
 # Any address: nothing is sent, only the lines and datagrams are built.
 _STATSD_URL = "statsd://127.0.0.1:8125"
@@ -80,7 +82,7 @@ def measure_interval_work(repetitions: int, online_cpus: int) -> IntervalWork:
     )
     busy_statsd = IntervalLines(parse_statsd_url(_STATSD_URL))
     busy_statsd.start(started)
-    settings = statsd.settings
+    settings = parse_statsd_url(_STATSD_URL)
     return IntervalWork(
         programs_seen=len(sample.snapshot.programs),
         take_blocking=time_calls(taker.take_blocking, repetitions),

@@ -2,6 +2,11 @@
 
 Built-in sinks (`kstat.sinks`, the repository's top-level `sinks/` folder) use exactly this
 module, as third-party sinks do; both are found through the `kstat.sinks` entry-point group.
+A sink is a format over a transport, and both are here to reuse: the formats (report JSON,
+NDJSON lines and records, StatsD lines, the Prometheus exposition, the OTLP mapping) are pure
+encoders; the transports are the atomic file (`write_atomically`, with its fallback), whole
+lines appended to a file or standard output (`LineStream`), lines to a server over UDP or TCP
+(`LineSender`) and the loopback HTTP endpoint (`HttpEndpoint`).
 
     class MySink:
         async def consume(self, events: trio.abc.ReceiveChannel[kstat.sink.Event]) -> None:
@@ -18,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from kstat import _version
+from kstat._append import LineStream as LineStream
 from kstat._atomic import check_writable as check_writable
 from kstat._atomic import is_fifo as is_fifo
 from kstat._atomic import open_fifo_without_waiting as open_fifo_without_waiting
@@ -26,6 +32,9 @@ from kstat._atomic import shown as shown
 from kstat._atomic import write_atomically as write_atomically
 from kstat._atomic import write_fallback as write_fallback
 from kstat._atomic import write_fd as write_fd
+from kstat._datagrams import MAX_UDP_PAYLOAD as MAX_UDP_PAYLOAD
+from kstat._datagrams import LineSender as LineSender
+from kstat._datagrams import batch_datagrams as batch_datagrams
 from kstat._http import EndpointStatistics as EndpointStatistics
 from kstat._http import HttpEndpoint as HttpEndpoint
 from kstat._http import HttpRequest as HttpRequest
@@ -69,6 +78,7 @@ from kstat.errors import SinkError as SinkError
 from kstat.errors import UsageError as UsageError
 from kstat.formats import otlp as _otlp
 from kstat.formats import prometheus as _prometheus
+from kstat.formats import statsd as _statsd
 from kstat.formats.ndjson import interval_to_dict as interval_to_dict
 from kstat.formats.ndjson import json_line as json_line
 from kstat.formats.ndjson import start_to_dicts as start_to_dicts
@@ -95,6 +105,14 @@ PrometheusSeries = _prometheus.Series
 RenderedExposition = _prometheus.Rendered
 negotiate_prometheus_format = _prometheus.negotiate
 prometheus_series_per_program = _prometheus.series_per_program
+
+# StatsD lines (`kstat.formats.statsd`): a pure encoder, sent by a `LineSender`.
+StatsdIntervalLines = _statsd.IntervalLines
+StatsdNaming = _statsd.Naming
+StatsdProgramName = _statsd.ProgramName
+statsd_metric_lines = _statsd.metric_lines
+statsd_program_lines = _statsd.program_lines
+statsd_total_lines = _statsd.total_lines
 
 # The OpenTelemetry mapping (`kstat.formats.otlp`): the catalogue's metrics as OTLP Sums and
 # Gauges, in values of kstat's own for a sink to hand to an OpenTelemetry exporter.

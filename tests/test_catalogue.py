@@ -79,7 +79,8 @@ from kstat.formats.ndjson import interval_to_dict
 from kstat.formats.report_json import report_from_dict, report_to_dict
 from kstat.testing.budget import expect_program
 from kstat.testing.pytest_plugin import summarise
-from kstat.sinks.statsd import IntervalLines, StatsdSettings
+from kstat.formats.statsd import IntervalLines
+from kstat.sinks.statsd import StatsdSettings
 from tests.builders import events_of, program, report_of, snapshot
 
 snapshots = [

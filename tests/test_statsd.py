@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from kstat._datagrams import batch_datagrams
 from kstat.core.events import IntervalEnded, WindowStarted
 from kstat.core.model import Snapshot
 from kstat.errors import UsageError
-from kstat.sinks.statsd import IntervalLines, StatsdSettings, batch_datagrams, metric_lines, parse_statsd_url
+from kstat.formats.statsd import IntervalLines, metric_lines
+from kstat.sinks.statsd import StatsdSettings, parse_statsd_url
 from kstat.testing.loader import SocketFilter
 from tests.builders import events_of, program, report_of, snapshot
 from tests.kstat_process import KstatProcess, run_kstat
