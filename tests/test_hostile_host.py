@@ -218,7 +218,19 @@ def test_list_shows_the_names_and_obeys_none_of_them(host: HostileHost) -> None:
 def test_run_and_serve_report_the_names(host: HostileHost, tmp_path: Path) -> None:
     report = tmp_path / "run.json"
     completed = run_kstat(
-        ["run", "--host-root", str(host.host_root), "--name", SELECTED, "-o", str(report), "--", "true"]
+        [
+            "run",
+            "--scope",
+            "host",
+            "--host-root",
+            str(host.host_root),
+            "--name",
+            SELECTED,
+            "-o",
+            str(report),
+            "--",
+            "true",
+        ]
     )
     assert completed.returncode == 0, completed.stderr
     assert_names_exact(by_name(json.loads(report.read_text())), host)

@@ -140,7 +140,9 @@ def test_rsyslog_ships_every_interval_parsed_in_order_across_a_rotation(
     )
     target = load_filter("kstat_t_ship")
     try:
-        kstat = serve("--sink", f"ndjson:{stream}?layout={layout}")
+        # Its own program alone: another tenant's 10,000 would make the summary a line longer
+        # than the shipper takes (rsyslog's message size), which is not what this is about.
+        kstat = serve("--name", "^kstat_t_ship$", "--sink", f"ndjson:{stream}?layout={layout}")
         for round_ in range(6):
             target.send(50)
             time.sleep(0.3)

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from kstat.core.events import Sink
+from kstat.core.filters import ProgramFilter
 from kstat.core.model import Snapshot
 from kstat.engine.scheduler import (
     DEFAULT_END_TIMEOUT_NS,
@@ -45,15 +46,20 @@ async def run_window(
     interval_ns: int = 100_000_000,
     sinks: list[Sink] | None = None,
     end_timeout_ns: int = DEFAULT_END_TIMEOUT_NS,
+    program_filter: ProgramFilter | None = None,
 ) -> CollectionResult:
-    """Collect until `body` returns, with `body` running inside the window."""
+    """Collect until `body` returns, with `body` running inside the window (of the programs
+    `program_filter` selects: all by default)."""
     probe = WindowProbe()
     stop = StopRequest()
     results: list[CollectionResult] = []
 
     async def collect_into_results() -> None:
         settings = CollectionSettings(
-            duration_ns=None, interval_ns=interval_ns, end_timeout_ns=end_timeout_ns
+            duration_ns=None,
+            interval_ns=interval_ns,
+            end_timeout_ns=end_timeout_ns,
+            program_filter=program_filter or ProgramFilter(),
         )
         results.append(await collect(settings, sinks or [], stop=stop, on_snapshot=probe.saw))
 
