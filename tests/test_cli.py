@@ -438,3 +438,17 @@ def test_compare_of_several_runs_without_scipy_is_one_line_and_exit_1(tmp_path: 
         "kstat: error: comparing several runs per side (its rank test) needs SciPy: "
         "pip install 'kstat[stats]'\n"
     )
+
+
+@pytest.mark.kernel
+def test_the_start_up_gap_is_said_apart_from_the_clocks_gaps(load_filter: LoadFilter, tmp_path: Path) -> None:
+    """The baseline is read at launch: the first interval spans kstat's start-up as well, which
+    the report gives as `startup_ns`, outside the figures of the clock's own gaps."""
+    load_filter("kstat_t_startup")
+    output = tmp_path / "r.json"
+    completed = run_kstat(["-duration", "1s", "--interval", "250ms", "-output", str(output)])
+    assert completed.returncode == 0, completed.stderr
+    achieved = json.loads(output.read_text())["achieved_interval"]
+    assert achieved["startup_ns"] >= 250_000_000
+    # Three more gaps, each the clock's: none of them holds the start-up.
+    assert achieved["max_ns"] < achieved["startup_ns"] or achieved["slipped"] > 0

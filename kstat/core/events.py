@@ -42,6 +42,9 @@ class WindowStarted:
     node: str | None = None
     # How each pass read the programs: "iterator" or "syscalls" (None: not from the kernel).
     snapshot_method: str | None = None
+    # The first snapshot was read at launch, before the window was set up: the first interval
+    # also spans kstat's own start-up.
+    baseline_at_launch: bool = False
 
 
 @frozen

@@ -59,6 +59,9 @@ class AchievedInterval:
     max_ns: int
     # Gaps longer than twice the interval asked for.
     slipped: int
+    # The first gap when the baseline was read at launch (it spans kstat's start-up too), which
+    # the figures above leave out; None when the window read its own baseline.
+    startup_ns: int | None = None
 
 
 @frozen

@@ -739,6 +739,7 @@ class Collection:
             program_filter=settings.program_filter.describe(),
             node=node_name(),
             snapshot_method=self._snapshot_method,
+            baseline_at_launch=self.early is not None,
         )
 
     def _log_window_end(self, report: Report) -> None:

@@ -60,6 +60,8 @@ class Summary:
     # The gaps between consecutive reads, and those longer than twice the interval.
     _gaps: QuantileSketch = field(factory=QuantileSketch)
     _slipped: int = 0
+    # The first gap of a window whose baseline was read at launch.
+    _startup_ns: int | None = None
     # Other kstat instances' programs (set apart by the snapshots), as the window saw them.
     _kstat_programs: dict[ProgramIdentity, Sighting] = field(factory=dict)
     # Set once the event stream has ended (every event of the window is in).
@@ -156,19 +158,23 @@ class Summary:
         delta = event.delta
         if delta.skipped_snapshots or self.started is None:
             return  # merged intervals are no gaps (the summary itself never lags)
+        if self.started.baseline_at_launch and self._startup_ns is None:
+            self._startup_ns = delta.elapsed_ns  # kstat's start-up, not the clock's doing
+            return
         self._gaps.add(float(delta.elapsed_ns))
         if delta.elapsed_ns > 2 * self.started.interval_ns:
             self._slipped += 1
 
     def achieved_interval(self) -> AchievedInterval | None:
         gaps = self._gaps
-        if gaps.count == 0:
+        if gaps.count == 0 and self._startup_ns is None:
             return None
         return AchievedInterval(
-            p50_ns=round(gaps.quantile(0.5) or 0),
-            p99_ns=round(gaps.quantile(0.99) or 0),
-            max_ns=round(gaps.maximum),
+            p50_ns=round(gaps.quantile(0.5) or 0) if gaps.count else 0,
+            p99_ns=round(gaps.quantile(0.99) or 0) if gaps.count else 0,
+            max_ns=round(gaps.maximum) if gaps.count else 0,
             slipped=self._slipped,
+            startup_ns=self._startup_ns,
         )
 
     def _record_distributions(self, event: IntervalEnded) -> None:
@@ -210,6 +216,7 @@ class Summary:
             self._total_distribution.copy(),
             self._gaps.copy(),
             self._slipped,
+            self._startup_ns,
             self._kstat_programs,
         )
 

@@ -184,6 +184,8 @@ def _unstructure_report(report: Report, *, with_programs: bool = True) -> dict[s
             "max_ns": achieved.max_ns,
             "slipped": achieved.slipped,
         }
+        if achieved.startup_ns is not None:
+            data["achieved_interval"]["startup_ns"] = achieved.startup_ns
     return data
 
 
@@ -413,7 +415,12 @@ def _kstat_programs(value: Any, where: str) -> KstatPrograms:
 def _achieved_interval(value: Any, where: str) -> AchievedInterval:
     data = _object(value, where)
     return AchievedInterval(
-        **{name: _whole(_required(data, name, where), _where(where, name)) for name in _ACHIEVED_FIELDS}
+        **{
+            name: _whole(_required(data, name, where), _where(where, name))
+            for name in _ACHIEVED_FIELDS
+            if name != "startup_ns"
+        },
+        startup_ns=_optional(data, "startup_ns", where, _whole),
     )
 
 
