@@ -184,7 +184,8 @@ def describe(found: list[dict[str, object]]) -> list[str]:
         + ("met" if p99_ratio <= TARGET_P99_RATIO else "NOT met"),
         "    churned programs: "
         + ", ".join(
-            f"{window['churned_reported']} of {window['churned']} in the report, {window['churned_wrong']} miscounted"
+            f"{window['churned_reported']} of {window['churned']} in the report, "
+            f"{window['churned_wrong']} miscounted"
             for window in found
         ),
     ]
