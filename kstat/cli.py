@@ -105,7 +105,10 @@ def full_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     command, parser, options = parse_command_line(sys.argv[1:] if argv is None else argv)
-    configure_logging(verbose=options.verbose)
+    # A command that prints what it found (a table, a comparison) logs warnings only, unless
+    # asked for more: its output is the point, not how kstat read the kernel.
+    quiet = getattr(command, "PRINTS_ITS_RESULT", False) and not options.verbose
+    configure_logging(verbose=options.verbose, quiet=quiet)
     try:
         return command.run(options)
     except UsageError as error:

@@ -7,6 +7,7 @@ import argparse
 import glob
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Final
 
 from kstat.analysis.compare import FORMATS, GROUPINGS, compare_runs, render
 from kstat.analysis.significance import DEFAULT_ALPHA
@@ -22,6 +23,9 @@ from kstat.commands._options import (
 from kstat.core.catalogue import metric_names
 from kstat.errors import UsageError
 from kstat.report_files import load_report
+
+# Its output is the point: info logs only with -v (kstat.cli).
+PRINTS_ITS_RESULT: Final = True
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -32,6 +32,10 @@ from kstat.text import for_terminal
 _ONLY_STDOUT: Final = "kstat list writes only there: redirect it to a file (> FILE)"
 
 
+# Its output is the point: info logs only with -v (kstat.cli).
+PRINTS_ITS_RESULT: Final = True
+
+
 @frozen
 class ListedProgram:
     id: int
