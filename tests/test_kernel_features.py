@@ -22,6 +22,7 @@ from kstat.abi.enums import MapType, ProgramType
 from kstat.abi.structs import Instruction
 from kstat.engine import sampler
 from kstat.errors import FeatureMissing, KstatError, ProgramLoadError
+from kstat.sources import iterator
 from kstat.sources.iterator import (
     PER_CPU_METHODS,
     VMLINUX_BTF,
@@ -201,6 +202,15 @@ def test_per_cpu_offsets_are_the_kernels_own() -> None:
         pytest.skip(f"checked {', '.join(found)}; not here: {'; '.join(unchecked)}")
 
 
+@pytest.fixture
+def offsets_from_btf(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The kernel's offsets worked out afresh from BTF: neither the process's nor the disk's
+    cache holds them (so a test can change what the parse finds)."""
+    monkeypatch.setattr(iterator, "_running_kernel", [])
+    monkeypatch.setenv("KSTAT_CACHE_DIR", str(tmp_path / "empty-cache"))
+
+
+@pytest.mark.usefixtures("offsets_from_btf")
 def test_a_missing_struct_field_falls_back_to_syscalls_in_one_line(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -231,6 +241,7 @@ _NEWER_KIND = (
 )
 
 
+@pytest.mark.usefixtures("offsets_from_btf")
 @pytest.mark.parametrize("blob", [b"not btf at all", _NEWER_KIND], ids=["not BTF", "a kind newer than kstat"])
 def test_btf_kstat_cannot_read_falls_back_to_syscalls(
     blob: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -240,7 +251,7 @@ def test_btf_kstat_cannot_read_falls_back_to_syscalls(
     with pytest.raises(BtfFormatError):
         KernelOffsets.of_running_kernel(btf)
     original = KernelOffsets.of_running_kernel
-    monkeypatch.setattr(KernelOffsets, "of_running_kernel", staticmethod(lambda: original(btf)))
+    monkeypatch.setattr(KernelOffsets, "of_running_kernel", staticmethod(lambda *_: original(btf)))
     reader, method = sampler.open_reader("auto")
     assert method == "syscalls"
     reader.close()
