@@ -452,3 +452,20 @@ def test_the_start_up_gap_is_said_apart_from_the_clocks_gaps(load_filter: LoadFi
     assert achieved["startup_ns"] >= 250_000_000
     # Three more gaps, each the clock's: none of them holds the start-up.
     assert achieved["max_ns"] < achieved["startup_ns"] or achieved["slipped"] > 0
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("method", ["syscalls", "iterator"])
+def test_a_method_insisted_on_reads_the_whole_window_so(
+    method: str, load_filter: LoadFilter, tmp_path: Path
+) -> None:
+    """Whichever way the baseline at launch was read (the iterator where the kernel's offsets
+    are cached), `--snapshot-method` is what the window reads by, its baseline included."""
+    load_filter("kstat_t_method")
+    output = tmp_path / "r.json"
+    process = KstatProcess(["-duration", "500ms", "--snapshot-method", method, "-output", str(output)])
+    returncode, _ = process.finish()
+    assert returncode == 0, process.stderr_lines
+    assert json.loads(output.read_text())["snapshot_method"] == method
+    (baseline,) = [entry for entry in process.log if entry.get("event") == "baseline taken"]
+    assert baseline["by"] == method

@@ -438,6 +438,8 @@ class Collection:
     _clocked: _ClockedWindow | None = None
     # The window's first reading, taken at launch by the command line (its stats fd included).
     early: EarlyBaseline | None = None
+    # Whether the window adopted it (a method insisted on that it was not read by reads its own).
+    _baseline_at_launch: bool = False
     _owner_source: OwnerSource | None = None
     # The process tree the filter names, followed while the window runs.
     _process_tree: ProcessTree | None = None
@@ -457,11 +459,9 @@ class Collection:
         early: EarlyBaseline | None = None
         if source is None:
             reader: PassReader
-            early = (
-                self.early
-                if settings.snapshot_method in ("auto", getattr(self.early, "method", None))
-                else None
-            )
+            if self.early is not None and settings.snapshot_method in ("auto", self.early.method):
+                early = self.early
+            self._baseline_at_launch = early is not None
             if self.early is not None and early is None:
                 # A method insisted on that the baseline was not read by: it reads its own.
                 if isinstance(self.early.reader, IteratorReader):
@@ -648,7 +648,7 @@ class Collection:
             programs=programs,
             read=format_duration_ns(clocks.duration_ns),
             by=self._snapshot_method,
-            at_launch=self.early is not None,
+            at_launch=self._baseline_at_launch,
         )
         self.baseline_taken.set()
 
@@ -739,7 +739,7 @@ class Collection:
             program_filter=settings.program_filter.describe(),
             node=node_name(),
             snapshot_method=self._snapshot_method,
-            baseline_at_launch=self.early is not None,
+            baseline_at_launch=self._baseline_at_launch,
         )
 
     def _log_window_end(self, report: Report) -> None:
