@@ -16,6 +16,7 @@ from kstat.commands._options import (
     add_filter_flags,
     add_verbose_flag,
     parse_with_filter,
+    say,
     write_stdout,
 )
 from kstat.core.counters import Counters
@@ -186,4 +187,8 @@ def run(options: argparse.Namespace) -> int:
         write_stdout(listing_json(programs, pretty=options.pretty), instead=_ONLY_STDOUT)
     else:
         write_stdout(listing_table(programs), instead=_ONLY_STDOUT)
+        if not programs:
+            # On stderr, as bpftool says nothing: the table's header alone would look cut off.
+            filtered = not options.program_filter.is_empty
+            say("kstat: no eBPF program is loaded" + (" that the filter selects" if filtered else ""))
     return EXIT_OK
