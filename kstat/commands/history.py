@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Final
 
 from kstat._logging import get_logger
 from kstat.analysis.compare import FORMATS, compare_runs, render
@@ -24,9 +23,6 @@ from kstat.commands._options import (
 from kstat.commands.compare import expand
 from kstat.errors import UsageError
 from kstat.report_files import load_report
-
-# Its output is the point: info logs only with -v (kstat.cli).
-PRINTS_ITS_RESULT: Final = True
 
 log = get_logger(__name__)
 
