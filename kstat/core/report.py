@@ -23,7 +23,7 @@ import attrs
 from attrs import frozen
 
 from kstat.core.catalogue import NS_PER_S, Number, Span, metric, values
-from kstat.core.counters import COUNTERS, ZERO, Counters, summed
+from kstat.core.counters import COUNTERS, ZERO, Counters, by_cpu, summed
 from kstat.core.distribution import IntervalValues
 from kstat.core.model import ProgramFootprint, ProgramOwner, ProgramStats
 from kstat.core.sighting import Sighting
@@ -102,6 +102,10 @@ class ProgramReport:
     attachments: tuple[str, ...] = ()
     # The ids of the maps it uses; None when the report does not say.
     map_ids: tuple[int, ...] | None = None
+    # Per CPU on which it ran (`--per-cpu`, the BPF iterator only): CPU -> the growth of the
+    # per-CPU counters, named by the metric each splits (`run_count`, `runtime_ns`). None when
+    # not read (syscalls, or not asked).
+    per_cpu: Mapping[int, Mapping[str, int]] | None = None
 
     def value(self, name: str) -> Number | None:
         """A metric's value by catalogue name; None when this report does not carry it."""
@@ -412,7 +416,15 @@ def program_report(
         owners=sighting.details.owners,
         attachments=sighting.details.attachments,
         map_ids=last.footprint.map_ids if with_footprint and last.footprint is not None else None,
+        per_cpu=_per_cpu(sighting.grown),
     )
+
+
+def _per_cpu(grown: Counters) -> dict[int, dict[str, int]] | None:
+    """A line's per-CPU growth, CPUs where it ran only; None where no per-CPU counter was read."""
+    if all(getattr(grown, spec.name) is None for spec in COUNTERS if spec.per_cpu):
+        return None
+    return by_cpu(grown)
 
 
 @frozen
@@ -442,8 +454,11 @@ def total_values(
 
 
 def unavailable_counters(total: Counters) -> tuple[str, ...]:
-    """The counters a total lacks: the kernel did not provide them for some program."""
-    return tuple(spec.name for spec, value in zip(COUNTERS, total, strict=True) if value is None)
+    """The counters a total lacks: the kernel did not provide them for some program (per-CPU
+    splits, read only when asked, are not the kernel's lack)."""
+    return tuple(
+        spec.name for spec, value in zip(COUNTERS, total, strict=True) if value is None and not spec.per_cpu
+    )
 
 
 @frozen

@@ -97,6 +97,9 @@ class CollectionSettings:
     # The report's program_stats keys: kstat's (None: full names, `<name>#<id>` where shared)
     # or KERNEL_NAME_KEYS, as the Go tool keys them.
     program_keys: str | None = None
+    # Each program's run time and runs per CPU as well (the BPF iterator only): a vector per
+    # program, and per-CPU series where exported, so only when asked.
+    per_cpu: bool = False
 
 
 @define
@@ -459,7 +462,13 @@ class Collection:
         early: EarlyBaseline | None = None
         if source is None:
             reader: PassReader
-            if self.early is not None and settings.snapshot_method in ("auto", self.early.method):
+            # The launch's baseline holds no per-CPU counters (read before the flags were): a
+            # window that keeps them reads its own.
+            if (
+                self.early is not None
+                and settings.snapshot_method in ("auto", self.early.method)
+                and not settings.per_cpu
+            ):
                 early = self.early
             self._baseline_at_launch = early is not None
             if self.early is not None and early is None:
@@ -483,7 +492,7 @@ class Collection:
                 # off the loop): on a host with thousands of programs the iterator's reads are
                 # what keeps the interval while the first details are looked up.
                 reader, self._snapshot_method = await trio.to_thread.run_sync(
-                    open_reader, settings.snapshot_method
+                    functools.partial(open_reader, settings.snapshot_method, per_cpu=settings.per_cpu)
                 )
             # Owners from kstat's task-file iterator (or /proc where it cannot load): built off
             # the loop, once per window; its program is kstat's own, left out like the other.
