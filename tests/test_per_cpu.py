@@ -9,6 +9,9 @@ import threading
 from collections.abc import Callable, Iterator
 
 import pytest
+import trio
+
+import kstat
 
 from kstat.abi.bpf import enable_run_time_stats
 from kstat.errors import FeatureMissing
@@ -97,3 +100,72 @@ def test_without_per_cpu_the_counters_carry_none(load_filter: LoadFilter) -> Non
     finally:
         reader.close()
     assert program.counters.per_cpu_run_count is None and program.counters.per_cpu_run_time_ns is None
+
+
+def test_a_window_reports_each_cpus_runs_and_the_busiest_cpu(load_filter: LoadFilter) -> None:
+    cpus = online_cpus()
+    if len(cpus) < 2:
+        pytest.skip("one CPU: nothing to tell apart")
+    target = load_filter("kstat_t_pcwin")
+    sent = {cpus[0]: 200, cpus[1]: 700}
+
+    async def window() -> kstat.Report:
+        async with kstat.collect(
+            interval="50ms", select=kstat.ProgramFilter(name="^kstat_t_pcwin$"), per_cpu=True
+        ) as session:
+            for cpu, count in sent.items():
+                await trio.to_thread.run_sync(send_pinned, target, cpu, count)
+        return session.report
+
+    report = trio.run(window)
+    assert report.snapshot_method == "iterator"
+    line = report.program("kstat_t_pcwin")
+    assert line.per_cpu is not None
+    assert {cpu: values["run_count"] for cpu, values in line.per_cpu.items()} == sent
+    assert sum(values["runtime_ns"] for values in line.per_cpu.values()) == line.runtime_ns
+    busiest = max(values["runtime_ns"] for values in line.per_cpu.values())
+    elapsed = report.collection_duration_ns
+    assert line.value("busiest_cpu_percent") == pytest.approx(busiest * 100 / elapsed)
+    # One program: the total's busiest CPU is its own.
+    assert report.total("busiest_cpu_percent") == pytest.approx(busiest * 100 / elapsed)
+    # The report is a contract: the field is written and read back.
+    again = kstat.report_from_dict(kstat.report_to_dict(report))
+    assert again.program("kstat_t_pcwin").per_cpu == line.per_cpu
+
+
+def test_without_per_cpu_a_window_has_no_per_cpu_fields(load_filter: LoadFilter) -> None:
+    target = load_filter("kstat_t_pcnone")
+
+    async def window() -> kstat.Report:
+        async with kstat.collect(
+            interval="50ms", select=kstat.ProgramFilter(name="^kstat_t_pcnone$"), snapshot_method="iterator"
+        ) as session:
+            await trio.to_thread.run_sync(target.send, 10)
+        return session.report
+
+    report = trio.run(window)
+    data = kstat.report_to_dict(report)
+    assert "per_cpu" not in data["program_stats"]["kstat_t_pcnone"]
+    assert "busiest_cpu_percent" not in data["program_stats"]["kstat_t_pcnone"]
+    assert "total_busiest_cpu_percent" not in data and "unavailable_counters" not in data
+
+
+def test_by_syscalls_there_is_no_per_cpu_field(load_filter: LoadFilter) -> None:
+    """bpf_prog_info has only sums: asked for per-CPU counters, the syscalls say so and leave
+    the field out."""
+    target = load_filter("kstat_t_pcsys")
+
+    async def window() -> kstat.Report:
+        async with kstat.collect(
+            interval="50ms",
+            select=kstat.ProgramFilter(name="^kstat_t_pcsys$"),
+            snapshot_method="syscalls",
+            per_cpu=True,
+        ) as session:
+            await trio.to_thread.run_sync(target.send, 10)
+        return session.report
+
+    report = trio.run(window)
+    line = report.program("kstat_t_pcsys")
+    assert line.run_count == 10 and line.per_cpu is None
+    assert line.value("busiest_cpu_percent") is None
