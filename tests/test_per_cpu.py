@@ -4,9 +4,11 @@ loopback UDP socket runs on the sending CPU, in its softirq)."""
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import trio
@@ -15,8 +17,10 @@ import kstat
 
 from kstat.abi.bpf import enable_run_time_stats
 from kstat.errors import FeatureMissing
+from kstat.formats.records import RECORD_KEYS
 from kstat.sources.iterator import IteratorReader, possible_cpus
 from kstat.testing.loader import LoopbackTarget
+from kstat.sinks.ndjson import NdjsonSink
 from tests.windows import LoadFilter
 
 pytestmark = pytest.mark.kernel
@@ -102,16 +106,20 @@ def test_without_per_cpu_the_counters_carry_none(load_filter: LoadFilter) -> Non
     assert program.counters.per_cpu_run_count is None and program.counters.per_cpu_run_time_ns is None
 
 
-def test_a_window_reports_each_cpus_runs_and_the_busiest_cpu(load_filter: LoadFilter) -> None:
+def test_a_window_reports_each_cpus_runs_and_the_busiest_cpu(load_filter: LoadFilter, tmp_path: Path) -> None:
     cpus = online_cpus()
     if len(cpus) < 2:
         pytest.skip("one CPU: nothing to tell apart")
     target = load_filter("kstat_t_pcwin")
     sent = {cpus[0]: 200, cpus[1]: 700}
+    stream = tmp_path / "records.ndjson"
 
     async def window() -> kstat.Report:
         async with kstat.collect(
-            interval="50ms", select=kstat.ProgramFilter(name="^kstat_t_pcwin$"), per_cpu=True
+            interval="50ms",
+            select=kstat.ProgramFilter(name="^kstat_t_pcwin$"),
+            per_cpu=True,
+            sinks=[NdjsonSink(stream, layout="records")],
         ) as session:
             for cpu, count in sent.items():
                 await trio.to_thread.run_sync(send_pinned, target, cpu, count)
@@ -131,6 +139,20 @@ def test_a_window_reports_each_cpus_runs_and_the_busiest_cpu(load_filter: LoadFi
     # The report is a contract: the field is written and read back.
     again = kstat.report_from_dict(kstat.report_to_dict(report))
     assert again.program("kstat_t_pcwin").per_cpu == line.per_cpu
+    # NDJSON records: one line per program and CPU, the intervals' adding up to the window's.
+    records = [json.loads(text) for text in stream.read_text().splitlines()]
+    assert all(tuple(record) == RECORD_KEYS for record in records)
+    per_interval: dict[int, int] = {}
+    for record in records:
+        if record["kind"] == "program_cpu":
+            per_interval[record["cpu"]] = per_interval.get(record["cpu"], 0) + record["run_count"]
+    assert per_interval == sent
+    summary = {record["cpu"]: record for record in records if record["kind"] == "summary_cpu"}
+    assert {cpu: record["run_count"] for cpu, record in summary.items()} == sent
+    for cpu, record in summary.items():
+        assert record["key"] == "kstat_t_pcwin" and record["runtime_ns"] == line.per_cpu[cpu]["runtime_ns"]
+        assert record["estimated_cpu_percent"] == pytest.approx(record["runtime_ns"] * 100 / elapsed)
+    assert all(record["cpu"] is None for record in records if not record["kind"].endswith("_cpu"))
 
 
 def test_without_per_cpu_a_window_has_no_per_cpu_fields(load_filter: LoadFilter) -> None:
