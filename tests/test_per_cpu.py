@@ -6,24 +6,31 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import trio
+from attrs import evolve
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
+from prometheus_client.parser import text_string_to_metric_families as parse_text
 
 import kstat
 
 from kstat.abi.bpf import enable_run_time_stats
+from kstat.core.events import IntervalEnded, WindowStarted
+from kstat.core.model import ProgramStats
 from kstat.errors import FeatureMissing
+from kstat.formats.prometheus import exposition_of, negotiate
 from kstat.formats.records import RECORD_KEYS
 from kstat.sources.iterator import IteratorReader, possible_cpus
 from kstat.testing.loader import LoopbackTarget
 from kstat.sinks.ndjson import NdjsonSink
+from tests.builders import events_of, program, snapshot
+from tests.prometheus_server import PROMTOOL, require
 from tests.windows import LoadFilter
-
-pytestmark = pytest.mark.kernel
 
 
 def online_cpus() -> list[int]:
@@ -66,6 +73,7 @@ def per_cpu_reader() -> Iterator[Callable[[], IteratorReader]]:
         reader.close()
 
 
+@pytest.mark.kernel
 def test_runs_per_cpu_are_the_packets_sent_on_each_cpu(
     load_filter: LoadFilter, per_cpu_reader: Callable[[], IteratorReader]
 ) -> None:
@@ -93,6 +101,7 @@ def test_runs_per_cpu_are_the_packets_sent_on_each_cpu(
     assert all(counters.per_cpu_run_time_ns[cpu] > 0 for cpu in sent)
 
 
+@pytest.mark.kernel
 def test_without_per_cpu_the_counters_carry_none(load_filter: LoadFilter) -> None:
     target = load_filter("kstat_t_nopcpu")
     try:
@@ -106,6 +115,7 @@ def test_without_per_cpu_the_counters_carry_none(load_filter: LoadFilter) -> Non
     assert program.counters.per_cpu_run_count is None and program.counters.per_cpu_run_time_ns is None
 
 
+@pytest.mark.kernel
 def test_a_window_reports_each_cpus_runs_and_the_busiest_cpu(load_filter: LoadFilter, tmp_path: Path) -> None:
     cpus = online_cpus()
     if len(cpus) < 2:
@@ -155,6 +165,7 @@ def test_a_window_reports_each_cpus_runs_and_the_busiest_cpu(load_filter: LoadFi
     assert all(record["cpu"] is None for record in records if not record["kind"].endswith("_cpu"))
 
 
+@pytest.mark.kernel
 def test_without_per_cpu_a_window_has_no_per_cpu_fields(load_filter: LoadFilter) -> None:
     target = load_filter("kstat_t_pcnone")
 
@@ -172,6 +183,7 @@ def test_without_per_cpu_a_window_has_no_per_cpu_fields(load_filter: LoadFilter)
     assert "total_busiest_cpu_percent" not in data and "unavailable_counters" not in data
 
 
+@pytest.mark.kernel
 def test_by_syscalls_there_is_no_per_cpu_field(load_filter: LoadFilter) -> None:
     """bpf_prog_info has only sums: asked for per-CPU counters, the syscalls say so and leave
     the field out."""
@@ -191,3 +203,68 @@ def test_by_syscalls_there_is_no_per_cpu_field(load_filter: LoadFilter) -> None:
     line = report.program("kstat_t_pcsys")
     assert line.run_count == 10 and line.per_cpu is None
     assert line.value("busiest_cpu_percent") is None
+
+
+def _with_cpus(stats: ProgramStats, times: tuple[int, ...], runs: tuple[int, ...]) -> ProgramStats:
+    counters = stats.counters._replace(per_cpu_run_time_ns=times, per_cpu_run_count=runs)
+    return evolve(stats, counters=counters)
+
+
+@pytest.mark.parametrize("accept", ["", "application/openmetrics-text; version=1.0.0"])
+def test_prometheus_has_a_cpu_series_per_program_and_cpu_only_with_per_cpu(accept: str) -> None:
+    """An encoder's test: per-CPU families only where the counters came per CPU, counted from the
+    baseline like the sums, each CPU on which the program ran one series, read back by the
+    official parsers."""
+    early = program(1, 1_000, 10, name="early")
+    window = (
+        snapshot(0, 0.0, _with_cpus(early, (600, 400), (6, 4))),
+        snapshot(
+            1,
+            1.0,
+            _with_cpus(program(1, 3_000_001_000, 40, name="early"), (2_000_000_600, 1_000_000_400), (6, 34)),
+        ),
+    )
+    exposition = exposition_of(
+        [e for e in events_of(*window) if isinstance(e, WindowStarted | IntervalEnded)]
+    )
+    rendered = exposition.render(negotiate(accept))
+    text = rendered.body.decode()
+    parse = parse_openmetrics if accept else parse_text
+    found = {
+        (sample.name, sample.labels.get("cpu")): (sample.value, set(sample.labels))
+        for family in parse(text)
+        for sample in family.samples
+        if "_cpu_" in sample.name
+    }
+    assert found == {
+        ("kstat_program_cpu_runs_total", "1"): (30, {"id", "name", "type", "cpu"}),
+        ("kstat_program_cpu_run_time_seconds_total", "0"): (
+            pytest.approx(2.0),
+            {"id", "name", "type", "cpu"},
+        ),
+        ("kstat_program_cpu_run_time_seconds_total", "1"): (
+            pytest.approx(1.0),
+            {"id", "name", "type", "cpu"},
+        ),
+    }
+    plain = exposition_of(
+        [
+            e
+            for e in events_of(
+                *(snapshot(0, 0.0, early), snapshot(1, 1.0, program(1, 2_000, 20, name="early")))
+            )
+            if isinstance(e, WindowStarted | IntervalEnded)
+        ]
+    ).render(negotiate(accept))
+    assert b"_cpu_" not in plain.body
+    if not accept:
+        checked = subprocess.run(
+            [require(PROMTOOL), "check", "metrics"],
+            input=rendered.body,
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+        assert checked.returncode == 0 and checked.stdout + checked.stderr == b"", (
+            checked.stdout + checked.stderr
+        )
