@@ -58,6 +58,7 @@ def _settings(
     select: ProgramFilter | None,
     host_root: str | Path = "/",
     snapshot_method: str = "auto",
+    *,
     per_cpu: bool = False,
 ) -> CollectionSettings:
     interval_ns = DEFAULT_INTERVAL_NS if interval is None else to_ns(interval)
@@ -131,7 +132,7 @@ async def collect(
     `busiest_cpu_percent` metric). Raises
     PermissionDenied or UnsupportedKernel on entry when the kernel will not cooperate.
     """
-    settings = _settings(interval, duration, select, host_root, snapshot_method, per_cpu)
+    settings = _settings(interval, duration, select, host_root, snapshot_method, per_cpu=per_cpu)
     async with _collect(settings, sinks) as session:
         yield session
 
@@ -232,7 +233,7 @@ async def stream(
     forwarding = _Forwarding(send_channel)
     async with (
         _collect(
-            _settings(interval, None, select, host_root, snapshot_method, per_cpu),
+            _settings(interval, None, select, host_root, snapshot_method, per_cpu=per_cpu),
             [*sinks, forwarding],
             keep_unloaded=keep_unloaded,
         ) as session,
@@ -318,7 +319,9 @@ def collect_sync(
     For plain pytest tests and scripts. The block runs in the caller's thread; the window has
     started when it begins and has ended, with `session.report` filled in, when it exits.
     """
-    session = SyncSession(_settings(interval, duration, select, host_root, snapshot_method, per_cpu), sinks)
+    session = SyncSession(
+        _settings(interval, duration, select, host_root, snapshot_method, per_cpu=per_cpu), sinks
+    )
     session.open()
     try:
         yield session

@@ -18,16 +18,15 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
 import kstat
-
 from kstat.abi.bpf import enable_run_time_stats
 from kstat.core.events import IntervalEnded, WindowStarted
 from kstat.core.model import ProgramStats
 from kstat.errors import FeatureMissing
 from kstat.formats.prometheus import exposition_of, negotiate
 from kstat.formats.records import RECORD_KEYS
+from kstat.sinks.ndjson import NdjsonSink
 from kstat.sources.iterator import IteratorReader, possible_cpus
 from kstat.testing.loader import LoopbackTarget
-from kstat.sinks.ndjson import NdjsonSink
 from tests.builders import events_of, program, snapshot
 from tests.prometheus_server import PROMTOOL, require
 from tests.windows import LoadFilter
@@ -45,7 +44,7 @@ def send_pinned(target: LoopbackTarget, cpu: int, count: int) -> None:
         try:
             os.sched_setaffinity(0, {cpu})  # 0: this thread
             target.send(count)
-        except BaseException as error:  # handed to the test's thread
+        except Exception as error:  # noqa: BLE001 (handed to the test's thread)
             failure.append(error)
 
     thread = threading.Thread(target=sender)

@@ -396,9 +396,7 @@ class Exposition:
             name, divisor = entry.family.sample_name, entry.divisor
             found.append(
                 b"".join(
-                    _encoded(
-                        f'{name}{labels},cpu="{cpu}"}} {format_value(value / divisor if divisor != 1 else value)}\n'
-                    )
+                    _encoded(f'{name}{labels},cpu="{cpu}"}} {_in_units(value, divisor)}\n')
                     for cpu, value in enumerate(vector)
                     if value
                 )
@@ -482,6 +480,10 @@ class Exposition:
         for series in extra:
             grouped.setdefault(series.family, []).append((series.labels, series.value))
         yield from grouped.items()
+
+
+def _in_units(value: int, divisor: int) -> str:
+    return format_value(value / divisor if divisor > 1 else value)
 
 
 def _gauge(

@@ -202,6 +202,7 @@ def _cpu_records(
     kind: str,
     line: ProgramReport,
     key: str,
+    *,
     wall_time_ns: int | None,
     host_name: str | None,
     elapsed_ns: int,
@@ -273,10 +274,10 @@ def interval_records(event: IntervalEnded, host_name: str | None) -> list[dict[s
             "program_cpu",
             line,
             key,
-            end,
-            host_name,
-            delta.elapsed_ns,
-            delta.online_cpus,
+            wall_time_ns=end,
+            host_name=host_name,
+            elapsed_ns=delta.elapsed_ns,
+            online_cpus=delta.online_cpus,
             sequence=delta.sequence,
         )
     records.append(
@@ -321,10 +322,10 @@ def summary_records(report: Report, host_name: str | None) -> list[dict[str, Any
             "summary_cpu",
             line,
             key,
-            wall_time_ns,
-            host_name,
-            elapsed_ns,
-            report.online_cpus,
+            wall_time_ns=wall_time_ns,
+            host_name=host_name,
+            elapsed_ns=elapsed_ns,
+            online_cpus=report.online_cpus,
             timestamp=report.timestamp,
         )
     records.append(

@@ -221,7 +221,8 @@ class TopState:
                 None
                 if per_cpu is None or delta.elapsed_ns <= 0
                 else {
-                    cpu: values.get("runtime_ns", 0) * 100 / delta.elapsed_ns for cpu, values in per_cpu.items()
+                    cpu: values.get("runtime_ns", 0) * 100 / delta.elapsed_ns
+                    for cpu, values in per_cpu.items()
                 }
             )
             if change.unloaded:

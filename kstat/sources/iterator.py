@@ -661,7 +661,10 @@ class IteratorReader:
             counts, times = entries[0::2], entries[1::2]
             slots = self._cpu_slots
             if slots is not None:
-                counts, times = _placed(counts, slots, self._vector_size), _placed(times, slots, self._vector_size)
+                counts, times = (
+                    _placed(counts, slots, self._vector_size),
+                    _placed(times, slots, self._vector_size),
+                )
             counters = counters._replace(per_cpu_run_time_ns=times, per_cpu_run_count=counts)
         if before is not None and before.load_time_ns == load_time_ns:
             return evolve(before, counters=counters)
