@@ -132,6 +132,10 @@ def test_a_window_reports_each_cpus_runs_and_the_busiest_cpu(load_filter: LoadFi
         ) as session:
             for cpu, count in sent.items():
                 await trio.to_thread.run_sync(send_pinned, target, cpu, count)
+            so_far = await session.report_so_far()
+            line = so_far.program("kstat_t_pcwin")
+            assert line.per_cpu is not None
+            assert {cpu: values["run_count"] for cpu, values in line.per_cpu.items()} == sent
         return session.report
 
     report = trio.run(window)

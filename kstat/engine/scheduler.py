@@ -61,6 +61,7 @@ from kstat.sources.own_programs import OwnPrograms
 from kstat.sources.owners import IteratorOwners, OwnerSource, ProcWalk, open_owner_source
 from kstat.sources.process_tree import ProcessTree
 from kstat.sources.stats_switch import StatsMethod, runtime_stats_enabled
+from kstat.sources.syscalls import ProgramReader
 from kstat.sources.workloads import node_name
 
 log = get_logger(__name__)
@@ -687,8 +688,15 @@ class Collection:
         # A taker of its own (a reader is one thread's), numbered after what the window has
         # seen, and told the owners and attachments the window already knows (no /proc scan
         # for them); the window's own snapshots and sinks are untouched.
+        # The window's per-CPU counters need a per-CPU read here too (the syscalls have only
+        # sums): an iterator of this call's own.
+        reader: PassReader = ProgramReader()
+        if self.settings.per_cpu and self._snapshot_method == "iterator":
+            opened = functools.partial(open_reader, "iterator", per_cpu=True)
+            reader = (await trio.to_thread.run_sync(opened))[0]
         taker = SnapshotTaker(
             self.settings.program_filter,
+            reader=reader,
             next_sequence=last.sequence + 1,
             online_cpus=self._online_cpus,
             attributor=Attributor(
