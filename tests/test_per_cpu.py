@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,6 +30,7 @@ from kstat.sinks.ndjson import NdjsonSink
 from kstat.sources.iterator import IteratorReader, possible_cpus
 from kstat.testing.loader import LoopbackTarget
 from tests.builders import events_of, program, snapshot
+from tests.kstat_process import run_kstat
 from tests.prometheus_server import PROMTOOL, require
 from tests.windows import LoadFilter
 
@@ -271,3 +274,51 @@ def test_prometheus_has_a_cpu_series_per_program_and_cpu_only_with_per_cpu(accep
         assert checked.returncode == 0 and checked.stdout + checked.stderr == b"", (
             checked.stdout + checked.stderr
         )
+
+
+_SENDER = "import socket, sys; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.connect(('127.0.0.1', int(sys.argv[1])))\nfor _ in range(int(sys.argv[2])): s.send(b'k')"
+
+
+@pytest.mark.kernel
+def test_kstat_run_per_cpu_counts_a_command_pinned_by_taskset(
+    load_filter: LoadFilter, tmp_path: Path
+) -> None:
+    """From the command line: `kstat run --per-cpu` around senders that `taskset` pins, the
+    report's per_cpu exact to each CPU's packets, the NDJSON records' too."""
+    cpus = online_cpus()
+    if len(cpus) < 2:
+        pytest.skip("one CPU: nothing to tell apart")
+    target = load_filter("kstat_t_pcrun")
+    port = target.port
+    sent = {cpus[0]: 150, cpus[1]: 450}
+    senders = " && ".join(
+        f"taskset -c {cpu} {shlex.quote(sys.executable)} -c {shlex.quote(_SENDER)} {port} {count}"
+        for cpu, count in sent.items()
+    )
+    report_path, records = tmp_path / "report.json", tmp_path / "records.ndjson"
+    finished = run_kstat(
+        [
+            "run",
+            "--per-cpu",
+            "--scope",
+            "host",
+            "--name",
+            "^kstat_t_pcrun$",
+            "-o",
+            str(report_path),
+            "--sink",
+            f"ndjson:{records}?layout=records",
+            "--",
+            "sh",
+            "-c",
+            senders,
+        ]
+    )
+    assert finished.returncode == 0, finished.stderr
+    line = json.loads(report_path.read_text())["program_stats"]["kstat_t_pcrun"]
+    assert {int(cpu): values["run_count"] for cpu, values in line["per_cpu"].items()} == sent
+    assert line["busiest_cpu_percent"] > 0
+    summary = [json.loads(text) for text in records.read_text().splitlines()]
+    assert {
+        record["cpu"]: record["run_count"] for record in summary if record["kind"] == "summary_cpu"
+    } == sent
