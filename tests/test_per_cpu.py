@@ -276,7 +276,13 @@ def test_prometheus_has_a_cpu_series_per_program_and_cpu_only_with_per_cpu(accep
         )
 
 
-_SENDER = "import socket, sys; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.connect(('127.0.0.1', int(sys.argv[1])))\nfor _ in range(int(sys.argv[2])): s.send(b'k')"
+# A sender of its own process: `python -c _SENDER PORT COUNT`.
+_SENDER = (
+    "import socket, sys\n"
+    "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+    "s.connect(('127.0.0.1', int(sys.argv[1])))\n"
+    "for _ in range(int(sys.argv[2])): s.send(b'k')"
+)
 
 
 @pytest.mark.kernel
