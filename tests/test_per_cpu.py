@@ -7,9 +7,14 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -30,8 +35,9 @@ from kstat.sinks.ndjson import NdjsonSink
 from kstat.sources.iterator import IteratorReader, possible_cpus
 from kstat.testing.loader import LoopbackTarget
 from tests.builders import events_of, program, snapshot
-from tests.kstat_process import run_kstat
+from tests.kstat_process import KstatProcess, run_kstat
 from tests.prometheus_server import PROMTOOL, require
+from tests.statsd_daemon import free_port
 from tests.windows import LoadFilter
 
 
@@ -328,3 +334,71 @@ def test_kstat_run_per_cpu_counts_a_command_pinned_by_taskset(
     assert {
         record["cpu"]: record["run_count"] for record in summary if record["kind"] == "summary_cpu"
     } == sent
+
+
+def _scrape(port: int) -> str:
+    """The exposition; empty while the endpoint says 503 (before its baseline)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            text: str = response.read().decode()
+    except urllib.error.HTTPError as error:
+        if error.code == 503:
+            return ""
+        raise
+    return text
+
+
+@pytest.mark.kernel
+def test_kstat_serve_per_cpu_exposes_a_series_per_program_and_cpu(load_filter: LoadFilter) -> None:
+    cpus = online_cpus()
+    if len(cpus) < 2:
+        pytest.skip("one CPU: nothing to tell apart")
+    port = free_port(socket.SOCK_STREAM)
+    kstat = KstatProcess(
+        [
+            "serve",
+            "--per-cpu",
+            "--interval",
+            "200ms",
+            "--name",
+            "^kstat_t_pcsrv$",
+            "--sink",
+            f"prometheus://127.0.0.1:{port}",
+        ]
+    )
+    try:
+        kstat.wait_for_window()
+        target = load_filter("kstat_t_pcsrv")
+        info = f'kstat_program_info{{id="{target.program.id}"'
+        wait_for(lambda: info in _scrape(port))  # met: counted from zero (loaded after the start)
+        sent = {cpus[0]: 111, cpus[1]: 222}
+        for cpu, count in sent.items():
+            send_pinned(target, cpu, count)
+        wanted = [
+            f'kstat_program_cpu_runs_total{{id="{target.program.id}",name="kstat_t_pcsrv",'
+            f'type="SocketFilter",cpu="{cpu}"}} {count}'
+            for cpu, count in sent.items()
+        ]
+
+        def all_there() -> str | None:
+            text = _scrape(port)
+            return text if all(line in text for line in wanted) else None
+
+        text = wait_for(all_there)
+        assert "kstat_program_cpu_run_time_seconds_total{" in text
+    finally:
+        kstat.signal(signal.SIGTERM)
+        returncode, _ = kstat.finish()
+    assert returncode == 0, kstat.stderr_lines
+
+
+def wait_for(found: Callable[[], str | bool | None], timeout_s: float = 20) -> str:
+    """Polls until `found` gives something (readiness, not a fixed sleep); its last value."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = found()
+        if value:
+            return value if isinstance(value, str) else ""
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not there in {timeout_s} s")
+        time.sleep(0.05)
