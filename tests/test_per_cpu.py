@@ -402,3 +402,46 @@ def wait_for(found: Callable[[], str | bool | None], timeout_s: float = 20) -> s
         if time.monotonic() > deadline:
             raise AssertionError(f"not there in {timeout_s} s")
         time.sleep(0.05)
+
+
+@pytest.mark.kernel
+def test_compare_fails_on_the_busiest_cpu(load_filter: LoadFilter, tmp_path: Path) -> None:
+    """`--fail-on busiest_cpu_percent:+0`: the same runs on one CPU instead of spread over two
+    fail the gate (the sum over CPUs is the same; the busiest CPU gets twice the work)."""
+    cpus = online_cpus()
+    if len(cpus) < 2:
+        pytest.skip("one CPU: nothing to tell apart")
+    target = load_filter("kstat_t_pccmp", 2_000)
+    reports = {}
+    sides = {"spread": {cpus[0]: 1_500, cpus[1]: 1_500}, "one_cpu": {cpus[0]: 3_000}}
+    for side, sent in sides.items():
+        reports[side] = tmp_path / f"{side}.json"
+        senders = " && ".join(
+            f"taskset -c {cpu} {shlex.quote(sys.executable)} -c {shlex.quote(_SENDER)} {target.port} {count}"
+            for cpu, count in sent.items()
+        )
+        finished = run_kstat(
+            [
+                "run",
+                "--per-cpu",
+                "--scope",
+                "host",
+                "--name",
+                "^kstat_t_pccmp$",
+                "-o",
+                str(reports[side]),
+                "--",
+                "sh",
+                "-c",
+                senders,
+            ]
+        )
+        assert finished.returncode == 0, finished.stderr
+        line = json.loads(reports[side].read_text())["program_stats"]["kstat_t_pccmp"]
+        assert {int(cpu): values["run_count"] for cpu, values in line["per_cpu"].items()} == sent
+    gate = ["compare", "--fail-on", "busiest_cpu_percent:+0"]
+    worse = run_kstat([*gate, str(reports["spread"]), str(reports["one_cpu"])])
+    assert worse.returncode == 1, worse.stdout + worse.stderr
+    assert "busiest_cpu_percent" in worse.stdout + worse.stderr
+    better = run_kstat([*gate, str(reports["one_cpu"]), str(reports["spread"])])
+    assert better.returncode == 0, better.stdout + better.stderr

@@ -400,6 +400,7 @@ METRICS: tuple[Metric, ...] = (
         formula="`max over CPUs of runtime_ns(cpu) / elapsed_ns × 100`",
         compute=_busiest_cpu_percent,
         integral=False,
+        rate=True,
     ),
     Metric(
         name="cpu_percent_per_1000_events_per_sec",

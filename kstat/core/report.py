@@ -23,7 +23,7 @@ import attrs
 from attrs import frozen
 
 from kstat.core.catalogue import NS_PER_S, Number, Span, metric, values
-from kstat.core.counters import COUNTERS, ZERO, Counters, by_cpu, summed
+from kstat.core.counters import COUNTERS, ZERO, Counters, by_cpu, counter, summed
 from kstat.core.distribution import IntervalValues
 from kstat.core.model import ProgramFootprint, ProgramOwner, ProgramStats
 from kstat.core.sighting import Sighting
@@ -116,7 +116,7 @@ class ProgramReport:
     def counters(self) -> Counters:
         """How much each counter grew over the line's span, from its counter metrics (None for
         a counter the line does not carry)."""
-        return counters_of(self.metrics)
+        return counters_of(self.metrics, self.per_cpu)
 
     # Typed access to the metrics every report has (the library's API since 0.1).
     @property
@@ -368,13 +368,30 @@ def keyed_by_kernel_name(report: Report) -> Report:
     )
 
 
-def counters_of(metrics: Mapping[str, Number]) -> Counters:
-    """Counters from a line's (or a total's) counter metrics; None where a metric is missing."""
-    found: list[int | None] = []
+def counters_of(
+    metrics: Mapping[str, Number], per_cpu: Mapping[int, Mapping[str, int]] | None = None
+) -> Counters:
+    """Counters from a line's (or a total's) counter metrics, and its per-CPU splits from its
+    `per_cpu` (CPU -> the split counters' metrics); None where a metric is missing."""
+    found: list[int | tuple[int, ...] | None] = []
     for spec in COUNTERS:
+        if spec.per_cpu:
+            found.append(_vector(spec.splits, per_cpu))
+            continue
         value = None if spec.metric is None else metrics.get(spec.metric)
         found.append(None if value is None else int(value))
     return Counters._make(found)
+
+
+def _vector(splits: str | None, per_cpu: Mapping[int, Mapping[str, int]] | None) -> tuple[int, ...] | None:
+    """A per-CPU counter's vector (by CPU number) from a line's `per_cpu`; None without one."""
+    if per_cpu is None or splits is None:
+        return None
+    name = counter(splits).metric or splits
+    vector = [0] * (max(per_cpu, default=-1) + 1)
+    for cpu, counts in per_cpu.items():
+        vector[cpu] = int(counts.get(name, 0))
+    return tuple(vector)
 
 
 @frozen
