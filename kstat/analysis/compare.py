@@ -788,6 +788,7 @@ def _facts_data(facts: ReportFacts) -> dict[str, Any]:
                 **{
                     spec.metric: scalar(value)
                     for spec, value in zip(COUNTERS, unlisted.counters, strict=True)
+                    if spec.metric is not None  # per-CPU splits: their sums are here already
                 },
             }
         ),
