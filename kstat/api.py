@@ -58,6 +58,8 @@ def _settings(
     select: ProgramFilter | None,
     host_root: str | Path = "/",
     snapshot_method: str = "auto",
+    *,
+    per_cpu: bool = False,
 ) -> CollectionSettings:
     interval_ns = DEFAULT_INTERVAL_NS if interval is None else to_ns(interval)
     if interval_ns <= 0:
@@ -69,6 +71,7 @@ def _settings(
         program_filter=select or ProgramFilter(),
         host_root=Path(host_root),
         snapshot_method=_snapshot_method(snapshot_method),
+        per_cpu=per_cpu,
     )
 
 
@@ -114,6 +117,7 @@ async def collect(
     select: ProgramFilter | None = None,
     host_root: str | Path = "/",
     snapshot_method: str = "auto",
+    per_cpu: bool = False,
 ) -> AsyncIterator[Session]:
     """Collect kernel stats while the block runs (or for `duration`, if that ends first).
 
@@ -123,10 +127,12 @@ async def collect(
     it to some programs (`kstat.ProgramFilter(name="^my_agent_", pids=(pid,))`, or by where
     their owners run: `kstat.ProgramFilter(pods=("agent-x7k2p",))`); `host_root` is where the
     host's filesystem is, whose kubelet log tree names pods; `snapshot_method` is "auto" (kstat's
-    BPF iterator where the kernel allows it), "iterator" or "syscalls". Raises
+    BPF iterator where the kernel allows it), "iterator" or "syscalls"; `per_cpu` keeps each
+    program's run time and runs per CPU as well (the iterator only: each line's `per_cpu`, the
+    `busiest_cpu_percent` metric). Raises
     PermissionDenied or UnsupportedKernel on entry when the kernel will not cooperate.
     """
-    settings = _settings(interval, duration, select, host_root, snapshot_method)
+    settings = _settings(interval, duration, select, host_root, snapshot_method, per_cpu=per_cpu)
     async with _collect(settings, sinks) as session:
         yield session
 
@@ -209,6 +215,7 @@ async def stream(
     sinks: Sequence[Sink] = (),
     keep_unloaded: int = 1000,
     snapshot_method: str = "auto",
+    per_cpu: bool = False,
 ) -> AsyncIterator[IntervalStream]:
     """Collect until the block ends (or `stop()`), yielding each interval as it ends: what
     `kstat serve` does, for embedding.
@@ -226,7 +233,7 @@ async def stream(
     forwarding = _Forwarding(send_channel)
     async with (
         _collect(
-            _settings(interval, None, select, host_root, snapshot_method),
+            _settings(interval, None, select, host_root, snapshot_method, per_cpu=per_cpu),
             [*sinks, forwarding],
             keep_unloaded=keep_unloaded,
         ) as session,
@@ -305,13 +312,16 @@ def collect_sync(
     select: ProgramFilter | None = None,
     host_root: str | Path = "/",
     snapshot_method: str = "auto",
+    per_cpu: bool = False,
 ) -> Iterator[SyncSession]:
     """`collect` for synchronous code: trio runs the window on a background thread.
 
     For plain pytest tests and scripts. The block runs in the caller's thread; the window has
     started when it begins and has ended, with `session.report` filled in, when it exits.
     """
-    session = SyncSession(_settings(interval, duration, select, host_root, snapshot_method), sinks)
+    session = SyncSession(
+        _settings(interval, duration, select, host_root, snapshot_method, per_cpu=per_cpu), sinks
+    )
     session.open()
     try:
         yield session

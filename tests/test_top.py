@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from attrs import evolve
 from rich.console import Console
 
 from kstat.commands import top as top_command
@@ -30,6 +31,7 @@ from kstat.testing.loader import LoopbackTarget, SocketFilter
 from kstat.text import common_affixes, shortened, shortened_among
 from tests.builders import interval, program, snapshot, window_started
 from tests.kstat_process import run_kstat
+from tests.test_per_cpu import send_pinned
 from tests.windows import LoadFilter
 
 REPO = Path(__file__).parents[1]
@@ -490,3 +492,67 @@ def test_top_in_tmux_at_80_and_200_columns(tmux_top: Callable[..., Tmux], tmp_pa
         top.wait_for(lambda screen: "KSTAT-DONE" in screen)
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["program_stats"]["kux_flow_exporter_parse_ipv4"]["run_count"] == 30
+
+
+def test_the_detail_has_a_bar_per_cpu_with_per_cpu_counters() -> None:
+    """With per-CPU counters (`--per-cpu`): the selected program's share of each CPU it ran on
+    in the last interval, the busiest first; without them, no such section."""
+    first = snapshot(0, 0.0, program(1, 0, 0, name="spread"))
+    base = first.programs[0]
+    counters = base.counters._replace(per_cpu_run_time_ns=(0, 0, 0), per_cpu_run_count=(0, 0, 0))
+    first = snapshot(0, 0.0, evolve(base, counters=counters))
+    moved = program(1, 40_000_000, 400, name="spread")
+    second = snapshot(
+        1,
+        1.0,
+        evolve(
+            moved,
+            counters=moved.counters._replace(
+                per_cpu_run_time_ns=(10_000_000, 0, 30_000_000), per_cpu_run_count=(100, 0, 300)
+            ),
+        ),
+    )
+    state = TopState()
+    state.apply_start(window_started(first))
+    state.apply_interval(interval(first, second, first=first))
+    state.press("enter")
+    text = screen_text(state, 100, 30)
+    bars = [
+        line
+        for line in text.splitlines()
+        if line.split()[:2][-1:] != ["%"] and line.strip().startswith("CPU ")
+    ]
+    assert [line.split()[:2] for line in bars] == [["CPU", "2"], ["CPU", "0"]]  # busiest first, idle out
+    assert "3.000 %" in bars[0] and "300 runs" in bars[0] and "1.000 %" in bars[1] and "100 runs" in bars[1]
+    assert bars[0].count("█") > bars[1].count("█") > 0
+    plain = state_after((10, 20, 30))
+    plain.press("enter")
+    assert "per CPU" not in screen_text(plain, 100, 30)
+
+
+@pytest.mark.kernel
+def test_top_in_tmux_shows_each_cpus_share_of_a_program_sent_from_pinned_cpus(
+    load_filter: LoadFilter, tmux_top: Callable[[str], Tmux]
+) -> None:
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        pytest.skip("one CPU: nothing to tell apart")
+    target = load_filter("kstat_t_toppc", 100)
+    top = tmux_top("--per-cpu --interval 200ms --name '^kstat_t_toppc$'")
+    top.wait_for(lambda screen: "kstat_t_toppc" in screen)
+    top.keys("Enter")
+    top.wait_for(lambda screen: "owners:" in screen)
+    sent = {cpus[0]: 300, cpus[1]: 900}
+    for cpu, count in sent.items():
+        send_pinned(target, cpu, count)
+    screen = top.wait_for(
+        lambda screen: all(f"{count} runs this session" in screen for count in sent.values())
+    )
+    bars = {
+        line.split()[1]: line
+        for line in screen.splitlines()
+        if line.strip().startswith("CPU ") and "%" not in line.split()[1]
+    }
+    assert "900 runs" in bars[str(cpus[1])] and "300 runs" in bars[str(cpus[0])]
+    top.keys("q")
+    top.wait_for(lambda screen: "KSTAT-DONE" in screen)

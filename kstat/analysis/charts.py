@@ -141,6 +141,8 @@ def combined(measures: Sequence[Measures], elapsed_ns: int) -> Measures | None:
         return None
 
     def total(spec: CounterSpec) -> int | None:
+        if spec.metric is None:  # a per-CPU split: no chart draws it
+            return None
         found = [side.value(spec.metric) for side in measures]
         return None if None in found else round(sum(value or 0.0 for value in found))
 

@@ -55,6 +55,7 @@ from kstat.text import for_markdown, for_terminal
 TOTAL: Final = "(total)"
 # The columns of the table; every catalogue metric can be a --fail-on threshold and is in JSON.
 SHOWN: Final = in_view(View.COMPARE)
+_GAUGES: Final = frozenset(entry.name for entry in METRICS if entry.kind is Kind.GAUGE)
 
 
 @frozen
@@ -340,6 +341,12 @@ def _measures(lines: Sequence[ProgramReport], report: Report, *, total: bool = F
         online_cpus=report.online_cpus,
     )
     found = values(span, METRICS if report.window_known else [entry for entry in METRICS if not entry.rate])
+    if total and report.window_known:
+        # What the totals' counters cannot give (the busiest CPU: a report's totals carry no
+        # per-CPU split), the report's own total says.
+        found |= {
+            name: value for name, value in report.totals.items() if name not in found and name in _GAUGES
+        }
     for metric in METRICS:
         if metric.kind not in (Kind.PROPERTY, Kind.DISTRIBUTION):
             continue
@@ -781,6 +788,7 @@ def _facts_data(facts: ReportFacts) -> dict[str, Any]:
                 **{
                     spec.metric: scalar(value)
                     for spec, value in zip(COUNTERS, unlisted.counters, strict=True)
+                    if spec.metric is not None  # per-CPU splits: their sums are here already
                 },
             }
         ),

@@ -216,6 +216,15 @@ def add_window_flags(
         ),
     )
     parser.add_argument(
+        "--per-cpu",
+        action="store_true",
+        help=(
+            "keep each program's run time and runs per CPU too (the BPF iterator only; syscalls "
+            "have only sums): the report's per_cpu and busiest_cpu_percent, NDJSON records per "
+            "CPU, Prometheus series with a cpu label, kstat top's per-CPU bars"
+        ),
+    )
+    parser.add_argument(
         "--sink",
         action="append",
         default=[],

@@ -81,6 +81,7 @@ def collection_settings(options: argparse.Namespace, duration_ns: int | None) ->
         host_root=options.host_root,
         snapshot_method=options.snapshot_method,
         program_keys=program_keys(options),
+        per_cpu=options.per_cpu,
     )
 
 

@@ -92,6 +92,7 @@ def run(options: argparse.Namespace) -> int:
             sinks=sinks,
             user_stop=stop,
             snapshot_method=options.snapshot_method,
+            per_cpu=options.per_cpu,
             only_its_own=options.scope == "demo",
             program_keys=program_keys(options),
         )

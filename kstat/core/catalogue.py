@@ -194,6 +194,15 @@ def _cpu_percent_of_all_cpus(span: Span) -> float | None:
     return _cpu_percent(span) / span.online_cpus
 
 
+def _busiest_cpu_percent(span: Span) -> float | None:
+    # The CPU it kept busiest: what saturates one core (a NIC queue's) while the sum over every
+    # CPU looks small. Only where the per-CPU run times were read (`--per-cpu`).
+    per_cpu = span.counters.per_cpu_run_time_ns
+    if not per_cpu or span.elapsed_ns <= 0:
+        return None
+    return max(per_cpu) * 100 / span.elapsed_ns
+
+
 _EVERYWHERE: Final = View.COMPARE | View.CHART | View.SUMMARY | View.EXPORT
 
 
@@ -375,6 +384,21 @@ METRICS: tuple[Metric, ...] = (
         description="share of the whole machine",
         formula="`estimated_cpu_percent / online_cpus`",
         compute=_cpu_percent_of_all_cpus,
+        integral=False,
+        rate=True,
+    ),
+    Metric(
+        name="busiest_cpu_percent",
+        kind=Kind.GAUGE,
+        unit="% of one CPU",
+        title="Busiest CPU",
+        heading="busiest CPU %",
+        description=(
+            "share of the one CPU it kept busiest (with `--per-cpu`, by BPF iterator; a total: "
+            "of all the programs on that CPU)"
+        ),
+        formula="`max over CPUs of runtime_ns(cpu) / elapsed_ns × 100`",
+        compute=_busiest_cpu_percent,
         integral=False,
         rate=True,
     ),

@@ -38,12 +38,16 @@ class CounterSpec:
     # The kernel version that brought it ("5.1"), and what reads it.
     since: str
     description: str
-    # The metric of its growth over a span (`runtime_ns` for `run_time_ns`); its words.
-    metric: str
+    # The metric of its growth over a span (`runtime_ns` for `run_time_ns`); None for a per-CPU
+    # split, whose sum is another counter's metric. Its words.
+    metric: str | None
     title: str
     heading: str
-    # One value per possible CPU (a tuple), where the reader can split it; else one number.
+    # One value per possible CPU (a tuple indexed by CPU number), where the reader can split
+    # it; else one number.
     per_cpu: bool = False
+    # For a per-CPU counter: the counter it splits by CPU (its values sum to that one's).
+    splits: str | None = None
     # One of the Go collect-kernel-stats tool's fields (required when a report is read).
     seed: bool = False
 
@@ -82,6 +86,34 @@ _RECURSION_MISSES: Final = CounterSpec(
     seed=True,
 )
 
+# The per-CPU splits of run time and runs: only the BPF iterator reads them (each CPU's
+# bpf_prog_stats), and only when asked (`--per-cpu`: a vector per program and CPU costs memory
+# and, exported, cardinality). None when not read: the syscalls' bpf_prog_info has only sums.
+_PER_CPU_RUN_TIME: Final = CounterSpec(
+    name="per_cpu_run_time_ns",
+    kernel_name="bpf_prog_stats.nsecs",
+    unit="ns",
+    since="5.1 (BPF iterator, 5.8)",
+    description="time spent running the program, on each CPU",
+    metric=None,
+    title="Runtime per CPU",
+    heading="runtime/CPU (ns)",
+    per_cpu=True,
+    splits="run_time_ns",
+)
+_PER_CPU_RUN_COUNT: Final = CounterSpec(
+    name="per_cpu_run_count",
+    kernel_name="bpf_prog_stats.cnt",
+    unit="runs",
+    since="5.1 (BPF iterator, 5.8)",
+    description="times the program ran, on each CPU",
+    metric=None,
+    title="Runs per CPU",
+    heading="runs/CPU",
+    per_cpu=True,
+    splits="run_count",
+)
+
 
 class Counters(NamedTuple):
     """One program's cumulative counters at one reading (or their growth over a span).
@@ -93,6 +125,8 @@ class Counters(NamedTuple):
     run_time_ns: Annotated[int, _RUN_TIME]
     run_count: Annotated[int, _RUN_COUNT]
     recursion_misses: Annotated[int | None, _RECURSION_MISSES] = None
+    per_cpu_run_time_ns: Annotated[tuple[int, ...] | None, _PER_CPU_RUN_TIME] = None
+    per_cpu_run_count: Annotated[tuple[int, ...] | None, _PER_CPU_RUN_COUNT] = None
 
 
 @cache
@@ -111,6 +145,7 @@ def _declared() -> tuple[CounterSpec, ...]:
 COUNTERS: Final[tuple[CounterSpec, ...]] = _declared()
 
 ZERO: Final = Counters._make(() if spec.per_cpu else 0 for spec in COUNTERS)
+PER_CPU_COUNTERS: Final = tuple(spec for spec in COUNTERS if spec.per_cpu)
 
 
 def counter(name: str) -> CounterSpec:
@@ -171,3 +206,22 @@ def scalar(value: Value) -> int | None:
     if isinstance(value, tuple):
         return sum(value)
     return value
+
+
+def by_cpu(counters: Counters) -> dict[int, dict[str, int]]:
+    """The per-CPU counters by CPU, only CPUs where one of them grew: CPU -> {the metric of the
+    counter each splits (`run_count`, `runtime_ns`): its value there}. Empty where none was read."""
+    found: dict[int, dict[str, int]] = {}
+    for spec in PER_CPU_COUNTERS:
+        vector = getattr(counters, spec.name)
+        if not isinstance(vector, tuple) or spec.splits is None:
+            continue
+        name = counter(spec.splits).metric or spec.splits
+        for cpu, value in enumerate(vector):
+            if value:
+                found.setdefault(cpu, {})[name] = value
+    for values in found.values():
+        for spec in PER_CPU_COUNTERS:
+            if spec.splits is not None and isinstance(getattr(counters, spec.name), tuple):
+                values.setdefault(counter(spec.splits).metric or spec.splits, 0)
+    return dict(sorted(found.items()))

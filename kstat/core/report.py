@@ -23,7 +23,7 @@ import attrs
 from attrs import frozen
 
 from kstat.core.catalogue import NS_PER_S, Number, Span, metric, values
-from kstat.core.counters import COUNTERS, ZERO, Counters, summed
+from kstat.core.counters import COUNTERS, ZERO, Counters, by_cpu, counter, summed
 from kstat.core.distribution import IntervalValues
 from kstat.core.model import ProgramFootprint, ProgramOwner, ProgramStats
 from kstat.core.sighting import Sighting
@@ -102,6 +102,10 @@ class ProgramReport:
     attachments: tuple[str, ...] = ()
     # The ids of the maps it uses; None when the report does not say.
     map_ids: tuple[int, ...] | None = None
+    # Per CPU on which it ran (`--per-cpu`, the BPF iterator only): CPU -> the growth of the
+    # per-CPU counters, named by the metric each splits (`run_count`, `runtime_ns`). None when
+    # not read (syscalls, or not asked).
+    per_cpu: Mapping[int, Mapping[str, int]] | None = None
 
     def value(self, name: str) -> Number | None:
         """A metric's value by catalogue name; None when this report does not carry it."""
@@ -112,7 +116,7 @@ class ProgramReport:
     def counters(self) -> Counters:
         """How much each counter grew over the line's span, from its counter metrics (None for
         a counter the line does not carry)."""
-        return counters_of(self.metrics)
+        return counters_of(self.metrics, self.per_cpu)
 
     # Typed access to the metrics every report has (the library's API since 0.1).
     @property
@@ -364,13 +368,30 @@ def keyed_by_kernel_name(report: Report) -> Report:
     )
 
 
-def counters_of(metrics: Mapping[str, Number]) -> Counters:
-    """Counters from a line's (or a total's) counter metrics; None where a metric is missing."""
-    found: list[int | None] = []
+def counters_of(
+    metrics: Mapping[str, Number], per_cpu: Mapping[int, Mapping[str, int]] | None = None
+) -> Counters:
+    """Counters from a line's (or a total's) counter metrics, and its per-CPU splits from its
+    `per_cpu` (CPU -> the split counters' metrics); None where a metric is missing."""
+    found: list[int | tuple[int, ...] | None] = []
     for spec in COUNTERS:
+        if spec.per_cpu:
+            found.append(_vector(spec.splits, per_cpu))
+            continue
         value = None if spec.metric is None else metrics.get(spec.metric)
         found.append(None if value is None else int(value))
     return Counters._make(found)
+
+
+def _vector(splits: str | None, per_cpu: Mapping[int, Mapping[str, int]] | None) -> tuple[int, ...] | None:
+    """A per-CPU counter's vector (by CPU number) from a line's `per_cpu`; None without one."""
+    if per_cpu is None or splits is None:
+        return None
+    name = counter(splits).metric or splits
+    vector = [0] * (max(per_cpu, default=-1) + 1)
+    for cpu, counts in per_cpu.items():
+        vector[cpu] = int(counts.get(name, 0))
+    return tuple(vector)
 
 
 @frozen
@@ -412,7 +433,15 @@ def program_report(
         owners=sighting.details.owners,
         attachments=sighting.details.attachments,
         map_ids=last.footprint.map_ids if with_footprint and last.footprint is not None else None,
+        per_cpu=_per_cpu(sighting.grown),
     )
+
+
+def _per_cpu(grown: Counters) -> dict[int, dict[str, int]] | None:
+    """A line's per-CPU growth, CPUs where it ran only; None where no per-CPU counter was read."""
+    if all(getattr(grown, spec.name) is None for spec in COUNTERS if spec.per_cpu):
+        return None
+    return by_cpu(grown)
 
 
 @frozen
@@ -442,8 +471,11 @@ def total_values(
 
 
 def unavailable_counters(total: Counters) -> tuple[str, ...]:
-    """The counters a total lacks: the kernel did not provide them for some program."""
-    return tuple(spec.name for spec, value in zip(COUNTERS, total, strict=True) if value is None)
+    """The counters a total lacks: the kernel did not provide them for some program (per-CPU
+    splits, read only when asked, are not the kernel's lack)."""
+    return tuple(
+        spec.name for spec, value in zip(COUNTERS, total, strict=True) if value is None and not spec.per_cpu
+    )
 
 
 @frozen

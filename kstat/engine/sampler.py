@@ -50,29 +50,40 @@ class PassReader(Protocol):
 SNAPSHOT_METHODS = ("auto", "iterator", "syscalls")
 
 
-def open_reader(method: str = "auto") -> tuple[PassReader, str]:
+def open_reader(method: str = "auto", *, per_cpu: bool = False) -> tuple[PassReader, str]:
     """The reader for `method`, and which method it is: by default kstat's BPF iterator (one
     read for every program), else, on a kernel without iterators or BTF (OSError), with BTF
     kstat cannot read (BtfFormatError), lacking a feature the iterator needs (FeatureMissing)
     or refusing its load, the syscalls (four a program), saying why in one log line.
-    `iterator` insists."""
+    `iterator` insists. With `per_cpu`, the iterator keeps each program's run time and runs per
+    CPU too; the syscalls have only sums (bpf_prog_info), which is said once."""
     if method == "syscalls":
+        _no_per_cpu(per_cpu, "snapshots by syscalls")
         return ProgramReader(), "syscalls"
     try:
-        reader = IteratorReader()
+        reader = IteratorReader(per_cpu=True) if per_cpu else IteratorReader()
     except (OSError, KstatError) as error:
         # One line: a verifier's refusal comes with its whole log.
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         if method == "iterator":
             raise KstatError(f"cannot snapshot by BPF iterator on this kernel: {reason}") from None
         log.info("snapshots by syscalls: the BPF iterator is not available here", reason=reason)
+        _no_per_cpu(per_cpu, "the BPF iterator is not available here")
         return ProgramReader(), "syscalls"
     log.info(
         "snapshots by BPF iterator; its own program is left out of the report",
         program_id=reader.own_id,
         per_cpu_offsets_by=reader.per_cpu_offsets_by,
+        per_cpu_counters=per_cpu,
     )
     return reader, "iterator"
+
+
+def _no_per_cpu(asked: bool, why: str) -> None:
+    if asked:
+        log.warning(
+            "no per-CPU counters: the syscalls' bpf_prog_info has only sums over every CPU", reason=why
+        )
 
 
 def _without(reading: Reading, ignored: frozenset[int]) -> Reading:

@@ -61,6 +61,7 @@ from kstat.sources.own_programs import OwnPrograms
 from kstat.sources.owners import IteratorOwners, OwnerSource, ProcWalk, open_owner_source
 from kstat.sources.process_tree import ProcessTree
 from kstat.sources.stats_switch import StatsMethod, runtime_stats_enabled
+from kstat.sources.syscalls import ProgramReader
 from kstat.sources.workloads import node_name
 
 log = get_logger(__name__)
@@ -97,6 +98,9 @@ class CollectionSettings:
     # The report's program_stats keys: kstat's (None: full names, `<name>#<id>` where shared)
     # or KERNEL_NAME_KEYS, as the Go tool keys them.
     program_keys: str | None = None
+    # Each program's run time and runs per CPU as well (the BPF iterator only): a vector per
+    # program, and per-CPU series where exported, so only when asked.
+    per_cpu: bool = False
 
 
 @define
@@ -459,7 +463,13 @@ class Collection:
         early: EarlyBaseline | None = None
         if source is None:
             reader: PassReader
-            if self.early is not None and settings.snapshot_method in ("auto", self.early.method):
+            # The launch's baseline holds no per-CPU counters (read before the flags were): a
+            # window that keeps them reads its own.
+            if (
+                self.early is not None
+                and settings.snapshot_method in ("auto", self.early.method)
+                and not settings.per_cpu
+            ):
                 early = self.early
             self._baseline_at_launch = early is not None
             if self.early is not None and early is None:
@@ -483,7 +493,7 @@ class Collection:
                 # off the loop): on a host with thousands of programs the iterator's reads are
                 # what keeps the interval while the first details are looked up.
                 reader, self._snapshot_method = await trio.to_thread.run_sync(
-                    open_reader, settings.snapshot_method
+                    functools.partial(open_reader, settings.snapshot_method, per_cpu=settings.per_cpu)
                 )
             # Owners from kstat's task-file iterator (or /proc where it cannot load): built off
             # the loop, once per window; its program is kstat's own, left out like the other.
@@ -678,8 +688,15 @@ class Collection:
         # A taker of its own (a reader is one thread's), numbered after what the window has
         # seen, and told the owners and attachments the window already knows (no /proc scan
         # for them); the window's own snapshots and sinks are untouched.
+        # The window's per-CPU counters need a per-CPU read here too (the syscalls have only
+        # sums): an iterator of this call's own.
+        reader: PassReader = ProgramReader()
+        if self.settings.per_cpu and self._snapshot_method == "iterator":
+            opened = functools.partial(open_reader, "iterator", per_cpu=True)
+            reader = (await trio.to_thread.run_sync(opened))[0]
         taker = SnapshotTaker(
             self.settings.program_filter,
+            reader=reader,
             next_sequence=last.sequence + 1,
             online_cpus=self._online_cpus,
             attributor=Attributor(

@@ -39,8 +39,11 @@ def interval_to_dict(event: IntervalEnded) -> dict[str, Any]:
         change = delta.active[key]
         if not change.unloaded:
             # Named as the kernel names them (`run_cnt`); a counter this kernel lacks is null.
+            # Per-CPU splits are the line's `per_cpu` (their growth), not absolute vectors here.
             data["counters"] = {
-                spec.kernel_name: getattr(change.last.counters, spec.name) for spec in COUNTERS
+                spec.kernel_name: getattr(change.last.counters, spec.name)
+                for spec in COUNTERS
+                if not spec.per_cpu
             }
         program_stats[key] = data
     end_time = format_timestamp(delta.end_wall_time_ns)

@@ -14,6 +14,13 @@ verifier work, memory, maps: the catalogue's PROPERTY metrics) is fixed while it
 it is exposed as gauges only when asked (`footprint=True`). `series_per_program()` says how
 many that is; a test holds the exposition to it.
 
+Per CPU (only where the counters carry per-CPU vectors: `--per-cpu`, by BPF iterator), each
+per-CPU counter of the counter catalogue is exposed under its sum's name with `_cpu_` after
+`kstat_program` (`kstat_program_cpu_runs_total`, `kstat_program_cpu_run_time_seconds_total`) and
+a `cpu` label beside `id`, `name` and `type`: one series per program and CPU on which it ran, so
+a program costs up to that many more series per CPU. Without per-CPU counters these families are
+not in the exposition at all.
+
 The two formats differ only in their family lines (OpenMetrics names a counter's family
 without `_total` and an info family without `_info`, escapes `"` in HELP, and ends with
 `# EOF`): the sample lines are encoded once and shared by both.
@@ -29,7 +36,7 @@ from typing import Final
 from attrs import define, field, frozen
 
 from kstat.core.catalogue import METRICS, Kind, Metric, Number, Span
-from kstat.core.counters import ZERO, Counters, grown
+from kstat.core.counters import PER_CPU_COUNTERS, ZERO, Counters, counter, grown
 from kstat.core.events import IntervalEnded, WindowStarted
 from kstat.core.model import ProgramDetails, ProgramIdentity, ProgramOwner, ProgramStats
 
@@ -139,6 +146,37 @@ def footprint_metrics() -> tuple[Metric, ...]:
     return tuple(entry for entry in METRICS if entry.kind is Kind.PROPERTY and entry.prometheus is not None)
 
 
+@frozen
+class PerCpuFamily:
+    """A per-CPU counter's family: which counter, and what divides it into base units."""
+
+    counter: str
+    family: Family
+    divisor: int
+
+
+def per_cpu_families() -> tuple[PerCpuFamily, ...]:
+    """One family per per-CPU counter, named after the counter it splits."""
+    found = []
+    for spec in PER_CPU_COUNTERS:
+        split = None if spec.splits is None else counter(spec.splits)
+        metric = next(
+            (entry for entry in counter_metrics() if split is not None and entry.name == split.metric), None
+        )
+        if metric is None or metric.prometheus is None:
+            continue
+        exposition = metric.prometheus
+        name = exposition.name.replace("kstat_program_", "kstat_program_cpu_", 1)
+        found.append(
+            PerCpuFamily(
+                spec.name,
+                Family(name, "counter", spec.description[:1].upper() + spec.description[1:]),
+                exposition.divisor,
+            )
+        )
+    return tuple(found)
+
+
 def series_per_program(*, footprint: bool = False) -> int:
     """The exposition's series budget for one program: its counters, its info series and,
     when asked, its footprint gauges (a counter this kernel lacks is left out, never 0)."""
@@ -191,6 +229,8 @@ class _Shown:
     labels: str
     counter_prefixes: list[bytes]
     lines: list[bytes]
+    # Per per-CPU family: its lines for every CPU on which the program ran (b"" where none).
+    cpu_lines: list[bytes] = field(factory=list)
 
 
 @frozen
@@ -243,6 +283,9 @@ class Exposition:
     _families: tuple[Family, ...] = ()
     _counter_names: tuple[str, ...] = ()
     _counter_computes: tuple[tuple[Callable[[Span], Number | None], int], ...] = ()
+    _per_cpu_families: tuple[PerCpuFamily, ...] = field(factory=per_cpu_families)
+    # Whether any program's counters came per CPU: only then are the per-CPU families shown.
+    _per_cpu_seen: bool = False
 
     def __attrs_post_init__(self) -> None:
         self._footprint_metrics = footprint_metrics() if self.footprint else ()
@@ -326,7 +369,10 @@ class Exposition:
     def _count(self, shown: _Shown, counters: Counters) -> None:
         """A program's counter lines, again: its counters moved. The hot path of an interval
         in which every program ran, so it does no more than compute and join."""
-        span = Span(grown(counters, shown.baseline), 0, None)
+        growth = grown(counters, shown.baseline)
+        span = Span(growth, 0, None)
+        if self._per_cpu_families:
+            self._count_per_cpu(shown, growth)
         lines = shown.lines
         prefixes = shown.counter_prefixes
         for index, (compute, divisor) in enumerate(self._counter_computes):
@@ -338,6 +384,25 @@ class Exposition:
             else:
                 lines[index] = b"%b%b\n" % (prefixes[index], format_value(value / divisor).encode())
 
+    def _count_per_cpu(self, shown: _Shown, growth: Counters) -> None:
+        found = []
+        for entry in self._per_cpu_families:
+            vector = getattr(growth, entry.counter)
+            if not isinstance(vector, tuple):
+                found.append(b"")
+                continue
+            self._per_cpu_seen = True
+            labels = shown.labels[:-1]  # the program's labels, `cpu` added
+            name, divisor = entry.family.sample_name, entry.divisor
+            found.append(
+                b"".join(
+                    _encoded(f'{name}{labels},cpu="{cpu}"}} {_in_units(value, divisor)}\n')
+                    for cpu, value in enumerate(vector)
+                    if value
+                )
+            )
+        shown.cpu_lines = found
+
     def render(self, output: Format, extra: Sequence[Series] = ()) -> Rendered:
         """The whole exposition in one format: every program's families, then kstat's own."""
         chunks: list[bytes] = []
@@ -348,6 +413,16 @@ class Exposition:
             series += len(lines)
             chunks.append(family.header(output))
             chunks.append(b"".join(lines))
+        if self._per_cpu_seen:
+            for index, entry in enumerate(self._per_cpu_families):
+                lines = [
+                    line
+                    for shown in programs
+                    if index < len(shown.cpu_lines) and (line := shown.cpu_lines[index])
+                ]
+                series += sum(line.count(b"\n") for line in lines)
+                chunks.append(entry.family.header(output))
+                chunks.append(b"".join(lines))
         own = list(self._own(extra))
         for family, samples in own:
             chunks.append(family.header(output))
@@ -405,6 +480,10 @@ class Exposition:
         for series in extra:
             grouped.setdefault(series.family, []).append((series.labels, series.value))
         yield from grouped.items()
+
+
+def _in_units(value: int, divisor: int) -> str:
+    return format_value(value / divisor if divisor > 1 else value)
 
 
 def _gauge(

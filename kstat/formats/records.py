@@ -11,7 +11,10 @@ order, null where a key does not apply; no key ever comes from the data.
   who it is and its footprint (code size, verifier work, memory, maps);
 - `program`: a program's delta over one interval, one line per program that did something;
 - `total`: the interval's totals over every program (idle ones add zero);
-- `summary` and `summary_total`: the window's report, one line per program and its totals.
+- `summary` and `summary_total`: the window's report, one line per program and its totals;
+- `program_cpu` and `summary_cpu` (with `--per-cpu`): after a program's `program` or `summary`
+  line, one line per CPU on which it ran, `cpu` saying which: the catalogue's metrics over its
+  runs and run time there (`estimated_cpu_percent` is then that CPU's share).
 
 So the `program` lines of a program add up to its `summary` line, and the `total` lines add
 up to `summary_total`, as the intervals add up to the report.
@@ -31,11 +34,18 @@ from typing import Any, Final
 
 import attrs
 
-from kstat.core.catalogue import METRICS, Kind, Metric, Number, Span
+from kstat.core.catalogue import METRICS, Kind, Metric, Number, Span, values
 from kstat.core.counters import COUNTERS, ZERO
 from kstat.core.events import IntervalEnded, WindowStarted
 from kstat.core.model import ProgramDetails, ProgramOwner, ProgramStats, Workload
-from kstat.core.report import ProgramReport, Report, format_timestamp, parse_timestamp, report_keys
+from kstat.core.report import (
+    ProgramReport,
+    Report,
+    counters_of,
+    format_timestamp,
+    parse_timestamp,
+    report_keys,
+)
 
 # The first owner's workload (container, pod, unit), as `owner_<field>`.
 _OWNER_WORKLOAD_KEYS: Final = tuple(f"owner_{attribute.name}" for attribute in attrs.fields(Workload))
@@ -76,6 +86,8 @@ RECORD_KEYS: Final[tuple[str, ...]] = (
     "program_count",
     "idle_programs",
     "skipped_snapshots",
+    # The CPU a `program_cpu` or `summary_cpu` line is of.
+    "cpu",
     # The kernel's absolute counters at the interval's end (a `program` line of a program still
     # loaded): what a store can use to spot a program reloaded under the same name.
     *(f"counter_{spec.name}" for spec in _SCALAR_COUNTERS),
@@ -186,6 +198,37 @@ def _identity(line: ProgramReport) -> dict[str, Any]:
     }
 
 
+def _cpu_records(
+    kind: str,
+    line: ProgramReport,
+    key: str,
+    *,
+    wall_time_ns: int | None,
+    host_name: str | None,
+    elapsed_ns: int,
+    online_cpus: int | None,
+    **fields: Any,
+) -> list[dict[str, Any]]:
+    """A line per CPU on which the program ran (none without per-CPU counters): every metric
+    over its counters there."""
+    if not line.per_cpu:
+        return []
+    identity = {"key": key, "id": line.id, "name": line.name, "type": line.type, "tag": line.tag}
+    return [
+        _record(
+            kind,
+            wall_time_ns,
+            host_name,
+            elapsed_ns=elapsed_ns,
+            cpu=cpu,
+            **identity,
+            **fields,
+            **_metric_fields(values(Span(counters_of(counts), elapsed_ns, online_cpus)), _OVER_TIME),
+        )
+        for cpu, counts in line.per_cpu.items()
+    ]
+
+
 def interval_records(event: IntervalEnded, host_name: str | None) -> list[dict[str, Any]]:
     """For one interval: `program_seen` for programs met in it, `program` for every program
     that did something, then the `total`."""
@@ -227,6 +270,16 @@ def interval_records(event: IntervalEnded, host_name: str | None) -> list[dict[s
                 **_metric_fields(line.metrics, _OVER_TIME),
             )
         )
+        records += _cpu_records(
+            "program_cpu",
+            line,
+            key,
+            wall_time_ns=end,
+            host_name=host_name,
+            elapsed_ns=delta.elapsed_ns,
+            online_cpus=delta.online_cpus,
+            sequence=delta.sequence,
+        )
     records.append(
         _record(
             "total",
@@ -247,23 +300,34 @@ def summary_records(report: Report, host_name: str | None) -> list[dict[str, Any
     """The window's report: a `summary` record per program, then the `summary_total`."""
     wall_time_ns = parse_timestamp(report.timestamp)
     elapsed_ns = report.collection_duration_ns
-    records = [
-        _record(
-            "summary",
-            wall_time_ns,
-            host_name,
-            timestamp=report.timestamp,
-            elapsed_ns=elapsed_ns,
-            key=key,
-            **_identity(line),
-            loaded=line.loaded_during_window,
-            unloaded=line.unloaded_during_window,
-            window_coverage_percent=line.window_coverage_percent,
-            peak_cpu_percent_at=line.peak_cpu_percent_at,
-            **_metric_fields(line.metrics, METRICS),
+    records = []
+    for key, line in report.program_stats.items():
+        records.append(
+            _record(
+                "summary",
+                wall_time_ns,
+                host_name,
+                timestamp=report.timestamp,
+                elapsed_ns=elapsed_ns,
+                key=key,
+                **_identity(line),
+                loaded=line.loaded_during_window,
+                unloaded=line.unloaded_during_window,
+                window_coverage_percent=line.window_coverage_percent,
+                peak_cpu_percent_at=line.peak_cpu_percent_at,
+                **_metric_fields(line.metrics, METRICS),
+            )
         )
-        for key, line in report.program_stats.items()
-    ]
+        records += _cpu_records(
+            "summary_cpu",
+            line,
+            key,
+            wall_time_ns=wall_time_ns,
+            host_name=host_name,
+            elapsed_ns=elapsed_ns,
+            online_cpus=report.online_cpus,
+            timestamp=report.timestamp,
+        )
     records.append(
         _record(
             "summary_total",

@@ -116,6 +116,9 @@ def program_to_dict(line: ProgramReport) -> dict[str, Any]:
     data["attachments"] = list(line.attachments)
     if line.map_ids is not None:
         data["map_ids"] = list(line.map_ids)
+    if line.per_cpu is not None:
+        # JSON keys are strings: the CPU's number as text.
+        data["per_cpu"] = {str(cpu): dict(values) for cpu, values in line.per_cpu.items()}
     return data
 
 
@@ -335,7 +338,21 @@ def program_from_dict(data: Any, path: str) -> ProgramReport:
         owners=_optional(line, "owners", path, _owners) or (),
         attachments=_optional(line, "attachments", path, _texts) or (),
         map_ids=_optional(line, "map_ids", path, _whole_numbers),
+        per_cpu=_optional(line, "per_cpu", path, _per_cpu),
     )
+
+
+def _per_cpu(value: Any, where: str) -> dict[int, dict[str, int]]:
+    """`{"0": {"run_count": 5, "runtime_ns": 900}, ...}`: CPU numbers as text, whole counts."""
+    found: dict[int, dict[str, int]] = {}
+    for cpu, counts in _object(value, where).items():
+        place = f"{where}.{cpu}"
+        if not (cpu.isascii() and cpu.isdigit() and len(cpu) <= 5):
+            raise ReportFormatError(f"{place} is not a CPU number")
+        found[int(cpu)] = {
+            name: _whole(count, f"{place}.{name}") for name, count in _object(counts, place).items()
+        }
+    return found
 
 
 def programs_from_dict(data: Any, path: str = "program_stats") -> dict[str, ProgramReport]:

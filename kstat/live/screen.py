@@ -240,6 +240,49 @@ def detail(state: TopState, width: int) -> RenderableType:
         lines.append(sparkline(values, chart_width).ljust(chart_width), style="cyan")
         shown_now, shown_top = (_number(value, digits) if value else IDLE for value in (now, top))
         lines.append(f"  now {shown_now}  max {shown_top}\n")
+    if view.cpu_shares is not None or view.window_cpu_runs is not None:  # per-CPU counters read
+        lines.append(_per_cpu_bars(view, state.totals.online_cpus, width))
+    return lines
+
+
+# At most this many CPUs get a bar of their own: on a large host, the busiest.
+_CPU_BARS: Final = 16
+
+
+def _per_cpu_bars(view: ProgramView, online_cpus: int, width: int) -> Text:
+    """Each CPU it ran on this session: the last interval's share of that CPU as a bar scaled to
+    the busiest (as the charts are to their highest), the share, and its runs there this
+    session; the busiest first."""
+    shares = view.cpu_shares or {}
+    runs = view.window_cpu_runs or {}
+    lines = Text()
+    cpus = sorted(set(runs) | {cpu for cpu, share in shares.items() if share > 0})
+    lines.append(
+        f"\nper CPU: the last interval's % of that CPU, bars scaled to the busiest (ran on {len(cpus)} "
+        f"of {online_cpus} CPUs this session):\n",
+        style="dim",
+    )
+    if not cpus:
+        lines.append(f"{'':>9} {IDLE}\n")
+        return lines
+    busiest = sorted(cpus, key=lambda cpu: (-shares.get(cpu, 0.0), -runs.get(cpu, 0), cpu))
+    bar_width = max(10, min(50, width - 56))
+    top = shares.get(busiest[0], 0.0)
+    for cpu in busiest[:_CPU_BARS]:
+        share = shares.get(cpu, 0.0)
+        filled = min(bar_width, max(1, round(share / top * bar_width))) if share > 0 else 0
+        lines.append(f"{'CPU ' + str(cpu):>9} ")
+        lines.append("█" * filled, style="cyan")
+        lines.append("·" * (bar_width - filled), style="dim")
+        shown = f"{_number(share, 3)} %" if share > 0 else IDLE
+        lines.append(f"  {shown:>9}  {runs.get(cpu, 0):>12,} runs this session\n")
+    if len(busiest) > _CPU_BARS:
+        rest = busiest[_CPU_BARS:]
+        lines.append(
+            f"{'':>9} and {len(rest)} more CPUs, {_number(sum(shares.get(cpu, 0.0) for cpu in rest), 3)} % "
+            "together\n",
+            style="dim",
+        )
     return lines
 
 

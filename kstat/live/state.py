@@ -92,6 +92,15 @@ class ProgramView:
     # Intervals left to show it as new, or (once gone) at all.
     new_for: int = 0
     gone_for: int | None = None
+    # With per-CPU counters (`--per-cpu`): the last interval's share of each CPU on which it
+    # ran (% of that CPU); None without them.
+    cpu_shares: dict[int, float] | None = None
+
+    @property
+    def window_cpu_runs(self) -> dict[int, int] | None:
+        """Its runs on each CPU this session (None without per-CPU counters)."""
+        runs = self.window.grown.per_cpu_run_count
+        return None if runs is None else {cpu: count for cpu, count in enumerate(runs) if count}
 
     @property
     def runs(self) -> int:
@@ -207,6 +216,15 @@ class TopState:
             view.events_per_sec = float(metrics["events_per_sec"])
             view.avg_ns = float(metrics["mean_runtime_ns"])
             view.cpu_percent = float(metrics["estimated_cpu_percent"])
+            per_cpu = delta.lines[key].per_cpu
+            view.cpu_shares = (
+                None
+                if per_cpu is None or delta.elapsed_ns <= 0
+                else {
+                    cpu: values.get("runtime_ns", 0) * 100 / delta.elapsed_ns
+                    for cpu, values in per_cpu.items()
+                }
+            )
             if change.unloaded:
                 view.gone_for = MARKED_FOR
                 created.add(program.identity)  # counts down from the next interval
@@ -214,6 +232,8 @@ class TopState:
         for identity, view in list(self.programs.items()):
             if identity not in touched:
                 view.events_per_sec = view.avg_ns = view.cpu_percent = 0.0
+                if view.cpu_shares is not None:
+                    view.cpu_shares = {}
             self._remember(view)
             if identity in created:
                 continue

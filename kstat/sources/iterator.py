@@ -25,6 +25,10 @@ How it is built on the running kernel:
 - The offsets are constants of the running kernel, so they go into the iterator's code as
   immediates, one unrolled read per possible CPU.
 
+Asked to keep them per CPU (`per_cpu=True`), the iterator writes, before each program's 64-byte
+record, each possible CPU's run count and run time (16 bytes a CPU, in the order of the
+possible CPUs) from the same reads it sums: the record's sums are those CPUs' totals exactly.
+
 The iterator program is itself a loaded program: its own record is left out.
 """
 
@@ -67,6 +71,8 @@ RECORD: Final = struct.Struct("<II8sQ16sQQQ")
 # readv(2)'s buffers: page-sized, as many as the last walk filled (and more as it grows).
 _PAGE: Final = 4096
 _FIRST_BUFFERS: Final = 64
+# One CPU's run_cnt and run_time_ns, before the record when the iterator keeps them per CPU.
+CPU_ENTRY: Final = struct.Struct("<QQ")
 ITERATOR_NAME: Final = "kstat_prog_iter"
 # The program that finds the CPUs' per-CPU offsets, loaded for an instant before the iterator.
 PROBE_NAME: Final = "kstat_pcpu_off"
@@ -75,6 +81,7 @@ PROBE_NAME: Final = "kstat_pcpu_off"
 _ID, _TYPE, _TAG, _LOAD_TIME, _NAME, _RUN_COUNT, _RUN_TIME, _MISSES = -64, -60, -56, -48, -40, -24, -16, -8
 _SCRATCH = -72  # a pointer read from the kernel, then reloaded as a plain number
 _STATS = -96  # one CPU's struct bpf_prog_stats (cnt, nsecs, misses)
+_CPU_ENTRY = -112  # one CPU's run count and run time, as written before the record
 
 
 _layouts: dict[tuple[Path, int, int], KernelLayout] = {}
@@ -361,8 +368,11 @@ def _offsets_program(
     return [*code, asm.mov_imm(asm.R0, 0), asm.exit_()]
 
 
-def iterator_program(offsets: KernelOffsets, cpu_offsets: list[int]) -> list[Instruction]:
-    """The iterator: one 64-byte record per program, counters summed over every CPU."""
+def iterator_program(
+    offsets: KernelOffsets, cpu_offsets: list[int], *, per_cpu: bool = False
+) -> list[Instruction]:
+    """The iterator: one 64-byte record per program, counters summed over every CPU; with
+    `per_cpu`, each CPU's run count and run time (CPU_ENTRY) written before it."""
     body: list[Instruction] = [
         *asm.load(8, asm.R8, asm.R6, offsets.context_meta),
         *asm.load(8, asm.R8, asm.R8, offsets.meta_seq),
@@ -396,6 +406,17 @@ def iterator_program(offsets: KernelOffsets, cpu_offsets: list[int]) -> list[Ins
                 *asm.load(8, asm.R2, asm.FP, total),
                 asm.alu("+", asm.R2, asm.R1),
                 asm.store(8, asm.FP, total, asm.R2),
+            ]
+        if per_cpu:
+            body += [
+                *asm.load(8, asm.R1, asm.FP, _STATS + offsets.stats_count),
+                asm.store(8, asm.FP, _CPU_ENTRY, asm.R1),
+                *asm.load(8, asm.R1, asm.FP, _STATS + offsets.stats_time),
+                asm.store(8, asm.FP, _CPU_ENTRY + 8, asm.R1),
+                asm.mov(asm.R1, asm.R8),
+                *asm.stack_address(asm.R2, _CPU_ENTRY),
+                asm.mov_imm(asm.R3, CPU_ENTRY.size),
+                asm.call(asm.SEQ_WRITE),
             ]
     body += [
         asm.mov(asm.R1, asm.R8),
@@ -482,7 +503,7 @@ class ProgramIterator(LinkedIterator):
     """kstat's iterator, loaded and linked for the window; `read()` walks every program once,
     a 64-byte record per loaded program, kstat's iterator included."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, per_cpu: bool = False) -> None:
         offsets, cpu_offsets, self.per_cpu_offsets_by = running_kernel_offsets()
         if offsets.stats_in_aux:
             # Imported here: the command line opens the iterator at launch, before logging.
@@ -492,7 +513,12 @@ class ProgramIterator(LinkedIterator):
                 "this kernel keeps its program stats in bpf_prog_aux (before Linux 5.12)"
             )
         self.counts_recursion_misses = offsets.stats_misses is not None
-        super().__init__(iterator_program(offsets, cpu_offsets), ITERATOR_NAME, offsets.attach_btf_id)
+        # With per-CPU counters, the possible CPUs whose entries come before each record.
+        self.cpus = possible_cpus() if per_cpu else []
+        self.record_size = RECORD.size + CPU_ENTRY.size * len(self.cpus)
+        super().__init__(
+            iterator_program(offsets, cpu_offsets, per_cpu=per_cpu), ITERATOR_NAME, offsets.attach_btf_id
+        )
 
 
 @frozen
@@ -521,8 +547,18 @@ class IteratorReader:
     before they could be read keeps what its record says (its kernel name, no footprint).
     """
 
-    def __init__(self, syscalls: ProgramReader | None = None) -> None:
-        self._iterator = ProgramIterator()
+    def __init__(self, syscalls: ProgramReader | None = None, *, per_cpu: bool = False) -> None:
+        self._iterator = ProgramIterator(per_cpu=per_cpu)
+        # Each record's size, and where its 64 bytes start (after the CPUs' entries).
+        self._size = self._iterator.record_size
+        self._header = self._size - RECORD.size
+        cpus = self._iterator.cpus
+        self.per_cpu = bool(cpus)
+        # Where each entry's CPU goes in a per-CPU vector (indexed by CPU number, 0 for CPUs
+        # that are not possible), unless the possible CPUs are 0..n-1, in order.
+        self._vector_size = max(cpus) + 1 if cpus else 0
+        self._cpu_slots = None if cpus == list(range(len(cpus))) else cpus
+        self._entries = struct.Struct(f"<{2 * len(cpus)}Q")
         self._syscalls = syscalls or ProgramReader()
         own = self._syscalls.read_fd(self._iterator.program_fd)
         self.own_id = own.id
@@ -542,9 +578,9 @@ class IteratorReader:
         clocks = ClockStart()
         data = self._iterator.read()
         read_clocks = clocks.end()
-        data = data[: len(data) - len(data) % RECORD.size]
-        # Every record's id at C speed: the id is the first of a record's sixteen u32.
-        ids = list(memoryview(data).cast("I")[:: RECORD.size // 4])
+        data = data[: len(data) - len(data) % self._size]
+        # Every record's id at C speed: the id is the first u32 of a record's 64 bytes.
+        ids = list(memoryview(data).cast("I")[self._header // 4 :: self._size // 4])
         stats, changes = self._compare(data, ids, self._previous)
         self._previous = _Pass(data, ids, stats)
         return Reading([value for value in stats if value is not None], changes, read_clocks)
@@ -557,7 +593,7 @@ class IteratorReader:
         same ids and the same bytes as before (idle programs, the usual case), it is taken
         whole without being looked into; only records that differ are decoded. Programs that
         came or went break a run only where they are: churn costs what changed."""
-        size, own_id = RECORD.size, self.own_id
+        size, own_id = self._size, self.own_id
         stats: list[ProgramStats | None] = []
         new: list[ProgramStats] = []
         moved: list[tuple[ProgramStats, ProgramStats]] = []
@@ -614,10 +650,22 @@ class IteratorReader:
         return stats, ProgramChanges(new=new, moved=moved, vanished=vanished)
 
     def _decode(self, record: bytes, before: ProgramStats | None) -> ProgramStats:
-        program_id, type_id, tag, load_time_ns, name, run_count, run_time_ns, misses = RECORD.unpack(record)
+        program_id, type_id, tag, load_time_ns, name, run_count, run_time_ns, misses = RECORD.unpack_from(
+            record, self._header
+        )
         # The counter catalogue's counters, in its order; recursion misses None where the
         # kernel does not count them (before 5.12: the record's zero is no count).
         counters = Counters(run_time_ns, run_count, misses if self.counts_recursion_misses else None)
+        if self.per_cpu:
+            entries = self._entries.unpack_from(record)
+            counts, times = entries[0::2], entries[1::2]
+            slots = self._cpu_slots
+            if slots is not None:
+                counts, times = (
+                    _placed(counts, slots, self._vector_size),
+                    _placed(times, slots, self._vector_size),
+                )
+            counters = counters._replace(per_cpu_run_time_ns=times, per_cpu_run_count=counts)
         if before is not None and before.load_time_ns == load_time_ns:
             return evolve(before, counters=counters)
         # Met for the first time (or an id the kernel reused): what its record says. Its full
@@ -637,3 +685,11 @@ class IteratorReader:
 
     def close(self) -> None:
         self._iterator.close()
+
+
+def _placed(values: tuple[int, ...], cpus: list[int], size: int) -> tuple[int, ...]:
+    """Values in possible-CPU order as a vector indexed by CPU number (0 where no CPU is)."""
+    vector = [0] * size
+    for cpu, value in zip(cpus, values, strict=True):
+        vector[cpu] = value
+    return tuple(vector)

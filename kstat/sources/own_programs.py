@@ -87,7 +87,8 @@ def _iterator_instructions() -> list[list[Instruction]]:
     # The per-CPU offsets are found by running the probe once per process (a program of an
     # instant, which other kstats recognise as this one's), the iterator's own if it has one.
     offsets, cpu_offsets, _ = running_kernel_offsets()
-    return [iterator_program(offsets, cpu_offsets)]
+    # With per-CPU counters (`--per-cpu`) or without: either is another kstat's iterator.
+    return [iterator_program(offsets, cpu_offsets, per_cpu=per_cpu) for per_cpu in (False, True)]
 
 
 def _task_file_instructions() -> list[list[Instruction]]:

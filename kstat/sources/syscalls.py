@@ -12,6 +12,7 @@ import ctypes
 import errno
 import os
 from collections.abc import Iterator, Sequence
+from typing import Final
 
 from kstat.abi import bpf
 from kstat.abi.enums import Command, program_type_name
@@ -25,12 +26,15 @@ from kstat.abi.structs import (
     InfoByFdAttr,
     ProgInfo,
 )
-from kstat.core.counters import Counters
+from kstat.core.counters import COUNTERS, Counters
 from kstat.core.model import MapFootprint, ProgramChanges, ProgramFootprint, ProgramStats, Reading
 from kstat.errors import BpfError, UnsupportedKernel
 from kstat.sources.clocks import ClockStart
 from kstat.sources.fdinfo import fdinfo_number
 from kstat.text import from_host
+
+# The counter catalogue's counters past those bpf_prog_info gives: None (the per-CPU splits).
+_NOT_READ_HERE: Final = (None,) * (len(COUNTERS) - 3)
 
 
 class ProgramReader:
@@ -217,11 +221,13 @@ class ProgramReader:
             raise UnsupportedKernel(
                 "this kernel's bpf_prog_info has no run_time_ns/run_cnt (they arrived in Linux 5.1)"
             )
-        # The counter catalogue's counters, in its order; None where this kernel has no field.
+        # The counter catalogue's counters, in its order; None where this kernel has no field,
+        # and for the per-CPU splits, which bpf_prog_info does not give (sums only).
         read = (
             info.run_time_ns,
             info.run_cnt,
             info.recursion_misses if written >= RECURSION_MISSES_END else None,
+            *_NOT_READ_HERE,
         )
         key = (info.id, info.load_time)
         before = self._known.get(key)

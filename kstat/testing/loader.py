@@ -141,6 +141,13 @@ class LoopbackTarget:
         self._sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._sender.connect(self._receiver.getsockname())
 
+    @property
+    def port(self) -> int:
+        """The receiving socket's UDP port on 127.0.0.1: where another process's packets run
+        the filter too (on the CPU that process sends from)."""
+        port: int = self._receiver.getsockname()[1]
+        return port
+
     def send(self, count: int) -> None:
         send = self._sender.send
         for _ in range(count):

@@ -115,6 +115,7 @@ async def run_demo(
     snapshot_method: str = "auto",
     only_its_own: bool = True,
     program_keys: str | None = None,
+    per_cpu: bool = False,
 ) -> tuple[CollectionResult, dict[str, int]]:
     """Collect a window that exactly brackets the demo traffic; returns the result and packets
     sent. The report has the demo's own programs alone unless `only_its_own` is False."""
@@ -132,6 +133,7 @@ async def run_demo(
                 duration_ns=None,
                 interval_ns=interval_ns,
                 snapshot_method=snapshot_method,
+                per_cpu=per_cpu,
                 program_filter=own if only_its_own else ProgramFilter(),
                 program_keys=program_keys,
             )
