@@ -231,7 +231,8 @@ def test_every_dashboard_query_returns_series_from_a_real_prometheus(
         kstat = KstatProcess(["serve", "--interval", "500ms", "--sink", f"prometheus://127.0.0.1:{port}"])
         kstat.wait_for_window()
         target = load_filter("kstat_t_board")
-        series = 'kstat_program_runs_total{name="kstat_t_board"}'
+        # By its id: another suite on the host may hold a program of the same name.
+        series = f'kstat_program_runs_total{{id="{target.program.id}"}}'
         assert prometheus.wait_for(series, 0) == 0
         sent = 0
         deadline = time.monotonic() + 6

@@ -366,7 +366,8 @@ def test_a_real_prometheus_counts_every_packet(load_filter: LoadFilter, tmp_path
         )
         kstat.wait_for_window()
         target = load_filter("kstat_t_prom")
-        series = 'kstat_program_runs_total{name="kstat_t_prom",job="kstat"}'
+        # By its id: another suite on the host may hold a program of the same name.
+        series = f'kstat_program_runs_total{{id="{target.program.id}",job="kstat"}}'
         assert prometheus.wait_for(series, 0) == 0  # scraped before any traffic
         packets, rate_per_s, started = 0, 400, time.time()
         while time.time() - started < 8:  # a steady rate, in bursts of 20
@@ -386,7 +387,7 @@ def test_a_real_prometheus_counts_every_packet(load_filter: LoadFilter, tmp_path
             '(rate(kstat_program_run_time_seconds_total{name=~"kstat_t_.*"}[1m])))',
             at=ended,
         )
-        info = prometheus.query('kstat_program_info{name="kstat_t_prom"}', at=ended)
+        info = prometheus.query(f'kstat_program_info{{id="{target.program.id}"}}', at=ended)
         kstat.signal(signal.SIGTERM)
         returncode, _ = kstat.finish()
     assert returncode == 0, kstat.stderr_lines
@@ -397,9 +398,13 @@ def test_a_real_prometheus_counts_every_packet(load_filter: LoadFilter, tmp_path
         for line in lines
         if line["kind"] == "interval" and middle - 4 <= _unix(line["end_time"]) <= middle
     ]
-    kstat_rate = sum(line["program_stats"].get("kstat_t_prom", {}).get("run_count", 0) for line in inside) / (
-        sum(line["elapsed_ns"] for line in inside) / 1e9
-    )
+    own_id = target.program.id
+    kstat_rate = sum(
+        stats["run_count"]
+        for line in inside
+        for stats in line["program_stats"].values()
+        if stats["id"] == own_id
+    ) / (sum(line["elapsed_ns"] for line in inside) / 1e9)
     assert prometheus_rate is not None
     assert prometheus_rate == pytest.approx(kstat_rate, rel=0.15)
     assert any(entry["metric"]["name"] == "kstat_t_prom" for entry in costliest)
