@@ -12,6 +12,7 @@ program that lived two intervals is in the report.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import statistics
@@ -107,6 +108,7 @@ def _burner() -> subprocess.Popen[bytes]:
 
 def _window(duration_s: float, scratch: Path, index: int) -> dict[str, object]:
     report_path = scratch / f"busy-{index}.json"
+    log_path = scratch / f"busy-{index}.log"
     churn = _Churn()
     churn.start()
     started = time.monotonic()
@@ -128,10 +130,16 @@ def _window(duration_s: float, scratch: Path, index: int) -> dict[str, object]:
                 "statsd://127.0.0.1:9",
             ],
             check=True,
-            stderr=subprocess.DEVNULL,
+            stderr=log_path.open("wb"),
         )
     finally:
         churn.stop()
+    causes: dict[str, int] = {}
+    for line in log_path.read_text(errors="replace").splitlines():
+        with contextlib.suppress(ValueError):
+            entry = json.loads(line)
+            if "cause" in entry:
+                causes[entry["cause"]] = causes.get(entry["cause"], 0) + 1
     report = kstat.load_report(report_path)
     achieved = report.achieved_interval
     assert achieved is not None
@@ -148,6 +156,7 @@ def _window(duration_s: float, scratch: Path, index: int) -> dict[str, object]:
         "churned_reported": len(counted),
         "churned_wrong": missed,
         "programs": report.num_programs,
+        "slip_causes": causes,
         "seconds": time.monotonic() - started,
     }
 
@@ -190,6 +199,14 @@ def describe(found: list[dict[str, object]]) -> list[str]:
             "second read, where reads slipped)"
             for window in found
         ),
+    ]
+    causes: dict[str, int] = {}
+    for window in found:
+        for cause, count in dict(window["slip_causes"]).items():  # type: ignore[call-overload]
+            causes[cause] = causes.get(cause, 0) + count
+    lines += [
+        f"    slips logged: {count} x {cause}"
+        for cause, count in sorted(causes.items(), key=lambda item: -item[1])
     ]
     return lines
 
