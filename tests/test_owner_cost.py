@@ -1,0 +1,355 @@
+"""Each owner's whole cost: its own CPU and memory (/proc) beside its programs' kernel CPU."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kstat.core.counters import Counters
+from kstat.core.model import ProgramOwner, Workload
+from kstat.core.owner_cost import (
+    OWNER_METRICS,
+    PROCESS_COUNTERS,
+    HeldProgram,
+    ProcessCounters,
+    ProcessSpan,
+    owner_metric,
+    owners_section,
+)
+from kstat.formats.report_json import report_from_json, report_to_dict, report_to_json
+from kstat.sources.process_usage import CLOCK_TICKS, parse_stat, parse_status, process_usage
+from tests.windows import run_window
+
+REPO = Path(__file__).resolve().parent.parent
+GOLDEN = Path(__file__).parent / "golden"
+NS_PER_TICK = 1_000_000_000 // CLOCK_TICKS
+
+
+# --- reading /proc ---------------------------------------------------------------------------
+
+
+def _stat_line(comm: bytes, utime: int, stime: int, start: int) -> bytes:
+    fields = ["S", "1", "1", "1", "0", "-1", "0", "0", "0", "0", "0", str(utime), str(stime)]
+    fields += ["0", "0", "20", "0", "1", "0", str(start), "1000", "10"]
+    return b"42 (" + comm + b") " + " ".join(fields).encode() + b"\n"
+
+
+def test_stat_is_read_after_the_last_parenthesis_whatever_the_comm_holds() -> None:
+    hostile = b"a) 1 2 (\xff\xfe\n"
+    assert parse_stat(_stat_line(hostile, 7, 3, 900)) == (
+        7 * NS_PER_TICK,
+        3 * NS_PER_TICK,
+        900 * NS_PER_TICK,
+    )
+
+
+@pytest.mark.parametrize("data", [b"", b"42 (x) S 1 2", b"42 (x) " + b"z " * 30, b"\xff" * 100])
+def test_stat_that_does_not_parse_is_none_not_an_exception(data: bytes) -> None:
+    assert parse_stat(data) is None
+
+
+def test_status_gives_resident_and_peak_memory_in_bytes() -> None:
+    status = b"Name:\tagent\nVmHWM:\t    2048 kB\nVmRSS:\t    1024 kB\nThreads:\t1\n"
+    assert parse_status(status) == (1024 * 1024, 2048 * 1024)
+    assert parse_status(b"Name:\tkthreadd\n") == (None, None)
+    assert parse_status(b"VmRSS:\tlots kB\n") == (None, None)
+
+
+def test_a_process_that_is_gone_is_not_read(tmp_path: Path) -> None:
+    assert process_usage(999_999, tmp_path) is None
+
+
+def test_this_process_is_read_as_proc_says() -> None:
+    usage = process_usage(int(Path("/proc/self").resolve().name))
+    assert usage is not None
+    assert usage.counters.rss_bytes is not None and usage.counters.rss_bytes > 0
+    assert usage.counters.peak_rss_bytes is not None
+    assert usage.counters.peak_rss_bytes >= usage.counters.rss_bytes
+
+
+def test_every_process_counter_is_declared_once() -> None:
+    assert [spec.name for spec in PROCESS_COUNTERS] == list(ProcessCounters._fields)
+    assert len({metric.name for metric in OWNER_METRICS}) == len(OWNER_METRICS)
+    with pytest.raises(KeyError, match="owner metrics"):
+        owner_metric("nonsense")
+
+
+# --- the section's arithmetic ----------------------------------------------------------------
+
+POD = Workload(container_id="c" * 64, container_name="agent", pod="agent-x7k2p", namespace="kube-system")
+ALPHA = ProgramOwner(10, "alpha", POD)
+BETA = ProgramOwner(20, "beta", POD)
+SECOND = 1_000_000_000
+
+
+def _spans() -> dict[int, ProcessSpan]:
+    return {
+        10: ProcessSpan(
+            ProcessCounters(SECOND, 0, 1, 1), ProcessCounters(SECOND + 300_000_000, 100_000_000, 50, 80)
+        ),
+        20: ProcessSpan(ProcessCounters(0, 0, 1, 1), ProcessCounters(200_000_000, 0, 10, 20), gone=True),
+    }
+
+
+def test_whole_cost_is_the_process_cpu_and_its_programs_kernel_cpu() -> None:
+    section = owners_section(
+        [
+            HeldProgram(1, (ALPHA,), Counters(100_000_000, 1000)),
+            HeldProgram(2, (BETA,), Counters(50_000_000, 500)),
+        ],
+        _spans(),
+        2 * SECOND,
+    )
+    assert section is not None
+    alpha, beta = section.owners
+    assert alpha.metrics["process_cpu_ns"] == 400_000_000
+    assert alpha.metrics["user_time_ns"] == 300_000_000
+    assert alpha.metrics["kernel_cpu_ns"] == 100_000_000
+    assert alpha.metrics["whole_cpu_ns"] == 500_000_000
+    assert alpha.metrics["whole_cpu_percent"] == pytest.approx(25.0)
+    assert alpha.metrics["rss_bytes"] == 50
+    assert alpha.metrics["peak_rss_bytes"] == 80
+    # Gone inside the window: what it used until its last reading is still its own.
+    assert beta.gone and beta.metrics["process_cpu_ns"] == 200_000_000
+    assert section.total["whole_cpu_ns"] == 750_000_000
+
+
+def test_a_shared_program_is_charged_to_each_holder_and_counted_once_in_totals() -> None:
+    section = owners_section(
+        [
+            HeldProgram(1, (ALPHA, BETA), Counters(100_000_000, 1000)),
+            HeldProgram(2, (BETA,), Counters(50_000_000, 500)),
+        ],
+        _spans(),
+        2 * SECOND,
+    )
+    assert section is not None
+    alpha, beta = section.owners
+    assert alpha.metrics["kernel_cpu_ns"] == 100_000_000
+    assert alpha.shared_program_ids == (1,)
+    assert beta.metrics["kernel_cpu_ns"] == 150_000_000
+    assert beta.program_ids == (1, 2) and beta.shared_program_ids == (1,)
+    # Not 250 ms: program 1 once.
+    assert section.total["kernel_cpu_ns"] == 150_000_000
+    pods = [group for group in section.groups if group.by == "pod"]
+    assert [(group.name, group.pids) for group in pods] == [("kube-system/agent-x7k2p", (10, 20))]
+    assert pods[0].metrics["kernel_cpu_ns"] == 150_000_000
+    assert pods[0].metrics["process_cpu_ns"] == 600_000_000
+    assert pods[0].metrics["programs"] == 2
+
+
+def test_an_owner_never_read_has_its_kernel_cpu_only() -> None:
+    section = owners_section([HeldProgram(1, (ALPHA,), Counters(10, 1))], {}, SECOND)
+    assert section is not None
+    (alpha,) = section.owners
+    assert alpha.unread and alpha.metrics["process_cpu_ns"] == 0 and "rss_bytes" not in alpha.metrics
+    assert owners_section([HeldProgram(1, (), Counters(10, 1))], {}, SECOND) is None
+
+
+# --- the report --------------------------------------------------------------------------------
+
+
+def test_reports_without_owners_read_as_before() -> None:
+    for path in sorted(GOLDEN.glob("*.json")):
+        report = report_from_json(path.read_text())
+        assert report.owners is None, path.name
+        assert "owners" not in report_to_dict(report)
+
+
+def _two_agent_report_text() -> str:
+    section = owners_section(
+        [
+            HeldProgram(1, (ALPHA, BETA), Counters(100_000_000, 1000)),
+            HeldProgram(2, (BETA,), Counters(50_000_000, 500)),
+        ],
+        _spans(),
+        2 * SECOND,
+    )
+    data = json.loads((GOLDEN / sorted(path.name for path in GOLDEN.glob("*.json"))[0]).read_text())
+    assert section is not None
+    from kstat.formats.report_json import owners_to_dict  # noqa: PLC0415
+
+    data["owners"] = owners_to_dict(section)
+    return json.dumps(data)
+
+
+def test_the_owners_section_is_written_and_read_back_the_same() -> None:
+    text = _two_agent_report_text()
+    report = report_from_json(text)
+    assert report.owners is not None
+    again = report_from_json(report_to_json(report))
+    assert again.owners == report.owners
+    alpha, beta = report.owners.owners
+    assert (alpha.pid, alpha.command, alpha.workload.pod) == (10, "alpha", "agent-x7k2p")
+    assert beta.gone and beta.shared_program_ids == (1,)
+    assert report.owners.total["kernel_cpu_ns"] == 150_000_000
+
+
+def test_a_bad_owners_section_is_one_clear_error() -> None:
+    data = json.loads(_two_agent_report_text())
+    data["owners"]["processes"][0]["whole_cpu_ns"] = "lots"
+    with pytest.raises(Exception, match=r"owners\.processes\[0\]\.whole_cpu_ns"):
+        report_from_json(json.dumps(data))
+
+
+# --- two real agents ---------------------------------------------------------------------------
+
+
+class BusyAgent:
+    """tests/busy_agent.py: a process holding a busy socket filter, burning CPU on demand."""
+
+    def __init__(self, name: str, work_instructions: int) -> None:
+        self.name = name
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.busy_agent", name, str(work_instructions)],
+            cwd=REPO,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        ready = json.loads(self.process.stdout.readline())  # its program is loaded and attached
+        self.pid: int = ready["pid"]
+        self.program_id: int = ready["id"]
+        self.port: int = ready["port"]
+        self._sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._sender.connect(("127.0.0.1", self.port))
+
+    def ask(self, line: str) -> None:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(line + "\n")
+        self.process.stdin.flush()
+        assert self.process.stdout.readline().strip() == "ok"
+
+    def send(self, count: int) -> None:
+        """Packets from this process: the filter runs in the sender's context, not the agent's."""
+        for _ in range(count):
+            self._sender.send(b"kstat")
+
+    def cpu_ns(self) -> int:
+        """What /proc/PID/stat says the agent has used, user and system."""
+        times = parse_stat(Path(f"/proc/{self.pid}/stat").read_bytes())
+        assert times is not None
+        return times[0] + times[1]
+
+    def close(self) -> None:
+        self._sender.close()
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        self.process.wait(timeout=10)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+
+@pytest.fixture
+def agents() -> Iterator[tuple[BusyAgent, BusyAgent]]:
+    first = BusyAgent("agent-alpha", 2000)
+    try:
+        second = BusyAgent("agent-beta", 6000)
+    except BaseException:
+        first.close()
+        raise
+    try:
+        yield first, second
+    finally:
+        first.close()
+        second.close()
+
+
+def _run_time_ns(program_id: int) -> int:
+    from kstat.abi.bpf import program_fd  # noqa: PLC0415
+    from kstat.sources.syscalls import ProgramReader  # noqa: PLC0415
+
+    fd = program_fd(program_id)
+    assert fd is not None
+    try:
+        return ProgramReader().read_fd(fd).counters.run_time_ns
+    finally:
+        import os  # noqa: PLC0415
+
+        os.close(fd)
+
+
+@pytest.mark.kernel
+async def test_two_agents_whole_cost_matches_the_kernels_own_accounting(
+    agents: tuple[BusyAgent, BusyAgent],
+) -> None:
+    import trio  # noqa: PLC0415
+
+    alpha, beta = agents
+    burns_ms = {alpha.name: 400, beta.name: 800}
+    packets = {alpha.name: 20_000, beta.name: 20_000}
+    before_cpu = {agent.name: agent.cpu_ns() for agent in agents}
+    before_run = {agent.name: _run_time_ns(agent.program_id) for agent in agents}
+
+    async def body(probe: object) -> None:
+        from tests.windows import WindowProbe  # noqa: PLC0415
+
+        assert isinstance(probe, WindowProbe)
+        for agent in agents:
+            await trio.to_thread.run_sync(agent.ask, f"burn {burns_ms[agent.name]}")
+            await trio.to_thread.run_sync(agent.send, packets[agent.name])
+        # Two passes more: the details stage has read /proc after the burns.
+        await probe.wait_for_snapshots(probe.snapshots_seen + 2)
+
+    result = await run_window(body)
+    report = result.report
+    section = report.owners
+    assert section is not None
+    used = {agent.name: agent.cpu_ns() - before_cpu[agent.name] for agent in agents}
+    ran = {agent.name: _run_time_ns(agent.program_id) - before_run[agent.name] for agent in agents}
+    for agent in agents:
+        (cost,) = [owner for owner in section.owners if owner.pid == agent.pid]
+        assert cost.command == agent.name
+        assert agent.program_id in cost.program_ids
+        metrics = cost.metrics
+        # The burn is what the agent used (its process time), to a clock tick or two.
+        assert used[agent.name] == pytest.approx(
+            burns_ms[agent.name] * 1_000_000, rel=0.05, abs=2 * NS_PER_TICK
+        )
+        assert metrics["process_cpu_ns"] == pytest.approx(used[agent.name], rel=0.05)
+        assert metrics["kernel_cpu_ns"] == pytest.approx(ran[agent.name], rel=0.05)
+        assert metrics["whole_cpu_ns"] == pytest.approx(used[agent.name] + ran[agent.name], rel=0.05)
+        assert metrics["whole_cpu_percent"] == pytest.approx(
+            (used[agent.name] + ran[agent.name]) * 100 / report.collection_duration_ns, rel=0.05
+        )
+        line = report.program(agent.program_id)
+        assert line.run_count == packets[agent.name]
+        assert metrics["kernel_cpu_ns"] == line.runtime_ns
+        assert metrics["rss_bytes"] > 0 and metrics["peak_rss_bytes"] >= metrics["rss_bytes"]
+    # And in the report's JSON.
+    again = report_from_json(report_to_json(report))
+    assert again.owners == section
+
+
+@pytest.mark.kernel
+async def test_an_agent_that_exits_mid_window_keeps_what_it_used() -> None:
+    import trio  # noqa: PLC0415
+
+    agent = BusyAgent("agent-gone", 0)
+    program_id = agent.program_id
+    cpu: list[int] = []
+
+    async def body(probe: object) -> None:
+        from tests.windows import WindowProbe  # noqa: PLC0415
+
+        assert isinstance(probe, WindowProbe)
+        await trio.to_thread.run_sync(agent.ask, "burn 300")
+        cpu.append(agent.cpu_ns())
+        await probe.wait_for_snapshots(probe.snapshots_seen + 2)
+        await trio.to_thread.run_sync(agent.close)
+        await probe.wait_for_snapshots(probe.snapshots_seen + 2)
+
+    before = agent.cpu_ns()
+    result = await run_window(body)
+    section = result.report.owners
+    assert section is not None
+    (cost,) = [owner for owner in section.owners if program_id in owner.program_ids]
+    assert cost.gone
+    assert cost.metrics["process_cpu_ns"] == pytest.approx(cpu[0] - before, rel=0.05, abs=2 * NS_PER_TICK)
