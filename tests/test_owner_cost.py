@@ -353,3 +353,22 @@ async def test_an_agent_that_exits_mid_window_keeps_what_it_used() -> None:
     (cost,) = [owner for owner in section.owners if program_id in owner.program_ids]
     assert cost.gone
     assert cost.metrics["process_cpu_ns"] == pytest.approx(cpu[0] - before, rel=0.05, abs=2 * NS_PER_TICK)
+
+
+def test_owner_records_have_the_fixed_keys_and_the_sections_figures() -> None:
+    from kstat.formats.records import RECORD_KEYS, summary_records  # noqa: PLC0415
+
+    report = report_from_json(_two_agent_report_text())
+    records = summary_records(report, "node-1")
+    assert all(tuple(record) == RECORD_KEYS for record in records)
+    owners = [record for record in records if record["kind"] == "owner"]
+    assert [(record["owner_pid"], record["owner_command"]) for record in owners] == [
+        (10, "alpha"),
+        (20, "beta"),
+    ]
+    assert owners[0]["owner_whole_cpu_ns"] == 500_000_000 and owners[1]["owner_gone"] is True
+    assert owners[0]["owner_pod"] == "agent-x7k2p"
+    (pod,) = [r for r in records if r["kind"] == "owner_group" and r["owner_group_by"] == "pod"]
+    assert pod["owner_kernel_cpu_ns"] == 150_000_000
+    (total,) = [record for record in records if record["kind"] == "owner_total"]
+    assert total["owner_kernel_cpu_ns"] == 150_000_000 and records[-1] is total
