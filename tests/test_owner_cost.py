@@ -372,3 +372,94 @@ def test_owner_records_have_the_fixed_keys_and_the_sections_figures() -> None:
     assert pod["owner_kernel_cpu_ns"] == 150_000_000
     (total,) = [record for record in records if record["kind"] == "owner_total"]
     assert total["owner_kernel_cpu_ns"] == 150_000_000 and records[-1] is total
+
+
+# --- a window replayed: summary, Prometheus, StatsD -------------------------------------------
+
+
+def _replayed() -> list[object]:
+    from attrs import evolve  # noqa: PLC0415
+
+    from kstat.core.model import ProgramDetails  # noqa: PLC0415
+    from kstat.core.owner_cost import ProcessUsage  # noqa: PLC0415
+    from tests.builders import program, snapshot  # noqa: PLC0415
+
+    held_by_both = ProgramDetails(owners=(ALPHA, BETA))
+    held_by_alpha = ProgramDetails(owners=(ALPHA,))
+    boot = 1_000_000_000  # both started long before the window (10 s of boot time in)
+
+    def at(
+        sequence: int, seconds: float, alpha_user_ms: int, shared_ns: int, own_ns: int, beta: bool
+    ) -> object:
+        taken = snapshot(
+            sequence,
+            seconds,
+            program(1, shared_ns, shared_ns // 100, details=held_by_both),
+            program(2, own_ns, own_ns // 100, details=held_by_alpha),
+        )
+        processes = [ProcessUsage(10, boot, ProcessCounters(alpha_user_ms * 1_000_000, 0, 4096, 8192))]
+        if beta:
+            processes.append(ProcessUsage(20, boot, ProcessCounters(sequence * 50_000_000, 0, 100, 100)))
+        return evolve(taken, processes=tuple(processes))
+
+    return [
+        at(0, 0.0, 100, 0, 0, True),
+        at(1, 1.0, 300, 10_000_000, 5_000_000, True),
+        at(2, 2.0, 600, 30_000_000, 5_000_000, False),  # beta exited after its second reading
+    ]
+
+
+def test_a_replayed_window_charges_each_owner_and_keeps_what_a_gone_one_used() -> None:
+    from tests.builders import report_of  # noqa: PLC0415
+
+    report = report_of(*_replayed())  # type: ignore[arg-type]
+    assert report.owners is not None
+    alpha, beta = report.owners.owners
+    assert alpha.metrics["process_cpu_ns"] == 500_000_000
+    assert alpha.metrics["kernel_cpu_ns"] == 35_000_000
+    assert alpha.metrics["whole_cpu_percent"] == pytest.approx(26.75)
+    assert beta.gone and beta.metrics["process_cpu_ns"] == 50_000_000
+    assert beta.metrics["kernel_cpu_ns"] == 30_000_000
+    assert report.owners.total["kernel_cpu_ns"] == 35_000_000 == report.total_runtime_ns
+
+
+def test_prometheus_has_owner_series_with_the_info_series_labels() -> None:
+    from kstat.formats.prometheus import Format, exposition_of  # noqa: PLC0415
+    from tests.builders import events_of  # noqa: PLC0415
+
+    events = events_of(*_replayed())  # type: ignore[arg-type]
+    body = exposition_of(events).render(Format.TEXT).body.decode()  # type: ignore[arg-type]
+    labels = 'pid="10",command="alpha",pod="agent-x7k2p",namespace="kube-system",container="agent",unit=""'
+    assert f"kstat_owner_user_seconds_total{{{labels}}} 0.6\n" in body
+    assert f"kstat_owner_kernel_cpu_seconds_total{{{labels}}} 0.035\n" in body
+    assert f"kstat_owner_whole_cpu_seconds_total{{{labels}}} 0.635\n" in body
+    assert f"kstat_owner_rss_bytes{{{labels}}} 4096\n" in body
+    assert f"kstat_owner_programs{{{labels}}} 2\n" in body
+    assert "# TYPE kstat_owner_user_seconds_total counter" in body
+    assert 'pid="20"' not in body  # gone: no series of its own any more
+
+
+def test_statsd_sends_each_owners_interval_cost() -> None:
+    from kstat.core.events import IntervalEnded, WindowStarted  # noqa: PLC0415
+    from kstat.sinks.statsd import IntervalLines, StatsdSettings  # noqa: PLC0415
+    from tests.builders import events_of  # noqa: PLC0415
+
+    for tags in (False, True):
+        lines = IntervalLines(StatsdSettings("127.0.0.1", prefix="kt", dogstatsd_tags=tags))
+        sent = []
+        for event in events_of(*_replayed()):  # type: ignore[arg-type]
+            if isinstance(event, WindowStarted):
+                lines.start(event)
+            elif isinstance(event, IntervalEnded):
+                sent.append(lines.owner_lines(event))
+        if tags:
+            assert (
+                "kt.owner.process_cpu_ns:200000000|c|#command:alpha,pid:10,pod:agent-x7k2p,"
+                "namespace:kube-system,container:agent" in sent[0]
+            )
+        else:
+            assert "kt.owner.alpha.10.process_cpu_ns:200000000|c" in sent[0]
+            assert "kt.owner.alpha.10.kernel_cpu_ns:15000000|c" in sent[0]
+            assert "kt.owner.alpha.10.whole_cpu_percent:21.5|g" in sent[0]
+            assert "kt.owner.beta.20.kernel_cpu_ns:10000000|c" in sent[0]
+            assert not [line for line in sent[1] if ".beta." in line]

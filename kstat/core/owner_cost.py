@@ -525,3 +525,21 @@ def _together(
     for program_id in sorted(ids):
         kernel = added(kernel, kernel_of.get(program_id, ZERO))
     return owner_values(OwnerSpan(process, kernel, elapsed_ns, len(ids)))
+
+
+def interval_spans(
+    previous: Iterable[ProcessUsage], current: Iterable[ProcessUsage]
+) -> dict[int, ProcessSpan]:
+    """Each process's span between two snapshots' readings (by pid): a process first read in
+    `current`, or a pid now another process's, spans nothing yet."""
+    before = {usage.pid: usage for usage in previous}
+    spans = {}
+    for usage in current:
+        earlier = before.get(usage.pid)
+        baseline = (
+            earlier.counters
+            if earlier is not None and earlier.start_boottime_ns == usage.start_boottime_ns
+            else usage.counters
+        )
+        spans[usage.pid] = ProcessSpan(baseline, usage.counters)
+    return spans
