@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from kstat.core.counters import Counters
-from kstat.core.model import ProgramOwner, Workload
+from kstat.core.model import ProgramOwner, Snapshot, Workload
 from kstat.core.owner_cost import (
     OWNER_METRICS,
     PROCESS_COUNTERS,
@@ -377,7 +377,7 @@ def test_owner_records_have_the_fixed_keys_and_the_sections_figures() -> None:
 # --- a window replayed: summary, Prometheus, StatsD -------------------------------------------
 
 
-def _replayed() -> list[object]:
+def _replayed() -> list[Snapshot]:
     from attrs import evolve  # noqa: PLC0415
 
     from kstat.core.model import ProgramDetails  # noqa: PLC0415
@@ -389,8 +389,8 @@ def _replayed() -> list[object]:
     boot = 1_000_000_000  # both started long before the window (10 s of boot time in)
 
     def at(
-        sequence: int, seconds: float, alpha_user_ms: int, shared_ns: int, own_ns: int, beta: bool
-    ) -> object:
+        sequence: int, seconds: float, alpha_user_ms: int, shared_ns: int, own_ns: int, *, beta: bool
+    ) -> Snapshot:
         taken = snapshot(
             sequence,
             seconds,
@@ -403,16 +403,16 @@ def _replayed() -> list[object]:
         return evolve(taken, processes=tuple(processes))
 
     return [
-        at(0, 0.0, 100, 0, 0, True),
-        at(1, 1.0, 300, 10_000_000, 5_000_000, True),
-        at(2, 2.0, 600, 30_000_000, 5_000_000, False),  # beta exited after its second reading
+        at(0, 0.0, 100, 0, 0, beta=True),
+        at(1, 1.0, 300, 10_000_000, 5_000_000, beta=True),
+        at(2, 2.0, 600, 30_000_000, 5_000_000, beta=False),  # beta exited after its second reading
     ]
 
 
 def test_a_replayed_window_charges_each_owner_and_keeps_what_a_gone_one_used() -> None:
     from tests.builders import report_of  # noqa: PLC0415
 
-    report = report_of(*_replayed())  # type: ignore[arg-type]
+    report = report_of(*_replayed())
     assert report.owners is not None
     alpha, beta = report.owners.owners
     assert alpha.metrics["process_cpu_ns"] == 500_000_000
@@ -427,8 +427,8 @@ def test_prometheus_has_owner_series_with_the_info_series_labels() -> None:
     from kstat.formats.prometheus import Format, exposition_of  # noqa: PLC0415
     from tests.builders import events_of  # noqa: PLC0415
 
-    events = events_of(*_replayed())  # type: ignore[arg-type]
-    body = exposition_of(events).render(Format.TEXT).body.decode()  # type: ignore[arg-type]
+    events = events_of(*_replayed())
+    body = exposition_of(events).render(Format.TEXT).body.decode()
     labels = 'pid="10",command="alpha",pod="agent-x7k2p",namespace="kube-system",container="agent",unit=""'
     assert f"kstat_owner_user_seconds_total{{{labels}}} 0.6\n" in body
     assert f"kstat_owner_kernel_cpu_seconds_total{{{labels}}} 0.035\n" in body
@@ -447,7 +447,7 @@ def test_statsd_sends_each_owners_interval_cost() -> None:
     for tags in (False, True):
         lines = IntervalLines(StatsdSettings("127.0.0.1", prefix="kt", dogstatsd_tags=tags))
         sent = []
-        for event in events_of(*_replayed()):  # type: ignore[arg-type]
+        for event in events_of(*_replayed()):
             if isinstance(event, WindowStarted):
                 lines.start(event)
             elif isinstance(event, IntervalEnded):
