@@ -427,7 +427,9 @@ def test_prometheus_has_owner_series_with_the_info_series_labels() -> None:
     from kstat.formats.prometheus import Format, exposition_of  # noqa: PLC0415
     from tests.builders import events_of  # noqa: PLC0415
 
-    events = events_of(*_replayed())
+    from kstat.core.events import IntervalEnded, WindowStarted  # noqa: PLC0415
+
+    events = [event for event in events_of(*_replayed()) if isinstance(event, WindowStarted | IntervalEnded)]
     body = exposition_of(events).render(Format.TEXT).body.decode()
     labels = 'pid="10",command="alpha",pod="agent-x7k2p",namespace="kube-system",container="agent",unit=""'
     assert f"kstat_owner_user_seconds_total{{{labels}}} 0.6\n" in body
