@@ -424,10 +424,9 @@ def test_a_replayed_window_charges_each_owner_and_keeps_what_a_gone_one_used() -
 
 
 def test_prometheus_has_owner_series_with_the_info_series_labels() -> None:
+    from kstat.core.events import IntervalEnded, WindowStarted  # noqa: PLC0415
     from kstat.formats.prometheus import Format, exposition_of  # noqa: PLC0415
     from tests.builders import events_of  # noqa: PLC0415
-
-    from kstat.core.events import IntervalEnded, WindowStarted  # noqa: PLC0415
 
     events = [event for event in events_of(*_replayed()) if isinstance(event, WindowStarted | IntervalEnded)]
     body = exposition_of(events).render(Format.TEXT).body.decode()
