@@ -464,3 +464,73 @@ def test_statsd_sends_each_owners_interval_cost() -> None:
             assert "kt.owner.alpha.10.whole_cpu_percent:21.5|g" in sent[0]
             assert "kt.owner.beta.20.kernel_cpu_ns:10000000|c" in sent[0]
             assert not [line for line in sent[1] if ".beta." in line]
+
+
+# --- compare and --fail-on on an agent's whole cost -----------------------------------------
+
+
+def test_an_owner_threshold_reads_naturally_and_unknown_ones_are_one_clear_line() -> None:
+    from kstat.analysis.compare import parse_threshold  # noqa: PLC0415
+    from kstat.errors import UsageError  # noqa: PLC0415
+
+    threshold = parse_threshold("owner:whole_cpu_percent:+10%")
+    assert (threshold.scope, threshold.metric, threshold.limit, threshold.relative) == (
+        "owner",
+        "whole_cpu_percent",
+        10.0,
+        True,
+    )
+    assert threshold.text == "owner:whole_cpu_percent:+10%"
+    assert parse_threshold("runtime_ns:+1").scope == "program"
+    with pytest.raises(UsageError, match="unknown owner metric 'runtime_ns'"):
+        parse_threshold("owner:runtime_ns:+1%")
+    with pytest.raises(UsageError, match="unknown metric 'whole_cpu_percent'"):
+        parse_threshold("whole_cpu_percent:+1%")
+
+
+@pytest.mark.kernel
+async def test_compare_gates_on_an_agents_whole_cpu(
+    agents: tuple[BusyAgent, BusyAgent], tmp_path: Path
+) -> None:
+    import trio  # noqa: PLC0415
+
+    from tests.windows import WindowProbe  # noqa: PLC0415
+
+    alpha, beta = agents
+
+    async def window(alpha_burn_ms: int) -> Path:
+        async def body(probe: WindowProbe) -> None:
+            await trio.to_thread.run_sync(alpha.ask, f"burn {alpha_burn_ms}")
+            await trio.to_thread.run_sync(beta.ask, "burn 200")
+            await trio.to_thread.run_sync(alpha.send, 5_000)
+            await probe.wait_for_snapshots(probe.snapshots_seen + 2)
+
+        report = (await run_window(body)).report
+        path = tmp_path / f"alpha-{alpha_burn_ms}.json"
+        path.write_text(report_to_json(report))
+        return path
+
+    baseline = await window(200)
+    current = await window(800)
+
+    def compare(*arguments: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "kstat", "compare", str(baseline), str(current), *arguments],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    gated = compare("--fail-on", "owner:whole_cpu_percent:+50%")
+    assert gated.returncode == 1, gated.stderr
+    regressions = [line for line in gated.stdout.splitlines() if "owner:whole_cpu_percent" in line]
+    assert len(regressions) == 1 and "agent-alpha (owner): whole_cpu_percent" in regressions[0]
+    assert "Whole cost per owner" in gated.stdout
+    # beta burnt the same in both: within the limit.
+    assert not [line for line in regressions if "agent-beta" in line]
+    data = json.loads(compare("--format", "json").stdout)
+    (row,) = [owner for owner in data["owners"] if owner["command"] == "agent-alpha"]
+    assert row["change_percent"]["process_cpu_ns"] > 200  # 800 ms against 200 ms
+    bad = compare("--fail-on", "owner:runtime_ns:+1%")
+    assert bad.returncode == 2 and "unknown owner metric" in bad.stderr.splitlines()[-1]
