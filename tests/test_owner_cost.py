@@ -534,3 +534,11 @@ async def test_compare_gates_on_an_agents_whole_cpu(
     assert row["change_percent"]["process_cpu_ns"] > 200  # 800 ms against 200 ms
     bad = compare("--fail-on", "owner:runtime_ns:+1%")
     assert bad.returncode == 2 and "unknown owner metric" in bad.stderr.splitlines()[-1]
+
+
+def test_the_report_page_has_the_owner_catalogues_table() -> None:
+    from kstat.core.owner_cost import OWNER_TABLE_END, OWNER_TABLE_START, owner_markdown_table  # noqa: PLC0415
+
+    page = (REPO / "docs" / "report.md").read_text()
+    table = page.split(OWNER_TABLE_START)[1].split(OWNER_TABLE_END)[0]
+    assert table.strip() == owner_markdown_table().strip()

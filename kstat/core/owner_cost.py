@@ -543,3 +543,17 @@ def interval_spans(
         )
         spans[usage.pid] = ProcessSpan(baseline, usage.counters)
     return spans
+
+
+OWNER_TABLE_START: Final = "<!-- owner metrics: generated from kstat.core.owner_cost; tests keep it so -->"
+OWNER_TABLE_END: Final = "<!-- end of owner metrics -->"
+
+
+def owner_markdown_table() -> str:
+    """docs/report.md's table of owner metrics, from the owner catalogue."""
+    lines = ["| metric | what it is | unit | formula |", "| --- | --- | --- | --- |"]
+    lines += [
+        f"| `{entry.name}` | {entry.description} | {entry.unit} | {entry.formula} |"
+        for entry in OWNER_METRICS
+    ]
+    return "\n".join(lines) + "\n"
