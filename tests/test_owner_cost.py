@@ -542,3 +542,34 @@ def test_the_report_page_has_the_owner_catalogues_table() -> None:
     page = (REPO / "docs" / "report.md").read_text()
     table = page.split(OWNER_TABLE_START)[1].split(OWNER_TABLE_END)[0]
     assert table.strip() == owner_markdown_table().strip()
+
+
+def test_top_shows_the_owners_whole_cost_on_the_o_key() -> None:
+    from rich.console import Console  # noqa: PLC0415
+
+    from kstat.core.events import IntervalEnded, WindowStarted  # noqa: PLC0415
+    from kstat.live.screen import render  # noqa: PLC0415
+    from kstat.live.state import Screen, TopState  # noqa: PLC0415
+    from tests.builders import events_of  # noqa: PLC0415
+
+    state = TopState()
+    for event in events_of(*_replayed()[:2]):
+        if isinstance(event, WindowStarted):
+            state.apply_start(event)
+        elif isinstance(event, IntervalEnded):
+            state.apply_interval(event)
+    state.press("o")
+    assert state.screen is Screen.OWNERS
+    assert [(cost.pid, cost.metrics["whole_cpu_percent"]) for cost in state.owners] == [
+        (10, pytest.approx(21.5)),
+        (20, pytest.approx(6.0)),
+    ]
+    for width in (150, 80):
+        console = Console(width=width, height=20, force_terminal=False, color_system=None)
+        with console.capture() as captured:
+            console.print(render(state, width, 20))
+        screen = captured.get()
+        assert "WHOLE CPU %" in screen and "alpha" in screen and "21.5" in screen
+        assert all(len(line) <= width for line in screen.splitlines())
+    state.press("o")
+    assert state.screen is Screen.TABLE
