@@ -573,3 +573,45 @@ def test_top_shows_the_owners_whole_cost_on_the_o_key() -> None:
         assert all(len(line) <= width for line in screen.splitlines())
     state.press("o")
     assert state.screen is Screen.TABLE
+
+
+def test_plot_draws_each_owners_whole_cost_beside_the_baseline(tmp_path: Path) -> None:
+    baseline = tmp_path / "base.json"
+    current = tmp_path / "cur.json"
+    baseline.write_text(_two_agent_report_text())
+    data = json.loads(_two_agent_report_text())
+    # Compare and plot work the shares out from the times, over the report's own window.
+    data["owners"]["processes"][0]["user_time_ns"] = 900_000_000
+    current.write_text(json.dumps(data))
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kstat",
+            "plot",
+            str(current),
+            "--baseline",
+            str(baseline),
+            "-o",
+            str(tmp_path / "c.png"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    chart = tmp_path / "c-owners.png"
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from kstat.analysis.charts import comparison_charts  # noqa: PLC0415
+
+    charts = comparison_charts(report_from_json(current.read_text()), report_from_json(baseline.read_text()))
+    axis = charts.figures["owners"].axes[0]
+    labels = [label.get_text() for label in axis.get_yticklabels()]
+    assert labels == ["alpha (baseline)", "alpha (current)", "beta (baseline)", "beta (current)"]
+    texts = [text.get_text() for text in axis.texts]
+    elapsed_s = report_from_json(current.read_text()).collection_duration_ns / 1e9
+    process = 1_000_000_000 / 1e9 / elapsed_s * 100  # 900 ms user, 100 ms system
+    kernel = 0.1 / elapsed_s * 100
+    assert texts[1] == f"{process + kernel:.3g} %  ({process:.3g} + {kernel:.3g})"
+    assert texts[0] != texts[1]
