@@ -442,7 +442,8 @@ def test_prometheus_has_owner_series_with_the_info_series_labels() -> None:
 
 def test_statsd_sends_each_owners_interval_cost() -> None:
     from kstat.core.events import IntervalEnded, WindowStarted  # noqa: PLC0415
-    from kstat.sinks.statsd import IntervalLines, StatsdSettings  # noqa: PLC0415
+    from kstat.formats.statsd import IntervalLines  # noqa: PLC0415
+    from kstat.sinks.statsd import StatsdSettings  # noqa: PLC0415
     from tests.builders import events_of  # noqa: PLC0415
 
     for tags in (False, True):
