@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import cache
 from typing import Annotated, Final, NamedTuple
 
-from attrs import frozen
+from attrs import field, frozen
 
 from kstat.core.catalogue import NS_PER_S, Better, Exposition, Number
 from kstat.core.counters import ZERO, Counters, added, scalar
@@ -386,7 +386,7 @@ class OwnerCost:
     gone: bool = False
     # No /proc reading of it (gone before the first): its own CPU and memory are unknown.
     unread: bool = False
-    metrics: Mapping[str, Number] = {}
+    metrics: Mapping[str, Number] = field(factory=dict)
 
     @property
     def owner(self) -> ProgramOwner:
@@ -416,7 +416,7 @@ class OwnersSection:
 
     owners: tuple[OwnerCost, ...]
     groups: tuple[OwnerGroupCost, ...] = ()
-    total: Mapping[str, Number] = {}
+    total: Mapping[str, Number] = field(factory=dict)
 
     def of_command(self, command: str) -> tuple[OwnerCost, ...]:
         return tuple(owner for owner in self.owners if owner.command == command)
