@@ -526,10 +526,9 @@ async def test_compare_gates_on_an_agents_whole_cpu(
     gated = compare("--fail-on", "owner:whole_cpu_percent:+50%")
     assert gated.returncode == 1, gated.stderr
     regressions = [line for line in gated.stdout.splitlines() if "owner:whole_cpu_percent" in line]
-    assert len(regressions) == 1 and "agent-alpha (owner): whole_cpu_percent" in regressions[0]
+    # Only the agents are this test's (other processes of the host may hold programs too).
+    assert [line.split(":")[0].strip() for line in regressions if "agent-" in line] == ["agent-alpha (owner)"]
     assert "Whole cost per owner" in gated.stdout
-    # beta burnt the same in both: within the limit.
-    assert not [line for line in regressions if "agent-beta" in line]
     data = json.loads(compare("--format", "json").stdout)
     (row,) = [owner for owner in data["owners"] if owner["command"] == "agent-alpha"]
     assert row["change_percent"]["process_cpu_ns"] > 200  # 800 ms against 200 ms
