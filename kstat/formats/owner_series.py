@@ -126,4 +126,5 @@ class OwnerSeries:
                 value = metric.compute(span)
                 if value is not None:
                     found.append((labels, value / exposition.divisor))
-            yield exposition.name, kind, exposition.help, found
+            if found:  # no owner read (yet, or a source without /proc): no family either
+                yield exposition.name, kind, exposition.help, found
