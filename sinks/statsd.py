@@ -130,7 +130,9 @@ class StatsdSink:
                 if isinstance(event, sink.WindowStarted):
                     self._lines.start(event)
                 elif isinstance(event, sink.IntervalEnded):
-                    await self._sender.send(self._lines.lines_for(event.delta))
+                    await self._sender.send(
+                        self._lines.lines_for(event.delta) + self._lines.owner_lines(event)
+                    )
         finally:
             await self._sender.aclose()
 

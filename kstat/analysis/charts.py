@@ -208,6 +208,13 @@ def comparison_charts(
     }
     summary = summarise(comparison, rows, baseline is not None)
     figures["overview"] = drawn.overview(heading, summary)
+    if comparison.owners:
+        # Each agent's whole cost, where the reports have owners sections.
+        from kstat.analysis.owner_chart import owners_figure  # noqa: PLC0415
+
+        figures["owners"] = owners_figure(
+            comparison, with_baseline=baseline is not None, title=f"{heading}: whole cost per owner"
+        )
     return ChartSet(figures, summary)
 
 

@@ -48,6 +48,15 @@ from kstat.core.catalogue import (
     values,
 )
 from kstat.core.counters import COUNTERS, Counters, grown, scalar, summed
+from kstat.core.owner_cost import (
+    NO_USAGE,
+    OWNER_METRICS,
+    OwnerSpan,
+    counters_of_owner,
+    owner_metric_names,
+    owner_values,
+    process_added,
+)
 from kstat.core.report import ProgramReport, Report, counters_of
 from kstat.errors import UsageError
 from kstat.text import for_markdown, for_terminal
@@ -84,6 +93,8 @@ class Measures:
         if len(runs) == 1:
             return runs[0]
         names = [metric.name for metric in METRICS if any(metric.name in run.values for run in runs)]
+        # An owner's row has the owner catalogue's metrics instead.
+        names += [metric.name for metric in OWNER_METRICS if any(metric.name in run.values for run in runs)]
         return Measures(
             programs=max(run.programs for run in runs),
             values={
@@ -151,11 +162,15 @@ class Threshold:
     metric: str
     limit: float
     relative: bool
+    # `program`: the programs' rows and total; `owner` (`owner:whole_cpu_percent:+10%`): each
+    # owner command's row (its processes' own CPU and memory beside their programs').
+    scope: str = "program"
 
     @property
     def text(self) -> str:
         sign = "+" if self.limit >= 0 else "-"
-        return f"{self.metric}:{sign}{abs(self.limit):g}{'%' if self.relative else ''}"
+        scope = "owner:" if self.scope == "owner" else ""
+        return f"{scope}{self.metric}:{sign}{abs(self.limit):g}{'%' if self.relative else ''}"
 
     def test(self, row: Row, alpha: float = DEFAULT_ALPHA) -> Verdict | None:
         """Whether the row's current runs are significantly beyond its baseline runs moved by
@@ -195,7 +210,7 @@ class Threshold:
 
 
 _THRESHOLD: Final = re.compile(
-    r"(?P<metric>[a-z][a-z0-9_]*):(?P<sign>[+-])(?P<number>\d+(\.\d+)?)(?P<percent>%?)"
+    r"(?:(?P<scope>owner):)?(?P<metric>[a-z][a-z0-9_]*):(?P<sign>[+-])(?P<number>\d+(\.\d+)?)(?P<percent>%?)"
 )
 
 
@@ -203,13 +218,17 @@ def parse_threshold(text: str) -> Threshold:
     match = _THRESHOLD.fullmatch(text.strip())
     if not match:
         raise UsageError(
-            f"bad threshold {text!r}: expected METRIC:+N% or METRIC:-N% (or without %, absolute)"
+            f"bad threshold {text!r}: expected METRIC:+N% or METRIC:-N% (or without %, absolute), "
+            "or owner:METRIC:+N% for each owner's whole cost"
         )
     metric = match["metric"]
-    if metric not in metric_names():
-        raise UsageError(f"unknown metric {metric!r} in {text!r}; metrics: {', '.join(metric_names())}")
+    scope = "owner" if match["scope"] else "program"
+    known = owner_metric_names() if scope == "owner" else metric_names()
+    if metric not in known:
+        kind = "owner metric" if scope == "owner" else "metric"
+        raise UsageError(f"unknown {kind} {metric!r} in {text!r}; {kind}s: {', '.join(known)}")
     limit = float(match["number"]) * (1 if match["sign"] == "+" else -1)
-    return Threshold(metric, limit, relative=match["percent"] == "%")
+    return Threshold(metric, limit, relative=match["percent"] == "%", scope=scope)
 
 
 @frozen
@@ -284,6 +303,9 @@ class Comparison:
     # Each report's facts, in the order given, per side.
     baseline_reports: tuple[ReportFacts, ...] = ()
     current_reports: tuple[ReportFacts, ...] = ()
+    # A row per owner command (`owners` sections of the reports; empty where neither side has
+    # one): its processes' own CPU and memory, its programs' kernel CPU, and the sum.
+    owners: tuple[Row, ...] = ()
 
     @property
     def several_runs(self) -> bool:
@@ -297,7 +319,7 @@ class Comparison:
     def violations(self, thresholds: Iterable[Threshold]) -> list[str]:
         found: list[str] = []
         for threshold in thresholds:
-            for row in (*self.rows, self.total):
+            for row in self.owners if threshold.scope == "owner" else (*self.rows, self.total):
                 violation = threshold.violated_by(row, self.alpha)
                 if violation is not None:
                     found.append(violation)
@@ -363,6 +385,45 @@ def _measures(lines: Sequence[ProgramReport], report: Report, *, total: bool = F
             # Percentiles of several programs' intervals do not add up: a row of several has none.
             found[metric.name] = line_values[0]
     return Measures(programs=len(lines), values=found)
+
+
+def _owner_measures(report: Report) -> dict[str, Measures]:
+    """Each owner command's figures in one report: its processes together (a program two of
+    them hold counted for each, as each owner's own figures count it)."""
+    section = report.owners
+    if section is None:
+        return {}
+    by_command: dict[str, list[dict[str, float]]] = {}
+    for cost in section.owners:
+        by_command.setdefault(cost.command, []).append(dict(cost.metrics))
+    found = {}
+    for command, members in by_command.items():
+        process, kernel_ns, programs = NO_USAGE, 0, 0
+        for metrics in members:
+            own, kernel, held = counters_of_owner(metrics)
+            process, kernel_ns, programs = process_added(process, own), kernel_ns + kernel, programs + held
+        span = OwnerSpan(process, Counters(kernel_ns, 0), report.collection_duration_ns, programs)
+        found[command] = Measures(programs=len(members), values=owner_values(span))
+    return found
+
+
+def _owner_rows(sides: Sequence[Sequence[Report]]) -> tuple[Row, ...]:
+    measured = [[_owner_measures(report) for report in reports] for reports in sides]
+    commands = sorted({command for runs in measured for run in runs for command in run})
+
+    def side(runs: list[dict[str, Measures]], command: str) -> Measures | None:
+        found = [run[command] for run in runs if command in run]
+        return Measures.over_runs(found) if found else None
+
+    return tuple(
+        Row(
+            name=command,
+            type="owner",
+            baseline=side(measured[0], command),
+            current=side(measured[1], command),
+        )
+        for command in commands
+    )
 
 
 def _has_full_names(report: Report) -> bool:
@@ -514,6 +575,7 @@ def compare_runs(
         kstat_programs=(apart[0], apart[1]),
         baseline_reports=baseline_facts,
         current_reports=current_facts,
+        owners=_owner_rows(sides),
     )
 
 
@@ -590,6 +652,20 @@ def render_markdown(
             cells = [f"**{cell}**" for cell in cells]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
+    if comparison.owners:
+        lines += [
+            "### Whole cost per owner (its own CPU + its programs' kernel CPU): baseline → current",
+            "",
+            "| owner | " + " | ".join(metric.heading for metric in OWNER_SHOWN) + " |",
+            "|" + " --- |" * (len(OWNER_SHOWN) + 1),
+        ]
+        for row in comparison.owners:
+            cells = [
+                for_markdown(_owner_label(row)),
+                *(_cell(row, metric.name, comparison) for metric in OWNER_SHOWN),
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
     lines += _footer(
         comparison, violations, bullet="- ", show_idle=show_idle, escape=for_markdown, unchecked=unchecked
     )
@@ -661,6 +737,19 @@ def notes(comparison: Comparison) -> list[str]:
         *_side_notes("baseline", comparison.baseline_reports),
         *_side_notes("current", comparison.current_reports),
     ]
+
+
+# The columns of the owners' table (every owner metric can be an `owner:` threshold).
+OWNER_SHOWN: Final = tuple(
+    metric
+    for metric in OWNER_METRICS
+    if metric.name in ("process_cpu_percent", "kernel_cpu_percent", "whole_cpu_percent", "peak_rss_bytes")
+)
+
+
+def _owner_label(row: Row) -> str:
+    counts = [measures.programs for measures in (row.baseline, row.current) if measures is not None]
+    return row.name + (f" (x{max(counts)} processes)" if max(counts) > 1 else "")
 
 
 def _footer(
@@ -762,9 +851,24 @@ def render_table(
         # Text, not a str: rich would read `[...]` in a name as its markup.
         label = Text(for_terminal(_label(row)))
         table.add_row(label, *(_cell(row, metric.name, comparison) for metric in SHOWN), style=style)
+    owners = None
+    if comparison.owners:
+        owners = Table(
+            title="Whole cost per owner (its own CPU + its programs' kernel CPU)", show_lines=False
+        )
+        owners.add_column("owner", overflow="fold")
+        for shown in OWNER_SHOWN:
+            owners.add_column(shown.heading, justify="right")
+        for row in comparison.owners:
+            owners.add_row(
+                Text(for_terminal(_owner_label(row))),
+                *(_cell(row, shown.name, comparison) for shown in OWNER_SHOWN),
+            )
     console = Console(width=width or 160, record=True, force_terminal=False, color_system=None)
     with console.capture() as captured:
         console.print(table)
+        if owners is not None:
+            console.print(owners)
         for line in _footer(
             comparison, violations, bullet="  ", show_idle=show_idle, escape=for_terminal, unchecked=unchecked
         ):
@@ -820,8 +924,17 @@ def render_json(comparison: Comparison, violations: Sequence[str], unchecked: Se
             },
         }
 
+    def owner_data(row: Row) -> dict[str, Any]:
+        return {
+            "command": row.name,
+            "baseline": side(row.baseline),
+            "current": side(row.current),
+            "change_percent": {metric.name: row.change_percent(metric.name) for metric in OWNER_METRICS},
+        }
+
     data = {
         "programs": [row_data(row) for row in comparison.rows],
+        "owners": [owner_data(row) for row in comparison.owners],
         "total": row_data(comparison.total),
         "only_in_baseline": [row.label for row in comparison.only_in_baseline],
         "only_in_current": [row.label for row in comparison.only_in_current],

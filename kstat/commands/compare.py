@@ -21,6 +21,7 @@ from kstat.commands._options import (
     write_stdout,
 )
 from kstat.core.catalogue import metric_names
+from kstat.core.owner_cost import owner_metric_names
 from kstat.errors import UsageError
 from kstat.report_files import load_report
 
@@ -64,7 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=(
             "fail (exit 1) when METRIC of a program or of the total changes beyond the limit: "
             "avg_runtime_ns:+10%% (grew more than 10%%), events_per_sec:-5%% (fell more than 5%%), "
-            "recursion_misses:+0 (absolute); repeatable. Metrics: " + ", ".join(metric_names())
+            "recursion_misses:+0 (absolute); or, with owner:, of each owner command's whole cost "
+            "(its own CPU beside its programs', from the reports' owners sections): "
+            "owner:whole_cpu_percent:+10%%; repeatable. Metrics: "
+            + ", ".join(metric_names())
+            + ". Owner metrics: "
+            + ", ".join(owner_metric_names())
         ),
     )
     parser.add_argument(

@@ -83,12 +83,19 @@ def run(options: argparse.Namespace) -> int:
         title=options.title,
     )
     paths = chart_paths(output)
-    for name in CHART_ORDER:
-        save_png(charts.figures[name], paths[name])
+    # Then the charts only some reports have (each owner's whole cost: `owners`).
+    for name in (*CHART_ORDER, *(name for name in charts.figures if name not in CHART_ORDER)):
+        save_png(charts.figures[name], paths[name] if name in paths else _extra_path(output, name))
     write_atomically(paths["summary"], charts.summary.encode() + b"\n")
     log.info("charts written", overview=str(paths["overview"]), charts=len(CHART_ORDER))
     write_stdout(charts.summary + "\n")
     return EXIT_OK
+
+
+def _extra_path(output: Path, name: str) -> Path:
+    return (
+        output.with_name(f"{output.stem}-{name}.png") if output.suffix == ".png" else output / f"{name}.png"
+    )
 
 
 def chart_paths(output: Path) -> dict[str, Path]:

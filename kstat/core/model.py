@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from functools import cached_property
-from typing import Final, NamedTuple
+from typing import TYPE_CHECKING, Final, NamedTuple
 
 from attrs import define, field, frozen
 
 from kstat.core.counters import Counters
+
+if TYPE_CHECKING:
+    from kstat.core.owner_cost import ProcessUsage
 
 
 class ProgramIdentity(NamedTuple):
@@ -276,6 +279,9 @@ class Snapshot:
     # Other kstat instances' own programs (their iterators, recognised by name and tag): not
     # among `programs`, never in a total, counted apart by the report (`kstat_programs`).
     kstat_programs: tuple[ProgramStats, ...] = ()
+    # What the processes holding `programs` had used (CPU time, memory) when the details stage
+    # read /proc for this snapshot, in pid order: the owners' side of their whole cost.
+    processes: tuple[ProcessUsage, ...] = ()
 
     @staticmethod
     def details_of(program: ProgramStats) -> ProgramDetails:

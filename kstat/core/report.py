@@ -26,6 +26,7 @@ from kstat.core.catalogue import NS_PER_S, Number, Span, metric, values
 from kstat.core.counters import COUNTERS, ZERO, Counters, by_cpu, counter, summed
 from kstat.core.distribution import IntervalValues
 from kstat.core.model import ProgramFootprint, ProgramOwner, ProgramStats
+from kstat.core.owner_cost import OwnersSection
 from kstat.core.sighting import Sighting
 
 
@@ -207,6 +208,9 @@ class Report:
     # With kernel-name keys: the keys of programs whose kernel name an earlier program's key
     # already is (`<kernel name>#<id>`), the rows the Go tool would have dropped.
     colliding_keys: tuple[str, ...] | None = None
+    # Each process holding programs: its own CPU and memory beside its programs' kernel CPU
+    # (its whole cost), and per container, pod and unit. None: the report does not say.
+    owners: OwnersSection | None = None
 
     @property
     def programs(self) -> tuple[ProgramReport, ...]:
@@ -537,6 +541,7 @@ def build_report(
     total_distribution: Mapping[str, Number] | None = None,
     total_peak_at_ns: int | None = None,
     kstat_programs: Iterable[Sighting] = (),
+    owners: OwnersSection | None = None,
 ) -> Report:
     """The report for a window from what it saw of each program (and what it no longer lists),
     and the distribution of the total's per-interval values."""
@@ -579,6 +584,7 @@ def build_report(
         unavailable_counters=unavailable_counters(total) or None,
         achieved_interval=window.achieved_interval,
         kstat_programs=kstat_programs_apart(kstat_programs, window.elapsed_ns, window.online_cpus),
+        owners=owners,
     )
 
 

@@ -14,12 +14,14 @@ from kstat._logging import get_logger
 from kstat.core.delta import IntervalDelta, interval_delta
 from kstat.core.filters import ProgramFilter
 from kstat.core.model import ProgramChanges, ProgramFacts, ProgramIdentity, ProgramStats, Reading, Snapshot
+from kstat.core.owner_cost import ProcessUsage
 from kstat.errors import KstatError
 from kstat.sources.attribution import Attributor
 from kstat.sources.host import online_cpu_count
 from kstat.sources.iterator import IteratorReader
 from kstat.sources.own_programs import OwnPrograms
 from kstat.sources.process_tree import ProcessTree
+from kstat.sources.process_usage import processes_usage
 from kstat.sources.syscalls import ProgramReader
 
 log = get_logger(__name__)
@@ -229,6 +231,11 @@ class SnapshotBuilder:
     _name_counts: Counter[str] = field(factory=Counter)
     # CLOCK_BOOTTIME when the first read began: programs loaded after it count from zero.
     _window_start_boottime_ns: int | None = None
+    # Read the CPU and memory of the processes holding the programs, each pass (/proc, here in
+    # the details stage, never on the counter clock); their pids, worked out again only when
+    # programs came or went.
+    read_processes: bool = True
+    _owner_pids: tuple[int, ...] = ()
 
     def __attrs_post_init__(self) -> None:
         root = self.program_filter.process_tree
@@ -254,6 +261,7 @@ class SnapshotBuilder:
             pass_duration_ns=clocks.duration_ns,
             programs=tuple(programs),
             kstat_programs=kstat_programs,
+            processes=self._processes(programs, changes),
         )
         previous, self._previous = self._previous, snapshot
         names = self._name_counts
@@ -277,6 +285,17 @@ class SnapshotBuilder:
             if names[program.name] <= 0:
                 del names[program.name]
         return Sample(snapshot, delta)
+
+    def _processes(
+        self, programs: Sequence[ProgramStats], changes: ProgramChanges
+    ) -> tuple[ProcessUsage, ...]:
+        if not self.read_processes:
+            return ()
+        if self._previous is None or changes.new or changes.vanished:
+            self._owner_pids = tuple(
+                sorted({owner.pid for program in programs for owner in program.details.owners})
+            )
+        return processes_usage(self._owner_pids) if self._owner_pids else ()
 
     def _selected(
         self, programs: Sequence[ProgramStats], changes: ProgramChanges

@@ -19,6 +19,7 @@ from attrs import define, evolve, field
 from kstat.core.distribution import IntervalValues
 from kstat.core.events import Event, IntervalEnded, WindowStarted
 from kstat.core.model import ProgramIdentity, Snapshot
+from kstat.core.owner_cost import NO_USAGE, HeldProgram, OwnersSection, ProcessSpan, owners_section
 from kstat.core.report import (
     NOTHING_LEFT_OUT,
     AchievedInterval,
@@ -66,6 +67,10 @@ class Summary:
     _kstat_programs: dict[ProgramIdentity, Sighting] = field(factory=dict)
     # Set once the event stream has ended (every event of the window is in).
     done: trio.Event = field(factory=trio.Event)
+    # The owner processes the window read, by (pid, start time): their baseline and last
+    # reading (kept when they exit: what they used is theirs), and the pids of the last read.
+    _processes: dict[tuple[int, int], ProcessSpan] = field(factory=dict)
+    _processes_now: frozenset[int] = frozenset()
 
     async def consume(self, events: trio.abc.ReceiveChannel[Event]) -> None:
         """The sink side: read events until the scheduler closes the channel."""
@@ -101,6 +106,8 @@ class Summary:
             program.identity: Sighting(program, program.counters, loaded=program.load_time_ns > start)
             for program in snapshot.kstat_programs
         }
+        self._processes = {}
+        self._follow_processes(snapshot)
 
     def _interval(self, event: IntervalEnded) -> None:
         sightings = self._sightings
@@ -124,6 +131,7 @@ class Summary:
             if change.unloaded and self.retain_unloaded is not None:
                 self._unloaded.append(identity)
         self._follow_kstat_programs(event.previous, event.current, window_start)
+        self._follow_processes(event.current)
         self.last_snapshot = event.current
         self.snapshot_count += delta.skipped_snapshots + 1
         if self.retain_unloaded is not None:
@@ -153,6 +161,45 @@ class Summary:
                     seen.last, gone_after_boottime_ns=previous.boottime_at_start_ns
                 )
         self._kstat_programs = followed
+
+    def _follow_processes(self, snapshot: Snapshot) -> None:
+        """The owners' readings of a snapshot: a process first read now has that reading as its
+        baseline, or zero when it started after the window began (all it used is inside)."""
+        if not snapshot.processes and not self._processes:
+            return
+        window_start = self.started.snapshot.boottime_at_start_ns if self.started is not None else 0
+        followed = dict(self._processes)
+        for usage in snapshot.processes:
+            key = (usage.pid, usage.start_boottime_ns)
+            seen = followed.get(key)
+            if seen is None:
+                started_inside = self.started is not None and usage.start_boottime_ns > window_start
+                followed[key] = ProcessSpan(NO_USAGE if started_inside else usage.counters, usage.counters)
+            else:
+                followed[key] = ProcessSpan(seen.baseline, usage.counters)
+        self._processes = followed
+        self._processes_now = frozenset(usage.pid for usage in snapshot.processes)
+
+    def process_spans(self) -> dict[int, ProcessSpan]:
+        """What the window saw of each owner process, by pid (the latest process of a pid
+        reused); `gone` for those the last read did not find."""
+        found: dict[int, tuple[int, ProcessSpan]] = {}
+        for (pid, start), seen in self._processes.items():
+            if pid not in found or start > found[pid][0]:
+                found[pid] = (start, seen)
+        now = self._processes_now
+        return {pid: seen if pid in now else evolve(seen, gone=True) for pid, (_, seen) in found.items()}
+
+    def owners(self) -> OwnersSection | None:
+        """The window's owners section: each owner's whole cost over the window."""
+        if self.started is None or self.last_snapshot is None:
+            return None
+        held = (
+            HeldProgram(seen.last.id, seen.details.owners, seen.grown)
+            for seen in self._sightings.values()
+            if seen.details.owners
+        )
+        return owners_section(held, self.process_spans(), self.bounds().elapsed_ns)
 
     def _record_gap(self, event: IntervalEnded) -> None:
         delta = event.delta
@@ -218,6 +265,8 @@ class Summary:
             self._slipped,
             self._startup_ns,
             self._kstat_programs,
+            processes=self._processes,
+            processes_now=self._processes_now,
         )
 
     def sightings(self) -> list[WindowSighting]:
@@ -276,6 +325,7 @@ class Summary:
             ),
             total_peak_at_ns=self._total_distribution.peak_time_ns,
             kstat_programs=self._kstat_programs.values(),
+            owners=self.owners(),
         )
 
 

@@ -39,6 +39,7 @@ from kstat.core.catalogue import METRICS, Kind, Metric, Number, Span
 from kstat.core.counters import PER_CPU_COUNTERS, ZERO, Counters, counter, grown
 from kstat.core.events import IntervalEnded, WindowStarted
 from kstat.core.model import ProgramDetails, ProgramIdentity, ProgramOwner, ProgramStats
+from kstat.formats.owner_series import OwnerSeries
 
 TEXT_CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_CONTENT_TYPE: Final = "application/openmetrics-text; version=1.0.0; charset=utf-8"
@@ -286,6 +287,8 @@ class Exposition:
     _per_cpu_families: tuple[PerCpuFamily, ...] = field(factory=per_cpu_families)
     # Whether any program's counters came per CPU: only then are the per-CPU families shown.
     _per_cpu_seen: bool = False
+    # Each owner process's own CPU and memory beside its programs' (`kstat_owner_*`).
+    _owners: OwnerSeries = field(factory=OwnerSeries)
 
     def __attrs_post_init__(self) -> None:
         self._footprint_metrics = footprint_metrics() if self.footprint else ()
@@ -312,6 +315,7 @@ class Exposition:
         for program in snapshot.programs:
             # Already loaded: counted from this reading (rate() and increase() read it).
             self._show(program, snapshot.details_of(program), program.counters)
+        self._owners.start(event)
         self.node = event.node
         self.snapshot_method = event.snapshot_method
         self.health = Health(
@@ -336,6 +340,7 @@ class Exposition:
                 self._show(last, change.details, change.baseline)
             else:
                 self._count(shown, last.counters)
+        self._owners.interval(event)
         current = event.current
         self.health = Health(
             stats_enabled_by=self.health.stats_enabled_by,
@@ -423,6 +428,12 @@ class Exposition:
                 series += sum(line.count(b"\n") for line in lines)
                 chunks.append(entry.family.header(output))
                 chunks.append(b"".join(lines))
+        for name, kind, documentation, samples in self._owners.samples():
+            family = Family(name.removesuffix("_total"), kind, documentation)
+            chunks.append(family.header(output))
+            for labels, value in samples:
+                chunks.append(_encoded(f"{family.sample_name}{_labels(labels)} {format_value(value)}\n"))
+                series += 1
         own = list(self._own(extra))
         for family, samples in own:
             chunks.append(family.header(output))

@@ -38,6 +38,7 @@ from kstat.core.catalogue import METRICS, Kind, Metric, Number, Span, values
 from kstat.core.counters import COUNTERS, ZERO
 from kstat.core.events import IntervalEnded, WindowStarted
 from kstat.core.model import ProgramDetails, ProgramOwner, ProgramStats, Workload
+from kstat.core.owner_cost import OWNER_METRICS, OwnerCost, OwnerMetric
 from kstat.core.report import (
     ProgramReport,
     Report,
@@ -53,6 +54,15 @@ _PROPERTIES: Final = tuple(metric for metric in METRICS if metric.kind is Kind.P
 _OVER_TIME: Final = tuple(metric for metric in METRICS if metric.kind is not Kind.PROPERTY)
 # A record holds numbers: per-CPU counters go out in records of their own.
 _SCALAR_COUNTERS: Final = tuple(spec for spec in COUNTERS if not spec.per_cpu)
+
+_OWNER_KEYS: Final = (
+    "owner_group_by",
+    "owner_group",
+    "owner_program_ids",
+    "owner_shared_program_ids",
+    "owner_gone",
+    *(f"owner_{metric.name}" for metric in OWNER_METRICS),
+)
 
 RECORD_KEYS: Final[tuple[str, ...]] = (
     "timestamp",
@@ -91,6 +101,9 @@ RECORD_KEYS: Final[tuple[str, ...]] = (
     # The kernel's absolute counters at the interval's end (a `program` line of a program still
     # loaded): what a store can use to spot a program reloaded under the same name.
     *(f"counter_{spec.name}" for spec in _SCALAR_COUNTERS),
+    # An owner's whole cost (`owner`, `owner_group`, `owner_total`): the container, pod or
+    # unit a group is, its programs, and the owner catalogue's metrics as `owner_<metric>`.
+    *_OWNER_KEYS,
     *(metric.name for metric in METRICS),
 )
 
@@ -339,5 +352,55 @@ def summary_records(report: Report, host_name: str | None) -> list[dict[str, Any
             peak_cpu_percent_at=report.peak_cpu_percent_at,
             **_metric_fields(report.totals, METRICS),
         )
+    )
+    return records + owner_records(report, host_name)
+
+
+def _owner_metric_fields(values: Mapping[str, Number]) -> dict[str, Any]:
+    def number(metric: OwnerMetric, value: Number | None) -> Number | None:
+        if value is None:
+            return None
+        return int(value) if metric.integral else float(value)
+
+    return {f"owner_{metric.name}": number(metric, values.get(metric.name)) for metric in OWNER_METRICS}
+
+
+def _owner_record(cost: OwnerCost) -> dict[str, Any]:
+    return {
+        **_owner_fields([cost.owner]),
+        "owner_count": None,
+        "owner_program_ids": list(cost.program_ids),
+        "owner_shared_program_ids": list(cost.shared_program_ids),
+        "owner_gone": cost.gone,
+        **_owner_metric_fields(cost.metrics),
+    }
+
+
+def owner_records(report: Report, host_name: str | None) -> list[dict[str, Any]]:
+    """The report's owners section: an `owner` record per process holding programs, an
+    `owner_group` record per container, pod and unit, then the `owner_total`; none when the
+    report has no such section."""
+    section = report.owners
+    if section is None:
+        return []
+    wall_time_ns = parse_timestamp(report.timestamp)
+    common = {"timestamp": report.timestamp, "elapsed_ns": report.collection_duration_ns}
+    records = [
+        _record("owner", wall_time_ns, host_name, **common, **_owner_record(cost)) for cost in section.owners
+    ]
+    records += [
+        _record(
+            "owner_group",
+            wall_time_ns,
+            host_name,
+            **common,
+            owner_group_by=group.by,
+            owner_group=group.name,
+            **_owner_metric_fields(group.metrics),
+        )
+        for group in section.groups
+    ]
+    records.append(
+        _record("owner_total", wall_time_ns, host_name, **common, **_owner_metric_fields(section.total))
     )
     return records

@@ -30,6 +30,13 @@ from kstat.core import catalogue
 from kstat.core.catalogue import METRICS, NS_PER_S, Kind, Metric, Number, Span
 from kstat.core.counters import ZERO, summed
 from kstat.core.model import ProgramFootprint, ProgramOwner, Workload
+from kstat.core.owner_cost import (
+    OWNER_METRICS,
+    OwnerCost,
+    OwnerGroupCost,
+    OwnerMetric,
+    OwnersSection,
+)
 from kstat.core.report import AchievedInterval, KstatPrograms, ProgramReport, Report, total_values
 from kstat.errors import KstatError
 from kstat.formats.bounded_json import parse_json
@@ -179,6 +186,8 @@ def _unstructure_report(report: Report, *, with_programs: bool = True) -> dict[s
     if report.program_keys is not None:
         data["program_keys"] = report.program_keys
         data["colliding_keys"] = list(report.colliding_keys or ())
+    if report.owners is not None:
+        data["owners"] = owners_to_dict(report.owners)
     achieved = report.achieved_interval
     if achieved is not None:
         data["achieved_interval"] = {
@@ -200,6 +209,49 @@ def kstat_programs_to_dict(apart: KstatPrograms) -> dict[str, Any]:
         if value is not None:
             data[metric.name] = _json_number(metric, value)
     return data
+
+
+def _owner_number(metric: OwnerMetric, value: Number) -> Number:
+    return int(value) if metric.integral else float(value)
+
+
+def owner_metrics_to_dict(metrics: Mapping[str, Number]) -> dict[str, Number]:
+    """An owner's (or a group's) metrics in the owner catalogue's order."""
+    return {
+        metric.name: _owner_number(metric, metrics[metric.name])
+        for metric in OWNER_METRICS
+        if metrics.get(metric.name) is not None
+    }
+
+
+def owner_cost_to_dict(cost: OwnerCost) -> dict[str, Any]:
+    """One owner: who (as a program's owners say it), its programs, then its whole cost."""
+    data = owner_to_dict(cost.owner)
+    data["program_ids"] = list(cost.program_ids)
+    if cost.shared_program_ids:
+        data["shared_program_ids"] = list(cost.shared_program_ids)
+    if cost.gone:
+        data["gone"] = True
+    if cost.unread:
+        data["unread"] = True
+    return data | owner_metrics_to_dict(cost.metrics)
+
+
+def owners_to_dict(section: OwnersSection) -> dict[str, Any]:
+    """`{"processes": [...], "groups": [...], "total": {...}}`."""
+    return {
+        "processes": [owner_cost_to_dict(cost) for cost in section.owners],
+        "groups": [
+            {
+                "by": group.by,
+                "name": group.name,
+                "pids": list(group.pids),
+                **owner_metrics_to_dict(group.metrics),
+            }
+            for group in section.groups
+        ],
+        "total": owner_metrics_to_dict(section.total),
+    }
 
 
 # --- reading --------------------------------------------------------------------------------
@@ -416,7 +468,63 @@ def _structure_report(data: Any, _: type) -> Report:
         kstat_programs=_optional(report, "kstat_programs", "", _kstat_programs),
         program_keys=_optional(report, "program_keys", "", _text),
         colliding_keys=_optional(report, "colliding_keys", "", _texts),
+        owners=_optional(report, "owners", "", _owners_section),
     )
+
+
+def _owner_metrics(data: dict[str, Any], where: str) -> dict[str, Number]:
+    return {
+        metric.name: (
+            _whole(data[metric.name], _where(where, metric.name))
+            if metric.integral
+            else _number(data[metric.name], _where(where, metric.name))
+        )
+        for metric in OWNER_METRICS
+        if data.get(metric.name) is not None
+    }
+
+
+def _list(value: Any, where: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise ReportFormatError(f"{where} is {_kind_of(value)}, expected a list")
+    return value
+
+
+def _owners_section(value: Any, where: str) -> OwnersSection:
+    data = _object(value, where)
+    place = _where(where, "processes")
+    costs = []
+    for index, item in enumerate(_list(data.get("processes", []), place)):
+        at = f"{place}[{index}]"
+        entry = _object(item, at)
+        (owner,) = _owners([entry], place)
+        costs.append(
+            OwnerCost(
+                pid=owner.pid,
+                command=owner.command,
+                workload=owner.workload,
+                program_ids=_optional(entry, "program_ids", at, _whole_numbers) or (),
+                shared_program_ids=_optional(entry, "shared_program_ids", at, _whole_numbers) or (),
+                gone=_optional(entry, "gone", at, _flag) or False,
+                unread=_optional(entry, "unread", at, _flag) or False,
+                metrics=_owner_metrics(entry, at),
+            )
+        )
+    groups = []
+    place = _where(where, "groups")
+    for index, item in enumerate(_list(data.get("groups", []), place)):
+        at = f"{place}[{index}]"
+        entry = _object(item, at)
+        groups.append(
+            OwnerGroupCost(
+                by=_text(_required(entry, "by", at), _where(at, "by")),
+                name=_text(_required(entry, "name", at), _where(at, "name")),
+                pids=_optional(entry, "pids", at, _whole_numbers) or (),
+                metrics=_owner_metrics(entry, at),
+            )
+        )
+    total = _optional(data, "total", where, _object) or {}
+    return OwnersSection(tuple(costs), tuple(groups), _owner_metrics(total, _where(where, "total")))
 
 
 def _kstat_programs(value: Any, where: str) -> KstatPrograms:

@@ -17,9 +17,11 @@ from typing import Final, Protocol
 from attrs import define, field, frozen
 
 from kstat.core.catalogue import Kind, Metric, Number, View, in_view
+from kstat.core.counters import Counters
 from kstat.core.delta import IntervalDelta
-from kstat.core.events import WindowStarted
+from kstat.core.events import IntervalEnded, WindowStarted
 from kstat.core.model import ProgramIdentity, ProgramOwner
+from kstat.core.owner_cost import OWNER_METRICS, OwnerKind, OwnerSpan, interval_spans, process_grown
 from kstat.core.report import Report, report_keys
 from kstat.text import for_statsd_names, for_statsd_tag
 
@@ -142,6 +144,8 @@ class IntervalLines:
     # when programs come, go or change keys.
     _metric_names: dict[ProgramIdentity, str] = field(factory=dict)
     _names_stale: bool = True
+    # Every owner process met, by pid, for its whole cost per interval.
+    _owners: dict[int, ProgramOwner] = field(factory=dict)
 
     def start(self, event: WindowStarted) -> None:
         programs = event.snapshot.programs
@@ -158,6 +162,7 @@ class IntervalLines:
             for program, key in zip(programs, report_keys(programs), strict=True)
         }
         self._names_stale = True
+        self._owners = {owner.pid: owner for program in programs for owner in program.details.owners}
 
     def _name(self, identity: ProgramIdentity, named: ProgramName) -> None:
         if self.programs.get(identity) != named:
@@ -211,3 +216,50 @@ class IntervalLines:
             self.turns[identity.id % FULL_REFRESH_INTERVALS].discard(identity)
         self.active = active
         return lines + total_lines(delta.totals, settings)
+
+    def owner_lines(self, event: IntervalEnded) -> list[str]:
+        """Each owner process's whole cost over the interval (`PREFIX.owner.COMMAND.PID.METRIC`,
+        or `PREFIX.owner.METRIC|#command:COMMAND,pid:PID,...` with tags), from the owner
+        catalogue: its own CPU beside what its programs ran in the interval (a program several
+        processes hold counts for each). Idle programs cost nothing here; a process is sent from
+        its second reading on, and not once it is gone."""
+        delta = event.delta
+        if not event.current.processes:
+            return []
+        owners = self._owners
+        kernel_ns: dict[int, int] = {}
+        for line in delta.lines.values():
+            ran = int(line.metrics.get("runtime_ns", 0))
+            for holder in line.owners:
+                owners.setdefault(holder.pid, holder)
+                kernel_ns[holder.pid] = kernel_ns.get(holder.pid, 0) + ran
+        settings = self.settings
+        lines: list[str] = []
+        for pid, seen in interval_spans(event.previous.processes, event.current.processes).items():
+            owner = owners.get(pid)
+            if owner is None:
+                continue
+            span = OwnerSpan(
+                process_grown(seen.last, seen.baseline),
+                Counters(kernel_ns.get(pid, 0), 0),
+                delta.elapsed_ns,
+                0,
+            )
+            if settings.dogstatsd_tags:
+                stem = f"{settings.prefix}.owner"
+                places = "".join(f",{tag}:{for_statsd_tag(value)}" for tag, value in places_of([owner]))
+                suffix = f"|#command:{for_statsd_tag(owner.command) or 'unnamed'},pid:{pid}{places}"
+            else:
+                (command,) = for_statsd_names([owner.command], [pid])
+                stem, suffix = f"{settings.prefix}.owner.{command}.{pid}", ""
+            for metric in OWNER_METRICS:
+                if metric.name == "programs":
+                    continue  # a count of the window's, not of an interval
+                value = metric.compute(span)
+                if value is None:
+                    continue
+                if metric.kind is OwnerKind.COUNTER:
+                    lines.append(f"{stem}.{metric.name}:{int(value)}|c{suffix}")
+                else:
+                    lines.append(f"{stem}.{metric.name}:{_number(float(value))}|g{suffix}")
+        return lines

@@ -15,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from kstat.core.catalogue import NS_PER_S
+from kstat.core.owner_cost import OwnerCost
 from kstat.live.state import COLUMNS, Column, ProgramView, Screen, TopState, sparkline
 from kstat.text import cells, common_affixes, for_terminal, shortened, shortened_among
 
@@ -36,8 +37,11 @@ NAME_END_SHARE: Final = 0.5
 _ARROW: Final = 2
 # What a cell shows when nothing ran (in the period, or at all): one mark for every column.
 IDLE: Final = "-"
-_HELP_LINE: Final = "↑↓ select  enter detail  1-{last} sort  r reverse  / filter  p pause  h help  q quit"
+_HELP_LINE: Final = (
+    "↑↓ select  enter detail  1-{last} sort  r reverse  / filter  o owners  p pause  h help  q quit"
+)
 _DETAIL_LINE: Final = "esc back  p pause  q quit"
+_OWNERS_LINE: Final = "o/esc back to programs  p pause  q quit"
 _KEYS: Final = (
     ("↑ ↓  j k  PgUp PgDn  Home End", "move the selection"),
     ("enter  →", "the selected program's detail: charts of the last minute, owners, attachments"),
@@ -45,6 +49,7 @@ _KEYS: Final = (
     ("r", "reverse the sort"),
     ("/", "filter by a substring of name, type or owner (enter keeps it, esc drops it)"),
     ("esc", "clear the filter; leave a detail or this help"),
+    ("o", "owners: each process holding programs, its own CPU beside its programs' (whole cost)"),
     ("p  space", "pause the screen (collection goes on)"),
     ("h  ?", "this help"),
     ("q", "quit: the report of the whole session goes to -output, or to stdout"),
@@ -286,6 +291,74 @@ def _per_cpu_bars(view: ProgramView, online_cpus: int, width: int) -> Text:
     return lines
 
 
+def _place(cost: OwnerCost) -> str:
+    workload = cost.workload
+    if workload.pod is not None:
+        return f"{workload.namespace or '?'}/{workload.pod}"
+    return workload.container_name or workload.unit or ""
+
+
+def _percent(value: float) -> str:
+    if not value:
+        return IDLE
+    if value < 0.001:
+        return "<0.001"
+    return f"{value:.3f}" if value < 10 else f"{value:.1f}"
+
+
+def owners_table(state: TopState, width: int, height: int) -> RenderableType:
+    """Each process holding programs over the last interval: its own CPU, its programs' and
+    the two together (its whole cost), costliest first."""
+    room = max(1, height - 5)
+    grid = Table(box=None, expand=False, pad_edge=False, show_edge=False, header_style="bold reverse")
+    figures = (
+        ("PROCESS CPU %", 13),
+        ("PROGRAMS CPU %", 14),
+        ("WHOLE CPU % ↓", 13),
+        ("RSS MiB", 9),
+        ("PROGS", 6),
+    )
+    name_room = max(8, width - 8 - sum(size + 2 for _, size in figures) - 2)
+    # Where they run only when some owner says (a container, pod or unit), and never at the
+    # expense of the command's first 12 cells.
+    places = any(_place(cost) for cost in state.owners)
+    where_room = min(32, name_room - 14) if places and name_room >= 22 else 0
+    command_room = max(4, min(24, name_room - (where_room + 2 if where_room else 0)))
+    grid.add_column("PID", justify="right", width=7, no_wrap=True)
+    grid.add_column("COMMAND", width=command_room, no_wrap=True, overflow="ellipsis")
+    if where_room:
+        grid.add_column("WHERE", width=where_room, no_wrap=True, overflow="ellipsis")
+    for heading, size in figures:
+        grid.add_column(heading, justify="right", width=size, no_wrap=True)
+    for cost in state.owners[:room]:
+        metrics = cost.metrics
+        rss = metrics.get("rss_bytes")
+        where = [Text(shortened(for_terminal(_place(cost)), where_room, end_share=NAME_END_SHARE))]
+        grid.add_row(
+            str(cost.pid),
+            Text(shortened(for_terminal(cost.command), command_room, end_share=NAME_END_SHARE)),
+            *(where if where_room else []),
+            _percent(float(metrics.get("process_cpu_percent", 0.0))),
+            _percent(float(metrics.get("kernel_cpu_percent", 0.0))),
+            _percent(float(metrics.get("whole_cpu_percent", 0.0))),
+            "?" if rss is None else f"{rss / 2**20:,.1f}",
+            f"{int(metrics.get('programs', 0)):,}",
+        )
+    if not state.owners:
+        grid.add_row("", "no owner read yet" if state.intervals == 0 else "no process holds a program")
+    left = len(state.owners) - room
+    caption = Text(
+        "the last interval; CPU % of one CPU; a program several processes hold counts for each"
+        + (f"; {left:,} more not shown" if left > 0 else ""),
+        style="dim",
+        no_wrap=True,
+        overflow="ellipsis",
+    )
+    for _ in range(room - len(grid.rows)):
+        grid.add_row(*([""] * len(grid.columns)))
+    return Group(grid, caption)
+
+
 def help_screen(width: int) -> RenderableType:
     keys = Table(box=None, show_header=False, pad_edge=False)
     keys.add_column(style="bold", no_wrap=True)
@@ -308,9 +381,16 @@ def render(state: TopState, width: int, height: int) -> RenderableType:
         body: RenderableType = help_screen(width)
     elif state.screen is Screen.DETAIL:
         body = detail(state, width)
+    elif state.screen is Screen.OWNERS:
+        body = owners_table(state, width, height)
     else:
         body = table(state, width, height)
-    keys = _DETAIL_LINE if state.screen is Screen.DETAIL else _HELP_LINE.format(last=len(columns_for(width)))
+    if state.screen is Screen.DETAIL:
+        keys = _DETAIL_LINE
+    elif state.screen is Screen.OWNERS:
+        keys = _OWNERS_LINE
+    else:
+        keys = _HELP_LINE.format(last=len(columns_for(width)))
     return Group(
         header(state, width), Text(""), body, Text(keys, style="dim", no_wrap=True, overflow="ellipsis")
     )

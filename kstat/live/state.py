@@ -14,8 +14,10 @@ from typing import Final
 from attrs import define, field, frozen
 
 from kstat.core.catalogue import NS_PER_S, metric
+from kstat.core.counters import ZERO
 from kstat.core.events import IntervalEnded, WindowStarted
 from kstat.core.model import ProgramDetails, ProgramIdentity
+from kstat.core.owner_cost import HeldProgram, OwnerCost, interval_spans, owners_section
 from kstat.core.sighting import Sighting
 
 _MEAN_RUNTIME: Final = metric("mean_runtime_ns")
@@ -29,6 +31,8 @@ class Screen(enum.Enum):
     TABLE = "table"
     DETAIL = "detail"
     HELP = "help"
+    # Each process holding programs: its own CPU beside its programs' (the `o` key).
+    OWNERS = "owners"
 
 
 @frozen
@@ -168,6 +172,8 @@ class TopState:
     quit: bool = False
     # Whether something changed since the screen was drawn.
     dirty: bool = True
+    # Each owner process's whole cost over the last interval, costliest first.
+    owners: list[OwnerCost] = field(factory=list)
 
     @property
     def history_length(self) -> int:
@@ -253,7 +259,27 @@ class TopState:
         )
         if self.selected not in self.programs:
             self.selected = None
+        self._owners_of(event)
         self.dirty = True
+
+    def _owners_of(self, event: IntervalEnded) -> None:
+        """The owners' whole cost over the interval: their readings' growth, and what their
+        programs ran in it (a program several hold counts for each)."""
+        if not event.current.processes:
+            self.owners = []
+            return
+        grown = {change.last.identity: change.grown for change in event.delta.active.values()}
+        held = [
+            HeldProgram(view.id, view.details.owners, grown.get(identity, ZERO))
+            for identity, view in self.programs.items()
+            if view.details.owners and (view.gone_for is None or identity in grown)
+        ]
+        spans = interval_spans(event.previous.processes, event.current.processes)
+        section = owners_section(held, spans, event.delta.elapsed_ns)
+        read = {usage.pid for usage in event.current.processes}
+        found = [] if section is None else [cost for cost in section.owners if cost.pid in read]
+        found.sort(key=lambda cost: (-float(cost.metrics.get("whole_cpu_percent", 0.0)), cost.pid))
+        self.owners = found
 
     def _remember(self, view: ProgramView) -> None:
         limit = self.history_length
@@ -307,6 +333,13 @@ class TopState:
             self.quit = True
         elif self.screen is Screen.HELP:
             self.screen = Screen.TABLE
+        elif self.screen is Screen.OWNERS:
+            if key in ("o", "escape", "backspace", "left"):
+                self.screen = Screen.TABLE
+            elif key in ("p", " "):
+                self.paused = not self.paused
+        elif key == "o":
+            self.screen = Screen.OWNERS
         elif self.screen is Screen.DETAIL:
             if key in ("escape", "backspace", "enter", "left"):
                 self.screen = Screen.TABLE
