@@ -100,7 +100,9 @@ async def test_the_window_ends_after_its_duration(load_filter: LoadFilter) -> No
     # Ends after its duration (the bound is only "it does end": a busy host describes slowly).
     assert 0.35 <= trio.current_time() - started < 60
     assert 350_000_000 <= result.report.collection_duration_ns < 1_000_000_000
-    assert result.report.snapshots == 5
+    # The baseline, a read at each of three ticks and the last at the end: five, unless a busy
+    # host delayed a tick past the next (a late read delays the next tick rather than queueing).
+    assert result.report.snapshots is not None and 3 <= result.report.snapshots <= 5
     assert result.report.stopped_by is None
 
 
