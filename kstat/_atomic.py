@@ -27,9 +27,9 @@ import secrets
 import stat
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO, Final
+from typing import BinaryIO, Final, TypeAlias
 
 from kstat.errors import OutputError
 
@@ -45,6 +45,11 @@ _HARMLESS_DEVICES: Final = frozenset({(1, 3), (1, 5), (1, 7)})
 _TERMINAL_MAJORS: Final = frozenset({4, 5, *range(136, 144)})
 _NEW_FILE_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _TEMPORARY_NAME_ATTEMPTS: Final = 100
+# What a write takes: the bytes, or the pieces of them as an encoder makes them (a report of
+# 10,000 programs is 12 MB: streamed, it is never held whole).
+Data: TypeAlias = bytes | Iterable[bytes]
+# Pieces are gathered up to this much before each write(2): a few syscalls, a bounded buffer.
+_WRITE_BUFFER_BYTES: Final = 1 << 20
 
 
 def shown(path: Path | str) -> str:
@@ -179,10 +184,23 @@ def _is_ours(name: str, directory_fd: int, written: os.stat_result) -> bool:
         return False  # removed meanwhile
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_bytes(fd: int, data: bytes | bytearray) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
+
+
+def _write_all(fd: int, data: Data) -> None:
+    if isinstance(data, bytes | bytearray):
+        _write_bytes(fd, data)
+        return
+    buffer = bytearray()
+    for piece in data:
+        buffer += piece
+        if len(buffer) >= _WRITE_BUFFER_BYTES:
+            _write_bytes(fd, buffer)
+            buffer.clear()
+    _write_bytes(fd, buffer)
 
 
 # --- the writes --------------------------------------------------------------------------------
@@ -230,17 +248,19 @@ def open_fifo_without_waiting(path: Path) -> int | None:
     return _Target(path).open_stream()
 
 
-def write_fd(fd: int, data: bytes, path: Path) -> None:
+def write_fd(fd: int, data: Data, path: Path) -> None:
     """Write all of `data` to an fd (closing it), as a FIFO's reader wants it."""
     try:
         with os.fdopen(fd, "wb") as stream:
-            stream.write(data)
+            for piece in (data,) if isinstance(data, bytes | bytearray) else data:
+                stream.write(piece)
     except OSError as error:
         raise _refused(path, error.strerror or str(error)) from None
 
 
-def write_atomically(path: Path, data: bytes, *, mode: int = FILE_MODE) -> None:
-    """Write `data` to `path` so that readers see the old file or the whole new one, never part.
+def write_atomically(path: Path, data: Data, *, mode: int = FILE_MODE) -> None:
+    """Write `data` (bytes, or its pieces in order) to `path` so that readers see the old file
+    or the whole new one, never part.
 
     The temporary file lives in the same directory (a rename is only atomic within a
     filesystem) and is fsynced before the rename, so a crash leaves either version intact. A
@@ -283,7 +303,7 @@ def _new_temporary(name: str, directory_fd: int, suffix: str) -> tuple[int, str]
     raise OSError(errno.EEXIST, "no temporary name was free")
 
 
-def _replace(path: Path, data: bytes, mode: int, directory_fd: int) -> None:
+def _replace(path: Path, data: Data, mode: int, directory_fd: int) -> None:
     fd, temporary = _new_temporary(path.name, directory_fd, ".tmp")
     renamed = False
     try:
@@ -316,7 +336,7 @@ def _replace(path: Path, data: bytes, mode: int, directory_fd: int) -> None:
         os.close(fd)
 
 
-def write_fallback(data: bytes, what: str) -> Path:
+def write_fallback(data: Data, what: str) -> Path:
     """Somewhere safe for output that could not go where it was asked: a new 0600 file in a
     new directory of kstat's own (0700, a random name, made by mkdtemp in `$TMPDIR`, else
     /tmp), so that nothing can have been planted at its path."""

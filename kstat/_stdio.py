@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterable
 
 from kstat.errors import OutputClosed, OutputError
 
@@ -14,12 +15,14 @@ def require_stdout() -> None:
         raise OutputError("standard output is closed; write to a file instead (-o FILE, ndjson:PATH)")
 
 
-def write_stdout(data: bytes, *, what: str = "standard output") -> None:
-    """Write and flush `data`; OutputClosed when the reader has gone (`| head`)."""
+def write_stdout(data: bytes | Iterable[bytes], *, what: str = "standard output") -> None:
+    """Write and flush `data` (bytes, or its pieces in order); OutputClosed when the reader has
+    gone (`| head`)."""
     if sys.stdout is None:
         raise OutputError("standard output is closed; write to a file instead (-o FILE, ndjson:PATH)")
     try:
-        sys.stdout.buffer.write(data)
+        for piece in (data,) if isinstance(data, bytes) else data:
+            sys.stdout.buffer.write(piece)
         sys.stdout.buffer.flush()
     except BrokenPipeError:
         silence_stdout()

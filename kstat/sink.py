@@ -87,6 +87,7 @@ from kstat.formats.records import RECORD_KEYS as RECORD_KEYS
 from kstat.formats.records import interval_records as interval_records
 from kstat.formats.records import start_records as start_records
 from kstat.formats.records import summary_records as summary_records
+from kstat.formats.report_json import report_json_chunks as report_json_chunks
 from kstat.formats.report_json import report_to_dict as report_to_dict
 from kstat.formats.report_json import report_to_json as report_to_json
 from kstat.formats.report_json import report_to_json_bytes as report_to_json_bytes

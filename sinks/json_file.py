@@ -32,21 +32,21 @@ class JsonFileSink:
         report = await sink.final_report(events)
         if report is None:
             return
-        # On a worker thread: at 10,000 programs this is a second and more of Python.
-        data = await trio.to_thread.run_sync(sink.report_to_json_bytes, report)
         try:
-            await self._deliver(data)
+            await self._deliver(report)
         except sink.OutputError as error:
-            raise sink.SinkError(f"{error}; {await self._fall_back(data)}") from None
+            raise sink.SinkError(f"{error}; {await self._fall_back(report)}") from None
         except trio.Cancelled:
             # Out of time (the sinks' deadline, or a second Ctrl-C): the report still goes
             # somewhere safe, and the failure says where.
-            raise sink.SinkError(f"not written in time; {await self._fall_back(data)}") from None
+            raise sink.SinkError(f"not written in time; {await self._fall_back(report)}") from None
         log.info("report written", path=str(self.path), programs=report.num_programs)
 
-    async def _deliver(self, data: bytes) -> None:
+    async def _deliver(self, report: sink.Report) -> None:
         if not sink.is_fifo(self.path):
-            await trio.to_thread.run_sync(sink.write_atomically, self.path, data)
+            # Encoded as it is written, on a worker thread: at 10,000 programs the report is
+            # 12 MB of JSON, never held whole (a second of Python before the C encoder).
+            await trio.to_thread.run_sync(sink.write_atomically, self.path, sink.report_json_chunks(report))
             return
         fd = sink.open_fifo_without_waiting(self.path)
         if fd is None:
@@ -54,13 +54,18 @@ class JsonFileSink:
         while fd is None:
             await trio.sleep(_FIFO_POLL_S)
             fd = sink.open_fifo_without_waiting(self.path)
-        # A reader that stops reading must not hold kstat: the thread is left behind on cancel.
-        await trio.to_thread.run_sync(sink.write_fd, fd, data, self.path, abandon_on_cancel=True)
+        # A reader that stops reading must not hold kstat: the thread is left behind on cancel
+        # (with what it was given: its own pieces, which the fallback does not share).
+        await trio.to_thread.run_sync(
+            sink.write_fd, fd, sink.report_json_chunks(report), self.path, abandon_on_cancel=True
+        )
 
-    async def _fall_back(self, data: bytes) -> str:
+    async def _fall_back(self, report: sink.Report) -> str:
         with trio.CancelScope(shield=True):
             try:
-                fallback = await trio.to_thread.run_sync(sink.write_fallback, data, "report")
+                fallback = await trio.to_thread.run_sync(
+                    sink.write_fallback, sink.report_json_chunks(report), "report"
+                )
             except sink.OutputError as error:
                 return f"nor could it be kept elsewhere ({error})"
         log.warning("report written to a fallback file", path=str(fallback))

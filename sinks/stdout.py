@@ -18,9 +18,9 @@ class StdoutSink:
         report = await sink.final_report(events)
         if report is None:
             return
-        # On a worker thread: at 10,000 programs this is a second and more of Python.
-        data = await trio.to_thread.run_sync(sink.report_to_json_bytes, report)
-        await trio.to_thread.run_sync(lambda: sink.write_stdout(data, what="the report on standard output"))
+        # Encoded as it is written, on a worker thread: never held whole (12 MB at 10,000 programs).
+        chunks = sink.report_json_chunks(report)
+        await trio.to_thread.run_sync(lambda: sink.write_stdout(chunks, what="the report on standard output"))
 
 
 def from_spec(argument: str | None) -> StdoutSink:

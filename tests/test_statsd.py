@@ -269,18 +269,20 @@ def test_idle_programs_are_reported_once_then_left_out_until_they_run() -> None:
     assert all(any(line.startswith("kt.total.") for line in lines) for lines in sent)
 
 
-def test_every_line_is_sent_again_now_and_then_in_turns() -> None:
-    ids = range(1, 121)
+def test_idle_programs_are_announced_in_turns_then_sent_again_only_rarely() -> None:
+    ids = [*range(1, 121), 3_700]
     idle = [
         snapshot(index, float(index), *(program(pid, 0, 0, name=f"idle{pid}") for pid in ids))
-        for index in range(122)
+        for index in range(202)
     ]
     sent = sent_per_interval(idle)
-    refreshed = [
+    mentioned = [
         [pid for pid in ids if any(line.startswith(f"kt.idle{pid}.") for line in lines)] for lines in sent
     ]
-    # Each once every 60 intervals, two programs an interval (ids 60 apart), never all at once,
-    # from the first interval on.
-    for index in range(121):
-        turn = index % 60
-        assert refreshed[index] == [pid for pid in ids if pid % 60 == turn], index
+    # Announced once within the first 60 intervals, two or three programs an interval (ids 60
+    # apart), never all at once, from the first interval on; then each again only at its turn
+    # among 3,600 intervals (id 3,700's: the hundredth), never every 60 intervals.
+    for index in range(201):
+        announced = {pid for pid in ids if pid % 60 == index} if index < 60 else set()
+        refreshed = {pid for pid in ids if pid % 3_600 == index}
+        assert mentioned[index] == sorted(announced | refreshed), index

@@ -29,6 +29,8 @@ _ONLY_WITH_RUNS: Final = frozenset(
 )
 # What a program that never did anything has been counted in: nothing (never added to).
 _NOTHING: Final = QuantileSketch()
+# The figures of a program that never did anything, by whether the window had intervals then.
+_NEVER_RAN: dict[bool, dict[str, Number]] = {}
 # The peak interval is the one with the highest CPU share.
 PEAK_OF: Final = "estimated_cpu_percent"
 
@@ -82,6 +84,16 @@ class IntervalValues:
             self.until_interval if self.until_interval is not None else intervals
         ) - self.first_interval
         idle = max(0, existed - self.recorded)
+        if not self.sketches:
+            # Never did anything (most of a host's programs): only zeros to rank, however many,
+            # so its figures are one of two (no interval yet, or some), worked out once.
+            known = _NEVER_RAN.get(idle > 0)
+            if known is None:
+                known = _NEVER_RAN[idle > 0] = self._ranked(idle)
+            return dict(known)
+        return self._ranked(idle)
+
+    def _ranked(self, idle: int) -> dict[str, Number]:
         found: dict[str, Number] = {}
         for metric in DISTRIBUTED:
             ranked = metric.distribution

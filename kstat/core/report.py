@@ -22,8 +22,8 @@ from typing import Any, Final
 import attrs
 from attrs import frozen
 
-from kstat.core.catalogue import NS_PER_S, Number, Span, metric, values
-from kstat.core.counters import COUNTERS, ZERO, Counters, by_cpu, counter, summed
+from kstat.core.catalogue import METRICS, NS_PER_S, Kind, Number, Span, metric, values
+from kstat.core.counters import COUNTERS, ZERO, Counters, by_cpu, counter, is_zero, summed
 from kstat.core.distribution import IntervalValues
 from kstat.core.model import ProgramFootprint, ProgramOwner, ProgramStats
 from kstat.core.owner_cost import OwnersSection
@@ -424,7 +424,10 @@ def program_report(
         name=last.name,
         type=last.type,
         id=last.id,
-        metrics={**values(sighting.span(bounds.elapsed_ns, bounds.online_cpus)), **(distribution or {})},
+        metrics={
+            **_span_values(sighting.span(bounds.elapsed_ns, bounds.online_cpus)),
+            **(distribution or {}),
+        },
         tag=last.tag,
         load_time_ns=last.load_time_ns,
         kernel_name=last.kernel_name,
@@ -446,6 +449,45 @@ def _per_cpu(grown: Counters) -> dict[int, dict[str, int]] | None:
     if all(getattr(grown, spec.name) is None for spec in COUNTERS if spec.per_cpu):
         return None
     return by_cpu(grown)
+
+
+# The figures of a span in which nothing grew, but for the program's own (its footprint), by
+# (counters, elapsed, CPUs): a host's idle programs share them. One entry: one report's spans.
+_IDLE_FIGURES: dict[tuple[Counters, int, int | None], dict[str, Number]] = {}
+
+
+def _span_values(span: Span) -> dict[str, Number]:
+    """`values(span)`: the same figures in the same order. For a span in which no counter grew
+    (an idle program's), only its footprint's (the catalogue's properties) are worked out; the
+    rest are the same for every such span of the report, worked out once."""
+    if not is_zero(span.counters):
+        return values(span)
+    try:
+        key = (span.counters, span.elapsed_ns, span.online_cpus)
+        figures = _IDLE_FIGURES.get(key)
+    except TypeError:  # counters that do not hash: worked out as they are
+        return values(span)
+    if figures is None:
+        _IDLE_FIGURES.clear()
+        known = values(span, _NOT_PROPERTIES)
+        # Every property in its place (0 until worked out), so that the copy keeps the order.
+        figures = _IDLE_FIGURES[key] = {
+            entry.name: known.get(entry.name, 0)
+            for entry in METRICS
+            if entry.kind is Kind.PROPERTY or entry.name in known
+        }
+    found = dict(figures)
+    for entry in _PROPERTIES:
+        value = entry.compute(span)
+        if value is None:
+            del found[entry.name]
+        else:
+            found[entry.name] = value
+    return found
+
+
+_PROPERTIES: Final = tuple(entry for entry in METRICS if entry.kind is Kind.PROPERTY)
+_NOT_PROPERTIES: Final = tuple(entry for entry in METRICS if entry.kind is not Kind.PROPERTY)
 
 
 @frozen

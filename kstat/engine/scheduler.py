@@ -56,7 +56,7 @@ from kstat.errors import KstatError, OutputClosed, sole_exception
 from kstat.sources.attribution import Attributor
 from kstat.sources.early import EarlyBaseline
 from kstat.sources.host import kernel_release, online_cpu_count
-from kstat.sources.iterator import IteratorReader
+from kstat.sources.iterator import IteratorReader, forget_kernel_layout
 from kstat.sources.own_programs import OwnPrograms
 from kstat.sources.owners import IteratorOwners, OwnerSource, ProcWalk, open_owner_source
 from kstat.sources.process_tree import ProcessTree
@@ -498,6 +498,9 @@ class Collection:
             # Owners from kstat's task-file iterator (or /proc where it cannot load): built off
             # the loop, once per window; its program is kstat's own, left out like the other.
             owner_source = self._owner_source = await trio.to_thread.run_sync(open_owner_source)
+            if early is None or isinstance(early.reader, IteratorReader):
+                # Every program built (else the iterator still comes): their offsets are kept.
+                forget_kernel_layout()
             self._own_program_ids = reader.own_program_ids | owner_source.own_program_ids
             root = settings.program_filter.process_tree
             if root is not None:
@@ -650,6 +653,7 @@ class Collection:
             clocked.counters.hand_over(reader)
             self._own_program_ids = self._own_program_ids | reader.own_program_ids
             self._snapshot_method = method
+        forget_kernel_layout()  # every program built: the BTF's offsets are kept apart
 
     def _took_baseline(self, clocks: PassClocks, programs: int) -> None:
         self.baseline_clocks, self.baseline_programs = clocks, programs

@@ -25,8 +25,13 @@ from kstat.core.owner_cost import OWNER_METRICS, OwnerKind, OwnerSpan, interval_
 from kstat.core.report import Report, report_keys
 from kstat.text import for_statsd_names, for_statsd_tag
 
-# How many intervals pass before an idle program is sent again (a share of them each interval).
-FULL_REFRESH_INTERVALS: Final = 60
+# An idle program's zeros go out once within its first this many intervals (a share of the
+# programs in each, by id): no interval carries them all.
+ANNOUNCE_INTERVALS: Final = 60
+# Then once every this many (an hour at 1 s), for a server that restarted and lost them: a
+# running server keeps a gauge's last value and flushes it itself, and flushes a counter it is
+# not sent as 0 (the reference daemon's defaults), so nothing more is needed while it runs.
+FULL_REFRESH_INTERVALS: Final = 3600
 _EXPORTED: Final = in_view(View.EXPORT)
 
 
@@ -124,12 +129,13 @@ def metric_lines(report: Report, settings: Naming) -> list[str]:
 class IntervalLines:
     """The lines of each interval, for a window: what a StatsD server needs to know, and no more.
 
-    A program with no runs has zero counters and zero gauges; saying so once is enough (a
-    StatsD server keeps a gauge's last value), so on a host where most programs are idle each
-    interval costs little. Each idle program is sent once every FULL_REFRESH_INTERVALS, a
-    share of them each interval, so that a server started late or restarted catches up without
-    a burst. The programs' names are kept up to date from the deltas' changes, so an
-    interval costs what changed, not what is loaded.
+    A program with no runs has zero counters and zero gauges; saying so once is enough: a
+    StatsD server keeps a gauge's last value (the reference daemon flushes it every interval
+    unless told to delete idle gauges) and flushes a counter it was not sent as 0. So an idle
+    program is announced once within its first ANNOUNCE_INTERVALS intervals (a share of them
+    each interval, by id), then sent again only once every FULL_REFRESH_INTERVALS (for a
+    server that restarted): at 10,000 programs, three an interval. The programs' names are kept
+    up to date from the deltas' changes, so an interval costs what changed, not what is loaded.
     """
 
     settings: Naming
@@ -138,6 +144,8 @@ class IntervalLines:
     programs: dict[ProgramIdentity, ProgramName] = field(factory=dict)
     # Programs that had lines in the previous interval (their gauges are not yet zero).
     active: set[ProgramIdentity] = field(factory=set)
+    # Programs not yet announced, by their turn (their id modulo ANNOUNCE_INTERVALS).
+    announcing: dict[int, set[ProgramIdentity]] = field(factory=lambda: defaultdict(set))
     # Every program by its turn to be sent again (its id modulo FULL_REFRESH_INTERVALS).
     turns: dict[int, set[ProgramIdentity]] = field(factory=lambda: defaultdict(set))
     # Each program's name in the lines, distinct among every program's; worked out again only
@@ -150,6 +158,7 @@ class IntervalLines:
     def start(self, event: WindowStarted) -> None:
         programs = event.snapshot.programs
         for program in programs:
+            self.announcing[program.id % ANNOUNCE_INTERVALS].add(program.identity)
             self.turns[program.id % FULL_REFRESH_INTERVALS].add(program.identity)
         self.programs = {
             program.identity: ProgramName(
@@ -181,10 +190,12 @@ class IntervalLines:
 
     def lines_for(self, delta: IntervalDelta) -> list[str]:
         settings = self.settings
-        # Each idle program once every FULL_REFRESH_INTERVALS, in turns by id, from the first
+        # Each idle program once within ANNOUNCE_INTERVALS, in turns by id, from the first
         # interval on: no interval carries them all (at 10,000 programs that burst overflowed the
-        # reference server's UDP receive buffer: 1,592 programs arrived).
-        turn = self.intervals % FULL_REFRESH_INTERVALS
+        # reference server's UDP receive buffer: 1,592 programs arrived); then at its turn among
+        # FULL_REFRESH_INTERVALS.
+        announced = self.announcing.pop(self.intervals % ANNOUNCE_INTERVALS, set())
+        refreshed = self.turns.get(self.intervals % FULL_REFRESH_INTERVALS, set())
         self.intervals += 1
         sent: list[tuple[ProgramIdentity, Mapping[str, Number]]] = []
         active: set[ProgramIdentity] = set()
@@ -203,7 +214,7 @@ class IntervalLines:
                 active.add(identity)
         sent += [
             (identity, {})
-            for identity in (self.active | self.turns[turn]) - active
+            for identity in (self.active | announced | refreshed) - active
             if identity in self.programs
         ]
         names = self._names()
@@ -214,6 +225,7 @@ class IntervalLines:
             self.programs.pop(identity, None)
             self._names_stale = True
             self.turns[identity.id % FULL_REFRESH_INTERVALS].discard(identity)
+            self.announcing.get(identity.id % ANNOUNCE_INTERVALS, set()).discard(identity)
         self.active = active
         return lines + total_lines(delta.totals, settings)
 

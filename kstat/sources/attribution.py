@@ -28,6 +28,7 @@ from kstat.core.model import (
     ProgramChanges,
     ProgramDetails,
     ProgramIdentity,
+    ProgramOwner,
     ProgramStats,
     Workload,
 )
@@ -174,13 +175,17 @@ class Attributor:
             return {}
         owners = self.owner_source.owners(self._workload_of, wanted={program.id for program in programs})
         attachments = self._attachments(programs)
-        return {
-            program.identity: ProgramDetails(
-                owners=owners.get(program.id, ()),
-                attachments=tuple(attachments.get(program.id, ())),
-            )
-            for program in programs
-        }
+        # Programs with the same owners and attachments (an agent's thousands, one loader's
+        # unattached ones) share one value: at 10,000 programs, a megabyte less kept.
+        shared: dict[tuple[tuple[ProgramOwner, ...], tuple[str, ...]], ProgramDetails] = {}
+        found: dict[ProgramIdentity, ProgramDetails] = {}
+        for program in programs:
+            key = (owners.get(program.id, ()), tuple(attachments.get(program.id, ())))
+            details = shared.get(key)
+            if details is None:
+                details = shared[key] = ProgramDetails(owners=key[0], attachments=key[1])
+            found[program.identity] = details
+        return found
 
     def _attachments(self, new: Sequence[ProgramStats]) -> dict[int, list[str]]:
         """Where each program is attached, by program id: its links, and for new programs of

@@ -87,15 +87,27 @@ _CPU_ENTRY = -112  # one CPU's run count and run time, as written before the rec
 _layouts: dict[tuple[Path, int, int], KernelLayout] = {}
 
 
-def kernel_layout(btf: Path = VMLINUX_BTF) -> KernelLayout:
-    """The running kernel's BTF, parsed once per process however many of kstat's iterators
-    read it (a tenth of a second of Python for a 5 MB vmlinux BTF)."""
+def btf_key(btf: Path) -> tuple[Path, int, int]:
+    """Which BTF a file holds now (a kernel module's can be reloaded): its path, size, mtime."""
     status = btf.stat()
-    key = (btf, status.st_size, status.st_mtime_ns)
+    return btf, status.st_size, status.st_mtime_ns
+
+
+def kernel_layout(btf: Path = VMLINUX_BTF) -> KernelLayout:
+    """The running kernel's BTF, parsed once however many of kstat's iterators read it (a
+    tenth of a second of Python for a 5 MB vmlinux BTF), until `forget_kernel_layout`."""
+    key = btf_key(btf)
     layout = _layouts.get(key)
     if layout is None:
         layout = _layouts[key] = KernelLayout(btf.read_bytes())
     return layout
+
+
+def forget_kernel_layout() -> None:
+    """Let the parsed BTF go (8 MB for a 5 MB vmlinux BTF: the blob, its strings, where each
+    type starts) once the window's programs are built: the offsets they took are kept apart
+    (`kstat.sources.offsets_cache`), and what needs the BTF again parses it again."""
+    _layouts.clear()
 
 
 @frozen
