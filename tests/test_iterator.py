@@ -176,3 +176,26 @@ def test_the_library_chooses_the_method_too(load_filter: LoadFilter) -> None:
     assert session.report.program("kstat_t_itlib").run_count == 33
     with pytest.raises(kstat.UsageError, match="snapshot_method must be one of auto, iterator, syscalls"):
         kstat.collect_sync(snapshot_method="fast").__enter__()
+
+
+def test_a_walk_longer_than_the_buffers_is_read_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One readv fills every buffer it is given (up to IOV_MAX of them): a walk longer than
+    that takes more than one call, and comes back whole and in order all the same."""
+    from kstat.sources import iterator  # noqa: PLC0415
+
+    held = [SocketFilter("kstat_t_walk") for _ in range(200)]
+    reader = IteratorReader()
+    try:
+        whole = reader._iterator.read()
+        assert len(whole) >= 200 * RECORD.size > 2 * 4096
+        monkeypatch.setattr(iterator, "_MOST_BUFFERS", 2)
+        reader._iterator._buffers = [bytearray(4096)]
+        in_pieces = reader._iterator.read()
+        assert len(reader._iterator._buffers) == 2  # grown to the limit, no further
+        ids = memoryview(in_pieces).cast("I")[:: RECORD.size // 4].tolist()
+        assert ids == sorted(ids)  # in the kernel's order, no piece lost or repeated
+        assert {program.id for program in held} <= set(ids)
+    finally:
+        reader.close()
+        for program in held:
+            program.close()

@@ -71,6 +71,7 @@ RECORD: Final = struct.Struct("<II8sQ16sQQQ")
 # readv(2)'s buffers: page-sized, as many as the last walk filled (and more as it grows).
 _PAGE: Final = 4096
 _FIRST_BUFFERS: Final = 64
+_MOST_BUFFERS: Final = os.sysconf("SC_IOV_MAX") if "SC_IOV_MAX" in os.sysconf_names else 1024
 # One CPU's run_cnt and run_time_ns, before the record when the iterator keeps them per CPU.
 CPU_ENTRY: Final = struct.Struct("<QQ")
 ITERATOR_NAME: Final = "kstat_prog_iter"
@@ -498,9 +499,12 @@ class LinkedIterator:
                     walk += buffer
                 if rest:
                     walk += memoryview(buffers[full])[:rest]
-                if count == len(buffers) * _PAGE:
-                    # More than the buffers held: twice as many for the rest, and next time.
-                    self._buffers += [bytearray(_PAGE) for _ in buffers]
+                if count == len(buffers) * _PAGE and len(buffers) < _MOST_BUFFERS:
+                    # More than the buffers held: twice as many for the rest, and next time
+                    # (up to the kernel's IOV_MAX: beyond 4 MiB a walk is a few readv calls).
+                    self._buffers += [
+                        bytearray(_PAGE) for _ in range(min(len(buffers), _MOST_BUFFERS - len(buffers)))
+                    ]
         finally:
             os.close(fd)
 
