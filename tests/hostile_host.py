@@ -6,15 +6,12 @@ named with them. Everything is undone at the end."""
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import socket
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from kstat.abi import assembler as asm
 from kstat.abi import bpf
@@ -22,6 +19,7 @@ from kstat.abi.enums import AttachType, ProgramType
 from kstat.sources.attribution import cgroup2_root
 from kstat.sources.syscalls import ProgramReader
 from kstat.testing.loader import XdpPass
+from tests.holders import HolderProcess, program_holder
 
 # A comm the kernel cut in the middle of `é`, with a title change (OSC 0 ... BEL) after it.
 TITLE_COMM = b"kpr-\xc3\x1b]0;pw\x07"
@@ -40,33 +38,6 @@ DEEP_LEVEL = b"\xff\x1b[2J" + b"d" * 240
 DEEP_LEVELS = 42
 
 
-class Holder:
-    """tests/program_holder.py holding one socket filter, named `comm`."""
-
-    def __init__(self, name: str, comm: bytes) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.program_holder", "--comm", comm.hex(), name],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.process.stdout is not None
-        ready: dict[str, Any] = json.loads(self.process.stdout.readline())
-        self.pid: int = ready["pid"]
-        (self.program_id,) = ready["ids"]
-
-    def send(self, count: int) -> None:
-        assert self.process.stdin is not None and self.process.stdout is not None
-        self.process.stdin.write(f"send 0 {count}\n")
-        self.process.stdin.flush()
-        assert self.process.stdout.readline() == "ok\n"
-
-    def close(self) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.close()
-        self.process.wait(30)
-
-
 class HostileHost:
     def __init__(self, root: Path) -> None:
         self.cgroups = cgroup2_root()
@@ -75,7 +46,7 @@ class HostileHost:
         self.pod_uid = str(uuid.uuid4())
         self._stack = contextlib.ExitStack()
         self._made: list[bytes] = []
-        self.holders: list[Holder] = []
+        self.holders: list[HolderProcess] = []
 
     # --- cgroups ---------------------------------------------------------------------------
 
@@ -130,11 +101,11 @@ class HostileHost:
 
     def _build(self) -> None:
         # A service whose comm retitles the terminal.
-        titled = Holder("kstat_t_hunit", TITLE_COMM)
+        titled = program_holder("kstat_t_hunit", comm=TITLE_COMM)
         self.holders.append(titled)
         self._place(titled.pid, UNIT_CGROUP)
         # A container of a pod (cgroupfs driver), its names in the kubelet's log file name.
-        podded = Holder("kstat_t_hpod", CLEAR_COMM)
+        podded = program_holder("kstat_t_hpod", comm=CLEAR_COMM)
         self.holders.append(podded)
         self._place(podded.pid, f"kubepods/besteffort/pod{self.pod_uid}/{self.container_id}".encode())
         logs = os.fsencode(self.host_root / "var" / "log" / "containers")

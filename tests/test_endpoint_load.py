@@ -21,9 +21,9 @@ from typing import Final
 import pytest
 from attrs import define, field
 
+from tests.holders import program_holder
 from tests.kstat_process import KstatProcess
 from tests.statsd_daemon import free_port
-from tests.test_identity import Holder
 from tests.test_prometheus import _unix
 from tests.windows import LoadFilter
 
@@ -142,7 +142,7 @@ def test_scrapes_and_idle_connections_leave_the_interval_and_the_report_alone(
     stream, report_path = tmp_path / "kstat.ndjson", tmp_path / "report.json"
     target = load_filter("kstat_t_abused")
     # 300 programs more, held by another process as an agent's are: a body of realistic size.
-    holder = Holder(*(f"kstat_t_ab_{number}:" for number in range(HELD_PROGRAMS)))
+    holder = program_holder(*(f"kstat_t_ab_{number}:" for number in range(HELD_PROGRAMS)))
     kstat = KstatProcess(
         [
             "serve",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 
 import kstat
 from kstat.testing.loader import LoopbackTarget, SocketFilter, XdpPass
+from tests.holders import HolderProcess, program_holder
 from tests.kstat_process import KstatProcess, run_kstat
 from tests.windows import LoadFilter
 
@@ -21,38 +21,9 @@ REPO = Path(__file__).parents[1]
 LONG_NAME = "flow_exporter_parse_ipv6_extension_headers"
 
 
-class Holder:
-    """A separate process holding socket filters, as an agent would (tests/program_holder.py)."""
-
-    def __init__(self, *specs: str) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.program_holder", *specs],
-            cwd=REPO,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.process.stdout is not None
-        loaded = json.loads(self.process.stdout.readline())
-        self.pid: int = loaded["pid"]
-        self.ids: list[int] = loaded["ids"]
-        self.command = Path(f"/proc/{self.pid}/comm").read_text().strip()
-
-    def tell(self, line: str) -> None:
-        assert self.process.stdin is not None and self.process.stdout is not None
-        self.process.stdin.write(line + "\n")
-        self.process.stdin.flush()
-        assert self.process.stdout.readline().strip() == "ok"
-
-    def close(self) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.close()
-        self.process.wait(10)
-
-
 @pytest.fixture
-def holders() -> Iterator[list[Holder]]:
-    started: list[Holder] = []
+def holders() -> Iterator[list[HolderProcess]]:
+    started: list[HolderProcess] = []
     yield started
     for holder in started:
         holder.close()
@@ -73,10 +44,12 @@ def test_the_full_btf_name_is_reported_and_the_kernels_kept(load_filter: LoadFil
 
 
 @pytest.mark.kernel
-def test_two_agents_with_the_same_names_one_leaving_mid_window(holders: list[Holder], tmp_path: Path) -> None:
+def test_two_agents_with_the_same_names_one_leaving_mid_window(
+    holders: list[HolderProcess], tmp_path: Path
+) -> None:
     """The issue's acceptance run: nothing merged, nothing lost, every line attributed."""
     specs = (f"kstat_t_agent:{LONG_NAME}", "kstat_t_agent2:flow_exporter_second_program_long_name")
-    staying, leaving = Holder(*specs), Holder(*specs)
+    staying, leaving = program_holder(*specs), program_holder(*specs)
     holders += [staying, leaving]
     output = tmp_path / "r.json"
     kstat_run = KstatProcess(["-duration", "3s", "--interval", "250ms", "-output", str(output)])
@@ -108,8 +81,8 @@ def test_two_agents_with_the_same_names_one_leaving_mid_window(holders: list[Hol
 
 
 @pytest.mark.kernel
-def test_filters_select_programs_and_totals_follow(holders: list[Holder], tmp_path: Path) -> None:
-    first, second = Holder("kstat_t_fa", "kstat_t_fb"), Holder("kstat_t_fc")
+def test_filters_select_programs_and_totals_follow(holders: list[HolderProcess], tmp_path: Path) -> None:
+    first, second = program_holder("kstat_t_fa", "kstat_t_fb"), program_holder("kstat_t_fc")
     holders += [first, second]
 
     def collect(*filters: str) -> dict[str, Any]:
@@ -156,8 +129,8 @@ def test_bad_filters_are_usage_errors(arguments: list[str], complaint: str) -> N
 
 
 @pytest.mark.kernel
-def test_list_shows_owners_and_attachments(holders: list[Holder]) -> None:
-    holder = Holder(f"kstat_t_list:{LONG_NAME}")
+def test_list_shows_owners_and_attachments(holders: list[HolderProcess]) -> None:
+    holder = program_holder(f"kstat_t_list:{LONG_NAME}")
     holders.append(holder)
     subprocess.run(
         ["ip", "link", "add", "kstat-t-a", "type", "veth", "peer", "name", "kstat-t-b"], check=True

@@ -3,7 +3,6 @@ real programs and links, processes exiting mid-walk, the incremental walk, and t
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -23,45 +22,11 @@ from kstat.sources.iterator import VMLINUX_BTF
 from kstat.sources.owners import IteratorOwners, ProcWalk, open_owner_source, program_owners
 from kstat.sources.syscalls import ProgramReader
 from kstat.sources.task_files import TaskFileIterator, TaskFileOffsets
+from tests.holders import HolderProcess, program_holder
 
 pytestmark = pytest.mark.kernel
 
 REPO = Path(__file__).parents[1]
-
-
-class Holder:
-    """A separate process holding programs, as an agent would (tests/program_holder.py)."""
-
-    def __init__(self, *names: str) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.program_holder", *names],
-            cwd=REPO,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.process.stdout is not None
-        loaded = json.loads(self.process.stdout.readline())
-        self.pid: int = loaded["pid"]
-        self.ids: list[int] = loaded["ids"]
-        self.command = Path(f"/proc/{self.pid}/comm").read_bytes().removesuffix(b"\n").decode()
-
-    def ask(self, line: str) -> str:
-        """The answer's value (empty for a bare `ok`)."""
-        assert self.process.stdin is not None and self.process.stdout is not None
-        self.process.stdin.write(line + "\n")
-        self.process.stdin.flush()
-        answer = self.process.stdout.readline().split()
-        assert answer[:1] == ["ok"], answer
-        return " ".join(answer[1:])
-
-    def owner(self) -> ProgramOwner:
-        return ProgramOwner(self.pid, self.command)
-
-    def close(self) -> None:
-        if self.process.poll() is None and self.process.stdin is not None:
-            self.process.stdin.close()
-        self.process.wait(10)
 
 
 Owners = dict[int, tuple[ProgramOwner, ...]]
@@ -80,11 +45,11 @@ def found_by_every_read(expected: Owners, *reads: Callable[[], Owners], attempts
 
 
 @pytest.fixture
-def holder() -> Iterator[Callable[..., Holder]]:
-    started: list[Holder] = []
+def holder() -> Iterator[Callable[..., HolderProcess]]:
+    started: list[HolderProcess] = []
 
-    def start(*names: str) -> Holder:
-        started.append(Holder(*names))
+    def start(*names: str) -> HolderProcess:
+        started.append(program_holder(*names))
         return started[-1]
 
     yield start
@@ -120,7 +85,7 @@ def test_offsets_and_the_kernels_file_operations_are_found_on_this_kernel() -> N
 
 
 def test_the_iterator_finds_the_owners_the_proc_walk_finds(
-    holder: Callable[..., Holder], iterator_owners: IteratorOwners
+    holder: Callable[..., HolderProcess], iterator_owners: IteratorOwners
 ) -> None:
     """Programs held by fds, one by three fds of one process, one by two processes, one only
     through a link: the iterator, the full walk and the incremental walk say the same, and
@@ -163,7 +128,7 @@ def test_the_iterator_finds_the_owners_the_proc_walk_finds(
 
 
 def test_every_program_held_on_the_host_has_the_same_owners_both_ways(
-    holder: Callable[..., Holder], iterator_owners: IteratorOwners
+    holder: Callable[..., HolderProcess], iterator_owners: IteratorOwners
 ) -> None:
     """The whole host, workloads included: programs other tests and tenants load meanwhile may
     differ between two reads, so the two are compared on what both saw held throughout."""
@@ -188,7 +153,7 @@ def test_every_program_held_on_the_host_has_the_same_owners_both_ways(
 
 
 def test_a_process_that_exits_mid_walk_is_left_out_and_the_walk_goes_on(
-    holder: Callable[..., Holder], monkeypatch: pytest.MonkeyPatch, iterator_owners: IteratorOwners
+    holder: Callable[..., HolderProcess], monkeypatch: pytest.MonkeyPatch, iterator_owners: IteratorOwners
 ) -> None:
     staying, leaving = holder("kstat_t_stay"), holder("kstat_t_leave")
     wanted = {*staying.ids, *leaving.ids}
@@ -212,13 +177,13 @@ def test_a_process_that_exits_mid_walk_is_left_out_and_the_walk_goes_on(
     found_by_every_read({staying.ids[0]: (staying.owner(),)}, lambda: iterator_owners.owners(wanted=wanted))
 
 
-def _of(owners: tuple[ProgramOwner, ...], *holders: Holder) -> tuple[ProgramOwner, ...]:
+def _of(owners: tuple[ProgramOwner, ...], *holders: HolderProcess) -> tuple[ProgramOwner, ...]:
     pids = {holder.pid for holder in holders}
     return tuple(owner for owner in owners if owner.pid in pids)
 
 
 def test_an_exited_process_not_yet_reaped_holds_nothing_either_way(
-    holder: Callable[..., Holder], iterator_owners: IteratorOwners
+    holder: Callable[..., HolderProcess], iterator_owners: IteratorOwners
 ) -> None:
     staying, exiting = holder("kstat_t_stay2"), holder("kstat_t_zombie")
     os.kill(exiting.pid, signal.SIGKILL)
@@ -248,7 +213,7 @@ while True:
 
 
 def test_owners_stay_exact_while_processes_holding_programs_come_and_go(
-    holder: Callable[..., Holder], iterator_owners: IteratorOwners
+    holder: Callable[..., HolderProcess], iterator_owners: IteratorOwners
 ) -> None:
     """Processes that load a program and exit, hundreds a second, while the iterator walks:
     the steady holder is found every time, and (but for another kstat's instant, see above)
@@ -269,7 +234,9 @@ def test_owners_stay_exact_while_processes_holding_programs_come_and_go(
         churn.wait(10)
 
 
-def test_the_incremental_walk_walks_only_new_and_changed_processes(holder: Callable[..., Holder]) -> None:
+def test_the_incremental_walk_walks_only_new_and_changed_processes(
+    holder: Callable[..., HolderProcess],
+) -> None:
     unchanged, changing = holder("kstat_t_inc0"), holder("kstat_t_inc1")
     walk = ProcWalk()
     wanted = {*unchanged.ids, *changing.ids}
@@ -317,7 +284,7 @@ def test_a_kernel_without_the_task_file_iterator_or_btf_says_so_by_feature(tmp_p
 
 
 def test_the_proc_walk_is_the_fallback(
-    holder: Callable[..., Holder], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    holder: Callable[..., HolderProcess], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     held = holder("kstat_t_fallbk")
 
@@ -339,7 +306,9 @@ def test_the_proc_walk_is_the_fallback(
     assert type(open_owner_source("proc")) is ProcWalk
 
 
-def test_the_iterator_is_the_default_and_leaves_its_own_program_out(holder: Callable[..., Holder]) -> None:
+def test_the_iterator_is_the_default_and_leaves_its_own_program_out(
+    holder: Callable[..., HolderProcess],
+) -> None:
     held = holder("kstat_t_deflt")
     source = open_owner_source()
     try:
@@ -357,7 +326,7 @@ def _own_command() -> str:
 
 
 def test_the_attributor_takes_its_owners_from_either_source(
-    holder: Callable[..., Holder], iterator_owners: IteratorOwners
+    holder: Callable[..., HolderProcess], iterator_owners: IteratorOwners
 ) -> None:
     held = holder("kstat_t_attr0", "kstat_t_attr1")
     programs = [program for program in ProgramReader().read_all() if program.id in held.ids]

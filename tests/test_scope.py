@@ -12,7 +12,6 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from attrs import evolve
@@ -30,6 +29,7 @@ from kstat.sources.process_tree import ProcessTree, descendants, parent_of
 from kstat.testing.budget import BudgetExceeded, expect_program
 from kstat.testing.loader import LoopbackTarget, SocketFilter
 from tests.builders import program, report_of, snapshot
+from tests.holders import HolderProcess
 from tests.kstat_process import KSTAT, KstatProcess, run_kstat, wait_until_ready
 
 REPO = Path(__file__).parents[1]
@@ -38,38 +38,11 @@ ITERATOR_TAKES_OVER = "snapshots by BPF iterator; its own program is left out of
 NONE_APART = KstatPrograms(0, {})
 
 
-class Holder:
-    """Another tenant: a process of its own holding programs, outside any command's tree
-    (`detached`: outside the test's own tree too, a child of init by `setsid --fork`)."""
-
-    def __init__(self, *arguments: str, detached: bool = False) -> None:
-        self.process = subprocess.Popen(
-            [*(["setsid", "--fork"] if detached else []), sys.executable, "-m", *arguments],
-            cwd=REPO,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.process.stdout is not None
-        self.said: dict[str, Any] = json.loads(self.process.stdout.readline())
-
-    def tell(self, line: str) -> None:
-        assert self.process.stdin is not None and self.process.stdout is not None
-        self.process.stdin.write(line + "\n")
-        self.process.stdin.flush()
-        assert self.process.stdout.readline().strip() == "ok"
-
-    def close(self) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.close()
-        self.process.wait(60)
-
-
 @pytest.fixture
-def tenants() -> Iterator[tuple[Holder, Holder]]:
+def tenants() -> Iterator[tuple[HolderProcess, HolderProcess]]:
     """Other tenants' programs: 300 idle ones named like the command's own, and a busy agent."""
-    idle = Holder("tests.idle_holder", "300", "kstat_t_sc_held")
-    busy = Holder("tests.program_holder", "kstat_t_sc_out")
+    idle = HolderProcess("tests.idle_holder", "300", "kstat_t_sc_held")
+    busy = HolderProcess("tests.program_holder", "kstat_t_sc_out")
     try:
         yield idle, busy
     finally:
@@ -103,7 +76,7 @@ def receiver(tmp_path: Path) -> Iterator[Path]:
 
 @pytest.mark.kernel
 def test_run_reports_every_program_of_the_commands_tree_and_no_other(
-    tmp_path: Path, tenants: tuple[Holder, Holder], receiver: Path
+    tmp_path: Path, tenants: tuple[HolderProcess, HolderProcess], receiver: Path
 ) -> None:
     _, busy = tenants
     pin = Path(f"/sys/fs/bpf/kstat_t_sc_{os.getpid()}")
@@ -136,7 +109,9 @@ def test_run_reports_every_program_of_the_commands_tree_and_no_other(
 
 
 @pytest.mark.kernel
-def test_run_with_the_host_scope_and_a_pid_reports_other_processes(tenants: tuple[Holder, Holder]) -> None:
+def test_run_with_the_host_scope_and_a_pid_reports_other_processes(
+    tenants: tuple[HolderProcess, HolderProcess],
+) -> None:
     _, busy = tenants
     for scope in (["--scope", "host"], ["--pid", str(busy.said["pid"])]):
         done = run_kstat(["run", *scope, "--", sys.executable, "-c", "pass"])
@@ -151,7 +126,7 @@ def test_run_with_the_host_scope_and_a_pid_reports_other_processes(tenants: tupl
 
 @pytest.mark.kernel
 def test_the_tree_follows_forks_and_loads_that_exit_at_once() -> None:
-    outsider = Holder("tests.program_holder", "kstat_t_sc_out", detached=True)
+    outsider = HolderProcess("tests.program_holder", "kstat_t_sc_out", detached=True)
     tree = ProcessTree(os.getpid())
     try:
         assert tree.followed  # root has perf here; the fallback is tested below without it
@@ -195,7 +170,9 @@ def test_without_perf_the_tree_is_each_owners_ancestry(tmp_path: Path) -> None:
 
 
 @pytest.mark.kernel
-def test_the_demo_reports_its_own_programs(tenants: tuple[Holder, Holder], tmp_path: Path) -> None:
+def test_the_demo_reports_its_own_programs(
+    tenants: tuple[HolderProcess, HolderProcess], tmp_path: Path
+) -> None:
     output = tmp_path / "demo.json"
     done = run_kstat(["demo", "-duration", "300ms", "--rate", "1000", "-o", str(output)])
     assert done.returncode == 0, done.stderr
@@ -266,7 +243,7 @@ def test_other_kstats_programs_are_set_apart_in_every_report(tmp_path: Path) -> 
 
 @pytest.mark.kernel
 def test_an_unchanged_workload_passes_its_gate_beside_other_tenants(
-    tmp_path: Path, tenants: tuple[Holder, Holder]
+    tmp_path: Path, tenants: tuple[HolderProcess, HolderProcess]
 ) -> None:
     """The e2e workflow on a shared host: the baseline's runs beside idle and busy tenants, the
     current's beside more of them and another kstat; runs interleaved, as two CI jobs share a
@@ -274,7 +251,7 @@ def test_an_unchanged_workload_passes_its_gate_beside_other_tenants(
     _, busy = tenants
     workload = [*KSTAT, "demo", "--workload-only", "-duration", "1s", "--linger", "300ms"]
     runs: dict[str, list[Path]] = {"base": [], "cur": []}
-    crowd = Holder("tests.idle_holder", "500", "kstat_t_sc_crwd")
+    crowd = HolderProcess("tests.idle_holder", "500", "kstat_t_sc_crwd")
     other_ready = tmp_path / "other.ready"
     other = KstatProcess(
         [

@@ -6,12 +6,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from attrs import evolve
@@ -22,6 +19,7 @@ from kstat.core.filters import ProgramFilter
 from kstat.core.model import ProgramDetails, ProgramOwner, Workload
 from kstat.sources.workloads import KubeletLogs, node_name, workload_of_cgroup_file, workload_of_cgroup_path
 from tests.builders import program, report_of, snapshot
+from tests.holders import HolderProcess, program_holder
 from tests.kstat_process import run_kstat
 
 CONTAINER = "0123456789abcdef" * 4
@@ -239,30 +237,9 @@ def node_cgroups() -> Iterator[NodeCgroups]:
         cgroups.remove()
 
 
-class Holder:
-    """tests/program_holder.py: a process holding socket filters, as an agent would."""
-
-    def __init__(self, *specs: str) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.program_holder", *specs],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.process.stdout is not None
-        ready: dict[str, Any] = json.loads(self.process.stdout.readline())
-        self.pid: int = ready["pid"]
-        self.ids: list[int] = ready["ids"]
-
-    def close(self) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.close()
-        self.process.wait(30)
-
-
 @pytest.fixture
-def holders() -> Iterator[list[Holder]]:
-    started: list[Holder] = []
+def holders() -> Iterator[list[HolderProcess]]:
+    started: list[HolderProcess] = []
     try:
         yield started
     finally:
@@ -272,7 +249,7 @@ def holders() -> Iterator[list[Holder]]:
 
 @pytest.mark.kernel
 def test_every_program_is_attributed_on_a_host_shaped_like_a_node(
-    node_cgroups: NodeCgroups, holders: list[Holder], tmp_path: Path
+    node_cgroups: NodeCgroups, holders: list[HolderProcess], tmp_path: Path
 ) -> None:
     suffix = uuid.uuid4().hex[:8]
     systemd_uid, cgroupfs_uid = str(uuid.uuid4()), str(uuid.uuid4())
@@ -289,7 +266,7 @@ def test_every_program_is_attributed_on_a_host_shaped_like_a_node(
         "kstat_t_svc": f"system.slice/kstat-test-{suffix}.service",
     }
     for name, relative in layouts.items():
-        holder = Holder(name)
+        holder = program_holder(name)
         holders.append(holder)
         node_cgroups.place(holder.pid, relative)
     host = tmp_path / "host"
