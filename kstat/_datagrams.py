@@ -63,10 +63,18 @@ class _RateLimitedWarning:
 
 class LineSender:
     """`send(lines)` to HOST:PORT by `protocol` (udp or tcp); failures are counted and said,
-    never raised. `name` is what the warnings call the server."""
+    never raised. `what` is the kind of server the warning names (e.g. "statsd"), `name` the
+    server itself (its address by default)."""
 
     def __init__(
-        self, host: str, port: int, *, protocol: str = "udp", mtu: int = 1432, name: str = ""
+        self,
+        host: str,
+        port: int,
+        *,
+        protocol: str = "udp",
+        mtu: int = 1432,
+        name: str = "",
+        what: str = "the server",
     ) -> None:
         if protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be udp or tcp, not {protocol!r}")
@@ -74,7 +82,7 @@ class LineSender:
         self.name = name or f"{host}:{port}"
         self._udp: trio.socket.SocketType | None = None
         self._tcp: trio.SocketStream | None = None
-        self._failed = _RateLimitedWarning("statsd unreachable; metrics for this interval are lost")
+        self._failed = _RateLimitedWarning(f"{what} unreachable; the lines of this interval are lost")
         self.sent_datagrams = 0
         self.failed_sends = 0
 

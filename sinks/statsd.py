@@ -108,7 +108,12 @@ class StatsdSink:
         self.settings = settings
         self._lines = sink.StatsdIntervalLines(settings)
         self._sender = sink.LineSender(
-            settings.host, settings.port, protocol=settings.transport, mtu=settings.mtu, name=repr(self)
+            settings.host,
+            settings.port,
+            protocol=settings.transport,
+            mtu=settings.mtu,
+            name=repr(self),
+            what="statsd",
         )
 
     def __repr__(self) -> str:
