@@ -12,9 +12,9 @@ Every metric exists per program and in total; the total of a metric is the same 
 applied to the summed counters (`total_<name>` in the report).
 
 The kernel's counters are declared in the counter catalogue (`kstat.core.counters`); each one's
-growth over a span is a COUNTER metric here. The three counters kstat has always had are placed
-below with their words and exposition; a counter added there and not placed here still gets its
-metric, at the end, with defaults derived from its declaration.
+growth over a span is a COUNTER metric here, made from its entry alone (its words, views,
+exposition and place among the counters are the entry's): nothing here names a counter but the
+formulas of the metrics derived from them.
 """
 
 from __future__ import annotations
@@ -26,8 +26,11 @@ from typing import Final, TypeAlias
 
 from attrs import frozen
 
-from kstat.core.counters import COUNTERS, Counters, CounterSpec, counter, scalar
+from kstat.core.counters import COUNTERS, Counters, CounterSpec, scalar
 from kstat.core.model import ProgramFootprint
+from kstat.core.views import Better as Better
+from kstat.core.views import Exposition as Exposition
+from kstat.core.views import View as View
 
 NS_PER_S: Final = 1_000_000_000
 
@@ -72,39 +75,6 @@ class Kind(enum.Enum):
     # A percentile (or the maximum) of another metric's per-interval values over the window:
     # what the window's average hides. Only a window's report has it, not an interval.
     DISTRIBUTION = "distribution"
-
-
-class Better(enum.Enum):
-    """Which way a change is an improvement (how compare and charts colour it)."""
-
-    LOWER = "lower"
-    HIGHER = "higher"
-    NEITHER = "neither"
-
-
-class View(enum.Flag):
-    """Where a metric shows besides the report, NDJSON and `--fail-on` (which carry all)."""
-
-    NONE = 0
-    COMPARE = enum.auto()  # a column of `kstat compare`
-    CHART = enum.auto()  # a panel of `kstat plot`
-    SUMMARY = enum.auto()  # the pytest plugin's failure summary
-    EXPORT = enum.auto()  # sent to metrics systems (StatsD, Prometheus)
-    # The panels of `kstat plot`'s other charts.
-    PROGRAM = enum.auto()  # program metadata: code size, verifier work, maps
-    MEMORY = enum.auto()  # memory footprint
-
-
-@frozen
-class Exposition:
-    """How a metric is named in Prometheus: base units (seconds, not nanoseconds), `_total` on
-    counters added by the exposition itself."""
-
-    name: str
-    # Divides kstat's value into the base unit (1e9: nanoseconds to seconds).
-    divisor: int = 1
-    # The HELP line.
-    help: str = ""
 
 
 @frozen
@@ -215,38 +185,42 @@ def _growth(spec: CounterSpec) -> Callable[[Span], int | None]:
     return compute
 
 
-def _counter_metric(
-    name: str,
-    *,
-    description: str | None = None,
-    better: Better = Better.LOWER,
-    views: View | None = None,
-    prometheus: Exposition | None = None,
-) -> Metric:
-    """The COUNTER metric of one counter's growth; without words of its own, the counter's
-    declaration gives them (a new counter is exposed as `kstat_program_<metric>`)."""
-    spec = counter(name)
-    metric_name = spec.metric or spec.name
-    if prometheus is None:
-        base, divisor = metric_name, 1
-        if base.endswith("_ns"):  # Prometheus wants base units: seconds
-            base, divisor = base[: -len("_ns")] + "_seconds", NS_PER_S
-        prometheus = Exposition(f"kstat_program_{base}", divisor, spec.description.capitalize())
-    return Metric(
-        name=metric_name,
-        kind=Kind.COUNTER,
-        unit=spec.unit,
-        title=spec.title,
-        heading=spec.heading,
-        description=description or spec.description,
-        formula=f"`{spec.kernel_name}(end) − {spec.kernel_name}(start)`",
-        compute=_growth(spec),
-        integral=True,
-        seed=spec.seed,
-        better=better,
-        views=View.COMPARE | View.SUMMARY | View.EXPORT if views is None else views,
-        prometheus=prometheus,
-    )
+def _exposition(spec: CounterSpec, metric_name: str) -> Exposition:
+    """A counter's Prometheus family: its entry's, else `kstat_program_<metric>` in base units
+    (seconds for nanoseconds) with its description as HELP."""
+    if spec.prometheus is not None:
+        return spec.prometheus
+    base, divisor = metric_name, 1
+    if base.endswith("_ns"):
+        base, divisor = base[: -len("_ns")] + "_seconds", NS_PER_S
+    return Exposition(f"kstat_program_{base}", divisor, spec.description[:1].upper() + spec.description[1:])
+
+
+def counter_metrics() -> tuple[Metric, ...]:
+    """The COUNTER metric of each counter's growth, made from its entry in the counter
+    catalogue, in the entries' order (per-CPU splits have none: their sums are counters too)."""
+    found = []
+    for spec in sorted(COUNTERS, key=lambda spec: spec.order):
+        if spec.metric is None:
+            continue
+        found.append(
+            Metric(
+                name=spec.metric,
+                kind=Kind.COUNTER,
+                unit=spec.unit,
+                title=spec.title,
+                heading=spec.heading,
+                description=spec.description,
+                formula=f"`{spec.kernel_name}(end) − {spec.kernel_name}(start)`",
+                compute=_growth(spec),
+                integral=True,
+                seed=spec.seed,
+                better=spec.better,
+                views=spec.views,
+                prometheus=_exposition(spec, spec.metric),
+            )
+        )
+    return tuple(found)
 
 
 def _over_intervals(span: Span) -> None:
@@ -339,30 +313,7 @@ METRICS: tuple[Metric, ...] = (
         views=_EVERYWHERE,
         rate=True,
     ),
-    _counter_metric(
-        "run_count",
-        better=Better.NEITHER,
-        views=View.COMPARE | View.SUMMARY | View.EXPORT,
-        prometheus=Exposition("kstat_program_runs", help="Times the program ran"),
-    ),
-    _counter_metric(
-        "run_time_ns",
-        description="time spent running the program, summed over every CPU",
-        views=View.EXPORT,
-        prometheus=Exposition(
-            "kstat_program_run_time_seconds",
-            1_000_000_000,
-            "Time spent running the program, summed over every CPU",
-        ),
-    ),
-    _counter_metric(
-        "recursion_misses",
-        views=View.SUMMARY | View.EXPORT,
-        prometheus=Exposition(
-            "kstat_program_recursion_misses",
-            help="Runs the kernel skipped because the program was already running on that CPU",
-        ),
-    ),
+    *counter_metrics(),
     Metric(
         name="mean_runtime_ns",
         kind=Kind.GAUGE,
@@ -501,13 +452,6 @@ METRICS: tuple[Metric, ...] = (
         ),
     ),
     *_distribution_metrics(),
-)
-# Counters declared since, without words of their own here (per-CPU vectors have none: their
-# sums are the counters above).
-METRICS += tuple(
-    _counter_metric(spec.name)
-    for spec in COUNTERS
-    if spec.metric is not None and spec.metric not in {entry.name for entry in METRICS}
 )
 
 SEED_METRICS: Final = tuple(metric for metric in METRICS if metric.seed)

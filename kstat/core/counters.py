@@ -2,10 +2,12 @@
 
 Each field of `Counters` is one cumulative counter the kernel keeps per program, declared with
 its `CounterSpec`: what the kernel calls it, its unit, the kernel version that brought it, and
-the metric it becomes over a span (its growth from a baseline to a last reading). Everything
-else (deltas, spans, totals, the report, NDJSON, StatsD, Prometheus, `kstat top`, compare) does
-its arithmetic over the declared fields, never by name: a new counter is a field here plus the
-reader that fills it.
+the metric it becomes over a span (its growth from a baseline to a last reading), with how that
+metric is named and shown: its field in the report and NDJSON lines, its StatsD and Prometheus
+names, its column in `kstat compare` and `kstat top`. Everything else (readers, deltas, spans,
+totals, the report, NDJSON, StatsD, Prometheus, `kstat top`, compare) goes over the declared
+fields, never by name: a new counter is a field here plus the reader that fills it
+(docs/architecture.md, "Adding a counter").
 
 A counter the running kernel does not have is None, never 0: "this kernel does not count
 recursion misses" (before 5.12) is not "no recursion misses". A counter may be a per-CPU
@@ -22,6 +24,8 @@ from typing import Annotated, Final, NamedTuple, TypeAlias
 
 from attrs import frozen
 
+from kstat.core.views import Better, Exposition, TopColumn, View
+
 # One counter's value: a number, one number per possible CPU, or None (not on this kernel).
 Value: TypeAlias = int | tuple[int, ...] | None
 
@@ -30,16 +34,18 @@ Value: TypeAlias = int | tuple[int, ...] | None
 class CounterSpec:
     """What one counter is, and the metric its growth over a span becomes."""
 
-    # Its name in `Counters` and in NDJSON's `counters` objects.
+    # Its name in `Counters` and in NDJSON records (`counter_<name>`).
     name: str
-    # What bpf_prog_info (or the kernel's struct) calls it.
+    # What bpf_prog_info (or the kernel's struct) calls it, and its key in NDJSON's `counters`
+    # objects. The syscall reader reads each counter whose kernel name is a bpf_prog_info field.
     kernel_name: str
     unit: str
     # The kernel version that brought it ("5.1"), and what reads it.
     since: str
     description: str
-    # The metric of its growth over a span (`runtime_ns` for `run_time_ns`); None for a per-CPU
-    # split, whose sum is another counter's metric. Its words.
+    # The metric of its growth over a span (`runtime_ns` for `run_time_ns`): its field in the
+    # report, NDJSON lines and StatsD names (`total_<metric>` in total). None for a per-CPU
+    # split, whose sum is another counter's metric. Its words: a chart's title, a column's heading.
     metric: str | None
     title: str
     heading: str
@@ -50,6 +56,17 @@ class CounterSpec:
     splits: str | None = None
     # One of the Go collect-kernel-stats tool's fields (required when a report is read).
     seed: bool = False
+    # How its metric is shown: where (`kstat compare`'s columns, the pytest summary, StatsD and
+    # Prometheus), which way a change is better, its Prometheus family (None:
+    # `kstat_program_<metric>`, in seconds for nanoseconds, its description as HELP) and its
+    # `kstat top` column (None: none).
+    views: View = View.COMPARE | View.SUMMARY | View.EXPORT
+    better: Better = Better.LOWER
+    prometheus: Exposition | None = None
+    top: TopColumn | None = None
+    # Where its metric comes among the counters' in the metric catalogue (tables, exports and
+    # docs list metrics in its order): lowest first, ties in field order.
+    order: int = 100
 
 
 _RUN_TIME: Final = CounterSpec(
@@ -57,11 +74,18 @@ _RUN_TIME: Final = CounterSpec(
     kernel_name="run_time_ns",
     unit="ns",
     since="5.1",
-    description="time spent running the program",
+    description="time spent running the program, summed over every CPU",
     metric="runtime_ns",
     title="Runtime",
     heading="runtime (ns)",
     seed=True,
+    views=View.EXPORT,
+    prometheus=Exposition(
+        "kstat_program_run_time_seconds",
+        1_000_000_000,
+        "Time spent running the program, summed over every CPU",
+    ),
+    order=1,
 )
 _RUN_COUNT: Final = CounterSpec(
     name="run_count",
@@ -73,6 +97,10 @@ _RUN_COUNT: Final = CounterSpec(
     title="Runs",
     heading="runs",
     seed=True,
+    better=Better.NEITHER,
+    prometheus=Exposition("kstat_program_runs", help="Times the program ran"),
+    top=TopColumn("runs", "TOTAL RUNS", priority=5, width=11),
+    order=0,
 )
 _RECURSION_MISSES: Final = CounterSpec(
     name="recursion_misses",
@@ -84,6 +112,8 @@ _RECURSION_MISSES: Final = CounterSpec(
     title="Recursion misses",
     heading="rec. misses",
     seed=True,
+    views=View.SUMMARY | View.EXPORT,
+    order=2,
 )
 
 # The per-CPU splits of run time and runs: only the BPF iterator reads them (each CPU's

@@ -20,17 +20,6 @@ from kstat.live.state import COLUMNS, Column, ProgramView, Screen, TopState, spa
 from kstat.text import cells, common_affixes, for_terminal, shortened, shortened_among
 
 # The width of each column but the name's, which takes what is left (at least its own here).
-_WIDTHS: Final = {
-    "id": 7,
-    "type": 12,
-    "name": 20,
-    "owner": 20,
-    "events_per_sec": 10,
-    "avg_ns": 13,
-    "window_avg_ns": 12,
-    "cpu_percent": 8,
-    "runs": 11,
-}
 # Half the room for the end of a text cut with nothing beside it to compare (an owner).
 NAME_END_SHARE: Final = 0.5
 # Room the sort arrow takes beside a heading.
@@ -63,7 +52,7 @@ _COLUMNS_HELP: Final = (
 def columns_for(width: int) -> list[Column]:
     """The columns that fit, in screen order, dropping the lowest priority first."""
     chosen = list(COLUMNS)
-    while len(chosen) > 1 and sum(_WIDTHS[column.key] + 2 for column in chosen) - 2 > width:
+    while len(chosen) > 1 and sum(column.width + 2 for column in chosen) - 2 > width:
         chosen.remove(min(chosen, key=lambda column: column.priority))
     return chosen
 
@@ -75,7 +64,7 @@ def visible_columns(width: int) -> tuple[str, ...]:
 def _widths(shown: list[Column], width: int, rows: list[ProgramView]) -> dict[str, int]:
     """Each column's width. What the others leave of the terminal goes to the name, as much as
     the longest name shown needs, then to the owner likewise."""
-    widths = {column.key: _WIDTHS[column.key] for column in shown}
+    widths = {column.key: column.width for column in shown}
     spare = width - sum(widths.values()) - 2 * (len(shown) - 1)
     for key in ("name", "owner"):
         if key in widths and spare > 0:
@@ -91,7 +80,7 @@ def _number(value: float, digits: int = 0) -> str:
 
 
 # The columns that are figures of the program's runs (the rest are names and its id).
-_FIGURES: Final = ("events_per_sec", "avg_ns", "window_avg_ns", "cpu_percent", "runs")
+_FIGURES: Final = frozenset(column.key for column in COLUMNS if column.figure)
 
 
 def _figure(view: ProgramView, key: str) -> str:

@@ -14,7 +14,7 @@ from typing import Final
 from attrs import define, field, frozen
 
 from kstat.core.catalogue import NS_PER_S, metric
-from kstat.core.counters import ZERO
+from kstat.core.counters import COUNTERS, ZERO, scalar
 from kstat.core.events import IntervalEnded, WindowStarted
 from kstat.core.model import ProgramDetails, ProgramIdentity
 from kstat.core.owner_cost import HeldProgram, OwnerCost, interval_spans, owners_section
@@ -41,22 +41,32 @@ class Column:
     heading: str
     # Narrow terminals drop columns, lowest priority first.
     priority: int
+    # Cells, heading included (the name and the owner get what the others leave).
+    width: int
     numeric: bool = True
+    # A figure of the program's runs (a dash when it is 0), not a name or its id.
+    figure: bool = True
+    # A counter's column (its growth this session): the counter catalogue's field.
+    counter: str | None = None
 
 
 # In screen order; the sort keys 1..9 are the columns on the screen, in this order. PERIOD is
 # the last interval, TOTAL the session so far (bpftop's words); EVENTS/S and CPU % are the
-# period's.
+# period's. The counters' columns (TOTAL RUNS) are their entries' in the counter catalogue.
 COLUMNS: Final = (
-    Column("id", "ID", 6),
-    Column("type", "TYPE", 3, numeric=False),
-    Column("name", "NAME", 10, numeric=False),
-    Column("owner", "OWNER", 2, numeric=False),
-    Column("events_per_sec", "EVENTS/S", 8),
-    Column("avg_ns", "PERIOD AVG NS", 7),
-    Column("window_avg_ns", "TOTAL AVG NS", 4),
-    Column("cpu_percent", "CPU %", 9),
-    Column("runs", "TOTAL RUNS", 5),
+    Column("id", "ID", 6, 7, figure=False),
+    Column("type", "TYPE", 3, 12, numeric=False, figure=False),
+    Column("name", "NAME", 10, 20, numeric=False, figure=False),
+    Column("owner", "OWNER", 2, 20, numeric=False, figure=False),
+    Column("events_per_sec", "EVENTS/S", 8, 10),
+    Column("avg_ns", "PERIOD AVG NS", 7, 13),
+    Column("window_avg_ns", "TOTAL AVG NS", 4, 12),
+    Column("cpu_percent", "CPU %", 9, 8),
+    *(
+        Column(spec.top.key, spec.top.heading, spec.top.priority, spec.top.width, counter=spec.name)
+        for spec in COUNTERS
+        if spec.top is not None
+    ),
 )
 COLUMN_KEYS: Final = tuple(column.key for column in COLUMNS)
 COLUMN_BY_KEY: Final = {column.key: column for column in COLUMNS}
@@ -138,6 +148,9 @@ class ProgramView:
         return "new" if self.new_for > 0 else ""
 
     def value(self, key: str) -> float | str:
+        column = COLUMN_BY_KEY.get(key)
+        if column is not None and column.counter is not None:
+            return scalar(getattr(self.window.grown, column.counter)) or 0
         found: float | str | int = getattr(self, key)
         return found
 

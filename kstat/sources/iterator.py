@@ -669,9 +669,13 @@ class IteratorReader:
         program_id, type_id, tag, load_time_ns, name, run_count, run_time_ns, misses = RECORD.unpack_from(
             record, self._header
         )
-        # The counter catalogue's counters, in its order; recursion misses None where the
-        # kernel does not count them (before 5.12: the record's zero is no count).
-        counters = Counters(run_time_ns, run_count, misses if self.counts_recursion_misses else None)
+        # The counter catalogue's counters, by name (the rest None); recursion misses None
+        # where the kernel does not count them (before 5.12: the record's zero is no count).
+        counters = Counters(
+            run_time_ns=run_time_ns,
+            run_count=run_count,
+            recursion_misses=misses if self.counts_recursion_misses else None,
+        )
         if self.per_cpu:
             entries = self._entries.unpack_from(record)
             counts, times = entries[0::2], entries[1::2]

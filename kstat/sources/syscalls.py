@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import operator
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Final
 
 from kstat.abi import bpf
 from kstat.abi.enums import Command, program_type_name
 from kstat.abi.structs import (
     PROG_INFO_SIZE,
-    RECURSION_MISSES_END,
     RUN_COUNTERS_END,
     VERIFIED_INSNS_END,
     FuncInfo,
@@ -26,15 +26,38 @@ from kstat.abi.structs import (
     InfoByFdAttr,
     ProgInfo,
 )
-from kstat.core.counters import COUNTERS, Counters
+from kstat.core.counters import COUNTERS, Counters, Value
 from kstat.core.model import MapFootprint, ProgramChanges, ProgramFootprint, ProgramStats, Reading
 from kstat.errors import BpfError, UnsupportedKernel
 from kstat.sources.clocks import ClockStart
 from kstat.sources.fdinfo import fdinfo_number
 from kstat.text import from_host
 
-# The counter catalogue's counters past those bpf_prog_info gives: None (the per-CPU splits).
-_NOT_READ_HERE: Final = (None,) * (len(COUNTERS) - 3)
+# Each counter of the catalogue's that bpf_prog_info has (a field of its kernel name), with
+# where the field ends (a kernel older than the field writes less); None for the others (the
+# per-CPU splits: bpf_prog_info has only sums).
+_PROG_INFO_FIELDS: Final = frozenset(name for name, *_ in ProgInfo._fields_)
+_IN_PROG_INFO: Final = tuple(
+    (spec.kernel_name, getattr(ProgInfo, spec.kernel_name).offset + getattr(ProgInfo, spec.kernel_name).size)
+    if spec.kernel_name in _PROG_INFO_FIELDS
+    else None
+    for spec in COUNTERS
+)
+
+
+def counters_read_by(written: int) -> Callable[[ProgInfo], tuple[Value, ...]]:
+    """How a bpf_prog_info of which the kernel wrote `written` bytes gives the catalogue's
+    counters, in its order: each one whose field the kernel wrote, None for the rest (a counter
+    this kernel lacks, or one bpf_prog_info does not have). Worked out once per kernel: this
+    runs for every program of every pass."""
+    names = tuple(None if field is None or written < field[1] else field[0] for field in _IN_PROG_INFO)
+    present = tuple(name for name in names if name is not None)
+    if present and names[: len(present)] == present:  # the usual case: they lead, in C
+        getter, tail = operator.attrgetter(*present), (None,) * (len(names) - len(present))
+        if len(present) == 1:
+            return lambda info: (getter(info), *tail)
+        return lambda info: getter(info) + tail
+    return lambda info: tuple(None if name is None else getattr(info, name) for name in names)
 
 
 class ProgramReader:
@@ -69,6 +92,9 @@ class ProgramReader:
         self._btf_type_names: dict[int, list[str] | None] = {}
         # Memlock of the maps met during one pass; programs sharing a map look it up once.
         self._map_memlocks: dict[int, int | None] = {}
+        # How this kernel's bpf_prog_info gives the counters (its length decides), once known.
+        self._counters_written = -1
+        self._read_counters = counters_read_by(PROG_INFO_SIZE)
 
     def close(self) -> None:
         """Nothing to give back: every fd of a pass is closed within it."""
@@ -221,14 +247,10 @@ class ProgramReader:
             raise UnsupportedKernel(
                 "this kernel's bpf_prog_info has no run_time_ns/run_cnt (they arrived in Linux 5.1)"
             )
-        # The counter catalogue's counters, in its order; None where this kernel has no field,
-        # and for the per-CPU splits, which bpf_prog_info does not give (sums only).
-        read = (
-            info.run_time_ns,
-            info.run_cnt,
-            info.recursion_misses if written >= RECURSION_MISSES_END else None,
-            *_NOT_READ_HERE,
-        )
+        # The counter catalogue's counters, by their kernel names, in its order.
+        if written != self._counters_written:
+            self._counters_written, self._read_counters = written, counters_read_by(written)
+        read = self._read_counters(info)
         key = (info.id, info.load_time)
         before = self._known.get(key)
         if before is not None:
