@@ -16,8 +16,9 @@ from typing import Final, Protocol
 
 from attrs import define, field, frozen
 
-from kstat.core.catalogue import Kind, Metric, Number, View, in_view
-from kstat.core.counters import Counters
+from kstat.core import catalogue
+from kstat.core.catalogue import Kind, Metric, Number, Span, View, in_view
+from kstat.core.counters import Counters, grown
 from kstat.core.delta import IntervalDelta
 from kstat.core.events import IntervalEnded, WindowStarted
 from kstat.core.model import ProgramIdentity, ProgramOwner
@@ -83,7 +84,8 @@ def program_lines(
     program: ProgramName, values: Mapping[str, Number], settings: Naming, metric_name: str
 ) -> list[str]:
     """One program's lines for one interval: every exported metric (the catalogue's).
-    `metric_name` is its name among the others' (`kstat.for_statsd_names`), used without tags."""
+    `metric_name` is its name among the others' (`kstat.for_statsd_names`), used without tags.
+    A counter this kernel lacks (absent from `values`) is left out, never sent as 0."""
     if settings.dogstatsd_tags:
         stem = f"{settings.prefix}.program"
         name = for_statsd_tag(program.name) or "unnamed"
@@ -96,7 +98,7 @@ def program_lines(
     return [
         _line(f"{stem}.{metric.name}", metric, values.get(metric.name, 0), suffix)
         for metric in _EXPORTED
-        if metric.kind is not Kind.PROPERTY or metric.name in values
+        if metric.kind is Kind.GAUGE or metric.name in values
     ]
 
 
@@ -154,9 +156,18 @@ class IntervalLines:
     _names_stale: bool = True
     # Every owner process met, by pid, for its whole cost per interval.
     _owners: dict[int, ProgramOwner] = field(factory=dict)
+    # An idle program's values: zeros, but for the counters this kernel lacks (None until a
+    # program's counters say which those are).
+    _idle: Mapping[str, Number] | None = None
+
+    def _learn_idle(self, counters: Counters) -> None:
+        if self._idle is None:
+            self._idle = catalogue.values(Span(grown(counters, counters), 0, None), _EXPORTED)
 
     def start(self, event: WindowStarted) -> None:
         programs = event.snapshot.programs
+        if programs:
+            self._learn_idle(programs[0].counters)
         for program in programs:
             self.announcing[program.id % ANNOUNCE_INTERVALS].add(program.identity)
             self.turns[program.id % FULL_REFRESH_INTERVALS].add(program.identity)
@@ -203,6 +214,7 @@ class IntervalLines:
         for key, line in delta.lines.items():
             change = delta.active[key]
             identity = change.last.identity
+            self._learn_idle(change.last.counters)
             if identity not in self.programs and not change.unloaded:
                 self.turns[line.id % FULL_REFRESH_INTERVALS].add(identity)
             # A program that went is still named among the others for its last lines.
@@ -212,8 +224,9 @@ class IntervalLines:
                 gone.append(identity)
             else:
                 active.add(identity)
+        idle = {} if self._idle is None else self._idle
         sent += [
-            (identity, {})
+            (identity, idle)
             for identity in (self.active | announced | refreshed) - active
             if identity in self.programs
         ]
