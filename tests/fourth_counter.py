@@ -60,7 +60,7 @@ class _Naming:
 
 
 def outputs() -> dict[str, Any]:
-    """What the report, NDJSON, StatsD, Prometheus, top, compare and the syscall reader make of
+    """What the report, NDJSON, StatsD, Prometheus, OTLP, top, compare and the syscall reader make of
     a window in which program 1 ran 10 -> 13 -> 20 times (the new counter 20 -> 26 -> 40)."""
     # Imported only now: after the counter catalogue was replaced.
     from attrs import evolve  # noqa: PLC0415
@@ -70,6 +70,7 @@ def outputs() -> dict[str, Any]:
     from kstat.core.counters import COUNTERS  # noqa: PLC0415
     from kstat.core.events import IntervalEnded, WindowStarted  # noqa: PLC0415
     from kstat.formats import ndjson, records  # noqa: PLC0415
+    from kstat.formats.otlp import mappings  # noqa: PLC0415
     from kstat.formats.prometheus import Format, exposition_of  # noqa: PLC0415
     from kstat.formats.report_json import report_from_dict, report_to_dict  # noqa: PLC0415
     from kstat.formats.statsd import IntervalLines, metric_lines  # noqa: PLC0415
@@ -117,6 +118,12 @@ def outputs() -> dict[str, Any]:
     window = [event for event in events if isinstance(event, WindowStarted | IntervalEnded)]
     body = exposition_of(window).render(Format.TEXT).body.decode()
     found["prometheus"] = [text for text in body.splitlines() if "doubled" in text]
+
+    found["otlp"] = [
+        [mapping.name, mapping.unit, mapping.shape.value]
+        for mapping in mappings()
+        if mapping.metric.name == "run_count_doubled"
+    ]
 
     top = TopState()
     top.apply_start(started)

@@ -1,8 +1,8 @@
 """The counter catalogue: a counter is one entry plus the reader that fills it.
 
 A counter added to kstat/core/counters.py alone (and filled by a reader) reaches the report
-(and reads back), NDJSON lines and records, StatsD, the Prometheus exposition, `kstat top` and
-`kstat compare`; a counter the kernel lacks is None there, never 0.
+(and reads back), NDJSON lines and records, StatsD, the Prometheus exposition, OTLP, `kstat top`
+and `kstat compare`; a counter the kernel lacks is None there, never 0.
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ def test_a_fourth_counter_is_one_entry_and_reaches_every_output() -> None:
         "# TYPE kstat_program_run_count_doubled_total counter",
         'kstat_program_run_count_doubled_total{id="1",name="prog1",type="SocketFilter"} 20',
     ]
+    assert found["otlp"] == [["kstat.program.run_count_doubled", "{run}", "sum"]]
     assert found["top"] == ["runs_doubled", "RUNS x2", 20]
     header, row = found["compare"]
     assert header.endswith("| runs x2 |")
