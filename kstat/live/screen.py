@@ -19,7 +19,6 @@ from kstat.core.owner_cost import OwnerCost
 from kstat.live.state import COLUMNS, Column, ProgramView, Screen, TopState, sparkline
 from kstat.text import cells, common_affixes, for_terminal, shortened, shortened_among
 
-# The width of each column but the name's, which takes what is left (at least its own here).
 # Half the room for the end of a text cut with nothing beside it to compare (an owner).
 NAME_END_SHARE: Final = 0.5
 # Room the sort arrow takes beside a heading.

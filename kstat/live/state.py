@@ -41,7 +41,8 @@ class Column:
     heading: str
     # Narrow terminals drop columns, lowest priority first.
     priority: int
-    # Cells, heading included (the name and the owner get what the others leave).
+    # Its width in cells, heading included (the name and the owner, at least this, get what
+    # the other columns leave of the terminal).
     width: int
     numeric: bool = True
     # A figure of the program's runs (a dash when it is 0), not a name or its id.
