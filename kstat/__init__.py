@@ -9,9 +9,10 @@ Writing a sink: `kstat.sink`. Testing helpers (loader, budgets, the pytest plugi
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from kstat import _legacy_sinks
+
+# Not `typing.TYPE_CHECKING`: importing typing (and re with it) costs the launch milliseconds.
+TYPE_CHECKING = False
 
 _legacy_sinks.install()
 
@@ -54,6 +55,10 @@ if TYPE_CHECKING:
     from kstat.testing.budget import expect_program as expect_program
 
 
+if TYPE_CHECKING:  # apart from the block above, which lists only public names
+    from typing import Any
+
+
 _names: dict[str, tuple[str, str]] = {}
 
 
@@ -79,6 +84,9 @@ def _public_names() -> dict[str, tuple[str, str]]:
 
 
 def __getattr__(name: str) -> Any:
+    if name.startswith("_"):
+        # A private submodule (`from kstat import _baseline` asks here first): nothing public.
+        raise AttributeError(f"module 'kstat' has no attribute {name!r}")
     try:
         module, original = _public_names()[name]
     except KeyError:

@@ -9,8 +9,8 @@ for: `import kstat` must stay cheap (the CLI takes over Ctrl-C only after it).
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
 
+TYPE_CHECKING = False  # not typing's: `import kstat` imports no typing (nor re with it)
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from importlib.machinery import ModuleSpec

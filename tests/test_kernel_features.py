@@ -22,7 +22,7 @@ from kstat.abi.enums import MapType, ProgramType
 from kstat.abi.structs import Instruction
 from kstat.engine import sampler
 from kstat.errors import FeatureMissing, KstatError, ProgramLoadError
-from kstat.sources import iterator
+from kstat.sources import program_iterator
 from kstat.sources.iterator import (
     PER_CPU_METHODS,
     VMLINUX_BTF,
@@ -206,7 +206,7 @@ def test_per_cpu_offsets_are_the_kernels_own() -> None:
 def offsets_from_btf(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """The kernel's offsets worked out afresh from BTF: neither the process's nor the disk's
     cache holds them (so a test can change what the parse finds)."""
-    monkeypatch.setattr(iterator, "_running_kernel", [])
+    monkeypatch.setattr(program_iterator, "_running_kernel", [])
     monkeypatch.setenv("KSTAT_CACHE_DIR", str(tmp_path / "empty-cache"))
 
 

@@ -4,12 +4,14 @@ are made of, with no compiler at run time. Each function returns one `Instructio
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Final
-
-from attrs import frozen
-
 from kstat.abi.structs import Instruction
+
+# Not imported at run time: kstat's launch builds its iterator with this module, before attrs
+# or typing is imported (so `Label` and `Goto` are plain classes).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Final
 
 # Registers: r0 return value, r1-r5 arguments (clobbered by calls), r6-r9 kept, r10 the frame.
 R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, FP = range(11)
@@ -159,23 +161,25 @@ def jump_if_register(op: str, dst: int, src: int, skip: int) -> Instruction:
 # counted skips: `assemble` turns each `Goto` into a jump over the right number of instructions.
 
 
-@frozen
 class Label:
     """Where a `Goto` of the same name lands: the instruction that follows the label."""
 
-    name: str
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
 
 
-@frozen
 class Goto:
     """A jump to a label: always (`op` None), or if `dst op value` (`value` an immediate, or a
     register's number when `register`)."""
 
-    label: str
-    op: str | None = None
-    dst: int = 0
-    value: int = 0
-    register: bool = False
+    __slots__ = ("dst", "label", "op", "register", "value")
+
+    def __init__(
+        self, label: str, op: str | None = None, dst: int = 0, value: int = 0, *, register: bool = False
+    ) -> None:
+        self.label, self.op, self.dst, self.value, self.register = label, op, dst, value, register
 
 
 def goto_if(op: str, dst: int, value: int, label: str) -> Goto:

@@ -9,14 +9,8 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import platform
 import resource
-import struct
 import threading
-from collections.abc import Iterator, Sequence
-from typing import Final
-
-from attrs import evolve, frozen
 
 from kstat.abi.btf import BtfFormatError, single_function_btf, type_names
 from kstat.abi.enums import (
@@ -25,7 +19,6 @@ from kstat.abi.enums import (
     AttachType,
     Command,
     MapType,
-    link_type_name,
 )
 from kstat.abi.structs import (
     RECURSION_MISSES_END,
@@ -40,7 +33,6 @@ from kstat.abi.structs import (
     Instruction,
     IterCreateAttr,
     LinkCreateAttr,
-    LinkInfoStruct,
     MapCreateAttr,
     MapLookupAttr,
     ProgInfo,
@@ -49,6 +41,12 @@ from kstat.abi.structs import (
     TestRunAttr,
 )
 from kstat.errors import BpfError, FeatureMissing, PermissionDenied, ProgramLoadError, UnsupportedKernel
+
+# Not imported at run time: kstat's launch reads its baseline through this module.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+    from typing import Final
 
 # __NR_bpf per architecture (arch/*/include/uapi/asm/unistd*.h); the generic table covers
 # arm64, riscv64 and loongarch64.
@@ -73,13 +71,13 @@ raw_syscall.argtypes = [ctypes.c_long, ctypes.c_int, ctypes.c_void_p, ctypes.c_u
 raw_syscall.restype = ctypes.c_long
 
 # None on an architecture kstat does not know.
-SYS_BPF: Final = _SYS_BPF_BY_MACHINE.get(platform.machine())
+SYS_BPF: Final = _SYS_BPF_BY_MACHINE.get(os.uname().machine)
 
 
 def require_syscall() -> int:
     """The bpf(2) syscall number here, or UnsupportedKernel."""
     if SYS_BPF is None:
-        raise UnsupportedKernel(f"kstat does not know the bpf(2) syscall number on {platform.machine()}")
+        raise UnsupportedKernel(f"kstat does not know the bpf(2) syscall number on {os.uname().machine}")
     return SYS_BPF
 
 
@@ -203,46 +201,6 @@ def btf_type_names(btf_id: int) -> list[str] | None:
         os.close(fd)
 
 
-@frozen
-class LinkInfo:
-    """What a bpf_link says about where its program is attached."""
-
-    id: int
-    type: str
-    program_id: int
-    attach_type: int | None = None
-    ifindex: int | None = None
-    cgroup_id: int | None = None
-    netns_inode: int | None = None
-
-
-def read_links() -> list[LinkInfo]:
-    """Every bpf_link on the system (Linux 5.8+; none on older kernels)."""
-    id_attr = GetIdAttr()
-    try:
-        link_ids = list(walk_ids(Command.LINK_GET_NEXT_ID, id_attr))
-    except BpfError as error:
-        if error.errno == errno.EINVAL:  # no links before 5.8
-            return []
-        raise
-    links: list[LinkInfo] = []
-    info = LinkInfoStruct()
-    attr = InfoByFdAttr(info=ctypes.addressof(info))
-    for link_id in link_ids:
-        fd = fd_by_id(Command.LINK_GET_FD_BY_ID, link_id, id_attr)
-        if fd is None:
-            continue
-        try:
-            ctypes.memset(ctypes.addressof(info), 0, ctypes.sizeof(info))
-            attr.bpf_fd = fd
-            attr.info_len = ctypes.sizeof(info)
-            bpf(Command.OBJ_GET_INFO_BY_FD, attr)
-        finally:
-            os.close(fd)
-        links.append(_link_from_info(info))
-    return links
-
-
 def query_programs(target_fd: int, attach_type: int) -> list[int]:
     """The ids of the programs attached directly to a target (a cgroup's directory fd, a
     network namespace's fd) for one attach type, as `bpftool cgroup tree` lists them: not the
@@ -263,23 +221,6 @@ def query_programs(target_fd: int, attach_type: int) -> list[int]:
                 return []
             raise
         return list(ids[: attr.prog_cnt])
-
-
-def _link_from_info(info: LinkInfoStruct) -> LinkInfo:
-    union = bytes(info.union)
-    kind = link_type_name(info.type)
-    first_u32, second_u32 = struct.unpack_from("<II", union)
-    link = LinkInfo(id=info.id, type=kind, program_id=info.prog_id)
-    if kind == "xdp":
-        return evolve(link, ifindex=first_u32)
-    if kind in ("tcx", "netkit"):
-        return evolve(link, ifindex=first_u32, attach_type=second_u32)
-    if kind == "cgroup":
-        cgroup_id, attach_type = struct.unpack_from("<QI", union)
-        return evolve(link, cgroup_id=cgroup_id, attach_type=attach_type)
-    if kind == "netns":
-        return evolve(link, netns_inode=first_u32, attach_type=second_u32)
-    return link
 
 
 # --- kstat's own programs and maps (the iterator, the demo workload, the tests) ---------------

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import struct
 from array import array
-from typing import Final
 
 from kstat.errors import FeatureMissing, KstatError
+
+# Not imported at run time: kstat's launch reads its baseline through this module.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final
 
 BTF_MAGIC: Final = 0xEB9F
 BTF_VERSION: Final = 1

@@ -7,7 +7,11 @@ too, so that a type is spelled one way in reports, filters and the ABI.
 from __future__ import annotations
 
 import enum
-from typing import Final
+
+# Not imported at run time: kstat's launch reads its baseline through this module.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final
 
 
 class Command(enum.IntEnum):

@@ -9,9 +9,13 @@ compiler's view of linux/bpf.h.
 from __future__ import annotations
 
 import ctypes
-from typing import Final
 
 from kstat.abi.enums import OBJ_NAME_LEN, TAG_SIZE
+
+# Not imported at run time: kstat's launch reads its baseline through this module.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final
 
 
 class Instruction(ctypes.Structure):

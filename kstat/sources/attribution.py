@@ -21,8 +21,9 @@ from typing import Final
 from attrs import Factory, define, field
 
 from kstat._logging import get_logger
-from kstat.abi.bpf import LinkInfo, query_programs, read_links
+from kstat.abi.bpf import query_programs
 from kstat.abi.enums import CGROUP_ATTACH_TYPES, AttachType, attach_type_name
+from kstat.abi.links import LinkInfo, read_links
 from kstat.core.model import (
     NO_WORKLOAD,
     ProgramChanges,

@@ -1,29 +1,43 @@
-"""The clocks read around a counter read (monotonic, boot time, wall), and nothing between."""
+"""The clocks read around a counter read (monotonic, boot time, wall), and nothing between.
+
+On the command line's path to its baseline read (`kstat._baseline`): `PassClocks` (attrs) is
+imported only when the clocks are turned into one, after the read."""
 
 from __future__ import annotations
 
 import time
 
-from kstat.core.model import PassClocks
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from kstat.core.model import PassClocks
 
 
 class ClockStart:
-    """The clocks just before a read; `end()` reads them again just after it."""
+    """The clocks just before a read; `end()` reads them again just after it (or `stop()` does,
+    and `end()` later builds the value from what it read)."""
 
-    __slots__ = ("_boottime", "_monotonic", "_wall")
+    __slots__ = ("_boottime", "_monotonic", "_monotonic_end", "_wall", "_wall_end")
 
     def __init__(self) -> None:
         self._monotonic = time.monotonic_ns()
         self._boottime = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
         self._wall = time.time_ns()
+        self._monotonic_end = self._wall_end = 0  # not stopped yet
+
+    def stop(self) -> None:
+        """The clocks just after the read, kept for `end()`."""
+        self._monotonic_end = time.monotonic_ns()
+        self._wall_end = time.time_ns()
 
     def end(self) -> PassClocks:
-        monotonic_end = time.monotonic_ns()
-        wall_end = time.time_ns()
+        from kstat.core.model import PassClocks  # noqa: PLC0415 - see the module's docstring
+
+        if not self._monotonic_end:
+            self.stop()
         return PassClocks(
             monotonic_start_ns=self._monotonic,
-            monotonic_end_ns=monotonic_end,
+            monotonic_end_ns=self._monotonic_end,
             boottime_start_ns=self._boottime,
             wall_start_ns=self._wall,
-            wall_end_ns=wall_end,
+            wall_end_ns=self._wall_end,
         )

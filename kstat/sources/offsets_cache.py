@@ -13,6 +13,10 @@ The file steers what kstat's kernel programs read, as root: it is trusted only w
 regular file (no link followed) owned by root or by kstat's own user, writable by no one else,
 in a directory that is the same; anything else, or any field out of shape, and the BTF is parsed
 again and the file replaced (written exclusively, then renamed: `kstat._atomic`).
+
+Reading it is on the command line's path to its baseline (`kstat._baseline`): no attrs, pathlib
+or typing at run time (an offsets class declares its fields by its annotations, attrs or not);
+writing it imports what it needs then.
 """
 
 from __future__ import annotations
@@ -23,48 +27,57 @@ import hashlib
 import json
 import os
 import stat
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any, Final, TypeVar
 
-import attrs
-
-from kstat._atomic import make_directory, write_atomically
 from kstat.errors import KstatError
 
-CACHE_DIR: Final = Path("/var/cache/kstat")
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+    from typing import Any, Final, TypeVar
+
+    Offsets = TypeVar("Offsets")
+    # A file's path: a string too (pathlib is slow to import).
+    FilePath = str | os.PathLike[str]
+
+CACHE_DIR: Final = "/var/cache/kstat"
 # Bumped whenever an offsets class means something new: older files are then not read.
 _VERSION: Final = 1
 _LARGEST: Final = 64 * 1024
 
-Offsets = TypeVar("Offsets")
-
 
 def cache_directory() -> Path:
-    return Path(os.environ.get("KSTAT_CACHE_DIR") or CACHE_DIR)
+    from pathlib import Path  # noqa: PLC0415 - see the module's docstring
+
+    return Path(_cache_directory())
 
 
-def _cache_file(btf: Path) -> Path:
-    status = btf.stat()
-    digest = _digest(btf, status.st_ino, status.st_size, status.st_mtime_ns)
-    return cache_directory() / f"kernel-offsets-{digest}.json"
+def _cache_directory() -> str:
+    return os.environ.get("KSTAT_CACHE_DIR") or CACHE_DIR
+
+
+def _cache_file(btf: FilePath) -> str:
+    status = os.stat(btf)
+    digest = _digest(os.fspath(btf), status.st_ino, status.st_size, status.st_mtime_ns)
+    return os.path.join(_cache_directory(), f"kernel-offsets-{digest}.json")
 
 
 @functools.cache
-def _digest(btf: Path, inode: int, size: int, mtime_ns: int) -> str:
+def _digest(btf: str, inode: int, size: int, mtime_ns: int) -> str:
     """The BTF's SHA-256 (5 MB read and hashed: about 8 ms), once per process for a file that
     has not changed; each of kstat's iterators asks."""
-    return hashlib.sha256(btf.read_bytes()).hexdigest()[:32]
+    with open(btf, "rb") as file:
+        return hashlib.sha256(file.read()).hexdigest()[:32]
 
 
 def _trusted(status: os.stat_result) -> bool:
     return status.st_uid in (0, os.geteuid()) and not status.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
 
 
-def _read_trusted(path: Path) -> dict[str, Any]:
+def _read_trusted(path: str) -> dict[str, Any]:
     """The cache file's sections, or nothing for a file that is missing, untrusted or not JSON."""
     try:
-        if not _trusted(os.stat(path.parent, follow_symlinks=False)):
+        if not _trusted(os.stat(os.path.dirname(path), follow_symlinks=False)):
             return {}
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
@@ -80,14 +93,19 @@ def _read_trusted(path: Path) -> dict[str, Any]:
     return found if isinstance(found, dict) and found.get("version") == _VERSION else {}
 
 
+def _fields(kind: type[Offsets]) -> dict[str, object]:
+    """An offsets class's fields and their annotations (a string under postponed evaluation)."""
+    return dict(kind.__annotations__)
+
+
 def _decode(kind: type[Offsets], found: object) -> Offsets | None:
     """An offsets value from its section, or None for anything but exactly its shape: every
     field there, each an int (bool where the class says so) below 2^32, or null."""
-    fields = attrs.fields_dict(kind)  # type: ignore[arg-type]
+    fields = _fields(kind)
     if not isinstance(found, dict) or set(found) != set(fields):
         return None
     for name, value in found.items():
-        flag = fields[name].type in (bool, "bool")
+        flag = fields[name] in (bool, "bool")
         if flag != isinstance(value, bool):
             return None
         if not flag and value is not None and not (isinstance(value, int) and 0 <= value < 2**32):
@@ -95,28 +113,35 @@ def _decode(kind: type[Offsets], found: object) -> Offsets | None:
     return kind(**found)
 
 
-def offsets(kind: type[Offsets], parse: Callable[[Path], Offsets], btf: Path) -> Offsets:
+def offsets(kind: type[Offsets], parse: Callable[[Path], Offsets], btf: FilePath) -> Offsets:
     """This kernel's `kind` of offsets: from the cache, else `parse(btf)` (then kept for next
     time where kstat may write; a cache it cannot write only costs the parse again)."""
+    from pathlib import Path  # noqa: PLC0415 - see the module's docstring
+
     try:
         path = _cache_file(btf)
     except OSError:
-        return parse(btf)  # no BTF: the parse says so in its own words
+        return parse(Path(btf))  # no BTF: the parse says so in its own words
     sections = _read_trusted(path)
     found = _decode(kind, sections.get(kind.__name__))
     if found is not None:
         return found
-    parsed = parse(btf)
+    parsed = parse(Path(btf))
+    # Imported here: only a first run on this kernel writes (tempfile and secrets are slow to
+    # import, and a start that reads the cache needs neither).
+    from kstat._atomic import make_directory, write_atomically  # noqa: PLC0415
+
     with contextlib.suppress(OSError, ValueError, KstatError):
         directory = cache_directory()
         make_directory(directory)
         if _trusted(os.stat(directory, follow_symlinks=False)):
-            sections = {**sections, "version": _VERSION, kind.__name__: attrs.asdict(parsed)}  # type: ignore[arg-type]
-            write_atomically(path, json.dumps(sections, sort_keys=True).encode() + b"\n")
+            values = {name: getattr(parsed, name) for name in _fields(kind)}
+            sections = {**sections, "version": _VERSION, kind.__name__: values}
+            write_atomically(Path(path), json.dumps(sections, sort_keys=True).encode() + b"\n")
     return parsed
 
 
-def cached(kind: type[Offsets], btf: Path) -> bool:
+def cached(kind: type[Offsets], btf: FilePath) -> bool:
     """Whether the cache has this kernel's `kind` of offsets (nothing parsed, nothing written)."""
     try:
         return _decode(kind, _read_trusted(_cache_file(btf)).get(kind.__name__)) is not None
