@@ -42,7 +42,8 @@ def btf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def _only_file(tmp_path: Path) -> Path:
-    (found,) = (tmp_path / "cache").iterdir()
+    """The offsets file (beside it, this boot's note of the BTF's digest)."""
+    (found,) = (path for path in (tmp_path / "cache").iterdir() if not path.name.startswith("boot-"))
     return found
 
 
@@ -59,7 +60,43 @@ def test_parsed_once_per_kernel_then_read(btf: Path, tmp_path: Path) -> None:
     assert not offsets_cache.cached(Offsets, btf)
     assert offsets_cache.offsets(Offsets, parse, btf) == PARSED
     assert parse.calls == 2
-    assert len(list((tmp_path / "cache").iterdir())) == 2
+    assert len([path for path in (tmp_path / "cache").iterdir() if not path.name.startswith("boot-")]) == 2
+
+
+def _a_later_process() -> None:
+    """What another kstat of the same boot starts with: no digest worked out yet."""
+    offsets_cache._digest.cache_clear()
+
+
+def test_a_later_start_of_the_same_boot_takes_the_digest_from_the_note(
+    btf: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    offsets_cache.offsets(Offsets, Parser(), btf)
+    _a_later_process()
+    # No BTF read (hence no hash) at all: the note says which file is this kernel's.
+    real_open = open
+
+    def no_btf(file: object, *args: object, **kwargs: object) -> object:
+        assert file != str(btf), "the BTF was read again"
+        return real_open(file, *args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr("builtins.open", no_btf)
+    assert offsets_cache.cached(Offsets, btf)
+
+
+def test_a_note_others_could_write_is_not_believed(btf: Path, tmp_path: Path) -> None:
+    offsets_cache.offsets(Offsets, Parser(), btf)
+    (note,) = (tmp_path / "cache").glob("boot-*.json")
+    # Pointing this kernel at another kernel's file: refused, the BTF hashed again.
+    noted = json.loads(note.read_text())
+    (key,) = (name for name in noted if name != "version")
+    note.write_text(json.dumps({**noted, key: "0" * 32}))
+    os.chmod(note, 0o666)
+    _a_later_process()
+    assert offsets_cache.cached(Offsets, btf)
+    os.chmod(note, 0o644)
+    _a_later_process()
+    assert not offsets_cache.cached(Offsets, btf)  # believed: it names a file that is not there
 
 
 def test_a_file_others_could_write_is_not_trusted(btf: Path, tmp_path: Path) -> None:

@@ -16,14 +16,17 @@ again and the file replaced (written exclusively, then renamed: `kstat._atomic`)
 
 Reading it is on the command line's path to its baseline (`kstat._baseline`): no attrs, pathlib
 or typing at run time (an offsets class declares its fields by its annotations, attrs or not);
-writing it imports what it needs then.
+writing it imports what it needs then. Nor is the BTF hashed at every launch (5 MB read from
+sysfs a page at a time, and OpenSSL loaded, to hash it: tens of milliseconds on a busy host):
+the BTF cannot change while the kernel runs, so the first kstat of each boot notes the digest
+in a small file named by the boot's id (`boot-ID.json`, trusted like the others, the previous
+boot's removed), and later ones of the same boot read it there.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import json
 import os
 import stat
@@ -44,6 +47,7 @@ CACHE_DIR: Final = "/var/cache/kstat"
 # Bumped whenever an offsets class means something new: older files are then not read.
 _VERSION: Final = 1
 _LARGEST: Final = 64 * 1024
+_BOOT_ID: Final = "/proc/sys/kernel/random/boot_id"
 
 
 def cache_directory() -> Path:
@@ -57,17 +61,70 @@ def _cache_directory() -> str:
 
 
 def _cache_file(btf: FilePath) -> str:
+    return os.path.join(_cache_directory(), f"kernel-offsets-{_digest(*_btf_key(btf))}.json")
+
+
+def _btf_key(btf: FilePath) -> tuple[str, int, int, int]:
+    """Which BTF a file holds now: its path, inode, size and modification time."""
     status = os.stat(btf)
-    digest = _digest(os.fspath(btf), status.st_ino, status.st_size, status.st_mtime_ns)
-    return os.path.join(_cache_directory(), f"kernel-offsets-{digest}.json")
+    return os.fspath(btf), status.st_ino, status.st_size, status.st_mtime_ns
 
 
 @functools.cache
 def _digest(btf: str, inode: int, size: int, mtime_ns: int) -> str:
-    """The BTF's SHA-256 (5 MB read and hashed: about 8 ms), once per process for a file that
-    has not changed; each of kstat's iterators asks."""
+    """The BTF's SHA-256, as this boot's note has it, else worked out (5 MB read and hashed);
+    once per process for a file that has not changed: each of kstat's iterators asks."""
+    noted = _boot_note().get(_note_key(btf, inode, size, mtime_ns))
+    if isinstance(noted, str) and len(noted) == 32 and all(c in "0123456789abcdef" for c in noted):
+        return noted
+    import hashlib  # noqa: PLC0415 - see the module's docstring
+
     with open(btf, "rb") as file:
         return hashlib.sha256(file.read()).hexdigest()[:32]
+
+
+def _note_key(btf: str, inode: int, size: int, mtime_ns: int) -> str:
+    return f"{btf} {inode} {size} {mtime_ns}"
+
+
+def _boot_note_file() -> str | None:
+    """This boot's note of BTF digests, or None where the kernel gives no boot id."""
+    try:
+        with open(_BOOT_ID, encoding="ascii") as file:
+            boot_id = file.read(64).strip()
+    except (OSError, ValueError):
+        return None
+    if not boot_id or not all(c in "0123456789abcdef-" for c in boot_id):
+        return None
+    return os.path.join(_cache_directory(), f"boot-{boot_id}.json")
+
+
+def _boot_note() -> dict[str, Any]:
+    path = _boot_note_file()
+    return {} if path is None else _read_trusted(path)
+
+
+def _write_boot_note(btf: FilePath) -> None:
+    """Notes `btf`'s digest for this boot's later kstats (once a boot), and lets the previous
+    boots' notes go. Called where the cache is being written anyway, or was found."""
+    from pathlib import Path  # noqa: PLC0415 - see the module's docstring
+
+    from kstat._atomic import write_atomically  # noqa: PLC0415
+
+    path = _boot_note_file()
+    key = _note_key(*_btf_key(btf))
+    note = _boot_note()
+    if path is None or note.get(key) == _digest(*_btf_key(btf)):
+        return
+    with contextlib.suppress(OSError, ValueError, KstatError):
+        directory = os.path.dirname(path)
+        if not _trusted(os.stat(directory, follow_symlinks=False)):
+            return
+        note = {**note, "version": _VERSION, key: _digest(*_btf_key(btf))}
+        write_atomically(Path(path), json.dumps(note, sort_keys=True).encode() + b"\n")
+        for name in os.listdir(directory):
+            if name.startswith("boot-") and name.endswith(".json") and name != os.path.basename(path):
+                os.unlink(os.path.join(directory, name))
 
 
 def _trusted(status: os.stat_result) -> bool:
@@ -116,17 +173,20 @@ def _decode(kind: type[Offsets], found: object) -> Offsets | None:
 def offsets(kind: type[Offsets], parse: Callable[[Path], Offsets], btf: FilePath) -> Offsets:
     """This kernel's `kind` of offsets: from the cache, else `parse(btf)` (then kept for next
     time where kstat may write; a cache it cannot write only costs the parse again)."""
-    from pathlib import Path  # noqa: PLC0415 - see the module's docstring
-
     try:
         path = _cache_file(btf)
     except OSError:
-        return parse(Path(btf))  # no BTF: the parse says so in its own words
-    sections = _read_trusted(path)
+        path = None
+    sections = {} if path is None else _read_trusted(path)
     found = _decode(kind, sections.get(kind.__name__))
     if found is not None:
+        _write_boot_note(btf)
         return found
-    parsed = parse(Path(btf))
+    from pathlib import Path  # noqa: PLC0415 - see the module's docstring
+
+    parsed = parse(Path(btf))  # where there is no BTF, the parse says so in its own words
+    if path is None:
+        return parsed
     # Imported here: only a first run on this kernel writes (tempfile and secrets are slow to
     # import, and a start that reads the cache needs neither).
     from kstat._atomic import make_directory, write_atomically  # noqa: PLC0415
@@ -138,6 +198,7 @@ def offsets(kind: type[Offsets], parse: Callable[[Path], Offsets], btf: FilePath
             values = {name: getattr(parsed, name) for name in _fields(kind)}
             sections = {**sections, "version": _VERSION, kind.__name__: values}
             write_atomically(Path(path), json.dumps(sections, sort_keys=True).encode() + b"\n")
+            _write_boot_note(btf)
     return parsed
 
 
