@@ -107,15 +107,15 @@ def _boot_note() -> dict[str, Any]:
 def _write_boot_note(btf: FilePath) -> None:
     """Notes `btf`'s digest for this boot's later kstats (once a boot), and lets the previous
     boots' notes go. Called where the cache is being written anyway, or was found."""
-    from pathlib import Path  # noqa: PLC0415 - see the module's docstring
-
-    from kstat._atomic import write_atomically  # noqa: PLC0415
-
     path = _boot_note_file()
     key = _note_key(*_btf_key(btf))
     note = _boot_note()
     if path is None or note.get(key) == _digest(*_btf_key(btf)):
         return
+    from pathlib import Path  # noqa: PLC0415 - see the module's docstring
+
+    from kstat._atomic import write_atomically  # noqa: PLC0415
+
     with contextlib.suppress(OSError, ValueError, KstatError):
         directory = os.path.dirname(path)
         if not _trusted(os.stat(directory, follow_symlinks=False)):
