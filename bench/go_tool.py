@@ -50,6 +50,7 @@ BUSY_RUNS_PER_S: Final = 20
 _POLL_S: Final = 0.05
 # Start-up, a report of 10,000 programs and a loaded machine, on top of the window.
 _EXTRA_WAIT_S: Final = 90.0
+CHECKOUT: Final = Path(__file__).resolve().parent.parent
 
 
 @frozen
@@ -65,6 +66,24 @@ def kstat_tool(checkout: Path | None = None) -> Tool:
     """This tree's kstat (or another checkout's, run by its own .venv)."""
     python = sys.executable if checkout is None else str(checkout / ".venv" / "bin" / "python")
     return Tool(KSTAT, (python, "-m", "kstat"))
+
+
+def installed_kstat(directory: Path, checkout: Path = CHECKOUT) -> Tool:
+    """This tree's kstat as users get it (README: `pip install .`): a regular install into a
+    fresh virtualenv, run by the `kstat` console script. Not the dev tree's editable install
+    run by `python -m kstat`, whose start-up is another program's: its .pth finder imports
+    pathlib, urllib and more before kstat's first line, and a tree without compiled bytecode
+    (PYTHONDONTWRITEBYTECODE) compiles every module at every launch. The dependencies come
+    from pip's configured index (or its cache), as a user's would."""
+    venv = directory / "kstat-venv"
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+    subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check", str(checkout)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return Tool(KSTAT, (str(venv / "bin" / "kstat"),))
 
 
 def go_tool(path: str) -> Tool:

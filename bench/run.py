@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -27,11 +28,13 @@ from bench.breakdown import Breakdown, measure_breakdown
 from bench.go_tool import (
     BUSY_RUNS_PER_S,
     BUSY_SHARE,
+    KSTAT,
     Launcher,
     SideBySide,
     Tool,
     describe,
     go_tool,
+    installed_kstat,
     kstat_tool,
     measure_side_by_side,
 )
@@ -259,6 +262,13 @@ def _windows(
     if len(tools) == 1:
         _say("  (GO_TOOL=path adds the Go collect-kernel-stats tool beside it: BENCHMARKS.md)")
     launcher = Launcher(scratch, C_COMPILER)
+    # kstat as `pip install .` puts it (a console script in a fresh virtualenv), not this
+    # checkout's editable install: that is what users launch.
+    try:
+        tools = [installed_kstat(scratch) if tool.name == KSTAT else tool for tool in tools]
+        _say(f"  kstat: {tools[0].command[0]} (a regular install of this tree in a fresh virtualenv)")
+    except (OSError, subprocess.CalledProcessError) as error:
+        _say(f"  WARNING: no regular install of kstat ({error}): this tree's `python -m kstat` instead")
     found = []
     for size in plan.window_sizes:
         programs.resize(size)
