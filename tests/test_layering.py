@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ast
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
@@ -137,3 +139,48 @@ def test_the_base_modules_import_nothing_above_them() -> None:
             if _within(imported, "kstat") and imported not in _BASE:
                 wrong.append(f"{module}:{line} imports {imported}")
     assert wrong == []
+
+
+# What the command line's path from launch to its baseline read may not import: each costs the
+# launch milliseconds (BENCHMARKS.md, launch to the baseline read), and none is needed there.
+_NOT_AT_LAUNCH: Final = (
+    "attr",
+    "attrs",
+    "cattrs",
+    "structlog",
+    "trio",
+    "rich",
+    "typing",
+    "pathlib",
+    "hashlib",
+    "tempfile",
+    "inspect",
+    "ast",
+    "dataclasses",
+    "kstat.core",
+    "kstat.sources.iterator",
+    "kstat.sources.syscalls",
+    "kstat._logging",
+    "kstat._atomic",
+)
+
+
+def test_the_launch_imports_nothing_slow_before_its_baseline() -> None:
+    """`kstat._baseline`, as the console script imports it (after `signal`): nothing above.
+    Without site (-S), so that this checkout's own editable-install finder imports nothing."""
+    program = (
+        f"import sys; sys.path.insert(0, {str(PACKAGE.parent)!r}); import signal; "
+        "from kstat import _baseline; _baseline.collects(['-duration', '1s']); "
+        "print(' '.join(sorted(sys.modules)))"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-S", "-c", program], capture_output=True, text=True, check=True
+    )
+    imported = completed.stdout.split()
+    assert "kstat.sources.program_iterator" in imported
+    slow = [
+        name
+        for name in imported
+        if any(name == banned or name.startswith(f"{banned}.") for banned in _NOT_AT_LAUNCH)
+    ]
+    assert slow == []
