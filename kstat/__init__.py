@@ -84,7 +84,7 @@ def _public_names() -> dict[str, tuple[str, str]]:
 
 
 def __getattr__(name: str) -> Any:
-    if name.startswith("_"):
+    if name.startswith("_") and not name.endswith("__"):
         # A private submodule (`from kstat import _baseline` asks here first): nothing public.
         raise AttributeError(f"module 'kstat' has no attribute {name!r}")
     try:
