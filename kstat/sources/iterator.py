@@ -38,6 +38,7 @@ import contextlib
 import os
 import struct
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
@@ -381,11 +382,22 @@ def _offsets_program(
     return [*code, asm.mov_imm(asm.R0, 0), asm.exit_()]
 
 
+# Where `details` (below) keep what else they write of a program, after its record.
+DETAILS_AT: Final = -160
+DETAILS_SIZE: Final = 32
+
+
 def iterator_program(
-    offsets: KernelOffsets, cpu_offsets: list[int], *, per_cpu: bool = False
+    offsets: KernelOffsets,
+    cpu_offsets: list[int],
+    *,
+    per_cpu: bool = False,
+    details: Sequence[Instruction] = (),
 ) -> list[Instruction]:
     """The iterator: one 64-byte record per program, counters summed over every CPU; with
-    `per_cpu`, each CPU's run count and run time (CPU_ENTRY) written before it."""
+    `per_cpu`, each CPU's run count and run time (CPU_ENTRY) written before it. `details` (for
+    kstat list: code run with r7 the program and r9 its aux, free to use r1-r5, that fills
+    DETAILS_SIZE bytes at r10 + DETAILS_AT) are written after each record."""
     body: list[Instruction] = [
         *asm.load(8, asm.R8, asm.R6, offsets.context_meta),
         *asm.load(8, asm.R8, asm.R8, offsets.meta_seq),
@@ -401,6 +413,7 @@ def iterator_program(
         *asm.load(8, asm.R1, asm.R9, offsets.aux_load_time),
         asm.store(8, asm.FP, _LOAD_TIME, asm.R1),
         *asm.probe_read(_NAME, 16, asm.R9, offsets.aux_name),
+        *details,
         *asm.probe_read(_SCRATCH, 8, asm.R9 if offsets.stats_in_aux else asm.R7, offsets.stats_pointer),
         *asm.load(8, asm.R9, asm.FP, _SCRATCH),
     ]
@@ -437,6 +450,13 @@ def iterator_program(
         asm.mov_imm(asm.R3, RECORD.size),
         asm.call(asm.SEQ_WRITE),
     ]
+    if details:
+        body += [
+            asm.mov(asm.R1, asm.R8),
+            *asm.stack_address(asm.R2, DETAILS_AT),
+            asm.mov_imm(asm.R3, DETAILS_SIZE),
+            asm.call(asm.SEQ_WRITE),
+        ]
     return [
         asm.mov(asm.R6, asm.R1),
         *asm.load(8, asm.R7, asm.R6, offsets.context_prog),
