@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any, Final
 
+import orjson
 from attrs import frozen
 
 from kstat.commands._options import (
@@ -21,11 +21,11 @@ from kstat.commands._options import (
 )
 from kstat.core.counters import Counters
 from kstat.core.filters import ProgramFilter
-from kstat.core.model import ProgramFootprint, ProgramOwner
-from kstat.core.report import format_timestamp
-from kstat.engine.sampler import SnapshotTaker
-from kstat.formats.report_json import footprint_to_dict, owner_to_dict
+from kstat.core.model import NO_DETAILS, ProgramFootprint, ProgramOwner, ProgramStats
+from kstat.core.timestamps import format_timestamp
+from kstat.formats.program_json import footprint_to_dict, owner_to_dict
 from kstat.sources.attribution import Attributor
+from kstat.sources.listing import read_listing
 from kstat.sources.owners import open_owner_source
 from kstat.text import for_terminal
 
@@ -55,20 +55,24 @@ class ListedProgram:
 
 
 def list_programs(program_filter: ProgramFilter, host_root: Path = Path("/")) -> list[ListedProgram]:
-    """One pass over every loaded program (no stats window: nothing is switched on)."""
+    """One read of every loaded program (no stats window: nothing is switched on): by kstat's
+    iterator where it loads, what it prints and no more (`kstat.sources.listing`); the owners
+    of every program in one walk, the attachments in one scan."""
     # Owners of every program in one read, by kstat's task-file iterator where it loads.
     owner_source = open_owner_source()
     try:
-        taker = SnapshotTaker(
-            program_filter,
-            attributor=Attributor(host_root=host_root, owner_source=owner_source),
-            ignored_ids=owner_source.own_program_ids,
-            # An inventory lists every program, other kstat instances' own too (as bpftool does).
-            own_programs=None,
-        )
-        snapshot = taker.take_blocking().snapshot
+        # An inventory lists every program, other kstat instances' own too (as bpftool does),
+        # but the owner source's own iterator.
+        ignored = owner_source.own_program_ids
+        programs = [program for program in read_listing()[0] if program.id not in ignored]
+        details = Attributor(host_root=host_root, owner_source=owner_source).details_of_new(programs)
     finally:
         owner_source.close()
+    for program in programs:
+        program.facts.details = details.get(program.identity, NO_DETAILS)
+        program.facts.attributed = True
+    if not program_filter.is_empty:
+        programs = _selected(programs, program_filter)
     # load_time is on the boot-time clock; the wall clock is what people read.
     boot_to_wall_ns = time.time_ns() - time.clock_gettime_ns(time.CLOCK_BOOTTIME)
     return [
@@ -85,32 +89,66 @@ def list_programs(program_filter: ProgramFilter, host_root: Path = Path("/")) ->
             footprint=program.footprint,
             counters=program.counters,
         )
-        for program in snapshot.programs
+        for program in programs
+    ]
+
+
+def _selected(programs: list[ProgramStats], program_filter: ProgramFilter) -> list[ProgramStats]:
+    """The programs the filter selects: by what they are and who holds them, and by the process
+    tree it names, as /proc shows it now."""
+    held = [True] * len(programs)
+    root = program_filter.process_tree
+    if root is not None:
+        # Imported here: only a filter by process tree needs it.
+        from kstat.sources.process_tree import ProcessTree  # noqa: PLC0415
+
+        tree = ProcessTree(root, follow_with_perf=False)
+        try:
+            tree.refresh()
+            held = tree.holds_all(programs)
+        finally:
+            tree.close()
+    selects = program_filter.selects
+    return [
+        program
+        for program, in_tree in zip(programs, held, strict=True)
+        if in_tree and selects(program, program.details)
     ]
 
 
 def listing_json(programs: list[ListedProgram], pretty: bool = False) -> str:
-    """One line, as `bpftool --json` writes (json's C encoder: indenting takes its Python one, a
-    quarter of a second at 10,000 programs); `pretty` indents."""
-    data: list[dict[str, Any]] = [
-        {
-            "id": program.id,
-            "type": program.type,
-            "name": program.name,
-            "kernel_name": program.kernel_name,
-            "tag": program.tag,
-            "load_time_ns": program.load_time_ns,
-            "loaded_at": program.loaded_at,
-            "owners": [owner_to_dict(owner) for owner in program.owners],
-            "attachments": list(program.attachments),
-            # Code size, memlock and maps, as `bpftool prog show` gives them (the catalogue names them).
-            **footprint_to_dict(program.footprint),
-            # The counter catalogue's counters (null where this kernel has none).
-            **program.counters._asdict(),
-        }
-        for program in programs
-    ]
-    return json.dumps(data, indent=2 if pretty else None) + "\n"
+    """One line, as `bpftool --json` writes (orjson, a C encoder); `pretty` indents."""
+    # Programs share their owners' tuples and often their footprints: each encoded once.
+    owners: dict[int, list[dict[str, Any]]] = {}
+    footprints: dict[int, dict[str, Any]] = {}
+    data: list[dict[str, Any]] = []
+    for program in programs:
+        owned = owners.get(id(program.owners))
+        if owned is None:
+            owned = owners[id(program.owners)] = [owner_to_dict(owner) for owner in program.owners]
+        footprint = footprints.get(id(program.footprint))
+        if footprint is None:
+            footprint = footprints[id(program.footprint)] = footprint_to_dict(program.footprint)
+        data.append(
+            {
+                "id": program.id,
+                "type": program.type,
+                "name": program.name,
+                "kernel_name": program.kernel_name,
+                "tag": program.tag,
+                "load_time_ns": program.load_time_ns,
+                "loaded_at": program.loaded_at,
+                "owners": owned,
+                "attachments": list(program.attachments),
+                # Code size, memlock and maps, as `bpftool prog show` gives them (the catalogue
+                # names them).
+                **footprint,
+                # The counter catalogue's counters (null where this kernel has none).
+                **program.counters._asdict(),
+            }
+        )
+    option = orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE if pretty else orjson.OPT_APPEND_NEWLINE
+    return orjson.dumps(data, option=option).decode()
 
 
 def where_it_runs(owner: ProgramOwner) -> str:

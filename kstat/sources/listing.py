@@ -193,4 +193,3 @@ def decode_listing(
         facts = program.facts
         facts.footprint, facts.described = footprint, True
     return programs
-

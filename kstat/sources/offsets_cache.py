@@ -29,7 +29,6 @@ from typing import Any, Final, TypeVar
 
 import attrs
 
-from kstat._atomic import make_directory, write_atomically
 from kstat.errors import KstatError
 
 CACHE_DIR: Final = Path("/var/cache/kstat")
@@ -107,6 +106,10 @@ def offsets(kind: type[Offsets], parse: Callable[[Path], Offsets], btf: Path) ->
     if found is not None:
         return found
     parsed = parse(btf)
+    # Imported here: only a first run on this kernel writes (tempfile and secrets are slow to
+    # import, and a start that reads the cache needs neither).
+    from kstat._atomic import make_directory, write_atomically  # noqa: PLC0415
+
     with contextlib.suppress(OSError, ValueError, KstatError):
         directory = cache_directory()
         make_directory(directory)
