@@ -1,0 +1,96 @@
+"""kstat list's one read (kstat.sources.listing) against the syscall reader, on real programs:
+one plain and run, two using real maps (one shared), one with a BTF name; and the same listing
+by syscalls where the iterator cannot be built."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import ExitStack
+from typing import Any
+
+import pytest
+from attrs import evolve
+
+from kstat.commands.list import ListedProgram, list_programs
+from kstat.core.filters import ProgramFilter
+from kstat.core.model import ProgramStats
+from kstat.errors import FeatureMissing
+from kstat.sources import listing
+from kstat.sources.stats_switch import runtime_stats_enabled
+from kstat.sources.syscalls import ProgramReader
+from kstat.testing.loader import BpfMap, LoopbackTarget, SocketFilter
+
+pytestmark = pytest.mark.kernel
+
+FULL_NAME = "kstat_listing_program_with_a_long_btf_name"
+SENT = 7
+
+
+@pytest.fixture
+def programs() -> Iterator[list[SocketFilter]]:
+    with ExitStack() as stack:
+        hashed = stack.enter_context(BpfMap.hash("kstat_t_lhash", 16, 10))
+        array = stack.enter_context(BpfMap.array("kstat_t_larray", 32, 4))
+        plain = stack.enter_context(SocketFilter("kstat_t_lplain", 5))
+        loaded = [
+            plain,
+            stack.enter_context(SocketFilter("kstat_t_lmaps", 3, maps=[hashed, array])),
+            stack.enter_context(SocketFilter("kstat_t_lshare", maps=[array])),
+            stack.enter_context(SocketFilter("kstat_t_lbtf", function_name=FULL_NAME)),
+        ]
+        target = stack.enter_context(LoopbackTarget(plain))
+        with runtime_stats_enabled():
+            target.send(SENT)
+        yield loaded
+
+
+def described(program: ProgramStats) -> tuple[Any, ...]:
+    return (
+        program.id,
+        program.type,
+        program.tag,
+        program.load_time_ns,
+        program.kernel_name,
+        program.name,
+        program.footprint,
+        program.counters,
+    )
+
+
+def ours(programs: list[ProgramStats], loaded: list[SocketFilter]) -> list[tuple[Any, ...]]:
+    ids = {program.id for program in loaded}
+    return [described(program) for program in programs if program.id in ids]
+
+
+def test_one_iterator_read_lists_what_the_syscalls_describe(programs: list[SocketFilter]) -> None:
+    listed, method = listing.read_listing()
+    assert method == "iterator"
+    by_syscalls = ProgramReader().read_all()
+    assert ours(listed, programs) == ours(by_syscalls, programs)
+    first = ours(listed, programs)
+    assert [entry[5] for entry in first] == ["kstat_t_lplain", "kstat_t_lmaps", "kstat_t_lshare", FULL_NAME]
+    assert first[0][7].run_count == SENT
+    assert [len(entry[6].maps) for entry in first] == [0, 2, 1, 0]
+    # Its own iterator is not listed.
+    assert not [program for program in listed if program.kernel_name == listing.LISTING_NAME]
+
+
+def without_loaded_at(programs: list[ListedProgram]) -> list[ListedProgram]:
+    # loaded_at is load_time on the wall clock, converted at each call (it may differ by a µs).
+    return [evolve(program, loaded_at="") for program in programs]
+
+
+def test_without_the_iterator_kstat_list_reads_the_same_by_syscalls(
+    programs: list[SocketFilter], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    select = ProgramFilter(ids=tuple(program.id for program in programs))
+    by_iterator = list_programs(select)
+
+    def lacking() -> listing.ListingIterator:
+        raise FeatureMissing("iter/bpf_prog", "5.8")
+
+    monkeypatch.setattr(listing, "ListingIterator", lacking)
+    assert listing.read_listing()[1] == "syscalls"
+    by_syscalls = list_programs(select)
+    assert [program.id for program in by_iterator] == [program.id for program in programs]
+    assert without_loaded_at(by_iterator) == without_loaded_at(by_syscalls)
