@@ -65,12 +65,12 @@ def list_programs(program_filter: ProgramFilter, host_root: Path = Path("/")) ->
         # but the owner source's own iterator.
         ignored = owner_source.own_program_ids
         programs = [program for program in read_listing()[0] if program.id not in ignored]
-        details = Attributor(host_root=host_root, owner_source=owner_source).details_of_new(programs)
+        details = Attributor(host_root=host_root, owner_source=owner_source).details_by_id(programs)
     finally:
         owner_source.close()
     for program in programs:
-        program.facts.details = details.get(program.identity, NO_DETAILS)
-        program.facts.attributed = True
+        facts = program.facts
+        facts.details, facts.attributed = details.get(program.id, NO_DETAILS), True
     if not program_filter.is_empty:
         programs = _selected(programs, program_filter)
     # load_time is on the boot-time clock; the wall clock is what people read.
@@ -118,9 +118,11 @@ def _selected(programs: list[ProgramStats], program_filter: ProgramFilter) -> li
 
 def listing_json(programs: list[ListedProgram], pretty: bool = False) -> str:
     """One line, as `bpftool --json` writes (orjson, a C encoder); `pretty` indents."""
-    # Programs share their owners' tuples and often their footprints: each encoded once.
+    # Programs share their owners' tuples and often their footprints and counters (idle ones):
+    # each encoded once.
     owners: dict[int, list[dict[str, Any]]] = {}
     footprints: dict[int, dict[str, Any]] = {}
+    counters: dict[Counters, dict[str, Any]] = {}
     data: list[dict[str, Any]] = []
     for program in programs:
         owned = owners.get(id(program.owners))
@@ -129,6 +131,9 @@ def listing_json(programs: list[ListedProgram], pretty: bool = False) -> str:
         footprint = footprints.get(id(program.footprint))
         if footprint is None:
             footprint = footprints[id(program.footprint)] = footprint_to_dict(program.footprint)
+        counted = counters.get(program.counters)
+        if counted is None:
+            counted = counters[program.counters] = program.counters._asdict()
         data.append(
             {
                 "id": program.id,
@@ -144,7 +149,7 @@ def listing_json(programs: list[ListedProgram], pretty: bool = False) -> str:
                 # names them).
                 **footprint,
                 # The counter catalogue's counters (null where this kernel has none).
-                **program.counters._asdict(),
+                **counted,
             }
         )
     option = orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE if pretty else orjson.OPT_APPEND_NEWLINE

@@ -382,9 +382,10 @@ def _offsets_program(
     return [*code, asm.mov_imm(asm.R0, 0), asm.exit_()]
 
 
-# Where `details` (below) keep what else they write of a program, after its record.
-DETAILS_AT: Final = -160
-DETAILS_SIZE: Final = 32
+# Where `details` (below) keep what else they write of a program, after its record: 64 bytes,
+# so that a page holds whole records (a readv(2) goes on to its next buffer only after a full one).
+DETAILS_AT: Final = -176
+DETAILS_SIZE: Final = 64
 
 
 def iterator_program(

@@ -41,7 +41,7 @@ from kstat.text import from_host
 
 LISTING_NAME: Final = "kstat_list_iter"
 # jited_len, len (instructions), pages, verified_insns, used_map_cnt, func_cnt, func_info_cnt.
-DETAILS: Final = struct.Struct("<IIIIIII4x")
+DETAILS: Final = struct.Struct(f"<IIIIIII{DETAILS_SIZE - 28}x")
 # A program's counter record (kstat.sources.iterator.RECORD), then its details.
 LISTING: Final = struct.Struct(RECORD.format + DETAILS.format.lstrip("<"))
 # bpf_prog_info.xlated_prog_len is the program's instructions, 8 bytes each (struct bpf_insn);
