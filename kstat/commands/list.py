@@ -21,7 +21,7 @@ from kstat.commands._options import (
 )
 from kstat.core.counters import Counters
 from kstat.core.filters import ProgramFilter
-from kstat.core.model import NO_DETAILS, ProgramFootprint, ProgramOwner, ProgramStats
+from kstat.core.model import NO_DETAILS, ProgramOwner, ProgramStats
 from kstat.core.timestamps import format_timestamp
 from kstat.formats.program_json import footprint_to_dict, owner_to_dict
 from kstat.sources.attribution import Attributor
@@ -38,23 +38,19 @@ PRINTS_ITS_RESULT: Final = True
 
 
 @frozen
-class ListedProgram:
-    id: int
-    type: str
-    name: str
-    kernel_name: str
-    tag: str
-    load_time_ns: int
-    loaded_at: str
-    owners: tuple[ProgramOwner, ...]
-    attachments: tuple[str, ...]
-    # Code size, verifier work, memory and maps (None when they could not be read).
-    footprint: ProgramFootprint | None
-    # Cumulative since load, and only moving while someone has the stats on.
-    counters: Counters
+class Listing:
+    """Every loaded program the filter selects, described (full name, footprint) and attributed
+    (owners, attachments), in id order; and the offset that puts their load times (boot-time
+    clock) on the wall clock."""
+
+    programs: list[ProgramStats]
+    boot_to_wall_ns: int
+
+    def loaded_at(self, program: ProgramStats) -> str:
+        return format_timestamp(program.load_time_ns + self.boot_to_wall_ns)
 
 
-def list_programs(program_filter: ProgramFilter, host_root: Path = Path("/")) -> list[ListedProgram]:
+def list_programs(program_filter: ProgramFilter, host_root: Path = Path("/")) -> Listing:
     """One read of every loaded program (no stats window: nothing is switched on): by kstat's
     iterator where it loads, what it prints and no more (`kstat.sources.listing`); the owners
     of every program in one walk, the attachments in one scan."""
@@ -74,23 +70,7 @@ def list_programs(program_filter: ProgramFilter, host_root: Path = Path("/")) ->
     if not program_filter.is_empty:
         programs = _selected(programs, program_filter)
     # load_time is on the boot-time clock; the wall clock is what people read.
-    boot_to_wall_ns = time.time_ns() - time.clock_gettime_ns(time.CLOCK_BOOTTIME)
-    return [
-        ListedProgram(
-            id=program.id,
-            type=program.type,
-            name=program.name,
-            kernel_name=program.kernel_name,
-            tag=program.tag,
-            load_time_ns=program.load_time_ns,
-            loaded_at=format_timestamp(program.load_time_ns + boot_to_wall_ns),
-            owners=program.details.owners,
-            attachments=program.details.attachments,
-            footprint=program.footprint,
-            counters=program.counters,
-        )
-        for program in programs
-    ]
+    return Listing(programs, time.time_ns() - time.clock_gettime_ns(time.CLOCK_BOOTTIME))
 
 
 def _selected(programs: list[ProgramStats], program_filter: ProgramFilter) -> list[ProgramStats]:
@@ -116,42 +96,54 @@ def _selected(programs: list[ProgramStats], program_filter: ProgramFilter) -> li
     ]
 
 
-def listing_json(programs: list[ListedProgram], pretty: bool = False) -> str:
+# Each program's object, in the order written: what it is, when it was loaded, who holds it and
+# where it is attached, its footprint (code size, memlock and maps as `bpftool prog show` gives
+# them, the catalogue naming them), then the counter catalogue's counters (null where this
+# kernel has none).
+_COUNTER_FIELDS: Final = Counters._fields
+
+
+def listing_json(listing: Listing, pretty: bool = False) -> str:
     """One line, as `bpftool --json` writes (orjson, a C encoder); `pretty` indents."""
-    # Programs share their owners' tuples and often their footprints and counters (idle ones):
-    # each encoded once.
-    owners: dict[int, list[dict[str, Any]]] = {}
-    footprints: dict[int, dict[str, Any]] = {}
+    # Programs share their details (one loader's owners and attachments) and often footprints
+    # and counters (idle ones): each encoded once, into a template each program's object is
+    # copied from, its own fields then filled in place (a dict keeps its keys' order).
+    templates: dict[tuple[int, int], dict[str, Any]] = {}
     counters: dict[Counters, dict[str, Any]] = {}
     data: list[dict[str, Any]] = []
-    for program in programs:
-        owned = owners.get(id(program.owners))
-        if owned is None:
-            owned = owners[id(program.owners)] = [owner_to_dict(owner) for owner in program.owners]
-        footprint = footprints.get(id(program.footprint))
-        if footprint is None:
-            footprint = footprints[id(program.footprint)] = footprint_to_dict(program.footprint)
+    loaded_at = listing.loaded_at
+    for program in listing.programs:
+        facts = program.facts
+        details, footprint = facts.details, facts.footprint
+        key = (id(details), id(footprint))
+        template = templates.get(key)
+        if template is None:
+            template = templates[key] = {
+                "id": 0,
+                "type": "",
+                "name": "",
+                "kernel_name": "",
+                "tag": "",
+                "load_time_ns": 0,
+                "loaded_at": "",
+                "owners": [owner_to_dict(owner) for owner in details.owners],
+                "attachments": list(details.attachments),
+                **footprint_to_dict(footprint),
+                **dict.fromkeys(_COUNTER_FIELDS),
+            }
         counted = counters.get(program.counters)
         if counted is None:
             counted = counters[program.counters] = program.counters._asdict()
-        data.append(
-            {
-                "id": program.id,
-                "type": program.type,
-                "name": program.name,
-                "kernel_name": program.kernel_name,
-                "tag": program.tag,
-                "load_time_ns": program.load_time_ns,
-                "loaded_at": program.loaded_at,
-                "owners": owned,
-                "attachments": list(program.attachments),
-                # Code size, memlock and maps, as `bpftool prog show` gives them (the catalogue
-                # names them).
-                **footprint,
-                # The counter catalogue's counters (null where this kernel has none).
-                **counted,
-            }
-        )
+        entry = template.copy()
+        entry["id"] = program.id
+        entry["type"] = program.type
+        entry["name"] = facts.name or program.kernel_name
+        entry["kernel_name"] = program.kernel_name
+        entry["tag"] = program.tag
+        entry["load_time_ns"] = program.load_time_ns
+        entry["loaded_at"] = loaded_at(program)
+        entry.update(counted)
+        data.append(entry)
     option = orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE if pretty else orjson.OPT_APPEND_NEWLINE
     return orjson.dumps(data, option=option).decode()
 
@@ -173,7 +165,7 @@ def where_it_runs(owner: ProgramOwner) -> str:
 _NUMERIC: Final = frozenset({"ID", "RUN_CNT", "RUN_TIME_NS"})
 
 
-def listing_table(programs: list[ListedProgram]) -> str:
+def listing_table(listing: Listing) -> str:
     """One line a program; every name the host chose escaped for the terminal. RUN_CNT and
     RUN_TIME_NS are the kernel's counters as `bpftool prog show` prints them (cumulative since
     load, moving only while someone has the stats on)."""
@@ -185,11 +177,12 @@ def listing_table(programs: list[ListedProgram]) -> str:
             for_terminal(program.name),
             str(program.counters.run_count),
             str(program.counters.run_time_ns),
-            for_terminal(", ".join(owner.label for owner in program.owners)) or "-",
-            for_terminal(", ".join(sorted({where_it_runs(owner) for owner in program.owners} - {""}))) or "-",
-            for_terminal(", ".join(program.attachments)) or "-",
+            for_terminal(", ".join(owner.label for owner in program.details.owners)) or "-",
+            for_terminal(", ".join(sorted({where_it_runs(owner) for owner in program.details.owners} - {""})))
+            or "-",
+            for_terminal(", ".join(program.details.attachments)) or "-",
         )
-        for program in programs
+        for program in listing.programs
     ]
     widths = [max(len(row[column]) for row in [headers, *rows]) for column in range(len(headers))]
     lines = [
@@ -225,12 +218,12 @@ def parse(arguments: list[str]) -> tuple[argparse.ArgumentParser, argparse.Names
 
 
 def run(options: argparse.Namespace) -> int:
-    programs = list_programs(options.program_filter, options.host_root)
+    listing = list_programs(options.program_filter, options.host_root)
     if options.json or options.pretty:
-        write_stdout(listing_json(programs, pretty=options.pretty), instead=_ONLY_STDOUT)
+        write_stdout(listing_json(listing, pretty=options.pretty), instead=_ONLY_STDOUT)
     else:
-        write_stdout(listing_table(programs), instead=_ONLY_STDOUT)
-        if not programs:
+        write_stdout(listing_table(listing), instead=_ONLY_STDOUT)
+        if not listing.programs:
             # On stderr, as bpftool says nothing: the table's header alone would look cut off.
             filtered = not options.program_filter.is_empty
             say("kstat: no eBPF program is loaded" + (" that the filter selects" if filtered else ""))
