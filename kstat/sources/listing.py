@@ -23,7 +23,7 @@ from kstat.abi import assembler as asm
 from kstat.abi.enums import program_type_name
 from kstat.abi.structs import Instruction
 from kstat.core.counters import Counters
-from kstat.core.model import ProgramFootprint, ProgramStats
+from kstat.core.model import ProgramFacts, ProgramFootprint, ProgramStats
 from kstat.errors import KstatError
 from kstat.sources import offsets_cache
 from kstat.sources.iterator import (
@@ -170,26 +170,30 @@ def decode_listing(
         type_name = type_names.get(type_id)
         if type_name is None:
             type_name = type_names[type_id] = program_type_name(type_id)
-        program = ProgramStats(
-            id=program_id,
-            type=type_name,
-            tag=tag.hex(),
-            load_time_ns=load_time_ns,
-            counters=Counters(run_time_ns, run_count, misses if counts_recursion_misses else None),
-            kernel_name=from_host(name.rstrip(b"\0")),
-        )
-        programs.append(program)
+        counters = Counters(run_time_ns, run_count, misses if counts_recursion_misses else None)
         if maps or functions or function_infos:
-            continue  # map ids, a BTF name, a sum over functions: the syscalls' (describe_all)
-        key = (jited_size, instructions, pages, verified)
-        footprint = footprints.get(key)
-        if footprint is None:
-            footprint = footprints[key] = ProgramFootprint(
-                jited_size_bytes=jited_size,
-                xlated_size_bytes=instructions * _INSTRUCTION_SIZE,
-                verified_instructions=verified if counts_verified_instructions else None,
-                memlock_bytes=pages * _PAGE_SIZE,
+            # Map ids, a BTF name, a sum over functions: the syscalls' (describe_all), later.
+            facts = ProgramFacts()
+        else:
+            key = (jited_size, instructions, pages, verified)
+            footprint = footprints.get(key)
+            if footprint is None:
+                footprint = footprints[key] = ProgramFootprint(
+                    jited_size_bytes=jited_size,
+                    xlated_size_bytes=instructions * _INSTRUCTION_SIZE,
+                    verified_instructions=verified if counts_verified_instructions else None,
+                    memlock_bytes=pages * _PAGE_SIZE,
+                )
+            facts = ProgramFacts(footprint=footprint, described=True)
+        programs.append(
+            ProgramStats(
+                id=program_id,
+                type=type_name,
+                tag=tag.hex(),
+                load_time_ns=load_time_ns,
+                counters=counters,
+                kernel_name=from_host(name.rstrip(b"\0")),
+                facts=facts,
             )
-        facts = program.facts
-        facts.footprint, facts.described = footprint, True
+        )
     return programs
