@@ -4,8 +4,12 @@ by syscalls where the iterator cannot be built."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -93,3 +97,36 @@ def test_without_the_iterator_kstat_list_reads_the_same_by_syscalls(
     assert [program.id for program in by_iterator.programs] == [program.id for program in programs]
     assert [len(program.details.owners) for program in by_iterator.programs] == [1, 1, 1, 1]
     assert listed(by_iterator) == listed(by_syscalls)
+
+
+# What kstat list must not import: the logging pipeline (structlog, and asyncio under it), the
+# live view's rich, the report's converter, trio, the collecting sampler and the report arithmetic.
+NOT_FOR_LIST = ("structlog", "asyncio", "rich", "cattrs", "trio", "kstat.engine.sampler", "kstat.core.report")
+SAYS_WHAT_WAS_IMPORTED = (
+    "import atexit, sys\n"
+    f"heavy = {NOT_FOR_LIST!r}\n"
+    "atexit.register(lambda: sys.stderr.write(' '.join(m for m in heavy if m in sys.modules)))\n"
+    "from kstat._entry import main\n"
+    "sys.argv = ['kstat', 'list', '--json', *sys.argv[1:]]\n"
+    "main()\n"
+)
+
+
+def test_kstat_list_imports_only_what_it_prints_with(programs: list[SocketFilter]) -> None:
+    shown = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            SAYS_WHAT_WAS_IMPORTED,
+            *[word for program in programs for word in ("--id", str(program.id))],
+        ],
+        cwd=Path(__file__).parents[1],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert [entry["kernel_name"] for entry in json.loads(shown.stdout)] == [
+        program.name for program in programs
+    ]
+    assert shown.stderr == ""
