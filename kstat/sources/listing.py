@@ -170,7 +170,13 @@ def decode_listing(
         type_name = type_names.get(type_id)
         if type_name is None:
             type_name = type_names[type_id] = program_type_name(type_id)
-        counters = Counters(run_time_ns, run_count, misses if counts_recursion_misses else None)
+        # The counter catalogue's counters, by name (the rest None); recursion misses None where
+        # the kernel does not count them (before 5.12: the record's zero is no count).
+        counters = Counters(
+            run_time_ns=run_time_ns,
+            run_count=run_count,
+            recursion_misses=misses if counts_recursion_misses else None,
+        )
         if maps or functions or function_infos:
             # Map ids, a BTF name, a sum over functions: the syscalls' (describe_all), later.
             facts = ProgramFacts()
