@@ -196,7 +196,7 @@ def main() -> int:
                 programs.resize(size)
                 result = SizeResult.of(
                     size,
-                    measure_kstat(plan.kstat_repetitions(size), plan.bpftool_process_runs),
+                    measure_kstat(plan.kstat_repetitions(size), plan.bpftool_process_runs, BPFTOOL),
                     floor.measure(plan.floor_passes),
                     bpftool.measure(
                         plan.bpftool_passes(size), plan.bpftool_trials, plan.bpftool_process_runs
@@ -302,10 +302,11 @@ def _print_size(result: SizeResult, foreign: int) -> None:
         f"one whole bpftool process {_ms(bpftool.process_wall.median_ns)}"
     )
     if kstat.list_process_wall is not None:
+        beside = kstat.bpftool_process_wall_alongside or bpftool.process_wall
         _say(
             f"    one whole `kstat list --json` {_ms(kstat.list_process_wall.median_ns)} "
-            f"({kstat.list_process_wall.median_ns / bpftool.process_wall.median_ns:.2f}x a whole "
-            f"`bpftool --json prog show`)"
+            f"({kstat.list_process_wall.median_ns / beside.median_ns:.2f}x a whole "
+            f"`bpftool --json prog show`, {_ms(beside.median_ns)} in turn with it)"
         )
     _say(
         f"    kstat/C {result.kstat_over_floor:.2f}x, kstat/bpftool {result.kstat_over_bpftool:.2f}x "

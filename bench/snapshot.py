@@ -3,6 +3,7 @@ by a minimal C program making the same syscalls (the floor of the approach)."""
 
 from __future__ import annotations
 
+import compileall
 import json
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from typing import Final
 
 from attrs import frozen
 
+import kstat
 from bench.measure import Timing, time_calls
 from kstat.engine.sampler import SnapshotTaker
 from kstat.sources.iterator import IteratorReader
@@ -35,8 +37,9 @@ class KstatSnapshot:
     iterator_read_pass: Timing | None = None
     iterator_take_blocking: Timing | None = None
     # One whole `kstat list --json` process, as a user runs it (start-up and imports included):
-    # what a whole `bpftool --json prog show` is measured against.
+    # what a whole `bpftool --json prog show` is measured against, run in turn with it.
     list_process_wall: Timing | None = None
+    bpftool_process_wall_alongside: Timing | None = None
 
 
 def _wall_ns(command: list[str]) -> int:
@@ -45,7 +48,21 @@ def _wall_ns(command: list[str]) -> int:
     return time.perf_counter_ns() - before
 
 
-def measure_kstat(repetitions: int, process_repetitions: int) -> KstatSnapshot:
+def list_against_bpftool(bpftool: str, repetitions: int) -> tuple[Timing, Timing]:
+    """Whole `kstat list --json` and `bpftool --json prog show` processes, one of each in turn,
+    so that a machine that gets busier or quieter over the runs weighs on both alike. kstat's
+    bytecode is compiled first, as an installed kstat's is (an environment that sets
+    PYTHONDONTWRITEBYTECODE would otherwise compile every module on every run)."""
+    compileall.compile_dir(Path(kstat.__file__).parent, quiet=1)
+    listing: list[int] = []
+    shown: list[int] = []
+    for _ in range(repetitions):
+        listing.append(_wall_ns([sys.executable, "-m", "kstat", "list", "--json"]))
+        shown.append(_wall_ns([bpftool, "--json", "prog", "show"]))
+    return Timing.of(listing), Timing.of(shown)
+
+
+def measure_kstat(repetitions: int, process_repetitions: int, bpftool: str | None = None) -> KstatSnapshot:
     taker = SnapshotTaker(reader=ProgramReader())
     before = time.perf_counter_ns()
     first = taker.take_blocking()
@@ -68,9 +85,13 @@ def measure_kstat(repetitions: int, process_repetitions: int) -> KstatSnapshot:
         iterator_take_blocking = time_calls(iterator_taker.take_blocking, repetitions)
     finally:
         iterator_taker.close()
-    list_process_wall = Timing.of(
-        [_wall_ns([sys.executable, "-m", "kstat", "list", "--json"]) for _ in range(process_repetitions)]
-    )
+    alongside: Timing | None = None
+    if bpftool is None:
+        list_process_wall = Timing.of(
+            [_wall_ns([sys.executable, "-m", "kstat", "list", "--json"]) for _ in range(process_repetitions)]
+        )
+    else:
+        list_process_wall, alongside = list_against_bpftool(bpftool, process_repetitions)
     return KstatSnapshot(
         programs_seen=len(first.snapshot.programs),
         first_take_blocking_ns=first_ns,
@@ -79,6 +100,7 @@ def measure_kstat(repetitions: int, process_repetitions: int) -> KstatSnapshot:
         iterator_read_pass=iterator_read_pass,
         iterator_take_blocking=iterator_take_blocking,
         list_process_wall=list_process_wall,
+        bpftool_process_wall_alongside=alongside,
     )
 
 

@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 import kstat
 from kstat.analysis.compare import compare, parse_threshold
 from kstat.core.model import Snapshot
-from kstat.core.report import format_timestamp
 from kstat.core.sketch import MAX_BUCKETS, RELATIVE_ACCURACY, QuantileSketch
+from kstat.core.timestamps import format_timestamp
 from kstat.formats.report_json import report_from_json, report_to_json
 from kstat.testing.budget import BudgetExceeded
 from tests.builders import program, report_of, snapshot

@@ -13,7 +13,8 @@ from attrs import evolve
 
 from kstat.analysis.compare import compare_runs, parse_threshold, render_json, render_markdown, render_table
 from kstat.analysis.significance import Sample, rank_test, runs_needed, runs_needed_beside, smallest_p_value
-from kstat.core.report import Report, format_timestamp
+from kstat.core.report import Report
+from kstat.core.timestamps import format_timestamp
 from kstat.formats.report_json import report_to_json
 from tests.builders import program, report_of, snapshot
 from tests.kstat_process import run_kstat

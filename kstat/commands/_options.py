@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn
 from kstat._stdio import silence_stdout
 from kstat.core.filters import ProgramFilter
 from kstat.durations import parse_duration_ns
-from kstat.engine.sampler import SNAPSHOT_METHODS
 from kstat.errors import OutputError, UsageError
 from kstat.text import for_terminal
 
@@ -167,6 +166,10 @@ def add_window_flags(
 ) -> None:
     """The window's flags; `report_default` and `sinks_default` say (in --help) what the
     command does when -output and --sink are not given."""
+    # Imported here: the sampler (and the report arithmetic under it) is for commands that
+    # collect; `kstat list` parses its flags without it.
+    from kstat.engine.sampler import SNAPSHOT_METHODS  # noqa: PLC0415
+
     # Go's flag package spells long flags with one dash; the seed documented them that way, so
     # both spellings work (`-duration 5m`, `--duration=5m`).
     if default_duration is not None:

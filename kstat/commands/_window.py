@@ -17,7 +17,8 @@ from kstat._atomic import check_writable, write_atomically
 from kstat._logging import get_logger
 from kstat.commands._options import EXIT_FAILURE, EXIT_OK, say_error
 from kstat.core.events import Sink
-from kstat.core.report import KERNEL_NAME_KEYS, format_timestamp
+from kstat.core.report import KERNEL_NAME_KEYS
+from kstat.core.timestamps import format_timestamp
 from kstat.engine.scheduler import Collection, CollectionResult, CollectionSettings, StopRequest
 from kstat.engine.sink_specs import make_sink, split_options
 from kstat.errors import OutputError, UsageError, sole_exception

@@ -28,6 +28,7 @@ from kstat.core.distribution import IntervalValues
 from kstat.core.model import ProgramFootprint, ProgramOwner, ProgramStats
 from kstat.core.owner_cost import OwnersSection
 from kstat.core.sighting import Sighting
+from kstat.core.timestamps import format_timestamp
 
 
 @frozen
@@ -639,14 +640,6 @@ def kstat_programs_apart(
         return None
     grown = summed(sighting.grown for sighting in seen)
     return KstatPrograms(len(seen), total_values(grown, elapsed_ns, online_cpus))
-
-
-def format_timestamp(wall_time_ns: int) -> str:
-    """RFC 3339 in UTC with nanoseconds, as Go's time.Time marshals (2024-01-15T10:30:00.123Z)."""
-    seconds, nanoseconds = divmod(wall_time_ns, NS_PER_S)
-    base = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
-    fraction = f".{nanoseconds:09d}".rstrip("0").rstrip(".")
-    return f"{base}{fraction}Z"
 
 
 _RFC3339: Final = re.compile(

@@ -14,14 +14,10 @@ import orjson
 
 from kstat.core.counters import COUNTERS
 from kstat.core.events import IntervalEnded, WindowStarted
-from kstat.core.report import Report, format_timestamp, report_keys
-from kstat.formats.report_json import (
-    footprint_to_dict,
-    owner_to_dict,
-    program_to_dict,
-    report_to_dict,
-    totals_to_dict,
-)
+from kstat.core.report import Report, report_keys
+from kstat.core.timestamps import format_timestamp
+from kstat.formats.program_json import footprint_to_dict, owner_to_dict
+from kstat.formats.report_json import program_to_dict, report_to_dict, totals_to_dict
 
 
 def interval_to_dict(event: IntervalEnded) -> dict[str, Any]:

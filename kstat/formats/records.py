@@ -43,10 +43,10 @@ from kstat.core.report import (
     ProgramReport,
     Report,
     counters_of,
-    format_timestamp,
     parse_timestamp,
     report_keys,
 )
+from kstat.core.timestamps import format_timestamp
 
 # The first owner's workload (container, pod, unit), as `owner_<field>`.
 _OWNER_WORKLOAD_KEYS: Final = tuple(f"owner_{attribute.name}" for attribute in attrs.fields(Workload))

@@ -27,9 +27,9 @@ import attrs
 import orjson
 
 from kstat.core import catalogue
-from kstat.core.catalogue import METRICS, NS_PER_S, Kind, Metric, Number, Span
-from kstat.core.counters import ZERO, summed
-from kstat.core.model import ProgramFootprint, ProgramOwner, Workload
+from kstat.core.catalogue import METRICS, NS_PER_S, Metric, Number
+from kstat.core.counters import summed
+from kstat.core.model import ProgramOwner, Workload
 from kstat.core.owner_cost import (
     OWNER_METRICS,
     OwnerCost,
@@ -40,6 +40,7 @@ from kstat.core.owner_cost import (
 from kstat.core.report import AchievedInterval, KstatPrograms, ProgramReport, Report, total_values
 from kstat.errors import KstatError
 from kstat.formats.bounded_json import parse_json
+from kstat.formats.program_json import WORKLOAD_FIELDS, owner_to_dict
 
 if TYPE_CHECKING:
     import cattrs
@@ -77,21 +78,9 @@ class ReportFormatError(KstatError):
     """Data that is not a report; the message names the field and what is wrong with it."""
 
 
-# Where an owner runs, flattened into its object (each field only when known).
-_WORKLOAD_FIELDS: Final = tuple(attribute.name for attribute in attrs.fields(Workload))
 _ACHIEVED_FIELDS: Final = tuple(attribute.name for attribute in attrs.fields(AchievedInterval))
 
 # --- writing --------------------------------------------------------------------------------
-
-
-def owner_to_dict(owner: ProgramOwner) -> dict[str, Any]:
-    """`{"pid", "command"}` and, where known, the owner's container, pod and unit."""
-    data: dict[str, Any] = {"pid": owner.pid, "command": owner.command}
-    for name in _WORKLOAD_FIELDS:
-        value = getattr(owner.workload, name)
-        if value is not None:
-            data[name] = value
-    return data
 
 
 def _json_number(metric: Metric, value: Number) -> Number:
@@ -354,7 +343,7 @@ def _owners(value: Any, where: str) -> tuple[ProgramOwner, ...]:
     for index, item in enumerate(value):
         entry = _object(item, f"{where}[{index}]")
         place = f"{where}[{index}]"
-        workload = Workload(**{name: _optional(entry, name, place, _text) for name in _WORKLOAD_FIELDS})
+        workload = Workload(**{name: _optional(entry, name, place, _text) for name in WORKLOAD_FIELDS})
         owners.append(
             ProgramOwner(
                 pid=_whole(_required(entry, "pid", place), f"{place}.pid"),
@@ -629,19 +618,3 @@ def report_from_json(text: str) -> Report:
     """A report from JSON text; ReportFormatError says where the text stops being JSON."""
     # Bounded: no NaN, no number a report cannot hold, no nesting deeper than a report's.
     return report_from_dict(parse_json(text, ReportFormatError))
-
-
-def footprint_to_dict(footprint: ProgramFootprint | None) -> dict[str, Any]:
-    """A program's footprint as the catalogue's property metrics, and its map ids: what is known
-    (nothing without a footprint; no verifier count on a kernel older than 5.16)."""
-    if footprint is None:
-        return {}
-    span = Span(ZERO, 0, None, footprint)
-    data: dict[str, Any] = {}
-    for metric in METRICS:
-        if metric.kind is Kind.PROPERTY:
-            value = metric.compute(span)
-            if value is not None:
-                data[metric.name] = value
-    data["map_ids"] = list(footprint.map_ids)
-    return data

@@ -172,20 +172,30 @@ class Attributor:
     def details_of_new(self, programs: Sequence[ProgramStats]) -> dict[ProgramIdentity, ProgramDetails]:
         """Owners and attachments of programs met for the first time, looked up now (one owner
         walk and one attachment scan for all of them); the caller keeps them."""
+        by_id = self.details_by_id(programs)
+        return {program.identity: by_id[program.id] for program in programs}
+
+    def details_by_id(self, programs: Sequence[ProgramStats]) -> dict[int, ProgramDetails]:
+        """`details_of_new`, by program id (a single pass, where ids cannot be reused)."""
         if not programs:
             return {}
         owners = self.owner_source.owners(self._workload_of, wanted={program.id for program in programs})
         attachments = self._attachments(programs)
         # Programs with the same owners and attachments (an agent's thousands, one loader's
-        # unattached ones) share one value: at 10,000 programs, a megabyte less kept.
-        shared: dict[tuple[tuple[ProgramOwner, ...], tuple[str, ...]], ProgramDetails] = {}
-        found: dict[ProgramIdentity, ProgramDetails] = {}
+        # unattached ones) share one value: at 10,000 programs, a megabyte less kept. The owner
+        # source shares one tuple among a process's programs: told apart by identity, not
+        # hashed program by program.
+        shared: dict[tuple[int, tuple[str, ...]], ProgramDetails] = {}
+        found: dict[int, ProgramDetails] = {}
+        no_owners: tuple[ProgramOwner, ...] = ()
         for program in programs:
-            key = (owners.get(program.id, ()), tuple(attachments.get(program.id, ())))
+            owned = owners.get(program.id, no_owners)
+            attached = tuple(attachments.get(program.id, ()))
+            key = (id(owned), attached)
             details = shared.get(key)
             if details is None:
-                details = shared[key] = ProgramDetails(owners=key[0], attachments=key[1])
-            found[program.identity] = details
+                details = shared[key] = ProgramDetails(owners=owned, attachments=attached)
+            found[program.id] = details
         return found
 
     def _attachments(self, new: Sequence[ProgramStats]) -> dict[int, list[str]]:

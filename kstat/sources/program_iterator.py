@@ -29,6 +29,7 @@ from kstat.sources import offsets_cache
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from typing import Final
 
     from kstat.abi.btf import KernelLayout
@@ -432,11 +433,23 @@ def _offsets_program(
     return [*code, asm.mov_imm(asm.R0, 0), asm.exit_()]
 
 
+# Where `details` (below) keep what else they write of a program, after its record: 64 bytes,
+# so that a page holds whole records (a readv(2) goes on to its next buffer only after a full one).
+DETAILS_AT: Final = -176
+DETAILS_SIZE: Final = 64
+
+
 def iterator_program(
-    offsets: KernelOffsets, cpu_offsets: list[int], *, per_cpu: bool = False
+    offsets: KernelOffsets,
+    cpu_offsets: list[int],
+    *,
+    per_cpu: bool = False,
+    details: Sequence[Instruction] = (),
 ) -> list[Instruction]:
     """The iterator: one 64-byte record per program, counters summed over every CPU; with
-    `per_cpu`, each CPU's run count and run time (CPU_ENTRY) written before it."""
+    `per_cpu`, each CPU's run count and run time (CPU_ENTRY) written before it. `details` (for
+    kstat list: code run with r7 the program and r9 its aux, free to use r1-r5, that fills
+    DETAILS_SIZE bytes at r10 + DETAILS_AT) are written after each record."""
     body: list[Instruction] = [
         *asm.load(8, asm.R8, asm.R6, offsets.context_meta),
         *asm.load(8, asm.R8, asm.R8, offsets.meta_seq),
@@ -452,6 +465,7 @@ def iterator_program(
         *asm.load(8, asm.R1, asm.R9, offsets.aux_load_time),
         asm.store(8, asm.FP, _LOAD_TIME, asm.R1),
         *asm.probe_read(_NAME, 16, asm.R9, offsets.aux_name),
+        *details,
         *asm.probe_read(_SCRATCH, 8, asm.R9 if offsets.stats_in_aux else asm.R7, offsets.stats_pointer),
         *asm.load(8, asm.R9, asm.FP, _SCRATCH),
     ]
@@ -488,6 +502,13 @@ def iterator_program(
         asm.mov_imm(asm.R3, RECORD.size),
         asm.call(asm.SEQ_WRITE),
     ]
+    if details:
+        body += [
+            asm.mov(asm.R1, asm.R8),
+            *asm.stack_address(asm.R2, DETAILS_AT),
+            asm.mov_imm(asm.R3, DETAILS_SIZE),
+            asm.call(asm.SEQ_WRITE),
+        ]
     return [
         asm.mov(asm.R6, asm.R1),
         *asm.load(8, asm.R7, asm.R6, offsets.context_prog),

@@ -83,6 +83,10 @@ KERNEL_TESTS: Final = (
         "tests/test_identity.py::test_the_full_btf_name_is_reported_and_the_kernels_kept",
         "program BTF and func_info",
     ),
+    KernelTest(
+        "tests/test_listing.py",
+        "kstat list's iterator: bpf_prog's pages, len and jited_len, verified_insns (5.16) against syscalls",
+    ),
     KernelTest("tests/test_runtime_stats.py", "BPF_ENABLE_STATS and the sysctl"),
     KernelTest("tests/test_real_loaders.py", "attachments: XDP links, tc by netlink, cgroup programs"),
     KernelTest("tests/test_cli.py::test_the_demo_counts_exactly_what_it_sends", "the demo's socket filters"),
