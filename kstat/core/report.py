@@ -27,7 +27,7 @@ from kstat.core.counters import COUNTERS, ZERO, Counters, by_cpu, counter, is_ze
 from kstat.core.distribution import IntervalValues
 from kstat.core.model import ProgramFootprint, ProgramOwner, ProgramStats
 from kstat.core.owner_cost import OwnersSection
-from kstat.core.sighting import Sighting
+from kstat.core.sighting import Sighting, total_growth
 
 
 @frozen
@@ -597,7 +597,7 @@ def build_report(
     )
     keys = report_keys([seen.sighting.last for seen in ordered])
     lines = _Lines(dict(sorted(zip(keys, ordered, strict=True), key=lambda pair: pair[0])), bounds)
-    total = summed((seen.sighting.grown for seen in ordered), left_out.counters)
+    total = total_growth((seen.sighting.grown for seen in ordered), left_out.counters)
     return Report(
         timestamp=format_timestamp(window.end_wall_time_ns),
         program_stats=lines,
