@@ -35,7 +35,6 @@ from kstat.core.sighting import Sighting
 from kstat.core.sketch import QuantileSketch
 from kstat.formats.report_json import SCHEMA_VERSION
 
-
 # The values of a program of the window's first snapshot that has not done anything yet: the
 # same for every such program (read only: one that does something gets values of its own).
 _IDLE_FROM_START: Final = IntervalValues(0)

@@ -509,6 +509,7 @@ class LinkedIterator:
             os.close(fd)
 
     def close(self) -> None:
+        self._buffers = []  # a walk's worth of pages, no longer needed
         with contextlib.suppress(OSError):
             os.close(self._link)
         with contextlib.suppress(OSError):
@@ -704,6 +705,7 @@ class IteratorReader:
         return frozenset({self.own_id})
 
     def close(self) -> None:
+        self._previous = None  # the last walk, its ids and values: nothing is compared now
         self._iterator.close()
 
 
