@@ -120,6 +120,11 @@ def unchanged(counters: Counters) -> Counters:
     return found
 
 
+def is_unchanged(counters: Counters) -> bool:
+    """Whether `counters` is one of `unchanged`'s shared values (so nothing in it grew)."""
+    return any(counters is value for value in _UNCHANGED.values())
+
+
 def total_growth(many: Iterable[Counters], start: Counters = ZERO) -> Counters:
     """`summed(many, start)`, each shared "nothing grew" of `unchanged` added once: adding one
     again changes nothing (zeros, and None where it has None already)."""
