@@ -37,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import os
 import struct
+import sys
 import threading
 from pathlib import Path
 from typing import Final
@@ -691,13 +692,14 @@ class IteratorReader:
             return evolve(before, counters=counters)
         # Met for the first time (or an id the kernel reused): what its record says. Its full
         # name and footprint are the details stage's, later (a program gone by then keeps this).
+        # Tags and names interned: a host's copies of one program share one string of each.
         return ProgramStats(
             id=program_id,
             type=program_type_name(type_id),
-            tag=tag.hex(),
+            tag=sys.intern(tag.hex()),
             load_time_ns=load_time_ns,
             counters=counters,
-            kernel_name=from_host(name.rstrip(b"\0")),
+            kernel_name=sys.intern(from_host(name.rstrip(b"\0"))),
         )
 
     @property
