@@ -15,19 +15,36 @@ from typing import TYPE_CHECKING, Any, Final, TextIO
 from kstat.text import for_terminal
 
 
+class _ImportedWhenUsed(ModuleType):
+    """Stands in for a module in one importer's namespace: the real one is imported at its
+    first use (structlog's asyncio, used only by its async logging methods, which kstat never
+    calls: 1.5 MB of asyncio a window would otherwise hold)."""
+
+    def __getattr__(self, name: str) -> Any:
+        import importlib  # noqa: PLC0415
+
+        return getattr(importlib.import_module(self.__name__), name)
+
+
 def _structlog_without_rich() -> ModuleType:
     """structlog, imported without letting it reach for rich: its development renderer imports
     rich's traceback printer, and that pygments' lexers (5 MB and 0.1-0.4 s a start, for
-    exceptions kstat turns into one line anyway). kstat top imports rich itself, later."""
+    exceptions kstat turns into one line anyway). kstat top imports rich itself, later. Its
+    `import asyncio` gets a stand-in that imports asyncio when structlog first uses it."""
     if "structlog" in sys.modules or "rich" in sys.modules:
         import structlog  # noqa: PLC0415
 
         return structlog
     sys.modules["rich"] = None  # type: ignore[assignment]
+    stand_in = None
+    if "asyncio" not in sys.modules:
+        stand_in = sys.modules["asyncio"] = _ImportedWhenUsed("asyncio")
     try:
         import structlog  # noqa: PLC0415
     finally:
         del sys.modules["rich"]
+        if stand_in is not None and sys.modules.get("asyncio") is stand_in:
+            del sys.modules["asyncio"]
     return structlog
 
 

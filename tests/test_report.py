@@ -215,3 +215,22 @@ def test_a_program_loaded_as_the_first_pass_ran_keeps_that_reading_as_baseline()
     line = report.program_stats["prog5"]
     assert line.run_count == 20
     assert line.loaded_during_window
+
+
+def test_a_program_idle_since_the_first_snapshot_counts_its_idle_intervals_once_it_runs() -> None:
+    # The summary keeps no values for a program of the first snapshot until it runs: its idle
+    # first interval must still count, as a zero, in its distribution.
+    idle, ran = program(1, 100, 1), program(1, 900, 9)
+    report = report_of(snapshot(0, 0.0, idle), snapshot(1, 1.0, idle), snapshot(2, 2.0, ran))
+    line = report.program("prog1")
+    assert line.value("p50_cpu_percent") == 0
+    assert line.value("max_events_per_sec") == pytest.approx(8.0)
+
+
+def test_idle_programs_lacking_a_counter_leave_it_unavailable_beside_busy_ones() -> None:
+    # Idle programs share one "nothing grew", added to the totals once: its None still counts.
+    idle = program(1, 100, 1, recursion_misses=None)
+    busy_before, busy_after = program(2, 100, 1), program(2, 300, 3)
+    report = report_of(snapshot(0, 0.0, idle, busy_before), snapshot(1, 1.0, idle, busy_after))
+    assert report.unavailable_counters == ("recursion_misses",)
+    assert report.totals["run_count"] == 2

@@ -31,8 +31,9 @@ from typing import Annotated, Final, NamedTuple
 from attrs import field, frozen
 
 from kstat.core.catalogue import NS_PER_S, Better, Exposition, Number
-from kstat.core.counters import ZERO, Counters, added, scalar
+from kstat.core.counters import ZERO, Counters, scalar
 from kstat.core.model import NO_WORKLOAD, ProgramOwner, Workload
+from kstat.core.sighting import total_growth
 
 
 @frozen
@@ -474,9 +475,7 @@ def owners_section(
         owner, mine = owner_of[pid], held[pid]
         seen = processes.get(pid)
         process = NO_USAGE if seen is None else process_grown(seen.last, seen.baseline)
-        kernel = ZERO
-        for program in mine:
-            kernel = added(kernel, program.grown)
+        kernel = total_growth(program.grown for program in mine)
         span = OwnerSpan(process, kernel, elapsed_ns, len(mine))
         costs.append(
             OwnerCost(
@@ -521,9 +520,7 @@ def _together(
         own, _, _ = counters_of_owner(cost.metrics)
         process = process_added(process, own)
         ids.update(cost.program_ids)
-    kernel = ZERO
-    for program_id in sorted(ids):
-        kernel = added(kernel, kernel_of.get(program_id, ZERO))
+    kernel = total_growth(kernel_of.get(program_id, ZERO) for program_id in sorted(ids))
     return owner_values(OwnerSpan(process, kernel, elapsed_ns, len(ids)))
 
 

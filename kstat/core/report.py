@@ -27,7 +27,7 @@ from kstat.core.counters import COUNTERS, ZERO, Counters, by_cpu, counter, is_ze
 from kstat.core.distribution import IntervalValues
 from kstat.core.model import ProgramFootprint, ProgramOwner, ProgramStats
 from kstat.core.owner_cost import OwnersSection
-from kstat.core.sighting import Sighting
+from kstat.core.sighting import Sighting, is_unchanged, total_growth
 from kstat.core.timestamps import format_timestamp
 
 
@@ -421,6 +421,7 @@ def program_report(
     a window, the distribution of its intervals)."""
     last = sighting.last
     with_footprint = sighting.first_seen and last.footprint is not None
+    grown = sighting.grown
     return ProgramReport(
         name=last.name,
         type=last.type,
@@ -441,13 +442,16 @@ def program_report(
         owners=sighting.details.owners,
         attachments=sighting.details.attachments,
         map_ids=last.footprint.map_ids if with_footprint and last.footprint is not None else None,
-        per_cpu=_per_cpu(sighting.grown),
+        per_cpu=_per_cpu(grown),
     )
+
+
+_PER_CPU_NAMES: Final = tuple(spec.name for spec in COUNTERS if spec.per_cpu)
 
 
 def _per_cpu(grown: Counters) -> dict[int, dict[str, int]] | None:
     """A line's per-CPU growth, CPUs where it ran only; None where no per-CPU counter was read."""
-    if all(getattr(grown, spec.name) is None for spec in COUNTERS if spec.per_cpu):
+    if all(getattr(grown, name) is None for name in _PER_CPU_NAMES):
         return None
     return by_cpu(grown)
 
@@ -461,7 +465,7 @@ def _span_values(span: Span) -> dict[str, Number]:
     """`values(span)`: the same figures in the same order. For a span in which no counter grew
     (an idle program's), only its footprint's (the catalogue's properties) are worked out; the
     rest are the same for every such span of the report, worked out once."""
-    if not is_zero(span.counters):
+    if not (is_unchanged(span.counters) or is_zero(span.counters)):
         return values(span)
     try:
         key = (span.counters, span.elapsed_ns, span.online_cpus)
@@ -598,7 +602,7 @@ def build_report(
     )
     keys = report_keys([seen.sighting.last for seen in ordered])
     lines = _Lines(dict(sorted(zip(keys, ordered, strict=True), key=lambda pair: pair[0])), bounds)
-    total = summed((seen.sighting.grown for seen in ordered), left_out.counters)
+    total = total_growth((seen.sighting.grown for seen in ordered), left_out.counters)
     return Report(
         timestamp=format_timestamp(window.end_wall_time_ns),
         program_stats=lines,

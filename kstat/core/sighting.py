@@ -8,10 +8,12 @@ exposition one per program it shows, `kstat top` one per row. Each computes its 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from attrs import evolve, frozen
 
 from kstat.core.catalogue import Span
-from kstat.core.counters import ZERO, Counters, grown, is_zero
+from kstat.core.counters import ZERO, Counters, added, grown, is_zero
 from kstat.core.model import ProgramDetails, ProgramStats
 
 
@@ -50,7 +52,12 @@ class Sighting:
     @property
     def grown(self) -> Counters:
         """How much each counter grew over the span."""
-        return grown(self.last.counters, self.baseline)
+        last = self.last.counters
+        if last is self.baseline:
+            # Never read again since its baseline (an idle program's usual case): the same
+            # "nothing grew" for every such program, made once.
+            return unchanged(last)
+        return grown(last, self.baseline)
 
     @property
     def active(self) -> bool:
@@ -95,3 +102,41 @@ def coverage_percent(existed_from: int, existed_until: int, window_start: int, w
         return 100.0
     share = (existed_until - existed_from) / (window_end - window_start) * 100
     return min(100.0, max(0.0, share))
+
+
+# grown(c, c) by the kinds of a reading's counters (an int, or None where the kernel lacks one).
+_UNCHANGED: dict[tuple[type, ...], Counters] = {}
+
+
+def unchanged(counters: Counters) -> Counters:
+    """`grown(counters, counters)`: zero where counted, None where not; one shared value per
+    kind of reading (per-CPU vectors, whose length varies, are worked out each time)."""
+    kinds = tuple(map(type, counters))
+    if tuple in kinds:
+        return grown(counters, counters)
+    found = _UNCHANGED.get(kinds)
+    if found is None:
+        found = _UNCHANGED[kinds] = grown(counters, counters)
+    return found
+
+
+def is_unchanged(counters: Counters) -> bool:
+    """Whether `counters` is one of `unchanged`'s shared values (so nothing in it grew)."""
+    return any(counters is value for value in _UNCHANGED.values())
+
+
+def total_growth(many: Iterable[Counters], start: Counters = ZERO) -> Counters:
+    """`summed(many, start)`, each shared "nothing grew" of `unchanged` added once: adding one
+    again changes nothing (zeros, and None where it has None already)."""
+    total = start
+    # By identity: the shared values live in `_UNCHANGED` for the process's life.
+    shared = {id(value) for value in _UNCHANGED.values()}
+    done: set[int] = set()
+    for counters in many:
+        key = id(counters)
+        if key in shared:
+            if key in done:
+                continue
+            done.add(key)
+        total = added(total, counters)
+    return total

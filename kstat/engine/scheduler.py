@@ -591,6 +591,10 @@ class Collection:
                             stop=self.stop.event,
                             on_sample=on_sample,
                         )
+                        # The window is read: what its stages kept for the next pass (every
+                        # program's facts, verdicts and names, the reader's last walk) goes
+                        # before the report is built, which can reuse the memory.
+                        self._clocked = clocked = None
                     else:
                         assert source is not None
                         with self.stats_switch() as method:

@@ -12,6 +12,7 @@ delta it first appeared in gave it, so a sink adding up intervals always arrives
 from __future__ import annotations
 
 from collections import deque
+from typing import Final
 
 import trio
 from attrs import define, evolve, field
@@ -33,6 +34,10 @@ from kstat.core.report import (
 from kstat.core.sighting import Sighting
 from kstat.core.sketch import QuantileSketch
 from kstat.formats.report_json import SCHEMA_VERSION
+
+# The values of a program of the window's first snapshot that has not done anything yet: the
+# same for every such program (read only: one that does something gets values of its own).
+_IDLE_FROM_START: Final = IntervalValues(0)
 
 
 @define
@@ -56,6 +61,8 @@ class Summary:
     _left_out: LeftOut = NOTHING_LEFT_OUT
     # The intervals so far, and each program's and the total's per-interval values ranked.
     _intervals: int = 0
+    # Only programs that did something have values of their own: one of the window's first
+    # snapshot that never did is known as idle since the first interval (`_IDLE_FROM_START`).
     _distributions: dict[ProgramIdentity, IntervalValues] = field(factory=dict)
     _total_distribution: IntervalValues = field(factory=lambda: IntervalValues(0))
     # The gaps between consecutive reads, and those longer than twice the interval.
@@ -71,6 +78,9 @@ class Summary:
     # reading (kept when they exit: what they used is theirs), and the pids of the last read.
     _processes: dict[tuple[int, int], ProcessSpan] = field(factory=dict)
     _processes_now: frozenset[int] = frozenset()
+    # Programs first met after the window's first snapshot (only those: a host's churn, not
+    # its thousands of programs), whose intervals count from their first values.
+    _met_later: set[ProgramIdentity] = field(factory=set)
 
     async def consume(self, events: trio.abc.ReceiveChannel[Event]) -> None:
         """The sink side: read events until the scheduler closes the channel."""
@@ -100,7 +110,8 @@ class Summary:
             for program in snapshot.programs
         }
         self._intervals = 0
-        self._distributions = {program.identity: IntervalValues(0) for program in snapshot.programs}
+        self._distributions = {}
+        self._met_later = set()
         self._total_distribution = IntervalValues(0)
         self._kstat_programs = {
             program.identity: Sighting(program, program.counters, loaded=program.load_time_ns > start)
@@ -124,6 +135,7 @@ class Summary:
                 sightings[identity] = evolve(
                     change, first_seen=True, loaded=program.load_time_ns > window_start
                 )
+                self._met_later.add(identity)
             else:
                 sightings[identity] = seen.read_again(
                     program, gone_after_boottime_ns=change.gone_after_boottime_ns
@@ -237,7 +249,9 @@ class Summary:
             identity = change.last.identity
             values = distributions.get(identity)
             if values is None:
-                values = distributions[identity] = IntervalValues(before)
+                # Idle so far: since the first interval if the first snapshot had it.
+                from_start = identity in self._sightings and identity not in self._met_later
+                values = distributions[identity] = IntervalValues(0 if from_start else before)
             values.record(line.metrics, end)
             if change.unloaded:
                 values.finish(self._intervals)
@@ -245,6 +259,7 @@ class Summary:
 
     def _leave_out(self, identity: ProgramIdentity) -> None:
         self._distributions.pop(identity, None)
+        self._met_later.discard(identity)
         self._left_out = self._left_out.adding(self._sightings.pop(identity))
 
     def copy(self) -> Summary:
@@ -267,14 +282,19 @@ class Summary:
             self._kstat_programs,
             processes=self._processes,
             processes_now=self._processes_now,
+            met_later=set(self._met_later),
         )
 
     def sightings(self) -> list[WindowSighting]:
         if self.started is None or self.last_snapshot is None:
             return []
-        distributions, intervals = self._distributions, self._intervals
+        distributions, intervals, later = self._distributions, self._intervals, self._met_later
         return [
-            WindowSighting(seen, distributions.get(identity), intervals)
+            WindowSighting(
+                seen,
+                distributions.get(identity, None if identity in later else _IDLE_FROM_START),
+                intervals,
+            )
             for identity, seen in self._sightings.items()
         ]
 

@@ -87,31 +87,39 @@ def _json_number(metric: Metric, value: Number) -> Number:
     return int(value) if metric.integral else float(value)
 
 
-# (name, whole number) of each metric, in the order written: the seed's, then the others.
-_SEED_FIELDS: Final = tuple((metric.name, metric.integral) for metric in _SEED_METRICS)
-_OTHER_FIELDS: Final = tuple((metric.name, metric.integral) for metric in _OTHER_METRICS)
+# (name, its JSON number's type) of each metric, in the order written: the seed's, then the
+# others.
+_SEED_FIELDS: Final = tuple((metric.name, int if metric.integral else float) for metric in _SEED_METRICS)
+_OTHER_FIELDS: Final = tuple((metric.name, int if metric.integral else float) for metric in _OTHER_METRICS)
+# A line's owners as written, by the owners' tuple (programs with the same owners share one):
+# the tuple, kept so that its id is not reused, and its list of objects.
+_OwnersWritten = dict[int, tuple[tuple[ProgramOwner, ...], list[dict[str, Any]]]]
 
 
 def program_to_dict(line: ProgramReport) -> dict[str, Any]:
-    """One program's line, in the report's field order (10,000 of them per report: written
-    out flat rather than through helpers)."""
+    """One program's line, in the report's field order."""
+    return _program_dict(line, {})
+
+
+def _program_dict(line: ProgramReport, owners_written: _OwnersWritten) -> dict[str, Any]:
+    """`program_to_dict`, the owners' objects made once for lines that share them (10,000
+    lines per report: written out flat rather than through helpers)."""
     data: dict[str, Any] = {"name": line.name, "type": line.type, "id": line.id}
     metrics = line.metrics
     get = metrics.get
-    for name, integral in _SEED_FIELDS:
+    for name, number in _SEED_FIELDS:
         # The Go tool's shape requires every seed field; a counter this kernel lacks says 0
         # there, and the report's `unavailable_counters` says why.
-        value = get(name, 0)
-        data[name] = int(value) if integral else float(value)
+        data[name] = number(get(name, 0))
     # Fields a report read back did not carry stay out, rather than turning into nulls.
     if line.tag is not None:
         data["tag"] = line.tag
     if line.load_time_ns is not None:
         data["load_time_ns"] = line.load_time_ns
-    for name, integral in _OTHER_FIELDS:
+    for name, number in _OTHER_FIELDS:
         found = get(name)
         if found is not None:
-            data[name] = int(found) if integral else float(found)
+            data[name] = number(found)
     for key, known in (
         ("kernel_name", line.kernel_name),
         ("loaded_during_window", line.loaded_during_window),
@@ -121,7 +129,11 @@ def program_to_dict(line: ProgramReport) -> dict[str, Any]:
     ):
         if known is not None:
             data[key] = known
-    data["owners"] = [owner_to_dict(owner) for owner in line.owners]
+    owners = line.owners
+    written = owners_written.get(id(owners))
+    if written is None or written[0] is not owners:
+        written = owners_written[id(owners)] = (owners, [owner_to_dict(owner) for owner in owners])
+    data["owners"] = written[1]
     data["attachments"] = list(line.attachments)
     if line.map_ids is not None:
         data["map_ids"] = list(line.map_ids)
@@ -605,8 +617,9 @@ def report_json_chunks(report: Report) -> Iterator[bytes]:
         return
     yield head + b'"program_stats": {'
     separator = b"\n    "
+    owners_written: _OwnersWritten = {}
     for key, line in report.program_stats.items():
-        encoded = orjson.dumps(program_to_dict(line), option=orjson.OPT_INDENT_2)
+        encoded = orjson.dumps(_program_dict(line, owners_written), option=orjson.OPT_INDENT_2)
         # Nested two levels down: every line of it indented by four more spaces (a JSON
         # string holds no raw newline, so only the encoder's own line breaks are touched).
         yield separator + orjson.dumps(key) + b": " + encoded.replace(b"\n", b"\n    ")

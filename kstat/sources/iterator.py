@@ -35,6 +35,7 @@ The iterator program is itself a loaded program: its own record is left out.
 from __future__ import annotations
 
 import struct
+import sys
 from pathlib import Path
 from typing import Final
 
@@ -256,13 +257,14 @@ class IteratorReader:
             return evolve(before, counters=counters)
         # Met for the first time (or an id the kernel reused): what its record says. Its full
         # name and footprint are the details stage's, later (a program gone by then keeps this).
+        # Tags and names interned: a host's copies of one program share one string of each.
         return ProgramStats(
             id=program_id,
             type=program_type_name(type_id),
-            tag=tag.hex(),
+            tag=sys.intern(tag.hex()),
             load_time_ns=load_time_ns,
             counters=counters,
-            kernel_name=from_host(name.rstrip(b"\0")),
+            kernel_name=sys.intern(from_host(name.rstrip(b"\0"))),
         )
 
     @property
@@ -270,6 +272,7 @@ class IteratorReader:
         return frozenset({self.own_id})
 
     def close(self) -> None:
+        self._previous = None  # the last walk, its ids and values: nothing is compared now
         self._iterator.close()
 
 

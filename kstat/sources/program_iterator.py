@@ -581,6 +581,7 @@ class LinkedIterator:
             os.close(fd)
 
     def close(self) -> None:
+        self._buffers = []  # a walk's worth of pages, no longer needed
         for fd in (self._link, self._program):
             try:  # noqa: SIM105 - no contextlib on the launch's path
                 os.close(fd)

@@ -12,6 +12,7 @@ import ctypes
 import errno
 import operator
 import os
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Final
 
@@ -276,10 +277,11 @@ class ProgramReader:
             ProgramStats(
                 id=info.id,
                 type=program_type_name(info.type),
-                tag=bytes(info.tag).hex(),
+                # Interned: a host's copies of one program share one string of each.
+                tag=sys.intern(bytes(info.tag).hex()),
                 load_time_ns=info.load_time,
                 counters=Counters._make(read),
-                kernel_name=from_host(info.name),
+                kernel_name=sys.intern(from_host(info.name)),
             ),
             None,
         )
