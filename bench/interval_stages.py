@@ -1,0 +1,173 @@
+"""Where a steady interval goes, stage by stage, with busy programs: the same stages the command
+runs (the counter read, the details stage's snapshot and delta, the summary, StatsD's lines and
+datagrams, NDJSON's line), each timed on its own, on real programs with real traffic.
+
+The programs are the caller's (loaded, some of them busy); the kernel's stats must be on, or
+no program runs a counted run. Each interval is taken `spacing_s` after the one before, so that
+every busy program moves in each.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Final, TypeVar
+
+from attrs import evolve, frozen
+
+from bench.measure import Timing
+from kstat._datagrams import batch_datagrams
+from kstat.core.events import IntervalEnded, WindowStarted
+from kstat.core.model import ProgramChanges, Reading
+from kstat.engine.sampler import CounterTaker, Describer, SnapshotBuilder
+from kstat.engine.summary import Summary
+from kstat.formats.ndjson import interval_to_dict, json_line, start_to_dicts
+from kstat.formats.statsd import IntervalLines
+from kstat.sources.iterator import IteratorReader
+from kstat.sources.own_programs import OwnPrograms
+from kstat.sinks.statsd import parse_statsd_url
+
+STAGES: Final = ("read", "describe", "snapshot and delta", "summary", "statsd", "ndjson")
+_STATSD_URL: Final = "statsd://127.0.0.1:8125"
+_T = TypeVar("_T")
+
+
+@frozen
+class IntervalStages:
+    programs_seen: int
+    # Programs that ran in each measured interval (the delta's lines), median.
+    active_programs: int
+    statsd_lines: int
+    ndjson_bytes: int
+    # Per stage, one sample per interval.
+    stages: dict[str, Timing]
+    total: Timing
+
+
+def measure_interval_stages(
+    intervals: int,
+    online_cpus: int,
+    spacing_s: float = 0.5,
+    profile_to: Path | None = None,
+    replayed_busy: int = 0,
+) -> IntervalStages:
+    """`intervals` steady intervals after two warm-up ones; with `profile_to`, a cProfile of
+    the measured intervals' stages (all of them on this thread) is written there.
+
+    With `replayed_busy`, the stages after the read are fed readings made from the first one
+    instead of the kernel's (the read is still timed): that many programs ran in each, and no
+    program came or went, whatever other tenants of the host load meanwhile."""
+    reader = IteratorReader()
+    counters = CounterTaker(reader)
+    describer = Describer()
+    builder = SnapshotBuilder(online_cpus=online_cpus, own_programs=OwnPrograms())
+    settings = parse_statsd_url(_STATSD_URL)
+    try:
+        reading = counters.read()
+        describer.describe(reading)
+        first = builder.build(reading).snapshot
+        replay = _Replay(reading, replayed_busy) if replayed_busy else None
+        started = WindowStarted(first, round(spacing_s * 1e9), None, online_cpus, "", "bench", None)
+        summary = Summary()
+        summary.observe(started)
+        statsd = IntervalLines(settings)
+        statsd.start(started)
+        start_to_dicts(started)
+        previous = first
+        samples: dict[str, list[float]] = {stage: [] for stage in STAGES}
+        totals: list[float] = []
+        active: list[int] = []
+        lines: list[int] = []
+        sizes: list[int] = []
+        profiler = cProfile.Profile() if profile_to is not None else None
+        for index in range(intervals + 2):
+            time.sleep(spacing_s)
+            measured = index >= 2
+            if measured and profiler is not None:
+                profiler.enable()
+            timer = _Timer()
+            reading = timer.run("read", counters.read)
+            if replay is not None:
+                reading = replay.next()
+            timer.run("describe", lambda: describer.describe(reading))
+            sample = timer.run("snapshot and delta", lambda: builder.build(reading))
+            assert sample.delta is not None
+            event = IntervalEnded(previous, sample.snapshot, sample.delta)
+            timer.run("summary", lambda: summary.observe(event))
+            sent = timer.run(
+                "statsd",
+                lambda: list(
+                    batch_datagrams(statsd.lines_for(event.delta) + statsd.owner_lines(event), settings.mtu)
+                ),
+            )
+            line = timer.run("ndjson", lambda: json_line(interval_to_dict(event)))
+            if profiler is not None:
+                profiler.disable()
+            previous = sample.snapshot
+            if not measured:
+                continue
+            for stage in STAGES:
+                samples[stage].append(timer.taken[stage])
+            totals.append(sum(timer.taken.values()))
+            active.append(len(event.delta.lines))
+            lines.append(sum(datagram.count(b"\n") + 1 for datagram in sent))
+            sizes.append(len(line))
+        if profiler is not None and profile_to is not None:
+            profiler.dump_stats(profile_to)
+    finally:
+        counters.close()
+    return IntervalStages(
+        programs_seen=len(previous.programs),
+        active_programs=sorted(active)[len(active) // 2],
+        statsd_lines=sorted(lines)[len(lines) // 2],
+        ndjson_bytes=sorted(sizes)[len(sizes) // 2],
+        stages={stage: Timing.of(found) for stage, found in samples.items()},
+        total=Timing.of(totals),
+    )
+
+
+class _Replay:
+    """Readings in which the first `busy` programs each ran once more than in the one before."""
+
+    def __init__(self, first: Reading, busy: int) -> None:
+        self.programs = list(first.programs)
+        self.clocks = first.clocks
+        self.busy = busy
+        self.passes = 0
+
+    def next(self) -> Reading:
+        self.passes += 1
+        moved = []
+        for index, before in enumerate(self.programs[: self.busy]):
+            counters = before.counters
+            after = evolve(
+                before,
+                counters=counters._replace(
+                    run_count=counters.run_count + 1, run_time_ns=counters.run_time_ns + 250
+                ),
+            )
+            self.programs[index] = after
+            moved.append((before, after))
+        step = self.passes * 1_000_000_000
+        clocks = evolve(
+            self.clocks,
+            monotonic_start_ns=self.clocks.monotonic_start_ns + step,
+            monotonic_end_ns=self.clocks.monotonic_end_ns + step,
+            boottime_start_ns=self.clocks.boottime_start_ns + step,
+            wall_start_ns=self.clocks.wall_start_ns + step,
+            wall_end_ns=self.clocks.wall_end_ns + step,
+        )
+        return Reading(list(self.programs), ProgramChanges(moved=moved), clocks)
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.taken: dict[str, float] = {}
+
+    def run(self, stage: str, call: Callable[[], _T]) -> _T:
+        before = time.perf_counter_ns()
+        result = call()
+        self.taken[stage] = float(time.perf_counter_ns() - before)
+        return result
