@@ -45,7 +45,8 @@ METHOD: Final = {
     "then N back-to-back passes timed with perf_counter_ns (median); read_all the same on a fresh "
     "ProgramReader",
     "c_floor": "bench/snapshot_floor.c, cc -O2: N+1 passes in one process, each timed inside it "
-    "(CLOCK_MONOTONIC), the first dropped; median",
+    "(CLOCK_MONOTONIC), the first dropped; median. Its CPU time too (CLOCK_THREAD_CPUTIME_ID): "
+    "what a steady interval's CPU is set against",
     "bpftool": "per pass: wall time of `bpftool --json batch file` with 1+P `prog show` lines less "
     "that with 1 line, over P (start-up cancels out); median over trials. Output to /dev/null. "
     "process: the wall time of one whole `bpftool --json prog show`, start-up included",
@@ -268,7 +269,9 @@ def judge(
         same_size = [size for size in sizes if size.programs_loaded == cost.programs]
         if not same_size:
             continue
-        floor_ms = same_size[0].floor.per_pass.median_ns / 1e6
+        # CPU against CPU: a loaded host stretches the floor's wall time, not its CPU time.
+        found = same_size[0].floor
+        floor_ms = (found.cpu_per_pass or found.per_pass).median_ns / 1e6
         interval_ms = IntervalCost.milliseconds(cost.this)
         targets.append(
             Target(

@@ -109,6 +109,8 @@ class FloorSnapshot:
     programs_seen: int
     # Each pass timed inside the C process (CLOCK_MONOTONIC around the pass), first pass dropped.
     per_pass: Timing
+    # The CPU time of each (CLOCK_THREAD_CPUTIME_ID): what a pass costs, whatever else runs.
+    cpu_per_pass: Timing | None = None
 
 
 class SnapshotFloor:
@@ -128,7 +130,9 @@ class SnapshotFloor:
         )
         result = json.loads(completed.stdout)
         return FloorSnapshot(
-            programs_seen=int(result["programs"]), per_pass=Timing.of(result["ns_per_pass"][1:])
+            programs_seen=int(result["programs"]),
+            per_pass=Timing.of(result["ns_per_pass"][1:]),
+            cpu_per_pass=Timing.of(result["cpu_ns_per_pass"][1:]),
         )
 
 

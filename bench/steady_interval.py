@@ -3,7 +3,9 @@
 The whole command (`kstat` with NDJSON and StatsD at 1 s) over 10,000 programs the bench loads,
 200 of them busy with steady traffic, its CPU between two points of one long window (as
 `bench.steady` measures it), against the C floor's single snapshot taken on the same programs
-(the kernel's stats on) right before and after each window. Programs loaded by others are
+(the kernel's stats on) right before and after each window: the CPU time of a pass, as the
+command's figure is CPU time (on a loaded host a pass's wall time counts the waits for a CPU
+too; it is said beside). Programs loaded by others are
 counted before, during (the report's count) and after each window and said with every figure:
 a window that did not see exactly the programs it claims says so, and its floor is the one
 measured on the same set.
@@ -47,7 +49,9 @@ _SPARE_FDS: Final = 1024
 @frozen
 class FloorReading:
     programs_seen: int
+    # A pass's CPU time (what the command's CPU per interval is set against) and wall time.
     median_ns: float
+    wall_median_ns: float
 
 
 @frozen
@@ -71,6 +75,10 @@ class Window:
         return (self.floor_before.median_ns + self.floor_after.median_ns) / 2 / 1e6
 
     @property
+    def floor_wall_ms(self) -> float:
+        return (self.floor_before.wall_median_ns + self.floor_after.wall_median_ns) / 2 / 1e6
+
+    @property
     def clean(self) -> bool:
         """Only the bench's programs, before, during and after."""
         return self.foreign_before == 0 and self.foreign_after == 0
@@ -83,11 +91,12 @@ def _say(text: str = "") -> None:
 def _floor(floor: SnapshotFloor) -> FloorReading:
     with runtime_stats_enabled():
         found = floor.measure(FLOOR_PASSES)
-    return FloorReading(found.programs_seen, found.per_pass.median_ns)
+    assert found.cpu_per_pass is not None
+    return FloorReading(found.programs_seen, found.cpu_per_pass.median_ns, found.per_pass.median_ns)
 
 
 def _window(
-    tree: str, checkout: Path | None, scratch: Path, floor: SnapshotFloor, ours: int, duration_s: float
+    tree: str, checkout: Path | None, scratch: Path, floor: SnapshotFloor, *, ours: int, duration_s: float
 ) -> Window:
     foreign_before = _loaded() - ours
     before = _floor(floor)
@@ -104,8 +113,9 @@ def _loaded() -> int:
 def _describe(window: Window, ours: int) -> str:
     line = (
         f"  {window.tree:8s} {window.interval_ms:6.2f} ms an interval "
-        f"(over {window.steady.steady_seconds_measured:.1f} s); floor {window.floor_ms:6.2f} ms "
-        f"({window.interval_ms / window.floor_ms:.2f}x); report: {window.programs_reported} programs"
+        f"(over {window.steady.steady_seconds_measured:.1f} s); floor {window.floor_ms:6.2f} ms of CPU "
+        f"({window.interval_ms / window.floor_ms:.2f}x; {window.floor_wall_ms:.2f} ms wall); "
+        f"report: {window.programs_reported} programs"
     )
     if window.clean and window.programs_reported == ours:
         return line
@@ -144,7 +154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     busy_count = args.busy if args.busy is not None else args.programs // BUSY_SHARE
     raise_open_file_limit(args.programs + _SPARE_FDS)
     machine = describe_machine("/usr/sbin/bpftool", "cc")
-    _say(f"steady interval: {args.programs} programs, {busy_count} busy; load {machine.load_average_at_start}")
+    load = machine.load_average_at_start
+    _say(f"steady interval: {args.programs} programs, {busy_count} busy; load {load}")
     foreign = _loaded()
     _say(f"  programs already loaded by others: {foreign}")
     results: dict[str, Any] = {"machine": asdict(machine), "programs": args.programs, "busy": busy_count}
@@ -182,7 +193,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             windows: list[Window] = []
             for _ in range(args.windows):
                 for tree, checkout in trees:
-                    window = _window(tree, checkout, scratch, floor, args.programs, args.duration)
+                    window = _window(
+                        tree, checkout, scratch, floor, ours=args.programs, duration_s=args.duration
+                    )
                     windows.append(window)
                     _say(_describe(window, args.programs))
         finally:
@@ -190,16 +203,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             for target in busy:
                 target.close()
     results["windows"] = [
-        {**asdict(window), "interval_ms": window.interval_ms, "floor_ms": window.floor_ms} for window in windows
+        {**asdict(window), "interval_ms": window.interval_ms, "floor_ms": window.floor_ms}
+        for window in windows
     ]
     for tree, _ in trees:
         mine = [window for window in windows if window.tree == tree]
         if not mine:
             continue
         clean = [window for window in mine if window.clean and window.programs_reported == args.programs]
-        _say(f"  {tree}: {len(clean)} of {len(mine)} windows saw exactly the bench's {args.programs} programs")
+        _say(f"  {tree}: {len(clean)} of {len(mine)} windows saw exactly the bench's {args.programs}")
         _say("    " + _summary("ms an interval", [window.interval_ms for window in mine]))
-        _say("    " + _summary("floor ms", [window.floor_ms for window in mine]))
+        _say("    " + _summary("floor ms of CPU", [window.floor_ms for window in mine]))
+        _say("    " + _summary("floor ms wall", [window.floor_wall_ms for window in mine]))
         _say("    " + _summary("ratio", [window.interval_ms / window.floor_ms for window in mine]))
     if args.baseline is not None and windows:
         before = [window.interval_ms for window in windows if window.tree == "baseline"]
@@ -211,7 +226,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"p = {verdict.p_value if verdict.p_value is not None else 'untestable'}: "
             f"{'significant' if verdict.significant else 'not significant'} at {verdict.alpha}"
         )
-        results["verdict"] = {"change": change, "p_value": verdict.p_value, "significant": verdict.significant}
+        results["verdict"] = {
+            "change": change,
+            "p_value": verdict.p_value,
+            "significant": verdict.significant,
+        }
     if args.json is not None:
         args.json.write_text(json.dumps(results, indent=1, default=str))
     return 0

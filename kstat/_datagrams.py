@@ -27,7 +27,29 @@ PROTOCOLS: Final = ("udp", "tcp")
 
 
 def batch_datagrams(lines: Sequence[str], mtu: int) -> Iterator[bytes]:
-    """Newline-joined lines in datagrams of at most `mtu` bytes (a longer line goes alone)."""
+    """Newline-joined lines in datagrams of at most `mtu` bytes (a longer line goes alone).
+
+    The lines are joined and encoded once, and each datagram is a slice of that, ending at the
+    last newline that fits: found at C speed rather than line by line."""
+    if not lines:
+        return
+    blob = "\n".join(lines).encode()
+    if blob.count(b"\n") != len(lines) - 1:
+        yield from _batched_one_by_one(lines, mtu)  # a line with a newline of its own
+        return
+    start, size = 0, len(blob)
+    while size - start > mtu:
+        end = blob.rfind(b"\n", start, start + mtu + 1)
+        if end < 0:  # the next line alone is longer than a datagram: it goes alone
+            end = blob.find(b"\n", start)
+            if end < 0:
+                break
+        yield blob[start:end]
+        start = end + 1
+    yield blob[start:]
+
+
+def _batched_one_by_one(lines: Sequence[str], mtu: int) -> Iterator[bytes]:
     batch: list[bytes] = []
     size = 0
     for line in lines:

@@ -184,13 +184,19 @@ def for_statsd_tag(text: str) -> str:
     return _UNSAFE_IN_STATSD_TAG.sub("_", text)
 
 
+def for_statsd_name(key: str) -> str:
+    """A report key as one StatsD name component, alone: anything but letters, digits, `_` and
+    `-` as `_` (empty for an empty key). Among others' names, `for_statsd_names` keeps it distinct."""
+    return _UNSAFE_IN_STATSD_NAME.sub("_", key)
+
+
 def for_statsd_names(keys: Sequence[str], ids: Sequence[int]) -> list[str]:
     """One StatsD name component per program (its report key, with the id of the same program
     beside it), each a distinct one: anything but letters, digits, `_` and `-` becomes `_`,
     and where that makes two programs' names one (`kpr.col` and `kpr_col`), the one whose key
     changed gets `_<id>` as well (as two programs of one name get `#<id>` in their keys), so
     that the server never adds two programs up."""
-    safe = [_UNSAFE_IN_STATSD_NAME.sub("_", key) or "unnamed" for key in keys]
+    safe = [for_statsd_name(key) or "unnamed" for key in keys]
     claimed = Counter(safe)
     if len(claimed) == len(safe):
         return safe  # the usual case: no collision

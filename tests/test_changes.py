@@ -11,8 +11,8 @@ import pytest
 
 from kstat.abi.bpf import enable_run_time_stats, program_fd
 from kstat.core.changes import changes
-from kstat.core.model import ProgramChanges, ProgramIdentity, ProgramStats
-from kstat.engine.sampler import PassReader
+from kstat.core.model import PassClocks, ProgramChanges, ProgramIdentity, ProgramStats, Reading
+from kstat.engine.sampler import CounterTaker, PassReader
 from kstat.sources.iterator import IteratorReader
 from kstat.sources.syscalls import ProgramReader
 from kstat.testing.loader import LoopbackTarget, SocketFilter
@@ -108,3 +108,50 @@ def test_both_readers_and_the_specification_give_one_answer() -> None:
             target.program.close()
         for reader in opened.values():
             reader.close()
+
+
+class _ScriptedReader:
+    """Passes given in advance; changes by the specification (as a reader's bookkeeping is held
+    to it above); kstat's own program left out, as the iterator leaves its own."""
+
+    def __init__(self, passes: list[list[ProgramStats]], own_id: int) -> None:
+        self.passes, self.own_id, self.previous = list(passes), own_id, list[ProgramStats]()
+
+    def read(self) -> Reading:
+        listed = [found for found in self.passes.pop(0) if found.id != self.own_id]
+        found, self.previous = changes(self.previous, listed), listed
+        return Reading(listed, found, PassClocks(0, 1, 0, 0, 1))
+
+    def close(self) -> None:
+        pass
+
+    @property
+    def own_program_ids(self) -> frozenset[int]:
+        return frozenset({self.own_id})
+
+
+@pytest.mark.parametrize("in_id_order", [True, False])
+def test_programs_ignored_are_in_no_reading_as_they_come_go_and_their_ids_return(in_id_order: bool) -> None:
+    """kstat's other programs (ignored ids 7 and 9) are left out of every reading, found from
+    the changes where the reading lists the programs in id order, and by a walk otherwise."""
+    others = [program(pid, 0, 0) for pid in (1, 2, 3, 12)]
+    seven, nine = program(7, 0, 0), program(9, 0, 0)
+    seven_again = program(7, 0, 0, load_time_ns=5_000)  # a new program given id 7 again
+    passes = [
+        [*others, seven],
+        [*others, seven, nine],
+        [*others, nine],
+        [*others, seven_again, nine, program(8, 0, 0)],
+        [*others, seven_again, program(8, 5, 1)],
+    ]
+    if not in_id_order:
+        passes = [list(reversed(found)) for found in passes]
+    else:
+        passes = [sorted(found, key=lambda found: found.id) for found in passes]
+    taker = CounterTaker(_ScriptedReader(passes, own_id=8), ignored_ids=frozenset({7, 9}))
+    for expected in passes:
+        reading = taker.read()
+        wanted = [found for found in expected if found.id not in {7, 8, 9}]
+        assert [found.identity for found in reading.programs] == [found.identity for found in wanted]
+        listed = [*reading.changes.new, *reading.changes.vanished, *(b for _, b in reading.changes.moved)]
+        assert not {found.id for found in listed} & {7, 8, 9}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import resource
 import socket
@@ -17,6 +18,7 @@ from kstat.errors import UsageError
 from kstat.formats.statsd import IntervalLines, metric_lines
 from kstat.sinks.statsd import StatsdSettings, parse_statsd_url
 from kstat.testing.loader import SocketFilter
+from kstat.text import for_statsd_names
 from tests.builders import events_of, program, report_of, snapshot
 from tests.kstat_process import KstatProcess, run_kstat
 from tests.statsd_daemon import StatsdDaemon, free_port, running_statsd
@@ -286,3 +288,48 @@ def test_idle_programs_are_announced_in_turns_then_sent_again_only_rarely() -> N
         announced = {pid for pid in ids if pid % 60 == index} if index < 60 else set()
         refreshed = {pid for pid in ids if pid % 3_600 == index}
         assert mentioned[index] == sorted(announced | refreshed), index
+
+
+def test_names_kept_up_to_date_as_programs_come_and_go_are_those_worked_out_whole() -> None:
+    """The names are kept from the changes alone while no two safe names are one; once some are,
+    and again after, every program's name is what `for_statsd_names` gives over them all."""
+    names = ["a.b", "a_b", "x", "dup", "dup", "y-z", "y_z", "q"]
+    present_over_time = [
+        {1, 3, 4},
+        {1, 3, 4, 5},  # a second "dup": keys change
+        {1, 2, 3, 4, 5},  # "a_b" beside "a.b": one safe name for two
+        {1, 3, 5, 6},  # "a_b" gone again
+        {1, 3, 5, 6, 7, 8},  # "y_z" beside "y-z"
+        {3, 8},
+        {3, 8, 2},
+    ]
+    snapshots = [
+        snapshot(
+            index,
+            float(index),
+            *(program(pid, index * 10, index, name=names[pid - 1]) for pid in sorted(present)),
+        )
+        for index, present in enumerate(present_over_time)
+    ]
+    lines = IntervalLines(StatsdSettings("127.0.0.1", prefix="kt"))
+    for event in events_of(*snapshots):
+        if isinstance(event, WindowStarted):
+            lines.start(event)
+        elif isinstance(event, IntervalEnded):
+            lines.lines_for(event.delta)
+            named = list(lines.programs.values())
+            whole = for_statsd_names([name.key for name in named], [name.id for name in named])
+            assert lines._names() == dict(zip(lines.programs, whole, strict=True))
+
+
+@pytest.mark.parametrize("mtu", [1, 5, 12, 40, 1432])
+def test_datagrams_hold_whole_lines_up_to_the_mtu(mtu: int) -> None:
+    lines = ["kt.a:1|c", "", "kt.é:2|g", "x" * 30, "kt.b:3|c", "kt.c:4|c"]
+    datagrams = list(batch_datagrams(lines, mtu))
+    assert b"\n".join(datagrams) == "\n".join(lines).encode()
+    # Each datagram fits, or is one line alone; and the next line would not have fitted.
+    assert all(len(datagram) <= mtu or b"\n" not in datagram for datagram in datagrams)
+    for datagram, following in itertools.pairwise(datagrams):
+        assert len(datagram) + 1 + len(following.split(b"\n")[0]) > mtu
+    # A line with a newline of its own is still one line.
+    assert list(batch_datagrams(["a\nb", "c"], 3)) == [b"a\nb", b"c"]

@@ -466,7 +466,9 @@ def _span_values(span: Span) -> dict[str, Number]:
     (an idle program's), only its footprint's (the catalogue's properties) are worked out; the
     rest are the same for every such span of the report, worked out once."""
     if not (is_unchanged(span.counters) or is_zero(span.counters)):
-        return values(span)
+        # Without a footprint (an interval's line after the first), no property has a value,
+        # and a distribution never has one over a single span: only the rest are worked out.
+        return values(span, None if span.footprint is not None else _OF_COUNTERS)
     try:
         key = (span.counters, span.elapsed_ns, span.online_cpus)
         figures = _IDLE_FIGURES.get(key)
@@ -493,6 +495,7 @@ def _span_values(span: Span) -> dict[str, Number]:
 
 _PROPERTIES: Final = tuple(entry for entry in METRICS if entry.kind is Kind.PROPERTY)
 _NOT_PROPERTIES: Final = tuple(entry for entry in METRICS if entry.kind is not Kind.PROPERTY)
+_OF_COUNTERS: Final = tuple(entry for entry in METRICS if entry.kind in (Kind.COUNTER, Kind.GAUGE))
 
 
 @frozen

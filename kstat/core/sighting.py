@@ -9,6 +9,7 @@ exposition one per program it shows, `kstat top` one per row. Each computes its 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import cached_property
 
 from attrs import evolve, frozen
 
@@ -49,9 +50,10 @@ class Sighting:
     def unloaded(self) -> bool:
         return self.gone_after_boottime_ns is not None
 
-    @property
+    @cached_property
     def grown(self) -> Counters:
-        """How much each counter grew over the span."""
+        """How much each counter grew over the span (worked out once: an interval's line, its
+        totals and its activity all ask)."""
         last = self.last.counters
         if last is self.baseline:
             # Never read again since its baseline (an idle program's usual case): the same

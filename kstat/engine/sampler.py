@@ -3,10 +3,12 @@ built off the event loop."""
 
 from __future__ import annotations
 
+import bisect
 import threading
 from collections import Counter
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Callable, Collection, Sequence
+from operator import attrgetter
+from typing import Final, Protocol
 
 from attrs import define, evolve, field, frozen
 
@@ -88,10 +90,11 @@ def _no_per_cpu(asked: bool, why: str) -> None:
         )
 
 
-def _without(reading: Reading, ignored: frozenset[int]) -> Reading:
+def _without(reading: Reading, ignored: frozenset[int], present: Collection[int]) -> Reading:
+    """The reading without the ignored programs; `present`: the ignored ids it lists."""
     changes = reading.changes
     return Reading(
-        [program for program in reading.programs if program.id not in ignored],
+        _dropped(reading.programs, present, lambda program: program.id in ignored),
         ProgramChanges(
             new=[program for program in changes.new if program.id not in ignored],
             moved=[(before, after) for before, after in changes.moved if after.id not in ignored],
@@ -99,6 +102,30 @@ def _without(reading: Reading, ignored: frozenset[int]) -> Reading:
         ),
         reading.clocks,
     )
+
+
+_ID: Final = attrgetter("id")
+
+
+def _dropped(
+    programs: Sequence[ProgramStats], ids: Collection[int], unwanted: Callable[[ProgramStats], bool]
+) -> list[ProgramStats]:
+    """`programs` without the unwanted ones, `ids` being the ids of every unwanted program there
+    (a few: kstat's own). A reader lists its programs in id order (the kernel's), so each is
+    found by bisection, and idle programs cost no step of Python each; in a list out of order,
+    the one that is not found where bisection looks sends the whole list through `unwanted`."""
+    if not ids:
+        return list(programs)
+    found = set()
+    for program_id in ids:
+        index = bisect.bisect_left(programs, program_id, key=_ID)
+        if index == len(programs) or programs[index].id != program_id or not unwanted(programs[index]):
+            return [program for program in programs if not unwanted(program)]
+        found.add(index)
+    kept = list(programs)
+    for index in sorted(found, reverse=True):
+        del kept[index]
+    return kept
 
 
 class SnapshotSource(Protocol):
@@ -122,6 +149,9 @@ class CounterTaker:
     # while the syscalls read on), and the lock that hands it over.
     _successor: PassReader | None = None
     _handover: threading.Lock = field(factory=threading.Lock)
+    # The ignored programs' ids the last reading listed, and which ids were ignored then.
+    _present: set[int] = field(factory=set)
+    _present_of: frozenset[int] | None = None
 
     def read(self) -> Reading:
         fresh = False
@@ -133,8 +163,23 @@ class CounterTaker:
         reading = self._reader.read()
         ignored = self.ignored_ids | self._reader.own_program_ids
         if ignored:
-            reading = _without(reading, ignored)
+            reading = _without(reading, ignored, self._ignored_present(reading, ignored, fresh))
         return evolve(reading, fresh_reader=True) if fresh else reading
+
+    def _ignored_present(self, reading: Reading, ignored: frozenset[int], fresh: bool) -> set[int]:
+        """The ignored ids the reading lists: worked out from its changes, but from the whole
+        reading on a reader's first read or when the ignored ids are not those of the last."""
+        present = self._present
+        if fresh or ignored != self._present_of:
+            present.clear()
+            present.update(program.id for program in reading.programs if program.id in ignored)
+            self._present_of = ignored
+            return present
+        changes = reading.changes
+        # Gone first: a freed id the kernel gave again in the same pass is there again.
+        present.difference_update(program.id for program in changes.vanished)
+        present.update(program.id for program in changes.new if program.id in ignored)
+        return present
 
     def hand_over(self, successor: PassReader) -> None:
         """`successor` reads from the next read on (its programs are left out from now on)."""
@@ -236,6 +281,9 @@ class SnapshotBuilder:
     # programs came or went.
     read_processes: bool = True
     _owner_pids: tuple[int, ...] = ()
+    # How many of the snapshot's programs each owner pid holds (a program held twice by one
+    # process counts twice).
+    _programs_held: Counter[int] = field(factory=Counter)
 
     def __attrs_post_init__(self) -> None:
         root = self.program_filter.process_tree
@@ -291,10 +339,18 @@ class SnapshotBuilder:
     ) -> tuple[ProcessUsage, ...]:
         if not self.read_processes:
             return ()
-        if self._previous is None or changes.new or changes.vanished:
-            self._owner_pids = tuple(
-                sorted({owner.pid for program in programs for owner in program.details.owners})
-            )
+        held = self._programs_held
+        if self._previous is None:
+            held.clear()
+            held.update(owner.pid for program in programs for owner in program.details.owners)
+            self._owner_pids = tuple(sorted(held))
+        elif changes.new or changes.vanished:
+            # Kept up to date from what came and went: programs that did not cost nothing.
+            held.subtract(owner.pid for program in changes.vanished for owner in program.details.owners)
+            held.update(owner.pid for program in changes.new for owner in program.details.owners)
+            for pid in [pid for pid, count in held.items() if count <= 0]:
+                del held[pid]
+            self._owner_pids = tuple(sorted(held))
         return processes_usage(self._owner_pids) if self._owner_pids else ()
 
     def _selected(
@@ -351,7 +407,12 @@ class SnapshotBuilder:
             moved=[(before, after) for before, after in changes.moved if kept(after)],
             vanished=[program for program in changes.vanished if program.identity not in gone],
         )
-        return [program for program in programs if kept(program)], kept_changes, tuple(apart.values())
+        # Every program set apart is in the reading (met new, not gone since).
+        return (
+            _dropped(programs, ids, lambda program: not kept(program)),
+            kept_changes,
+            tuple(apart.values()),
+        )
 
 
 @define

@@ -10,7 +10,7 @@ name); with DogStatsD tags it is `PREFIX.program.METRIC|#program:NAME,id:ID,type
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Final, Protocol
 
@@ -23,8 +23,8 @@ from kstat.core.delta import IntervalDelta
 from kstat.core.events import IntervalEnded, WindowStarted
 from kstat.core.model import ProgramIdentity, ProgramOwner
 from kstat.core.owner_cost import OWNER_METRICS, OwnerKind, OwnerSpan, interval_spans, process_grown
-from kstat.core.report import Report, report_keys
-from kstat.text import for_statsd_names, for_statsd_tag
+from kstat.core.report import ProgramReport, Report, report_keys
+from kstat.text import for_statsd_name, for_statsd_names, for_statsd_tag
 
 # An idle program's zeros go out once within its first this many intervals (a share of the
 # programs in each, by id): no interval carries them all.
@@ -86,14 +86,7 @@ def program_lines(
     """One program's lines for one interval: every exported metric (the catalogue's).
     `metric_name` is its name among the others' (`kstat.for_statsd_names`), used without tags.
     A counter this kernel lacks (absent from `values`) is left out, never sent as 0."""
-    if settings.dogstatsd_tags:
-        stem = f"{settings.prefix}.program"
-        name = for_statsd_tag(program.name) or "unnamed"
-        places = "".join(f",{tag}:{for_statsd_tag(value)}" for tag, value in program.places)
-        suffix = f"|#program:{name},id:{program.id},type:{for_statsd_tag(program.type)}{places}"
-    else:
-        stem = f"{settings.prefix}.{metric_name}"
-        suffix = ""
+    stem, suffix = _stem_and_suffix(program, settings, metric_name)
     # A footprint (code size, memory) is sent when the line carries it: once per program.
     return [
         _line(f"{stem}.{metric.name}", metric, values.get(metric.name, 0), suffix)
@@ -102,12 +95,53 @@ def program_lines(
     ]
 
 
+def _stem_and_suffix(program: ProgramName, settings: Naming, metric_name: str) -> tuple[str, str]:
+    """What comes before a line's `.METRIC` (the prefix and the program's name) and after its
+    type (the DogStatsD tags)."""
+    if settings.dogstatsd_tags:
+        name = for_statsd_tag(program.name) or "unnamed"
+        places = "".join(f",{tag}:{for_statsd_tag(value)}" for tag, value in program.places)
+        return (
+            f"{settings.prefix}.program",
+            f"|#program:{name},id:{program.id},type:{for_statsd_tag(program.type)}{places}",
+        )
+    return f"{settings.prefix}.{metric_name}", ""
+
+
+# How each exported metric's line reads around its value: (name, head, a counter, a gauge).
+_TAILS: Final = tuple(
+    (metric.name, f".{metric.name}:", metric.kind is Kind.COUNTER, metric.kind is Kind.GAUGE)
+    for metric in _EXPORTED
+)
+
+
+def _tails(values: Mapping[str, Number]) -> list[str]:
+    """What `program_lines` puts after the stem of each line, before the suffix: a gauge always
+    (0 when unknown), a counter or a footprint figure only when `values` has it."""
+    found = []
+    for name, head, counter, gauge in _TAILS:
+        value = values.get(name)
+        if value is None:
+            if not gauge:
+                continue
+            value = 0
+        if counter:
+            found.append(f"{head}{int(value)}|c")
+        else:
+            found.append(f"{head}{_number(float(value))}|g")
+    return found
+
+
 def total_lines(totals: Mapping[str, Number], settings: Naming) -> list[str]:
     return [
         _line(f"{settings.prefix}.total.{metric.name}", metric, totals[metric.name], "")
         for metric in _EXPORTED
         if metric.name in totals
     ]
+
+
+def _statsd_name(key: str) -> str:
+    return for_statsd_name(key) or "unnamed"
 
 
 def _line(name: str, metric: Metric, value: Number, suffix: str) -> str:
@@ -154,6 +188,16 @@ class IntervalLines:
     # when programs come, go or change keys.
     _metric_names: dict[ProgramIdentity, str] = field(factory=dict)
     _names_stale: bool = True
+    # Programs that came, went or changed keys since the names were worked out: (identity,
+    # key before, key now), None for none.
+    _renamed: list[tuple[ProgramIdentity, str | None, str | None]] = field(factory=list)
+    # How many programs each safe name stands for, and whether each stands for one.
+    _claimed: Counter[str] = field(factory=Counter)
+    _distinct: bool = False
+    # Each program's lines' stem and suffix, by identity, as its name has them now.
+    _stems: dict[ProgramIdentity, tuple[str, str]] = field(factory=dict)
+    # The idle values and their lines' tails, once worked out.
+    _idle_lines: tuple[Mapping[str, Number], list[str]] | None = None
     # Every owner process met, by pid, for its whole cost per interval.
     _owners: dict[int, ProgramOwner] = field(factory=dict)
     # An idle program's values: zeros, but for the counters this kernel lacks (None until a
@@ -182,22 +226,77 @@ class IntervalLines:
             for program, key in zip(programs, report_keys(programs), strict=True)
         }
         self._names_stale = True
+        self._renamed = []
+        self._stems = {}
         self._owners = {owner.pid: owner for program in programs for owner in program.details.owners}
 
-    def _name(self, identity: ProgramIdentity, named: ProgramName) -> None:
-        if self.programs.get(identity) != named:
-            if identity not in self.programs or self.programs[identity].key != named.key:
-                self._names_stale = True
+    def _name(self, identity: ProgramIdentity, key: str, line: ProgramReport) -> None:
+        """The program's name in the lines, kept up to date: a program's name, type and owners
+        are fixed while it is loaded, its key may change (when another of its name comes)."""
+        known = self.programs.get(identity)
+        if known is not None and known.key == key and known.name == line.name and known.id == line.id:
+            return
+        named = ProgramName(key, line.name, line.id, line.type, places_of(line.owners))
+        if known != named:
+            if known is None or known.key != named.key:
+                self._renamed.append((identity, None if known is None else known.key, named.key))
             self.programs[identity] = named
+            self._stems.pop(identity, None)
 
     def _names(self) -> dict[ProgramIdentity, str]:
-        if self._names_stale:
+        renamed, self._renamed = self._renamed, []
+        if not self._names_stale and renamed and self._unclaimed(renamed):
+            return self._metric_names
+        if self._names_stale or renamed:
             identities = list(self.programs)
             named = [self.programs[identity] for identity in identities]
             found = for_statsd_names([name.key for name in named], [name.id for name in named])
             self._metric_names = dict(zip(identities, found, strict=True))
+            self._claimed = Counter(_statsd_name(name.key) for name in named)
+            self._distinct = len(self._claimed) == len(named)
+            self._stems.clear()
             self._names_stale = False
         return self._metric_names
+
+    def _unclaimed(self, renamed: list[tuple[ProgramIdentity, str | None, str | None]]) -> bool:
+        """Programs that came, went or changed keys, named without working out every other's
+        name again: while no two programs' safe names are one, each is its safe name (as
+        `for_statsd_names` gives it). False, with the counts as they were, where they would be."""
+        if not self._distinct:
+            return False
+        claimed = self._claimed
+        for _, before, after in renamed:
+            if before is not None:
+                claimed[_statsd_name(before)] -= 1
+            if after is not None:
+                claimed[_statsd_name(after)] += 1
+        if any(claimed[_statsd_name(key)] > 1 for _, _, key in renamed if key is not None):
+            self._names_stale = True  # worked out whole, the counts with them
+            return False
+        names = self._metric_names
+        for identity, before, after in renamed:
+            if before is not None and claimed[_statsd_name(before)] <= 0:
+                del claimed[_statsd_name(before)]
+            self._stems.pop(identity, None)
+            if after is None:
+                names.pop(identity, None)
+            else:
+                names[identity] = _statsd_name(after)
+        return True
+
+    def _idle_tails(self, idle: Mapping[str, Number]) -> list[str]:
+        """An idle program's tails (the same for every idle program), worked out once."""
+        if self._idle_lines is None or self._idle_lines[0] is not idle:
+            self._idle_lines = (idle, _tails(idle))
+        return self._idle_lines[1]
+
+    def _stem(self, identity: ProgramIdentity, names: Mapping[ProgramIdentity, str]) -> tuple[str, str]:
+        stems = self._stems
+        found = stems.get(identity)
+        if found is None:
+            named = self.programs[identity]
+            found = stems[identity] = _stem_and_suffix(named, self.settings, names[identity])
+        return found
 
     def lines_for(self, delta: IntervalDelta) -> list[str]:
         settings = self.settings
@@ -218,7 +317,7 @@ class IntervalLines:
             if identity not in self.programs and not change.unloaded:
                 self.turns[line.id % FULL_REFRESH_INTERVALS].add(identity)
             # A program that went is still named among the others for its last lines.
-            self._name(identity, ProgramName(key, line.name, line.id, line.type, places_of(line.owners)))
+            self._name(identity, key, line)
             sent.append((identity, line.metrics))
             if change.unloaded:
                 gone.append(identity)
@@ -232,11 +331,16 @@ class IntervalLines:
         ]
         names = self._names()
         lines: list[str] = []
+        idle_tails = self._idle_tails(idle)
         for identity, values in sent:
-            lines += program_lines(self.programs[identity], values, settings, names[identity])
+            stem, suffix = self._stem(identity, names)
+            tails = idle_tails if values is idle else _tails(values)
+            lines += [f"{stem}{tail}{suffix}" for tail in tails]
         for identity in gone:
-            self.programs.pop(identity, None)
-            self._names_stale = True
+            named = self.programs.pop(identity, None)
+            if named is not None:
+                self._renamed.append((identity, named.key, None))
+            self._stems.pop(identity, None)
             self.turns[identity.id % FULL_REFRESH_INTERVALS].discard(identity)
             self.announcing.get(identity.id % ANNOUNCE_INTERVALS, set()).discard(identity)
         self.active = active
