@@ -86,7 +86,14 @@ class Sighting:
 
     def read_again(self, program: ProgramStats, *, gone_after_boottime_ns: int | None = None) -> Sighting:
         """The same span, carried on to a later reading (or to its last, when it went away)."""
-        return evolve(self, last=program, gone_after_boottime_ns=gone_after_boottime_ns)
+        # Built directly, not by `evolve`: the summary carries each busy program on every interval.
+        return Sighting(
+            program,
+            self.baseline,
+            loaded=self.loaded,
+            first_seen=self.first_seen,
+            gone_after_boottime_ns=gone_after_boottime_ns,
+        )
 
     def merged_after(self, earlier: Sighting) -> Sighting:
         """This span's end with an earlier span's start (consecutive spans of one program)."""

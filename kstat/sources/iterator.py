@@ -39,7 +39,7 @@ import sys
 from pathlib import Path
 from typing import Final
 
-from attrs import evolve, frozen
+from attrs import frozen
 
 from kstat.abi.enums import program_type_name
 from kstat.core.counters import Counters
@@ -255,7 +255,16 @@ class IteratorReader:
                 )
             counters = counters._replace(per_cpu_run_time_ns=times, per_cpu_run_count=counts)
         if before is not None and before.load_time_ns == load_time_ns:
-            return evolve(before, counters=counters)
+            # The same program, its counters moved (built directly: attrs.evolve costs more).
+            return ProgramStats(
+                id=before.id,
+                type=before.type,
+                tag=before.tag,
+                load_time_ns=load_time_ns,
+                counters=counters,
+                kernel_name=before.kernel_name,
+                facts=before.facts,
+            )
         # Met for the first time (or an id the kernel reused): what its record says. Its full
         # name and footprint are the details stage's, later (a program gone by then keeps this).
         # Tags and names interned: a host's copies of one program share one string of each.
