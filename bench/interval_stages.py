@@ -10,6 +10,7 @@ every busy program moves in each. A stage's time is the CPU time it took (this t
 from __future__ import annotations
 
 import cProfile
+import gc
 import time
 from collections.abc import Callable
 from functools import partial
@@ -22,6 +23,7 @@ from bench.measure import Timing
 from kstat._datagrams import batch_datagrams
 from kstat.core.events import IntervalEnded, WindowStarted
 from kstat.core.model import ProgramChanges, Reading
+from kstat.engine.heap import settle_heap
 from kstat.engine.sampler import CounterTaker, Describer, SnapshotBuilder
 from kstat.engine.summary import Summary
 from kstat.formats.ndjson import interval_to_dict, json_line, start_to_dicts
@@ -45,14 +47,20 @@ class IntervalStages:
     # Per stage, one sample per interval.
     stages: dict[str, Timing]
     total: Timing
+    # CPU time in the garbage collector's collections during the measured intervals (part of
+    # the stages' times: a collection runs inside whichever stage allocated), per interval.
+    collector_ns_per_interval: float
+    collections_per_interval: float
 
 
 def measure_interval_stages(
     intervals: int,
     online_cpus: int,
+    *,
     spacing_s: float = 0.5,
     profile_to: Path | None = None,
     replayed_busy: int = 0,
+    freeze_heap: bool = True,
 ) -> IntervalStages:
     """`intervals` steady intervals after two warm-up ones; with `profile_to`, a cProfile of
     the measured intervals' stages (all of them on this thread) is written there.
@@ -77,17 +85,23 @@ def measure_interval_stages(
         statsd.start(started)
         start_to_dicts(started)
         previous = first
+        thresholds = gc.get_threshold()
+        if freeze_heap:
+            settle_heap()  # as the command does once its window has started
         samples: dict[str, list[float]] = {stage: [] for stage in STAGES}
         totals: list[float] = []
         active: list[int] = []
         lines: list[int] = []
         sizes: list[int] = []
         profiler = cProfile.Profile() if profile_to is not None else None
+        collector = _CollectorTime()
         for index in range(intervals + 2):
             time.sleep(spacing_s)
             measured = index >= 2
             if measured and profiler is not None:
                 profiler.enable()
+            if index == 2:
+                collector.start()
             timer = _Timer()
             reading = timer.run("read", counters.read)
             if replay is not None:
@@ -110,9 +124,13 @@ def measure_interval_stages(
             active.append(len(event.delta.lines))
             lines.append(sum(datagram.count(b"\n") + 1 for datagram in sent))
             sizes.append(len(line))
+        collector.stop()
         if profiler is not None and profile_to is not None:
             profiler.dump_stats(profile_to)
     finally:
+        collector.stop()
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
         counters.close()
     return IntervalStages(
         programs_seen=len(previous.programs),
@@ -121,6 +139,8 @@ def measure_interval_stages(
         ndjson_bytes=sorted(sizes)[len(sizes) // 2],
         stages={stage: Timing.of(found) for stage, found in samples.items()},
         total=Timing.of(totals),
+        collector_ns_per_interval=collector.taken_ns / intervals,
+        collections_per_interval=collector.collections / intervals,
     )
 
 
@@ -164,6 +184,29 @@ class _Replay:
             wall_end_ns=self.clocks.wall_end_ns + step,
         )
         return Reading(list(self.programs), ProgramChanges(moved=moved), clocks)
+
+
+class _CollectorTime:
+    """The CPU time the garbage collector's collections take, from gc's callbacks."""
+
+    def __init__(self) -> None:
+        self.taken_ns = 0
+        self.collections = 0
+        self._began = 0
+
+    def start(self) -> None:
+        gc.callbacks.append(self._callback)
+
+    def stop(self) -> None:
+        if self._callback in gc.callbacks:
+            gc.callbacks.remove(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._began = time.thread_time_ns()
+        else:
+            self.taken_ns += time.thread_time_ns() - self._began
+            self.collections += 1
 
 
 class _Timer:

@@ -146,6 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="the stages after the read on replayed readings: the busy programs' runs, no churn",
     )
+    parser.add_argument("--no-freeze", action="store_true", help="stages without gc.freeze()")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
@@ -174,6 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         machine.online_cpus,
                         profile_to=args.profile,
                         replayed_busy=busy_count if args.replayed else 0,
+                        freeze_heap=not args.no_freeze,
                     )
                 _say(
                     f"  in process, {stages.programs_seen} programs, {stages.active_programs} active, "
@@ -186,6 +188,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         f"[{timing.min_ns / 1e6:.2f}-{max(timing.samples_ns) / 1e6:.2f}]"
                     )
                 _say(f"    {'total':20s} {stages.total.median_ns / 1e6:7.2f} ms")
+                _say(
+                    f"    of which the garbage collector {stages.collector_ns_per_interval / 1e6:.2f} ms "
+                    f"({stages.collections_per_interval:.1f} collections) an interval"
+                )
                 results["stages"] = asdict(stages)
             trees: list[tuple[str, Path | None]] = [("this", None)]
             if args.baseline is not None:
