@@ -13,6 +13,7 @@ import pytest
 from kstat._logging import configure_logging
 from kstat.testing.loader import LoopbackTarget, SocketFilter
 from tests.disks import tiny_filesystem
+from tests.names import TOKEN
 from tests.windows import LoadFilter
 
 # CAP_SYS_ADMIN: what mounts, fs.* sysctls, loop devices and BPF_ENABLE_STATS all need.
@@ -35,6 +36,11 @@ def pytest_configure(config: pytest.Config) -> None:
     wanted = 65_536 if hard == resource.RLIM_INFINITY else min(hard, 65_536)
     if soft != resource.RLIM_INFINITY and soft < wanted:
         resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
+def pytest_report_header() -> str:
+    # Imported above, the token is in the environment before any test starts a helper process.
+    return f"kstat test token: {TOKEN} (what this suite creates on the host is named kt{TOKEN}...)"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -20,22 +20,26 @@ from kstat.sources.attribution import cgroup2_root
 from kstat.sources.syscalls import ProgramReader
 from kstat.testing.loader import XdpPass
 from tests.holders import HolderProcess, program_holder
+from tests.names import KT, TOKEN, host_name
 
 # A comm the kernel cut in the middle of `é`, with a title change (OSC 0 ... BEL) after it.
 TITLE_COMM = b"kpr-\xc3\x1b]0;pw\x07"
 # A comm that clears the screen, with a byte that is never UTF-8 and Markdown's worst.
 CLEAR_COMM = b"\x1b[2J\xff|<!--"
 # A systemd unit's cgroup (its name is what kstat reports as the unit).
-UNIT_CGROUP = b"kstat-t-\xff\x1b]0;unit\x07.service"
+UNIT_CGROUP = b"kstat-t-" + TOKEN.encode() + b"\xff\x1b]0;unit\x07.service"
 # The kubelet's log file name parts: pod, namespace, container.
 POD = b"web-\xc3\x1b[2J"
 NAMESPACE = b"team\x1b]0;ns\x07"
 CONTAINER = b"c|`x`<!--\n**"
 # A network device (15 bytes at most).
-DEVICE = b"kt\x1b[2J\xff"
+DEVICE = b"kt" + TOKEN.encode() + b"\x1b[2J\xff"
 # One level of the deep cgroup: 244 bytes; 42 of them make a path of 10 kB.
 DEEP_LEVEL = b"\xff\x1b[2J" + b"d" * 240
 DEEP_LEVELS = 42
+DEEP_TOP = f"kstat-t-{TOKEN}-deep".encode()
+# The veth pair's other end.
+PEER = host_name("hpeer").encode()
 
 
 class HostileHost:
@@ -64,9 +68,9 @@ class HostileHost:
             procs.write(str(pid))
 
     def _deep_cgroup(self) -> int:
-        """A cgroup 10 kB below kstat-t-deep (longer than PATH_MAX: made level by level, by
+        """A cgroup 10 kB below DEEP_TOP (longer than PATH_MAX: made level by level, by
         directory fd), and an fd of it."""
-        top = self._cgroup(b"kstat-t-deep")
+        top = self._cgroup(DEEP_TOP)
         fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
         self._deep_fds = [fd]
         for _ in range(DEEP_LEVELS):
@@ -87,7 +91,7 @@ class HostileHost:
     def deep_path(self) -> str:
         """The deep cgroup's path as kstat must report it (each byte not UTF-8 as U+FFFD)."""
         level = "\ufffd\x1b[2J" + "d" * 240
-        return f"{self.cgroups}/kstat-t-deep/" + "/".join([level] * DEEP_LEVELS)
+        return f"{self.cgroups}/{os.fsdecode(DEEP_TOP)}/" + "/".join([level] * DEEP_LEVELS)
 
     # --- the whole host --------------------------------------------------------------------
 
@@ -101,11 +105,11 @@ class HostileHost:
 
     def _build(self) -> None:
         # A service whose comm retitles the terminal.
-        titled = program_holder("kstat_t_hunit", comm=TITLE_COMM)
+        titled = program_holder(f"{KT}hunit", comm=TITLE_COMM)
         self.holders.append(titled)
         self._place(titled.pid, UNIT_CGROUP)
         # A container of a pod (cgroupfs driver), its names in the kubelet's log file name.
-        podded = program_holder("kstat_t_hpod", comm=CLEAR_COMM)
+        podded = program_holder(f"{KT}hpod", comm=CLEAR_COMM)
         self.holders.append(podded)
         self._place(podded.pid, f"kubepods/besteffort/pod{self.pod_uid}/{self.container_id}".encode())
         logs = os.fsencode(self.host_root / "var" / "log" / "containers")
@@ -117,7 +121,7 @@ class HostileHost:
         program_fd = bpf.load_program(
             ProgramType.CGROUP_SKB,
             [asm.mov_imm(asm.R0, 1), asm.exit_()],
-            "kstat_t_hdeep",
+            f"{KT}hdeep",
             expected_attach_type=AttachType.CGROUP_INET_EGRESS,
         )
         self._stack.callback(os.close, program_fd)
@@ -126,11 +130,11 @@ class HostileHost:
         self.deep_program_id = ProgramReader().read_fd(program_fd).id
         # XDP on a device whose name clears the screen.
         subprocess.run(
-            [b"ip", b"link", b"add", b"name", DEVICE, b"type", b"veth", b"peer", b"name", b"kt-hpeer"],
+            [b"ip", b"link", b"add", b"name", DEVICE, b"type", b"veth", b"peer", b"name", PEER],
             check=True,
         )
-        self._stack.callback(subprocess.run, ["ip", "link", "del", "kt-hpeer"], check=False)
-        xdp = self._stack.enter_context(XdpPass("kstat_t_hxdp", os.fsdecode(DEVICE)))
+        self._stack.callback(subprocess.run, [b"ip", b"link", b"del", PEER], check=False)
+        xdp = self._stack.enter_context(XdpPass(f"{KT}hxdp", os.fsdecode(DEVICE)))
         self.xdp_program_id = xdp.stats().id
         self.device_index = socket.if_nametoindex(os.fsdecode(DEVICE))
 

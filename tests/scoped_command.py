@@ -34,6 +34,7 @@ from pathlib import Path
 
 from kstat.abi.enums import SO_ATTACH_BPF
 from kstat.testing.loader import LoopbackTarget, SocketFilter
+from tests.names import KT
 
 # Longer than two of the scope tests' intervals (100 ms): the window's last read follows it.
 LINGER_S = 0.5
@@ -67,7 +68,7 @@ def daemon(packets: int) -> int:
             if os.fork() != 0:
                 os._exit(0)  # the middle process: the daemon's parent, gone at once
             os.setsid()
-            with SocketFilter("kstat_t_sc_dmn") as program, LoopbackTarget(program) as target:
+            with SocketFilter(f"{KT}sc_dmn") as program, LoopbackTarget(program) as target:
                 target.send(packets)
                 os.write(ids_write, f"{program.id}\n".encode())
                 os.read(stop_read, 1)  # until the command closes its end
@@ -85,19 +86,19 @@ def daemon(packets: int) -> int:
 
 def command(ids_file: Path, receiver_path: str, pin_path: str, packets: int) -> None:
     ids: dict[str, int] = {}
-    held = SocketFilter("kstat_t_sc_held")
+    held = SocketFilter(f"{KT}sc_held")
     ids["held"] = held.id
     with LoopbackTarget(held) as target:
         target.send(packets)
         ids["daemon"] = daemon(packets)
 
-        through_socket = SocketFilter("kstat_t_sc_sock")
+        through_socket = SocketFilter(f"{KT}sc_sock")
         ids["socket"] = through_socket.id
         receiver, sender = attached_pair(through_socket.fd)
         through_socket.close()  # only the socket holds it now
         send(sender, packets)
 
-        handed = SocketFilter("kstat_t_sc_hand")
+        handed = SocketFilter(f"{KT}sc_hand")
         ids["handed"] = handed.id
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as channel:
             channel.connect(receiver_path)
@@ -105,7 +106,7 @@ def command(ids_file: Path, receiver_path: str, pin_path: str, packets: int) -> 
             handed.close()
             assert channel.recv(16) == b"sent"
 
-        pinned = SocketFilter("kstat_t_sc_pin")
+        pinned = SocketFilter(f"{KT}sc_pin")
         ids["pinned"] = pinned.id
         subprocess.run(["bpftool", "prog", "pin", "id", str(pinned.id), pin_path], check=True)
         pinned.close()

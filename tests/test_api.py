@@ -12,19 +12,20 @@ import pytest
 import trio
 
 import kstat
+from tests.names import KT
 from tests.windows import LoadFilter
 
 
 @pytest.mark.kernel
 async def test_collect_around_a_block(load_filter: LoadFilter) -> None:
-    target = load_filter("kstat_t_api")
+    target = load_filter(f"{KT}api")
     async with kstat.collect(interval="50ms") as session:
         await trio.to_thread.run_sync(target.send, 3_000)
         so_far = await session.report_so_far()
-        assert so_far.program("kstat_t_api").run_count == 3_000
+        assert so_far.program(f"{KT}api").run_count == 3_000
         await trio.to_thread.run_sync(target.send, 1_000)
     report = session.report
-    line = report.program("kstat_t_api")
+    line = report.program(f"{KT}api")
     assert line.run_count == 4_000
     assert report.program(line.id) == line
     assert line in report.programs
@@ -41,7 +42,7 @@ async def test_report_is_not_there_before_the_block_ends() -> None:
 
 @pytest.mark.kernel
 async def test_duration_can_end_the_window_before_the_block(load_filter: LoadFilter) -> None:
-    load_filter("kstat_t_api_dur")
+    load_filter(f"{KT}api_dur")
     async with kstat.collect(interval="50ms", duration="200ms") as session:
         await trio.sleep(0.6)
     assert 200_000_000 <= session.report.collection_duration_ns < 500_000_000
@@ -56,25 +57,25 @@ async def test_an_exception_in_the_block_is_the_callers_own() -> None:
 
 @pytest.mark.kernel
 def test_collect_sync_for_plain_code(load_filter: LoadFilter) -> None:
-    target = load_filter("kstat_t_sync")
+    target = load_filter(f"{KT}sync")
     with kstat.collect_sync(interval="50ms") as session:
         target.send(250)
-        assert session.report_so_far().program("kstat_t_sync").run_count == 250
+        assert session.report_so_far().program(f"{KT}sync").run_count == 250
         target.send(250)
-    assert session.report.program("kstat_t_sync").run_count == 500
+    assert session.report.program(f"{KT}sync").run_count == 500
 
 
 @pytest.mark.kernel
 def test_read_programs_once(load_filter: LoadFilter) -> None:
-    target = load_filter("kstat_t_read")
+    target = load_filter(f"{KT}read")
     by_id = {program.id: program for program in kstat.read_programs()}
-    assert by_id[target.program.id].name == "kstat_t_read"
+    assert by_id[target.program.id].name == f"{KT}read"
     assert by_id[target.program.id].type == "SocketFilter"
 
 
 @pytest.mark.kernel
 def test_reports_round_trip_through_files(load_filter: LoadFilter, tmp_path: Path) -> None:
-    target = load_filter("kstat_t_save")
+    target = load_filter(f"{KT}save")
     with kstat.collect_sync(interval="50ms") as session:
         target.send(12)
     path = tmp_path / "saved.json"
@@ -98,34 +99,34 @@ def test_loading_something_else_is_a_typed_error(tmp_path: Path) -> None:
 
 @pytest.mark.kernel
 def test_budgets_read_naturally_and_fail_with_numbers(load_filter: LoadFilter) -> None:
-    target = load_filter("kstat_t_budget", 256)
+    target = load_filter(f"{KT}budget", 256)
     with kstat.collect_sync(interval="50ms") as session:
         target.send(2_000)
     report = session.report
-    line = report.program("kstat_t_budget")
+    line = report.program(f"{KT}budget")
     average = line.mean_runtime_ns
     assert average == line.runtime_ns / 2_000
     assert line.avg_runtime_ns == line.runtime_ns // 2_000
-    kstat.expect_program(report, "kstat_t_budget").ran_at_least(2_000).avg_runtime_ns_at_most(average)
+    kstat.expect_program(report, f"{KT}budget").ran_at_least(2_000).avg_runtime_ns_at_most(average)
     with pytest.raises(kstat.BudgetExceeded) as caught:
-        kstat.expect_program(report, "kstat_t_budget").avg_runtime_ns_at_most(1)
+        kstat.expect_program(report, f"{KT}budget").avg_runtime_ns_at_most(1)
     message = str(caught.value)
     assert f"avg_runtime_ns measured {average:.6f}".rstrip("0").rstrip(".") + " > limit 1" in message
-    assert "'kstat_t_budget'" in message
+    assert f"'{KT}budget'" in message
     assert "runs" in message
     with pytest.raises(kstat.BudgetExceeded, match="run_count measured 2000 < expected at least 2001"):
-        kstat.expect_program(report, "kstat_t_budget").ran_at_least(2_001)
+        kstat.expect_program(report, f"{KT}budget").ran_at_least(2_001)
     with pytest.raises(kstat.BudgetExceeded, match="no program 'nope'"):
         kstat.expect_program(report, "nope")
 
 
 @pytest.mark.kernel
 def test_a_program_that_never_ran_cannot_pass_an_average_budget(load_filter: LoadFilter) -> None:
-    load_filter("kstat_t_idle_b")
+    load_filter(f"{KT}idle_b")
     with kstat.collect_sync(interval="50ms") as session:
         pass
     with pytest.raises(kstat.BudgetExceeded, match="no runs in the window"):
-        kstat.expect_program(session.report, "kstat_t_idle_b").avg_runtime_ns_at_most(10**9)
+        kstat.expect_program(session.report, f"{KT}idle_b").avg_runtime_ns_at_most(10**9)
 
 
 @pytest.mark.kernel
@@ -179,11 +180,11 @@ def test_every_public_name_is_a_re_export_listed_once() -> None:
 
 @pytest.mark.kernel
 def test_a_window_can_select_programs(load_filter: LoadFilter) -> None:
-    chosen = load_filter("kstat_t_sel")
-    load_filter("kstat_t_other")
-    with kstat.collect_sync(interval="50ms", select=kstat.ProgramFilter(name="^kstat_t_sel$")) as session:
+    chosen = load_filter(f"{KT}sel")
+    load_filter(f"{KT}other")
+    with kstat.collect_sync(interval="50ms", select=kstat.ProgramFilter(name=f"^{KT}sel$")) as session:
         chosen.send(5)
     report = session.report
-    assert list(report.program_stats) == ["kstat_t_sel"]
+    assert list(report.program_stats) == [f"{KT}sel"]
     assert report.total_run_count == 5
-    assert report.filter == {"name": "^kstat_t_sel$"}
+    assert report.filter == {"name": f"^{KT}sel$"}

@@ -16,6 +16,7 @@ from kstat.errors import ProgramLoadError
 from kstat.sources.stats_switch import runtime_stats_enabled
 from kstat.sources.syscalls import ProgramReader
 from kstat.testing.loader import SocketFilter
+from tests.names import KT
 from tests.stats_holders import nobody_else_counts
 from tests.windows import LoadFilter
 
@@ -23,19 +24,19 @@ pytestmark = pytest.mark.kernel
 
 
 def test_counts_every_run_exactly(load_filter: LoadFilter) -> None:
-    target = load_filter("kstat_t_exact")
+    target = load_filter(f"{KT}exact")
     with runtime_stats_enabled():
         target.send(1_234)
         stats = target.program.stats()
     assert stats.run_count == 1_234
     assert stats.run_time_ns > 0
-    assert stats.name == "kstat_t_exact"
+    assert stats.name == f"{KT}exact"
     assert stats.type == "SocketFilter"
     assert len(stats.tag) == 16
 
 
 def test_stats_stop_moving_when_the_enable_fd_closes(load_filter: LoadFilter) -> None:
-    target = load_filter("kstat_t_off")
+    target = load_filter(f"{KT}off")
     with nobody_else_counts():
         with runtime_stats_enabled():
             target.send(10)
@@ -45,8 +46,8 @@ def test_stats_stop_moving_when_the_enable_fd_closes(load_filter: LoadFilter) ->
 
 
 def test_discovery_lists_loaded_programs_and_skips_unloaded_ones(load_filter: LoadFilter) -> None:
-    kept = load_filter("kstat_t_kept").program
-    unloaded = SocketFilter("kstat_t_gone")
+    kept = load_filter(f"{KT}kept").program
+    unloaded = SocketFilter(f"{KT}gone")
     unloaded_id = unloaded.id
     unloaded.close()
     reader = ProgramReader()
@@ -57,12 +58,12 @@ def test_discovery_lists_loaded_programs_and_skips_unloaded_ones(load_filter: Lo
     # An id that was listed and then unloaded reads as None, not as an error.
     assert reader.read_one(unloaded_id) is None
     by_id = {program.id: program for program in reader.read_all()}
-    assert by_id[kept.id].name == "kstat_t_kept"
+    assert by_id[kept.id].name == f"{KT}kept"
 
 
 def test_no_fd_is_left_open_by_a_pass(load_filter: LoadFilter) -> None:
     for index in range(20):
-        load_filter(f"kstat_t_fd{index}")
+        load_filter(f"{KT}fd{index}")
     reader = ProgramReader()
     reader.read_all()
     before = len(os.listdir("/proc/self/fd"))
@@ -73,7 +74,7 @@ def test_no_fd_is_left_open_by_a_pass(load_filter: LoadFilter) -> None:
 
 @pytest.mark.skipif(shutil.which("bpftool") is None, reason="bpftool is not installed")
 def test_agrees_with_bpftool(load_filter: LoadFilter) -> None:
-    target = load_filter("kstat_t_tool", 32)
+    target = load_filter(f"{KT}tool", 32)
     with runtime_stats_enabled():
         target.send(321)
         ours = target.program.stats()
@@ -95,5 +96,5 @@ def test_agrees_with_bpftool(load_filter: LoadFilter) -> None:
 def test_a_rejected_program_carries_the_verifier_log() -> None:
     # r0 is never set before exit: the verifier must refuse it and say why.
     with pytest.raises(ProgramLoadError) as caught:
-        _bpf.load_program(ProgramType.SOCKET_FILTER, [asm.exit_()], "kstat_t_bad")
+        _bpf.load_program(ProgramType.SOCKET_FILTER, [asm.exit_()], f"{KT}bad")
     assert "R0" in caught.value.verifier_log

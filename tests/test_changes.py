@@ -17,6 +17,7 @@ from kstat.sources.iterator import IteratorReader
 from kstat.sources.syscalls import ProgramReader
 from kstat.testing.loader import LoopbackTarget, SocketFilter
 from tests.builders import program
+from tests.names import KT
 
 Identities = frozenset[ProgramIdentity]
 
@@ -59,7 +60,7 @@ def _wait_until_freed(program_id: int) -> None:
 def test_both_readers_and_the_specification_give_one_answer() -> None:
     readers: dict[str, Callable[[], PassReader]] = {"syscalls": ProgramReader, "iterator": IteratorReader}
     opened = {name: make() for name, make in readers.items()}
-    targets = [LoopbackTarget(SocketFilter(f"kstat_t_chg{index}", index)) for index in range(6)]
+    targets = [LoopbackTarget(SocketFilter(f"{KT}chg{index}", index)) for index in range(6)]
     newcomer: LoopbackTarget | None = None
     try:
         stats = enable_run_time_stats()
@@ -73,7 +74,7 @@ def test_both_readers_and_the_specification_give_one_answer() -> None:
             gone.close()
             gone.program.close()
             _wait_until_freed(gone_identity.id)
-            newcomer = LoopbackTarget(SocketFilter("kstat_t_chgnew"))
+            newcomer = LoopbackTarget(SocketFilter(f"{KT}chgnew"))
             second = {name: reader.read() for name, reader in opened.items()}
         finally:
             os.close(stats)

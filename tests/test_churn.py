@@ -15,6 +15,7 @@ import pytest
 
 import kstat
 from kstat.testing.loader import LoopbackTarget, SocketFilter
+from tests.names import KT
 
 pytestmark = pytest.mark.kernel
 
@@ -25,7 +26,7 @@ OTHERS = 10_000
 @pytest.fixture
 def ten_thousand_others() -> Iterator[int]:
     holder = subprocess.Popen(
-        [sys.executable, "-m", "tests.idle_holder", str(OTHERS), "kstat_t_other"],
+        [sys.executable, "-m", "tests.idle_holder", str(OTHERS), f"{KT}other"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -52,7 +53,7 @@ def test_every_run_of_every_churned_program_is_counted(ten_thousand_others: int)
         try:
             index = 0
             while not stop.is_set():
-                program = SocketFilter("kstat_t_chn")
+                program = SocketFilter(f"{KT}chn")
                 with LoopbackTarget(program) as target:
                     packets = 10 + index
                     target.send(packets)
@@ -65,7 +66,7 @@ def test_every_run_of_every_churned_program_is_counted(ten_thousand_others: int)
             failures.append(error)
 
     churner = threading.Thread(target=churn)
-    select = kstat.ProgramFilter(name="^kstat_t_chn$")
+    select = kstat.ProgramFilter(name=f"^{KT}chn$")
     with kstat.collect_sync(interval=f"{INTERVAL_S}s", select=select) as session:
         churner.start()
         time.sleep(4)  # how long the churn goes on: the workload, not a wait for kstat

@@ -16,6 +16,7 @@ import pytest
 from kstat._version import __version__
 from kstat.sources.syscalls import ProgramReader
 from tests.kstat_process import KstatProcess, run_kstat
+from tests.names import KT
 from tests.stats_holders import nobody_else_counts
 from tests.windows import LoadFilter
 
@@ -40,7 +41,7 @@ def no_traceback(stderr: str) -> None:
 
 @pytest.mark.kernel
 def test_seed_flags_give_the_exact_run_count(load_filter: LoadFilter, tmp_path: Path) -> None:
-    target = load_filter("kstat_t_cli")
+    target = load_filter(f"{KT}cli")
     output = tmp_path / "r.json"
     kstat = KstatProcess(["-duration", "3s", "-output", str(output)])
     kstat.wait_for_window()
@@ -49,7 +50,7 @@ def test_seed_flags_give_the_exact_run_count(load_filter: LoadFilter, tmp_path: 
     assert returncode == 0, kstat.stderr_lines
     assert stdout == ""
     report = json.loads(output.read_text())
-    line = report["program_stats"]["kstat_t_cli"]
+    line = report["program_stats"][f"{KT}cli"]
     assert line["run_count"] == 4_321
     assert line["id"] == target.program.id
     assert line["type"] == "SocketFilter"
@@ -62,14 +63,14 @@ def test_seed_flags_give_the_exact_run_count(load_filter: LoadFilter, tmp_path: 
 
 @pytest.mark.kernel
 def test_report_goes_to_stdout_by_default(load_filter: LoadFilter) -> None:
-    target = load_filter("kstat_t_stdout")
+    target = load_filter(f"{KT}stdout")
     kstat = KstatProcess(["--duration=1s", "--interval", "200ms"])
     kstat.wait_for_window()
     target.send(12)
     returncode, stdout = kstat.finish()
     assert returncode == 0
     report = json.loads(stdout)
-    assert report["program_stats"]["kstat_t_stdout"]["run_count"] == 12
+    assert report["program_stats"][f"{KT}stdout"]["run_count"] == 12
     assert report["interval_ns"] == 200_000_000
     # From the baseline read at launch to the window's end (how many reads fit after kstat's
     # start-up depends on the machine).
@@ -79,7 +80,7 @@ def test_report_goes_to_stdout_by_default(load_filter: LoadFilter) -> None:
 
 @pytest.mark.kernel
 def test_the_seed_command_name_works_too(load_filter: LoadFilter) -> None:
-    load_filter("kstat_t_alias")
+    load_filter(f"{KT}alias")
     alias = Path(sys.executable).with_name("collect-kernel-stats")
     if not alias.exists():
         pytest.skip("console scripts are not installed beside this interpreter")
@@ -87,7 +88,7 @@ def test_the_seed_command_name_works_too(load_filter: LoadFilter) -> None:
         [str(alias), "-duration", "300ms"], capture_output=True, text=True, timeout=30, check=False
     )
     assert shown.returncode == 0, shown.stderr
-    assert "kstat_t_alias" in json.loads(shown.stdout)["program_stats"]
+    assert f"{KT}alias" in json.loads(shown.stdout)["program_stats"]
 
 
 @pytest.mark.kernel
@@ -95,7 +96,7 @@ def test_the_seed_command_name_works_too(load_filter: LoadFilter) -> None:
 def test_a_signal_ends_the_window_early_with_a_whole_report(
     load_filter: LoadFilter, tmp_path: Path, stop_signal: signal.Signals
 ) -> None:
-    target = load_filter("kstat_t_sig")
+    target = load_filter(f"{KT}sig")
     output = tmp_path / "r.json"
     kstat = KstatProcess(["-duration", "10m", "-output", str(output)])
     kstat.wait_for_window()
@@ -106,14 +107,14 @@ def test_a_signal_ends_the_window_early_with_a_whole_report(
     assert time.monotonic() - started < 10
     assert returncode == 0, kstat.stderr_lines
     report = json.loads(output.read_text())
-    assert report["program_stats"]["kstat_t_sig"]["run_count"] == 999
+    assert report["program_stats"][f"{KT}sig"]["run_count"] == 999
     assert report["stopped_by"] == stop_signal.name
     assert report["collection_duration_ns"] < 60_000_000_000
 
 
 @pytest.mark.kernel
 def test_stats_are_off_again_after_kstat_exits(load_filter: LoadFilter) -> None:
-    target = load_filter("kstat_t_after")
+    target = load_filter(f"{KT}after")
     kstat = KstatProcess(["-duration", "500ms"])
     kstat.wait_for_window()
     target.send(5)
@@ -127,7 +128,7 @@ def test_stats_are_off_again_after_kstat_exits(load_filter: LoadFilter) -> None:
 
 @pytest.mark.kernel
 def test_without_privileges_one_clear_line_and_exit_1(load_filter: LoadFilter) -> None:
-    load_filter("kstat_t_priv")
+    load_filter(f"{KT}priv")
     completed = run_kstat(["-duration", "1s"], prefix=DROP_ADMIN_CAPABILITIES)
     assert completed.returncode == 1
     no_traceback(completed.stderr)
@@ -182,7 +183,7 @@ def test_an_unwritable_output_fails_before_the_window(bad_output: str) -> None:
 
 @pytest.mark.kernel
 def test_an_interval_longer_than_the_window_still_reports(load_filter: LoadFilter) -> None:
-    target = load_filter("kstat_t_long_iv")
+    target = load_filter(f"{KT}long_iv")
     kstat = KstatProcess(["-duration", "700ms", "--interval", "1h"])
     kstat.wait_for_window()
     target.send(3)
@@ -190,7 +191,7 @@ def test_an_interval_longer_than_the_window_still_reports(load_filter: LoadFilte
     assert returncode == 0
     report = json.loads(stdout)
     assert report["snapshots"] == 2
-    assert report["program_stats"]["kstat_t_long_iv"]["run_count"] == 3
+    assert report["program_stats"][f"{KT}long_iv"]["run_count"] == 3
 
 
 @pytest.mark.kernel
@@ -445,7 +446,7 @@ def test_the_start_up_gap_is_said_apart_from_the_clocks_gaps(load_filter: LoadFi
     """The baseline is read at launch: the first interval spans kstat's start-up as well, which
     the report gives as `startup_ns`, outside the figures of the clock's own gaps (each gap is
     an interval's elapsed time in the stream)."""
-    load_filter("kstat_t_startup")
+    load_filter(f"{KT}startup")
     output, stream = tmp_path / "r.json", tmp_path / "s.ndjson"
     completed = run_kstat(
         ["-duration", "1s", "--interval", "250ms", "-output", str(output), "--sink", f"ndjson:{stream}"]
@@ -470,7 +471,7 @@ def test_a_method_insisted_on_reads_the_whole_window_so(
 ) -> None:
     """Whichever way the baseline at launch was read (the iterator where the kernel's offsets
     are cached), `--snapshot-method` is what the window reads by, its baseline included."""
-    load_filter("kstat_t_method")
+    load_filter(f"{KT}method")
     output = tmp_path / "r.json"
     process = KstatProcess(["-duration", "500ms", "--snapshot-method", method, "-output", str(output)])
     returncode, _ = process.finish()

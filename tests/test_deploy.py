@@ -27,6 +27,7 @@ from kstat.formats.prometheus import Format, exposition_of
 from kstat.sinks.prometheus import parse_prometheus_url
 from tests.builders import events_of, program, snapshot
 from tests.kstat_process import KstatProcess
+from tests.names import KT
 from tests.prometheus_server import PROMTOOL, require, running_prometheus
 from tests.statsd_daemon import free_port
 from tests.windows import LoadFilter
@@ -230,7 +231,7 @@ def test_every_dashboard_query_returns_series_from_a_real_prometheus(
     with running_prometheus(tmp_path, port, labels={"node": "node-1"}) as prometheus:
         kstat = KstatProcess(["serve", "--interval", "500ms", "--sink", f"prometheus://127.0.0.1:{port}"])
         kstat.wait_for_window()
-        target = load_filter("kstat_t_board")
+        target = load_filter(f"{KT}board")
         # By its id: another suite on the host may hold a program of the same name.
         series = f'kstat_program_runs_total{{id="{target.program.id}"}}'
         assert prometheus.wait_for(series, 0) == 0

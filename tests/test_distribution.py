@@ -24,6 +24,7 @@ from kstat.core.timestamps import format_timestamp
 from kstat.formats.report_json import report_from_json, report_to_json
 from kstat.testing.budget import BudgetExceeded
 from tests.builders import program, report_of, snapshot
+from tests.names import KT
 from tests.windows import LoadFilter
 
 KSTAT = [sys.executable, "-m", "kstat"]
@@ -165,7 +166,7 @@ def test_a_burst_in_one_interval_shows_in_the_maximum_and_the_p99(
 ) -> None:
     """Ten intervals of 200 ms; 20 packets in each but one, which gets 5,000: the window's
     average stays low, the maximum and the p99 are that interval's, as its NDJSON line says."""
-    target = load_filter("kstat_t_burst", 512)
+    target = load_filter(f"{KT}burst", 512)
     stream, report_path = tmp_path / "s.ndjson", tmp_path / "r.json"
     process = subprocess.Popen(
         [
@@ -175,7 +176,7 @@ def test_a_burst_in_one_interval_shows_in_the_maximum_and_the_p99(
             "--interval",
             "200ms",
             "--name",
-            "^kstat_t_burst$",
+            f"^{KT}burst$",
             "-o",
             str(report_path),
             "--sink",
@@ -193,9 +194,9 @@ def test_a_burst_in_one_interval_shows_in_the_maximum_and_the_p99(
     _, stderr = process.communicate(timeout=30)
     assert process.returncode == 0, stderr
     report = json.loads(report_path.read_text())
-    line = report["program_stats"]["kstat_t_burst"]
+    line = report["program_stats"][f"{KT}burst"]
     per_interval = [
-        entry["program_stats"].get("kstat_t_burst", {}).get("estimated_cpu_percent", 0.0)
+        entry["program_stats"].get(f"{KT}burst", {}).get("estimated_cpu_percent", 0.0)
         for entry in map(json.loads, stream.read_text().splitlines())
         if entry["kind"] == "interval"
     ]
@@ -206,7 +207,7 @@ def test_a_burst_in_one_interval_shows_in_the_maximum_and_the_p99(
     assert line["estimated_cpu_percent"] < line["max_cpu_percent"] / 3  # the average hides it
     peak = max(
         (entry for entry in map(json.loads, stream.read_text().splitlines()) if entry["kind"] == "interval"),
-        key=lambda entry: entry["program_stats"].get("kstat_t_burst", {}).get("estimated_cpu_percent", 0.0),
+        key=lambda entry: entry["program_stats"].get(f"{KT}burst", {}).get("estimated_cpu_percent", 0.0),
     )
     assert line["peak_cpu_percent_at"] == peak["end_time"]
 

@@ -23,6 +23,7 @@ from attrs import define, field
 
 from tests.holders import program_holder
 from tests.kstat_process import KstatProcess
+from tests.names import KT
 from tests.statsd_daemon import free_port
 from tests.test_prometheus import _unix
 from tests.windows import LoadFilter
@@ -140,15 +141,15 @@ def test_scrapes_and_idle_connections_leave_the_interval_and_the_report_alone(
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65_536)), hard))
     port = free_port(socket.SOCK_STREAM)
     stream, report_path = tmp_path / "kstat.ndjson", tmp_path / "report.json"
-    target = load_filter("kstat_t_abused")
+    target = load_filter(f"{KT}abused")
     # 300 programs more, held by another process as an agent's are: a body of realistic size.
-    holder = program_holder(*(f"kstat_t_ab_{number}:" for number in range(HELD_PROGRAMS)))
+    holder = program_holder(*(f"{KT}ab_{number}:" for number in range(HELD_PROGRAMS)))
     kstat = KstatProcess(
         [
             "serve",
             # The exposition is ours alone, whatever other tenants of the host load meanwhile.
             "--name",
-            "^kstat_t_ab",
+            f"^{KT}ab",
             "--interval",
             f"{int(INTERVAL_S * 1000)}ms",
             "--sink",
@@ -220,4 +221,4 @@ def test_scrapes_and_idle_connections_leave_the_interval_and_the_report_alone(
     assert len(abused) >= (unloaded_at - loaded_at) / INTERVAL_S * 0.8, abused
     assert kept(abused), (quiet, abused)
     report = json.loads(report_path.read_text())
-    assert report["program_stats"]["kstat_t_abused"]["run_count"] == sent
+    assert report["program_stats"][f"{KT}abused"]["run_count"] == sent

@@ -15,6 +15,7 @@ import pytest
 
 from tests.disks import fill_up
 from tests.kstat_process import KstatProcess, run_kstat
+from tests.names import KT
 from tests.windows import LoadFilter
 
 GOLDEN_STREAM = Path(__file__).parent / "golden" / "kstat-0.1-af28853-stream.ndjson"
@@ -139,7 +140,7 @@ def test_a_full_disk_leaves_no_half_line_and_the_next_run_starts_a_new_one(
     load_filter: LoadFilter, tmp_path: Path, tiny_tmpfs: Path
 ) -> None:
     for index in range(30):
-        load_filter(f"kstat_t_half{index}")
+        load_filter(f"{KT}half{index}")
     stream = tiny_tmpfs / "s.ndjson"
     # A fragment an older kstat (or a crash mid-write) left behind.
     stream.write_text('{"kind":"interval","sequence":1,"program_st')
@@ -194,10 +195,10 @@ def test_logrotate_rotates_the_stream_and_no_line_is_split_or_lost(
     logrotate = shutil.which("logrotate") or "/usr/sbin/logrotate"
     if not Path(logrotate).exists():
         pytest.skip("logrotate is not installed (Debian's logrotate package); run `make deps`")
-    target = load_filter("kstat_t_rotate")
+    target = load_filter(f"{KT}rotate")
     stream = tmp_path / "kstat.ndjson"
     kstat = KstatProcess(
-        ["-duration", "60s", "--interval", "50ms", "--name", "^kstat_t_rotate$", "--sink", f"ndjson:{stream}"]
+        ["-duration", "60s", "--interval", "50ms", "--name", f"^{KT}rotate$", "--sink", f"ndjson:{stream}"]
     )
     kstat.wait_for_window()
     config = tmp_path / "logrotate.conf"
@@ -223,8 +224,8 @@ def test_logrotate_rotates_the_stream_and_no_line_is_split_or_lost(
     sequences = [line["sequence"] for line in lines if line["kind"] == "interval"]
     assert sequences == list(range(1, len(sequences) + 1))  # none lost, none split, in order
     runs = sum(
-        line["program_stats"].get("kstat_t_rotate", {}).get("run_count", 0)
+        line["program_stats"].get(f"{KT}rotate", {}).get("run_count", 0)
         for line in lines
         if line["kind"] == "interval"
     )
-    assert runs == 300 == lines[-1]["program_stats"]["kstat_t_rotate"]["run_count"]
+    assert runs == 300 == lines[-1]["program_stats"][f"{KT}rotate"]["run_count"]

@@ -21,6 +21,7 @@ from kstat.sources.stats_switch import runtime_stats_enabled
 from kstat.sources.syscalls import ProgramReader, fdinfo_memlock
 from kstat.testing.loader import BpfMap, LoopbackTarget, SocketFilter
 from tests.kstat_process import run_kstat
+from tests.names import KT
 from tests.windows import LoadFilter, WindowProbe, run_window, send
 
 pytestmark = pytest.mark.kernel
@@ -42,10 +43,10 @@ def bpftool(*arguments: str) -> dict[str, Any]:
 def programs_with_maps() -> Iterator[tuple[SocketFilter, SocketFilter, BpfMap, BpfMap]]:
     """Two programs sharing an array; the first also uses a hash map."""
     with ExitStack() as stack:
-        hashed = stack.enter_context(BpfMap.hash("kstat_t_hash", HASH_VALUE, HASH_ENTRIES))
-        array = stack.enter_context(BpfMap.array("kstat_t_array", ARRAY_VALUE, ARRAY_ENTRIES))
-        both = stack.enter_context(SocketFilter("kstat_t_maps", 64, maps=[hashed, array]))
-        shared = stack.enter_context(SocketFilter("kstat_t_share", maps=[array]))
+        hashed = stack.enter_context(BpfMap.hash(f"{KT}hash", HASH_VALUE, HASH_ENTRIES))
+        array = stack.enter_context(BpfMap.array(f"{KT}array", ARRAY_VALUE, ARRAY_ENTRIES))
+        both = stack.enter_context(SocketFilter(f"{KT}maps", 64, maps=[hashed, array]))
+        shared = stack.enter_context(SocketFilter(f"{KT}share", maps=[array]))
         yield both, shared, hashed, array
 
 
@@ -73,7 +74,7 @@ async def test_the_report_carries_each_programs_footprint_as_bpftool_sees_it(
         report = (await run_window(body, program_filter=own)).report
     finally:
         target.close()
-    line, other = report.program("kstat_t_maps"), report.program("kstat_t_share")
+    line, other = report.program(f"{KT}maps"), report.program(f"{KT}share")
     shown = bpftool("prog", "show", "id", str(line.id))
     assert line.value("jited_size_bytes") == shown["bytes_jited"]
     assert line.value("xlated_size_bytes") == shown["bytes_xlated"]
@@ -120,7 +121,7 @@ def test_kstat_list_shows_the_footprint_bpftool_shows(
 
 
 def test_kstat_list_shows_the_run_count_and_run_time_bpftool_shows(load_filter: LoadFilter) -> None:
-    target = load_filter("kstat_t_lrun", 50)
+    target = load_filter(f"{KT}lrun", 50)
     with runtime_stats_enabled():
         target.send(77)
     shown = bpftool("prog", "show", "id", str(target.program.id))
@@ -128,7 +129,7 @@ def test_kstat_list_shows_the_run_count_and_run_time_bpftool_shows(load_filter: 
     assert header.split()[:5] == ["ID", "TYPE", "NAME", "RUN_CNT", "RUN_TIME_NS"]
     assert len(rows) == 1
     _, _, name, runs, run_time, owner, *_ = rows[0].split()
-    assert (name, int(runs), int(run_time)) == ("kstat_t_lrun", 77, shown["run_time_ns"])
+    assert (name, int(runs), int(run_time)) == (f"{KT}lrun", 77, shown["run_time_ns"])
     assert shown["run_cnt"] == 77 and shown["run_time_ns"] > 0
     assert owner == f"{os.getpid()}/{Path('/proc/self/comm').read_text().strip()}"  # pid/comm
 
@@ -164,7 +165,7 @@ async def test_ndjson_says_a_programs_footprint_once(
 
     async def body(probe: WindowProbe) -> None:
         await probe.wait_for_snapshots(2)
-        late.append(SocketFilter("kstat_t_late", maps=[programs_with_maps[3]]))
+        late.append(SocketFilter(f"{KT}late", maps=[programs_with_maps[3]]))
         await probe.wait_for_snapshots(probe.snapshots_seen + 3)
 
     try:
@@ -174,8 +175,8 @@ async def test_ndjson_says_a_programs_footprint_once(
         late[0].close()
     lines = [json.loads(line) for line in stream.read_text().splitlines()]
     at_start = {line["name"]: line for line in lines if line["kind"] == "program"}
-    assert at_start["kstat_t_maps"]["num_maps"] == 2
-    assert at_start["kstat_t_maps"]["jited_size_bytes"] > 0
+    assert at_start[f"{KT}maps"]["num_maps"] == 2
+    assert at_start[f"{KT}maps"]["jited_size_bytes"] > 0
     mentions = [
         stats
         for line in lines
@@ -191,5 +192,5 @@ async def test_ndjson_says_a_programs_footprint_once(
         for line in lines
         if line["kind"] == "interval"
         for stats in line["program_stats"].values()
-        if stats["name"] == "kstat_t_maps"
+        if stats["name"] == f"{KT}maps"
     )

@@ -26,6 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.hostile_host import HostileHost
 from tests.kstat_process import KstatProcess, run_kstat
+from tests.names import KT, TOKEN
 from tests.statsd_daemon import StatsdDaemon, free_port, running_statsd
 from tests.test_top import REPO, Tmux
 
@@ -35,12 +36,12 @@ pytestmark = pytest.mark.kernel
 # is not UTF-8 is U+FFFD, every other character kept.
 TITLE_COMMAND = "kpr-\ufffd\x1b]0;pw\x07"
 CLEAR_COMMAND = "\x1b[2J\ufffd|<!--"
-UNIT = "kstat-t-\ufffd\x1b]0;unit\x07.service"
+UNIT = f"kstat-t-{TOKEN}\ufffd\x1b]0;unit\x07.service"
 POD = "web-\ufffd\x1b[2J"
 NAMESPACE = "team\x1b]0;ns\x07"
 CONTAINER = "c|`x`<!--\n**"
-DEVICE = "kt\x1b[2J\ufffd"
-SELECTED = "^kstat_t_h"
+DEVICE = f"kt{TOKEN}\x1b[2J\ufffd"
+SELECTED = f"^{KT}h"
 # What no terminal may receive from a name: ESC, BEL, a newline inside a line, CSI.
 _TERMINAL_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
@@ -85,13 +86,13 @@ def by_name(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def assert_names_exact(programs: dict[str, dict[str, Any]], host: HostileHost) -> None:
     """The names a hostile tenant chose, as it chose them, where the report puts them."""
-    (unit_owner,) = programs["kstat_t_hunit"]["owners"]
+    (unit_owner,) = programs[f"{KT}hunit"]["owners"]
     assert (unit_owner["pid"], unit_owner["command"], unit_owner["unit"]) == (
         host.holders[0].pid,
         TITLE_COMMAND,
         UNIT,
     )
-    (pod_owner,) = programs["kstat_t_hpod"]["owners"]
+    (pod_owner,) = programs[f"{KT}hpod"]["owners"]
     assert pod_owner | {} == {
         "pid": host.holders[1].pid,
         "command": CLEAR_COMMAND,
@@ -102,13 +103,13 @@ def assert_names_exact(programs: dict[str, dict[str, Any]], host: HostileHost) -
         "namespace": NAMESPACE,
         "qos_class": "BestEffort",
     }
-    assert programs["kstat_t_hdeep"]["attachments"] == [f"cgroup/egress:{host.deep_path}"]
+    assert programs[f"{KT}hdeep"]["attachments"] == [f"cgroup/egress:{host.deep_path}"]
     assert len(host.deep_path.encode()) > 10_000
-    (xdp_place,) = programs["kstat_t_hxdp"]["attachments"]
+    (xdp_place,) = programs[f"{KT}hxdp"]["attachments"]
     assert xdp_place.startswith("xdp") and xdp_place.endswith(f":{DEVICE}")
 
 
-def scrape(port: int, showing: str = "kstat_t_hpod", timeout_s: float = 20) -> str:
+def scrape(port: int, showing: str = f"{KT}hpod", timeout_s: float = 20) -> str:
     """The endpoint's exposition, once it shows `showing` (the first pass may still be due)."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -161,22 +162,22 @@ def test_the_report_and_every_sink_carry_the_names_exactly(
     assert not kstat.errors()
     data = json.loads(report.read_text(encoding="utf-8"))
     programs = by_name(data)
-    assert sorted(programs) == ["kstat_t_hdeep", "kstat_t_hpod", "kstat_t_hunit", "kstat_t_hxdp"]
-    assert (programs["kstat_t_hunit"]["run_count"], programs["kstat_t_hpod"]["run_count"]) == (300, 200)
+    assert sorted(programs) == [f"{KT}hdeep", f"{KT}hpod", f"{KT}hunit", f"{KT}hxdp"]
+    assert (programs[f"{KT}hunit"]["run_count"], programs[f"{KT}hpod"]["run_count"]) == (300, 200)
     assert_names_exact(programs, host)
     # NDJSON, nested: the last line is the same report.
     lines = [json.loads(line) for line in nested.read_text(encoding="utf-8").splitlines()]
     assert_names_exact(by_name(lines[-1]), host)
     # NDJSON records: the owner and the places on each of the program's records.
     found = [json.loads(line) for line in records.read_text(encoding="utf-8").splitlines()]
-    commands = {record["owner_command"] for record in found if record["name"] == "kstat_t_hpod"}
+    commands = {record["owner_command"] for record in found if record["name"] == f"{KT}hpod"}
     assert commands == {CLEAR_COMMAND}
-    places = {record["attachment"] for record in found if record["name"] == "kstat_t_hdeep"}
+    places = {record["attachment"] for record in found if record["name"] == f"{KT}hdeep"}
     assert places == {f"cgroup/egress:{host.deep_path}"}
     # StatsD: the tags made safe, the counts exact, nothing the server could not read.
     counters = statsd.counters()
     assert counters["statsd.bad_lines_seen"] == 0
-    tagged = [key for key in counters if key.startswith("kt.program.run_count;program=kstat_t_hpod;")]
+    tagged = [key for key in counters if key.startswith(f"kt.program.run_count;program={KT}hpod;")]
     assert [counters[key] for key in tagged] == [200]
     assert ";pod=web-___2J;namespace=team__0_ns_;container=c__x___--___" in tagged[0]
     # Prometheus: the info series holds the names exactly (the exposition escapes what it must).
@@ -186,9 +187,9 @@ def test_the_report_and_every_sink_carry_the_names_exactly(
         for sample in family.samples
         if sample.name == "kstat_program_info"
     }
-    assert (info["kstat_t_hpod"]["pod"], info["kstat_t_hpod"]["container"]) == (POD, CONTAINER)
-    assert info["kstat_t_hunit"]["unit"] == UNIT
-    assert f"{host.holders[0].pid}/{TITLE_COMMAND}" in info["kstat_t_hunit"]["owners"]
+    assert (info[f"{KT}hpod"]["pod"], info[f"{KT}hpod"]["container"]) == (POD, CONTAINER)
+    assert info[f"{KT}hunit"]["unit"] == UNIT
+    assert f"{host.holders[0].pid}/{TITLE_COMMAND}" in info[f"{KT}hunit"]["owners"]
     promtool = subprocess.run(
         ["promtool", "check", "metrics"], input=exposition, capture_output=True, text=True, check=False
     )
@@ -209,9 +210,12 @@ def test_list_shows_the_names_and_obeys_none_of_them(host: HostileHost) -> None:
     assert_terminal_safe(table.stdout)
     rows = table.stdout.splitlines()
     assert len(rows) == 5  # the heading and the four programs: no name added a line
-    unit_row = next(row for row in rows if "kstat_t_hunit" in row)
-    assert "kpr-\ufffd\\x1b]0;pw\\x07" in unit_row and "kstat-t-\ufffd\\x1b]0;unit\\x07.service" in unit_row
-    pod_row = next(row for row in rows if "kstat_t_hpod" in row)
+    unit_row = next(row for row in rows if f"{KT}hunit" in row)
+    assert (
+        "kpr-\ufffd\\x1b]0;pw\\x07" in unit_row
+        and f"kstat-t-{TOKEN}\ufffd\\x1b]0;unit\\x07.service" in unit_row
+    )
+    pod_row = next(row for row in rows if f"{KT}hpod" in row)
     assert "team\\x1b]0;ns\\x07/web-\ufffd\\x1b[2J/c|`x`<!--\\x0a**" in pod_row
 
 
@@ -293,7 +297,7 @@ def test_top_shows_the_names_and_keeps_its_screen_and_title(
     host: HostileHost, top_in_tmux: Callable[[str], Tmux], tmp_path: Path
 ) -> None:
     top = top_in_tmux(f"--interval 200ms --host-root {host.host_root} --name '{SELECTED}'")
-    screen = top.wait_for(lambda screen: "kstat_t_hunit" in screen and "kstat_t_hpod" in screen)
+    screen = top.wait_for(lambda screen: f"{KT}hunit" in screen and f"{KT}hpod" in screen)
     assert "kpr-\ufffd\\x1b]0;pw\\x07" in screen  # shown, spelt out
     assert "kstat top" in screen.splitlines()[0]  # the header was not cleared away
     title = subprocess.run(

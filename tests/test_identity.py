@@ -15,6 +15,7 @@ import kstat
 from kstat.testing.loader import LoopbackTarget, SocketFilter, XdpPass
 from tests.holders import HolderProcess, program_holder
 from tests.kstat_process import KstatProcess, run_kstat
+from tests.names import KT, host_name
 from tests.windows import LoadFilter
 
 REPO = Path(__file__).parents[1]
@@ -35,11 +36,11 @@ def lines_by_id(report: dict[str, Any]) -> dict[int, tuple[str, dict[str, Any]]]
 
 @pytest.mark.kernel
 def test_the_full_btf_name_is_reported_and_the_kernels_kept(load_filter: LoadFilter) -> None:
-    with SocketFilter("kstat_t_btf", function_name=LONG_NAME) as program, LoopbackTarget(program) as target:
+    with SocketFilter(f"{KT}btf", function_name=LONG_NAME) as program, LoopbackTarget(program) as target:
         with kstat.collect_sync(interval="50ms") as session:
             target.send(10)
         line = session.report.program(LONG_NAME)
-        assert (line.kernel_name, line.run_count) == ("kstat_t_btf", 10)
+        assert (line.kernel_name, line.run_count) == (f"{KT}btf", 10)
         assert [p.name for p in kstat.read_programs() if p.id == program.stats().id] == [LONG_NAME]
 
 
@@ -48,7 +49,7 @@ def test_two_agents_with_the_same_names_one_leaving_mid_window(
     holders: list[HolderProcess], tmp_path: Path
 ) -> None:
     """The issue's acceptance run: nothing merged, nothing lost, every line attributed."""
-    specs = (f"kstat_t_agent:{LONG_NAME}", "kstat_t_agent2:flow_exporter_second_program_long_name")
+    specs = (f"{KT}agent:{LONG_NAME}", f"{KT}agent2:flow_exporter_second_program_long_name")
     staying, leaving = program_holder(*specs), program_holder(*specs)
     holders += [staying, leaving]
     output = tmp_path / "r.json"
@@ -82,7 +83,7 @@ def test_two_agents_with_the_same_names_one_leaving_mid_window(
 
 @pytest.mark.kernel
 def test_filters_select_programs_and_totals_follow(holders: list[HolderProcess], tmp_path: Path) -> None:
-    first, second = program_holder("kstat_t_fa", "kstat_t_fb"), program_holder("kstat_t_fc")
+    first, second = program_holder(f"{KT}fa", f"{KT}fb"), program_holder(f"{KT}fc")
     holders += [first, second]
 
     def collect(*filters: str) -> dict[str, Any]:
@@ -97,22 +98,22 @@ def test_filters_select_programs_and_totals_follow(holders: list[HolderProcess],
         return report
 
     by_pid = collect("--pid", str(first.pid))
-    assert sorted(by_pid["program_stats"]) == ["kstat_t_fa", "kstat_t_fb"]
+    assert sorted(by_pid["program_stats"]) == [f"{KT}fa", f"{KT}fb"]
     assert by_pid["total_run_count"] == 30
     assert by_pid["filter"] == {"pids": [first.pid]}
 
-    by_name = collect("--name", "^kstat_t_f[bc]$")
-    assert sorted(by_name["program_stats"]) == ["kstat_t_fb", "kstat_t_fc"]
+    by_name = collect("--name", f"^{KT}f[bc]$")
+    assert sorted(by_name["program_stats"]) == [f"{KT}fb", f"{KT}fc"]
     assert by_name["total_run_count"] == 60
 
     by_id_and_type = collect("--id", str(second.ids[0]), "--type", "socket_filter")
-    assert list(by_id_and_type["program_stats"]) == ["kstat_t_fc"]
+    assert list(by_id_and_type["program_stats"]) == [f"{KT}fc"]
     assert by_id_and_type["filter"] == {"ids": [second.ids[0]], "types": ["SocketFilter"]}
 
-    by_command = collect("--comm", first.command, "--name", "kstat_t_f")
-    assert sorted(by_command["program_stats"]) == ["kstat_t_fa", "kstat_t_fb", "kstat_t_fc"]
+    by_command = collect("--comm", first.command, "--name", f"{KT}f")
+    assert sorted(by_command["program_stats"]) == [f"{KT}fa", f"{KT}fb", f"{KT}fc"]
 
-    nothing = collect("--type", "XDP", "--name", "kstat_t_f")
+    nothing = collect("--type", "XDP", "--name", f"{KT}f")
     assert (nothing["num_programs"], nothing["total_run_count"]) == (0, 0)
 
 
@@ -130,18 +131,17 @@ def test_bad_filters_are_usage_errors(arguments: list[str], complaint: str) -> N
 
 @pytest.mark.kernel
 def test_list_shows_owners_and_attachments(holders: list[HolderProcess]) -> None:
-    holder = program_holder(f"kstat_t_list:{LONG_NAME}")
+    holder = program_holder(f"{KT}list:{LONG_NAME}")
     holders.append(holder)
-    subprocess.run(
-        ["ip", "link", "add", "kstat-t-a", "type", "veth", "peer", "name", "kstat-t-b"], check=True
-    )
+    device = host_name("a")
+    subprocess.run(["ip", "link", "add", device, "type", "veth", "peer", "name", host_name("b")], check=True)
     try:
-        with XdpPass("kstat_t_xdp", "kstat-t-a"):
-            compact = run_kstat(["list", "--json", "--name", "kstat_t_"]).stdout
-            pretty = run_kstat(["list", "--pretty", "--name", "kstat_t_"]).stdout
-            table = run_kstat(["list", "--name", "kstat_t_"]).stdout
+        with XdpPass(f"{KT}xdp", device):
+            compact = run_kstat(["list", "--json", "--name", f"{KT}"]).stdout
+            pretty = run_kstat(["list", "--pretty", "--name", f"{KT}"]).stdout
+            table = run_kstat(["list", "--name", f"{KT}"]).stdout
     finally:
-        subprocess.run(["ip", "link", "del", "kstat-t-a"], check=True)
+        subprocess.run(["ip", "link", "del", device], check=True)
     listed = json.loads(compact)
     assert compact.count("\n") == 1 and pretty.count("\n") > len(listed) * 10  # one line; indented
     # The same programs (the load time's wall clock may differ by nanoseconds between runs).
@@ -149,14 +149,14 @@ def test_list_shows_owners_and_attachments(holders: list[HolderProcess]) -> None
         {**program, "loaded_at": ""} for program in listed
     ]
     by_name = {program["kernel_name"]: program for program in listed}
-    assert by_name["kstat_t_list"]["name"] == LONG_NAME
-    assert by_name["kstat_t_list"]["owners"] == [{"pid": holder.pid, "command": holder.command}]
-    assert by_name["kstat_t_xdp"]["type"] == "XDP"
-    assert by_name["kstat_t_xdp"]["attachments"] == ["xdp/native:kstat-t-a"]  # a link; netlink says the mode
+    assert by_name[f"{KT}list"]["name"] == LONG_NAME
+    assert by_name[f"{KT}list"]["owners"] == [{"pid": holder.pid, "command": holder.command}]
+    assert by_name[f"{KT}xdp"]["type"] == "XDP"
+    assert by_name[f"{KT}xdp"]["attachments"] == [f"xdp/native:{device}"]  # a link; netlink says the mode
     header, *rows = table.splitlines()
     assert header.split() == [
         *("ID", "TYPE", "NAME", "RUN_CNT", "RUN_TIME_NS"),
         *("OWNERS", "RUNS", "IN", "ATTACHED"),
     ]
     assert any(LONG_NAME in row and f"{holder.pid}/{holder.command}" in row for row in rows)
-    assert any("xdp/native:kstat-t-a" in row for row in rows)
+    assert any(f"xdp/native:{device}" in row for row in rows)

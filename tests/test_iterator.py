@@ -20,6 +20,7 @@ from kstat.sources.iterator import RECORD, IteratorReader, KernelOffsets, possib
 from kstat.sources.syscalls import ProgramReader
 from kstat.testing.loader import SocketFilter
 from tests.kstat_process import run_kstat
+from tests.names import KT
 from tests.windows import LoadFilter
 
 pytestmark = pytest.mark.kernel
@@ -50,7 +51,7 @@ def test_offsets_come_from_this_kernels_btf() -> None:
 @pytest.mark.usefixtures("iterator_here")
 def test_idle_programs_read_the_same_by_iterator_and_by_syscalls(load_filter: LoadFilter) -> None:
     """Field by field: id, type, names, tag, load time, counters, footprint."""
-    targets = [load_filter(f"kstat_t_it{index}", index * 10) for index in range(5)]
+    targets = [load_filter(f"{KT}it{index}", index * 10) for index in range(5)]
     stats = enable_run_time_stats()
     try:
         for count, target in enumerate(targets):
@@ -73,7 +74,7 @@ def test_idle_programs_read_the_same_by_iterator_and_by_syscalls(load_filter: Lo
 
 @pytest.mark.usefixtures("iterator_here")
 def test_the_iterator_leaves_itself_out(load_filter: LoadFilter) -> None:
-    load_filter("kstat_t_itself")
+    load_filter(f"{KT}itself")
     iterator = IteratorReader()
     try:
         programs, _ = iterator.read_pass()
@@ -85,13 +86,13 @@ def test_the_iterator_leaves_itself_out(load_filter: LoadFilter) -> None:
 
 @pytest.mark.usefixtures("iterator_here")
 def test_counts_are_exact_through_a_window_by_iterator(load_filter: LoadFilter, tmp_path: Path) -> None:
-    target = load_filter("kstat_t_itwin")
+    target = load_filter(f"{KT}itwin")
 
     async def window() -> kstat.Report:
         # The iterator insisted on: 'auto' starts by syscalls and lets the iterator take over
         # once it is built, which under emulation (tests/kernels) may be after a short window.
         async with kstat.collect(
-            interval="50ms", select=kstat.ProgramFilter(name="^kstat_t_itwin$"), snapshot_method="iterator"
+            interval="50ms", select=kstat.ProgramFilter(name=f"^{KT}itwin$"), snapshot_method="iterator"
         ) as session:
             for burst in (100, 250, 0, 400):
                 await trio.to_thread.run_sync(target.send, burst)
@@ -100,7 +101,7 @@ def test_counts_are_exact_through_a_window_by_iterator(load_filter: LoadFilter, 
 
     report = trio.run(window)
     assert report.snapshot_method == "iterator"
-    assert report.program("kstat_t_itwin").run_count == 750
+    assert report.program(f"{KT}itwin").run_count == 750
 
 
 @pytest.mark.usefixtures("iterator_here")
@@ -111,7 +112,7 @@ def test_programs_loading_and_unloading_during_the_reads() -> None:
 
     def churn() -> None:
         while not stop.is_set():
-            with SocketFilter("kstat_t_itchurn"):
+            with SocketFilter(f"{KT}itchurn"):
                 pass
 
     iterator = IteratorReader()
@@ -146,7 +147,7 @@ def test_the_syscalls_are_the_fallback(monkeypatch: pytest.MonkeyPatch, load_fil
 
 @pytest.mark.usefixtures("iterator_here")
 def test_the_method_is_chosen_on_the_command_line(load_filter: LoadFilter) -> None:
-    load_filter("kstat_t_itcli")
+    load_filter(f"{KT}itcli")
     for method in ("syscalls", "iterator"):
         completed = run_kstat(
             [
@@ -155,7 +156,7 @@ def test_the_method_is_chosen_on_the_command_line(load_filter: LoadFilter) -> No
                 "--interval",
                 "100ms",
                 "--name",
-                "^kstat_t_itcli$",
+                f"^{KT}itcli$",
                 "--snapshot-method",
                 method,
             ]
@@ -163,17 +164,17 @@ def test_the_method_is_chosen_on_the_command_line(load_filter: LoadFilter) -> No
         assert completed.returncode == 0, completed.stderr
         report = json.loads(completed.stdout)
         assert report["snapshot_method"] == method
-        assert list(report["program_stats"]) == ["kstat_t_itcli"]
-    logged = run_kstat(["-duration", "100ms", "--interval", "50ms", "--name", "^kstat_t_itcli$"]).stderr
+        assert list(report["program_stats"]) == [f"{KT}itcli"]
+    logged = run_kstat(["-duration", "100ms", "--interval", "50ms", "--name", f"^{KT}itcli$"]).stderr
     assert "snapshots by BPF iterator; its own program is left out of the report" in logged
 
 
 def test_the_library_chooses_the_method_too(load_filter: LoadFilter) -> None:
-    target = load_filter("kstat_t_itlib")
+    target = load_filter(f"{KT}itlib")
     with kstat.collect_sync(interval="50ms", snapshot_method="syscalls") as session:
         target.send(33)
     assert session.report.snapshot_method == "syscalls"
-    assert session.report.program("kstat_t_itlib").run_count == 33
+    assert session.report.program(f"{KT}itlib").run_count == 33
     with pytest.raises(kstat.UsageError, match="snapshot_method must be one of auto, iterator, syscalls"):
         kstat.collect_sync(snapshot_method="fast").__enter__()
 
@@ -183,7 +184,7 @@ def test_a_walk_longer_than_the_buffers_is_read_whole(monkeypatch: pytest.Monkey
     that takes more than one call, and comes back whole and in order all the same."""
     from kstat.sources import program_iterator  # noqa: PLC0415
 
-    held = [SocketFilter("kstat_t_walk") for _ in range(200)]
+    held = [SocketFilter(f"{KT}walk") for _ in range(200)]
     reader = IteratorReader()
     try:
         whole = reader._iterator.read()

@@ -33,6 +33,7 @@ from kstat.sources.iterator import (
 )
 from kstat.testing.loader import OPTMEM_MAX, LoopbackTarget, SocketFilter
 from tests.kstat_process import run_kstat
+from tests.names import KT
 
 pytestmark = pytest.mark.kernel
 
@@ -49,8 +50,8 @@ def test_loads_succeed_under_a_small_memlock_limit() -> None:
         "_, hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)\n"
         "resource.setrlimit(resource.RLIMIT_MEMLOCK, (65536, hard))\n"
         "from kstat.testing.loader import BpfMap, SocketFilter\n"
-        "with BpfMap.array('kstat_t_mlock', 1024, 1024) as big:\n"
-        "    with SocketFilter('kstat_t_mlock', 64, maps=[big]):\n"
+        f"with BpfMap.array('{KT}mlock', 1024, 1024) as big:\n"
+        f"    with SocketFilter('{KT}mlock', 64, maps=[big]):\n"
         "        print(resource.getrlimit(resource.RLIMIT_MEMLOCK)[0])\n"
     )
     completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
@@ -63,7 +64,7 @@ def test_loads_succeed_under_a_small_memlock_limit() -> None:
 
 
 def test_the_prog_info_counters_this_kernel_fills() -> None:
-    with SocketFilter("kstat_t_fields") as program:
+    with SocketFilter(f"{KT}fields") as program:
         filled = bpf.filled_prog_info_fields(program.fd)
         footprint = program.stats().footprint
     assert {"run_time_ns", "run_cnt"} <= filled
@@ -75,10 +76,10 @@ def test_the_prog_info_counters_this_kernel_fills() -> None:
 
 def test_the_iterator_reads_recursion_misses_where_the_kernel_counts_them() -> None:
     offsets = KernelOffsets.of_running_kernel()
-    with SocketFilter("kstat_t_misses") as program:
+    with SocketFilter(f"{KT}misses") as program:
         counted = "recursion_misses" in bpf.filled_prog_info_fields(program.fd)
     assert (offsets.stats_misses is not None) == counted
-    with SocketFilter("kstat_t_misses") as program:
+    with SocketFilter(f"{KT}misses") as program:
         iterator = IteratorReader()
         try:
             assert iterator.counts_recursion_misses == counted
@@ -96,7 +97,7 @@ def test_the_iterator_reads_recursion_misses_where_the_kernel_counts_them() -> N
 def _this_cpu_off_on_each_cpu(variable: int, cpus: list[int]) -> list[int] | None:
     """x86's per-CPU `this_cpu_off` read on each CPU: the kernel's own per-CPU offsets. None
     where the kernel cannot give its address (kallsyms without data symbols)."""
-    results = bpf.create_map(MapType.ARRAY, 4, 8, max(cpus) + 1, "kstat_t_pcpu")
+    results = bpf.create_map(MapType.ARRAY, 4, 8, max(cpus) + 1, f"{KT}pcpu")
     try:
         code: list[Instruction] = []
         for cpu in cpus:
@@ -119,7 +120,7 @@ def _this_cpu_off_on_each_cpu(variable: int, cpus: list[int]) -> list[int] | Non
             ]
         try:
             program = bpf.load_program(
-                ProgramType.RAW_TRACEPOINT, [*code, asm.mov_imm(asm.R0, 0), asm.exit_()], "kstat_t_pcpu"
+                ProgramType.RAW_TRACEPOINT, [*code, asm.mov_imm(asm.R0, 0), asm.exit_()], f"{KT}pcpu"
             )
         except ProgramLoadError as error:
             if "failed to find the address" in error.verifier_log:
@@ -145,7 +146,7 @@ def _per_cpu_offset_array(cpus: list[int]) -> list[int] | None:
                 break
     if not address:
         return None
-    results = bpf.create_map(MapType.ARRAY, 4, 8, max(cpus) + 1, "kstat_t_pcpu")
+    results = bpf.create_map(MapType.ARRAY, 4, 8, max(cpus) + 1, f"{KT}pcpu")
     try:
         code: list[Instruction] = []
         for cpu in cpus:
@@ -160,7 +161,7 @@ def _per_cpu_offset_array(cpus: list[int]) -> list[int] | None:
                 asm.call(asm.MAP_UPDATE_ELEM),
             ]
         program = bpf.load_program(
-            ProgramType.RAW_TRACEPOINT, [*code, asm.mov_imm(asm.R0, 0), asm.exit_()], "kstat_t_pcpu"
+            ProgramType.RAW_TRACEPOINT, [*code, asm.mov_imm(asm.R0, 0), asm.exit_()], f"{KT}pcpu"
         )
         try:
             bpf.test_run(program)
@@ -265,7 +266,7 @@ def test_a_filter_too_large_for_a_socket_says_so() -> None:
     optmem_max = int(OPTMEM_MAX.read_text())
     refused = r"does not fit a socket's option memory, net\.core\.optmem_max"
     with (
-        SocketFilter("kstat_t_optmem", optmem_max // 8 + 64) as program,
+        SocketFilter(f"{KT}optmem", optmem_max // 8 + 64) as program,
         pytest.raises(KstatError, match=refused),
     ):
         LoopbackTarget(program)

@@ -24,6 +24,7 @@ from kstat.sinks.ndjson import NdjsonSink
 from kstat.testing.loader import LoopbackTarget, SocketFilter
 from tests.builders import events_of, interval, program, report_of, snapshot
 from tests.kstat_process import KstatProcess
+from tests.names import KT
 from tests.statsd_daemon import running_statsd
 from tests.windows import LoadFilter, WindowProbe, run_window, send
 
@@ -115,7 +116,7 @@ def test_an_interval_line_has_deltas_and_absolute_counters() -> None:
 
 @pytest.mark.kernel
 async def test_each_line_is_in_the_file_as_its_interval_ends(load_filter: LoadFilter, tmp_path: Path) -> None:
-    target = load_filter("kstat_t_nd")
+    target = load_filter(f"{KT}nd")
     stream = tmp_path / "s.ndjson"
     lines_on_disk: list[tuple[int, int]] = []
 
@@ -142,7 +143,7 @@ async def test_each_line_is_in_the_file_as_its_interval_ends(load_filter: LoadFi
     # still be on its way through the sink's thread).
     assert all(count >= seen - 2 for seen, count in lines_on_disk)
     assert interval_sums(lines)[(target.program.id, target.program.stats().load_time_ns)] == 1_000
-    assert lines[-1]["program_stats"]["kstat_t_nd"]["run_count"] == 1_000
+    assert lines[-1]["program_stats"][f"{KT}nd"]["run_count"] == 1_000
     assert lines[-1]["total_run_count"] == result.report.total_run_count
 
 
@@ -154,7 +155,7 @@ def test_real_traffic_sums_match_the_report(
 ) -> None:
     """With the kernel as oracle: any schedule of bursts, the intervals add up to the report."""
     stream = tmp_path_factory.mktemp("nd") / "s.ndjson"
-    with SocketFilter("kstat_t_prop") as loaded, LoopbackTarget(loaded) as target:
+    with SocketFilter(f"{KT}prop") as loaded, LoopbackTarget(loaded) as target:
 
         async def body(probe: WindowProbe) -> None:
             for burst in bursts:
@@ -169,7 +170,7 @@ def test_real_traffic_sums_match_the_report(
 
 @pytest.mark.kernel
 def test_ndjson_through_jq(load_filter: LoadFilter) -> None:
-    load_filter("kstat_t_jq")
+    load_filter(f"{KT}jq")
     shown = subprocess.run(
         f"{KSTAT} -duration 1s --interval 250ms --sink ndjson:- | jq -c '[.kind, .num_programs]'",
         shell=True,
@@ -204,12 +205,12 @@ def test_a_closed_pipe_ends_kstat_cleanly() -> None:
 @pytest.mark.kernel
 def test_ndjson_statsd_and_report_agree(load_filter: LoadFilter, tmp_path: Path) -> None:
     """The issue's acceptance run: three outputs of one window, all consistent."""
-    target = load_filter("kstat_t_all")
+    target = load_filter(f"{KT}all")
     with running_statsd(tmp_path) as statsd:
         stream, output = tmp_path / "s.ndjson", tmp_path / "r.json"
         kstat = KstatProcess(
             [
-                "-duration", "5s", "--interval", "1s", "--name", "^kstat_t_all$",
+                "-duration", "5s", "--interval", "1s", "--name", f"^{KT}all$",
                 "--sink", f"ndjson:{stream}",
                 "--sink", f"statsd://127.0.0.1:{statsd.udp_port}",
                 "-output", str(output),
@@ -224,11 +225,11 @@ def test_ndjson_statsd_and_report_agree(load_filter: LoadFilter, tmp_path: Path)
         report = json.loads(output.read_text())
         lines = read_lines(stream)
         identity = (target.program.id, target.program.stats().load_time_ns)
-        assert report["program_stats"]["kstat_t_all"]["run_count"] == 2_000
+        assert report["program_stats"][f"{KT}all"]["run_count"] == 2_000
         assert interval_sums(lines)[identity] == 2_000
         assert lines[-1]["kind"] == "summary"
         assert lines[-1]["program_stats"] == report["program_stats"]
-        assert statsd.counters()["kstat.kstat_t_all.run_count"] == 2_000
+        assert statsd.counters()[f"kstat.{KT}all.run_count"] == 2_000
         assert statsd.counters()["kstat.total.run_count"] == report["total_run_count"]
 
 

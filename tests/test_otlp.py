@@ -29,6 +29,7 @@ from kstat.formats.otlp import Shape, mappings, state_of
 from kstat.sinks.otlp import OtlpSettings, parse_otlp_url
 from tests.builders import events_of, program, snapshot
 from tests.kstat_process import KstatProcess
+from tests.names import KT
 from tests.windows import LoadFilter
 
 
@@ -129,7 +130,7 @@ def value(any_value: AnyValue) -> object:
 
 
 def points_of(request: ExportMetricsServiceRequest, name: str) -> dict[str, Any]:
-    """The data points of metric `name` for program `kstat_t_otlp` in one request."""
+    """The data points of metric `name` for the program `{KT}otlp` in one request."""
     for resource_metrics in request.resource_metrics:
         for scope_metrics in resource_metrics.scope_metrics:
             for metric in scope_metrics.metrics:
@@ -138,7 +139,7 @@ def points_of(request: ExportMetricsServiceRequest, name: str) -> dict[str, Any]
                 kind = metric.WhichOneof("data")
                 for point in getattr(metric, kind).data_points:
                     attributes = {attribute.key: value(attribute.value) for attribute in point.attributes}
-                    if attributes.get("name") == "kstat_t_otlp":
+                    if attributes.get("name") == f"{KT}otlp":
                         return {"metric": metric, "point": point, "attributes": attributes, "kind": kind}
     return {}
 
@@ -147,7 +148,7 @@ def points_of(request: ExportMetricsServiceRequest, name: str) -> dict[str, Any]
 def test_a_receiver_gets_exact_cumulative_counts_and_the_resource(
     load_filter: LoadFilter, tmp_path: Path
 ) -> None:
-    target = load_filter("kstat_t_otlp")
+    target = load_filter(f"{KT}otlp")
     report_path = tmp_path / "report.json"
     with receiving() as receiver:
         kstat = KstatProcess(
@@ -156,7 +157,7 @@ def test_a_receiver_gets_exact_cumulative_counts_and_the_resource(
                 "--interval",
                 "200ms",
                 "--name",
-                "^kstat_t_otlp$",
+                f"^{KT}otlp$",
                 "--sink",
                 f"otlp://127.0.0.1:{receiver.port}?footprint=gauges",
                 "-o",
@@ -178,7 +179,7 @@ def test_a_receiver_gets_exact_cumulative_counts_and_the_resource(
         returncode, _ = kstat.finish()
     assert returncode == 0, kstat.stderr_lines
     report = json.loads(report_path.read_text())
-    line = report["program_stats"]["kstat_t_otlp"]
+    line = report["program_stats"][f"{KT}otlp"]
     assert line["run_count"] == 500
     last = receiver.requests[-1]
     runs = points_of(last, "kstat.program.runs")

@@ -23,6 +23,7 @@ from kstat.sources.owners import IteratorOwners, ProcWalk, open_owner_source, pr
 from kstat.sources.syscalls import ProgramReader
 from kstat.sources.task_files import TaskFileIterator, TaskFileOffsets
 from tests.holders import HolderProcess, program_holder
+from tests.names import KT
 
 pytestmark = pytest.mark.kernel
 
@@ -90,12 +91,12 @@ def test_the_iterator_finds_the_owners_the_proc_walk_finds(
     """Programs held by fds, one by three fds of one process, one by two processes, one only
     through a link: the iterator, the full walk and the incremental walk say the same, and
     what the holders say they hold."""
-    first = holder("kstat_t_own0", "kstat_t_own1")
-    second = holder("kstat_t_own2")
+    first = holder(f"{KT}own0", f"{KT}own1")
+    second = holder(f"{KT}own2")
     first.ask("dup 1")
     first.ask("dup 1")
     second.ask(f"open {first.ids[0]}")
-    linked = int(first.ask("link kstat_t_ownl"))
+    linked = int(first.ask(f"link {KT}ownl"))
     expected = {
         first.ids[0]: tuple(sorted((first.owner(), second.owner()), key=lambda owner: owner.pid)),
         first.ids[1]: (first.owner(),),
@@ -132,7 +133,7 @@ def test_every_program_held_on_the_host_has_the_same_owners_both_ways(
 ) -> None:
     """The whole host, workloads included: programs other tests and tenants load meanwhile may
     differ between two reads, so the two are compared on what both saw held throughout."""
-    holder("kstat_t_host0", "kstat_t_host1")
+    holder(f"{KT}host0", f"{KT}host1")
 
     def unit(pid: int) -> Workload:
         return Workload(unit=f"pid-{pid}.service")
@@ -155,7 +156,7 @@ def test_every_program_held_on_the_host_has_the_same_owners_both_ways(
 def test_a_process_that_exits_mid_walk_is_left_out_and_the_walk_goes_on(
     holder: Callable[..., HolderProcess], monkeypatch: pytest.MonkeyPatch, iterator_owners: IteratorOwners
 ) -> None:
-    staying, leaving = holder("kstat_t_stay"), holder("kstat_t_leave")
+    staying, leaving = holder(f"{KT}stay"), holder(f"{KT}leave")
     wanted = {*staying.ids, *leaving.ids}
     real_readlink = os.readlink  # the walk's: it calls os.readlink for each fd
 
@@ -185,7 +186,7 @@ def _of(owners: tuple[ProgramOwner, ...], *holders: HolderProcess) -> tuple[Prog
 def test_an_exited_process_not_yet_reaped_holds_nothing_either_way(
     holder: Callable[..., HolderProcess], iterator_owners: IteratorOwners
 ) -> None:
-    staying, exiting = holder("kstat_t_stay2"), holder("kstat_t_zombie")
+    staying, exiting = holder(f"{KT}stay2"), holder(f"{KT}zombie")
     os.kill(exiting.pid, signal.SIGKILL)
     # A zombie until its parent (this test) waits for it: still in /proc, its fds closed.
     while Path(f"/proc/{exiting.pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z":
@@ -199,14 +200,14 @@ def test_an_exited_process_not_yet_reaped_holds_nothing_either_way(
     )
 
 
-_CHURN = """
+_CHURN = f"""
 import os, sys
 from kstat.testing.loader import SocketFilter
 print("ready", flush=True)
 while True:
     child = os.fork()
     if child == 0:
-        SocketFilter("kstat_t_churn")
+        SocketFilter("{KT}churn")
         os._exit(0)
     os.waitpid(child, 0)
 """
@@ -218,7 +219,7 @@ def test_owners_stay_exact_while_processes_holding_programs_come_and_go(
     """Processes that load a program and exit, hundreds a second, while the iterator walks:
     the steady holder is found every time, and (but for another kstat's instant, see above)
     alone."""
-    steady = holder("kstat_t_steady0", "kstat_t_steady1")
+    steady = holder(f"{KT}steady0", f"{KT}steady1")
     churn = subprocess.Popen([sys.executable, "-c", _CHURN], cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:
         assert churn.stdout is not None and churn.stdout.readline() == "ready\n"
@@ -237,7 +238,7 @@ def test_owners_stay_exact_while_processes_holding_programs_come_and_go(
 def test_the_incremental_walk_walks_only_new_and_changed_processes(
     holder: Callable[..., HolderProcess],
 ) -> None:
-    unchanged, changing = holder("kstat_t_inc0"), holder("kstat_t_inc1")
+    unchanged, changing = holder(f"{KT}inc0"), holder(f"{KT}inc1")
     walk = ProcWalk()
     wanted = {*unchanged.ids, *changing.ids}
 
@@ -265,7 +266,7 @@ def test_the_incremental_walk_walks_only_new_and_changed_processes(
     assert owners_among_holders() == expected
     assert str(unchanged.pid) in walk.walked_last  # the walk of every process
 
-    newcomer = holder("kstat_t_inc2")
+    newcomer = holder(f"{KT}inc2")
     wanted.update(newcomer.ids)
     expected[newcomer.ids[0]] = (newcomer.owner(),)
     assert owners_among_holders() == expected
@@ -286,7 +287,7 @@ def test_a_kernel_without_the_task_file_iterator_or_btf_says_so_by_feature(tmp_p
 def test_the_proc_walk_is_the_fallback(
     holder: Callable[..., HolderProcess], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    held = holder("kstat_t_fallbk")
+    held = holder(f"{KT}fallbk")
 
     def lacking() -> IteratorOwners:
         raise FeatureMissing("iter/task_file", "5.8")
@@ -309,7 +310,7 @@ def test_the_proc_walk_is_the_fallback(
 def test_the_iterator_is_the_default_and_leaves_its_own_program_out(
     holder: Callable[..., HolderProcess],
 ) -> None:
-    held = holder("kstat_t_deflt")
+    held = holder(f"{KT}deflt")
     source = open_owner_source()
     try:
         assert source.method == "iterator"
@@ -328,7 +329,7 @@ def _own_command() -> str:
 def test_the_attributor_takes_its_owners_from_either_source(
     holder: Callable[..., HolderProcess], iterator_owners: IteratorOwners
 ) -> None:
-    held = holder("kstat_t_attr0", "kstat_t_attr1")
+    held = holder(f"{KT}attr0", f"{KT}attr1")
     programs = [program for program in ProgramReader().read_all() if program.id in held.ids]
 
     def owners_by(attributor: Attributor) -> Callable[[], Owners]:

@@ -36,6 +36,7 @@ from kstat.sources.iterator import IteratorReader, possible_cpus
 from kstat.testing.loader import LoopbackTarget
 from tests.builders import events_of, program, snapshot
 from tests.kstat_process import KstatProcess, run_kstat
+from tests.names import KT
 from tests.prometheus_server import PROMTOOL, require
 from tests.statsd_daemon import free_port
 from tests.windows import LoadFilter
@@ -88,7 +89,7 @@ def test_runs_per_cpu_are_the_packets_sent_on_each_cpu(
     cpus = online_cpus()
     if len(cpus) < 2:
         pytest.skip("one CPU: nothing to tell apart")
-    target = load_filter("kstat_t_percpu")
+    target = load_filter(f"{KT}percpu")
     sent = {cpus[0]: 300, cpus[1]: 1_200}
     stats = enable_run_time_stats()
     try:
@@ -111,7 +112,7 @@ def test_runs_per_cpu_are_the_packets_sent_on_each_cpu(
 
 @pytest.mark.kernel
 def test_without_per_cpu_the_counters_carry_none(load_filter: LoadFilter) -> None:
-    target = load_filter("kstat_t_nopcpu")
+    target = load_filter(f"{KT}nopcpu")
     try:
         reader = IteratorReader()
     except FeatureMissing as missing:
@@ -128,28 +129,28 @@ def test_a_window_reports_each_cpus_runs_and_the_busiest_cpu(load_filter: LoadFi
     cpus = online_cpus()
     if len(cpus) < 2:
         pytest.skip("one CPU: nothing to tell apart")
-    target = load_filter("kstat_t_pcwin")
+    target = load_filter(f"{KT}pcwin")
     sent = {cpus[0]: 200, cpus[1]: 700}
     stream = tmp_path / "records.ndjson"
 
     async def window() -> kstat.Report:
         async with kstat.collect(
             interval="50ms",
-            select=kstat.ProgramFilter(name="^kstat_t_pcwin$"),
+            select=kstat.ProgramFilter(name=f"^{KT}pcwin$"),
             per_cpu=True,
             sinks=[NdjsonSink(stream, layout="records")],
         ) as session:
             for cpu, count in sent.items():
                 await trio.to_thread.run_sync(send_pinned, target, cpu, count)
             so_far = await session.report_so_far()
-            line = so_far.program("kstat_t_pcwin")
+            line = so_far.program(f"{KT}pcwin")
             assert line.per_cpu is not None
             assert {cpu: values["run_count"] for cpu, values in line.per_cpu.items()} == sent
         return session.report
 
     report = trio.run(window)
     assert report.snapshot_method == "iterator"
-    line = report.program("kstat_t_pcwin")
+    line = report.program(f"{KT}pcwin")
     assert line.per_cpu is not None
     assert {cpu: values["run_count"] for cpu, values in line.per_cpu.items()} == sent
     assert sum(values["runtime_ns"] for values in line.per_cpu.values()) == line.runtime_ns
@@ -160,7 +161,7 @@ def test_a_window_reports_each_cpus_runs_and_the_busiest_cpu(load_filter: LoadFi
     assert report.total("busiest_cpu_percent") == pytest.approx(busiest * 100 / elapsed)
     # The report is a contract: the field is written and read back.
     again = kstat.report_from_dict(kstat.report_to_dict(report))
-    assert again.program("kstat_t_pcwin").per_cpu == line.per_cpu
+    assert again.program(f"{KT}pcwin").per_cpu == line.per_cpu
     # NDJSON records: one line per program and CPU, the intervals' adding up to the window's.
     records = [json.loads(text) for text in stream.read_text().splitlines()]
     assert all(tuple(record) == RECORD_KEYS for record in records)
@@ -172,26 +173,26 @@ def test_a_window_reports_each_cpus_runs_and_the_busiest_cpu(load_filter: LoadFi
     summary = {record["cpu"]: record for record in records if record["kind"] == "summary_cpu"}
     assert {cpu: record["run_count"] for cpu, record in summary.items()} == sent
     for cpu, record in summary.items():
-        assert record["key"] == "kstat_t_pcwin" and record["runtime_ns"] == line.per_cpu[cpu]["runtime_ns"]
+        assert record["key"] == f"{KT}pcwin" and record["runtime_ns"] == line.per_cpu[cpu]["runtime_ns"]
         assert record["estimated_cpu_percent"] == pytest.approx(record["runtime_ns"] * 100 / elapsed)
     assert all(record["cpu"] is None for record in records if not record["kind"].endswith("_cpu"))
 
 
 @pytest.mark.kernel
 def test_without_per_cpu_a_window_has_no_per_cpu_fields(load_filter: LoadFilter) -> None:
-    target = load_filter("kstat_t_pcnone")
+    target = load_filter(f"{KT}pcnone")
 
     async def window() -> kstat.Report:
         async with kstat.collect(
-            interval="50ms", select=kstat.ProgramFilter(name="^kstat_t_pcnone$"), snapshot_method="iterator"
+            interval="50ms", select=kstat.ProgramFilter(name=f"^{KT}pcnone$"), snapshot_method="iterator"
         ) as session:
             await trio.to_thread.run_sync(target.send, 10)
         return session.report
 
     report = trio.run(window)
     data = kstat.report_to_dict(report)
-    assert "per_cpu" not in data["program_stats"]["kstat_t_pcnone"]
-    assert "busiest_cpu_percent" not in data["program_stats"]["kstat_t_pcnone"]
+    assert "per_cpu" not in data["program_stats"][f"{KT}pcnone"]
+    assert "busiest_cpu_percent" not in data["program_stats"][f"{KT}pcnone"]
     assert "total_busiest_cpu_percent" not in data and "unavailable_counters" not in data
 
 
@@ -199,12 +200,12 @@ def test_without_per_cpu_a_window_has_no_per_cpu_fields(load_filter: LoadFilter)
 def test_by_syscalls_there_is_no_per_cpu_field(load_filter: LoadFilter) -> None:
     """bpf_prog_info has only sums: asked for per-CPU counters, the syscalls say so and leave
     the field out."""
-    target = load_filter("kstat_t_pcsys")
+    target = load_filter(f"{KT}pcsys")
 
     async def window() -> kstat.Report:
         async with kstat.collect(
             interval="50ms",
-            select=kstat.ProgramFilter(name="^kstat_t_pcsys$"),
+            select=kstat.ProgramFilter(name=f"^{KT}pcsys$"),
             snapshot_method="syscalls",
             per_cpu=True,
         ) as session:
@@ -212,7 +213,7 @@ def test_by_syscalls_there_is_no_per_cpu_field(load_filter: LoadFilter) -> None:
         return session.report
 
     report = trio.run(window)
-    line = report.program("kstat_t_pcsys")
+    line = report.program(f"{KT}pcsys")
     assert line.run_count == 10 and line.per_cpu is None
     assert line.value("busiest_cpu_percent") is None
 
@@ -300,7 +301,7 @@ def test_kstat_run_per_cpu_counts_a_command_pinned_by_taskset(
     cpus = online_cpus()
     if len(cpus) < 2:
         pytest.skip("one CPU: nothing to tell apart")
-    target = load_filter("kstat_t_pcrun")
+    target = load_filter(f"{KT}pcrun")
     port = target.port
     sent = {cpus[0]: 150, cpus[1]: 450}
     senders = " && ".join(
@@ -315,7 +316,7 @@ def test_kstat_run_per_cpu_counts_a_command_pinned_by_taskset(
             "--scope",
             "host",
             "--name",
-            "^kstat_t_pcrun$",
+            f"^{KT}pcrun$",
             "-o",
             str(report_path),
             "--sink",
@@ -327,7 +328,7 @@ def test_kstat_run_per_cpu_counts_a_command_pinned_by_taskset(
         ]
     )
     assert finished.returncode == 0, finished.stderr
-    line = json.loads(report_path.read_text())["program_stats"]["kstat_t_pcrun"]
+    line = json.loads(report_path.read_text())["program_stats"][f"{KT}pcrun"]
     assert {int(cpu): values["run_count"] for cpu, values in line["per_cpu"].items()} == sent
     assert line["busiest_cpu_percent"] > 0
     summary = [json.loads(text) for text in records.read_text().splitlines()]
@@ -361,21 +362,21 @@ def test_kstat_serve_per_cpu_exposes_a_series_per_program_and_cpu(load_filter: L
             "--interval",
             "200ms",
             "--name",
-            "^kstat_t_pcsrv$",
+            f"^{KT}pcsrv$",
             "--sink",
             f"prometheus://127.0.0.1:{port}",
         ]
     )
     try:
         kstat.wait_for_window()
-        target = load_filter("kstat_t_pcsrv")
+        target = load_filter(f"{KT}pcsrv")
         info = f'kstat_program_info{{id="{target.program.id}"'
         wait_for(lambda: info in _scrape(port))  # met: counted from zero (loaded after the start)
         sent = {cpus[0]: 111, cpus[1]: 222}
         for cpu, count in sent.items():
             send_pinned(target, cpu, count)
         wanted = [
-            f'kstat_program_cpu_runs_total{{id="{target.program.id}",name="kstat_t_pcsrv",'
+            f'kstat_program_cpu_runs_total{{id="{target.program.id}",name="{KT}pcsrv",'
             f'type="SocketFilter",cpu="{cpu}"}} {count}'
             for cpu, count in sent.items()
         ]
@@ -411,7 +412,7 @@ def test_compare_fails_on_the_busiest_cpu(load_filter: LoadFilter, tmp_path: Pat
     cpus = online_cpus()
     if len(cpus) < 2:
         pytest.skip("one CPU: nothing to tell apart")
-    target = load_filter("kstat_t_pccmp", 2_000)
+    target = load_filter(f"{KT}pccmp", 2_000)
     reports = {}
     sides = {"spread": {cpus[0]: 1_500, cpus[1]: 1_500}, "one_cpu": {cpus[0]: 3_000}}
     for side, sent in sides.items():
@@ -427,7 +428,7 @@ def test_compare_fails_on_the_busiest_cpu(load_filter: LoadFilter, tmp_path: Pat
                 "--scope",
                 "host",
                 "--name",
-                "^kstat_t_pccmp$",
+                f"^{KT}pccmp$",
                 "-o",
                 str(reports[side]),
                 "--",
@@ -437,7 +438,7 @@ def test_compare_fails_on_the_busiest_cpu(load_filter: LoadFilter, tmp_path: Pat
             ]
         )
         assert finished.returncode == 0, finished.stderr
-        line = json.loads(reports[side].read_text())["program_stats"]["kstat_t_pccmp"]
+        line = json.loads(reports[side].read_text())["program_stats"][f"{KT}pccmp"]
         assert {int(cpu): values["run_count"] for cpu, values in line["per_cpu"].items()} == sent
     gate = ["compare", "--fail-on", "busiest_cpu_percent:+0"]
     worse = run_kstat([*gate, str(reports["spread"]), str(reports["one_cpu"])])

@@ -39,6 +39,7 @@ from kstat.sinks.prometheus import (
 )
 from tests.builders import FakeSource, events_of, program, snapshot, stats_left_alone
 from tests.kstat_process import KstatProcess, run_kstat
+from tests.names import KT
 from tests.prometheus_server import PROMTOOL, require, running_prometheus
 from tests.statsd_daemon import free_port
 from tests.windows import LoadFilter
@@ -365,7 +366,7 @@ def test_a_real_prometheus_counts_every_packet(load_filter: LoadFilter, tmp_path
             ]
         )
         kstat.wait_for_window()
-        target = load_filter("kstat_t_prom")
+        target = load_filter(f"{KT}prom")
         # By its id: another suite on the host may hold a program of the same name.
         series = f'kstat_program_runs_total{{id="{target.program.id}",job="kstat"}}'
         assert prometheus.wait_for(series, 0) == 0  # scraped before any traffic
@@ -384,7 +385,7 @@ def test_a_real_prometheus_counts_every_packet(load_filter: LoadFilter, tmp_path
             prometheus.query(expression, at=ended)
         costliest = prometheus.query(
             "topk(10, sum by (instance, name) "
-            '(rate(kstat_program_run_time_seconds_total{name=~"kstat_t_.*"}[1m])))',
+            f'(rate(kstat_program_run_time_seconds_total{{name=~"{KT}.*"}}[1m])))',
             at=ended,
         )
         info = prometheus.query(f'kstat_program_info{{id="{target.program.id}"}}', at=ended)
@@ -407,8 +408,8 @@ def test_a_real_prometheus_counts_every_packet(load_filter: LoadFilter, tmp_path
     ) / (sum(line["elapsed_ns"] for line in inside) / 1e9)
     assert prometheus_rate is not None
     assert prometheus_rate == pytest.approx(kstat_rate, rel=0.15)
-    assert any(entry["metric"]["name"] == "kstat_t_prom" for entry in costliest)
-    assert info[0]["metric"]["kernel_name"] == "kstat_t_prom"
+    assert any(entry["metric"]["name"] == f"{KT}prom" for entry in costliest)
+    assert info[0]["metric"]["kernel_name"] == f"{KT}prom"
 
 
 def fleet_page_queries() -> list[str]:

@@ -29,6 +29,7 @@ from kstat.sources import offsets_cache
 from kstat.sources.iterator import VMLINUX_BTF, KernelOffsets
 from kstat.testing.loader import LoopbackTarget, SocketFilter
 from tests.kstat_process import PATIENCE, KstatProcess
+from tests.names import KT
 
 pytestmark = pytest.mark.kernel
 
@@ -48,7 +49,7 @@ def _pair(prefix: str) -> tuple[ProbePair, list[LoopbackTarget]]:
 def probes_around_ten_thousand() -> Iterator[tuple[ProbePair, ProbePair]]:
     first, first_targets = _pair("kstat_ra_a")
     holder = subprocess.Popen(
-        [sys.executable, "-m", "tests.idle_holder", str(OTHERS), "kstat_t_ra_idle"],
+        [sys.executable, "-m", "tests.idle_holder", str(OTHERS), f"{KT}ra_idle"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,

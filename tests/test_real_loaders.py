@@ -21,15 +21,19 @@ import trio
 import kstat
 from kstat.sources.attribution import cgroup2_root
 from tests.kstat_process import run_kstat
+from tests.names import KT, TOKEN, host_name
 
 pytestmark = pytest.mark.kernel
 
 SOURCES = Path(__file__).parent / "bpf"
-NETNS = "kstat-t-net"
-HOST_DEVICE, NS_DEVICE = "kt-host", "kt-ns"
-HOST_ADDRESS, NS_ADDRESS = "10.231.7.1", "10.231.7.2"
+NETNS = host_name("net")
+HOST_DEVICE, NS_DEVICE = host_name("host"), host_name("ns")
+# A /30 of this suite's own, so that two suites' veth pairs do not share addresses or routes.
+_SUBNET = int(TOKEN, 36) % (256 * 64)
+HOST_ADDRESS = f"10.231.{_SUBNET // 64}.{_SUBNET % 64 * 4 + 1}"
+NS_ADDRESS = f"10.231.{_SUBNET // 64}.{_SUBNET % 64 * 4 + 2}"
 PORT = 40_777
-PIN = Path("/sys/fs/bpf/kstat_t_cg_egress")
+PIN = Path(f"/sys/fs/bpf/{KT}cg_egress")
 
 
 def run(*command: str) -> str:
@@ -148,7 +152,7 @@ def network(objects: dict[str, Path]) -> Iterator[dict[str, int]]:
 @pytest.fixture(scope="module")
 def cgroup(objects: dict[str, Path]) -> Iterator[tuple[Path, int]]:
     """A cgroup of the v2 tree with a cgroup_skb egress program, loaded and attached by bpftool."""
-    place = cgroup2_root() / "kstat-t-loaders"
+    place = cgroup2_root() / host_name("loaders")
     PIN.unlink(missing_ok=True)
     try:
         place.mkdir(exist_ok=True)
@@ -199,7 +203,9 @@ def test_kstat_places_each_program_where_bpftool_does(
     assert (tc_filter["pref"], handle) == (5, 7)
     assert programs[network["xdp"]]["attachments"] == [f"xdp/generic:{HOST_DEVICE}"]
     assert programs[cgroup_program]["attachments"] == [f"cgroup/egress:{place}"]
-    assert programs[network["tc"]]["name"] == "kstat_t_flow_tc"  # the full name, from BTF
+    # The full name, from BTF (the objects in tests/bpf are named there, with no token: the
+    # programs are told apart by id).
+    assert programs[network["tc"]]["name"] == "kstat_t_flow_tc"
     # The filters select by the same places.
     assert set(listed("--attach-type", "tc")) >= {network["tc"]}
     assert network["tc"] not in listed("--attach-type", "xdp")

@@ -35,6 +35,7 @@ from kstat.formats.records import RECORD_KEYS, interval_records, start_records, 
 from kstat.sinks.ndjson import from_spec
 from tests.builders import events_of, program, report_of, snapshot
 from tests.kstat_process import wait_until_ready
+from tests.names import KT
 from tests.windows import LoadFilter
 
 # The page that documents the records.
@@ -310,8 +311,8 @@ def test_records_from_the_command_line_add_up_to_the_report_and_answer_jq(
 ) -> None:
     """The kernel as oracle: exactly N runs, in the records and in the report, and the jq
     examples of docs/sinks.md answer from them."""
-    heavy = load_filter("kstat_t_rec_a", 200)
-    light = load_filter("kstat_t_rec_b")
+    heavy = load_filter(f"{KT}rec_a", 200)
+    light = load_filter(f"{KT}rec_b")
     stream, nested, report_path = tmp_path / "k.ndjson", tmp_path / "nested.ndjson", tmp_path / "r.json"
     ready = tmp_path / "ready"
     process = subprocess.Popen(
@@ -324,7 +325,7 @@ def test_records_from_the_command_line_add_up_to_the_report_and_answer_jq(
             "--interval",
             "200ms",
             "--name",
-            "^kstat_t_rec_",
+            f"^{KT}rec_",
             "-o",
             str(report_path),
             "--sink",

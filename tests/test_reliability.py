@@ -25,6 +25,7 @@ from kstat.errors import KstatError, UsageError
 from kstat.testing.loader import SocketFilter
 from tests.disks import fill_up
 from tests.kstat_process import KSTAT, KstatProcess, run_kstat
+from tests.names import KT
 from tests.stats_holders import nobody_else_counts
 from tests.windows import LoadFilter
 
@@ -74,7 +75,7 @@ def test_a_signal_at_any_moment_gives_a_whole_report_or_a_clear_error(
     load_filter: LoadFilter, tmp_path: Path, stop_signal: signal.Signals, delay_s: float
 ) -> None:
     """From interpreter start-up to the final write of a 1.5 s window."""
-    load_filter("kstat_t_anytime")
+    load_filter(f"{KT}anytime")
     output = tmp_path / "r.json"
     process = subprocess.Popen(
         [
@@ -99,7 +100,7 @@ def test_a_signal_at_any_moment_gives_a_whole_report_or_a_clear_error(
 
 @pytest.mark.kernel
 def test_sigkill_never_leaves_a_half_written_report(load_filter: LoadFilter, tmp_path: Path) -> None:
-    load_filter("kstat_t_kill")
+    load_filter(f"{KT}kill")
     output = tmp_path / "r.json"
     previous = '{"an": "older report"}\n'
     rng = random.Random(20261125)
@@ -125,7 +126,7 @@ def test_a_full_disk_under_the_ndjson_stream_fails_it_alone(
     load_filter: LoadFilter, tmp_path: Path, tiny_tmpfs: Path
 ) -> None:
     for index in range(8):
-        load_filter(f"kstat_t_full{index}")
+        load_filter(f"{KT}full{index}")
     report = tmp_path / "r.json"
     completed = run_kstat(
         [
@@ -152,7 +153,7 @@ def test_a_full_disk_under_the_report_keeps_the_old_one_and_the_stream_goes_on(
     load_filter: LoadFilter, tmp_path: Path, tiny_tmpfs: Path
 ) -> None:
     for index in range(40):
-        load_filter(f"kstat_t_fullr{index}")
+        load_filter(f"{KT}fullr{index}")
     report = tiny_tmpfs / "r.json"
     report.write_text("old\n")
     fill_up(tiny_tmpfs / "filler")
@@ -281,7 +282,7 @@ def open_fd_count() -> int:
 def test_ten_thousand_programs_with_hundreds_churning_per_second() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65_536)), hard))
-    steady = [SocketFilter(f"kstat_t_many{index % 100}") for index in range(10_000)]
+    steady = [SocketFilter(f"{KT}many{index % 100}") for index in range(10_000)]
     churning: list[SocketFilter] = []
     stop = threading.Event()
     loaded = unloaded = 0
@@ -290,7 +291,7 @@ def test_ten_thousand_programs_with_hundreds_churning_per_second() -> None:
         nonlocal loaded, unloaded
         while not stop.is_set():
             for _ in range(20):
-                churning.append(SocketFilter("kstat_t_churn"))
+                churning.append(SocketFilter(f"{KT}churn"))
                 loaded += 1
                 if len(churning) > 50:
                     churning.pop(0).close()
@@ -315,11 +316,11 @@ def test_ten_thousand_programs_with_hundreds_churning_per_second() -> None:
     assert kstat_fds_after == kstat_fds_before  # no fd leaked, whatever came and went
     assert loaded > 300 and unloaded > 300
     lines = report.programs
-    churned = [line for line in lines if line.kernel_name == "kstat_t_churn"]
+    churned = [line for line in lines if line.kernel_name == f"{KT}churn"]
     assert len(churned) > 100
     assert all(line.loaded_during_window for line in churned)
     assert any(line.unloaded_during_window for line in churned)
-    assert sum(1 for line in lines if (line.kernel_name or "").startswith("kstat_t_many")) == 10_000
+    assert sum(1 for line in lines if (line.kernel_name or "").startswith(f"{KT}many")) == 10_000
     assert report.num_programs == len(report.program_stats) == len(lines)
     assert report.total_run_count == sum(line.run_count for line in lines)
     assert report.total_runtime_ns == sum(line.runtime_ns for line in lines)
@@ -334,7 +335,7 @@ def test_ten_thousand_programs_with_hundreds_churning_per_second() -> None:
 def test_stats_are_off_after_every_ending(
     load_filter: LoadFilter, request: pytest.FixtureRequest, ending: str
 ) -> None:
-    target = load_filter("kstat_t_ending")
+    target = load_filter(f"{KT}ending")
     arguments = ["-duration", "1s" if ending == "sink failure" else "1h"]
     if ending == "sink failure":
         full_disk: Path = request.getfixturevalue("tiny_tmpfs")
@@ -355,7 +356,7 @@ def test_stats_are_off_after_every_ending(
 
 @pytest.mark.kernel
 def test_two_kstats_at_once_each_get_their_own_window(load_filter: LoadFilter) -> None:
-    target = load_filter("kstat_t_pair")
+    target = load_filter(f"{KT}pair")
     # Each ends when told (a duration would race a slow start on a busy host).
     long_run = KstatProcess(["-duration", "1h", "--interval", "100ms"])
     long_run.wait_for_window()
@@ -369,8 +370,8 @@ def test_two_kstats_at_once_each_get_their_own_window(load_filter: LoadFilter) -
     long_run.signal(signal.SIGINT)
     long_status, long_stdout = long_run.finish()
     assert (short_status, long_status) == (0, 0)
-    assert json.loads(short_stdout)["program_stats"]["kstat_t_pair"]["run_count"] == 40
-    assert json.loads(long_stdout)["program_stats"]["kstat_t_pair"]["run_count"] == 100
+    assert json.loads(short_stdout)["program_stats"][f"{KT}pair"]["run_count"] == 40
+    assert json.loads(long_stdout)["program_stats"][f"{KT}pair"]["run_count"] == 100
 
 
 # --- bad input --------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import pytest
 from kstat.abi import bpf as _bpf
 from kstat.errors import UnsupportedKernel
 from kstat.sources.stats_switch import BPF_STATS_SYSCTL, StatsMethod, runtime_stats_enabled
+from tests.names import KT
 from tests.stats_holders import nobody_else_counts
 from tests.windows import LoadFilter
 
@@ -19,7 +20,7 @@ def _no_enable_stats_command() -> int:
 
 @pytest.mark.kernel
 def test_two_holders_do_not_switch_each_other_off(load_filter: LoadFilter) -> None:
-    target = load_filter("kstat_t_two")
+    target = load_filter(f"{KT}two")
     with nobody_else_counts():
         with runtime_stats_enabled() as first:
             with runtime_stats_enabled() as second:
@@ -37,7 +38,7 @@ def test_sysctl_fallback_counts_and_restores_the_previous_value(
 ) -> None:
     # Pretend to be a kernel before 5.8; the sysctl and the counters are the real ones.
     monkeypatch.setattr(_bpf, "enable_run_time_stats", _no_enable_stats_command)
-    target = load_filter("kstat_t_sysctl")
+    target = load_filter(f"{KT}sysctl")
     before = BPF_STATS_SYSCTL.read_text()
     with runtime_stats_enabled() as method:
         assert BPF_STATS_SYSCTL.read_text().strip() == "1"

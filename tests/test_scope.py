@@ -31,6 +31,7 @@ from kstat.testing.loader import LoopbackTarget, SocketFilter
 from tests.builders import program, report_of, snapshot
 from tests.holders import HolderProcess
 from tests.kstat_process import KSTAT, KstatProcess, run_kstat, wait_until_ready
+from tests.names import KT
 
 REPO = Path(__file__).parents[1]
 PACKETS = 300
@@ -41,8 +42,8 @@ NONE_APART = KstatPrograms(0, {})
 @pytest.fixture
 def tenants() -> Iterator[tuple[HolderProcess, HolderProcess]]:
     """Other tenants' programs: 300 idle ones named like the command's own, and a busy agent."""
-    idle = HolderProcess("tests.idle_holder", "300", "kstat_t_sc_held")
-    busy = HolderProcess("tests.program_holder", "kstat_t_sc_out")
+    idle = HolderProcess("tests.idle_holder", "300", f"{KT}sc_held")
+    busy = HolderProcess("tests.program_holder", f"{KT}sc_out")
     try:
         yield idle, busy
     finally:
@@ -79,7 +80,7 @@ def test_run_reports_every_program_of_the_commands_tree_and_no_other(
     tmp_path: Path, tenants: tuple[HolderProcess, HolderProcess], receiver: Path
 ) -> None:
     _, busy = tenants
-    pin = Path(f"/sys/fs/bpf/kstat_t_sc_{os.getpid()}")
+    pin = Path(f"/sys/fs/bpf/{KT}sc_{os.getpid()}")
     ids_file, output, ready = tmp_path / "ids.json", tmp_path / "r.json", tmp_path / "ready"
     command = [
         sys.executable,
@@ -126,20 +127,20 @@ def test_run_with_the_host_scope_and_a_pid_reports_other_processes(
 
 @pytest.mark.kernel
 def test_the_tree_follows_forks_and_loads_that_exit_at_once() -> None:
-    outsider = HolderProcess("tests.program_holder", "kstat_t_sc_out", detached=True)
+    outsider = HolderProcess("tests.program_holder", f"{KT}sc_out", detached=True)
     tree = ProcessTree(os.getpid())
     try:
         assert tree.followed  # root has perf here; the fallback is tested below without it
         # A loader that exits the moment it has loaded its program: only the kernel's load
         # record says whose it was (the program goes with it; the record is kept a while).
-        loader = "from kstat.testing.loader import SocketFilter; print(SocketFilter('kstat_t_sc_gone').id)"
+        loader = f"from kstat.testing.loader import SocketFilter; print(SocketFilter('{KT}sc_gone').id)"
         printed = subprocess.run(
             [sys.executable, "-c", loader], capture_output=True, text=True, check=True, cwd=REPO
         )
         gone_id = int(printed.stdout)
         tree.refresh()
         assert gone_id in {program_id for program_id, _ in tree._loads}
-        with SocketFilter("kstat_t_sc_mine") as mine:
+        with SocketFilter(f"{KT}sc_mine") as mine:
             # One pass, its programs' owners looked up: the tree's are the test's own.
             taker = SnapshotTaker(kstat.ProgramFilter(process_tree=os.getpid()), process_tree=tree)
             try:
@@ -251,7 +252,7 @@ def test_an_unchanged_workload_passes_its_gate_beside_other_tenants(
     _, busy = tenants
     workload = [*KSTAT, "demo", "--workload-only", "-duration", "1s", "--linger", "300ms"]
     runs: dict[str, list[Path]] = {"base": [], "cur": []}
-    crowd = HolderProcess("tests.idle_holder", "500", "kstat_t_sc_crwd")
+    crowd = HolderProcess("tests.idle_holder", "500", f"{KT}sc_crwd")
     other_ready = tmp_path / "other.ready"
     other = KstatProcess(
         [

@@ -19,6 +19,7 @@ import kstat
 from kstat.sink import RECORD_KEYS
 from kstat.testing.loader import LoopbackTarget, SocketFilter
 from tests.kstat_process import KstatProcess
+from tests.names import KT
 from tests.statsd_daemon import free_port
 from tests.windows import LoadFilter
 
@@ -39,7 +40,7 @@ def serve(*arguments: str) -> KstatProcess:
 def test_serve_runs_until_a_signal_then_reports_the_whole_run(
     load_filter: LoadFilter, tmp_path: Path, ending: signal.Signals
 ) -> None:
-    target = load_filter("kstat_t_serve")
+    target = load_filter(f"{KT}serve")
     report_path = tmp_path / "run.json"
     kstat = serve("-o", str(report_path))
     for _ in range(3):
@@ -50,7 +51,7 @@ def test_serve_runs_until_a_signal_then_reports_the_whole_run(
     assert returncode == 0, kstat.stderr_lines
     assert stdout == ""  # a daemon: the report goes where it was asked to, not to stdout
     report = kstat_report(report_path)
-    assert report["program_stats"]["kstat_t_serve"]["run_count"] == 900
+    assert report["program_stats"][f"{KT}serve"]["run_count"] == 900
     assert report["stopped_by"] == ending.name
     assert report["requested_duration_ns"] is None
 
@@ -64,10 +65,10 @@ def test_under_churn_the_report_keeps_its_totals_and_forgets_old_programs(tmp_pa
     """Programs load, run and unload for the whole run: only the last few unloaded ones are
     listed, but every run is in the totals."""
     report_path = tmp_path / "run.json"
-    kstat = serve("-o", str(report_path), "--keep-unloaded", "5", "--name", "^kstat_t_churn$")
+    kstat = serve("-o", str(report_path), "--keep-unloaded", "5", "--name", f"^{KT}churn$")
     sent = 0
     for _ in range(40):
-        with SocketFilter("kstat_t_churn") as program, LoopbackTarget(program) as target:
+        with SocketFilter(f"{KT}churn") as program, LoopbackTarget(program) as target:
             target.send(7)
             sent += 7
             time.sleep(0.25)  # seen by at least one pass while loaded
@@ -83,20 +84,18 @@ def test_under_churn_the_report_keeps_its_totals_and_forgets_old_programs(tmp_pa
 
 
 async def test_the_library_streams_intervals_that_add_up(load_filter: LoadFilter) -> None:
-    target = load_filter("kstat_t_stream")
+    target = load_filter(f"{KT}stream")
     counted = 0
-    async with kstat.stream(
-        interval="50ms", select=kstat.ProgramFilter(name="^kstat_t_stream$")
-    ) as intervals:
+    async with kstat.stream(interval="50ms", select=kstat.ProgramFilter(name=f"^{KT}stream$")) as intervals:
         await trio.to_thread.run_sync(target.send, 123)
         async for interval in intervals:
-            line = interval.delta.lines.get("kstat_t_stream")
+            line = interval.delta.lines.get(f"{KT}stream")
             counted += line.run_count if line is not None else 0
             if counted >= 123:
                 intervals.stop()
         so_far = intervals.session
     assert counted == 123
-    assert so_far.report.program("kstat_t_stream").run_count == 123
+    assert so_far.report.program(f"{KT}stream").run_count == 123
 
 
 RSYSLOG_CONFIG = """
@@ -138,11 +137,11 @@ def test_rsyslog_ships_every_interval_parsed_in_order_across_a_rotation(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    target = load_filter("kstat_t_ship")
+    target = load_filter(f"{KT}ship")
     try:
         # Its own program alone: another tenant's 10,000 would make the summary a line longer
         # than the shipper takes (rsyslog's message size), which is not what this is about.
-        kstat = serve("--name", "^kstat_t_ship$", "--sink", f"ndjson:{stream}?layout={layout}")
+        kstat = serve("--name", f"^{KT}ship$", "--sink", f"ndjson:{stream}?layout={layout}")
         for round_ in range(6):
             target.send(50)
             time.sleep(0.3)
@@ -171,17 +170,15 @@ def test_rsyslog_ships_every_interval_parsed_in_order_across_a_rotation(
     if layout == "nested":
         intervals = [line for line in shipped if line["kind"] == "interval"]
         shipped_runs = sum(
-            line["program_stats"].get("kstat_t_ship", {}).get("run_count", 0) for line in intervals
+            line["program_stats"].get(f"{KT}ship", {}).get("run_count", 0) for line in intervals
         )
     else:
         assert all(list(line) == list(RECORD_KEYS) for line in shipped)  # nulls and order kept too
         intervals = [line for line in shipped if line["kind"] == "total"]
         shipped_runs = sum(
-            line["run_count"]
-            for line in shipped
-            if line["kind"] == "program" and line["name"] == "kstat_t_ship"
+            line["run_count"] for line in shipped if line["kind"] == "program" and line["name"] == f"{KT}ship"
         )
-        summary = [line for line in shipped if line["kind"] == "summary" and line["name"] == "kstat_t_ship"]
+        summary = [line for line in shipped if line["kind"] == "summary" and line["name"] == f"{KT}ship"]
         assert [line["run_count"] for line in summary] == [300]
     assert [line["sequence"] for line in intervals] == list(range(1, len(intervals) + 1))
     assert shipped_runs == 300

@@ -9,6 +9,7 @@ from kstat.core.events import Event, IntervalEnded, WindowEnded, WindowStarted
 from kstat.core.report import Report
 from kstat.engine.scheduler import CollectionSettings, collect
 from kstat.testing.loader import LoopbackTarget, SocketFilter
+from tests.names import KT
 from tests.windows import LoadFilter, WindowProbe, run_window, send
 
 pytestmark = pytest.mark.kernel
@@ -21,7 +22,7 @@ def line_for(report: Report, program_id: int) -> tuple[str, int]:
 
 
 async def test_run_count_equals_packets_sent_inside_the_window(load_filter: LoadFilter) -> None:
-    target = load_filter("kstat_t_win")
+    target = load_filter(f"{KT}win")
     target.send(77)  # before the window: must not count
 
     async def body(probe: WindowProbe) -> None:
@@ -29,7 +30,7 @@ async def test_run_count_equals_packets_sent_inside_the_window(load_filter: Load
 
     result = await run_window(body)
     target.send(33)  # after the window: must not count either
-    line = result.report.program("kstat_t_win")
+    line = result.report.program(f"{KT}win")
     assert line.run_count == 2_500
     assert line.avg_runtime_ns > 0
     assert result.report.stopped_by == "test done"
@@ -38,33 +39,33 @@ async def test_run_count_equals_packets_sent_inside_the_window(load_filter: Load
 
 
 async def test_a_program_without_runs_appears_with_zeros(load_filter: LoadFilter) -> None:
-    idle = load_filter("kstat_t_idle")
+    idle = load_filter(f"{KT}idle")
 
     async def body(probe: WindowProbe) -> None:
         await probe.wait_for_snapshots(2)
 
     line = (await run_window(body)).report.program(idle.program.id)
-    assert (line.name, line.run_count, line.runtime_ns, line.avg_runtime_ns) == ("kstat_t_idle", 0, 0, 0)
+    assert (line.name, line.run_count, line.runtime_ns, line.avg_runtime_ns) == (f"{KT}idle", 0, 0, 0)
 
 
 async def test_programs_sharing_a_name_are_both_reported(load_filter: LoadFilter) -> None:
-    first = load_filter("kstat_t_twin")
-    second = load_filter("kstat_t_twin")
+    first = load_filter(f"{KT}twin")
+    second = load_filter(f"{KT}twin")
 
     async def body(probe: WindowProbe) -> None:
         await send(first, 300)
         await send(second, 500)
 
     report = (await run_window(body)).report
-    assert line_for(report, first.program.id) == (f"kstat_t_twin#{first.program.id}", 300)
-    assert line_for(report, second.program.id) == (f"kstat_t_twin#{second.program.id}", 500)
+    assert line_for(report, first.program.id) == (f"{KT}twin#{first.program.id}", 300)
+    assert line_for(report, second.program.id) == (f"{KT}twin#{second.program.id}", 500)
 
 
 async def test_a_program_loaded_mid_window_counts_from_its_load(load_filter: LoadFilter) -> None:
     late: list[LoopbackTarget] = []
 
     async def body(probe: WindowProbe) -> None:
-        late.append(load_filter("kstat_t_late"))
+        late.append(load_filter(f"{KT}late"))
         await send(late[0], 400)
 
     # A long interval: the sampler first sees the program in the last snapshot.
@@ -76,7 +77,7 @@ async def test_a_program_loaded_mid_window_counts_from_its_load(load_filter: Loa
 
 
 async def test_a_program_unloaded_mid_window_is_reported_up_to_its_last_sighting() -> None:
-    program = SocketFilter("kstat_t_leave")
+    program = SocketFilter(f"{KT}leave")
     target = LoopbackTarget(program)
     program_id = program.id
 
@@ -93,7 +94,7 @@ async def test_a_program_unloaded_mid_window_is_reported_up_to_its_last_sighting
 
 
 async def test_the_window_ends_after_its_duration(load_filter: LoadFilter) -> None:
-    load_filter("kstat_t_dur")
+    load_filter(f"{KT}dur")
     settings = CollectionSettings(duration_ns=350_000_000, interval_ns=100_000_000)
     started = trio.current_time()
     result = await collect(settings, [])
@@ -123,7 +124,7 @@ class RecordingSink:
                 self.sequences.append(event.snapshot.sequence)
             elif isinstance(event, IntervalEnded):
                 self.sequences.append(event.current.sequence)
-                line = event.delta.lines.get("kstat_t_slow")
+                line = event.delta.lines.get(f"{KT}slow")
                 self.run_counts.append(line.run_count if line is not None else 0)
             elif isinstance(event, WindowEnded):
                 self.reports.append(event.report)
@@ -140,7 +141,7 @@ class BrokenSink(RecordingSink):
 
 
 async def test_a_failing_sink_is_isolated_and_reported(load_filter: LoadFilter) -> None:
-    target = load_filter("kstat_t_sinks")
+    target = load_filter(f"{KT}sinks")
     healthy, broken = RecordingSink(), BrokenSink()
 
     async def body(probe: WindowProbe) -> None:
@@ -153,11 +154,11 @@ async def test_a_failing_sink_is_isolated_and_reported(load_filter: LoadFilter) 
     assert healthy.sequences == list(range(result.report.snapshots or 0))
     assert healthy.reports == [result.report]
     assert broken.reports == []
-    assert result.report.program("kstat_t_sinks").run_count == 50
+    assert result.report.program(f"{KT}sinks").run_count == 50
 
 
 async def test_a_slow_sink_gets_merged_intervals_that_still_add_up(load_filter: LoadFilter) -> None:
-    target = load_filter("kstat_t_slow")
+    target = load_filter(f"{KT}slow")
     slow = RecordingSink(delay_s=0.5)
 
     async def body(probe: WindowProbe) -> None:
@@ -173,7 +174,7 @@ async def test_a_slow_sink_gets_merged_intervals_that_still_add_up(load_filter: 
     skipped = result.skipped_snapshots[repr(slow)]
     assert skipped > 0
     assert len(slow.sequences) + skipped == result.report.snapshots
-    assert sum(slow.run_counts) == result.report.program("kstat_t_slow").run_count == 400
+    assert sum(slow.run_counts) == result.report.program(f"{KT}slow").run_count == 400
 
 
 class StuckSink(RecordingSink):
@@ -188,7 +189,7 @@ class StuckSink(RecordingSink):
 
 
 async def test_a_stuck_sink_cannot_hold_the_window_open(load_filter: LoadFilter) -> None:
-    load_filter("kstat_t_stuck")
+    load_filter(f"{KT}stuck")
     healthy, stuck = RecordingSink(), StuckSink()
 
     async def body(probe: WindowProbe) -> None:

@@ -15,6 +15,7 @@ from kstat.sinks.ndjson import NdjsonSink
 from kstat.sinks.statsd import StatsdSink
 from kstat.sinks.stdout import StdoutSink
 from tests.kstat_process import KstatProcess, run_kstat
+from tests.names import KT
 from tests.windows import LoadFilter
 
 EXAMPLE_SINK = Path(__file__).parents[1] / "examples" / "kstat_csv_sink"
@@ -96,7 +97,7 @@ def test_a_third_party_sink_is_found_and_fed(
     site = tmp_path / "site"
     site.mkdir()
     install_as_a_distribution(EXAMPLE_SINK, site)
-    target = load_filter("kstat_t_csv")
+    target = load_filter(f"{KT}csv")
     rows_path = tmp_path / "rows.csv"
     monkeypatch.setenv("PYTHONPATH", str(site))
     listing = run_kstat(["--sink", "nope"])
@@ -107,7 +108,7 @@ def test_a_third_party_sink_is_found_and_fed(
     assert "available sinks: csv, " + ALL_SINKS.removeprefix("available sinks: ") in listing.stderr
     assert returncode == 0, kstat.stderr_lines
     with rows_path.open() as stream:
-        rows = [row for row in csv.DictReader(stream) if row["name"] == "kstat_t_csv"]
+        rows = [row for row in csv.DictReader(stream) if row["name"] == f"{KT}csv"]
     # A row per interval in which the program ran (the deltas' lines); they add up exactly.
     assert 1 <= len(rows) <= 4
     assert sum(int(row["run_count"]) for row in rows) == 64

@@ -21,6 +21,7 @@ from kstat.testing.loader import SocketFilter
 from kstat.text import for_statsd_names
 from tests.builders import events_of, program, report_of, snapshot
 from tests.kstat_process import KstatProcess, run_kstat
+from tests.names import KT
 from tests.statsd_daemon import StatsdDaemon, free_port, running_statsd
 from tests.windows import LoadFilter
 
@@ -94,7 +95,7 @@ def test_datagrams_stay_under_the_mtu_and_keep_every_line() -> None:
 def test_the_daemon_aggregates_exact_run_counts(
     load_filter: LoadFilter, statsd: StatsdDaemon, transport: str
 ) -> None:
-    target = load_filter("kstat_t_sd")
+    target = load_filter(f"{KT}sd")
     port = statsd.udp_port if transport == "udp" else statsd.tcp_port
     kstat = KstatProcess(
         [
@@ -112,13 +113,13 @@ def test_the_daemon_aggregates_exact_run_counts(
     assert returncode == 0, kstat.stderr_lines
     assert stdout == ""
     counters = statsd.counters()
-    assert counters["kt.kstat_t_sd.run_count"] == 700
-    assert counters["kt.kstat_t_sd.runtime_ns"] > 0
+    assert counters[f"kt.{KT}sd.run_count"] == 700
+    assert counters[f"kt.{KT}sd.runtime_ns"] > 0
     assert counters["kt.total.run_count"] >= 700
     assert counters["statsd.bad_lines_seen"] == 0
     gauges = statsd.gauges()
-    assert "kt.kstat_t_sd.avg_runtime_ns" in gauges
-    assert "kt.kstat_t_sd.estimated_cpu_percent" in gauges
+    assert f"kt.{KT}sd.avg_runtime_ns" in gauges
+    assert f"kt.{KT}sd.estimated_cpu_percent" in gauges
 
 
 @pytest.mark.kernel
@@ -129,7 +130,7 @@ def test_ten_thousand_idle_programs_all_reach_the_daemon_over_udp(
     (1,592 programs of 10,000 arrived); sent in turns, every one arrives within 60 intervals."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65_536)), hard))
-    programs = [SocketFilter(f"kstat_t_idle{index % 100}") for index in range(10_000)]
+    programs = [SocketFilter(f"{KT}idle{index % 100}") for index in range(10_000)]
     try:
         server = f"statsd://127.0.0.1:{statsd.udp_port}?prefix=ki"
         window = ["-duration", "7s", "--interval", "100ms", "-output", str(tmp_path / "r.json")]
@@ -139,7 +140,7 @@ def test_ten_thousand_idle_programs_all_reach_the_daemon_over_udp(
             loaded.close()
     assert completed.returncode == 0, completed.stderr
     gauges = statsd.gauges()
-    arrived = [key for key in gauges if key.startswith("ki.kstat_t_idle") and key.endswith(".events_per_sec")]
+    arrived = [key for key in gauges if key.startswith(f"ki.{KT}idle") and key.endswith(".events_per_sec")]
     assert len(arrived) == 10_000
     assert statsd.counters()["statsd.bad_lines_seen"] == 0
 
@@ -168,7 +169,7 @@ def test_names_that_sanitise_alike_stay_apart() -> None:
 def test_programs_whose_names_sanitise_alike_are_two_series(
     load_filter: LoadFilter, statsd: StatsdDaemon
 ) -> None:
-    dotted, plain = load_filter("kstat_t.col"), load_filter("kstat_t_col")
+    dotted, plain = load_filter("kstat_t.col"), load_filter(f"{KT}col")
     kstat = KstatProcess(
         [
             "-duration",
@@ -184,21 +185,21 @@ def test_programs_whose_names_sanitise_alike_are_two_series(
     plain.send(300)
     assert kstat.finish()[0] == 0, kstat.stderr_lines
     counters = statsd.counters()
-    assert counters["kt.kstat_t_col.run_count"] == 300
-    assert counters[f"kt.kstat_t_col_{dotted.program.id}.run_count"] == 200
+    assert counters[f"kt.{KT}col.run_count"] == 300
+    assert counters[f"kt.{KT}col_{dotted.program.id}.run_count"] == 200
     assert counters["statsd.bad_lines_seen"] == 0
 
 
 @pytest.mark.kernel
 def test_dogstatsd_tags_reach_the_daemon(load_filter: LoadFilter, statsd: StatsdDaemon) -> None:
-    target = load_filter("kstat_t_tags")
+    target = load_filter(f"{KT}tags")
     kstat = KstatProcess(
         ["-duration", "1s", "--sink", f"statsd://127.0.0.1:{statsd.udp_port}?prefix=kt&tags=dogstatsd"]
     )
     kstat.wait_for_window()
     target.send(55)
     assert kstat.finish()[0] == 0
-    key = f"kt.program.run_count;program=kstat_t_tags;id={target.program.id};type=SocketFilter"
+    key = f"kt.program.run_count;program={KT}tags;id={target.program.id};type=SocketFilter"
     assert statsd.counters()[key] == 55
 
 
@@ -214,7 +215,7 @@ def test_dogstatsd_tags_reach_the_daemon(load_filter: LoadFilter, statsd: Statsd
 def test_an_unreachable_server_costs_a_warning_not_the_report(
     load_filter: LoadFilter, tmp_path: Path, url: str
 ) -> None:
-    target = load_filter("kstat_t_down")
+    target = load_filter(f"{KT}down")
     closed_port = free_port(socket.SOCK_DGRAM if "tcp" not in url else socket.SOCK_STREAM)
     output = tmp_path / "r.json"
     kstat = KstatProcess(
@@ -233,7 +234,7 @@ def test_an_unreachable_server_costs_a_warning_not_the_report(
     target.send(40)
     returncode, _ = kstat.finish()
     assert returncode == 0, kstat.stderr_lines
-    assert json.loads(output.read_text())["program_stats"]["kstat_t_down"]["run_count"] == 40
+    assert json.loads(output.read_text())["program_stats"][f"{KT}down"]["run_count"] == 40
     warnings = [entry for entry in kstat.log if entry["level"] == "warning" and "statsd" in entry["event"]]
     # Rate-limited: one warning, however many intervals failed.
     assert len(warnings) == 1, kstat.log

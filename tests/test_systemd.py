@@ -20,6 +20,7 @@ import pytest
 
 from kstat.commands._systemd import Notifier
 from tests.kstat_process import KstatProcess
+from tests.names import KT
 from tests.statsd_daemon import free_port
 from tests.windows import LoadFilter
 
@@ -86,7 +87,7 @@ def messages_until(receiver: socket.socket, wanted: bytes, timeout_s: float = 30
 def test_serve_is_ready_after_its_baseline_pings_the_watchdog_and_says_it_stops(
     load_filter: LoadFilter, tmp_path: Path
 ) -> None:
-    target = load_filter("kstat_t_notify")
+    target = load_filter(f"{KT}notify")
     path = tmp_path / "notify"
     with listening(str(path)) as receiver:
         kstat = KstatProcess(

@@ -31,6 +31,7 @@ from kstat.testing.loader import LoopbackTarget, SocketFilter
 from kstat.text import common_affixes, shortened, shortened_among
 from tests.builders import interval, program, snapshot, window_started
 from tests.kstat_process import run_kstat
+from tests.names import KT
 from tests.test_per_cpu import send_pinned
 from tests.windows import LoadFilter
 
@@ -387,35 +388,35 @@ def row_of(screen: str, name: str) -> list[str]:
 def test_top_in_tmux_shows_counts_sorts_filters_and_quits(
     load_filter: LoadFilter, tmux_top: Callable[[str], Tmux], tmp_path: Path
 ) -> None:
-    busy = load_filter("kstat_t_topbusy", 200)
-    quiet = load_filter("kstat_t_topqui")
-    top = tmux_top("--interval 200ms --name '^kstat_t_top'")
-    top.wait_for(lambda screen: "kstat_t_topbusy" in screen and "kstat_t_topqui" in screen)
+    busy = load_filter(f"{KT}topbusy", 200)
+    quiet = load_filter(f"{KT}topqui")
+    top = tmux_top(f"--interval 200ms --name '^{KT}top'")
+    top.wait_for(lambda screen: f"{KT}topbusy" in screen and f"{KT}topqui" in screen)
     busy.send(700)
     quiet.send(300)
     screen = top.wait_for(
         lambda screen: (
-            row_of(screen, "kstat_t_topbusy")[-1] == "700" and row_of(screen, "kstat_t_topqui")[-1] == "300"
+            row_of(screen, f"{KT}topbusy")[-1] == "700" and row_of(screen, f"{KT}topqui")[-1] == "300"
         )
     )
     assert top.alternate_screen()
-    names = [line.split()[2] for line in screen.splitlines() if "kstat_t_top" in line]
+    names = [line.split()[2] for line in screen.splitlines() if f"{KT}top" in line]
     top.keys("3")  # by name, ascending
     screen = top.wait_for(lambda screen: "NAME ↑" in screen)
-    assert [line.split()[2] for line in screen.splitlines() if "kstat_t_top" in line] == sorted(names), screen
+    assert [line.split()[2] for line in screen.splitlines() if f"{KT}top" in line] == sorted(names), screen
     top.keys("/", "q", "u", "i", "Enter")  # the filter: only the quiet one
-    screen = top.wait_for(lambda screen: "filter: qui" in screen and "kstat_t_topbusy" not in screen)
-    assert "kstat_t_topqui" in screen
+    screen = top.wait_for(lambda screen: "filter: qui" in screen and f"{KT}topbusy" not in screen)
+    assert f"{KT}topqui" in screen
     top.keys("Enter")  # its detail
     screen = top.wait_for(lambda screen: "owners:" in screen)
-    assert "kstat_t_topqui" in screen and "300 runs this session" in screen
+    assert f"{KT}topqui" in screen and "300 runs this session" in screen
     top.keys("Escape", "q")
     top.wait_for(lambda screen: "KSTAT-DONE" in screen)
     assert not top.alternate_screen()
     assert (tmp_path / "status").read_text().strip() == "exit 0"
     report = json.loads((tmp_path / "report.json").read_text())
-    assert report["program_stats"]["kstat_t_topbusy"]["run_count"] == 700
-    assert report["program_stats"]["kstat_t_topqui"]["run_count"] == 300
+    assert report["program_stats"][f"{KT}topbusy"]["run_count"] == 700
+    assert report["program_stats"][f"{KT}topqui"]["run_count"] == 300
     assert report["stopped_by"] == "quit"
     stty = (tmp_path / "stty").read_text()
     assert " icanon " in stty and " echo " in stty  # line mode and echo are back
@@ -425,11 +426,11 @@ def test_top_in_tmux_shows_counts_sorts_filters_and_quits(
 def test_sigterm_ends_top_and_gives_the_terminal_back(
     load_filter: LoadFilter, tmux_top: Callable[[str], Tmux], tmp_path: Path
 ) -> None:
-    target = load_filter("kstat_t_topterm")
-    top = tmux_top(f"--interval 200ms --name '^kstat_t_topterm$' -o {tmp_path}/r.json")
-    top.wait_for(lambda screen: "kstat_t_topterm" in screen)
+    target = load_filter(f"{KT}topterm")
+    top = tmux_top(f"--interval 200ms --name '^{KT}topterm$' -o {tmp_path}/r.json")
+    top.wait_for(lambda screen: f"{KT}topterm" in screen)
     target.send(123)
-    top.wait_for(lambda screen: row_of(screen, "kstat_t_topterm")[-1] == "123")
+    top.wait_for(lambda screen: row_of(screen, f"{KT}topterm")[-1] == "123")
     pattern = f"^{sys.executable} -m kstat top --interval 200ms"
     pid = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True, check=False).stdout.split()
     assert pid
@@ -438,9 +439,7 @@ def test_sigterm_ends_top_and_gives_the_terminal_back(
     top.wait_for(lambda screen: "KSTAT-DONE" in screen)
     assert not top.alternate_screen()
     assert (tmp_path / "status").read_text().strip() == "exit 0"
-    assert (
-        json.loads((tmp_path / "r.json").read_text())["program_stats"]["kstat_t_topterm"]["run_count"] == 123
-    )
+    assert json.loads((tmp_path / "r.json").read_text())["program_stats"][f"{KT}topterm"]["run_count"] == 123
     assert (tmp_path / "report.json").read_text() == ""  # -output took the report
     stty = (tmp_path / "stty").read_text()
     assert " icanon " in stty and " echo " in stty
@@ -537,9 +536,9 @@ def test_top_in_tmux_shows_each_cpus_share_of_a_program_sent_from_pinned_cpus(
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 2:
         pytest.skip("one CPU: nothing to tell apart")
-    target = load_filter("kstat_t_toppc", 100)
-    top = tmux_top("--per-cpu --interval 200ms --name '^kstat_t_toppc$'")
-    top.wait_for(lambda screen: "kstat_t_toppc" in screen)
+    target = load_filter(f"{KT}toppc", 100)
+    top = tmux_top(f"--per-cpu --interval 200ms --name '^{KT}toppc$'")
+    top.wait_for(lambda screen: f"{KT}toppc" in screen)
     top.keys("Enter")
     top.wait_for(lambda screen: "owners:" in screen)
     sent = {cpus[0]: 300, cpus[1]: 900}

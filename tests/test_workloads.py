@@ -21,6 +21,7 @@ from kstat.sources.workloads import KubeletLogs, node_name, workload_of_cgroup_f
 from tests.builders import program, report_of, snapshot
 from tests.holders import HolderProcess, program_holder
 from tests.kstat_process import run_kstat
+from tests.names import KT
 
 CONTAINER = "0123456789abcdef" * 4
 POD_UID = "5f0c6d1e-8a2b-4c3d-9e8f-0a1b2c3d4e5f"
@@ -256,14 +257,14 @@ def test_every_program_is_attributed_on_a_host_shaped_like_a_node(
     systemd_id, cgroupfs_id = uuid.uuid4().hex * 2, uuid.uuid4().hex * 2
     layouts = {
         # systemd driver, containerd, a Burstable pod
-        "kstat_t_cri": (
+        f"{KT}cri": (
             "kubepods.slice/kubepods-burstable.slice/"
             f"kubepods-burstable-pod{systemd_uid.replace('-', '_')}.slice/cri-containerd-{systemd_id}.scope"
         ),
         # cgroupfs driver, a BestEffort pod
-        "kstat_t_cgfs": f"kubepods/besteffort/pod{cgroupfs_uid}/{cgroupfs_id}",
+        f"{KT}cgfs": f"kubepods/besteffort/pod{cgroupfs_uid}/{cgroupfs_id}",
         # a service on the node
-        "kstat_t_svc": f"system.slice/kstat-test-{suffix}.service",
+        f"{KT}svc": f"system.slice/kstat-test-{suffix}.service",
     }
     for name, relative in layouts.items():
         holder = program_holder(name)
@@ -292,7 +293,7 @@ def test_every_program_is_attributed_on_a_host_shaped_like_a_node(
             "--host-root",
             str(host),
             "--name",
-            "^kstat_t_",
+            f"^{KT}",
             "-o",
             str(output),
         ],
@@ -301,9 +302,9 @@ def test_every_program_is_attributed_on_a_host_shaped_like_a_node(
     assert completed.returncode == 0, completed.stderr
     report = json.loads(output.read_text())
     owners = {key: line["owners"][0] for key, line in report["program_stats"].items()}
-    assert owners["kstat_t_cri"] | {} == {
+    assert owners[f"{KT}cri"] | {} == {
         "pid": holders[0].pid,
-        "command": owners["kstat_t_cri"]["command"],
+        "command": owners[f"{KT}cri"]["command"],
         "container_id": systemd_id,
         "container_runtime": "containerd",
         "container_name": "exporter",
@@ -312,14 +313,14 @@ def test_every_program_is_attributed_on_a_host_shaped_like_a_node(
         "namespace": "monitoring",
         "qos_class": "Burstable",
     }
-    assert (owners["kstat_t_cgfs"]["pod"], owners["kstat_t_cgfs"]["namespace"]) == (
+    assert (owners[f"{KT}cgfs"]["pod"], owners[f"{KT}cgfs"]["namespace"]) == (
         "sensor-4k9pz",
         "security",
     )
-    assert owners["kstat_t_cgfs"]["qos_class"] == "BestEffort"
-    assert owners["kstat_t_cgfs"]["container_name"] == "sensor"
-    assert owners["kstat_t_svc"]["unit"] == f"kstat-test-{suffix}.service"
-    assert "pod" not in owners["kstat_t_svc"]
+    assert owners[f"{KT}cgfs"]["qos_class"] == "BestEffort"
+    assert owners[f"{KT}cgfs"]["container_name"] == "sensor"
+    assert owners[f"{KT}svc"]["unit"] == f"kstat-test-{suffix}.service"
+    assert "pod" not in owners[f"{KT}svc"]
     assert report["node"] == node_name()
 
     # The filters select exactly them, on the command line and in the library.
@@ -328,15 +329,15 @@ def test_every_program_is_attributed_on_a_host_shaped_like_a_node(
         assert listed.returncode == 0, listed.stderr
         return sorted(entry["name"] for entry in json.loads(listed.stdout))
 
-    assert selected("--pod", "flow-agent-x7k2p") == ["kstat_t_cri"]
-    assert selected("--namespace", "security") == ["kstat_t_cgfs"]
-    assert selected("--container", systemd_id[:12]) == ["kstat_t_cri"]
-    assert selected("--container", "sensor") == ["kstat_t_cgfs"]
-    assert selected("--unit", f"kstat-test-{suffix}") == ["kstat_t_svc"]
+    assert selected("--pod", "flow-agent-x7k2p") == [f"{KT}cri"]
+    assert selected("--namespace", "security") == [f"{KT}cgfs"]
+    assert selected("--container", systemd_id[:12]) == [f"{KT}cri"]
+    assert selected("--container", "sensor") == [f"{KT}cgfs"]
+    assert selected("--unit", f"kstat-test-{suffix}") == [f"{KT}svc"]
     with kstat.collect_sync(
         interval="100ms", host_root=host, select=kstat.ProgramFilter(namespaces=("monitoring", "security"))
     ) as session:
         pass
-    assert sorted(session.report.program_stats) == ["kstat_t_cgfs", "kstat_t_cri"]
-    table = run_kstat(["list", "--host-root", str(host), "--name", "^kstat_t_"]).stdout
+    assert sorted(session.report.program_stats) == [f"{KT}cgfs", f"{KT}cri"]
+    table = run_kstat(["list", "--host-root", str(host), "--name", f"^{KT}"]).stdout
     assert "monitoring/flow-agent-x7k2p/exporter" in table and f"kstat-test-{suffix}.service" in table
