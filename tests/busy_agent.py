@@ -24,6 +24,7 @@ import time
 
 from kstat.abi.enums import SO_ATTACH_BPF
 from kstat.testing.loader import SocketFilter
+from tests.names import KT
 
 
 def burn(milliseconds: int) -> None:
@@ -39,8 +40,9 @@ def main(arguments: list[str]) -> None:
     # Its command, as an agent's own name: what the owners section and compare's rows show.
     with open("/proc/self/comm", "w") as comm:
         comm.write(name)
-    # A program name holds letters, digits, `_` and `.` only.
-    program = SocketFilter(name.replace("-", "_")[:15], work)
+    # A program name holds letters, digits, `_` and `.` only; the suite's prefix tells this
+    # suite's agents from another suite's on the same host.
+    program = SocketFilter((KT + name.replace("-", "_"))[:15], work)
     receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     receiver.bind(("127.0.0.1", 0))
     receiver.setsockopt(socket.SOL_SOCKET, SO_ATTACH_BPF, program.fd)
