@@ -4,12 +4,11 @@ reader's table, the iterator's record comparison) must give its answer for the s
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable
 
 import pytest
 
-from kstat.abi.bpf import enable_run_time_stats, program_fd
+from kstat.abi.bpf import enable_run_time_stats
 from kstat.core.changes import changes
 from kstat.core.model import PassClocks, ProgramChanges, ProgramIdentity, ProgramStats, Reading
 from kstat.engine.sampler import CounterTaker, PassReader
@@ -18,6 +17,7 @@ from kstat.sources.syscalls import ProgramReader
 from kstat.testing.loader import LoopbackTarget, SocketFilter
 from tests.builders import program
 from tests.names import KT
+from tests.windows import wait_until_freed
 
 Identities = frozenset[ProgramIdentity]
 
@@ -47,15 +47,6 @@ def test_the_specification_by_hand() -> None:
     assert _answer(changes([busy], [program(2, 10, 1)])) == (frozenset(), frozenset(), frozenset())
 
 
-def _wait_until_freed(program_id: int) -> None:
-    """The kernel frees a closed program a little later (after an RCU grace period)."""
-    deadline = time.monotonic() + 10
-    while (fd := program_fd(program_id)) is not None:
-        os.close(fd)
-        assert time.monotonic() < deadline, f"program {program_id} still loaded"
-        time.sleep(0.001)
-
-
 @pytest.mark.kernel
 def test_both_readers_and_the_specification_give_one_answer() -> None:
     readers: dict[str, Callable[[], PassReader]] = {"syscalls": ProgramReader, "iterator": IteratorReader}
@@ -73,7 +64,7 @@ def test_both_readers_and_the_specification_give_one_answer() -> None:
             gone_identity = gone.program.stats().identity
             gone.close()
             gone.program.close()
-            _wait_until_freed(gone_identity.id)
+            wait_until_freed(gone_identity.id)
             newcomer = LoopbackTarget(SocketFilter(f"{KT}chgnew"))
             second = {name: reader.read() for name, reader in opened.items()}
         finally:

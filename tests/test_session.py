@@ -10,7 +10,7 @@ from kstat.core.report import Report
 from kstat.engine.scheduler import CollectionSettings, collect
 from kstat.testing.loader import LoopbackTarget, SocketFilter
 from tests.names import KT
-from tests.windows import LoadFilter, WindowProbe, run_window, send
+from tests.windows import LoadFilter, WindowProbe, run_window, send, wait_until_freed
 
 pytestmark = pytest.mark.kernel
 
@@ -86,6 +86,7 @@ async def test_a_program_unloaded_mid_window_is_reported_up_to_its_last_sighting
         await probe.wait_for_snapshots(probe.snapshots_seen + 2)
         target.close()
         program.close()
+        await trio.to_thread.run_sync(wait_until_freed, program_id)
         await probe.wait_for_snapshots(probe.snapshots_seen + 2)
 
     line = (await run_window(body)).report.program(program_id)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Awaitable, Callable
 
 import trio
 
+from kstat.abi.bpf import program_fd
 from kstat.core.events import Sink
 from kstat.core.filters import ProgramFilter
 from kstat.core.model import Snapshot
@@ -77,3 +80,13 @@ async def run_window(
 async def send(target: LoopbackTarget, count: int) -> None:
     """Send packets off the event loop, as a test's traffic."""
     await trio.to_thread.run_sync(target.send, count)
+
+
+def wait_until_freed(program_id: int) -> None:
+    """Until the kernel has freed a closed program: a little later, after an RCU grace period
+    (seconds, on a busy host)."""
+    deadline = time.monotonic() + 30
+    while (fd := program_fd(program_id)) is not None:
+        os.close(fd)
+        assert time.monotonic() < deadline, f"program {program_id} still loaded"
+        time.sleep(0.001)  # polling the kernel; no result depends on how long it takes
