@@ -9,7 +9,9 @@ name a test creates carries this suite's token: programs are named `f"{KT}cli"`
 
 The token is drawn once per suite and handed to the suite's own helper processes through the
 environment, so that `python -m tests.program_holder` started by a test names its programs as
-the test that started it expects.
+the test that started it expects (and so that tests/stats_holders.py can tell the suite's own
+processes); where a process does not inherit it (a tmux session's, which has the tmux server's
+environment), the test sets it.
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ import secrets
 import string
 from typing import Final
 
-__all__ = ["KT", "TOKEN", "host_name"]
+__all__ = ["KT", "TOKEN", "TOKEN_VARIABLE", "host_name"]
 
-_VARIABLE: Final = "KSTAT_TEST_TOKEN"
+TOKEN_VARIABLE: Final = "KSTAT_TEST_TOKEN"
 _ALPHABET: Final = string.ascii_lowercase + string.digits
 
 
@@ -30,7 +32,7 @@ def _new_token() -> str:
 
 
 # Five characters of [a-z0-9]: one chance in 60 million that two suites draw the same.
-TOKEN: Final = os.environ.setdefault(_VARIABLE, _new_token())
+TOKEN: Final = os.environ.setdefault(TOKEN_VARIABLE, _new_token())
 
 # The prefix of every program (and map) name a test loads: 8 characters, as `kstat_t_` was.
 KT: Final = f"kt{TOKEN}_"

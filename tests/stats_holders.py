@@ -20,10 +20,10 @@ from pathlib import Path
 from attrs import define, frozen
 
 from kstat.sources.stats_switch import BPF_STATS_SYSCTL
-from tests.names import TOKEN
+from tests.names import TOKEN, TOKEN_VARIABLE
 
 _STATS_FD = "anon_inode:bpf-stats"
-_OUR_ENVIRONMENT = f"KSTAT_TEST_TOKEN={TOKEN}".encode()
+_OUR_ENVIRONMENT = f"{TOKEN_VARIABLE}={TOKEN}".encode()
 
 
 @frozen

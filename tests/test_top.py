@@ -31,7 +31,7 @@ from kstat.testing.loader import LoopbackTarget, SocketFilter
 from kstat.text import common_affixes, shortened, shortened_among
 from tests.builders import interval, program, snapshot, window_started
 from tests.kstat_process import run_kstat
-from tests.names import KT
+from tests.names import KT, TOKEN, TOKEN_VARIABLE
 from tests.test_per_cpu import send_pinned
 from tests.windows import LoadFilter
 
@@ -321,8 +321,13 @@ class Tmux:
     def __init__(self, name: str, command: str, width: int = 150, height: int = 30) -> None:
         self.name = name
         subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True, check=False)
+        # The session's environment is the tmux server's, which may be another suite's: the
+        # suite's token is given again, so that what runs in it is this suite's (names.py).
         subprocess.run(
-            ["tmux", "new-session", "-d", "-s", name, "-x", str(width), "-y", str(height), command],
+            [
+                *("tmux", "new-session", "-d", "-s", name, "-x", str(width), "-y", str(height)),
+                *("-e", f"{TOKEN_VARIABLE}={TOKEN}", command),
+            ],
             check=True,
         )
 
