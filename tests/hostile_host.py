@@ -27,7 +27,7 @@ TITLE_COMM = b"kpr-\xc3\x1b]0;pw\x07"
 # A comm that clears the screen, with a byte that is never UTF-8 and Markdown's worst.
 CLEAR_COMM = b"\x1b[2J\xff|<!--"
 # A systemd unit's cgroup (its name is what kstat reports as the unit).
-UNIT_CGROUP = b"kstat-t-" + TOKEN.encode() + b"\xff\x1b]0;unit\x07.service"
+UNIT_CGROUP = f"kt{TOKEN}-".encode() + b"\xff\x1b]0;unit\x07.service"
 # The kubelet's log file name parts: pod, namespace, container.
 POD = b"web-\xc3\x1b[2J"
 NAMESPACE = b"team\x1b]0;ns\x07"
@@ -37,7 +37,7 @@ DEVICE = b"kt" + TOKEN.encode() + b"\x1b[2J\xff"
 # One level of the deep cgroup: 244 bytes; 42 of them make a path of 10 kB.
 DEEP_LEVEL = b"\xff\x1b[2J" + b"d" * 240
 DEEP_LEVELS = 42
-DEEP_TOP = f"kstat-t-{TOKEN}-deep".encode()
+DEEP_TOP = host_name("deep").encode()
 # The veth pair's other end.
 PEER = host_name("hpeer").encode()
 

@@ -36,7 +36,7 @@ pytestmark = pytest.mark.kernel
 # is not UTF-8 is U+FFFD, every other character kept.
 TITLE_COMMAND = "kpr-\ufffd\x1b]0;pw\x07"
 CLEAR_COMMAND = "\x1b[2J\ufffd|<!--"
-UNIT = f"kstat-t-{TOKEN}\ufffd\x1b]0;unit\x07.service"
+UNIT = f"kt{TOKEN}-\ufffd\x1b]0;unit\x07.service"
 POD = "web-\ufffd\x1b[2J"
 NAMESPACE = "team\x1b]0;ns\x07"
 CONTAINER = "c|`x`<!--\n**"
@@ -212,8 +212,7 @@ def test_list_shows_the_names_and_obeys_none_of_them(host: HostileHost) -> None:
     assert len(rows) == 5  # the heading and the four programs: no name added a line
     unit_row = next(row for row in rows if f"{KT}hunit" in row)
     assert (
-        "kpr-\ufffd\\x1b]0;pw\\x07" in unit_row
-        and f"kstat-t-{TOKEN}\ufffd\\x1b]0;unit\\x07.service" in unit_row
+        "kpr-\ufffd\\x1b]0;pw\\x07" in unit_row and f"kt{TOKEN}-\ufffd\\x1b]0;unit\\x07.service" in unit_row
     )
     pod_row = next(row for row in rows if f"{KT}hpod" in row)
     assert "team\\x1b]0;ns\\x07/web-\ufffd\\x1b[2J/c|`x`<!--\\x0a**" in pod_row
