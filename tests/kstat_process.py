@@ -13,10 +13,27 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
+from tests.names import KT
+
 KSTAT = [sys.executable, "-m", "kstat"]
 # Under emulation (the kernel matrix's VMs, tests/kernels) Python runs about twelve times
 # slower: what a test waits for gets that much longer.
 PATIENCE: Final = 10.0 if os.environ.get("KSTAT_TEST_EMULATED") else 1.0
+# The flags that select programs (kstat.commands._options).
+_SELECTING: Final = frozenset(
+    {"--name", "--id", "--pid", "--comm", "--type", "--unit", "--attached", "--attach-type"}
+    | {"--container", "--pod", "--namespace"}
+)
+
+
+def own_programs(arguments: Sequence[str]) -> list[str]:
+    """The window command (`kstat`, `kstat serve`) over this suite's programs only, unless the
+    arguments select programs themselves: a busy host's every program (another suite's, a
+    benchmark's 30,000) would make each pass take seconds, and the test would measure them."""
+    window = not arguments or arguments[0].startswith("-") or arguments[0] == "serve"
+    if not window or any(argument.split("=")[0] in _SELECTING for argument in arguments):
+        return list(arguments)
+    return [*arguments, "--name", f"^{KT}"]
 
 
 class KstatProcess:
@@ -29,9 +46,11 @@ class KstatProcess:
         prefix: Sequence[str] = (),
         cwd: Path | None = None,
         env: Mapping[str, str] | None = None,
+        whole_host: bool = False,
     ) -> None:
+        """Over this suite's own programs (`own_programs`) unless `whole_host`."""
         self.process = subprocess.Popen(
-            [*prefix, *KSTAT, *arguments],
+            [*prefix, *KSTAT, *(arguments if whole_host else own_programs(arguments))],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             cwd=cwd,

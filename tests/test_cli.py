@@ -211,7 +211,7 @@ def test_an_interval_longer_than_the_window_still_reports(load_filter: LoadFilte
 def test_no_programs_gives_a_warning_and_an_empty_report() -> None:
     if loaded_program_names():
         pytest.skip("other eBPF programs are loaded on this machine")
-    kstat = KstatProcess(["-duration", "300ms"])
+    kstat = KstatProcess(["-duration", "300ms"], whole_host=True)
     returncode, stdout = kstat.finish()
     assert returncode == 0
     report = json.loads(stdout)

@@ -175,7 +175,9 @@ def test_a_report_keyed_by_kernel_name_has_the_go_tools_keys_and_drops_nothing(t
     programs, targets = _two_of_a_name_and_one_long()
     try:
         output = tmp_path / "r.json"
-        kstat_run = KstatProcess(["-duration", "1500ms", "--keys", "kernel-name", "-output", str(output)])
+        kstat_run = KstatProcess(
+            ["-duration", "1500ms", "--keys", "kernel-name", "-output", str(output)], whole_host=True
+        )
         kstat_run.wait_for_window()
         for target, count in zip(targets, runs, strict=True):
             target.send(count)
@@ -226,7 +228,9 @@ def test_beside_the_real_go_tool_the_keys_are_its_keys_and_its_drop_is_said(
 
         follower = threading.Thread(target=follow_go_log, daemon=True)
         follower.start()
-        kstat_run = KstatProcess(["-duration", "2s", "--keys", "kernel-name", "-output", str(kstat_output)])
+        kstat_run = KstatProcess(
+            ["-duration", "2s", "--keys", "kernel-name", "-output", str(kstat_output)], whole_host=True
+        )
         kstat_run.wait_for_window()
         assert baseline_read.wait(30), go_log
         for target, count in zip(targets, runs, strict=True):

@@ -81,7 +81,8 @@ def test_rates_divide_by_the_counters_true_span(
     try:
         launched = time.monotonic_ns()
         process = KstatProcess(
-            ["-duration", f"{WINDOW_S:g}s", "-output", str(output), "--ready-file", str(ready)]
+            ["-duration", f"{WINDOW_S:g}s", "-output", str(output), "--ready-file", str(ready)],
+            whole_host=True,
         )
         process.wait_for_window(timeout_s=60)
         assert [entry["by"] for entry in process.log if entry.get("event") == "baseline taken"] == [
