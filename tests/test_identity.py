@@ -15,11 +15,13 @@ import kstat
 from kstat.testing.loader import LoopbackTarget, SocketFilter, XdpPass
 from tests.holders import HolderProcess, program_holder
 from tests.kstat_process import KstatProcess, run_kstat
-from tests.names import KT, host_name
+from tests.names import KT, TOKEN, host_name
 from tests.windows import LoadFilter
 
 REPO = Path(__file__).parents[1]
-LONG_NAME = "flow_exporter_parse_ipv6_extension_headers"
+# Full (BTF) names are names on the host too: they carry the suite's token.
+LONG_NAME = f"flow_exporter_parse_ipv6_extension_headers_{TOKEN}"
+SECOND_NAME = f"flow_exporter_second_program_long_name_{TOKEN}"
 
 
 @pytest.fixture
@@ -49,7 +51,7 @@ def test_two_agents_with_the_same_names_one_leaving_mid_window(
     holders: list[HolderProcess], tmp_path: Path
 ) -> None:
     """The issue's acceptance run: nothing merged, nothing lost, every line attributed."""
-    specs = (f"{KT}agent:{LONG_NAME}", f"{KT}agent2:flow_exporter_second_program_long_name")
+    specs = (f"{KT}agent:{LONG_NAME}", f"{KT}agent2:{SECOND_NAME}")
     staying, leaving = program_holder(*specs), program_holder(*specs)
     holders += [staying, leaving]
     output = tmp_path / "r.json"
@@ -70,7 +72,7 @@ def test_two_agents_with_the_same_names_one_leaving_mid_window(
     for holder in (staying, leaving):
         for index, program_id in enumerate(holder.ids):
             key, line = lines[program_id]
-            full_name = LONG_NAME if index == 0 else "flow_exporter_second_program_long_name"
+            full_name = LONG_NAME if index == 0 else SECOND_NAME
             assert key == f"{full_name}#{program_id}"
             assert line["name"] == full_name
             assert line["run_count"] == expected_runs[program_id]
