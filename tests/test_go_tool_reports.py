@@ -23,6 +23,7 @@ from kstat.core.report import KERNEL_NAME_KEYS, kernel_name_keys, keyed_by_kerne
 from kstat.formats.report_json import report_from_dict, report_to_dict
 from kstat.testing.loader import LoopbackTarget, SocketFilter
 from tests.kstat_process import KstatProcess
+from tests.names import KT
 
 GOLDEN = Path(__file__).parent / "golden"
 # Five programs: tc_flow_0..2 (4,000 runs each) and two named dup_counter (1,000 and 2,500
@@ -162,9 +163,9 @@ def test_a_read_report_rekeyed_by_kernel_name_round_trips() -> None:
 
 def _two_of_a_name_and_one_long() -> tuple[list[SocketFilter], list[LoopbackTarget]]:
     programs = [
-        SocketFilter("kt_go_dup"),
-        SocketFilter("kt_go_dup", function_name="kt_go_dup_second_program"),
-        SocketFilter("kt_go_flow", function_name="kt_go_flow_with_a_long_btf_name"),
+        SocketFilter(f"{KT}go_dup"),
+        SocketFilter(f"{KT}go_dup", function_name=f"{KT}go_dup_second_program"),
+        SocketFilter(f"{KT}go_flow", function_name=f"{KT}go_flow_with_a_long_btf_name"),
     ]
     return programs, [LoopbackTarget(program) for program in programs]
 
@@ -192,12 +193,12 @@ def test_a_report_keyed_by_kernel_name_has_the_go_tools_keys_and_drops_nothing(t
     report = json.loads(output.read_text())
     ours = {key: line for key, line in report["program_stats"].items() if line["id"] in ids}
     first, second = sorted(ids[:2])
-    assert sorted(ours) == sorted(["kt_go_dup", f"kt_go_dup#{second}", "kt_go_flow"])
-    assert ours["kt_go_dup"]["id"] == first
-    assert ours["kt_go_flow"]["name"] == "kt_go_flow_with_a_long_btf_name"
+    assert sorted(ours) == sorted([f"{KT}go_dup", f"{KT}go_dup#{second}", f"{KT}go_flow"])
+    assert ours[f"{KT}go_dup"]["id"] == first
+    assert ours[f"{KT}go_flow"]["name"] == f"{KT}go_flow_with_a_long_btf_name"
     assert {line["id"]: line["run_count"] for line in ours.values()} == dict(zip(ids, runs, strict=True))
     assert report["program_keys"] == "kernel_name"
-    assert f"kt_go_dup#{second}" in report["colliding_keys"]
+    assert f"{KT}go_dup#{second}" in report["colliding_keys"]
     # Nothing dropped: the rows add up to the totals, and every program is counted.
     assert report["num_programs"] == len(report["program_stats"])
     assert sum(line["run_count"] for line in report["program_stats"].values()) == report["total_run_count"]
@@ -247,11 +248,13 @@ def test_beside_the_real_go_tool_the_keys_are_its_keys_and_its_drop_is_said(
     go_report, kstat_report = raw(go_output), raw(kstat_output)
     go_keys = {key for key, line in go_report["program_stats"].items() if line["id"] in ids}
     kstat_keys = {key for key, line in kstat_report["program_stats"].items() if line["id"] in ids}
-    assert go_keys == {"kt_go_dup", "kt_go_flow"}
-    assert kstat_keys - go_keys == {key for key in kstat_report["colliding_keys"] if key.startswith("kt_go_")}
+    assert go_keys == {f"{KT}go_dup", f"{KT}go_flow"}
+    assert kstat_keys - go_keys == {
+        key for key in kstat_report["colliding_keys"] if key.startswith(f"{KT}go_")
+    }
     # The Go tool kept one kt_go_dup (its map's order decides which); compare says how many
     # runs its totals hold beyond its rows: at least the other one's.
-    kept = go_report["program_stats"]["kt_go_dup"]["run_count"]
+    kept = go_report["program_stats"][f"{KT}go_dup"]["run_count"]
     dropped = sum(runs[:2]) - kept
     assert kept in runs[:2]
     found = compared(capsys, str(go_output), str(kstat_output))
