@@ -9,7 +9,7 @@ from pathlib import Path
 
 TESTS = Path(__file__).parent
 # The old fixed prefixes of programs, devices, cgroups and pins.
-FIXED = ("kstat_t_", "kstat-t-", "kt-")
+FIXED = ("kstat_t_", "kstat_t.", "kstat-t-", "kt-")
 # Literals that keep one, and why.
 KEPT = {
     # The BTF name compiled into tests/bpf/flow_tc.c's object, loaded by tc (told apart by id).

@@ -21,7 +21,7 @@ from kstat.testing.loader import SocketFilter
 from kstat.text import for_statsd_names
 from tests.builders import events_of, program, report_of, snapshot
 from tests.kstat_process import KstatProcess, run_kstat
-from tests.names import KT
+from tests.names import KT, TOKEN
 from tests.statsd_daemon import StatsdDaemon, free_port, running_statsd
 from tests.windows import LoadFilter
 
@@ -169,13 +169,14 @@ def test_names_that_sanitise_alike_stay_apart() -> None:
 def test_programs_whose_names_sanitise_alike_are_two_series(
     load_filter: LoadFilter, statsd: StatsdDaemon
 ) -> None:
-    dotted, plain = load_filter("kstat_t.col"), load_filter(f"{KT}col")
+    # `kt<token>.col` and `kt<token>_col`: one StatsD name once sanitised.
+    dotted, plain = load_filter(f"kt{TOKEN}.col"), load_filter(f"{KT}col")
     kstat = KstatProcess(
         [
             "-duration",
             "1s",
             "--name",
-            "^kstat_t.col$",
+            f"^kt{TOKEN}.col$",
             "--sink",
             f"statsd://127.0.0.1:{statsd.udp_port}?prefix=kt",
         ]
