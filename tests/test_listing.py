@@ -22,6 +22,7 @@ from kstat.sources import listing
 from kstat.sources.stats_switch import runtime_stats_enabled
 from kstat.sources.syscalls import ProgramReader
 from kstat.testing.loader import BpfMap, LoopbackTarget, SocketFilter
+from tests.names import KT
 
 pytestmark = pytest.mark.kernel
 
@@ -32,14 +33,14 @@ SENT = 7
 @pytest.fixture
 def programs() -> Iterator[list[SocketFilter]]:
     with ExitStack() as stack:
-        hashed = stack.enter_context(BpfMap.hash("kstat_t_lhash", 16, 10))
-        array = stack.enter_context(BpfMap.array("kstat_t_larray", 32, 4))
-        plain = stack.enter_context(SocketFilter("kstat_t_lplain", 5))
+        hashed = stack.enter_context(BpfMap.hash(f"{KT}lhash", 16, 10))
+        array = stack.enter_context(BpfMap.array(f"{KT}larray", 32, 4))
+        plain = stack.enter_context(SocketFilter(f"{KT}lplain", 5))
         loaded = [
             plain,
-            stack.enter_context(SocketFilter("kstat_t_lmaps", 3, maps=[hashed, array])),
-            stack.enter_context(SocketFilter("kstat_t_lshare", maps=[array])),
-            stack.enter_context(SocketFilter("kstat_t_lbtf", function_name=FULL_NAME)),
+            stack.enter_context(SocketFilter(f"{KT}lmaps", 3, maps=[hashed, array])),
+            stack.enter_context(SocketFilter(f"{KT}lshare", maps=[array])),
+            stack.enter_context(SocketFilter(f"{KT}lbtf", function_name=FULL_NAME)),
         ]
         target = stack.enter_context(LoopbackTarget(plain))
         with runtime_stats_enabled():
@@ -71,7 +72,7 @@ def test_one_iterator_read_lists_what_the_syscalls_describe(programs: list[Socke
     by_syscalls = ProgramReader().read_all()
     assert ours(listed, programs) == ours(by_syscalls, programs)
     first = ours(listed, programs)
-    assert [entry[5] for entry in first] == ["kstat_t_lplain", "kstat_t_lmaps", "kstat_t_lshare", FULL_NAME]
+    assert [entry[5] for entry in first] == [f"{KT}lplain", f"{KT}lmaps", f"{KT}lshare", FULL_NAME]
     assert first[0][7].run_count == SENT
     assert [len(entry[6].maps) for entry in first] == [0, 2, 1, 0]
     # Its own iterator is not listed.
