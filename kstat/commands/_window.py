@@ -84,6 +84,9 @@ def collection_settings(options: argparse.Namespace, duration_ns: int | None) ->
         snapshot_method=options.snapshot_method,
         program_keys=program_keys(options),
         per_cpu=options.per_cpu,
+        # The command line's process is kstat's own (its collector), and so are its children.
+        freeze_gc_at_start=True,
+        clock_process=True,
     )
 
 

@@ -15,12 +15,20 @@ from attrs import define, evolve, field, frozen
 from kstat._logging import get_logger
 from kstat.core.delta import IntervalDelta, interval_delta
 from kstat.core.filters import ProgramFilter
-from kstat.core.model import ProgramChanges, ProgramFacts, ProgramIdentity, ProgramStats, Reading, Snapshot
+from kstat.core.model import (
+    PassClocks,
+    ProgramChanges,
+    ProgramFacts,
+    ProgramIdentity,
+    ProgramStats,
+    Reading,
+    Snapshot,
+)
 from kstat.core.owner_cost import ProcessUsage
 from kstat.errors import KstatError
 from kstat.sources.attribution import Attributor
 from kstat.sources.host import online_cpu_count
-from kstat.sources.iterator import IteratorReader
+from kstat.sources.iterator import IteratorReader, Walk
 from kstat.sources.own_programs import OwnPrograms
 from kstat.sources.process_tree import ProcessTree
 from kstat.sources.process_usage import processes_usage
@@ -128,6 +136,54 @@ def _dropped(
     return kept
 
 
+def _finished(reading: Reading, ignored: frozenset[int], fresh: bool) -> Reading:
+    if ignored:
+        reading = _without(
+            reading, ignored, [program.id for program in reading.programs if program.id in ignored]
+        )
+    return evolve(reading, fresh_reader=True) if fresh else reading
+
+
+class CounterRead:
+    """One counter read as the counter clock took it: its clocks (the read's own moment), and
+    what becomes its reading. An iterator's walk is decoded only when `reading()` is first
+    called, so that the clock's thread does a few statements of Python a read: every read's
+    `reading()` is called once, in the order of the reads, on one thread at a time (the
+    details stage's), as the reader's comparison with its previous walk requires."""
+
+    __slots__ = ("_decoded", "_fresh", "_ignored", "_reader", "_taken", "clocks")
+
+    def __init__(
+        self, taken: Walk | Reading, reader: IteratorReader | None, ignored: frozenset[int], fresh: bool
+    ) -> None:
+        self._taken = taken
+        self._reader = reader
+        self._ignored = ignored
+        self._fresh = fresh
+        self._decoded: Reading | None = taken if isinstance(taken, Reading) else None
+        self.clocks: PassClocks = taken.clocks
+
+    @classmethod
+    def of(cls, reading: Reading) -> CounterRead:
+        """A reading taken already (the window's baseline at launch), as it is."""
+        return cls(reading, None, frozenset(), fresh=False)
+
+    def program_count(self) -> int:
+        """How many programs the read found (kstat's own left out), without decoding it."""
+        if self._decoded is not None:
+            return len(self._decoded.programs)
+        assert isinstance(self._taken, Walk)
+        ids = self._taken.ids()
+        return len(ids) - len(self._ignored.intersection(ids))
+
+    def reading(self) -> Reading:
+        if self._decoded is None:
+            assert isinstance(self._taken, Walk) and self._reader is not None
+            self._decoded = _finished(self._reader.decode(self._taken), self._ignored, self._fresh)
+            self._taken = self._decoded  # the walk's bytes go
+        return self._decoded
+
+
 class SnapshotSource(Protocol):
     """Where a window's samples come from: the kernel, or a fake in tests."""
 
@@ -154,17 +210,29 @@ class CounterTaker:
     _present_of: frozenset[int] | None = None
 
     def read(self) -> Reading:
+        return self.take().reading()
+
+    def take(self) -> CounterRead:
+        """The read itself, for the counter clock: by the iterator, the walk's bytes and time
+        stamps alone, decoded when `CounterRead.reading()` is called (on the details stage's
+        thread, in the order of the reads); by syscalls, the reading (its reads are its
+        decoding)."""
         fresh = False
         with self._handover:
             successor, self._successor = self._successor, None
         if successor is not None:
             self._reader.close()
             self._reader, fresh = successor, True
-        reading = self._reader.read()
-        ignored = self.ignored_ids | self._reader.own_program_ids
-        if ignored:
-            reading = _without(reading, ignored, self._ignored_present(reading, ignored, fresh))
-        return evolve(reading, fresh_reader=True) if fresh else reading
+        reader = self._reader
+        ignored = self.ignored_ids | reader.own_program_ids
+        if isinstance(reader, IteratorReader):
+            return CounterRead(reader.read_walk(), reader, ignored, fresh)
+        return CounterRead(_finished(reader.read(), ignored, fresh), None, ignored, fresh)
+
+    @property
+    def reader(self) -> PassReader:
+        """The reader of the latest read (a successor handed over reads from the next one)."""
+        return self._reader
 
     def _ignored_present(self, reading: Reading, ignored: frozenset[int], fresh: bool) -> set[int]:
         """The ignored ids the reading lists: worked out from its changes, but from the whole

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import os
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -40,7 +41,9 @@ from kstat.core.model import PassClocks, Reading, Snapshot
 from kstat.core.report import KERNEL_NAME_KEYS, Report, keyed_by_kernel_name
 from kstat.durations import format_duration_ns
 from kstat.engine.clock import CounterClock, Slip
+from kstat.engine.clock_process import ProcessClock
 from kstat.engine.sampler import (
+    CounterRead,
     CounterTaker,
     Describer,
     PassReader,
@@ -101,6 +104,17 @@ class CollectionSettings:
     # Each program's run time and runs per CPU as well (the BPF iterator only): a vector per
     # program, and per-CPU series where exported, so only when asked.
     per_cpu: bool = False
+    # No garbage collection until the window's first readings are described, then every object
+    # the process holds (kstat's modules, the programs' facts) moved out of the collector's
+    # sight (gc.freeze): a full collection walks all it sees while holding the interpreter's
+    # lock, which the counter clock needs to read (0.3-0.6 s at 10,000 programs on a busy
+    # host, a slip each). For the command line, whose process is kstat's own; a library
+    # caller's is not.
+    freeze_gc_at_start: bool = False
+    # The counter clock in a process of its own where the window reads by kstat's iterator
+    # (kstat.engine.clock_process): no read waits for this process's interpreter lock. For the
+    # command line; a library caller's window keeps it on a thread of the caller's process.
+    clock_process: bool = False
 
 
 @define
@@ -288,19 +302,22 @@ class _ClockedWindow:
         stop: trio.Event,
         on_sample: SampleHandler,
         first: Reading | None = None,
+        freeze_gc: bool = False,
+        clock_process: bool = False,
     ) -> None:
         token = trio.lowlevel.current_trio_token()
-        arrived: deque[tuple[Reading, bool]] = deque()
+        arrived: deque[tuple[CounterRead, bool]] = deque()
         baseline = [False]
         failure: list[BaseException] = []
         woken = [trio.Event()]
         clock_done = trio.Event()
+        frozen: list[bool] = []
 
-        def arrive(reading: Reading, final: bool, slip: Slip | None) -> None:  # on the loop
+        def arrive(read: CounterRead, final: bool, slip: Slip | None) -> None:  # on the loop
             if not arrived and not baseline[0]:
                 baseline[0] = True
-                took_baseline(reading.clocks, len(reading.programs))
-            arrived.append((reading, final))
+                took_baseline(read.clocks, read.program_count())
+            arrived.append((read, final))
             if slip is not None:
                 self._slipped(slip)
             woken[0].set()
@@ -315,15 +332,33 @@ class _ClockedWindow:
             with contextlib.suppress(trio.RunFinishedError):
                 token.run_sync_soon(function, *args)
 
-        clock = CounterClock(
-            self.counters.read,
-            lambda reading, final, slip: post(arrive, reading, final, slip),
-            interval_ns=interval_ns,
-            duration_ns=duration_ns,
-            on_error=lambda error: post(failed, error),
-            on_finished=lambda: post(clock_done.set),
-            first=first,
-        )
+        # The clock's thread reads and stamps, no more: an iterator's walk is decoded by the
+        # details stage (`_stage`), so the clock's Python is a few statements a read. Asked
+        # to, and reading by the iterator, it is a process of its own (no lock to wait for).
+        def thread_clock() -> CounterClock[CounterRead]:
+            return CounterClock(
+                self.counters.take,
+                lambda read, final, slip: post(arrive, read, final, slip),
+                interval_ns=interval_ns,
+                duration_ns=duration_ns,
+                on_error=lambda error: post(failed, error),
+                on_finished=lambda: post(clock_done.set),
+                first=None if first is None else CounterRead.of(first),
+            )
+
+        clock: CounterClock[CounterRead] | ProcessClock = thread_clock()
+        reader = self.counters.reader
+        if clock_process and isinstance(reader, IteratorReader):
+            clock = ProcessClock(
+                reader,
+                self.counters.ignored_ids,
+                lambda read, final, slip: post(arrive, read, final, slip),
+                interval_ns=interval_ns,
+                duration_ns=duration_ns,
+                on_error=lambda error: post(failed, error),
+                on_finished=lambda: post(clock_done.set),
+                first=None if first is None else CounterRead.of(first),
+            )
 
         async def details() -> None:
             while True:
@@ -334,8 +369,15 @@ class _ClockedWindow:
                 batch = list(arrived)
                 arrived.clear()
                 samples = await trio.to_thread.run_sync(
-                    self._stage, [reading for reading, _ in batch], limiter=self._details_threads
+                    self._stage, [read for read, _ in batch], limiter=self._details_threads
                 )
+                if freeze_gc and not frozen:
+                    # The window's start described: what the process holds now stays, and the
+                    # collector goes on with what comes after it only.
+                    frozen.append(True)
+                    gc.freeze()
+                    if collecting:
+                        gc.enable()
                 for sample, (_, final) in zip(samples, batch, strict=True):
                     await on_sample(sample, final)
                     if final:
@@ -343,9 +385,17 @@ class _ClockedWindow:
 
         async def counters() -> None:
             try:
+                nonlocal clock
                 with stats_switch() as method:
                     stats_method.append(method)
-                    clock.start()
+                    try:
+                        clock.start()
+                    except OSError as error:
+                        log.warning(
+                            "the counter clock's process did not start; a thread reads", error=str(error)
+                        )
+                        clock = thread_clock()
+                        clock.start()
                     try:
                         async with trio.open_nursery() as watching:
                             watching.start_soon(_stop_when, stop, clock)
@@ -358,16 +408,26 @@ class _ClockedWindow:
             finally:
                 self.counters.close()  # the iterator's program and link go with the window
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(details)
-            await counters()
+        # Until then no collection at all: the start (every program met first, described)
+        # makes most of the objects a window keeps, and would set off full collections.
+        collecting = gc.isenabled()
+        if freeze_gc:
+            gc.disable()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(details)
+                await counters()
+        finally:
+            if freeze_gc and collecting:
+                gc.enable()
 
-    def _stage(self, readings: list[Reading]) -> list[Sample]:
-        """The details stage's batch, on its thread: what the readings met first described
-        (one owner walk for all of them), then each reading's snapshot and delta."""
+    def _stage(self, reads: list[CounterRead]) -> list[Sample]:
+        """The details stage's batch, on its thread: the reads decoded (in their order), what
+        they met first described (one owner walk for all of them), then each reading's
+        snapshot and delta."""
         ordered = []
-        for read in readings:
-            reading = read
+        for read in reads:
+            reading = read.reading()
             if reading.fresh_reader and self._last_reading is not None:
                 # The first read of a reader that took over: what changed since the other
                 # reader's last read, by the specification itself.
@@ -400,7 +460,7 @@ def _adopted_stats(stats_fd: int) -> Iterator[StatsMethod]:
         os.close(stats_fd)
 
 
-async def _stop_when(stop: trio.Event, clock: CounterClock) -> None:
+async def _stop_when(stop: trio.Event, clock: CounterClock[CounterRead] | ProcessClock) -> None:
     await stop.wait()
     clock.stop()
 
@@ -590,6 +650,8 @@ class Collection:
                             interval_ns=settings.interval_ns,
                             stop=self.stop.event,
                             on_sample=on_sample,
+                            freeze_gc=settings.freeze_gc_at_start,
+                            clock_process=settings.clock_process,
                         )
                         # The window is read: what its stages kept for the next pass (every
                         # program's facts, verdicts and names, the reader's last walk) goes

@@ -34,6 +34,7 @@ The iterator program is itself a loaded program: its own record is left out.
 
 from __future__ import annotations
 
+import os
 import struct
 import sys
 from pathlib import Path
@@ -41,6 +42,7 @@ from typing import Final
 
 from attrs import frozen
 
+from kstat.abi.bpf import create_iterator
 from kstat.abi.enums import program_type_name
 from kstat.core.counters import Counters
 from kstat.core.model import PassClocks, ProgramChanges, ProgramStats, Reading
@@ -90,6 +92,69 @@ __all__ = [
     "probe_program",
     "running_kernel_offsets",
 ]
+
+
+# readv(2)'s buffers for the counter clock's walks: page-sized, as many as the last walk filled.
+_PAGE: Final = 4096
+_FIRST_BUFFERS: Final = 64
+_MOST_BUFFERS: Final = os.sysconf("SC_IOV_MAX") if "SC_IOV_MAX" in os.sysconf_names else 1024
+
+
+class WalkBuffers:
+    """Where the counter clock's walks are read into, as `LinkedIterator.read` reads: one
+    readv(2) of page-sized buffers for the whole walk (more buffers as walks grow)."""
+
+    def __init__(self) -> None:
+        self._buffers = [bytearray(_PAGE) for _ in range(_FIRST_BUFFERS)]
+
+    def read(self, fd: int) -> bytes:
+        """The whole walk of an iterator's fd."""
+        walk = bytearray()
+        while True:
+            buffers = self._buffers
+            count = os.readv(fd, buffers)
+            if count == 0:
+                return bytes(walk)
+            full, rest = divmod(count, _PAGE)
+            for buffer in buffers[:full]:
+                walk += buffer
+            if rest:
+                walk += memoryview(buffers[full])[:rest]
+            if count == len(buffers) * _PAGE and len(buffers) < _MOST_BUFFERS:
+                self._buffers += [
+                    bytearray(_PAGE) for _ in range(min(len(buffers), _MOST_BUFFERS - len(buffers)))
+                ]
+
+
+def read_walk(link_fd: int, buffers: WalkBuffers) -> tuple[bytes, PassClocks]:
+    """One walk of the iterator linked at `link_fd`, and the clocks around the walk alone: the
+    fd is opened and closed outside them (each a system call after which the thread may wait
+    for the interpreter's lock)."""
+    fd = create_iterator(link_fd)
+    try:
+        clocks = ClockStart()
+        data = buffers.read(fd)
+        return data, clocks.end()
+    finally:
+        os.close(fd)
+
+
+@frozen
+class Walk:
+    """One walk of the iterator as the counter clock read it: the records' bytes, not yet
+    decoded, and the clocks around the read."""
+
+    data: bytes
+    clocks: PassClocks
+    record_size: int
+    # Where a record's id is: after the CPUs' entries, when the iterator keeps them.
+    header: int
+
+    def ids(self) -> list[int]:
+        """Every record's program id, at C speed (kstat's own iterator's included): the id is
+        the first u32 of a record's 64 bytes."""
+        usable = len(self.data) - len(self.data) % self.record_size
+        return list(memoryview(self.data)[:usable].cast("I")[self.header // 4 :: self.record_size // 4])
 
 
 @frozen
@@ -145,6 +210,8 @@ class IteratorReader:
         self.per_cpu_offsets_by = self._iterator.per_cpu_offsets_by
         self.counts_recursion_misses = self._iterator.counts_recursion_misses
         self._previous: _Pass | None = None
+        # The counter clock's walks (`read_walk`), on its thread.
+        self._walk_buffers = WalkBuffers()
 
     def read_pass(self) -> tuple[list[ProgramStats], ProgramChanges]:
         reading = self.read()
@@ -156,6 +223,25 @@ class IteratorReader:
         clocks = ClockStart()
         data = self._iterator.read()
         return self.reading_of(data, clocks.end())
+
+    def read_walk(self) -> Walk:
+        """The walk's bytes and the clocks around it, and nothing else: the counter clock's
+        part of a read (a system call or two and a copy, almost no Python), safe on one thread
+        while `decode` runs on another."""
+        return self.walk(*read_walk(self._iterator.link_fd, self._walk_buffers))
+
+    def walk(self, data: bytes, clocks: PassClocks) -> Walk:
+        """A walk of this reader's iterator read elsewhere (`read_walk` of its `link_fd`)."""
+        return Walk(data, clocks, self._size, self._header)
+
+    def decode(self, walk: Walk) -> Reading:
+        """A walk's programs and what changed since the walk decoded before it: every walk is
+        decoded once, in the order they were taken, on one thread at a time."""
+        return self.reading_of(walk.data, walk.clocks)
+
+    @property
+    def link_fd(self) -> int:
+        return self._iterator.link_fd
 
     def reading_of(self, data: bytes, read_clocks: PassClocks) -> Reading:
         """The reading of a walk by this reader's iterator: `read`'s own, or the one the command

@@ -1,0 +1,148 @@
+"""The counter clock in a process of its own, for reads by kstat's iterator.
+
+In kstat's process the clock's thread needs the interpreter's lock to wake, stamp and read,
+and on a busy host whoever holds it (a garbage collection, the details stage, a sink) may be
+waiting for the CPU itself: the reads came 20-190 ms late, whatever the thread's priority
+(bench/busy_host.py, BENCHMARKS.md). A process has its own interpreter: the clock's
+(`kstat.engine._clock_child`) does nothing but the ticks (`CounterClock`, real-time as its
+thread may be), each a walk of the window's iterator (its link fd, inherited) and its time
+stamps, and sends the walk's bytes and stamps here as they are; the details stage decodes
+them as before. The stamps are the walk's own, taken in that process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+
+from kstat.core.model import PassClocks
+from kstat.engine._clock_child import ERROR, FRAME, LAST
+from kstat.engine.clock import Slip
+from kstat.engine.sampler import CounterRead
+from kstat.errors import KstatError
+from kstat.sources.iterator import IteratorReader
+
+
+class ProcessClock:
+    """`CounterClock`'s part played by a process of its own (`main`), for `reader`'s iterator:
+    each walk it sends becomes a `CounterRead` of `reader` (kstat's own programs and `ignored`
+    left out), delivered from a thread of kstat's that only waits for them."""
+
+    def __init__(
+        self,
+        reader: IteratorReader,
+        ignored: frozenset[int],
+        deliver: Callable[[CounterRead, bool, Slip | None], None],
+        *,
+        interval_ns: int,
+        duration_ns: int | None,
+        on_error: Callable[[BaseException], None],
+        on_finished: Callable[[], None],
+        first: CounterRead | None = None,
+    ) -> None:
+        self._reader = reader
+        self._ignored = ignored | reader.own_program_ids
+        self._deliver = deliver
+        self._interval_ns = interval_ns
+        self._duration_ns = duration_ns
+        self._on_error = on_error
+        self._on_finished = on_finished
+        self._first = first
+        self._channel: socket.socket | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._thread = threading.Thread(target=self._run, name="kstat-counter-clock", daemon=True)
+
+    def start(self) -> None:
+        """Starts the process (OSError when it cannot be), then the thread that takes its reads."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            first = self._first
+            start, end = (
+                (-1, -1)
+                if first is None
+                else (first.clocks.monotonic_start_ns, first.clocks.monotonic_end_ns)
+            )
+            link = self._reader.link_fd
+            self._process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "kstat.engine._clock_child",
+                    str(link),
+                    str(theirs.fileno()),
+                    str(self._interval_ns),
+                    str(-1 if self._duration_ns is None else self._duration_ns),
+                    str(start),
+                    str(end),
+                ],
+                pass_fds=(link, theirs.fileno()),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        self._channel = ours
+        self._thread.start()
+
+    def stop(self) -> None:
+        """End the window now: the process takes its last read at once and finishes."""
+        if self._channel is not None:
+            with contextlib.suppress(OSError):
+                self._channel.send(b"s")
+
+    def join(self) -> None:
+        self._thread.join()
+
+    def _run(self) -> None:
+        try:
+            if self._first is not None:
+                self._deliver(self._first, False, None)
+            while not self._take():
+                pass
+        except BaseException as error:  # noqa: BLE001 - handed to the trio side, which raises it
+            self._on_error(error)
+        finally:
+            self._end()
+            self._on_finished()
+
+    def _take(self) -> bool:
+        """One frame from the process, delivered; whether it was the last."""
+        header = self._exactly(FRAME.size)
+        kind, slipped, startup, *times, gap, interval, took, late, length = FRAME.unpack(header)
+        body = self._exactly(length)
+        if kind == ERROR:
+            raise KstatError(f"the counter clock's process failed: {body.decode(errors='replace')}")
+        clocks = PassClocks(*times)
+        slip = Slip(gap, interval, took, late, startup=bool(startup)) if slipped else None
+        read = CounterRead(self._reader.walk(body, clocks), self._reader, self._ignored, fresh=False)
+        last: bool = kind == LAST
+        self._deliver(read, last, slip)
+        return last
+
+    def _exactly(self, size: int) -> bytes:
+        assert self._channel is not None
+        buffer = bytearray(size)
+        view, got = memoryview(buffer), 0
+        while got < size:
+            count = self._channel.recv_into(view[got:])
+            if count == 0:
+                raise KstatError("the counter clock's process ended before the window did")
+            got += count
+        return bytes(buffer)
+
+    def _end(self) -> None:
+        if self._channel is not None:
+            self._channel.close()
+        if self._process is not None:
+            try:
+                self._process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()

@@ -1,0 +1,109 @@
+"""The counter clock in a process of its own (kstat.engine.clock_process), with a real iterator."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from kstat.abi.bpf import enable_run_time_stats
+from kstat.engine.clock import Slip
+from kstat.engine.clock_process import ProcessClock
+from kstat.engine.sampler import CounterRead
+from kstat.sources.iterator import IteratorReader
+from kstat.testing.loader import LoopbackTarget, SocketFilter
+
+
+def _until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert time.monotonic() < deadline, f"never {what}"
+        time.sleep(0.01)
+
+
+@pytest.mark.kernel
+def test_the_clocks_process_reads_on_its_ticks_and_stops_with_a_last_read() -> None:
+    """Its walks arrive in order, each with its own stamps, decode here to exact counts (the
+    runs between two reads are those sent between them), and a stop ends it with one last
+    read: its process gone."""
+    stats = enable_run_time_stats()
+    target = LoopbackTarget(SocketFilter("kstat_t_clkproc"))
+    program_id = target.program.id
+    reader = IteratorReader()
+    got: list[tuple[CounterRead, bool, Slip | None]] = []
+    errors: list[BaseException] = []
+    finished = threading.Event()
+    clock = ProcessClock(
+        reader,
+        frozenset(),
+        lambda read, last, slip: got.append((read, last, slip)),
+        interval_ns=50_000_000,
+        duration_ns=None,
+        on_error=errors.append,
+        on_finished=finished.set,
+    )
+    try:
+        clock.start()
+        _until(lambda: len(got) >= 2, "read twice")
+        sent_after = len(got)
+        target.send(7)
+        _until(lambda: len(got) >= sent_after + 2, "read after the packets")
+        clock.stop()
+        clock.join()
+    finally:
+        clock.stop()
+        clock.join()
+        reader.close()
+        target.close()
+        target.program.close()
+        os.close(stats)
+    assert not errors
+    assert finished.is_set()
+    assert [last for _, last, _ in got] == [False] * (len(got) - 1) + [True]
+    starts = [read.clocks.monotonic_start_ns for read, _, _ in got]
+    assert starts == sorted(starts) and len(set(starts)) == len(starts)
+    runs = [
+        program.run_count
+        for read, _, _ in got
+        for program in read.reading().programs
+        if program.id == program_id
+    ]
+    assert len(runs) == len(got)
+    assert runs[-1] - runs[0] == 7
+    assert clock._process is not None and clock._process.returncode == 0
+
+
+class _NotAnIterator:
+    """A reader whose link fd is no iterator's link: every walk of it fails."""
+
+    own_program_ids: frozenset[int] = frozenset()
+
+    def __init__(self, fd: int) -> None:
+        self.link_fd = fd
+
+
+@pytest.mark.root
+def test_a_walk_that_fails_in_the_clocks_process_fails_the_window_in_its_words() -> None:
+    errors: list[BaseException] = []
+    finished = threading.Event()
+    not_a_link = os.open("/dev/null", os.O_RDONLY)
+    clock = ProcessClock(
+        _NotAnIterator(not_a_link),  # type: ignore[arg-type]
+        frozenset(),
+        lambda read, last, slip: None,
+        interval_ns=50_000_000,
+        duration_ns=None,
+        on_error=errors.append,
+        on_finished=finished.set,
+    )
+    try:
+        clock.start()
+        clock.join()
+    finally:
+        os.close(not_a_link)
+    assert finished.is_set()
+    assert len(errors) == 1
+    assert "the counter clock's process failed: BpfError: bpf(BPF_ITER_CREATE) failed" in str(errors[0])
