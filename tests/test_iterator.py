@@ -190,9 +190,9 @@ def test_a_walk_longer_than_the_buffers_is_read_whole(monkeypatch: pytest.Monkey
         whole = reader._iterator.read()
         assert len(whole) >= 200 * RECORD.size > 2 * 4096
         monkeypatch.setattr(program_iterator, "_MOST_BUFFERS", 2)
-        reader._iterator._buffers = [bytearray(4096)]
+        reader._iterator._buffers._buffers = [bytearray(4096)]
         in_pieces = reader._iterator.read()
-        assert len(reader._iterator._buffers) == 2  # grown to the limit, no further
+        assert len(reader._iterator._buffers._buffers) == 2  # grown to the limit, no further
         ids = memoryview(in_pieces).cast("I")[:: RECORD.size // 4].tolist()
         assert ids == sorted(ids)  # in the kernel's order, no piece lost or repeated
         assert {program.id for program in held} <= set(ids)

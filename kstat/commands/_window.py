@@ -19,7 +19,6 @@ from kstat.commands._options import EXIT_FAILURE, EXIT_OK, say_error
 from kstat.core.events import Sink
 from kstat.core.report import KERNEL_NAME_KEYS
 from kstat.core.timestamps import format_timestamp
-from kstat.engine.heap import settle_heap
 from kstat.engine.scheduler import Collection, CollectionResult, CollectionSettings, StopRequest
 from kstat.engine.sink_specs import make_sink, split_options
 from kstat.errors import OutputError, UsageError, sole_exception
@@ -165,13 +164,6 @@ async def watch_signals(
         task_status.started()
         async for signal_number in received:
             handle(signal.Signals(signal_number))
-
-
-async def settle_heap_once_started(collection: Collection) -> None:
-    """The garbage collector set for the running window (`kstat.engine.heap`) once it has
-    started: what the window keeps is built by then."""
-    await collection.window_started.wait()
-    settle_heap()
 
 
 async def reopen_on_sighup(collection: Collection) -> None:

@@ -16,7 +16,6 @@ from kstat.commands._window import (
     make_sinks,
     reopen_on_sighup,
     run_window,
-    settle_heap_once_started,
     stop_on_signal,
     watch_signals,
 )
@@ -74,7 +73,6 @@ def run(options: argparse.Namespace) -> int:
         collection = Collection(settings, sinks, stop, early=claim_baseline())
         await nursery.start(watch_signals, stop_on_signal(stop, collection))
         nursery.start_soon(reopen_on_sighup, collection)
-        nursery.start_soon(settle_heap_once_started, collection)
         nursery.start_soon(announce_when_ready, collection, options)
         return await collection.run(), None
 

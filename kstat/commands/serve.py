@@ -27,7 +27,6 @@ from kstat.commands._window import (
     make_sinks,
     reopen_on_sighup,
     run_window,
-    settle_heap_once_started,
     stop_on_signal,
     watch_signals,
 )
@@ -89,7 +88,6 @@ def run(options: argparse.Namespace) -> int:
         )
         await nursery.start(watch_signals, stop_on_signal(stop, collection))
         nursery.start_soon(reopen_on_sighup, collection)
-        nursery.start_soon(settle_heap_once_started, collection)
         nursery.start_soon(announce_when_ready, collection, options)
         if notifier.enabled:
             nursery.start_soon(_tell_systemd, notifier, collection, passes)

@@ -42,6 +42,7 @@ from kstat.core.report import KERNEL_NAME_KEYS, Report, keyed_by_kernel_name
 from kstat.durations import format_duration_ns
 from kstat.engine.clock import CounterClock, Slip
 from kstat.engine.clock_process import ProcessClock
+from kstat.engine.heap import settle_heap
 from kstat.engine.sampler import (
     CounterRead,
     CounterTaker,
@@ -106,10 +107,11 @@ class CollectionSettings:
     per_cpu: bool = False
     # No garbage collection until the window's first readings are described, then every object
     # the process holds (kstat's modules, the programs' facts) moved out of the collector's
-    # sight (gc.freeze): a full collection walks all it sees while holding the interpreter's
-    # lock, which the counter clock needs to read (0.3-0.6 s at 10,000 programs on a busy
-    # host, a slip each). For the command line, whose process is kstat's own; a library
-    # caller's is not.
+    # sight and the youngest generation collected less often (`kstat.engine.heap`): a full
+    # collection walks all it sees while holding the interpreter's lock, which the counter
+    # clock needs to read (0.3-0.6 s at 10,000 programs on a busy host, a slip each), and young
+    # ones took 2-9 ms an interval. For the command line, whose process is kstat's own; a
+    # library caller's is not.
     freeze_gc_at_start: bool = False
     # The counter clock in a process of its own where the window reads by kstat's iterator
     # (kstat.engine.clock_process): no read waits for this process's interpreter lock. For the
@@ -375,7 +377,7 @@ class _ClockedWindow:
                     # The window's start described: what the process holds now stays, and the
                     # collector goes on with what comes after it only.
                     frozen.append(True)
-                    gc.freeze()
+                    settle_heap()
                     if collecting:
                         gc.enable()
                 for sample, (_, final) in zip(samples, batch, strict=True):

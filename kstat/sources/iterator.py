@@ -60,6 +60,7 @@ from kstat.sources.program_iterator import (
     KernelOffsets,
     LinkedIterator,
     ProgramIterator,
+    WalkBuffers,
     forget_kernel_layout,
     iterator_program,
     kernel_layout,
@@ -84,6 +85,7 @@ __all__ = [
     "KernelOffsets",
     "LinkedIterator",
     "ProgramIterator",
+    "WalkBuffers",
     "forget_kernel_layout",
     "iterator_program",
     "kernel_layout",
@@ -92,38 +94,6 @@ __all__ = [
     "probe_program",
     "running_kernel_offsets",
 ]
-
-
-# readv(2)'s buffers for the counter clock's walks: page-sized, as many as the last walk filled.
-_PAGE: Final = 4096
-_FIRST_BUFFERS: Final = 64
-_MOST_BUFFERS: Final = os.sysconf("SC_IOV_MAX") if "SC_IOV_MAX" in os.sysconf_names else 1024
-
-
-class WalkBuffers:
-    """Where the counter clock's walks are read into, as `LinkedIterator.read` reads: one
-    readv(2) of page-sized buffers for the whole walk (more buffers as walks grow)."""
-
-    def __init__(self) -> None:
-        self._buffers = [bytearray(_PAGE) for _ in range(_FIRST_BUFFERS)]
-
-    def read(self, fd: int) -> bytes:
-        """The whole walk of an iterator's fd."""
-        walk = bytearray()
-        while True:
-            buffers = self._buffers
-            count = os.readv(fd, buffers)
-            if count == 0:
-                return bytes(walk)
-            full, rest = divmod(count, _PAGE)
-            for buffer in buffers[:full]:
-                walk += buffer
-            if rest:
-                walk += memoryview(buffers[full])[:rest]
-            if count == len(buffers) * _PAGE and len(buffers) < _MOST_BUFFERS:
-                self._buffers += [
-                    bytearray(_PAGE) for _ in range(min(len(buffers), _MOST_BUFFERS - len(buffers)))
-                ]
 
 
 def read_walk(link_fd: int, buffers: WalkBuffers) -> tuple[bytes, PassClocks]:

@@ -519,6 +519,45 @@ def iterator_program(
     ]
 
 
+class WalkBuffers:
+    """Where an iterator's walks are read into: one readv(2) of page-sized buffers for the
+    whole walk, as many as the last walk filled (more as walks grow).
+
+    A read(2) of an iterator returns one seq_file buffer at most (32 KiB): at 10,000 programs
+    a walk would be twenty reads, and between any two of them the reading thread gives up the
+    interpreter's lock and may wait up to a switch interval to get it back, stretching the walk
+    that the read's time stamps. A readv(2) into page-sized buffers is read(2) once per buffer
+    inside the kernel, so the whole walk is one system call (or a few, where a kernel returns a
+    short one: the loop goes on until the end)."""
+
+    def __init__(self) -> None:
+        self._buffers = [bytearray(_PAGE) for _ in range(_FIRST_BUFFERS)]
+
+    def release(self) -> None:
+        """Let the pages go (a walk's worth): no walk is read after this."""
+        self._buffers = []
+
+    def read(self, fd: int) -> bytes:
+        """The whole walk of an iterator's fd."""
+        walk = bytearray()
+        while True:
+            buffers = self._buffers
+            count = os.readv(fd, buffers)
+            if count == 0:
+                return bytes(walk)
+            full, rest = divmod(count, _PAGE)
+            for buffer in buffers[:full]:
+                walk += buffer
+            if rest:
+                walk += memoryview(buffers[full])[:rest]
+            if count == len(buffers) * _PAGE and len(buffers) < _MOST_BUFFERS:
+                # More than the buffers held: twice as many for the rest, and next time (up to
+                # the kernel's IOV_MAX: beyond 4 MiB a walk is a few readv calls).
+                self._buffers += [
+                    bytearray(_PAGE) for _ in range(min(len(buffers), _MOST_BUFFERS - len(buffers)))
+                ]
+
+
 class LinkedIterator:
     """An iterator program of kstat's own (BPF_PROG_TYPE_TRACING, attached to the kernel's
     iterator `attach_btf_id` names), loaded and linked for the window: each `read()` is one
@@ -538,7 +577,7 @@ class LinkedIterator:
         except BaseException:
             os.close(self._program)
             raise
-        self._buffers = [bytearray(_PAGE) for _ in range(_FIRST_BUFFERS)]
+        self._buffers = WalkBuffers()
 
     @property
     def program_fd(self) -> int:
@@ -549,39 +588,15 @@ class LinkedIterator:
         return self._link
 
     def read(self) -> bytes:
-        """One walk: everything the program wrote, in the kernel's order.
-
-        A read(2) of an iterator returns one seq_file buffer at most (32 KiB): at 10,000
-        programs a walk would be twenty reads, and between any two of them the reading thread
-        gives up the interpreter's lock and may wait up to a switch interval (5 ms) to get it
-        back, stretching the walk that the read's time stamps. A readv(2) into page-sized
-        buffers is read(2) once per buffer inside the kernel, so the whole walk is one system
-        call (or a few, where a kernel returns a short one: the loop goes on until the end).
-        """
+        """One walk: everything the program wrote, in the kernel's order."""
         fd = create_iterator(self._link)
         try:
-            walk = bytearray()
-            while True:
-                buffers = self._buffers
-                count = os.readv(fd, buffers)
-                if count == 0:
-                    return bytes(walk)
-                full, rest = divmod(count, _PAGE)
-                for buffer in buffers[:full]:
-                    walk += buffer
-                if rest:
-                    walk += memoryview(buffers[full])[:rest]
-                if count == len(buffers) * _PAGE and len(buffers) < _MOST_BUFFERS:
-                    # More than the buffers held: twice as many for the rest, and next time
-                    # (up to the kernel's IOV_MAX: beyond 4 MiB a walk is a few readv calls).
-                    self._buffers += [
-                        bytearray(_PAGE) for _ in range(min(len(buffers), _MOST_BUFFERS - len(buffers)))
-                    ]
+            return self._buffers.read(fd)
         finally:
             os.close(fd)
 
     def close(self) -> None:
-        self._buffers = []  # a walk's worth of pages, no longer needed
+        self._buffers.release()
         for fd in (self._link, self._program):
             try:  # noqa: SIM105 - no contextlib on the launch's path
                 os.close(fd)
