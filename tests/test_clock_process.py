@@ -6,6 +6,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +16,7 @@ from kstat.engine.clock_process import ProcessClock
 from kstat.engine.sampler import CounterRead
 from kstat.sources.iterator import IteratorReader
 from kstat.testing.loader import LoopbackTarget, SocketFilter
+from tests.names import KT
 
 
 def _until(condition: Callable[[], bool], what: str) -> None:
@@ -30,7 +32,7 @@ def test_the_clocks_process_reads_on_its_ticks_and_stops_with_a_last_read() -> N
     runs between two reads are those sent between them), and a stop ends it with one last
     read: its process gone."""
     stats = enable_run_time_stats()
-    target = LoopbackTarget(SocketFilter("kstat_t_clkproc"))
+    target = LoopbackTarget(SocketFilter(f"{KT}clkproc"))
     program_id = target.program.id
     reader = IteratorReader()
     got: list[tuple[CounterRead, bool, Slip | None]] = []
@@ -107,3 +109,40 @@ def test_a_walk_that_fails_in_the_clocks_process_fails_the_window_in_its_words()
     assert finished.is_set()
     assert len(errors) == 1
     assert "the counter clock's process failed: BpfError: bpf(BPF_ITER_CREATE) failed" in str(errors[0])
+
+
+@pytest.mark.kernel
+def test_the_clocks_process_runs_this_kstat_not_one_planted_where_it_was_started(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kstat runs as root, often from a directory others can write: a `kstat` package planted
+    in the working directory is never what its clock's process imports."""
+    planted = tmp_path / "ran"
+    for package in ("kstat", "kstat/engine"):
+        (tmp_path / package).mkdir()
+        (tmp_path / package / "__init__.py").write_text(f"open({str(planted)!r}, 'w').close()\n")
+    (tmp_path / "kstat/engine/_clock_child.py").write_text(f"open({str(planted)!r}, 'w').close()\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend("")  # as `python -c` would have it
+    stats = enable_run_time_stats()
+    reader = IteratorReader()
+    got: list[bool] = []
+    errors: list[BaseException] = []
+    clock = ProcessClock(
+        reader,
+        frozenset(),
+        lambda read, last, slip: got.append(last),
+        interval_ns=50_000_000,
+        duration_ns=150_000_000,
+        on_error=errors.append,
+        on_finished=lambda: None,
+    )
+    try:
+        clock.start()
+        clock.join()
+    finally:
+        reader.close()
+        os.close(stats)
+    assert not errors
+    assert got and got[-1]
+    assert not planted.exists()

@@ -9,8 +9,9 @@ but the clock's ticks (`CounterClock`, real-time as its thread may be), each a w
 window's iterator (its link fd, inherited) and its time stamps, and sends the walk's bytes
 and stamps to kstat as they are, where the details stage decodes them as before.
 
-    python -m kstat.engine._clock_child LINK_FD SOCKET_FD INTERVAL_NS DURATION_NS START_NS END_NS
+    main([LINK_FD, SOCKET_FD, INTERVAL_NS, DURATION_NS, START_NS, END_NS])
 
+(started isolated, `python -I -c`, on kstat's own import path: `ProcessClock.start`);
 DURATION_NS -1 for a window until stopped; START_NS and END_NS the monotonic clocks around the
 window's first read, taken already (-1 when the clock takes it). One byte from kstat on the
 socket, or its end of the socket closing, stops the clock: it takes its last read at once,

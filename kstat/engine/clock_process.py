@@ -13,18 +13,34 @@ them as before. The stamps are the walk's own, taken in that process.
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import socket
 import subprocess
 import sys
 import threading
 from collections.abc import Callable
 
+import kstat
 from kstat.core.model import PassClocks
 from kstat.engine._clock_child import ERROR, FRAME, LAST
 from kstat.engine.clock import Slip
 from kstat.engine.sampler import CounterRead
 from kstat.errors import KstatError
 from kstat.sources.iterator import IteratorReader
+
+# The clock's process, on the import path kstat itself has (its first argument, as JSON).
+_CHILD = (
+    "import json, sys; sys.path[:] = json.loads(sys.argv[1]); "
+    "from kstat.engine._clock_child import main; sys.exit(main(sys.argv[2:]))"
+)
+
+
+def _import_path() -> list[str]:
+    """Where the clock's process imports from: where this kstat was imported from, then this
+    process's path without its "" (the working directory, wherever that is by now)."""
+    kstat_root = os.path.dirname(os.path.dirname(os.path.abspath(kstat.__file__)))
+    return [kstat_root, *(entry for entry in sys.path if entry and entry != kstat_root)]
 
 
 class ProcessClock:
@@ -70,8 +86,14 @@ class ProcessClock:
             self._process = subprocess.Popen(
                 [
                     sys.executable,
-                    "-m",
-                    "kstat.engine._clock_child",
+                    # Isolated (no PYTHON* variables, no user site, no working directory on its
+                    # path: kstat runs as root, often in a directory others can write), and
+                    # given this process's own path, so that it runs this kstat, whoever's
+                    # `kstat/` lies where it was started.
+                    "-I",
+                    "-c",
+                    _CHILD,
+                    json.dumps(_import_path()),
                     str(link),
                     str(theirs.fileno()),
                     str(self._interval_ns),
