@@ -21,7 +21,6 @@ import sys
 import threading
 from collections.abc import Callable
 
-import kstat
 from kstat.core.model import PassClocks
 from kstat.engine._clock_child import ERROR, FRAME, LAST
 from kstat.engine.clock import Slip
@@ -39,7 +38,8 @@ _CHILD = (
 def _import_path() -> list[str]:
     """Where the clock's process imports from: where this kstat was imported from, then this
     process's path without its "" (the working directory, wherever that is by now)."""
-    kstat_root = os.path.dirname(os.path.dirname(os.path.abspath(kstat.__file__)))
+    # This module is kstat/engine/clock_process.py: kstat's root is three levels up.
+    kstat_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     return [kstat_root, *(entry for entry in sys.path if entry and entry != kstat_root)]
 
 
