@@ -254,10 +254,11 @@ class ProcessTree:
     def _judge(self, program: ProgramStats) -> bool:
         if (program.id, program.tag) in self._loads:
             return True
-        if self.followed and program.load_time_ns >= self.opened_boottime_ns:
+        if self.followed and program.load_time_ns >= self.opened_boottime_ns and not self.lost_records:
             # Loaded while the tree was followed, not by a member. That a member holds it now
             # proves nothing: a member running `bpftool prog show`, or another kstat, opens every
-            # program for an instant.
+            # program for an instant. (Once records were lost, its load record may be one of
+            # them: then, as without perf, a member holding it is what says.)
             return False
         owners = [owner.pid for owner in program.details.owners]
         if self.followed:
@@ -298,6 +299,7 @@ class ProcessTree:
         # the child's load on another).
         records.sort(key=lambda record: record.time_ns)
         members, loads = self._members, self._loads
+        lost_before = self.lost_records
         for record in records:
             if record.type == RECORD_FORK:
                 pid, parent, tid, _, _ = TASK_RECORD.unpack_from(record.body)
@@ -325,6 +327,11 @@ class ProcessTree:
                         "tree may miss a process or a program from here on"
                     )
                 self.lost_records += 1
+        if self.lost_records != lost_before:
+            # A fork among the lost records would leave a member out for good (another tenant
+            # loading 10,000 programs at once overflows the rings): /proc says who is below
+            # the root now.
+            members |= descendants(self.root, self._proc)
         now = time.monotonic_ns()
         while self._exited and self._exited[0][0] <= now:
             _, pid = self._exited.popleft()
