@@ -134,3 +134,13 @@ def run_kstat(
         check=False,
         env={**os.environ, **(env or {})},
     )
+
+
+def line_of(report: Mapping[str, Any], program_id: int) -> dict[str, Any]:
+    """A report's line for one program, by its id: a test run twice in a suite (parametrized)
+    can meet the program of its previous run still being freed under the same name, and then
+    the lines are keyed `name#id`."""
+    lines = [line for line in report["program_stats"].values() if line.get("id") == program_id]
+    assert len(lines) == 1, f"program {program_id} is in {len(lines)} lines of the report"
+    found: dict[str, Any] = lines[0]
+    return found

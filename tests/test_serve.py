@@ -18,7 +18,7 @@ import trio
 import kstat
 from kstat.sink import RECORD_KEYS
 from kstat.testing.loader import LoopbackTarget, SocketFilter
-from tests.kstat_process import KstatProcess
+from tests.kstat_process import KstatProcess, line_of
 from tests.names import KT
 from tests.statsd_daemon import free_port
 from tests.windows import LoadFilter
@@ -51,7 +51,7 @@ def test_serve_runs_until_a_signal_then_reports_the_whole_run(
     assert returncode == 0, kstat.stderr_lines
     assert stdout == ""  # a daemon: the report goes where it was asked to, not to stdout
     report = kstat_report(report_path)
-    assert report["program_stats"][f"{KT}serve"]["run_count"] == 900
+    assert line_of(report, target.program.id)["run_count"] == 900
     assert report["stopped_by"] == ending.name
     assert report["requested_duration_ns"] is None
 
