@@ -337,10 +337,13 @@ class _ClockedWindow:
         # The clock's thread reads and stamps, no more: an iterator's walk is decoded by the
         # details stage (`_stage`), so the clock's Python is a few statements a read. Asked
         # to, and reading by the iterator, it is a process of its own (no lock to wait for).
+        def deliver(read: CounterRead, final: bool, slip: Slip | None) -> None:
+            post(arrive, read, final, slip)
+
         def thread_clock() -> CounterClock[CounterRead]:
             return CounterClock(
                 self.counters.take,
-                lambda read, final, slip: post(arrive, read, final, slip),
+                deliver,
                 interval_ns=interval_ns,
                 duration_ns=duration_ns,
                 on_error=lambda error: post(failed, error),
@@ -348,19 +351,22 @@ class _ClockedWindow:
                 first=None if first is None else CounterRead.of(first),
             )
 
-        clock: CounterClock[CounterRead] | ProcessClock = thread_clock()
         reader = self.counters.reader
+        clock: CounterClock[CounterRead] | ProcessClock
         if clock_process and isinstance(reader, IteratorReader):
+            # The same callbacks as the thread's (typed apart: the two take different readers).
             clock = ProcessClock(
                 reader,
                 self.counters.ignored_ids,
-                lambda read, final, slip: post(arrive, read, final, slip),
+                deliver,
                 interval_ns=interval_ns,
                 duration_ns=duration_ns,
                 on_error=lambda error: post(failed, error),
                 on_finished=lambda: post(clock_done.set),
                 first=None if first is None else CounterRead.of(first),
             )
+        else:
+            clock = thread_clock()
 
         async def details() -> None:
             while True:
