@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import secrets
 import stat
 import tempfile
 import time
@@ -295,7 +294,7 @@ def _new_temporary(name: str, directory_fd: int, suffix: str) -> tuple[int, str]
     (a link or a file planted at the name is never opened), mode 0600 until it is whole."""
     stem = name[:180]  # with the random part and the suffix, within NAME_MAX
     for _ in range(_TEMPORARY_NAME_ATTEMPTS):
-        temporary = f".{stem}.{secrets.token_hex(8)}{suffix}"
+        temporary = f".{stem}.{os.urandom(8).hex()}{suffix}"
         try:
             return os.open(temporary, _NEW_FILE_FLAGS, PRIVATE_MODE, dir_fd=directory_fd), temporary
         except FileExistsError:

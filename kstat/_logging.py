@@ -12,18 +12,8 @@ import sys
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Final, TextIO
 
+from kstat._deferred import deferred
 from kstat.text import for_terminal
-
-
-class _ImportedWhenUsed(ModuleType):
-    """Stands in for a module in one importer's namespace: the real one is imported at its
-    first use (structlog's asyncio, used only by its async logging methods, which kstat never
-    calls: 1.5 MB of asyncio a window would otherwise hold)."""
-
-    def __getattr__(self, name: str) -> Any:
-        import importlib  # noqa: PLC0415
-
-        return getattr(importlib.import_module(self.__name__), name)
 
 
 def _structlog_without_rich() -> ModuleType:
@@ -36,15 +26,13 @@ def _structlog_without_rich() -> ModuleType:
 
         return structlog
     sys.modules["rich"] = None  # type: ignore[assignment]
-    stand_in = None
-    if "asyncio" not in sys.modules:
-        stand_in = sys.modules["asyncio"] = _ImportedWhenUsed("asyncio")
     try:
-        import structlog  # noqa: PLC0415
+        # Its asyncio is used only by its async logging methods, which kstat never calls: 1.5 MB
+        # a window would otherwise hold.
+        with deferred("asyncio"):
+            import structlog  # noqa: PLC0415
     finally:
         del sys.modules["rich"]
-        if stand_in is not None and sys.modules.get("asyncio") is stand_in:
-            del sys.modules["asyncio"]
     return structlog
 
 

@@ -17,6 +17,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn, Protocol, cast
 
+from kstat._deferred import deferred
 from kstat._logging import configure_logging
 from kstat.commands import COMMANDS, DEFAULT_COMMAND
 from kstat.commands._options import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, say, say_error
@@ -34,7 +35,11 @@ class Command(Protocol):
 
 def command_module(name: str = DEFAULT_COMMAND) -> Command:
     module, _ = COMMANDS[name]
-    return cast(Command, importlib.import_module(module))
+    # trio imports ssl and hmac (for its TLS streams and DTLS cookies, which no command uses)
+    # and idna (for unicode host names): OpenSSL's libraries and idna's tables, 8 MB of every
+    # window's memory, loaded only if something uses them.
+    with deferred("ssl", "hmac", "idna"):
+        return cast(Command, importlib.import_module(module))
 
 
 def _unknown_command(parser: argparse.ArgumentParser, word: str) -> NoReturn:

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import csv
 import shutil
+import subprocess
+import sys
+import tomllib
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
 
-from kstat.engine.sink_specs import available_sinks, make_sink, split_spec
+from kstat.engine.sink_specs import BUILT_IN_SINKS, ENTRY_POINT_GROUP, available_sinks, make_sink, split_spec
 from kstat.errors import OutputError, UsageError
 from kstat.sinks.json_file import JsonFileSink
 from kstat.sinks.ndjson import NdjsonSink
@@ -25,6 +29,23 @@ ALL_SINKS = "available sinks: json, ndjson, otlp, otlp+http, otlp+https, prometh
 
 def test_built_in_sinks_are_registered_entry_points() -> None:
     assert set(available_sinks()) >= {"stdout", "json", "ndjson", "statsd"}
+    # kstat's own table is pyproject.toml's, entry for entry (the installed package's too).
+    declared = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert declared["project"]["entry-points"][ENTRY_POINT_GROUP] == BUILT_IN_SINKS
+    installed = {point.name: point.value for point in entry_points(group=ENTRY_POINT_GROUP)}
+    assert {name: installed[name] for name in BUILT_IN_SINKS} == BUILT_IN_SINKS
+
+
+def test_kstats_own_sinks_are_made_without_reading_package_metadata(tmp_path: Path) -> None:
+    """importlib.metadata (email, zipfile, csv: 3 MB of a window) is imported only for a sink
+    kstat does not have."""
+    code = (
+        "import sys; from kstat.engine.sink_specs import make_sink; "
+        f"make_sink('json:{tmp_path / 'r.json'}'); make_sink('statsd://127.0.0.1:8125'); "
+        "print('importlib.metadata' in sys.modules)"
+    )
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert completed.stdout == "False\n", completed.stderr
 
 
 def test_specs_make_the_right_sinks(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from attrs import evolve
 
 from kstat._datagrams import batch_datagrams
 from kstat.core.events import IntervalEnded, WindowStarted
@@ -290,6 +291,32 @@ def test_idle_programs_are_announced_in_turns_then_sent_again_only_rarely() -> N
         announced = {pid for pid in ids if pid % 60 == index} if index < 60 else set()
         refreshed = {pid for pid in ids if pid % 3_600 == index}
         assert mentioned[index] == sorted(announced | refreshed), index
+
+
+def test_intervals_that_slip_take_every_turn_their_time_spans() -> None:
+    """On a busy host 100 ms intervals came 120 ms apart: 58 deltas in a 7 s window, and the last
+    two turns' programs were never announced (9,641 of 10,000). Turns go by time: a delta twice
+    as long as asked takes two turns, so 30 of them announce every program; a longer one (a
+    start-up) takes two as well, never a burst of every turn it spanned."""
+    ids = list(range(1, 121))
+    slipped = [
+        snapshot(index, 2.0 * index, *(program(pid, 0, 0, name=f"idle{pid}") for pid in ids))
+        for index in range(31)
+    ]
+    sent = sent_per_interval(slipped)
+    mentioned = [
+        {pid for pid in ids if any(line.startswith(f"kt.idle{pid}.") for line in lines)} for lines in sent
+    ]
+    assert len(sent) == 30
+    for index, programs in enumerate(mentioned):
+        assert programs == {pid for pid in ids if pid % 60 in (2 * index, 2 * index + 1)}, index
+    assert set().union(*mentioned) == set(ids)
+    started_late = [
+        slipped[0],
+        *(evolve(later, monotonic_ns=later.monotonic_ns + 10**10) for later in slipped[1:]),
+    ]
+    late = sent_per_interval(started_late)
+    assert all(len(lines) <= len(sent[0]) for lines in late)
 
 
 def test_names_kept_up_to_date_as_programs_come_and_go_are_those_worked_out_whole() -> None:

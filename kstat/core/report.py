@@ -416,20 +416,21 @@ def program_report(
     *,
     distribution: Mapping[str, Number] | None = None,
     peak_cpu_percent_at_ns: int | None = None,
+    metrics: Mapping[str, Number] | None = None,
 ) -> ProgramReport:
     """One program's line over a span: every catalogue metric of its counters' growth (and, for
-    a window, the distribution of its intervals)."""
+    a window, the distribution of its intervals); `metrics`, those figures where the caller
+    has them already (lines whose figures are alike share one mapping)."""
     last = sighting.last
     with_footprint = sighting.first_seen and last.footprint is not None
     grown = sighting.grown
+    if metrics is None:
+        metrics = line_metrics(sighting, bounds, distribution)
     return ProgramReport(
         name=last.name,
         type=last.type,
         id=last.id,
-        metrics={
-            **_span_values(sighting.span(bounds.elapsed_ns, bounds.online_cpus)),
-            **(distribution or {}),
-        },
+        metrics=metrics,
         tag=last.tag,
         load_time_ns=last.load_time_ns,
         kernel_name=last.kernel_name,
@@ -444,6 +445,13 @@ def program_report(
         map_ids=last.footprint.map_ids if with_footprint and last.footprint is not None else None,
         per_cpu=_per_cpu(grown),
     )
+
+
+def line_metrics(
+    sighting: Sighting, bounds: Bounds, distribution: Mapping[str, Number] | None = None
+) -> dict[str, Number]:
+    """A line's figures: its span's, then its distribution's."""
+    return {**_span_values(sighting.span(bounds.elapsed_ns, bounds.online_cpus)), **(distribution or {})}
 
 
 _PER_CPU_NAMES: Final = tuple(spec.name for spec in COUNTERS if spec.per_cpu)
@@ -556,18 +564,33 @@ class _Lines(Mapping[str, ProgramReport]):
     """A window's report lines by key, each made when it is read: a report of 10,000 programs
     is written line by line, never held whole (its totals come from the counters)."""
 
-    __slots__ = ("_bounds", "_by_key")
+    __slots__ = ("_bounds", "_by_key", "_idle_metrics")
 
     def __init__(self, by_key: dict[str, WindowSighting], bounds: Bounds) -> None:
         self._by_key, self._bounds = by_key, bounds
+        # The figures of lines in which nothing grew, by what they depend on (the footprint
+        # told, the intervals' values): most of a host's programs, one mapping each kind.
+        self._idle_metrics: dict[tuple[int, ProgramFootprint | None, int, int], Mapping[str, Number]] = {}
 
     def __getitem__(self, key: str) -> ProgramReport:
         seen = self._by_key[key]
+        sighting = seen.sighting
+        grown = sighting.grown
+        metrics = None
+        if is_unchanged(grown):
+            footprint = sighting.last.footprint if sighting.first_seen else None
+            # By identity: the shared "nothing grew" and the intervals' values are the
+            # window's own objects, alive as long as the report.
+            idle = (id(grown), footprint, id(seen.values), seen.intervals)
+            metrics = self._idle_metrics.get(idle)
+            if metrics is None:
+                metrics = self._idle_metrics[idle] = line_metrics(sighting, self._bounds, seen.distribution)
         return program_report(
-            seen.sighting,
+            sighting,
             self._bounds,
-            distribution=seen.distribution,
+            distribution=None if metrics is not None else seen.distribution,
             peak_cpu_percent_at_ns=seen.peak_cpu_percent_at_ns,
+            metrics=metrics,
         )
 
     def __iter__(self) -> Iterator[str]:

@@ -42,7 +42,7 @@ from kstat.core.report import KERNEL_NAME_KEYS, Report, keyed_by_kernel_name
 from kstat.durations import format_duration_ns
 from kstat.engine.clock import CounterClock, Slip
 from kstat.engine.clock_process import ProcessClock
-from kstat.engine.heap import settle_heap
+from kstat.engine.heap import settle_heap, window_is_over
 from kstat.engine.sampler import (
     CounterRead,
     CounterTaker,
@@ -690,6 +690,8 @@ class Collection:
                 async with summary_lane.send_channel:
                     await summary_lane.send_channel.send(last_interval[0])
                 await self.summary.done.wait()
+                if settings.freeze_gc_at_start:
+                    window_is_over()
                 report = self._keyed(
                     self.summary.report(stopped_by=self.stop.reason, snapshot_method=self._snapshot_method)
                 )

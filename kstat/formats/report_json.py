@@ -18,6 +18,7 @@ not a report gets a `ReportFormatError` naming the field and what is wrong with 
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import math
 from collections.abc import Iterator, Mapping
@@ -96,30 +97,44 @@ _OTHER_FIELDS: Final = tuple((metric.name, int if metric.integral else float) fo
 _OwnersWritten = dict[int, tuple[tuple[ProgramOwner, ...], list[dict[str, Any]]]]
 
 
+# A line's metrics as written (the seed's fields, then the others), by the mapping's identity
+# (kept, so that its id is not reused): the idle lines of a window's report (most of a host's
+# programs) share one mapping, converted once.
+_MetricsWritten = dict[int, tuple[Mapping[str, Number], dict[str, Number], dict[str, Number]]]
+
+
 def program_to_dict(line: ProgramReport) -> dict[str, Any]:
     """One program's line, in the report's field order."""
-    return _program_dict(line, {})
+    return _program_dict(line, {}, {})
 
 
-def _program_dict(line: ProgramReport, owners_written: _OwnersWritten) -> dict[str, Any]:
-    """`program_to_dict`, the owners' objects made once for lines that share them (10,000
-    lines per report: written out flat rather than through helpers)."""
+def _metric_fields(metrics: Mapping[str, Number]) -> tuple[dict[str, Number], dict[str, Number]]:
+    get = metrics.get
+    # The Go tool's shape requires every seed field; a counter this kernel lacks says 0 there,
+    # and the report's `unavailable_counters` says why.
+    seed = {name: number(get(name, 0)) for name, number in _SEED_FIELDS}
+    others = {name: number(found) for name, number in _OTHER_FIELDS if (found := get(name)) is not None}
+    return seed, others
+
+
+def _program_dict(
+    line: ProgramReport, owners_written: _OwnersWritten, metrics_written: _MetricsWritten
+) -> dict[str, Any]:
+    """`program_to_dict`, the owners' objects and the metrics' fields made once for lines that
+    share them (10,000 lines per report: written out flat rather than through helpers)."""
     data: dict[str, Any] = {"name": line.name, "type": line.type, "id": line.id}
     metrics = line.metrics
-    get = metrics.get
-    for name, number in _SEED_FIELDS:
-        # The Go tool's shape requires every seed field; a counter this kernel lacks says 0
-        # there, and the report's `unavailable_counters` says why.
-        data[name] = number(get(name, 0))
+    fields = metrics_written.get(id(metrics))
+    if fields is None or fields[0] is not metrics:
+        fields = metrics_written[id(metrics)] = (metrics, *_metric_fields(metrics))
+    _, seed, others = fields
+    data.update(seed)
     # Fields a report read back did not carry stay out, rather than turning into nulls.
     if line.tag is not None:
         data["tag"] = line.tag
     if line.load_time_ns is not None:
         data["load_time_ns"] = line.load_time_ns
-    for name, number in _OTHER_FIELDS:
-        found = get(name)
-        if found is not None:
-            data[name] = number(found)
+    data.update(others)
     for key, known in (
         ("kernel_name", line.kernel_name),
         ("loaded_during_window", line.loaded_during_window),
@@ -615,16 +630,27 @@ def report_json_chunks(report: Report) -> Iterator[bytes]:
     if not report.program_stats:
         yield head + _PROGRAMS_PLACE + tail + b"\n"
         return
-    yield head + b'"program_stats": {'
-    separator = b"\n    "
+    yield head + b'"program_stats": {\n'
     owners_written: _OwnersWritten = {}
-    for key, line in report.program_stats.items():
-        encoded = orjson.dumps(_program_dict(line, owners_written), option=orjson.OPT_INDENT_2)
-        # Nested two levels down: every line of it indented by four more spaces (a JSON
-        # string holds no raw newline, so only the encoder's own line breaks are touched).
-        yield separator + orjson.dumps(key) + b": " + encoded.replace(b"\n", b"\n    ")
-        separator = b",\n    "
+    metrics_written: _MetricsWritten = {}
+    lines = iter(report.program_stats.items())
+    separator = b""
+    while batch := dict(itertools.islice(lines, _BATCH_PROGRAMS)):
+        # A batch's lines in one call of the C encoder, nested as in the report (under a key
+        # of the top-level object), so that it indents them as the whole report would be.
+        encoded = orjson.dumps(
+            {"": {key: _program_dict(line, owners_written, metrics_written) for key, line in batch.items()}},
+            option=orjson.OPT_INDENT_2,
+        )
+        yield separator + encoded[len(_BATCH_HEAD) : -len(_BATCH_TAIL)]
+        separator = b",\n"
     yield b"\n  }" + tail + b"\n"
+
+
+# Lines encoded per call: few enough that their objects stay small beside the report's.
+_BATCH_PROGRAMS: Final = 256
+_BATCH_HEAD: Final = b'{\n  "": {\n'
+_BATCH_TAIL: Final = b"\n  }\n}"
 
 
 def report_from_json(text: str) -> Report:

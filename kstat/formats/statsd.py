@@ -33,6 +33,8 @@ ANNOUNCE_INTERVALS: Final = 60
 # running server keeps a gauge's last value and flushes it itself, and flushes a counter it is
 # not sent as 0 (the reference daemon's defaults), so nothing more is needed while it runs.
 FULL_REFRESH_INTERVALS: Final = 3600
+# The turns one delta takes at most when intervals slipped.
+_MOST_TURNS_A_DELTA: Final = 2
 _EXPORTED: Final = in_view(View.EXPORT)
 
 
@@ -175,7 +177,10 @@ class IntervalLines:
     """
 
     settings: Naming
+    # The turns taken, and the window's time so far against the interval asked for.
     intervals: int = 0
+    elapsed_ns: int = 0
+    interval_ns: int = 0
     # Every program loaded, by identity, with its StatsD name.
     programs: dict[ProgramIdentity, ProgramName] = field(factory=dict)
     # Programs that had lines in the previous interval (their gauges are not yet zero).
@@ -209,6 +214,7 @@ class IntervalLines:
             self._idle = catalogue.values(Span(grown(counters, counters), 0, None), _EXPORTED)
 
     def start(self, event: WindowStarted) -> None:
+        self.interval_ns = event.interval_ns
         programs = event.snapshot.programs
         if programs:
             self._learn_idle(programs[0].counters)
@@ -304,9 +310,19 @@ class IntervalLines:
         # interval on: no interval carries them all (at 10,000 programs that burst overflowed the
         # reference server's UDP receive buffer: 1,592 programs arrived); then at its turn among
         # FULL_REFRESH_INTERVALS.
-        announced = self.announcing.pop(self.intervals % ANNOUNCE_INTERVALS, set())
-        refreshed = self.turns.get(self.intervals % FULL_REFRESH_INTERVALS, set())
-        self.intervals += 1
+        # Turns go by the window's time, not by the deltas received: intervals that slipped on
+        # a busy host, or that a sink that fell behind gets merged, catch up with the turns
+        # their time spanned, two turns a delta at most (a burst of every turn at once would
+        # overflow the server's buffer again: kstat's start-up alone spans several).
+        self.elapsed_ns += delta.elapsed_ns
+        by_time = round(self.elapsed_ns / self.interval_ns) if self.interval_ns else 0
+        due = min(max(self.intervals + 1, by_time), self.intervals + _MOST_TURNS_A_DELTA)
+        announced: set[ProgramIdentity] = set()
+        refreshed: set[ProgramIdentity] = set()
+        for turn in range(self.intervals, due):
+            announced |= self.announcing.pop(turn % ANNOUNCE_INTERVALS, set())
+            refreshed |= self.turns.get(turn % FULL_REFRESH_INTERVALS, set())
+        self.intervals = due
         sent: list[tuple[ProgramIdentity, Mapping[str, Number]]] = []
         active: set[ProgramIdentity] = set()
         gone: list[ProgramIdentity] = []

@@ -19,10 +19,10 @@ both are accepted (a collision of either with a same-named program is not a prac
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import importlib
 import threading
 from collections.abc import Callable, Sequence
-from typing import Final
+from typing import Any, Final
 
 from kstat._logging import get_logger
 from kstat.abi.structs import Instruction
@@ -68,7 +68,21 @@ def program_tags(instructions: Sequence[Instruction]) -> frozenset[str]:
         else:
             after_map_load = False
         raw += encoded
-    return frozenset({hashlib.sha256(raw).digest()[:8].hex(), hashlib.sha1(raw).digest()[:8].hex()})
+    sha256, sha1 = _digests()
+    return frozenset({sha256(bytes(raw)).digest()[:8].hex(), sha1(bytes(raw)).digest()[:8].hex()})
+
+
+def _digests() -> tuple[Callable[[bytes], Any], Callable[[bytes], Any]]:
+    """SHA-256 and SHA-1 by CPython's own modules where it has them: hashlib loads OpenSSL's
+    libcrypto (3.7 MB of every window's memory) for two digests of a few hundred bytes."""
+    found = []
+    for modules, name in ((("_sha256", "_sha2"), "sha256"), (("_sha1",), "sha1")):
+        for module in (*modules, "hashlib"):
+            with contextlib.suppress(ImportError):
+                found.append(getattr(importlib.import_module(module), name))
+                break
+    sha256, sha1 = found
+    return sha256, sha1
 
 
 def _probe_instructions() -> list[list[Instruction]]:

@@ -1,0 +1,35 @@
+"""Modules a dependency imports at its top but uses only in what kstat never or rarely calls:
+while that dependency is imported, each gets a stand-in that imports the real module at its
+first use. The stand-ins stay in the importer's namespace only; every later import gets the
+real module."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from types import ModuleType
+from typing import Any
+
+
+class ImportedWhenUsed(ModuleType):
+    """Stands in for a module in one importer's namespace: the real one is imported at its
+    first use."""
+
+    def __getattr__(self, name: str) -> Any:
+        import importlib  # noqa: PLC0415
+
+        return getattr(importlib.import_module(self.__name__), name)
+
+
+@contextlib.contextmanager
+def deferred(*names: str) -> Iterator[None]:
+    """Inside: `import NAME` of a module not imported yet gets a stand-in."""
+    stand_ins = {name: ImportedWhenUsed(name) for name in names if name not in sys.modules}
+    sys.modules.update(stand_ins)
+    try:
+        yield
+    finally:
+        for name, stand_in in stand_ins.items():
+            if sys.modules.get(name) is stand_in:
+                del sys.modules[name]
