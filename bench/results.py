@@ -148,6 +148,9 @@ class IntervalCost:
     baseline: SteadyState | None
     # Programs that ran all along the window (steady traffic), beside the idle ones.
     busy_programs: int = 0
+    # The C floor's CPU time for a pass on the same programs under the same traffic (before
+    # and after the window, averaged); None where measured apart (idle programs).
+    floor_cpu_ns: float | None = None
 
     @staticmethod
     def milliseconds(state: SteadyState) -> float:
@@ -272,13 +275,16 @@ def judge(
         # CPU against CPU: a loaded host stretches the floor's wall time, not its CPU time.
         found = same_size[0].floor
         floor_ms = (found.cpu_per_pass or found.per_pass).median_ns / 1e6
+        under = ""
+        if cost.floor_cpu_ns is not None:
+            floor_ms, under = cost.floor_cpu_ns / 1e6, " (the floor under the same traffic)"
         interval_ms = IntervalCost.milliseconds(cost.this)
         targets.append(
             Target(
                 f"a steady interval with NDJSON and StatsD at {cost.programs} programs "
                 f"({cost.busy_programs} busy) within one C-floor snapshot",
                 f"{interval_ms:.2f} ms of CPU per interval vs {floor_ms:.2f} ms "
-                f"({interval_ms / floor_ms:.2f}x)",
+                f"({interval_ms / floor_ms:.2f}x){under}",
                 "<= 1x",
                 interval_ms <= floor_ms,
                 issue=28 if cost.busy_programs else 7,

@@ -182,10 +182,10 @@ def main() -> int:
         observer = _observer_effect(plan)
         programs.resize(STEADY_PROGRAMS)
         steady_states = _steady_states(plan, scratch)
-        interval_costs = _interval_costs(plan, scratch, programs)
+        floor = SnapshotFloor(scratch, C_COMPILER)
+        interval_costs = _interval_costs(plan, scratch, programs, floor)
         programs.resize(STEADY_PROGRAMS)
         interval_work = _interval_work(plan, machine.online_cpus)
-        floor = SnapshotFloor(scratch, C_COMPILER)
         bpftool = Bpftool(BPFTOOL, scratch)
         _say("\n== one full snapshot of every program (medians), the kernel's stats on ==")
         _say(f"  bpftool reads owner pids (BPF iterator over all tasks' files): {bpftool.reads_owner_pids()}")
@@ -335,9 +335,14 @@ def _steady_states(plan: Plan, scratch: Path) -> list[SteadyState]:
     return states
 
 
-def _interval_costs(plan: Plan, scratch: Path, programs: ProgramSet) -> tuple[IntervalCost, ...]:
+def _interval_costs(
+    plan: Plan, scratch: Path, programs: ProgramSet, floor: SnapshotFloor
+) -> tuple[IntervalCost, ...]:
     """What an interval with NDJSON and StatsD costs the command at each size; beside the same
-    for a baseline checkout (BENCH_BASELINE=DIR, a kstat tree with its own .venv) when given."""
+    for a baseline checkout (BENCH_BASELINE=DIR, a kstat tree with its own .venv) when given.
+    With busy programs, the C floor's pass is measured on the same programs under the same
+    traffic right before and after the window (the stats on): the traffic slows every reader's
+    syscalls (20-25 % here), the floor's as much as kstat's."""
     baseline_dir = os.environ.get("BENCH_BASELINE", "")
     baseline = Path(baseline_dir).resolve() if baseline_dir else None
     if baseline is not None and not (baseline / ".venv" / "bin" / "python").exists():
@@ -360,14 +365,23 @@ def _interval_costs(plan: Plan, scratch: Path, programs: ProgramSet) -> tuple[In
         traffic = TimedTraffic([], busy, BUSY_RUNS_PER_S * len(busy))
         try:
             traffic.start()
+            floors = [_floor_cpu_ns(floor, plan.floor_passes)]
             with_busy = measure_steady_state(scratch, plan.steady_duration_s, 1.0, BOTH_SINKS)
+            floors.append(_floor_cpu_ns(floor, plan.floor_passes))
         finally:
             traffic.stop()
             for target in busy:
                 target.close()
-        costs.append(IntervalCost(size, with_busy, None, busy_programs=len(busy)))
+        costs.append(IntervalCost(size, with_busy, None, busy_programs=len(busy), floor_cpu_ns=sum(floors) / 2))
         _say(_interval_cost_line(costs[-1]))
     return tuple(costs)
+
+
+def _floor_cpu_ns(floor: SnapshotFloor, passes: int) -> float:
+    """The C floor's CPU time for one pass (median), the stats on."""
+    with runtime_stats_enabled():
+        found = floor.measure(passes)
+    return (found.cpu_per_pass or found.per_pass).median_ns
 
 
 def _interval_cost_line(cost: IntervalCost) -> str:
@@ -379,6 +393,8 @@ def _interval_cost_line(cost: IntervalCost) -> str:
     if before is not None:
         ratio = IntervalCost.milliseconds(this) / IntervalCost.milliseconds(before)
         line += f", baseline {IntervalCost.milliseconds(before):6.2f} ms ({ratio:.2f}x)"
+    if cost.floor_cpu_ns is not None:
+        line += f" (C floor under the same traffic {cost.floor_cpu_ns / 1e6:.2f} ms of CPU)"
     return line + f"; peak RSS {this.peak_rss_bytes / 1e6:.1f} MB"
 
 

@@ -17,7 +17,7 @@ from kstat.core.events import IntervalEnded, WindowStarted
 from kstat.core.report import Report, report_keys
 from kstat.core.timestamps import format_timestamp
 from kstat.formats.program_json import footprint_to_dict, owner_to_dict
-from kstat.formats.report_json import program_to_dict, report_to_dict, totals_to_dict
+from kstat.formats.report_json import LineEncoder, report_to_dict, totals_to_dict
 
 
 def interval_to_dict(event: IntervalEnded) -> dict[str, Any]:
@@ -30,8 +30,9 @@ def interval_to_dict(event: IntervalEnded) -> dict[str, Any]:
     """
     delta = event.delta
     program_stats: dict[str, Any] = {}
+    encode = LineEncoder()
     for key, line in delta.lines.items():
-        data = program_to_dict(line)
+        data = encode(line)
         change = delta.active[key]
         if not change.unloaded:
             # Named as the kernel names them (`run_cnt`); a counter this kernel lacks is null.

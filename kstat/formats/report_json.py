@@ -108,6 +108,19 @@ def program_to_dict(line: ProgramReport) -> dict[str, Any]:
     return _program_dict(line, {}, {})
 
 
+class LineEncoder:
+    """`program_to_dict` for the lines of one report or interval, to be encoded: the owners'
+    objects made once for lines that share them (one loader's programs; the lines then share
+    those objects too), and the metrics' fields once for lines that share one mapping."""
+
+    def __init__(self) -> None:
+        self._owners: _OwnersWritten = {}
+        self._metrics: _MetricsWritten = {}
+
+    def __call__(self, line: ProgramReport) -> dict[str, Any]:
+        return _program_dict(line, self._owners, self._metrics)
+
+
 def _metric_fields(metrics: Mapping[str, Number]) -> tuple[dict[str, Number], dict[str, Number]]:
     get = metrics.get
     # The Go tool's shape requires every seed field; a counter this kernel lacks says 0 there,
@@ -631,15 +644,14 @@ def report_json_chunks(report: Report) -> Iterator[bytes]:
         yield head + _PROGRAMS_PLACE + tail + b"\n"
         return
     yield head + b'"program_stats": {\n'
-    owners_written: _OwnersWritten = {}
-    metrics_written: _MetricsWritten = {}
+    encode = LineEncoder()
     lines = iter(report.program_stats.items())
     separator = b""
     while batch := dict(itertools.islice(lines, _BATCH_PROGRAMS)):
         # A batch's lines in one call of the C encoder, nested as in the report (under a key
         # of the top-level object), so that it indents them as the whole report would be.
         encoded = orjson.dumps(
-            {"": {key: _program_dict(line, owners_written, metrics_written) for key, line in batch.items()}},
+            {"": {key: encode(line) for key, line in batch.items()}},
             option=orjson.OPT_INDENT_2,
         )
         yield separator + encoded[len(_BATCH_HEAD) : -len(_BATCH_TAIL)]
