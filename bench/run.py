@@ -372,7 +372,9 @@ def _interval_costs(
             traffic.stop()
             for target in busy:
                 target.close()
-        costs.append(IntervalCost(size, with_busy, None, busy_programs=len(busy), floor_cpu_ns=sum(floors) / 2))
+        costs.append(
+            IntervalCost(size, with_busy, None, busy_programs=len(busy), floor_cpu_ns=sum(floors) / 2)
+        )
         _say(_interval_cost_line(costs[-1]))
     return tuple(costs)
 
