@@ -39,6 +39,7 @@ from bench.go_tool import (
     measure_side_by_side,
 )
 from bench.interval_work import IntervalWork, measure_interval_work
+from bench.iterator_floor import IteratorFloor, measure_iterator_floor
 from bench.measure import describe_machine
 from bench.observer import ObserverEffect, measure_observer_effect
 from bench.programs import ProgramSet, raise_open_file_limit
@@ -179,6 +180,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="kstat-bench-") as scratch_name, ProgramSet() as programs:
         scratch = Path(scratch_name)
+        tools = _installed(scratch, tools)
         observer = _observer_effect(plan)
         programs.resize(STEADY_PROGRAMS)
         steady_states = _steady_states(plan, scratch)
@@ -196,7 +198,9 @@ def main() -> int:
                 programs.resize(size)
                 result = SizeResult.of(
                     size,
-                    measure_kstat(plan.kstat_repetitions(size), plan.bpftool_process_runs, BPFTOOL),
+                    measure_kstat(
+                        plan.kstat_repetitions(size), plan.bpftool_process_runs, BPFTOOL, tools[0].command
+                    ),
                     floor.measure(plan.floor_passes),
                     bpftool.measure(
                         plan.bpftool_passes(size), plan.bpftool_trials, plan.bpftool_process_runs
@@ -204,12 +208,14 @@ def main() -> int:
                 )
                 sizes.append(result)
                 _print_size(result, foreign)
+            iterator_floor = measure_iterator_floor(plan.kstat_repetitions(plan.sizes[-1]))
+            _print_iterator_floor(iterator_floor, sizes[-1])
         breakdown = measure_breakdown(scratch, plan.breakdown_repetitions)
         windows = _windows(plan, scratch, programs, tools)
     _print_slopes(slopes(sizes))
     _print_breakdown(breakdown, sizes[-1])
     _print_scrape(measure_scrape())
-    targets = judge(sizes, steady_states, interval_costs, windows)
+    targets = judge(sizes, steady_states, interval_costs, windows, iterator_floor)
     _print_targets(targets)
     results = BenchResults(
         timestamp=timestamp,
@@ -227,10 +233,22 @@ def main() -> int:
         targets=targets,
         windows=windows,
         go_tool=None if len(tools) == 1 else tools[-1].command[0],
+        iterator_floor=iterator_floor,
     )
     path = write_json(results, RESULTS_DIRECTORY)
     _say(f"\nresults: {path}")
     return 0
+
+
+def _print_iterator_floor(found: IteratorFloor, largest: SizeResult) -> None:
+    floor = largest.microseconds_per_program["C floor"]
+    _say(f"  the iterator's walk at {found.programs_seen} programs, before any decoding (stats on):")
+    for name, timing in found.walks.items():
+        per_program = timing.median_ns / 1e3 / found.programs_seen
+        _say(
+            f"    {name:<12} {timing.median_ns / 1e6:7.2f} ms ({per_program:5.2f} us/program, "
+            f"{per_program / floor:.3f}x the C floor)"
+        )
 
 
 def _observer_effect(plan: Plan) -> ObserverEffect:
@@ -254,6 +272,17 @@ def _observer_effect(plan: Plan) -> ObserverEffect:
     return effect
 
 
+def _installed(scratch: Path, tools: Sequence[Tool]) -> tuple[Tool, ...]:
+    """kstat as `pip install .` puts it (a console script in a fresh virtualenv), not this
+    checkout's editable install: that is what users launch (the whole windows and `kstat
+    list` run it)."""
+    try:
+        return tuple(installed_kstat(scratch) if tool.name == KSTAT else tool for tool in tools)
+    except (OSError, subprocess.CalledProcessError) as error:
+        _say(f"  WARNING: no regular install of kstat ({error}): this tree's `python -m kstat` instead")
+        return tuple(tools)
+
+
 def _windows(
     plan: Plan, scratch: Path, programs: ProgramSet, tools: Sequence[Tool]
 ) -> tuple[SideBySide, ...]:
@@ -262,13 +291,7 @@ def _windows(
     if len(tools) == 1:
         _say("  (GO_TOOL=path adds the Go collect-kernel-stats tool beside it: BENCHMARKS.md)")
     launcher = Launcher(scratch, C_COMPILER)
-    # kstat as `pip install .` puts it (a console script in a fresh virtualenv), not this
-    # checkout's editable install: that is what users launch.
-    try:
-        tools = [installed_kstat(scratch) if tool.name == KSTAT else tool for tool in tools]
-        _say(f"  kstat: {tools[0].command[0]} (a regular install of this tree in a fresh virtualenv)")
-    except (OSError, subprocess.CalledProcessError) as error:
-        _say(f"  WARNING: no regular install of kstat ({error}): this tree's `python -m kstat` instead")
+    _say(f"  kstat: {' '.join(tools[0].command)}")
     found = []
     for size in plan.window_sizes:
         programs.resize(size)
