@@ -14,6 +14,7 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import kstat
 from kstat.core.events import IntervalEnded
 from kstat.core.filters import ProgramFilter
 from kstat.core.model import ProgramStats, Snapshot
@@ -145,6 +146,38 @@ async def test_each_line_is_in_the_file_as_its_interval_ends(load_filter: LoadFi
     assert interval_sums(lines)[(target.program.id, target.program.stats().load_time_ns)] == 1_000
     assert lines[-1]["program_stats"][f"{KT}nd"]["run_count"] == 1_000
     assert lines[-1]["total_run_count"] == result.report.total_run_count
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("per_cpu", [False, True])
+def test_the_last_walk_decoded_after_the_window_closed_its_reader_still_adds_up(
+    load_filter: LoadFilter, tmp_path: Path, per_cpu: bool
+) -> None:
+    """The details stage decodes the window's last walk after the clock has stopped and the
+    iterator closed. Closing it forgot the walk before, so the last walk's programs were all
+    new: the last interval said 0 runs where the report said 900 (a harness on a busy host, or
+    one whose body never gives the event loop a turn, as here)."""
+    target = load_filter(f"{KT}ndlast{int(per_cpu)}")
+    stream = tmp_path / "records.ndjson"
+
+    async def window() -> kstat.Report:
+        async with kstat.collect(
+            interval="10s",
+            # By id: the other parameter's program of this name may still be being freed.
+            select=kstat.ProgramFilter(ids=(target.program.id,)),
+            per_cpu=per_cpu,
+            snapshot_method="iterator",
+            sinks=[NdjsonSink(stream, layout="records")],
+        ) as session:
+            target.send(900)  # blocking: the details stage gets no turn before the window ends
+        return session.report
+
+    report = trio.run(window)
+    assert report.program(target.program.id).run_count == 900
+    records = [json.loads(text) for text in stream.read_text().splitlines()]
+    programs = [record for record in records if record["kind"] == "program"]
+    assert [(record["sequence"], record["run_count"]) for record in programs] == [(1, 900)]
+    assert [record["sequence"] for record in records if record["kind"] == "program_seen"] == [0]
 
 
 @pytest.mark.kernel

@@ -169,7 +169,9 @@ def test_a_window_reports_each_cpus_runs_and_the_busiest_cpu(load_filter: LoadFi
     for record in records:
         if record["kind"] == "program_cpu":
             per_interval[record["cpu"]] = per_interval.get(record["cpu"], 0) + record["run_count"]
-    assert per_interval == sent
+    assert per_interval == sent, [
+        (record["kind"], record["sequence"], record["run_count"]) for record in records
+    ]
     summary = {record["cpu"]: record for record in records if record["kind"] == "summary_cpu"}
     assert {cpu: record["run_count"] for cpu, record in summary.items()} == sent
     for cpu, record in summary.items():

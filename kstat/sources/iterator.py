@@ -338,7 +338,9 @@ class IteratorReader:
         return frozenset({self.own_id})
 
     def close(self) -> None:
-        self._previous = None  # the last walk, its ids and values: nothing is compared now
+        # The iterator's program and link only: walks read before may still be waiting to be
+        # decoded (the details stage decodes the window's last walk after the clock stopped and
+        # the reader closed), each against the walk before it. The last walk goes with the reader.
         self._iterator.close()
 
 
