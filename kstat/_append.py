@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -55,16 +56,23 @@ class LineStream:
 
     def write(self, data: bytes) -> None:
         """Whole lines, in one write; OutputClosed when the reader went, OutputError otherwise."""
+        self.write_pieces((data,))
+
+    def write_pieces(self, pieces: Iterable[bytes]) -> None:
+        """Whole lines given in pieces (a line of 10 MB need not be held whole): written in
+        turn, and on a failure the file is cut back to where these lines began, as `write`."""
         if self._stream is None:
-            write_stdout(data, what=self.what)
+            for piece in pieces:
+                write_stdout(piece, what=self.what)
             return
         stream = self._stream
         whole_lines_end = os.fstat(stream.fileno()).st_size if stream.seekable() else None
         try:
-            # The loop only matters for a pipe or FIFO that takes part of it.
-            view = memoryview(data)
-            while view:
-                view = view[stream.write(view) or 0 :]
+            for piece in pieces:
+                # The loop only matters for a pipe or FIFO that takes part of it.
+                view = memoryview(piece)
+                while view:
+                    view = view[stream.write(view) or 0 :]
         except OSError as error:
             if whole_lines_end is not None:
                 with contextlib.suppress(OSError):

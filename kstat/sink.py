@@ -82,6 +82,7 @@ from kstat.formats import statsd as _statsd
 from kstat.formats.ndjson import interval_to_dict as interval_to_dict
 from kstat.formats.ndjson import json_line as json_line
 from kstat.formats.ndjson import start_to_dicts as start_to_dicts
+from kstat.formats.ndjson import summary_line as summary_line
 from kstat.formats.ndjson import summary_to_dict as summary_to_dict
 from kstat.formats.records import RECORD_KEYS as RECORD_KEYS
 from kstat.formats.records import interval_records as interval_records

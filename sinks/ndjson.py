@@ -14,7 +14,8 @@ shippers see them at once. Files are opened for appending, as log files are (`ks
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import itertools
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -79,11 +80,17 @@ class NdjsonSink:
         if self.layout == "records":
             self._write_lines(sink.summary_records(report, report.node or self._host_name))
         else:
-            self._stream.write(sink.json_line(sink.summary_to_dict(report)))
+            self._stream.write_pieces(sink.summary_line(report))
 
-    def _write_lines(self, lines: Sequence[Mapping[str, Any]]) -> None:
-        if lines:
-            self._stream.write(b"".join(sink.json_line(line) for line in lines))
+    def _write_lines(self, lines: Iterable[Mapping[str, Any]]) -> None:
+        """Whole lines, a batch to a write: 10,000 programs' lines are never held at once."""
+        made = iter(lines)
+        while batch := b"".join(sink.json_line(line) for line in itertools.islice(made, _LINES_A_WRITE)):
+            self._stream.write(batch)
+
+
+# Lines made and written at a time.
+_LINES_A_WRITE: Final = 256
 
 
 def from_spec(argument: str | None) -> NdjsonSink:

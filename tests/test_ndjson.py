@@ -19,7 +19,7 @@ from kstat.core.events import IntervalEnded
 from kstat.core.filters import ProgramFilter
 from kstat.core.model import ProgramStats, Snapshot
 from kstat.engine.scheduler import merged
-from kstat.formats.ndjson import interval_to_dict
+from kstat.formats.ndjson import interval_to_dict, json_line, summary_line, summary_to_dict
 from kstat.formats.report_json import report_to_dict
 from kstat.sinks.ndjson import NdjsonSink
 from kstat.testing.loader import LoopbackTarget, SocketFilter
@@ -264,6 +264,18 @@ def test_ndjson_statsd_and_report_agree(load_filter: LoadFilter, tmp_path: Path)
         assert lines[-1]["program_stats"] == report["program_stats"]
         assert statsd.counters()[f"kstat.{KT}all.run_count"] == 2_000
         assert statsd.counters()["kstat.total.run_count"] == report["total_run_count"]
+
+
+@pytest.mark.parametrize("count", [0, 1, 3, 300])
+def test_the_summary_line_encoded_in_batches_is_the_reports_dict(count: int) -> None:
+    """The last line is encoded a batch of programs at a time (never the report's objects made
+    whole): the same bytes as the dict, whatever the number of programs."""
+    programs = [program(pid, 0, 0, name=f"p{pid % 7}") for pid in range(1, count + 1)]
+    later = [program(pid, pid * 10, pid, name=f"p{pid % 7}") for pid in range(1, count + 1)]
+    report = report_of(snapshot(0, 0.0, *programs), snapshot(1, 1.0, *later))
+    line = b"".join(summary_line(report))
+    assert line == json_line(summary_to_dict(report))
+    assert json.loads(line)["num_programs"] == count
 
 
 def test_idle_programs_are_counted_not_listed_in_interval_lines() -> None:

@@ -359,7 +359,7 @@ def test_owner_records_have_the_fixed_keys_and_the_sections_figures() -> None:
     from kstat.formats.records import RECORD_KEYS, summary_records  # noqa: PLC0415
 
     report = report_from_json(_two_agent_report_text())
-    records = summary_records(report, "node-1")
+    records = list(summary_records(report, "node-1"))
     assert all(tuple(record) == RECORD_KEYS for record in records)
     owners = [record for record in records if record["kind"] == "owner"]
     assert [(record["owner_pid"], record["owner_command"]) for record in owners] == [

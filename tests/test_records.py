@@ -142,7 +142,7 @@ def test_no_key_comes_from_the_data_and_the_records_add_up(
         if event.current.sequence not in skip or event is intervals[-1]:
             delivered.append(merged(pending))
             pending = []
-    records = start_records(started)
+    records = list(start_records(started))
     for event in delivered:
         records += interval_records(event, "node-a")
     report = report_of(*snapshots)

@@ -629,40 +629,52 @@ def report_to_json_bytes(report: Report) -> bytes:
     return b"".join(report_json_chunks(report))
 
 
-# Where the programs go in the report's own fields, encoded first without them.
-_PROGRAMS_PLACE: Final = b'"program_stats": {}'
+# Where the programs go in the report's own fields, encoded first without them; and how a batch
+# of lines nested under a key of the top-level object starts and ends: (indented, compact).
+_PROGRAMS_PLACE: Final = (b'"program_stats": {}', b'"program_stats":{}')
+_BATCH_HEAD: Final = (b'{\n  "": {\n', b'{"":{')
+_BATCH_TAIL: Final = (b"\n  }\n}", b"}}")
+_BATCH_SEPARATOR: Final = (b",\n", b",")
+_PROGRAMS_END: Final = (b"\n  }", b"}")
+# Lines encoded per call: few enough that their objects stay small beside the report's.
+_BATCH_PROGRAMS: Final = 256
 
 
 def report_json_chunks(report: Report) -> Iterator[bytes]:
-    """The report's JSON (`report_to_json`) piece by piece, one program at a time, by a C
+    """The report's JSON (`report_to_json`) piece by piece, a batch of lines at a time, by a C
     encoder: a report of 10,000 programs is 12 MB of JSON, and neither it nor every line's
     object is ever held whole (json's indenting encoder is pure Python, and held a million
     small strings)."""
-    fields = _unstructure_report(report, with_programs=False)
-    head, _, tail = orjson.dumps(fields, option=orjson.OPT_INDENT_2).partition(_PROGRAMS_PLACE)
+    yield from _chunks(_unstructure_report(report, with_programs=False), report, indented=True)
+    yield b"\n"
+
+
+def report_line_chunks(report: Report, first: Mapping[str, Any]) -> Iterator[bytes]:
+    """The report as one compact JSON object, `first`'s fields before its own (an NDJSON
+    stream's last line, without its newline), piece by piece as `report_json_chunks`."""
+    yield from _chunks({**first, **_unstructure_report(report, with_programs=False)}, report, indented=False)
+
+
+def _chunks(fields: dict[str, Any], report: Report, *, indented: bool) -> Iterator[bytes]:
+    style = 0 if indented else 1
+    option = orjson.OPT_INDENT_2 if indented else 0
+    place = _PROGRAMS_PLACE[style]
+    head, _, tail = orjson.dumps(fields, option=option).partition(place)
     if not report.program_stats:
-        yield head + _PROGRAMS_PLACE + tail + b"\n"
+        yield head + place + tail
         return
-    yield head + b'"program_stats": {\n'
+    yield head + place[:-1] + (b"\n" if indented else b"")
     encode = LineEncoder()
     lines = iter(report.program_stats.items())
     separator = b""
+    start, end = len(_BATCH_HEAD[style]), -len(_BATCH_TAIL[style])
     while batch := dict(itertools.islice(lines, _BATCH_PROGRAMS)):
         # A batch's lines in one call of the C encoder, nested as in the report (under a key
         # of the top-level object), so that it indents them as the whole report would be.
-        encoded = orjson.dumps(
-            {"": {key: encode(line) for key, line in batch.items()}},
-            option=orjson.OPT_INDENT_2,
-        )
-        yield separator + encoded[len(_BATCH_HEAD) : -len(_BATCH_TAIL)]
-        separator = b",\n"
-    yield b"\n  }" + tail + b"\n"
-
-
-# Lines encoded per call: few enough that their objects stay small beside the report's.
-_BATCH_PROGRAMS: Final = 256
-_BATCH_HEAD: Final = b'{\n  "": {\n'
-_BATCH_TAIL: Final = b"\n  }\n}"
+        encoded = orjson.dumps({"": {key: encode(line) for key, line in batch.items()}}, option=option)
+        yield separator + encoded[start:end]
+        separator = _BATCH_SEPARATOR[style]
+    yield _PROGRAMS_END[style] + tail
 
 
 def report_from_json(text: str) -> Report:
