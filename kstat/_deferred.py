@@ -19,6 +19,9 @@ class ImportedWhenUsed(ModuleType):
     def __getattr__(self, name: str) -> Any:
         import importlib  # noqa: PLC0415
 
+        if sys.modules.get(self.__name__) is self:
+            # Used while it still stands in (at an importer's top): the real one takes its place.
+            del sys.modules[self.__name__]
         return getattr(importlib.import_module(self.__name__), name)
 
 
