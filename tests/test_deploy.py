@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
+from kstat._version import __version__
 from kstat.cli import parse_command_line
 from kstat.core.events import IntervalEnded, WindowStarted
 from kstat.formats.prometheus import Format, exposition_of
@@ -108,7 +109,9 @@ def test_the_image_is_built_from_what_pyproject_packages() -> None:
     assert command is not None
     assert yaml.safe_load(command.group(1)) == container()["args"]  # the same defaults either way
     assert f"EXPOSE {parse_prometheus_url(container()['args'][1]).port}" in containerfile
-    assert container()["image"] == f"kstat:{pyproject['project']['version']}"
+    # The version's one source is kstat/_version.py (pyproject reads it when the package is built).
+    assert pyproject["project"]["dynamic"] == ["version"]
+    assert container()["image"] == f"kstat:{__version__}"
 
 
 def test_prometheus_configuration_and_rules_pass_promtool(tmp_path: Path) -> None:

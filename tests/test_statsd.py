@@ -10,9 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import trio
 from attrs import evolve
 
-from kstat._datagrams import batch_datagrams
+from kstat._datagrams import BURST_PAUSE_S, DATAGRAMS_A_BURST, LineSender, batch_datagrams
 from kstat.core.events import IntervalEnded, WindowStarted
 from kstat.core.model import Snapshot
 from kstat.errors import UsageError
@@ -134,7 +135,7 @@ def test_ten_thousand_idle_programs_all_reach_the_daemon_over_udp(
     programs = [SocketFilter(f"{KT}idle{index % 100}") for index in range(10_000)]
     try:
         server = f"statsd://127.0.0.1:{statsd.udp_port}?prefix=ki"
-        window = ["-duration", "7s", "--interval", "100ms", "-output", str(tmp_path / "r.json")]
+        window = ["-duration", "9s", "--interval", "100ms", "-output", str(tmp_path / "r.json")]
         completed = run_kstat([*window, "--sink", server])
     finally:
         for loaded in programs:
@@ -349,6 +350,29 @@ def test_names_kept_up_to_date_as_programs_come_and_go_are_those_worked_out_whol
             named = list(lines.programs.values())
             whole = for_statsd_names([name.key for name in named], [name.id for name in named])
             assert lines._names() == dict(zip(lines.programs, whole, strict=True))
+
+
+def test_udp_datagrams_go_in_bursts_with_a_pause_between(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Back to back, a turn's datagrams and the next's overflowed a late-reading server's
+    receive buffer (two test suites on one host: 25 to 500 idle programs never arrived)."""
+    pauses: list[float] = []
+
+    async def pause(seconds: float) -> None:
+        pauses.append(seconds)
+
+    monkeypatch.setattr(trio, "sleep", pause)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server:
+        server.bind(("127.0.0.1", 0))
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        sender = LineSender("127.0.0.1", server.getsockname()[1], mtu=100)
+
+        async def send() -> None:
+            await sender.send([f"kt.p{index}:1|c" for index in range(40 * DATAGRAMS_A_BURST)])
+            await sender.aclose()
+
+        trio.run(send)
+    assert sender.sent_datagrams >= 4 * DATAGRAMS_A_BURST
+    assert pauses == [BURST_PAUSE_S] * (sender.sent_datagrams // DATAGRAMS_A_BURST)
 
 
 @pytest.mark.parametrize("mtu", [1, 5, 12, 40, 1432])
