@@ -20,6 +20,7 @@ Runs alternate between the tools, so that drift on a shared machine favours neit
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -144,7 +145,10 @@ class Launched:
     launched_ns: int
     exited_ns: int
     cpu_s: float
+    # The command's peak and its children's while they ran (each its own peak: an upper bound
+    # of what they held at once).
     peak_rss_bytes: int
+    children_peak_rss_bytes: int = 0
 
 
 class Launcher:
@@ -168,12 +172,19 @@ class Launcher:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-            try:
-                process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-                raise RuntimeError(f"{command[0]} ran over {timeout_s:g} s; its log: {log}") from None
+            # The command's own children's peaks, read while they run (kstat's counter clock is a
+            # process of its own): the launcher's wait4 gives the largest process's peak only.
+            children_peaks: dict[int, int] = {}
+            deadline = time.monotonic() + timeout_s
+            while process.poll() is None:
+                if time.monotonic() > deadline:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait()
+                    raise RuntimeError(f"{command[0]} ran over {timeout_s:g} s; its log: {log}")
+                for launched in _children(process.pid):
+                    for child in _children(launched):
+                        children_peaks[child] = max(children_peaks.get(child, 0), _peak_rss_bytes(child))
+                time.sleep(_CHILDREN_POLL_S)
         if process.returncode != 0:
             raise RuntimeError(f"the launcher failed ({process.returncode}); its log: {log}")
         found = json.loads(self._result.read_text())
@@ -183,8 +194,29 @@ class Launcher:
             exited_ns=found["exited_ns"],
             cpu_s=(found["user_us"] + found["system_us"]) / 1e6,
             # ru_maxrss is in KiB on Linux.
-            peak_rss_bytes=found["max_rss_kib"] * 1024,
+            peak_rss_bytes=found["max_rss_kib"] * 1024 + sum(children_peaks.values()),
+            children_peak_rss_bytes=sum(children_peaks.values()),
         )
+
+
+_CHILDREN_POLL_S: Final = 0.02
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    with contextlib.suppress(OSError):
+        for listing in Path(f"/proc/{pid}/task").glob("*/children"):
+            with contextlib.suppress(OSError):
+                found += [int(child) for child in listing.read_text().split()]
+    return found
+
+
+def _peak_rss_bytes(pid: int) -> int:
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
 
 
 def _error_percent(span_ns: int, reported_ns: int) -> float:

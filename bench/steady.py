@@ -3,6 +3,7 @@ read from the outside (/proc/<pid>/stat and status while it runs, wait4's rusage
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -51,20 +52,43 @@ class SteadyState:
     exit_status: int
 
 
-def _read_sample(pid: int, watched: Path) -> _Sample | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        status = Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
-        return None
+def _cpu_ticks(pid: int) -> int:
+    """The CPU time of a process (every thread) and of its children while they run, in clock
+    ticks: the command line's counter clock is a process of its own (kstat.engine.clock_process),
+    whose walks are kstat's cost too, and a running child's time is in no field of its parent's
+    until it is reaped."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
     # Fields after the command name, which is in parentheses and may hold spaces: utime and
     # stime are fields 14 and 15 of the line (clock ticks, every thread of the process summed).
     fields = stat.rpartition(")")[2].split()
-    cpu_ticks = int(fields[11]) + int(fields[12])
-    peak_kib = 0
-    for line in status.splitlines():
+    ticks = int(fields[11]) + int(fields[12])
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        for child in children.read_text().split():
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+                ticks += _cpu_ticks(int(child))
+    return ticks
+
+
+def _peak_kib(pid: int) -> int:
+    """VmHWM of a process and of each of its children (each its own peak: an upper bound of
+    what they held at once), in KiB."""
+    peak = 0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
-            peak_kib = int(line.split()[1])
+            peak = int(line.split()[1])
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        for child in children.read_text().split():
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+                peak += _peak_kib(int(child))
+    return peak
+
+
+def _read_sample(pid: int, watched: Path) -> _Sample | None:
+    try:
+        cpu_ticks = _cpu_ticks(pid)
+        peak_kib = _peak_kib(pid)
+    except FileNotFoundError:
+        return None
     try:
         watched_bytes = watched.stat().st_size
     except FileNotFoundError:
