@@ -185,6 +185,43 @@ def test_the_demo_reports_its_own_programs(
     }
 
 
+@pytest.mark.kernel
+def test_two_runs_at_once_each_report_their_own_commands_programs(tmp_path: Path) -> None:
+    """Two `kstat run -- kstat demo` a moment apart (two test suites' gates on one host): the
+    kernel wrote the demos' load records with pid 0 (6.18, every reader's rings alike), so one of
+    the two judged its command's programs another tenant's and reported none, four pairs of
+    four. A load record that names no task leaves the verdict to the program's holders."""
+    workload = [
+        sys.executable,
+        "-m",
+        "kstat",
+        "demo",
+        "--workload-only",
+        "-duration",
+        "400ms",
+        "--rate",
+        "1000",
+    ]
+    outputs = [tmp_path / "a.json", tmp_path / "b.json"]
+    runs = [KstatProcess(["run", "-o", str(output), "--", *workload], cwd=REPO) for output in outputs]
+    results = [run.finish() for run in runs]
+    assert [returncode for returncode, _ in results] == [0, 0], [run.stderr_lines for run in runs]
+    owners = []
+    for output in outputs:
+        report = kstat.load_report(output)
+        assert {line.name for line in report.programs} == set(DEMO_NAMES), output
+        owners.append({owner.pid for line in report.programs for owner in line.owners})
+    # Each its own command's three programs (one demo process holds them), none of the other's.
+    assert [len(found) for found in owners] == [1, 1] and owners[0] != owners[1]
+
+
+DEMO_NAMES: tuple[str, ...] = (
+    "kstat_demo_light_socket_filter",
+    "kstat_demo_medium_socket_filter",
+    "kstat_demo_heavy_socket_filter",
+)
+
+
 def test_the_tags_are_the_kernels_hash_of_the_instructions() -> None:
     from kstat.abi import assembler as asm  # noqa: PLC0415
 

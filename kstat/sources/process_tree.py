@@ -167,6 +167,10 @@ class ProcessTree:
         self.opened_boottime_ns = 0
         # (program id, tag) -> loaded by a member.
         self._loads: set[tuple[int, str]] = set()
+        # Programs whose load record names no task (pid 0: seen on 6.18 while two instances of
+        # kstat ran a window each, for every instance's rings and a bare reader's alike): who
+        # loaded them is unknown, so their holders say, as without the records.
+        self._loader_unknown: set[tuple[int, str]] = set()
         # What to forget once its time (CLOCK_MONOTONIC, ns) has come: exited members, loads of
         # programs unloaded since; each in time order.
         self._exited: deque[tuple[int, int]] = deque()
@@ -254,7 +258,12 @@ class ProcessTree:
     def _judge(self, program: ProgramStats) -> bool:
         if (program.id, program.tag) in self._loads:
             return True
-        if self.followed and program.load_time_ns >= self.opened_boottime_ns and not self.lost_records:
+        if (
+            self.followed
+            and program.load_time_ns >= self.opened_boottime_ns
+            and not self.lost_records
+            and (program.id, program.tag) not in self._loader_unknown
+        ):
             # Loaded while the tree was followed, not by a member. That a member holds it now
             # proves nothing: a member running `bpftool prog show`, or another kstat, opens every
             # program for an instant. (Once records were lost, its load record may be one of
@@ -318,7 +327,9 @@ class ProcessTree:
                 key = (program_id, tag.hex())
                 if event_type == BPF_EVENT_PROG_LOAD and record.pid in members:
                     loads.add(key)
-                elif event_type == BPF_EVENT_PROG_UNLOAD and key in loads:
+                elif event_type == BPF_EVENT_PROG_LOAD and record.pid == 0:
+                    self._loader_unknown.add(key)
+                elif event_type == BPF_EVENT_PROG_UNLOAD and (key in loads or key in self._loader_unknown):
                     self._unloaded.append((record.time_ns + _FORGET_AFTER_NS, key))
             elif record.type == RECORD_LOST:
                 if not self.lost_records:
@@ -339,7 +350,9 @@ class ProcessTree:
             if parent_of(pid, self._proc) is None:
                 members.discard(pid)
         while self._unloaded and self._unloaded[0][0] <= now:
-            loads.discard(self._unloaded.popleft()[1])
+            key = self._unloaded.popleft()[1]
+            loads.discard(key)
+            self._loader_unknown.discard(key)
 
     def describe(self) -> dict[str, object]:
         return {"root": self.root, "followed": "perf" if self.followed else "proc"}
