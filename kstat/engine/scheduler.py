@@ -340,15 +340,23 @@ class _ClockedWindow:
         def deliver(read: CounterRead, final: bool, slip: Slip | None) -> None:
             post(arrive, read, final, slip)
 
+        def on_error(error: BaseException) -> None:
+            post(failed, error)
+
+        def on_finished() -> None:
+            post(clock_done.set)
+
+        first_read = None if first is None else CounterRead.of(first)
+
         def thread_clock() -> CounterClock[CounterRead]:
             return CounterClock(
                 self.counters.take,
                 deliver,
                 interval_ns=interval_ns,
                 duration_ns=duration_ns,
-                on_error=lambda error: post(failed, error),
-                on_finished=lambda: post(clock_done.set),
-                first=None if first is None else CounterRead.of(first),
+                on_error=on_error,
+                on_finished=on_finished,
+                first=first_read,
             )
 
         reader = self.counters.reader
@@ -361,9 +369,9 @@ class _ClockedWindow:
                 deliver,
                 interval_ns=interval_ns,
                 duration_ns=duration_ns,
-                on_error=lambda error: post(failed, error),
-                on_finished=lambda: post(clock_done.set),
-                first=None if first is None else CounterRead.of(first),
+                on_error=on_error,
+                on_finished=on_finished,
+                first=first_read,
             )
         else:
             clock = thread_clock()
