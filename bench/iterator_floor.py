@@ -6,7 +6,10 @@ timed as kstat times its own (one readv of the link's iterator fd, `LinkedIterat
   program idr, a reference taken and dropped per program, and one run of the program, timed by
   the kernel when its stats are on (kstat's iterator program is itself a program).
 - `ids only`: each program's id, 4 bytes to the seq_file (loads through the kernel's BTF).
-- `kstat's`: kstat's own iterator program (a 64-byte record, counters summed over CPUs).
+- `kstat's, by probe reads`: kstat's own iterator program as a kernel that refuses its plain
+  loads gets it: tag, name, the per-CPU pointer and each CPU's stats by bpf_probe_read_kernel.
+- `kstat's`: kstat's own iterator program (a 64-byte record, counters summed over CPUs), as
+  this kernel takes it (`ProgramIterator.reads_directly`: by plain loads where it can).
 
 The iterator snapshot's target (a quarter of the C floor's pass, issue 28) can be no lower than
 the first of these: when `walk alone` is above it, no program kstat could write meets it.
@@ -19,9 +22,15 @@ from attrs import frozen
 from bench.measure import Timing, time_calls
 from kstat.abi import assembler as asm
 from kstat.abi.structs import Instruction
-from kstat.sources.program_iterator import LinkedIterator, ProgramIterator, running_kernel_offsets
+from kstat.sources.program_iterator import (
+    ITERATOR_NAME,
+    LinkedIterator,
+    ProgramIterator,
+    iterator_program,
+    running_kernel_offsets,
+)
 
-WALKS: tuple[str, ...] = ("walk alone", "ids only", "kstat's")
+WALKS: tuple[str, ...] = ("walk alone", "ids only", "kstat's, by probe reads", "kstat's")
 
 
 @frozen
@@ -61,11 +70,14 @@ def _ids_only() -> list[Instruction]:
 def measure_iterator_floor(repetitions: int) -> IteratorFloor:
     """Each walk `repetitions` times (after one to warm up), in turn; the caller decides whether
     the kernel's stats are on."""
-    offsets, _, _ = running_kernel_offsets()
+    offsets, cpu_offsets, _ = running_kernel_offsets()
     iterators: dict[str, LinkedIterator] = {}
     try:
         iterators["walk alone"] = LinkedIterator(_walk_alone(), "kbench_walk", offsets.attach_btf_id)
         iterators["ids only"] = LinkedIterator(_ids_only(), "kbench_ids", offsets.attach_btf_id)
+        iterators["kstat's, by probe reads"] = LinkedIterator(
+            iterator_program(offsets, cpu_offsets), ITERATOR_NAME, offsets.attach_btf_id
+        )
         iterators["kstat's"] = ProgramIterator()
         seen = len(iterators["ids only"].read()) // 4
         walks = {}

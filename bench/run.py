@@ -246,7 +246,7 @@ def _print_iterator_floor(found: IteratorFloor, largest: SizeResult) -> None:
     for name, timing in found.walks.items():
         per_program = timing.median_ns / 1e3 / found.programs_seen
         _say(
-            f"    {name:<12} {timing.median_ns / 1e6:7.2f} ms ({per_program:5.2f} us/program, "
+            f"    {name:<24} {timing.median_ns / 1e6:7.2f} ms ({per_program:5.2f} us/program, "
             f"{per_program / floor:.3f}x the C floor)"
         )
 

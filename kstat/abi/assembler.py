@@ -35,6 +35,8 @@ _JUMP_OPS: Final = {"==": 0x10, ">": 0x20, ">=": 0x30, "!=": 0x50}
 _CALL, _EXIT, _JA = 0x80, 0x90, 0x00
 PSEUDO_MAP_FD: Final = 1
 PSEUDO_BTF_ID: Final = 3
+# A call's source register for a kernel function (kfunc) named by its vmlinux BTF id.
+PSEUDO_KFUNC_CALL: Final = 2
 
 # Helper function ids (enum bpf_func_id).
 MAP_LOOKUP_ELEM: Final = 1
@@ -116,6 +118,11 @@ def jump(skip: int) -> Instruction:
 
 def call(helper: int) -> Instruction:
     return _insn(_JMP | _CALL, imm=helper)
+
+
+def call_kernel_function(btf_id: int) -> Instruction:
+    """Call the kernel function (kfunc) whose vmlinux BTF FUNC this is."""
+    return _insn(_JMP | _CALL, src=PSEUDO_KFUNC_CALL, imm=btf_id)
 
 
 def exit_() -> Instruction:

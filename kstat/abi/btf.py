@@ -194,6 +194,10 @@ class KernelLayout:
     def has_struct(self, name: str) -> bool:
         return self._find(name, frozenset({BTF_KIND_STRUCT})) is not None
 
+    def struct_id(self, name: str, since: str | None = None) -> int:
+        """The type id of `struct name`; FeatureMissing when this kernel has none."""
+        return self._struct(name, since)
+
     def _struct(self, name: str, since: str | None) -> int:
         found = self._find(name, frozenset({BTF_KIND_STRUCT}))
         if found is None:

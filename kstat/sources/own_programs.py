@@ -101,8 +101,14 @@ def _iterator_instructions() -> list[list[Instruction]]:
     # The per-CPU offsets are found by running the probe once per process (a program of an
     # instant, which other kstats recognise as this one's), the iterator's own if it has one.
     offsets, cpu_offsets, _ = running_kernel_offsets()
-    # With per-CPU counters (`--per-cpu`) or without: either is another kstat's iterator.
-    return [iterator_program(offsets, cpu_offsets, per_cpu=per_cpu) for per_cpu in (False, True)]
+    # With per-CPU counters (`--per-cpu`) or without, reading by plain loads or (where its
+    # kernel refused those) by probe reads: each is another kstat's iterator. Map fds are not
+    # hashed: the scratch map's fd may be any.
+    return [
+        iterator_program(offsets, cpu_offsets, per_cpu=per_cpu, scratch_map=scratch_map)
+        for per_cpu in (False, True)
+        for scratch_map in (0, None)
+    ]
 
 
 def _task_file_instructions() -> list[list[Instruction]]:

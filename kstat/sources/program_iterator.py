@@ -29,7 +29,7 @@ from kstat.sources import offsets_cache
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
     from typing import Final
 
     from kstat.abi.btf import KernelLayout
@@ -112,6 +112,8 @@ class KernelOffsets:
         "stats_misses",
         "array_pptrs",
         "per_cpu_variable",
+        "stats_type",
+        "rdonly_cast",
     )
 
     attach_btf_id: int
@@ -133,6 +135,9 @@ class KernelOffsets:
     array_pptrs: int
     # A per-CPU variable of the kernel's (its BTF id), for bpf_per_cpu_ptr; None without one.
     per_cpu_variable: int | None
+    # struct bpf_prog_stats's BTF id, and the kfunc bpf_rdonly_cast's (6.2+; None before).
+    stats_type: int
+    rdonly_cast: int | None
 
     def __init__(
         self,
@@ -154,6 +159,8 @@ class KernelOffsets:
         stats_misses: int | None,
         array_pptrs: int,
         per_cpu_variable: int | None,
+        stats_type: int,
+        rdonly_cast: int | None,
     ) -> None:
         self.attach_btf_id = attach_btf_id
         self.context_meta = context_meta
@@ -172,6 +179,8 @@ class KernelOffsets:
         self.stats_misses = stats_misses
         self.array_pptrs = array_pptrs
         self.per_cpu_variable = per_cpu_variable
+        self.stats_type = stats_type
+        self.rdonly_cast = rdonly_cast
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, KernelOffsets):
@@ -214,6 +223,10 @@ class KernelOffsets:
             stats_misses=layout.offset_if_any("bpf_prog_stats", "misses", since="5.12"),
             array_pptrs=layout.offset("bpf_array", "pptrs"),
             per_cpu_variable=per_cpu_variable,
+            stats_type=layout.struct_id("bpf_prog_stats", since="5.1"),
+            rdonly_cast=layout.function_id("bpf_rdonly_cast")
+            if layout.has_function("bpf_rdonly_cast")
+            else None,
         )
 
     @property
@@ -223,6 +236,10 @@ class KernelOffsets:
         if self.stats_misses is not None:
             fields.append((self.stats_misses, _MISSES))
         return fields
+
+
+def _function_if_any(layout: KernelLayout, name: str) -> int | None:
+    return layout.function_id(name) if layout.has_function(name) else None
 
 
 def possible_cpus(path: FilePath = POSSIBLE_CPUS) -> list[int]:
@@ -437,6 +454,8 @@ def _offsets_program(
 # so that a page holds whole records (a readv(2) goes on to its next buffer only after a full one).
 DETAILS_AT: Final = -176
 DETAILS_SIZE: Final = 64
+# The scratch map's key (0), below the details.
+_SCRATCH_KEY: Final = -180
 
 
 def iterator_program(
@@ -445,69 +464,86 @@ def iterator_program(
     *,
     per_cpu: bool = False,
     details: Sequence[Instruction] = (),
+    scratch_map: int | None = None,
 ) -> list[Instruction]:
     """The iterator: one 64-byte record per program, counters summed over every CPU; with
     `per_cpu`, each CPU's run count and run time (CPU_ENTRY) written before it. `details` (for
     kstat list: code run with r7 the program and r9 its aux, free to use r1-r5, that fills
-    DETAILS_SIZE bytes at r10 + DETAILS_AT) are written after each record."""
+    DETAILS_SIZE bytes at r10 + DETAILS_AT) are written after each record.
+
+    With `scratch_map` (a one-element array of 8 bytes, `scratch_map_fd`), every field is read
+    by plain loads, the kernel guarding each (`DIRECT`): the tag and the name as integers (the
+    verifier lets an array of bytes be read as one), the per-CPU stats pointer turned into a
+    number by a round trip through the map's value (a privileged program may store a pointer
+    there and read back a number; the array's lookup is inlined, no call), and each CPU's stats
+    through `bpf_rdonly_cast` (6.2+; inlined too) where the kernel has it. Without, and on a
+    kernel that refuses that program (`ProgramIterator` falls back), the arrays, the pointer
+    and each CPU's stats go through bpf_probe_read_kernel: five calls a program on two CPUs,
+    each dearer than the loads (bench/iterator_floor.py measures both)."""
+    direct = scratch_map is not None
     body: list[Instruction] = [
         *asm.load(8, asm.R8, asm.R6, offsets.context_meta),
         *asm.load(8, asm.R8, asm.R8, offsets.meta_seq),
-        *[asm.store_imm(8, asm.FP, offset, 0) for offset in range(-64, 0, 8)],
-        # Fields the verifier can type (BTF members of a fitting size) are loaded directly, the
-        # kernel guarding each load; arrays and the per-CPU pointer go through probe_read.
+        # The counters' sums start at 0; every other field of the record is written whole.
+        *[asm.store_imm(8, asm.FP, offset, 0) for offset in (_RUN_COUNT, _RUN_TIME, _MISSES)],
         *asm.load(4, asm.R1, asm.R7, offsets.prog_type),
         asm.store(4, asm.FP, _TYPE, asm.R1),
-        *asm.probe_read(_TAG, 8, asm.R7, offsets.prog_tag),
         *asm.load(8, asm.R9, asm.R7, offsets.prog_aux),
         *asm.load(4, asm.R1, asm.R9, offsets.aux_id),
         asm.store(4, asm.FP, _ID, asm.R1),
         *asm.load(8, asm.R1, asm.R9, offsets.aux_load_time),
         asm.store(8, asm.FP, _LOAD_TIME, asm.R1),
-        *asm.probe_read(_NAME, 16, asm.R9, offsets.aux_name),
-        *details,
-        *asm.probe_read(_SCRATCH, 8, asm.R9 if offsets.stats_in_aux else asm.R7, offsets.stats_pointer),
-        *asm.load(8, asm.R9, asm.FP, _SCRATCH),
     ]
-    fields = offsets.stats_fields
-    # One CPU's stats up to the last field read (cnt and nsecs: 16 bytes; with misses: 24).
-    read_size = max(field for field, _ in fields) + 8
-    for cpu_offset in cpu_offsets:
+    if direct:
+        for source, offset, slot in (
+            (asm.R7, offsets.prog_tag, _TAG),
+            (asm.R9, offsets.aux_name, _NAME),
+            (asm.R9, offsets.aux_name + 8, _NAME + 8),
+        ):
+            body += [*asm.load(8, asm.R1, source, offset), asm.store(8, asm.FP, slot, asm.R1)]
+    else:
         body += [
-            *asm.load_imm64(asm.R7, cpu_offset),
-            asm.alu("+", asm.R7, asm.R9),
-            *asm.probe_read(_STATS, read_size, asm.R7),
+            *asm.probe_read(_TAG, 8, asm.R7, offsets.prog_tag),
+            *asm.probe_read(_NAME, 16, asm.R9, offsets.aux_name),
         ]
-        for field, total in fields:
-            body += [
-                *asm.load(8, asm.R1, asm.FP, _STATS + field),
-                *asm.load(8, asm.R2, asm.FP, total),
-                asm.alu("+", asm.R2, asm.R1),
-                asm.store(8, asm.FP, total, asm.R2),
-            ]
-        if per_cpu:
-            body += [
-                *asm.load(8, asm.R1, asm.FP, _STATS + offsets.stats_count),
-                asm.store(8, asm.FP, _CPU_ENTRY, asm.R1),
-                *asm.load(8, asm.R1, asm.FP, _STATS + offsets.stats_time),
-                asm.store(8, asm.FP, _CPU_ENTRY + 8, asm.R1),
-                asm.mov(asm.R1, asm.R8),
-                *asm.stack_address(asm.R2, _CPU_ENTRY),
-                asm.mov_imm(asm.R3, CPU_ENTRY.size),
-                asm.call(asm.SEQ_WRITE),
-            ]
-    body += [
+    body += details
+    holder = asm.R9 if offsets.stats_in_aux else asm.R7
+    # The rest, from the per-CPU stats pointer (r9, a plain number) on.
+    rest = [
+        *_per_cpu_reads(offsets, cpu_offsets, per_cpu=per_cpu, cast=direct),
         asm.mov(asm.R1, asm.R8),
         *asm.stack_address(asm.R2, _ID),
         asm.mov_imm(asm.R3, RECORD.size),
         asm.call(asm.SEQ_WRITE),
     ]
     if details:
-        body += [
+        rest += [
             asm.mov(asm.R1, asm.R8),
             *asm.stack_address(asm.R2, DETAILS_AT),
             asm.mov_imm(asm.R3, DETAILS_SIZE),
             asm.call(asm.SEQ_WRITE),
+        ]
+    if scratch_map is None:
+        body += [
+            *asm.probe_read(_SCRATCH, 8, holder, offsets.stats_pointer),
+            *asm.load(8, asm.R9, asm.FP, _SCRATCH),
+            *rest,
+        ]
+    else:
+        rest = [
+            *asm.load(8, asm.R1, holder, offsets.stats_pointer),
+            asm.store(8, asm.R0, 0, asm.R1),
+            *asm.load(8, asm.R9, asm.R0, 0),
+            *rest,
+        ]
+        body += [
+            asm.store_imm(4, asm.FP, _SCRATCH_KEY, 0),
+            *asm.load_map(asm.R1, scratch_map),
+            *asm.stack_address(asm.R2, _SCRATCH_KEY),
+            asm.call(asm.MAP_LOOKUP_ELEM),
+            # A one-element array always has key 0: the verifier asks for the check all the same.
+            asm.jump_if("==", asm.R0, 0, len(rest)),
+            *rest,
         ]
     return [
         asm.mov(asm.R6, asm.R1),
@@ -517,6 +553,62 @@ def iterator_program(
         asm.mov_imm(asm.R0, 0),
         asm.exit_(),
     ]
+
+
+def _per_cpu_reads(
+    offsets: KernelOffsets, cpu_offsets: list[int], *, per_cpu: bool, cast: bool
+) -> list[Instruction]:
+    """Each CPU's stats (r9 the per-CPU pointer as a number) added into the record's sums, and
+    with `per_cpu` written out as that CPU's entry: read by plain loads through
+    `bpf_rdonly_cast` where `cast` and the kernel has it, else copied by bpf_probe_read_kernel."""
+    fields = offsets.stats_fields
+    code: list[Instruction] = []
+    rdonly_cast = offsets.rdonly_cast if cast else None
+    # One CPU's stats up to the last field read (cnt and nsecs: 16 bytes; with misses: 24).
+    read_size = max(field for field, _ in fields) + 8
+    for cpu_offset in cpu_offsets:
+        if rdonly_cast is None:
+            # Copied to the stack, read from there.
+            code += [
+                *asm.load_imm64(asm.R7, cpu_offset),
+                asm.alu("+", asm.R7, asm.R9),
+                *asm.probe_read(_STATS, read_size, asm.R7),
+            ]
+            base, at = asm.FP, _STATS
+        else:
+            # r0 = that CPU's struct bpf_prog_stats, read-only (a load that faults reads 0).
+            code += [
+                *asm.load_imm64(asm.R1, cpu_offset),
+                asm.alu("+", asm.R1, asm.R9),
+                asm.mov_imm(asm.R2, offsets.stats_type),
+                asm.call_kernel_function(rdonly_cast),
+            ]
+            base, at = asm.R0, 0
+        for field, total in fields:
+            code += [
+                *asm.load(8, asm.R1, base, at + field),
+                *asm.load(8, asm.R2, asm.FP, total),
+                asm.alu("+", asm.R2, asm.R1),
+                asm.store(8, asm.FP, total, asm.R2),
+            ]
+        if per_cpu:
+            code += [
+                *asm.load(8, asm.R1, base, at + offsets.stats_count),
+                asm.store(8, asm.FP, _CPU_ENTRY, asm.R1),
+                *asm.load(8, asm.R1, base, at + offsets.stats_time),
+                asm.store(8, asm.FP, _CPU_ENTRY + 8, asm.R1),
+                asm.mov(asm.R1, asm.R8),
+                *asm.stack_address(asm.R2, _CPU_ENTRY),
+                asm.mov_imm(asm.R3, CPU_ENTRY.size),
+                asm.call(asm.SEQ_WRITE),
+            ]
+    return code
+
+
+def scratch_map_fd() -> int:
+    """A new one-element array map of 8 bytes: the scratch `iterator_program` turns pointers
+    into numbers through (the loaded program holds it; the caller closes this fd)."""
+    return create_map(MapType.ARRAY, 4, 8, 1, "kstat_scratch")
 
 
 class WalkBuffers:
@@ -579,6 +671,27 @@ class LinkedIterator:
             raise
         self._buffers = WalkBuffers()
 
+    def load_reading_directly(
+        self, code: Callable[[int | None], list[Instruction]], name: str, attach_btf_id: int
+    ) -> bool:
+        """For a subclass's constructor: loads and links `code(scratch_map)` (`iterator_program`
+        reading by plain loads), or `code(None)` where the kernel refuses it (or the map);
+        whether the first was taken. The map's fd is closed: the program holds the map."""
+        try:
+            scratch_map: int | None = scratch_map_fd()
+        except BpfError:
+            scratch_map = None
+        if scratch_map is not None:
+            try:
+                LinkedIterator.__init__(self, code(scratch_map), name, attach_btf_id)
+                return True
+            except BpfError:
+                pass  # a verifier of its own mind (a kernel before these loads were allowed)
+            finally:
+                os.close(scratch_map)
+        LinkedIterator.__init__(self, code(None), name, attach_btf_id)
+        return False
+
     @property
     def program_fd(self) -> int:
         return self._program
@@ -621,6 +734,10 @@ class ProgramIterator(LinkedIterator):
         # With per-CPU counters, the possible CPUs whose entries come before each record.
         self.cpus = possible_cpus() if per_cpu else []
         self.record_size = RECORD.size + CPU_ENTRY.size * len(self.cpus)
-        super().__init__(
-            iterator_program(offsets, cpu_offsets, per_cpu=per_cpu), ITERATOR_NAME, offsets.attach_btf_id
+        self.reads_directly = self.load_reading_directly(
+            lambda scratch_map: iterator_program(
+                offsets, cpu_offsets, per_cpu=per_cpu, scratch_map=scratch_map
+            ),
+            ITERATOR_NAME,
+            offsets.attach_btf_id,
         )
