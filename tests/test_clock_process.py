@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -11,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from kstat.abi.bpf import enable_run_time_stats
+from kstat.engine import clock_process
 from kstat.engine.clock import Slip
 from kstat.engine.clock_process import ProcessClock
 from kstat.engine.sampler import CounterRead
@@ -146,3 +149,31 @@ def test_the_clocks_process_runs_this_kstat_not_one_planted_where_it_was_started
     assert not errors
     assert got and got[-1]
     assert not planted.exists()
+
+
+def test_the_clocks_process_imports_only_what_the_walk_and_the_clock_need() -> None:
+    """Its memory is kstat's cost too (issue 28's peak RSS counts it): no attrs, no model or
+    decoder, no json, as its interpreter starts it (-I -S, kstat's path given)."""
+    program = (
+        "import sys; sys.path[:] = sys.argv[1:]; import kstat.engine._clock_child; "
+        "print(' '.join(sorted(sys.modules)))"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", program, *clock_process._import_path()],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    imported = completed.stdout.split()
+    assert "kstat.sources.program_iterator" in imported
+    heavy = (
+        "attr",
+        "attrs",
+        "json",
+        "kstat.core",
+        "kstat.sources.iterator",
+        "kstat.formats",
+        "structlog",
+        "trio",
+    )
+    assert [name for name in imported if name.split(".")[0] in heavy or name.startswith(heavy)] == []

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Final, NamedTuple
 
 from attrs import define, field, frozen
 
+from kstat._moments import midpoint_ns
 from kstat.core.counters import Counters
 
 if TYPE_CHECKING:
@@ -248,11 +249,11 @@ class PassClocks:
     @property
     def monotonic_ns(self) -> int:
         """The read's midpoint: the best single estimate for every program in it."""
-        return self.monotonic_start_ns + (self.monotonic_end_ns - self.monotonic_start_ns) // 2
+        return midpoint_ns(self.monotonic_start_ns, self.monotonic_end_ns)
 
     @property
     def wall_time_ns(self) -> int:
-        return self.wall_start_ns + (self.wall_end_ns - self.wall_start_ns) // 2
+        return midpoint_ns(self.wall_start_ns, self.wall_end_ns)
 
     @property
     def duration_ns(self) -> int:

@@ -19,6 +19,10 @@ sends it and exits. Ctrl-C, SIGTERM and SIGHUP are kstat's to handle, not this p
 
 Each read is a frame: `FRAME` (its kind, the clocks around the walk, the slip it ended, the
 length of what follows), then the walk's bytes (or an error's text).
+
+Its memory and CPU are kstat's as much as its own process's are: it imports no more than the
+walk and the clock need (neither attrs nor kstat's model and decoder), and the interpreter is
+started without `site` (`python -I -S`: its import path is kstat's, given).
 """
 
 from __future__ import annotations
@@ -31,11 +35,9 @@ import sys
 import threading
 from typing import Final
 
-from attrs import frozen
-
-from kstat.core.model import PassClocks
 from kstat.engine.clock import CounterClock, Slip
-from kstat.sources.iterator import WalkBuffers, read_walk
+from kstat.sources.clocks import ClockStart
+from kstat.sources.program_iterator import WalkBuffers, walk_once
 
 # kind, whether a slip is given, whether it is the start-up's, the clocks (monotonic start and
 # end, boot time, wall start and end), the slip (gap, interval, read, late wake), the length.
@@ -45,24 +47,18 @@ READ, LAST, ERROR = 0, 1, 2
 _SOCKET_BUFFER: Final = 32 * 1024 * 1024
 
 
-@frozen
 class _Taken:
-    data: bytes
-    clocks: PassClocks
+    """A walk and its clocks (stopped)."""
+
+    __slots__ = ("clocks", "data")
+
+    def __init__(self, data: bytes, clocks: ClockStart) -> None:
+        self.data = data
+        self.clocks = clocks
 
 
-def _frame(kind: int, clocks: PassClocks | None, slip: Slip | None, length: int) -> bytes:
-    times = (
-        (0, 0, 0, 0, 0)
-        if clocks is None
-        else (
-            clocks.monotonic_start_ns,
-            clocks.monotonic_end_ns,
-            clocks.boottime_start_ns,
-            clocks.wall_start_ns,
-            clocks.wall_end_ns,
-        )
-    )
+def _frame(kind: int, clocks: ClockStart | None, slip: Slip | None, length: int) -> bytes:
+    times = (0, 0, 0, 0, 0) if clocks is None else clocks.values()
     slipped = (
         (0, 0, 0, 0) if slip is None else (slip.gap_ns, slip.interval_ns, slip.read_ns, slip.late_wake_ns)
     )
@@ -79,11 +75,11 @@ def main(argv: list[str]) -> int:
     with contextlib.suppress(OSError):
         channel.setsockopt(socket.SOL_SOCKET, 32, _SOCKET_BUFFER)  # SO_SNDBUFFORCE, as root may
     buffers = WalkBuffers()
-    first = None if start_ns < 0 else _Taken(b"", PassClocks(start_ns, end_ns, 0, 0, 0))
+    first = None if start_ns < 0 else _Taken(b"", ClockStart.given(start_ns, end_ns))
     failed: list[BaseException] = []
 
     def read() -> _Taken:
-        return _Taken(*read_walk(link_fd, buffers))
+        return _Taken(*walk_once(link_fd, buffers))
 
     def deliver(taken: _Taken, last: bool, slip: Slip | None) -> None:
         if taken is first:

@@ -6,6 +6,10 @@ loop, a sink, a scrape or the details stage (names, owners, footprint), which ta
 as they can. The first read is now, one each interval after it, and the last at the window's
 end or as soon as it is stopped; a read that overruns its interval delays the next tick instead
 of queueing missed ones, and says so (`Slip`).
+
+The counter clock's process (`kstat.engine._clock_child`) runs this module in an interpreter
+of its own, whose memory is kstat's too: it imports neither attrs nor kstat's model (hence
+`Slip` is a plain class).
 """
 
 from __future__ import annotations
@@ -17,14 +21,12 @@ import time
 from collections.abc import Callable
 from typing import Final, Generic, Protocol, TypeVar
 
-from attrs import frozen
 
-from kstat.core.model import PassClocks
-
-
-@frozen
 class Slip:
-    """A gap between two reads longer than twice the interval asked for, and what it was."""
+    """A gap between two reads longer than twice the interval asked for, and what it was: a
+    value (compared by its fields)."""
+
+    __slots__ = FIELDS = ("gap_ns", "interval_ns", "read_ns", "late_wake_ns", "startup")
 
     gap_ns: int
     interval_ns: int
@@ -33,7 +35,33 @@ class Slip:
     read_ns: int
     late_wake_ns: int
     # The gap after a baseline read at launch, before the window was set up: kstat's own start.
-    startup: bool = False
+    startup: bool
+
+    def __init__(
+        self, gap_ns: int, interval_ns: int, read_ns: int, late_wake_ns: int, startup: bool = False
+    ) -> None:
+        self.gap_ns = gap_ns
+        self.interval_ns = interval_ns
+        self.read_ns = read_ns
+        self.late_wake_ns = late_wake_ns
+        self.startup = startup
+
+    def _values(self) -> tuple[int, int, int, int, bool]:
+        return self.gap_ns, self.interval_ns, self.read_ns, self.late_wake_ns, self.startup
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Slip):
+            return NotImplemented
+        return self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        values = ", ".join(
+            f"{name}={value!r}" for name, value in zip(self.FIELDS, self._values(), strict=True)
+        )
+        return f"Slip({values})"
 
     @property
     def cause(self) -> str:
@@ -73,11 +101,22 @@ def prioritise_this_thread() -> str:
     return f"real-time (SCHED_RR {CLOCK_PRIORITY})"
 
 
+class ReadMoment(Protocol):
+    """The clocks around a read, as the clock needs them (`PassClocks`, or a stopped
+    `kstat.sources.clocks.ClockStart`)."""
+
+    @property
+    def monotonic_ns(self) -> int: ...
+
+    @property
+    def duration_ns(self) -> int: ...
+
+
 class Stamped(Protocol):
     """What a read gives the clock: the clocks around it (a Reading, or a read not yet decoded)."""
 
     @property
-    def clocks(self) -> PassClocks: ...
+    def clocks(self) -> ReadMoment: ...
 
 
 R = TypeVar("R", bound=Stamped)

@@ -13,7 +13,6 @@ them as before. The stamps are the walk's own, taken in that process.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import socket
 import subprocess
@@ -28,10 +27,11 @@ from kstat.engine.sampler import CounterRead
 from kstat.errors import KstatError
 from kstat.sources.iterator import IteratorReader
 
-# The clock's process, on the import path kstat itself has (its first argument, as JSON).
+# The clock's process, on the import path kstat itself has: its first argument says how many
+# entries, the next ones are the path's (as they are: no json to import), then the clock's.
 _CHILD = (
-    "import json, sys; sys.path[:] = json.loads(sys.argv[1]); "
-    "from kstat.engine._clock_child import main; sys.exit(main(sys.argv[2:]))"
+    "import sys; n = int(sys.argv[1]); sys.path[:] = sys.argv[2 : 2 + n]; "
+    "from kstat.engine._clock_child import main; sys.exit(main(sys.argv[2 + n :]))"
 )
 
 
@@ -83,17 +83,21 @@ class ProcessClock:
                 else (first.clocks.monotonic_start_ns, first.clocks.monotonic_end_ns)
             )
             link = self._reader.link_fd
+            path = _import_path()
             self._process = subprocess.Popen(
                 [
                     sys.executable,
                     # Isolated (no PYTHON* variables, no user site, no working directory on its
                     # path: kstat runs as root, often in a directory others can write), and
                     # given this process's own path, so that it runs this kstat, whoever's
-                    # `kstat/` lies where it was started.
+                    # `kstat/` lies where it was started. Without `site`: the path is given,
+                    # and site's imports are memory the clock does not need.
                     "-I",
+                    "-S",
                     "-c",
                     _CHILD,
-                    json.dumps(_import_path()),
+                    str(len(path)),
+                    *path,
                     str(link),
                     str(theirs.fileno()),
                     str(self._interval_ns),

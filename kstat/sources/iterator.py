@@ -34,7 +34,6 @@ The iterator program is itself a loaded program: its own record is left out.
 
 from __future__ import annotations
 
-import os
 import struct
 import sys
 from pathlib import Path
@@ -42,7 +41,6 @@ from typing import Final
 
 from attrs import frozen
 
-from kstat.abi.bpf import create_iterator
 from kstat.abi.enums import program_type_name
 from kstat.core.counters import Counters
 from kstat.core.model import PassClocks, ProgramChanges, ProgramStats, Reading
@@ -68,6 +66,7 @@ from kstat.sources.program_iterator import (
     possible_cpus,
     probe_program,
     running_kernel_offsets,
+    walk_once,
 )
 from kstat.sources.syscalls import ProgramReader
 from kstat.text import from_host
@@ -97,16 +96,9 @@ __all__ = [
 
 
 def read_walk(link_fd: int, buffers: WalkBuffers) -> tuple[bytes, PassClocks]:
-    """One walk of the iterator linked at `link_fd`, and the clocks around the walk alone: the
-    fd is opened and closed outside them (each a system call after which the thread may wait
-    for the interpreter's lock)."""
-    fd = create_iterator(link_fd)
-    try:
-        clocks = ClockStart()
-        data = buffers.read(fd)
-        return data, clocks.end()
-    finally:
-        os.close(fd)
+    """One walk of the iterator linked at `link_fd` (`walk_once`), its clocks a value."""
+    data, clocks = walk_once(link_fd, buffers)
+    return data, clocks.end()
 
 
 @frozen

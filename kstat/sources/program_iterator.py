@@ -25,7 +25,7 @@ from kstat.abi.bpf import (
 )
 from kstat.abi.enums import AttachType, MapType, ProgramType
 from kstat.errors import BpfError, FeatureMissing
-from kstat.sources import offsets_cache
+from kstat.sources.clocks import ClockStart
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -350,6 +350,9 @@ def running_kernel_offsets() -> tuple[KernelOffsets, list[int], str]:
     with _running_kernel_lock:
         if not _running_kernel:
             # From the disk cache where an earlier kstat parsed this kernel's BTF.
+            # Imported here: the counter clock's process walks without it (nor json).
+            from kstat.sources import offsets_cache  # noqa: PLC0415
+
             offsets = offsets_cache.offsets(KernelOffsets, KernelOffsets.of_running_kernel, VMLINUX_BTF)
             cpu_offsets, method = per_cpu_offsets(offsets, possible_cpus())
             _running_kernel.append((offsets, cpu_offsets, method))
@@ -609,6 +612,20 @@ def scratch_map_fd() -> int:
     """A new one-element array map of 8 bytes: the scratch `iterator_program` turns pointers
     into numbers through (the loaded program holds it; the caller closes this fd)."""
     return create_map(MapType.ARRAY, 4, 8, 1, "kstat_scratch")
+
+
+def walk_once(link_fd: int, buffers: WalkBuffers) -> tuple[bytes, ClockStart]:
+    """One walk of the iterator linked at `link_fd`, and the clocks around the walk alone
+    (stopped): the fd is opened and closed outside them (each a system call after which the
+    thread may wait for the interpreter's lock)."""
+    fd = create_iterator(link_fd)
+    try:
+        clocks = ClockStart()
+        data = buffers.read(fd)
+        clocks.stop()
+        return data, clocks
+    finally:
+        os.close(fd)
 
 
 class WalkBuffers:
