@@ -16,6 +16,7 @@ from kstat.abi.bpf import enable_run_time_stats
 from kstat.abi.btf import KernelLayout
 from kstat.engine import sampler
 from kstat.errors import FeatureMissing, KstatError
+from kstat.sources import program_iterator
 from kstat.sources.iterator import RECORD, IteratorReader, KernelOffsets, possible_cpus
 from kstat.sources.syscalls import ProgramReader
 from kstat.testing.loader import SocketFilter
@@ -70,6 +71,48 @@ def test_idle_programs_read_the_same_by_iterator_and_by_syscalls(load_filter: Lo
     by_syscalls = {program.id: program for program in ProgramReader().read_all() if program.id in ours}
     assert by_iterator == by_syscalls and len(by_iterator) == 5
     assert [by_iterator[target.program.id].run_count for target in targets] == [0, 7, 14, 21, 28]
+
+
+@pytest.mark.usefixtures("iterator_here")
+@pytest.mark.parametrize("per_cpu", [False, True])
+def test_plain_loads_and_probe_reads_write_the_same_records(load_filter: LoadFilter, per_cpu: bool) -> None:
+    """The iterator as this kernel takes it (plain loads where it allows them) and as a kernel
+    that refuses them gets it (every field by bpf_probe_read_kernel): byte for byte the same
+    records of programs that ran, the name's 15 characters and the tag included."""
+    targets = [load_filter(f"{KT}ld{index}_fifteen"[:15], index * 10) for index in range(3)]
+    stats = enable_run_time_stats()
+    try:
+        for count, target in enumerate(targets):
+            target.send(count * 5 + 1)
+    finally:
+        os.close(stats)  # idle from here: both walks see the same counters
+    offsets, cpu_offsets, _ = program_iterator.running_kernel_offsets()
+    direct = program_iterator.ProgramIterator(per_cpu=per_cpu)
+    probing = program_iterator.LinkedIterator(
+        program_iterator.iterator_program(offsets, cpu_offsets, per_cpu=per_cpu),
+        f"{KT}probing",
+        offsets.attach_btf_id,
+    )
+    try:
+        walks = [direct.read(), probing.read()]
+    finally:
+        direct.close()
+        probing.close()
+    size, header = direct.record_size, direct.record_size - RECORD.size
+    ours = {target.program.id for target in targets}
+    records = [
+        {
+            RECORD.unpack_from(walk, start + header)[0]: walk[start : start + size]
+            for start in range(0, len(walk) - size + 1, size)
+            if RECORD.unpack_from(walk, start + header)[0] in ours
+        }
+        for walk in walks
+    ]
+    assert records[0] == records[1] and len(records[0]) == 3
+    names = [RECORD.unpack_from(records[0][target.program.id], header)[4] for target in targets]
+    assert names[1].rstrip(b"\0") == f"{KT}ld1_fifteen"[:15].encode()
+    if offsets.rdonly_cast is not None:  # 6.2+: every field by a plain load
+        assert direct.reads_by == program_iterator.BY_LOADS_AND_CAST
 
 
 @pytest.mark.usefixtures("iterator_here")

@@ -121,12 +121,15 @@ class Walk:
 
 @frozen
 class _Pass:
-    """A pass as read: its bytes, the id of each record, and each record's value (None for
-    kstat's own iterator), in the order the kernel walked them."""
+    """A pass as read: its bytes and each record's value (None for kstat's own iterator), in
+    the order the kernel walked them."""
 
     data: bytes
-    ids: list[int]
     stats: list[ProgramStats | None]
+
+
+# A record's program id, at an offset of a walk's bytes.
+_ID: Final = struct.Struct("<I")
 
 
 # Records compared as one block before one by one: most of a host's programs are idle.
@@ -171,6 +174,8 @@ class IteratorReader:
         # misses (5.12+; before, the records say 0, as bpf_prog_info says nothing).
         self.per_cpu_offsets_by = self._iterator.per_cpu_offsets_by
         self.counts_recursion_misses = self._iterator.counts_recursion_misses
+        # How the iterator reads what it writes (program_iterator.BY_*), as this kernel took it.
+        self.reads_by = self._iterator.reads_by
         self._previous: _Pass | None = None
         # The counter clock's walks (`read_walk`), on its thread.
         self._walk_buffers = WalkBuffers()
@@ -210,44 +215,43 @@ class IteratorReader:
         line took at launch before this reader existed (`kstat._baseline`). Walks are decoded
         in the order they were read: each is compared with the one before."""
         data = data[: len(data) - len(data) % self._size]
-        # Every record's id at C speed: the id is the first u32 of a record's 64 bytes.
-        ids = list(memoryview(data).cast("I")[self._header // 4 :: self._size // 4])
-        stats, changes = self._compare(data, ids, self._previous)
-        self._previous = _Pass(data, ids, stats)
+        stats, changes = self._compare(data, self._previous)
+        self._previous = _Pass(data, stats)
         # kstat's own iterator is None: left out at C speed (a reading is always truthy).
         return Reading(list(filter(None, stats)), changes, read_clocks)
 
     def _compare(
-        self, data: bytes, ids: list[int], previous: _Pass | None
+        self, data: bytes, previous: _Pass | None
     ) -> tuple[list[ProgramStats | None], ProgramChanges]:
         """This walk's records against the previous walk's: both are in id order (the kernel
         walks its program idr), so one merge walk pairs them. Where a run of 64 records has the
-        same ids and the same bytes as before (idle programs, the usual case), it is taken
-        whole without being looked into; only records that differ are decoded. Programs that
-        came or went break a run only where they are: churn costs what changed."""
+        same bytes as before at these places (idle programs, the usual case: the ids are in the
+        bytes, so the same programs), it is taken whole without being looked into; only
+        records that differ are decoded. Programs that came or went break a run only where
+        they are: churn costs what changed."""
         size, own_id = self._size, self.own_id
+        id_at = _ID.unpack_from
+        header = self._header
         stats: list[ProgramStats | None] = []
         new: list[ProgramStats] = []
         moved: list[tuple[ProgramStats, ProgramStats]] = []
         vanished: list[ProgramStats] = []
-        if previous is None:
-            old_ids: list[int] = []
-            old_data, old_stats = b"", []
-        else:
-            old_ids, old_data, old_stats = previous.ids, previous.data, previous.stats
+        old_data, old_stats = (b"", []) if previous is None else (previous.data, previous.stats)
         i = j = 0
-        old_count, count = len(old_ids), len(ids)
+        old_count, count = len(old_stats), len(data) // size
         while j < count:
-            if i < old_count and old_ids[i] == ids[j]:
+            new_id = id_at(data, j * size + header)[0]
+            if i < old_count:
                 run = min(_BLOCK_RECORDS, old_count - i, count - j)
-                if (
-                    old_ids[i : i + run] == ids[j : j + run]
-                    and old_data[i * size : (i + run) * size] == data[j * size : (j + run) * size]
-                ):
+                if old_data[i * size : (i + run) * size] == data[j * size : (j + run) * size]:
                     stats += old_stats[i : i + run]
                     i += run
                     j += run
                     continue
+                old_id = id_at(old_data, i * size + header)[0]
+            else:
+                old_id = None
+            if old_id == new_id:
                 before = old_stats[i]
                 record = data[j * size : (j + 1) * size]
                 if before is None or record == old_data[i * size : (i + 1) * size]:
@@ -265,13 +269,13 @@ class IteratorReader:
                         stats.append(before)
                 i += 1
                 j += 1
-            elif i < old_count and old_ids[i] < ids[j]:
+            elif old_id is not None and old_id < new_id:
                 gone = old_stats[i]
                 if gone is not None:
                     vanished.append(gone)
                 i += 1
             else:
-                if ids[j] == own_id:
+                if new_id == own_id:
                     stats.append(None)
                 else:
                     found = self._decode(data[j * size : (j + 1) * size], None)

@@ -734,6 +734,12 @@ class LinkedIterator:
                 pass
 
 
+# How an iterator reads the kernel's fields (`ProgramIterator.reads_by`), as the kernel took it.
+BY_LOADS_AND_CAST: Final = "plain loads, each CPU's stats through bpf_rdonly_cast"
+BY_LOADS_AND_PROBES: Final = "plain loads, each CPU's stats by bpf_probe_read_kernel"
+BY_PROBES: Final = "bpf_probe_read_kernel"
+
+
 class ProgramIterator(LinkedIterator):
     """kstat's iterator, loaded and linked for the window; `read()` walks every program once,
     a 64-byte record per loaded program, kstat's iterator included."""
@@ -758,3 +764,7 @@ class ProgramIterator(LinkedIterator):
             ITERATOR_NAME,
             offsets.attach_btf_id,
         )
+        if not self.reads_directly:
+            self.reads_by = BY_PROBES
+        else:
+            self.reads_by = BY_LOADS_AND_PROBES if offsets.rdonly_cast is None else BY_LOADS_AND_CAST

@@ -36,6 +36,7 @@ def kernel_facts() -> dict[str, Any]:
         facts["snapshot_method"] = "iterator"
         facts["per_cpu_offsets"] = reader.per_cpu_offsets_by
         facts["iterator_recursion_misses"] = reader.counts_recursion_misses
+        facts["iterator_reads"] = reader.reads_by
         reader.close()
     with SocketFilter("kstat_facts", function_name="kstat_facts_full_name") as program:
         filled = bpf.filled_prog_info_fields(program.fd)

@@ -38,7 +38,10 @@ class Counted(Protocol):
 
 def row(name: str, facts: Mapping[str, Any], counts: Counted) -> str:
     if facts.get("snapshot_method") == "iterator":
-        snapshots = f"iterator (per-CPU offsets by {facts.get('per_cpu_offsets', '?')})"
+        snapshots = f"iterator (per-CPU offsets by {facts.get('per_cpu_offsets', '?')}"
+        # Rows written before kstat said how its iterator reads say nothing of it.
+        reads = facts.get("iterator_reads")
+        snapshots += f"; reads by {reads})" if reads else ")"
     else:
         snapshots = f"syscalls: {facts.get('iterator_refused', 'the iterator was refused')}"
     cells = [
