@@ -121,29 +121,33 @@ class Walk:
 
 @frozen
 class _Pass:
-    """A pass as read: its bytes and each record's value (None for kstat's own iterator), in
-    the order the kernel walked them."""
+    """A pass as read: its bytes, each record's value but kstat's own iterator's, in the order
+    the kernel walked them, and which record was that iterator's (None if none was)."""
 
     data: bytes
-    stats: list[ProgramStats | None]
+    stats: list[ProgramStats]
+    own_at: int | None
 
 
 # A record's program id, at an offset of a walk's bytes.
 _ID: Final = struct.Struct("<I")
 
 
-# Records compared as one block before one by one: most of a host's programs are idle.
+# Records compared as one block before one by one: most of a host's programs are idle. A
+# block found equal makes the next one twice as long, up to the longest.
 _BLOCK_RECORDS: Final = 64
+_LONGEST_BLOCK: Final = 4096
 
 
 class IteratorReader:
     """`ProgramReader.read_pass` by iterator: the same programs, counters and changes.
 
     A pass is one read. While the kernel walks the same programs in the same order (no program
-    came or went), the records are compared with the previous pass's by blocks of 64 and only a
-    block that differs is looked into: an idle program's previous value is reused without being
-    decoded, and a program whose counters moved is rebuilt from what is known of it. When
-    programs came or went, each record is looked up by id instead. A program met for the first
+    came or went), the records are compared with the previous pass's by blocks (64 records,
+    twice as many after each equal one) and only a block that differs is looked into: an idle
+    program's previous value is reused without being decoded, and a program whose counters
+    moved is rebuilt from what is known of it. Where programs came or went, the two passes'
+    ids are merged record by record there. A program met for the first
     time gets its details (full name, footprint) through the syscall path, once; one gone
     before they could be read keeps what its record says (its kernel name, no footprint).
     """
@@ -215,49 +219,77 @@ class IteratorReader:
         line took at launch before this reader existed (`kstat._baseline`). Walks are decoded
         in the order they were read: each is compared with the one before."""
         data = data[: len(data) - len(data) % self._size]
-        stats, changes = self._compare(data, self._previous)
-        self._previous = _Pass(data, stats)
-        # kstat's own iterator is None: left out at C speed (a reading is always truthy).
-        return Reading(list(filter(None, stats)), changes, read_clocks)
+        current, changes = self._compare(data, self._previous)
+        self._previous = current
+        return Reading(list(current.stats), changes, read_clocks)
 
-    def _compare(
-        self, data: bytes, previous: _Pass | None
-    ) -> tuple[list[ProgramStats | None], ProgramChanges]:
+    def _compare(self, data: bytes, previous: _Pass | None) -> tuple[_Pass, ProgramChanges]:
         """This walk's records against the previous walk's: both are in id order (the kernel
-        walks its program idr), so one merge walk pairs them. Where a run of 64 records has the
+        walks its program idr), so one merge walk pairs them. Where a block of records has the
         same bytes as before at these places (idle programs, the usual case: the ids are in the
-        bytes, so the same programs), it is taken whole without being looked into; only
-        records that differ are decoded. Programs that came or went break a run only where
+        bytes, so the same programs), its values are taken whole without being looked into,
+        and the next block is twice as long (up to `_LONGEST_BLOCK`); in a block that differs,
+        the first record that does is found by halving, those before it taken whole. Only
+        records that differ are decoded. Programs that came or went break a block only where
         they are: churn costs what changed."""
-        size, own_id = self._size, self.own_id
+        size, header, own_id = self._size, self._header, self.own_id
         id_at = _ID.unpack_from
-        header = self._header
-        stats: list[ProgramStats | None] = []
+        stats: list[ProgramStats] = []
         new: list[ProgramStats] = []
         moved: list[tuple[ProgramStats, ProgramStats]] = []
         vanished: list[ProgramStats] = []
-        old_data, old_stats = (b"", []) if previous is None else (previous.data, previous.stats)
+        if previous is None:
+            old_data, old_stats, old_own = b"", [], None
+        else:
+            old_data, old_stats, old_own = previous.data, previous.stats, previous.own_at
+        own_at = None
         i = j = 0
-        old_count, count = len(old_stats), len(data) // size
+        old_count, count = len(old_data) // size, len(data) // size
+        run = _BLOCK_RECORDS
         while j < count:
-            new_id = id_at(data, j * size + header)[0]
             if i < old_count:
-                run = min(_BLOCK_RECORDS, old_count - i, count - j)
-                if old_data[i * size : (i + run) * size] == data[j * size : (j + run) * size]:
-                    stats += old_stats[i : i + run]
-                    i += run
-                    j += run
+                span = min(run, old_count - i, count - j)
+                differs = old_data[i * size : (i + span) * size] != data[j * size : (j + span) * size]
+                if differs:
+                    # The first record that differs: the block's first half, compared, says
+                    # which half it is in, and so on down to one record.
+                    low, high = 0, span
+                    while high - low > 1:
+                        middle = (low + high) // 2
+                        if (
+                            old_data[(i + low) * size : (i + middle) * size]
+                            == data[(j + low) * size : (j + middle) * size]
+                        ):
+                            low = middle
+                        else:
+                            high = middle
+                    span, run = low, _BLOCK_RECORDS
+                else:
+                    run = min(2 * run, _LONGEST_BLOCK)
+                if span:
+                    # Equal records: the same programs, idle (kstat's iterator among them
+                    # only while the stats are off: its own counters stood still).
+                    first = i - (old_own is not None and i > old_own)
+                    if old_own is not None and i <= old_own < i + span:
+                        own_at = j + old_own - i
+                        stats += old_stats[first : first + span - 1]
+                    else:
+                        stats += old_stats[first : first + span]
+                    i += span
+                    j += span
+                if not differs:
                     continue
+                # Here, the record that differs.
                 old_id = id_at(old_data, i * size + header)[0]
             else:
                 old_id = None
+            new_id = id_at(data, j * size + header)[0]
             if old_id == new_id:
-                before = old_stats[i]
-                record = data[j * size : (j + 1) * size]
-                if before is None or record == old_data[i * size : (i + 1) * size]:
-                    stats.append(before)  # kstat's own iterator, or idle
+                if i == old_own:
+                    own_at = j  # kstat's own iterator
                 else:
-                    after = self._decode(record, before)
+                    before = old_stats[i - (old_own is not None and i > old_own)]
+                    after = self._decode(data[j * size : (j + 1) * size], before)
                     if after.load_time_ns != before.load_time_ns:  # the id was given to another
                         vanished.append(before)
                         new.append(after)
@@ -270,20 +302,21 @@ class IteratorReader:
                 i += 1
                 j += 1
             elif old_id is not None and old_id < new_id:
-                gone = old_stats[i]
-                if gone is not None:
-                    vanished.append(gone)
+                if i != old_own:
+                    vanished.append(old_stats[i - (old_own is not None and i > old_own)])
                 i += 1
             else:
                 if new_id == own_id:
-                    stats.append(None)
+                    own_at = j
                 else:
                     found = self._decode(data[j * size : (j + 1) * size], None)
                     new.append(found)
                     stats.append(found)
                 j += 1
-        vanished += [gone for gone in old_stats[i:] if gone is not None]
-        return stats, ProgramChanges(new=new, moved=moved, vanished=vanished)
+        if i < old_count:
+            first = i - (old_own is not None and i > old_own)
+            vanished += old_stats[first:]
+        return _Pass(data, stats, own_at), ProgramChanges(new=new, moved=moved, vanished=vanished)
 
     def _decode(self, record: bytes, before: ProgramStats | None) -> ProgramStats:
         program_id, type_id, tag, load_time_ns, name, run_count, run_time_ns, misses = RECORD.unpack_from(
