@@ -22,6 +22,8 @@ class Offsets:
 
 
 PARSED = Offsets(where=40, flag=True, maybe=None)
+# Where a file keeps them: under the class's name and fields.
+SECTION = offsets_cache.section_name(Offsets)
 
 
 class Parser:
@@ -103,7 +105,7 @@ def test_a_file_others_could_write_is_not_trusted(btf: Path, tmp_path: Path) -> 
     parse = Parser()
     offsets_cache.offsets(Offsets, parse, btf)
     written = _only_file(tmp_path)
-    written.write_text(json.dumps({"version": 1, "Offsets": {"where": 4096, "flag": True, "maybe": 7}}))
+    written.write_text(json.dumps({"version": 1, SECTION: {"where": 4096, "flag": True, "maybe": 7}}))
     written.chmod(0o666)
     assert not offsets_cache.cached(Offsets, btf)
     assert offsets_cache.offsets(Offsets, parse, btf) == PARSED  # parsed again, and replaced
@@ -119,13 +121,13 @@ def test_a_link_is_not_followed(btf: Path, tmp_path: Path) -> None:
     offsets_cache.offsets(Offsets, parse, btf)
     written = _only_file(tmp_path)
     planted = tmp_path / "planted.json"
-    planted.write_text(json.dumps({"version": 1, "Offsets": {"where": 4096, "flag": False, "maybe": 1}}))
+    planted.write_text(json.dumps({"version": 1, SECTION: {"where": 4096, "flag": False, "maybe": 1}}))
     written.unlink()
     written.symlink_to(planted)
     assert not offsets_cache.cached(Offsets, btf)
     assert offsets_cache.offsets(Offsets, parse, btf) == PARSED
     # The rename replaced the link itself; the file it pointed to is untouched.
-    assert not written.is_symlink() and json.loads(planted.read_text())["Offsets"]["where"] == 4096
+    assert not written.is_symlink() and json.loads(planted.read_text())[SECTION]["where"] == 4096
 
 
 @pytest.mark.parametrize(
@@ -145,10 +147,41 @@ def test_a_link_is_not_followed(btf: Path, tmp_path: Path) -> None:
 def test_anything_out_of_shape_is_parsed_again(btf: Path, tmp_path: Path, section: object) -> None:
     parse = Parser()
     offsets_cache.offsets(Offsets, parse, btf)
-    _only_file(tmp_path).write_text(json.dumps({"version": 1, "Offsets": section}))
+    _only_file(tmp_path).write_text(json.dumps({"version": 1, SECTION: section}))
     assert not offsets_cache.cached(Offsets, btf)
     assert offsets_cache.offsets(Offsets, parse, btf) == PARSED
     assert parse.calls == 2
+
+
+@frozen
+class _OffsetsOfAnotherVersion:
+    """The same class in another kstat version: the same name, a field more."""
+
+    where: int
+    flag: bool
+    maybe: int | None
+    more: int
+
+
+_OffsetsOfAnotherVersion.__name__ = "Offsets"
+
+
+def test_two_versions_of_an_offsets_class_keep_each_their_own(btf: Path) -> None:
+    """Another kstat on the host whose class has a field more (an older one, a newer one: the
+    bench runs two trees in turn) neither replaces these nor is replaced: once each has parsed,
+    neither parses again."""
+    theirs = _OffsetsOfAnotherVersion(where=40, flag=True, maybe=None, more=1)
+    ours, other = Parser(), Parser()
+
+    def parse_theirs(path: Path) -> _OffsetsOfAnotherVersion:
+        other(path)
+        return theirs
+
+    for _ in range(3):
+        assert offsets_cache.offsets(Offsets, ours, btf) == PARSED
+        assert offsets_cache.offsets(_OffsetsOfAnotherVersion, parse_theirs, btf) == theirs
+    assert (ours.calls, other.calls) == (1, 1)
+    assert offsets_cache.section_name(_OffsetsOfAnotherVersion) != SECTION
 
 
 @pytest.mark.parametrize(

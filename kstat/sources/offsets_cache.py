@@ -155,6 +155,14 @@ def _fields(kind: type[Offsets]) -> dict[str, object]:
     return dict(kind.__annotations__)
 
 
+def section_name(kind: type[Offsets]) -> str:
+    """Where a file keeps `kind`: under its name and its fields, so that two kstat versions
+    whose classes differ (a field added) keep each their own section in one file, rather than
+    each replacing the other's at every start (as the bench's baseline and change did, each
+    start then parsing the BTF and taking its baseline by syscalls)."""
+    return f"{kind.__name__}({','.join(sorted(_fields(kind)))})"
+
+
 def _decode(kind: type[Offsets], found: object) -> Offsets | None:
     """An offsets value from its section, or None for anything but exactly its shape: every
     field there, each an int (bool where the class says so) below 2^32, or null."""
@@ -178,7 +186,7 @@ def offsets(kind: type[Offsets], parse: Callable[[Path], Offsets], btf: FilePath
     except OSError:
         path = None
     sections = {} if path is None else _read_trusted(path)
-    found = _decode(kind, sections.get(kind.__name__))
+    found = _decode(kind, sections.get(section_name(kind)))
     if found is not None:
         _write_boot_note(btf)
         return found
@@ -196,7 +204,7 @@ def offsets(kind: type[Offsets], parse: Callable[[Path], Offsets], btf: FilePath
         make_directory(directory)
         if _trusted(os.stat(directory, follow_symlinks=False)):
             values = {name: getattr(parsed, name) for name in _fields(kind)}
-            sections = {**sections, "version": _VERSION, kind.__name__: values}
+            sections = {**sections, "version": _VERSION, section_name(kind): values}
             write_atomically(Path(path), json.dumps(sections, sort_keys=True).encode() + b"\n")
             _write_boot_note(btf)
     return parsed
@@ -205,6 +213,6 @@ def offsets(kind: type[Offsets], parse: Callable[[Path], Offsets], btf: FilePath
 def cached(kind: type[Offsets], btf: FilePath) -> bool:
     """Whether the cache has this kernel's `kind` of offsets (nothing parsed, nothing written)."""
     try:
-        return _decode(kind, _read_trusted(_cache_file(btf)).get(kind.__name__)) is not None
+        return _decode(kind, _read_trusted(_cache_file(btf)).get(section_name(kind))) is not None
     except OSError:
         return False
