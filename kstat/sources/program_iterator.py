@@ -648,17 +648,19 @@ class WalkBuffers:
 
     def read(self, fd: int) -> bytes:
         """The whole walk of an iterator's fd."""
-        walk = bytearray()
+        # Each readv's pages joined into one bytes at once (a walk read by one call, the usual
+        # case, is copied once: no growing buffer copied again at the end).
+        pieces: list[bytes] = []
         while True:
             buffers = self._buffers
             count = os.readv(fd, buffers)
             if count == 0:
-                return bytes(walk)
+                return pieces[0] if len(pieces) == 1 else b"".join(pieces)
             full, rest = divmod(count, _PAGE)
-            for buffer in buffers[:full]:
-                walk += buffer
+            filled: list[bytes | bytearray | memoryview] = [*buffers[:full]]
             if rest:
-                walk += memoryview(buffers[full])[:rest]
+                filled.append(memoryview(buffers[full])[:rest])
+            pieces.append(b"".join(filled))
             if count == len(buffers) * _PAGE and len(buffers) < _MOST_BUFFERS:
                 # More than the buffers held: twice as many for the rest, and next time (up to
                 # the kernel's IOV_MAX: beyond 4 MiB a walk is a few readv calls).
