@@ -34,7 +34,7 @@ from typing import Any, Final
 
 from attrs import frozen
 
-from bench.programs import ProgramSet
+from bench.programs import ProgramSet, spread
 from bench.snapshot import COMPILE_FLAGS
 from bench.traffic import NS_PER_S, ProbePair, TimedTraffic, sent_between
 from kstat.testing.loader import LoopbackTarget, SocketFilter
@@ -337,7 +337,7 @@ def measure_side_by_side(
         raise ValueError("the windows need at least 3 programs loaded (2 probes and a busy one)")
     first_early, first_late, *others = programs.loaded
     first = (first_early, LoopbackTarget(first_early), first_late, LoopbackTarget(first_late))
-    busy = [LoopbackTarget(program) for program in others[: max(1, loaded // BUSY_SHARE)]]
+    busy = [LoopbackTarget(program) for program in spread(others, max(1, loaded // BUSY_SHARE))]
     runs: dict[str, list[WindowRun]] = {tool.name: [] for tool in tools}
     try:
         for repetition in range(repetitions):
@@ -400,9 +400,9 @@ def describe(found: SideBySide) -> list[str]:
     for what, figure, number, unit, ratio in _FIGURES:
         cells = []
         for tool in tools:
-            spread = found.spread(tool, figure)
-            low, high = number.format(spread.low), number.format(spread.high)
-            cells.append(f"{number.format(spread.median)} [{low}-{high}] {unit}".rstrip())
+            values = found.spread(tool, figure)
+            low, high = number.format(values.low), number.format(values.high)
+            cells.append(f"{number.format(values.median)} [{low}-{high}] {unit}".rstrip())
         line = f"    {what:30s}" + "".join(f"{cell:>28s}" for cell in cells)
         if len(tools) > 1 and ratio:
             go = found.spread(GO_TOOL, figure).median

@@ -4,9 +4,25 @@ from __future__ import annotations
 
 import resource
 import sys
+from collections.abc import Sequence
 from types import TracebackType
+from typing import TypeVar
 
 from kstat.testing.loader import SocketFilter
+
+T = TypeVar("T")
+
+
+def spread(programs: Sequence[T], count: int) -> list[T]:
+    """`count` of `programs` spread evenly over them (every len/count-th): the busy ones, as a
+    host's are among its idle ones. Side by side (the first `count`), they would fill a few
+    of the iterator reader's blocks of records and hide what one busy program in each costs
+    (before its blocks were halved, 44 ms an interval at 10,000 programs with 200 busy spread,
+    3 ms with the same 200 side by side)."""
+    if count <= 0:
+        return []
+    step = max(1, len(programs) // count)
+    return list(programs[::step][:count])
 
 
 def raise_open_file_limit(needed: int) -> None:

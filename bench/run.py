@@ -42,7 +42,7 @@ from bench.interval_work import IntervalWork, measure_interval_work
 from bench.iterator_floor import IteratorFloor, measure_iterator_floor
 from bench.measure import describe_machine
 from bench.observer import ObserverEffect, measure_observer_effect
-from bench.programs import ProgramSet, raise_open_file_limit
+from bench.programs import ProgramSet, raise_open_file_limit, spread
 from bench.results import (
     METHOD,
     STEADY_PROGRAMS,
@@ -384,7 +384,7 @@ def _interval_costs(
         costs.append(IntervalCost(size, this, before))
         _say(_interval_cost_line(costs[-1]))
         # Issue 28's: one in 50 of them busy (200 at 10,000), with steady traffic all along.
-        busy = [LoopbackTarget(program) for program in programs.loaded[: size // BUSY_SHARE]]
+        busy = [LoopbackTarget(program) for program in spread(programs.loaded, size // BUSY_SHARE)]
         traffic = TimedTraffic([], busy, BUSY_RUNS_PER_S * len(busy))
         try:
             traffic.start()

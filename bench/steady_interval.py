@@ -33,7 +33,7 @@ from attrs import asdict, frozen
 from bench.go_tool import BUSY_RUNS_PER_S, BUSY_SHARE
 from bench.interval_stages import STAGES, measure_interval_stages
 from bench.measure import describe_machine
-from bench.programs import ProgramSet, raise_open_file_limit
+from bench.programs import ProgramSet, raise_open_file_limit, spread
 from bench.snapshot import SnapshotFloor
 from bench.steady import SteadyState, measure_steady_state
 from bench.traffic import TimedTraffic
@@ -164,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         scratch = Path(scratch_name)
         programs.resize(args.programs)
         floor = SnapshotFloor(scratch)
-        busy = [LoopbackTarget(program) for program in programs.loaded[:busy_count]]
+        busy = [LoopbackTarget(program) for program in spread(programs.loaded, busy_count)]
         traffic = TimedTraffic([], busy, BUSY_RUNS_PER_S * len(busy))
         try:
             traffic.start()
