@@ -224,9 +224,7 @@ class KernelOffsets:
             array_pptrs=layout.offset("bpf_array", "pptrs"),
             per_cpu_variable=per_cpu_variable,
             stats_type=layout.struct_id("bpf_prog_stats", since="5.1"),
-            rdonly_cast=layout.function_id("bpf_rdonly_cast")
-            if layout.has_function("bpf_rdonly_cast")
-            else None,
+            rdonly_cast=_function_if_any(layout, "bpf_rdonly_cast"),
         )
 
     @property
@@ -475,7 +473,7 @@ def iterator_program(
     DETAILS_SIZE bytes at r10 + DETAILS_AT) are written after each record.
 
     With `scratch_map` (a one-element array of 8 bytes, `scratch_map_fd`), every field is read
-    by plain loads, the kernel guarding each (`DIRECT`): the tag and the name as integers (the
+    by plain loads, the kernel guarding each: the tag and the name as integers (the
     verifier lets an array of bytes be read as one), the per-CPU stats pointer turned into a
     number by a round trip through the map's value (a privileged program may store a pointer
     there and read back a number; the array's lookup is inlined, no call), and each CPU's stats
