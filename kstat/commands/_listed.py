@@ -13,7 +13,7 @@ with: the listing's other path (`kstat.commands.list`) reads by syscalls and /pr
 from __future__ import annotations
 
 import threading
-from itertools import repeat
+from itertools import chain, repeat
 
 from kstat.abi.enums import program_type_name
 from kstat.core.timestamps import format_timestamps
@@ -40,9 +40,9 @@ if TYPE_CHECKING:
 
 class Listed:
     """What the reads found: every program's record (kstat's own iterators' left out), what
-    the syscalls say of those whose records need them, owners and attachments. `columns()`
-    decodes it; nothing is read then (a listing written as it is decoded cannot fail
-    half-written)."""
+    the syscalls say of those whose records need them, the owners (and where each runs) and the
+    attachments. `columns()` decodes it; nothing is read then, so a listing cannot fail once
+    written in part."""
 
     def __init__(self, host_root: str = "/") -> None:
         describer = ProgramDescriber()
@@ -67,7 +67,12 @@ class Listed:
             for program_id, places in attachments_by_program(self._types.values()).items()
             if places
         }
-        self._host_root = host_root
+        # Each holder of a listed program, once: its command, and where it runs now.
+        holding = chain.from_iterable(map(self._holders.by_program.get, self._records.ids, repeat(())))
+        self._owners = {
+            pid: owner_object(pid, self._holders.command(pid), fields_of_process(pid, host_root=host_root))
+            for pid in set(holding)
+        }
         # load_time is on the boot-time clock; the wall clock is what people read.
         self.boot_to_wall_ns = boot_to_wall_ns()
 
@@ -101,9 +106,7 @@ class Listed:
                     listed.names = list(listed.kernel_names)
                 listed.names[index] = name
         described_footprints = {records.ids[index]: footprint for index, (_, footprint) in described.items()}
-        shapes = _Shapes(
-            self._holders, self._host_root, described_footprints, self._counts_verified_instructions
-        )
+        shapes = _Shapes(self._owners, described_footprints, self._counts_verified_instructions)
         holders = map(self._holders.by_program.get, records.ids, repeat(()))
         places = map(self._attachments.get, records.ids, repeat(()))
         listed.shapes = list(map(shapes.__getitem__, zip(holders, places, footprints, strict=True)))
@@ -143,9 +146,7 @@ class _OwnerWalk:
         return self._own_id, self._holders
 
 
-def _described(
-    describer: ProgramDescriber, records: RecordColumns
-) -> dict[int, tuple[str | None, JsonObject]]:
+def _described(describer: ProgramDescriber, records: RecordColumns) -> dict[int, Described]:
     """The full name and footprint of each program whose record needs the syscalls, by its
     record's index, in id order (as the syscall reader describes them); none for one gone before
     it could be read (its record's kernel name, no footprint)."""
@@ -174,38 +175,29 @@ def _described(
 
 class _Shapes(dict["ShapeKey", ProgramShape]):
     """The listing's shapes, each made at its first look-up (a look-up at C speed, `map` over
-    the columns): its owners' objects (one per process, one list per set of processes), its
-    attachments, its footprint's object."""
+    the columns): its owners' objects (one list per set of processes), its attachments, its
+    footprint's object."""
 
     def __init__(
         self,
-        holders: ProgramHolders,
-        host_root: str,
+        owners: dict[int, JsonObject],
         described_footprints: dict[int, JsonObject],
         counts_verified_instructions: bool,
     ) -> None:
         super().__init__()
-        self._holders, self._host_root = holders, host_root
+        self._owners = owners
         # The footprints the syscalls read, by program id.
         self._described_footprints = described_footprints
         self._counts_verified_instructions = counts_verified_instructions
-        self._owners: dict[int, JsonObject] = {}
         self._owner_lists: dict[tuple[int, ...], list[JsonObject]] = {}
 
     def __missing__(self, key: ShapeKey) -> ProgramShape:
         pids, places, footprint = key
         owners = self._owner_lists.get(pids)
         if owners is None:
-            owners = self._owner_lists[pids] = [self._owner(pid) for pid in pids]
+            owners = self._owner_lists[pids] = [self._owners[pid] for pid in pids]
         shape = self[key] = ProgramShape(owners, list(places), self._footprint(footprint))
         return shape
-
-    def _owner(self, pid: int) -> JsonObject:
-        found = self._owners.get(pid)
-        if found is None:
-            workload = fields_of_process(pid, host_root=self._host_root)
-            found = self._owners[pid] = owner_object(pid, self._holders.command(pid), workload)
-        return found
 
     def _footprint(self, key: bytes | int) -> JsonObject:
         if isinstance(key, int):

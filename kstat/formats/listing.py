@@ -202,39 +202,29 @@ def _encoded(value: Any, *, pretty: bool) -> str:
     return json.dumps(value, ensure_ascii=False, indent=_INDENT).replace("\n", "\n" + _FIELD_INDENT)
 
 
-# A program's object: the field of each of its values, in order (None: its shape's fields, where
-# they go), and whether the value's text goes in quotes as it is (a tag, hex digits, and a time,
-# digits and `-:.TZ`, need no escaping; names are encoded with their quotes); then its per-CPU
-# counters, which a listing does not read.
-_FIELDS: Final = (
-    ("id", False),
-    ("type", False),
-    ("name", False),
-    ("kernel_name", False),
-    ("tag", True),
-    ("load_time_ns", False),
-    ("loaded_at", True),
-    (None, False),
-    ("run_time_ns", False),
-    ("run_count", False),
-    ("recursion_misses", False),
-)
-_UNREAD_COUNTERS: Final = ("per_cpu_run_time_ns", "per_cpu_run_count")
+# The values whose text goes in quotes as it is: a tag (hex digits) and a time (digits and
+# `-:.TZ`) need no escaping (names and types are encoded with their quotes).
+_QUOTED: Final = frozenset({"tag", "loaded_at"})
+# The counters a listing reads; the others (the per-CPU splits) are null.
+_READ_COUNTERS: Final = 3
 
 
 def _layout(*, pretty: bool) -> tuple[list[str], str]:
-    """The text of a program's object around its values: before each value, and after the last."""
+    """The text of a program's object around its values: before each value (its own fields, its
+    shape's, its counters read, in that order), and after the last (the counters not read)."""
     indent, inner = (" " * _INDENT, "\n" + _FIELD_INDENT) if pretty else ("", "")
     colon = ": " if pretty else ":"
     before, quoted = [], False
-    for index, (key, quotes) in enumerate(_FIELDS):
+    for index, key in enumerate((*OWN_KEYS, None, *COUNTER_KEYS[:_READ_COUNTERS])):
+        # The quote that closes the value before, the separator, then the key (none before the
+        # shape's fields, which have theirs) and the quote that opens this value.
         text = ('"' if quoted else "") + ("{" if not index else ",") + inner
         if key is not None:
-            text += f'"{key}"{colon}' + ('"' if quotes else "")
-        before.append(f"{indent}{text}" if not index else text)
-        quoted = quotes
-    after = ('"' if quoted else "") + "".join(f',{inner}"{key}"{colon}null' for key in _UNREAD_COUNTERS)
-    return before, f"{after}{chr(10) + indent if pretty else ''}}}"
+            text += f'"{key}"{colon}' + ('"' if key in _QUOTED else "")
+        before.append(indent + text if not index else text)
+        quoted = key in _QUOTED
+    unread = "".join(f',{inner}"{key}"{colon}null' for key in COUNTER_KEYS[_READ_COUNTERS:])
+    return before, ('"' if quoted else "") + unread + ("\n" + indent if pretty else "") + "}"
 
 
 def _digits(values: Sequence[int | str | None]) -> Iterable[str]:
@@ -259,7 +249,7 @@ def listing_json(columns: ListedColumns, *, pretty: bool = False) -> Iterator[st
     misses: Sequence[int | str | None] = columns.recursion_misses
     if None in columns.recursion_misses:
         misses = ["null" if value is None else value for value in columns.recursion_misses]
-    values = (
+    values = (  # in _layout's order
         map(str, columns.ids),
         map(_Encoded().__getitem__, columns.types),
         names,

@@ -1,7 +1,8 @@
-"""Every loaded program as `kstat list` prints it, in one read, as kstat's program values: the
-listing iterator's records (`kstat.sources.listing_iterator`: counters, and what
-`bpf_prog_info` would give of the footprint), and for the programs whose records say the rest
-needs them (map ids, a BTF name, a sum over several functions) the syscall reader's details.
+"""Every loaded program as `kstat list` describes it, in one read, as kstat's program values (what
+its filters select by): the listing iterator's records (`kstat.sources.listing_iterator`:
+counters, and what `bpf_prog_info` would give of the footprint), and for the programs whose
+records say the rest needs them (map ids, a BTF name, a sum over several functions) the syscall
+reader's details.
 
 Only those programs are looked up by syscalls, as the syscall reader describes every program;
 a program with none of them costs no syscall at all. Where the iterator cannot be built (no BTF,
