@@ -56,17 +56,18 @@ class Listed:
                 self._counts_verified_instructions = iterator.counts_verified_instructions
             finally:
                 iterator.close()
+            # While the owners' walk goes on: the records decoded (kstat's own iterators are no
+            # program of the host's), the syscalls' details and the attachment scan.
+            self._records = RecordColumns(records, leave_out={own_id, owners.own_id()})
+            self._described = _described(describer, self._records)
+            self._types = {number: program_type_name(number) for number in set(self._records.types)}
+            self._attachments = {
+                program_id: tuple(places)
+                for program_id, places in attachments_by_program(self._types.values()).items()
+                if places
+            }
         finally:
-            owners_own_id, self._holders = owners.result()
-        # kstat's own iterators are no program of the host's.
-        self._records = RecordColumns(records, leave_out={own_id, owners_own_id})
-        self._described = _described(describer, self._records)
-        self._types = {number: program_type_name(number) for number in set(self._records.types)}
-        self._attachments = {
-            program_id: tuple(places)
-            for program_id, places in attachments_by_program(self._types.values()).items()
-            if places
-        }
+            self._holders = owners.holders()
         # Each holder of a listed program, once: its command, and where it runs now.
         holding = chain.from_iterable(map(self._holders.by_program.get, self._records.ids, repeat(())))
         self._owners = {
@@ -116,14 +117,15 @@ class Listed:
 class _OwnerWalk:
     """The task-file iterator built and walked once, on a thread of its own while the listing
     iterator is: both are the kernel's work (the verifier, a walk of every program or of every
-    fd of every process), done with the interpreter's lock released. `result()` is the
-    iterator's own program's id and every holder of every program (the listing's are all of
-    them but kstat's own)."""
+    fd of every process), done with the interpreter's lock released. `own_id()` is the
+    iterator's own program's id, once it is loaded; `holders()` every holder of every program
+    (the listing's are all of them but kstat's own), once walked."""
 
     def __init__(self) -> None:
         self._own_id = 0
         self._holders: ProgramHolders | None = None
         self._error: BaseException | None = None
+        self._loaded = threading.Event()
         self._thread = threading.Thread(target=self._walk, name="kstat-owners", daemon=True)
         self._thread.start()
 
@@ -132,18 +134,35 @@ class _OwnerWalk:
             iterator = TaskFileIterator()
             try:
                 self._own_id = ProgramDescriber().program_id(iterator.program_fd)
-                self._holders = iterator.holders()
-            finally:
+            except BaseException:
                 iterator.close()
-        except BaseException as error:  # noqa: BLE001 - raised again by result(), on the caller's thread
+                raise
+        except BaseException as error:  # noqa: BLE001 - raised again on the caller's thread
             self._error = error
+            return
+        finally:
+            self._loaded.set()
+        try:
+            self._holders = iterator.holders()
+        except BaseException as error:  # noqa: BLE001 - raised again on the caller's thread
+            self._error = error
+        finally:
+            iterator.close()
 
-    def result(self) -> tuple[int, ProgramHolders]:
+    def own_id(self) -> int:
+        self._loaded.wait()
+        self._raise_any()
+        return self._own_id
+
+    def holders(self) -> ProgramHolders:
         self._thread.join()
+        self._raise_any()
+        assert self._holders is not None
+        return self._holders
+
+    def _raise_any(self) -> None:
         if self._error is not None:
             raise self._error
-        assert self._holders is not None
-        return self._own_id, self._holders
 
 
 def _described(describer: ProgramDescriber, records: RecordColumns) -> dict[int, Described]:

@@ -317,21 +317,35 @@ def listing_table(columns: ListedColumns) -> str:
     """One line a program; every name the host chose escaped for the terminal. RUN_CNT and
     RUN_TIME_NS are the kernel's counters as `bpftool prog show` prints them (cumulative since
     load, moving only while someone has the stats on)."""
-    shared = list(map(_TableCells().__getitem__, columns.shapes))
-    cells: list[Sequence[str]] = [
+    own: list[Sequence[str]] = [
         list(map(str, columns.ids)),
         columns.types,
         for_terminal_each(columns.names),
         list(map(str, columns.run_counts)),
         list(map(str, columns.run_times_ns)),
-        # Each shape's OWNERS, RUNS IN and ATTACHED, as columns.
-        *(zip(*shared, strict=True) if shared else ((), (), ())),
     ]
-    # Each cell padded to its column's width (by characters), numbers to the right, a column
-    # at a time at C speed; each line without the spaces after its last cell.
-    padded = []
-    for heading, column in zip(_HEADERS, cells, strict=True):
-        width = max(len(heading), max(map(len, column), default=0))
-        justified = str.rjust if heading in _NUMERIC else str.ljust
-        padded.append(map(justified, [heading, *column], repeat(width)))
-    return "\n".join(map(str.rstrip, map("  ".join, zip(*padded, strict=True)))) + "\n"
+    # The cells programs share (OWNERS, RUNS IN, ATTACHED): each shape's, made once.
+    cells = _TableCells()
+    shapes = list(dict.fromkeys(columns.shapes))
+    shared = list(zip(*map(cells.__getitem__, shapes), strict=True)) or [(), (), ()]
+    widths = [
+        max(len(heading), max(map(len, column), default=0))
+        for heading, column in zip(_HEADERS, [*own, *shared], strict=True)
+    ]
+
+    def padded(row: Sequence[str], start: int = 0) -> str:
+        """Cells padded to their columns' widths (by characters), numbers to the right."""
+        return "  ".join(
+            cell.rjust(width) if heading in _NUMERIC else cell.ljust(width)
+            for cell, heading, width in zip(row, _HEADERS[start:], widths[start:], strict=False)
+        )
+
+    # A program's own cells padded a column at a time at C speed, then its shape's, padded
+    # once; each line without the spaces after its last cell.
+    texts = {shape: padded(cells[shape], len(own)) for shape in shapes}
+    parts = [
+        map(str.rjust if heading in _NUMERIC else str.ljust, column, repeat(width))
+        for heading, column, width in zip(_HEADERS, own, widths, strict=False)
+    ]
+    rows = map(str.rstrip, map("  ".join, zip(*parts, map(texts.__getitem__, columns.shapes), strict=True)))
+    return "\n".join([padded(_HEADERS).rstrip(), *rows]) + "\n"
