@@ -1,7 +1,7 @@
 """`kstat list`, `kstat list --json` and `kstat list --pretty`, on the lean path the console
 script takes before it imports the CLI (`kstat._entry`): no argparse, no filters, no model, no
-attrs or typing at run time. The programs' rows are read by kstat's iterators and decoded
-straight into what is written (`kstat.commands._listed`).
+attrs or typing at run time. The programs are read by kstat's iterators and decoded straight
+into the columns that are written (`kstat.commands._listed`).
 
 Any other word (a filter, `-v`, `--host-root`, `--help`, a typo) is the command's parser's
 (`kstat.commands.list`), and so is every listing this path cannot print: standard output

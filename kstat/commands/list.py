@@ -1,10 +1,9 @@
 """`kstat list`: the loaded programs, who holds them and where they are attached, right now.
 
-`kstat list` with no flag but `--json` or `--pretty` never gets here: the console script prints
-it on a lean path (`kstat.commands._lean_list`). This is the command with its parser: the
-filters, `-v`, `--host-root`, and every listing by syscalls (where kstat's iterators cannot be
-built), read as kstat's program values and written in the same layout
-(`kstat.formats.listing`).
+`kstat list` with no flag but `--json` or `--pretty` is printed by the console script on a lean
+path (`kstat.commands._lean_list`) wherever kstat's iterators can be built. This is the command
+with its parser: the filters, `-v`, `--host-root`, and every listing by syscalls, read as kstat's
+program values and written in the same layout (`kstat.formats.listing`).
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ into what it prints (`kstat.commands._lean_list`), or into kstat's program value
 
 from __future__ import annotations
 
+import operator
 import os
 import struct
 from itertools import compress
@@ -58,11 +59,15 @@ _JITED, _INSTRUCTIONS, _PAGES, _VERIFIED, _MAPS, _FUNCTIONS, _FUNCTION_INFOS = (
 _WORDS: Final = LISTING.size // 8
 _ID, _TYPE = 0, 1
 _LOAD_TIME, _RUN_COUNT, _RUN_TIME, _MISSES = 2, 5, 6, 7
-# Its byte fields: tag, name (NUL-padded), its details' footprint (jited_len, len, pages,
-# verified_insns) and its counts of maps, functions and function infos.
-_BYTE_FIELDS: Final = struct.Struct(f"<8x8s8x16s24x16s12s{DETAILS_SIZE - 28}x")
-_FOOTPRINT: Final = struct.Struct("<IIII")
-_NO_COUNTS: Final = bytes(12)
+# Its byte fields, each alone (a struct of one field unpacks a column faster than one of several
+# does, then split): tag, name (NUL-padded), its details' footprint (jited_len, len, pages,
+# verified_insns); and as u32 words, its counts of maps, functions and function infos.
+_TAG: Final = struct.Struct(f"<8x8s{LISTING.size - 16}x")
+_NAME: Final = struct.Struct(f"<24x16s{LISTING.size - 40}x")
+_FOOTPRINT_BYTES: Final = struct.Struct(f"<{RECORD.size}x16s{DETAILS_SIZE - 16}x")
+_FOOTPRINT: Final = struct.Struct("=IIII")  # the kernel's byte order, as the columns' words
+_SYSCALL_COUNTS: Final = tuple(range(RECORD.size // 4 + 4, RECORD.size // 4 + 7))
+_FIRST: Final = operator.itemgetter(0)
 
 
 class ListingOffsets(offsets_cache.PlainOffsets):
@@ -203,23 +208,23 @@ class RecordColumns:
         self.run_times_ns: list[int] = longs[_RUN_TIME::_WORDS].tolist()
         # Zero where the kernel does not count them (before 5.12).
         self.recursion_misses: list[int] = longs[_MISSES::_WORDS].tolist()
-        fields = list(zip(*_BYTE_FIELDS.iter_unpack(records), strict=True)) or [(), (), (), ()]
         # Each tag's 8 bytes, each name's 16 (NUL-padded).
-        self.tags: list[bytes] = list(fields[0])
-        self.names: list[bytes] = list(fields[1])
+        self.tags: list[bytes] = list(map(_FIRST, _TAG.iter_unpack(records)))
+        self.names: list[bytes] = list(map(_FIRST, _NAME.iter_unpack(records)))
         # What the details say of a footprint, as bytes (footprint_fields reads them): equal
         # ones are one footprint.
-        self.footprints: list[bytes] = list(fields[2])
-        counts = list(fields[3])
+        self.footprints: list[bytes] = list(map(_FIRST, _FOOTPRINT_BYTES.iter_unpack(records)))
+        maps, functions, function_infos = (words[word :: 2 * _WORDS].tolist() for word in _SYSCALL_COUNTS)
         for program_id in leave_out:
             if program_id in self.ids:
                 index = self.ids.index(program_id)
-                for column in (*self._columns(), counts):
+                for column in (*self._columns(), maps, functions, function_infos):
                     del column[index]
         # Which of the kept records (their indexes) say that the rest of their program's
         # details needs the syscalls: it uses maps (their ids), has BTF function info (a full
         # name) or is made of several functions (the JIT size is their sum).
-        self.needing_syscalls: list[int] = list(compress(range(len(counts)), map(_NO_COUNTS.__ne__, counts)))
+        needs = map(operator.or_, map(operator.or_, maps, functions), function_infos)
+        self.needing_syscalls: list[int] = list(compress(range(len(self.ids)), needs))
 
     def _columns(self) -> tuple[list[Any], ...]:
         return (
