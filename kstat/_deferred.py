@@ -7,9 +7,14 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Iterator
 from types import ModuleType
-from typing import Any
+
+# Not `typing.TYPE_CHECKING`: the logging module imports this one, and `kstat list` imports
+# nothing of typing at run time.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any
 
 
 class ImportedWhenUsed(ModuleType):

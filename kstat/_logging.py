@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import os
 import sys
-from types import ModuleType
-from typing import TYPE_CHECKING, Any, Final, TextIO
 
 from kstat._deferred import deferred
 from kstat.text import for_terminal
+
+# Not `typing.TYPE_CHECKING`: the sources log through this module, and `kstat list` imports
+# nothing of typing at run time.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from types import ModuleType
+    from typing import Any, Final, TextIO
 
 
 def _structlog_without_rich() -> ModuleType:

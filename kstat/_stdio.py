@@ -1,12 +1,18 @@
-"""Standard output as a destination: closed streams and vanished readers as clear errors."""
+"""Standard output as a destination: closed streams and vanished readers as clear errors; and
+the one-line messages the commands say on stderr. No argparse, attrs or typing at run time:
+`kstat list`'s lean path writes through here."""
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterable
 
 from kstat.errors import OutputClosed, OutputError
+from kstat.text import for_terminal
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 
 def require_stdout() -> None:
@@ -40,3 +46,26 @@ def silence_stdout() -> None:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
     os.close(devnull)
+
+
+def print_stdout(text: str, *, instead: str) -> None:
+    """A command's output, as text; a reader that went away (`| head`) ends it quietly.
+    `instead` says what to do when there is no standard output, as true for the command as it
+    can be."""
+    if sys.stdout is None:
+        raise OutputError(f"standard output is closed; {instead}")
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        silence_stdout()
+
+
+def say(line: str) -> None:
+    """A line on stderr, if there is a stderr (a closed one leaves only the exit status)."""
+    if sys.stderr is not None:
+        print(for_terminal(line), file=sys.stderr)
+
+
+def say_error(message: str) -> None:
+    say(f"kstat: error: {message}")

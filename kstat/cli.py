@@ -19,8 +19,9 @@ from typing import NoReturn, Protocol, cast
 
 from kstat._deferred import deferred
 from kstat._logging import configure_logging
+from kstat._stdio import say, say_error
 from kstat.commands import COMMANDS, DEFAULT_COMMAND
-from kstat.commands._options import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, say, say_error
+from kstat.commands._options import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK
 from kstat.errors import CommandNotRunnable, KstatError, UsageError
 
 

@@ -16,9 +16,10 @@ import pytest
 from kstat.abi import bpf
 from kstat.core.filters import ProgramFilter
 from kstat.sinks.ndjson import NdjsonSink
-from kstat.sources import syscalls
+from kstat.sources import descriptions
+from kstat.sources.descriptions import fdinfo_memlock
 from kstat.sources.stats_switch import runtime_stats_enabled
-from kstat.sources.syscalls import ProgramReader, fdinfo_memlock
+from kstat.sources.syscalls import ProgramReader
 from kstat.testing.loader import BpfMap, LoopbackTarget, SocketFilter
 from tests.kstat_process import run_kstat
 from tests.names import KT
@@ -147,7 +148,7 @@ def test_the_footprint_is_read_once_when_first_met(
         reads.append(fd)
         return original(fd)
 
-    monkeypatch.setattr(syscalls, "fdinfo_memlock", counting)
+    monkeypatch.setattr(descriptions, "fdinfo_memlock", counting)
     programs, changes = reader.read_pass()
     again = {program.id: program for program in programs}
     assert again[both_id].footprint is first[both_id].footprint

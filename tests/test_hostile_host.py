@@ -20,12 +20,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from markdown_it import MarkdownIt
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.hostile_host import HostileHost
 from tests.kstat_process import KstatProcess, run_kstat
+from tests.listings import command_path, lean_path, listing_columns, reported, written
 from tests.names import KT, TOKEN
 from tests.statsd_daemon import StatsdDaemon, free_port, running_statsd
 from tests.test_top import REPO, Tmux
@@ -216,6 +218,22 @@ def test_list_shows_the_names_and_obeys_none_of_them(host: HostileHost) -> None:
     )
     pod_row = next(row for row in rows if f"{KT}hpod" in row)
     assert "team\\x1b]0;ns\\x07/web-\ufffd\\x1b[2J/c|`x`<!--\\x0a**" in pod_row
+
+
+def test_lists_lean_path_writes_every_name_as_the_command_does(host: HostileHost) -> None:
+    """kstat list without a filter (its lean path: names decoded, escaped and laid out by its
+    own code) against the command's (kstat's program values): the same bytes in each form."""
+    ids = {*host.holders[0].ids, *host.holders[1].ids, host.deep_program_id, host.xdp_program_id}
+    lean, boot_to_wall_ns = lean_path(ids, host.host_root)
+    assert len(lean) == len(ids) == 4
+    command = command_path(ids, boot_to_wall_ns, host.host_root)
+    assert written(lean) == written(listing_columns(command))
+    # As kstat list wrote them before its lean path: orjson's escaping of every name.
+    compact, pretty, _ = written(lean)
+    assert compact.encode() == orjson.dumps(reported(command), option=orjson.OPT_APPEND_NEWLINE)
+    option = orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE
+    assert pretty.encode() == orjson.dumps(reported(command), option=option)
+    assert_names_exact({entry["name"]: entry for entry in json.loads(compact)}, host)
 
 
 def test_run_and_serve_report_the_names(host: HostileHost, tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
 """kstat list's one read (kstat.sources.listing) against the syscall reader, on real programs:
-one plain and run, two using real maps (one shared), one with a BTF name; and the same listing
-by syscalls where the iterator cannot be built."""
+one plain and run, two using real maps (one shared), one with a BTF name, one only a link
+holds; the same listing by syscalls where the iterator cannot be built; and kstat list's lean
+path (no filter: kstat.commands._lean_list) against the command's, byte for byte."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from kstat.commands.list import Listing, list_programs
@@ -21,12 +23,15 @@ from kstat.errors import FeatureMissing
 from kstat.sources import listing
 from kstat.sources.stats_switch import runtime_stats_enabled
 from kstat.sources.syscalls import ProgramReader
-from kstat.testing.loader import BpfMap, LoopbackTarget, SocketFilter
+from kstat.testing.loader import BpfMap, HeldByLink, LoopbackTarget, SocketFilter
+from tests.kstat_process import run_kstat
+from tests.listings import command_path, lean_path, listing_columns, reported, written
 from tests.names import KT
 
 pytestmark = pytest.mark.kernel
 
 FULL_NAME = "kstat_listing_program_with_a_long_btf_name"
+REPO = Path(__file__).parents[1]
 SENT = 7
 
 
@@ -46,6 +51,16 @@ def programs() -> Iterator[list[SocketFilter]]:
         with runtime_stats_enabled():
             target.send(SENT)
         yield loaded
+
+
+@pytest.fixture
+def linked(programs: list[SocketFilter]) -> Iterator[int]:
+    """The id of a program that only a link holds (its attachment: `iter`), beside `programs`."""
+    held = HeldByLink(f"{KT}llink")
+    try:
+        yield held.id
+    finally:
+        held.close()
 
 
 def described(program: ProgramStats) -> tuple[Any, ...]:
@@ -131,3 +146,157 @@ def test_kstat_list_imports_only_what_it_prints_with(programs: list[SocketFilter
         program.name for program in programs
     ]
     assert shown.stderr == ""
+
+
+def test_the_lean_path_writes_what_the_command_writes(
+    programs: list[SocketFilter], linked: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = {program.id for program in programs} | {linked}
+    lean, boot_to_wall_ns = lean_path(ids)
+    assert lean.ids == sorted(ids)
+    # The command by kstat's iterator, and by syscalls where it cannot be built: the same bytes.
+    assert written(lean) == written(listing_columns(command_path(ids, boot_to_wall_ns)))
+
+    def lacking() -> listing.ListingIterator:
+        raise FeatureMissing("iter/bpf_prog", "5.8")
+
+    monkeypatch.setattr(listing, "ListingIterator", lacking)
+    by_syscalls = command_path(ids, boot_to_wall_ns)
+    assert written(lean) == written(listing_columns(by_syscalls))
+    # And what kstat list wrote before its lean path: orjson's dump of each program's object.
+    compact, pretty, _ = written(lean)
+    assert compact.encode() == orjson.dumps(reported(by_syscalls), option=orjson.OPT_APPEND_NEWLINE)
+    option = orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE
+    assert pretty.encode() == orjson.dumps(reported(by_syscalls), option=option)
+    objects = {entry["id"]: entry for entry in json.loads(compact)}
+    assert objects[linked]["attachments"] == ["iter"]
+    assert objects[programs[1].id]["map_ids"] and objects[programs[3].id]["name"] == FULL_NAME
+
+
+def _by_id(text: str) -> dict[int, dict[str, Any]]:
+    """A listing's objects by id, but when each was loaded: two processes read the offset from
+    the boot-time clock to the wall clock a moment apart."""
+    return {entry["id"]: {**entry, "loaded_at": entry["loaded_at"][:19]} for entry in json.loads(text)}
+
+
+def test_kstat_list_lists_on_its_lean_path_what_its_filters_select(
+    programs: list[SocketFilter], linked: int
+) -> None:
+    ids = [str(program.id) for program in programs] + [str(linked)]
+    selecting = [word for program_id in ids for word in ("--id", program_id)]
+    for form in (["--json"], ["--pretty"]):
+        lean = run_kstat(["list", *form])
+        full = run_kstat(["list", *form, *selecting])
+        assert (lean.returncode, lean.stderr, full.returncode) == (0, "", 0), lean.stderr + full.stderr
+        listed = _by_id(lean.stdout)
+        assert {int(program_id): listed[int(program_id)] for program_id in ids} == _by_id(full.stdout)
+    lean_rows = {row.split()[0]: row.split() for row in run_kstat(["list"]).stdout.splitlines()[1:]}
+    full_rows = [row.split() for row in run_kstat(["list", *selecting]).stdout.splitlines()[1:]]
+    assert [lean_rows[row[0]] for row in full_rows] == full_rows
+
+
+# What the lean path must not import: kstat's model and everything above it, the CLI's parser,
+# the logging pipeline, the live view, trio, orjson (and the dataclasses, inspect and ast it
+# imports), typing and pathlib.
+NOT_FOR_THE_LEAN_PATH = (
+    "attr",
+    "attrs",
+    "cattrs",
+    "typing",
+    "pathlib",
+    "argparse",
+    "structlog",
+    "asyncio",
+    "rich",
+    "trio",
+    "orjson",
+    "dataclasses",
+    "kstat.core.model",
+    "kstat.core.counters",
+    "kstat.core.catalogue",
+    "kstat.sources.syscalls",
+    "kstat.sources.iterator",
+    "kstat.sources.listing",
+    "kstat.sources.owners",
+    "kstat.commands._options",
+    "kstat.commands.list",
+    "kstat.cli",
+)
+LEAN_COMMAND_LINE = (
+    "import sys\n"
+    "sys.path.insert(0, sys.argv.pop(1))\n"
+    "sys.argv = ['kstat', 'list', *sys.argv[1:]]\n"
+    "from kstat._entry import main\n"
+    "main()\n"
+)
+
+
+@pytest.mark.parametrize("form", [["--json"], ["--pretty"], []])
+def test_kstat_list_without_a_filter_imports_only_what_it_reads_and_writes_with(
+    programs: list[SocketFilter], form: list[str]
+) -> None:
+    """As the console script runs it, without site (-S): this checkout's own editable-install
+    finder imports pathlib at every start, which an installed kstat does not."""
+    shown = subprocess.run(
+        [
+            sys.executable,
+            "-S",
+            "-X",
+            "importtime",
+            "-c",
+            LEAN_COMMAND_LINE,
+            str(Path(__file__).parents[1]),
+            *form,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert shown.returncode == 0, shown.stderr
+    imported = {
+        line.rsplit("|", 1)[-1].strip()
+        for line in shown.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+    assert "kstat.commands._listed" in imported
+    heavy = sorted(
+        name
+        for name in imported
+        if any(name == banned or name.startswith(f"{banned}.") for banned in NOT_FOR_THE_LEAN_PATH)
+    )
+    assert heavy == []
+    assert str(programs[0].id) in shown.stdout
+
+
+FALLING_BACK = (
+    "import sys\n"
+    "from kstat.errors import FeatureMissing\n"
+    "from kstat.sources import listing_iterator\n"
+    "def lacking():\n"
+    "    raise FeatureMissing('iter/bpf_prog', '5.8')\n"
+    "listing_iterator.ListingIterator = lacking\n"
+    "sys.argv = ['kstat', 'list', *sys.argv[1:]]\n"
+    "from kstat._entry import main\n"
+    "main()\n"
+)
+
+
+def test_without_the_iterator_kstat_list_is_the_commands_by_syscalls(
+    programs: list[SocketFilter], linked: int
+) -> None:
+    ids = {program.id for program in programs} | {linked}
+    by_syscalls = subprocess.run(
+        [sys.executable, "-c", FALLING_BACK, "--json"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (by_syscalls.returncode, by_syscalls.stderr) == (0, "")
+    lean = run_kstat(["list", "--json"])
+    listed = _by_id(lean.stdout)
+    assert {program_id: listed[program_id] for program_id in ids} == {
+        program_id: entry for program_id, entry in _by_id(by_syscalls.stdout).items() if program_id in ids
+    }

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
-from kstat.text import for_markdown, for_terminal, from_host
+from kstat.text import for_markdown, for_terminal, for_terminal_each, from_host, from_host_each
 
 # What a hostile name holds: a comm cut in the middle of `é`, a title change, a screen clear,
 # a newline, a right-to-left override, DEL and a C1 CSI.
@@ -33,6 +33,17 @@ def test_an_os_string_with_escaped_bytes_becomes_text_that_encodes() -> None:
 def test_any_bytes_decode_to_text_that_encodes(raw: bytes) -> None:
     from_host(raw).encode("utf-8")
     from_host(os.fsdecode(raw)).encode("utf-8")
+
+
+@given(st.lists(st.binary(max_size=40), max_size=20))
+def test_many_host_names_decode_as_each_alone(raws: list[bytes]) -> None:
+    assert from_host_each(raws) == [from_host(raw) for raw in raws]
+
+
+@given(st.lists(st.text(max_size=40), max_size=20))
+def test_many_names_reach_the_terminal_as_each_alone(texts: list[str]) -> None:
+    assert for_terminal_each(texts) == [for_terminal(text) for text in texts]
+    assert for_terminal_each([*texts, HOSTILE]) == [*map(for_terminal, texts), for_terminal(HOSTILE)]
 
 
 def test_the_terminal_sees_control_characters_spelt_out() -> None:

@@ -17,6 +17,7 @@ import kstat
 from kstat.analysis.compare import compare
 from kstat.core.filters import ProgramFilter
 from kstat.core.model import ProgramDetails, ProgramOwner, Workload
+from kstat.sources.workload_fields import WORKLOAD_FIELDS, completed_by_kubelet_logs, fields_of_cgroup_path
 from kstat.sources.workloads import KubeletLogs, node_name, workload_of_cgroup_file, workload_of_cgroup_path
 from tests.builders import program, report_of, snapshot
 from tests.holders import HolderProcess, program_holder
@@ -124,6 +125,26 @@ def test_the_kubelets_log_tree_names_pods_and_containers(tmp_path: Path) -> None
     assert (pod.pod, pod.namespace, pod.container_name) == ("flow-agent-x7k2p", "monitoring", None)
     # Nothing on the node about it: nothing invented.
     assert KubeletLogs(tmp_path / "nowhere").complete(Workload(pod_uid=POD_UID)) == Workload(pod_uid=POD_UID)
+
+
+def test_the_fields_found_come_in_the_order_written(tmp_path: Path) -> None:
+    """kstat list writes an owner's fields as they are found (kstat.sources.workload_fields):
+    in Workload's order, however the path and the log tree gave them."""
+    kubelet_tree(
+        tmp_path, namespace="team", pod="web", uid=POD_UID, container="exporter", container_id=CONTAINER
+    )
+    found = fields_of_cgroup_path(f"/kubepods/burstable/pod{POD_UID}/crio-{CONTAINER}")
+    completed = completed_by_kubelet_logs(found, str(tmp_path))
+    assert list(completed) == [name for name in WORKLOAD_FIELDS if name != "unit"]
+    assert completed == {
+        "container_id": CONTAINER,
+        "container_runtime": "cri-o",
+        "container_name": "exporter",
+        "pod_uid": POD_UID,
+        "pod": "web",
+        "namespace": "team",
+        "qos_class": "Burstable",
+    }
 
 
 def test_the_node_is_named_by_the_downward_api_else_the_hostname(monkeypatch: pytest.MonkeyPatch) -> None:

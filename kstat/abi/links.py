@@ -1,5 +1,6 @@
 """bpf_link(s) through bpf(2): every link on the system and where its program is attached (kept
-apart from `kstat.abi.bpf`, which the launch's baseline read imports, and which has no attrs)."""
+apart from `kstat.abi.bpf`, which the launch's baseline read imports). No attrs: `kstat list`
+reads the links on a path that imports none."""
 
 from __future__ import annotations
 
@@ -8,25 +9,53 @@ import errno
 import os
 import struct
 
-from attrs import evolve, frozen
-
 from kstat.abi.bpf import bpf, fd_by_id, walk_ids
 from kstat.abi.enums import Command, link_type_name
 from kstat.abi.structs import GetIdAttr, InfoByFdAttr, LinkInfoStruct
 from kstat.errors import BpfError
 
 
-@frozen
 class LinkInfo:
     """What a bpf_link says about where its program is attached."""
 
-    id: int
-    type: str
-    program_id: int
-    attach_type: int | None = None
-    ifindex: int | None = None
-    cgroup_id: int | None = None
-    netns_inode: int | None = None
+    __slots__ = ("attach_type", "cgroup_id", "id", "ifindex", "netns_inode", "program_id", "type")
+
+    def __init__(
+        self,
+        *,
+        id: int,
+        type: str,
+        program_id: int,
+        attach_type: int | None = None,
+        ifindex: int | None = None,
+        cgroup_id: int | None = None,
+        netns_inode: int | None = None,
+    ) -> None:
+        self.id = id
+        self.type = type
+        self.program_id = program_id
+        self.attach_type = attach_type
+        self.ifindex = ifindex
+        self.cgroup_id = cgroup_id
+        self.netns_inode = netns_inode
+
+    def _fields(self) -> tuple[int | str | None, ...]:
+        return tuple(getattr(self, name) for name in _LINK_FIELDS)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, LinkInfo):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        values = ", ".join(f"{name}={getattr(self, name)!r}" for name in _LINK_FIELDS)
+        return f"LinkInfo({values})"
+
+
+_LINK_FIELDS = ("id", "type", "program_id", "attach_type", "ifindex", "cgroup_id", "netns_inode")
 
 
 def read_links() -> list[LinkInfo]:
@@ -60,14 +89,15 @@ def _link_from_info(info: LinkInfoStruct) -> LinkInfo:
     union = bytes(info.union)
     kind = link_type_name(info.type)
     first_u32, second_u32 = struct.unpack_from("<II", union)
-    link = LinkInfo(id=info.id, type=kind, program_id=info.prog_id)
+    # Where it is attached, as each type of link says it.
+    place: dict[str, int] = {}
     if kind == "xdp":
-        return evolve(link, ifindex=first_u32)
-    if kind in ("tcx", "netkit"):
-        return evolve(link, ifindex=first_u32, attach_type=second_u32)
-    if kind == "cgroup":
+        place = {"ifindex": first_u32}
+    elif kind in ("tcx", "netkit"):
+        place = {"ifindex": first_u32, "attach_type": second_u32}
+    elif kind == "cgroup":
         cgroup_id, attach_type = struct.unpack_from("<QI", union)
-        return evolve(link, cgroup_id=cgroup_id, attach_type=attach_type)
-    if kind == "netns":
-        return evolve(link, netns_inode=first_u32, attach_type=second_u32)
-    return link
+        place = {"cgroup_id": cgroup_id, "attach_type": attach_type}
+    elif kind == "netns":
+        place = {"netns_inode": first_u32, "attach_type": second_u32}
+    return LinkInfo(id=info.id, type=kind, program_id=info.prog_id, **place)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Final
+# Not `typing.TYPE_CHECKING`: `kstat list`'s lean path (kstat.commands._lean_list) imports
+# nothing of typing at run time.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final
 
 # Subcommand -> (module, what it does); imported only when chosen, so `kstat list` never
 # loads matplotlib. The usage line, `kstat help`, "did you mean" and the completions read it.

@@ -10,11 +10,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
-from kstat._stdio import silence_stdout
+from kstat._stdio import print_stdout
 from kstat.core.filters import ProgramFilter
 from kstat.durations import parse_duration_ns
-from kstat.errors import OutputError, UsageError
-from kstat.text import for_terminal
+from kstat.errors import UsageError
 
 if TYPE_CHECKING:
     from kstat.analysis.compare import Threshold
@@ -366,23 +365,7 @@ def parse_with_filter(parser: argparse.ArgumentParser, arguments: list[str]) -> 
     return options
 
 
-def say(line: str) -> None:
-    """A line on stderr, if there is a stderr (a closed one leaves only the exit status)."""
-    if sys.stderr is not None:
-        print(for_terminal(line), file=sys.stderr)
-
-
-def say_error(message: str) -> None:
-    say(f"kstat: error: {message}")
-
-
 def write_stdout(text: str, *, instead: str = "write to a file instead (-o FILE)") -> None:
     """A command's output; a reader that went away (`| head`) ends it quietly. `instead` says
     what to do when there is no standard output, as true for the command as it can be."""
-    if sys.stdout is None:
-        raise OutputError(f"standard output is closed; {instead}")
-    try:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-    except BrokenPipeError:
-        silence_stdout()
+    print_stdout(text, instead=instead)

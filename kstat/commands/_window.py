@@ -15,7 +15,8 @@ import trio
 from kstat import _baseline
 from kstat._atomic import check_writable, write_atomically
 from kstat._logging import get_logger
-from kstat.commands._options import EXIT_FAILURE, EXIT_OK, say_error
+from kstat._stdio import say_error
+from kstat.commands._options import EXIT_FAILURE, EXIT_OK
 from kstat.core.events import Sink
 from kstat.core.report import KERNEL_NAME_KEYS
 from kstat.core.timestamps import format_timestamp

@@ -1,37 +1,36 @@
-"""`kstat list`: the loaded programs, who holds them and where they are attached, right now."""
+"""`kstat list`: the loaded programs, who holds them and where they are attached, right now.
+
+`kstat list` with no flag but `--json` or `--pretty` is printed by the console script on a lean
+path (`kstat.commands._lean_list`) wherever kstat's iterators can be built. This is the command
+with its parser: the filters, `-v`, `--host-root`, and every listing by syscalls, read as kstat's
+program values and written in the same layout (`kstat.formats.listing`).
+"""
 
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
-import orjson
-from attrs import frozen
+from attrs import field, frozen
 
+from kstat.commands._lean_list import write_listing
 from kstat.commands._options import (
     EXIT_OK,
     ArgumentParser,
     add_filter_flags,
     add_verbose_flag,
     parse_with_filter,
-    say,
-    write_stdout,
 )
-from kstat.core.counters import Counters
 from kstat.core.filters import ProgramFilter
-from kstat.core.model import NO_DETAILS, ProgramOwner, ProgramStats
+from kstat.core.model import NO_DETAILS, ProgramStats
 from kstat.core.timestamps import format_timestamp
+from kstat.formats.listing import ListedColumns, ProgramShape
 from kstat.formats.program_json import footprint_to_dict, owner_to_dict
+from kstat.sources import clocks
 from kstat.sources.attribution import Attributor
 from kstat.sources.listing import read_listing
 from kstat.sources.owners import open_owner_source
-from kstat.text import for_terminal
-
-# With standard output closed: kstat list has no other place to write (it takes no -o).
-_ONLY_STDOUT: Final = "kstat list writes only there: redirect it to a file (> FILE)"
-
 
 # Its output is the point: info logs only with -v (kstat.cli).
 PRINTS_ITS_RESULT: Final = True
@@ -44,7 +43,7 @@ class Listing:
     clock) on the wall clock."""
 
     programs: list[ProgramStats]
-    boot_to_wall_ns: int
+    boot_to_wall_ns: int = field(factory=clocks.boot_to_wall_ns)
 
     def loaded_at(self, program: ProgramStats) -> str:
         return format_timestamp(program.load_time_ns + self.boot_to_wall_ns)
@@ -70,7 +69,7 @@ def list_programs(program_filter: ProgramFilter, host_root: Path = Path("/")) ->
     if not program_filter.is_empty:
         programs = _selected(programs, program_filter)
     # load_time is on the boot-time clock; the wall clock is what people read.
-    return Listing(programs, time.time_ns() - time.clock_gettime_ns(time.CLOCK_BOOTTIME))
+    return Listing(programs)
 
 
 def _selected(programs: list[ProgramStats], program_filter: ProgramFilter) -> list[ProgramStats]:
@@ -96,103 +95,34 @@ def _selected(programs: list[ProgramStats], program_filter: ProgramFilter) -> li
     ]
 
 
-# Each program's object, in the order written: what it is, when it was loaded, who holds it and
-# where it is attached, its footprint (code size, memlock and maps as `bpftool prog show` gives
-# them, the catalogue naming them), then the counter catalogue's counters (null where this
-# kernel has none).
-_COUNTER_FIELDS: Final = Counters._fields
-
-
-def listing_json(listing: Listing, pretty: bool = False) -> str:
-    """One line, as `bpftool --json` writes (orjson, a C encoder); `pretty` indents."""
-    # Programs share their details (one loader's owners and attachments) and often footprints
-    # and counters (idle ones): each encoded once, into a template each program's object is
-    # copied from, its own fields then filled in place (a dict keeps its keys' order).
-    templates: dict[tuple[int, int], dict[str, Any]] = {}
-    counters: dict[Counters, dict[str, Any]] = {}
-    data: list[dict[str, Any]] = []
-    loaded_at = listing.loaded_at
+def listing_columns(listing: Listing) -> ListedColumns:
+    """Every program's values (`kstat.formats.listing`), from kstat's program values."""
+    # Programs share their details (one loader's owners and attachments) and often footprints:
+    # each pair is one shape.
+    shapes: dict[tuple[int, int], ProgramShape] = {}
+    columns = ListedColumns()
     for program in listing.programs:
         facts = program.facts
         details, footprint = facts.details, facts.footprint
-        key = (id(details), id(footprint))
-        template = templates.get(key)
-        if template is None:
-            template = templates[key] = {
-                "id": 0,
-                "type": "",
-                "name": "",
-                "kernel_name": "",
-                "tag": "",
-                "load_time_ns": 0,
-                "loaded_at": "",
-                "owners": [owner_to_dict(owner) for owner in details.owners],
-                "attachments": list(details.attachments),
-                **footprint_to_dict(footprint),
-                **dict.fromkeys(_COUNTER_FIELDS),
-            }
-        counted = counters.get(program.counters)
-        if counted is None:
-            counted = counters[program.counters] = program.counters._asdict()
-        entry = template.copy()
-        entry["id"] = program.id
-        entry["type"] = program.type
-        entry["name"] = facts.name or program.kernel_name
-        entry["kernel_name"] = program.kernel_name
-        entry["tag"] = program.tag
-        entry["load_time_ns"] = program.load_time_ns
-        entry["loaded_at"] = loaded_at(program)
-        entry.update(counted)
-        data.append(entry)
-    option = orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE if pretty else orjson.OPT_APPEND_NEWLINE
-    return orjson.dumps(data, option=option).decode()
-
-
-def where_it_runs(owner: ProgramOwner) -> str:
-    """`namespace/pod/container`, a short container id, a systemd unit, or nothing."""
-    workload = owner.workload
-    if workload.pod is not None:
-        container = f"/{workload.container_name}" if workload.container_name else ""
-        return f"{workload.namespace}/{workload.pod}{container}"
-    if workload.pod_uid is not None:
-        return f"pod {workload.pod_uid}"
-    if workload.container_id is not None:
-        return f"{workload.container_runtime or 'container'} {workload.container_id[:12]}"
-    return workload.unit or ""
-
-
-# Columns that are numbers: right-aligned, as bpftool's counters read.
-_NUMERIC: Final = frozenset({"ID", "RUN_CNT", "RUN_TIME_NS"})
-
-
-def listing_table(listing: Listing) -> str:
-    """One line a program; every name the host chose escaped for the terminal. RUN_CNT and
-    RUN_TIME_NS are the kernel's counters as `bpftool prog show` prints them (cumulative since
-    load, moving only while someone has the stats on)."""
-    headers = ("ID", "TYPE", "NAME", "RUN_CNT", "RUN_TIME_NS", "OWNERS", "RUNS IN", "ATTACHED")
-    rows = [
-        (
-            str(program.id),
-            program.type,
-            for_terminal(program.name),
-            str(program.counters.run_count),
-            str(program.counters.run_time_ns),
-            for_terminal(", ".join(owner.label for owner in program.details.owners)) or "-",
-            for_terminal(", ".join(sorted({where_it_runs(owner) for owner in program.details.owners} - {""})))
-            or "-",
-            for_terminal(", ".join(program.details.attachments)) or "-",
-        )
-        for program in listing.programs
-    ]
-    widths = [max(len(row[column]) for row in [headers, *rows]) for column in range(len(headers))]
-    lines = [
-        "  ".join(
-            cell.rjust(width) if heading in _NUMERIC else cell.ljust(width)
-            for cell, width, heading in zip(row, widths, headers, strict=True)
-        ).rstrip()
-        for row in [headers, *rows]
-    ]
-    return "\n".join(lines) + "\n"
+        shape = shapes.get((id(details), id(footprint)))
+        if shape is None:
+            shape = shapes[id(details), id(footprint)] = ProgramShape(
+                [owner_to_dict(owner) for owner in details.owners],
+                list(details.attachments),
+                footprint_to_dict(footprint),
+            )
+        columns.shapes.append(shape)
+        columns.ids.append(program.id)
+        columns.types.append(program.type)
+        columns.names.append(facts.name or program.kernel_name)
+        columns.kernel_names.append(program.kernel_name)
+        columns.tags.append(program.tag)
+        columns.load_times_ns.append(program.load_time_ns)
+        columns.loaded_at.append(listing.loaded_at(program))
+        columns.run_times_ns.append(program.counters.run_time_ns)
+        columns.run_counts.append(program.counters.run_count)
+        columns.recursion_misses.append(program.counters.recursion_misses)
+    return columns
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -218,13 +148,7 @@ def parse(arguments: list[str]) -> tuple[argparse.ArgumentParser, argparse.Names
 
 
 def run(options: argparse.Namespace) -> int:
-    listing = list_programs(options.program_filter, options.host_root)
-    if options.json or options.pretty:
-        write_stdout(listing_json(listing, pretty=options.pretty), instead=_ONLY_STDOUT)
-    else:
-        write_stdout(listing_table(listing), instead=_ONLY_STDOUT)
-        if not listing.programs:
-            # On stderr, as bpftool says nothing: the table's header alone would look cut off.
-            filtered = not options.program_filter.is_empty
-            say("kstat: no eBPF program is loaded" + (" that the filter selects" if filtered else ""))
+    columns = listing_columns(list_programs(options.program_filter, options.host_root))
+    filtered = not options.program_filter.is_empty
+    write_listing(columns, json=options.json, pretty=options.pretty, filtered=filtered)
     return EXIT_OK

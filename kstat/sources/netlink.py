@@ -12,6 +12,8 @@ cls_bpf options (0.9.7) stop at TCA_BPF_FLAGS, so the one fact needed, the progr
 
 Other network namespaces are entered on a short-lived thread (setns(2) moves only the calling
 thread), whose netlink socket then stays in that namespace: the caller's never moves.
+
+`kstat list` asks it on a path that imports no attrs, typing or pathlib at run time.
 """
 
 from __future__ import annotations
@@ -21,14 +23,17 @@ import os
 import socket
 import struct
 import threading
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Final
-
-from attrs import frozen
 
 from kstat._logging import get_logger
 from kstat.text import from_host
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Final
+
+    # A directory's path: a string too (pathlib is slow to import).
+    DirectoryPath = str | os.PathLike[str]
 
 log = get_logger(__name__)
 
@@ -73,22 +78,50 @@ _CLONE_NEWNET: Final = 0x40000000
 _RECEIVE_SIZE: Final = 1 << 16
 
 
-@frozen
 class NetAttachment:
     """One program attached to a network device through netlink."""
 
-    program_id: int
-    # "xdp/generic", "tc/ingress", ...
-    hook: str
-    device: str
-    # The network namespace's name (`ip netns` name, else `netns:<inode>`); None for kstat's own.
-    namespace: str | None = None
-    # tc only: the filter's priority and handle, and whether it runs in direct-action mode.
-    priority: int | None = None
-    handle: int | None = None
-    direct_action: bool | None = None
-    # tc only: the name iproute2 gave the filter (`flow.o:[tc]`).
-    name: str | None = None
+    __slots__ = ("device", "direct_action", "handle", "hook", "name", "namespace", "priority", "program_id")
+
+    def __init__(
+        self,
+        program_id: int,
+        hook: str,
+        device: str,
+        namespace: str | None = None,
+        *,
+        priority: int | None = None,
+        handle: int | None = None,
+        direct_action: bool | None = None,
+        name: str | None = None,
+    ) -> None:
+        self.program_id = program_id
+        # "xdp/generic", "tc/ingress", ...
+        self.hook = hook
+        self.device = device
+        # The network namespace's name (`ip netns` name, else `netns:<inode>`); None for kstat's own.
+        self.namespace = namespace
+        # tc only: the filter's priority and handle, and whether it runs in direct-action mode.
+        self.priority = priority
+        self.handle = handle
+        self.direct_action = direct_action
+        # tc only: the name iproute2 gave the filter (`flow.o:[tc]`).
+        self.name = name
+
+    def _fields(self) -> tuple[int | str | bool | None, ...]:
+        return tuple(getattr(self, name) for name in _ATTACHMENT_FIELDS)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, NetAttachment):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        values = ", ".join(f"{name}={getattr(self, name)!r}" for name in _ATTACHMENT_FIELDS)
+        return f"NetAttachment({values})"
 
     @property
     def text(self) -> str:
@@ -102,6 +135,18 @@ class NetAttachment:
         if self.direct_action:
             details.append("da")
         return " ".join([f"{self.hook}:{place}", *details])
+
+
+_ATTACHMENT_FIELDS = (
+    "program_id",
+    "hook",
+    "device",
+    "namespace",
+    "priority",
+    "handle",
+    "direct_action",
+    "name",
+)
 
 
 def _attributes(data: bytes, offset: int, end: int) -> Iterator[tuple[int, bytes]]:
@@ -229,7 +274,14 @@ def _attachments_here(namespace: str | None) -> list[NetAttachment]:
             for direction, program_id, priority, handle, direct, name in netlink.tc_programs(index):
                 found.append(
                     NetAttachment(
-                        program_id, f"tc/{direction}", device, namespace, priority, handle, direct, name
+                        program_id,
+                        f"tc/{direction}",
+                        device,
+                        namespace,
+                        priority=priority,
+                        handle=handle,
+                        direct_action=direct,
+                        name=name,
                     )
                 )
         return found
@@ -244,16 +296,21 @@ def _namespace_inode(path: str) -> int | None:
         return None
 
 
-def _namespace_names(run_netns: Path = Path("/run/netns")) -> dict[int, str]:
+def _namespace_names(run_netns: DirectoryPath = "/run/netns") -> dict[int, str]:
     """`ip netns add NAME` namespaces by inode."""
     try:
-        entries = list(run_netns.iterdir())
+        names = os.listdir(run_netns)
     except OSError:
         return {}
-    return {inode: entry.name for entry in entries if (inode := _namespace_inode(str(entry))) is not None}
+    directory = os.fspath(run_netns)
+    return {
+        inode: name
+        for name in names
+        if (inode := _namespace_inode(os.path.join(directory, name))) is not None
+    }
 
 
-def other_namespaces(proc: Path = Path("/proc")) -> dict[int, str]:
+def other_namespaces(proc: DirectoryPath = "/proc") -> dict[int, str]:
     """Every network namespace other than kstat's own that a process or `ip netns` holds: its
     inode -> a path that opens it."""
     own = _namespace_inode(f"{proc}/self/ns/net")
@@ -301,7 +358,7 @@ def _in_namespace(path: str, namespace: str) -> list[NetAttachment]:
     return result
 
 
-def net_attachments(proc: Path = Path("/proc")) -> list[NetAttachment]:
+def net_attachments(proc: DirectoryPath = "/proc") -> list[NetAttachment]:
     """Every tc and XDP program attached through netlink, in kstat's network namespace and in
     every other one a process holds or `ip netns` names."""
     found = _attachments_here(None)

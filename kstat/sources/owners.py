@@ -18,11 +18,9 @@ workload (from the process's cgroup, as the caller's `workload_of` finds it).
 
 from __future__ import annotations
 
-import operator
 import os
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from itertools import repeat
 from pathlib import Path
 from typing import Final, Protocol
 
@@ -32,10 +30,9 @@ from kstat._logging import get_logger
 from kstat.abi.btf import BtfFormatError
 from kstat.core.model import NO_WORKLOAD, ProgramOwner, Workload
 from kstat.errors import KstatError
+from kstat.sources.descriptions import ProgramDescriber
 from kstat.sources.fdinfo import fdinfo_number
-from kstat.sources.syscalls import ProgramReader
-from kstat.sources.task_files import COMM_SIZE, RECORD, TaskFileIterator
-from kstat.text import from_host
+from kstat.sources.task_files import TaskFileIterator, command_text
 
 log = get_logger(__name__)
 
@@ -43,19 +40,10 @@ PROC: Final = Path("/proc")
 OWNER_METHODS: Final = ("auto", "iterator", "proc")
 # readlink of an fd that holds a program, or a link (which holds its program).
 _BPF_FD_TARGETS: Final = ("anon_inode:bpf-prog", "anon_inode:bpf_link")
-_LOW_32: Final = (1 << 32) - 1
-# Where a record's comm starts (after tgid, fd, program id and the link flag).
-_COMM_OFFSET: Final = RECORD.size - COMM_SIZE
 # Field 22 of /proc/PID/stat, counted after the comm (which may hold spaces and parentheses).
 _START_TIME_AFTER_COMM: Final = 19
 
 WorkloadOf = Callable[[int], Workload]
-
-
-def command_text(comm: bytes) -> str:
-    """A process's comm as text: any bytes the process chose, never an exception (kstat's one
-    rule for host bytes, `kstat.text.from_host`)."""
-    return from_host(comm)
 
 
 class OwnerSource(Protocol):
@@ -275,7 +263,7 @@ class IteratorOwners:
     def __init__(self) -> None:
         self._iterator = TaskFileIterator()
         try:
-            self.own_id = ProgramReader().read_fd(self._iterator.program_fd).id
+            self.own_id = ProgramDescriber().program_id(self._iterator.program_fd)
         except BaseException:
             self._iterator.close()
             raise
@@ -291,36 +279,14 @@ class IteratorOwners:
     def owners(
         self, workload_of: WorkloadOf | None = None, wanted: Collection[int] | None = None
     ) -> dict[int, tuple[ProgramOwner, ...]]:
-        wanted = _as_set(wanted)
-        data = self._iterator.read()
-        # A record's first u64 is its (program, process) pair: tgid << 32 | program id. Plain
-        # ints, read out at C speed and counted without a tuple each (nor the collections of the
-        # garbage collector they would bring about): this sees every bpf fd of the host.
-        first_words = memoryview(data).cast("Q")[:: RECORD.size // 8].tolist()
-        pairs = (
-            set(first_words) if wanted is None else {pair for pair in first_words if pair & _LOW_32 in wanted}
-        )
-        holder = {pair & _LOW_32: pair >> 32 for pair in pairs}  # the only process of most
-        others: dict[int, list[int]] = defaultdict(list)  # and of programs held by several
-        if len(pairs) > len(holder):
-            for pair in pairs:
-                if holder[pair & _LOW_32] != pair >> 32:
-                    others[pair & _LOW_32].append(pair >> 32)
-        # A record of each process, for its comm.
-        record_of = dict(
-            zip(map(operator.rshift, first_words, repeat(32)), range(len(first_words)), strict=True)
-        )
-
-        def command_of(pid: int) -> str:
-            start = record_of[pid] * RECORD.size + _COMM_OFFSET
-            return command_text(data[start : start + COMM_SIZE].split(b"\0", 1)[0])
-
-        owner = _owners_of(set(holder.values()).union(*others.values()), command_of, workload_of)
+        holders = self._iterator.holders(_as_set(wanted))
+        owner = _owners_of(holders.pids, holders.command, workload_of)
+        # A process's sole programs share one tuple, as they share one tuple of pids.
         alone: dict[int, tuple[ProgramOwner, ...]] = {pid: (each,) for pid, each in owner.items()}
-        found = {program_id: alone[pid] for program_id, pid in holder.items()}  # tuples shared
-        for program_id, pids_too in others.items():
-            found[program_id] = tuple(owner[pid] for pid in sorted({holder[program_id], *pids_too}))
-        return found
+        return {
+            program_id: alone[pids[0]] if len(pids) == 1 else tuple(owner[pid] for pid in pids)
+            for program_id, pids in holders.by_program.items()
+        }
 
     def close(self) -> None:
         self._iterator.close()

@@ -1,6 +1,6 @@
 """The syscall reader: every loaded program's counters through bpf(2), three or four syscalls a
-program (next id, fd by id, info, close), and each program's details (BTF name, footprint) when
-it is first met.
+program (next id, fd by id, info, close), and each program's details (BTF name, footprint, by
+`kstat.sources.descriptions`) when it is first met.
 
 This is the fallback of kstat's iterator (`kstat.sources.iterator`) and the source of every
 program's details on both paths.
@@ -18,20 +18,12 @@ from typing import Final
 
 from kstat.abi import bpf
 from kstat.abi.enums import Command, program_type_name
-from kstat.abi.structs import (
-    PROG_INFO_SIZE,
-    RUN_COUNTERS_END,
-    VERIFIED_INSNS_END,
-    FuncInfo,
-    GetIdAttr,
-    InfoByFdAttr,
-    ProgInfo,
-)
+from kstat.abi.structs import PROG_INFO_SIZE, RUN_COUNTERS_END, GetIdAttr, InfoByFdAttr, ProgInfo
 from kstat.core.counters import COUNTERS, Counters, Value
 from kstat.core.model import MapFootprint, ProgramChanges, ProgramFootprint, ProgramStats, Reading
-from kstat.errors import BpfError, UnsupportedKernel
+from kstat.errors import UnsupportedKernel
 from kstat.sources.clocks import ClockStart
-from kstat.sources.fdinfo import fdinfo_number
+from kstat.sources.descriptions import ProgramDescriber, ProgramDescription
 from kstat.text import from_host
 
 # Each counter of the catalogue's that bpf_prog_info has (a field of its kernel name), with
@@ -89,10 +81,8 @@ class ProgramReader:
         self._info_attr_size = ctypes.c_uint(ctypes.sizeof(InfoByFdAttr))
         # The last reading of every program met in the previous pass, by (id, load time).
         self._known: dict[tuple[int, int], ProgramStats] = {}
-        # Type names of the BTF objects met during one pass; programs of one object share it.
-        self._btf_type_names: dict[int, list[str] | None] = {}
-        # Memlock of the maps met during one pass; programs sharing a map look it up once.
-        self._map_memlocks: dict[int, int | None] = {}
+        # Full names and footprints, for the programs met for the first time.
+        self._describer = ProgramDescriber()
         # How this kernel's bpf_prog_info gives the counters (its length decides), once known.
         self._counters_written = -1
         self._read_counters = counters_read_by(PROG_INFO_SIZE)
@@ -190,8 +180,8 @@ class ProgramReader:
     def read_fd(self, fd: int) -> ProgramStats:
         """The stats and facts of the program behind an fd the caller owns."""
         program = self._read_fd(fd)[1]
-        self._describe_fd(fd, program)
-        self._forget_batch()
+        _learn(program, self._describer.describe_fd(fd))
+        self._describer.forget_batch()
         return program
 
     def describe_all(self, programs: Sequence[ProgramStats]) -> int:
@@ -203,37 +193,24 @@ class ProgramReader:
                 if not program.facts.described and self.describe(program):
                     described += 1
         finally:
-            self._forget_batch()
+            # Names and memlocks are cached for one batch of programs, never longer.
+            self._describer.forget_batch()
         return described
 
     def describe(self, program: ProgramStats) -> bool:
         """One program's full name and footprint into its facts; False when its id no longer
         names that program (it was unloaded, and the id perhaps given to another)."""
-        fd = bpf.fd_by_id(Command.PROG_GET_FD_BY_ID, program.id, self._id_attr)
-        if fd is None:
+        description = self._describer.describe_id(program.id, program.load_time_ns)
+        if description is None:
             return False
-        try:
-            self._get_info(fd)
-            if self._info.load_time != program.load_time_ns:
-                return False
-            self._describe_fd(fd, program, info_read=True)
-            return True
-        except BpfError:
-            return False
-        finally:
-            os.close(fd)
-
-    def _forget_batch(self) -> None:
-        """Names and memlocks are cached for one batch of programs (a program's BTF object and
-        maps are often shared), never longer: churn cannot grow them."""
-        self._btf_type_names.clear()
-        self._map_memlocks.clear()
+        _learn(program, description)
+        return True
 
     def _read_fd(self, fd: int) -> tuple[tuple[int, int], ProgramStats, ProgramStats | None]:
         """The program's stats, the key (id, load time) the reader remembers it by, and its
         reading in the previous pass (None for a program met for the first time)."""
         info = self._info
-        # Inline _get_info: this runs once per program per pass.
+        # The info read inline: this runs once per program per pass.
         self._info_bytes[:] = self._info_zeros
         info_attr = self._info_attr
         info_attr.bpf_fd = fd
@@ -286,98 +263,15 @@ class ProgramReader:
             None,
         )
 
-    def _describe_fd(self, fd: int, program: ProgramStats, *, info_read: bool = False) -> None:
-        """The full name (BTF) and footprint of the program behind `fd`, into its facts
-        (`info_read`: its bpf_prog_info is in the buffer already)."""
-        if not info_read:
-            self._get_info(fd)
-        info = self._info
-        jited_size, xlated_size, map_count = info.jited_prog_len, info.xlated_prog_len, info.nr_map_ids
-        verified = info.verified_insns if self._info_attr.info_len >= VERIFIED_INSNS_END else None
-        # Last: looking up the BTF name and the map ids reuses the info buffer.
-        full_name = self._btf_function_name(fd)
-        footprint = ProgramFootprint(
-            jited_size_bytes=jited_size,
-            xlated_size_bytes=xlated_size,
-            verified_instructions=verified,
-            memlock_bytes=fdinfo_memlock(fd),
-            maps=tuple(
-                MapFootprint(map_id, self._map_memlock(map_id)) for map_id in self._map_ids(fd, map_count)
-            ),
-        )
-        facts = program.facts
-        facts.name, facts.footprint, facts.described = full_name, footprint, True
 
-    def _get_info(self, fd: int, func_info: FuncInfo | None = None) -> None:
-        info = self._info
-        # Pointer/count pairs must go in as zero, or the kernel copies arrays to them.
-        self._info_bytes[:] = self._info_zeros
-        if func_info is not None:
-            info.nr_func_info = 1
-            info.func_info_rec_size = ctypes.sizeof(FuncInfo)
-            info.func_info = ctypes.addressof(func_info)
-        attr = self._info_attr
-        attr.bpf_fd = fd
-        attr.info_len = ctypes.sizeof(info)
-        if (
-            bpf.raw_syscall(self._sys_bpf, self._info_command, self._info_attr_pointer, self._info_attr_size)
-            < 0
-        ):
-            raise bpf.error_for(Command.OBJ_GET_INFO_BY_FD, ctypes.get_errno())
-
-    def _map_ids(self, fd: int, count: int) -> list[int]:
-        if not count:
-            return []
-        ids = (ctypes.c_uint32 * count)()
-        info = self._info
-        self._info_bytes[:] = self._info_zeros
-        info.nr_map_ids = count
-        info.map_ids = ctypes.addressof(ids)
-        attr = self._info_attr
-        attr.bpf_fd = fd
-        attr.info_len = ctypes.sizeof(info)
-        if (
-            bpf.raw_syscall(self._sys_bpf, self._info_command, self._info_attr_pointer, self._info_attr_size)
-            < 0
-        ):
-            return []
-        # The kernel says how many it has; it wrote at most as many as there was room for.
-        return list(ids[: min(count, info.nr_map_ids)])
-
-    def _map_memlock(self, map_id: int) -> int | None:
-        """A map's memlock, looked up once a pass however many programs share it."""
-        if map_id not in self._map_memlocks:
-            fd = bpf.fd_by_id(Command.MAP_GET_FD_BY_ID, map_id)
-            if fd is None:
-                self._map_memlocks[map_id] = None
-            else:
-                try:
-                    self._map_memlocks[map_id] = fdinfo_memlock(fd)
-                finally:
-                    os.close(fd)
-        return self._map_memlocks[map_id]
-
-    def _btf_function_name(self, fd: int) -> str | None:
-        """The main function's name from the program's BTF (what bpftool shows), if it has BTF."""
-        btf_id, function_count = self._info.btf_id, self._info.nr_func_info
-        if not btf_id or not function_count:
-            return None
-        main_function = FuncInfo()
-        try:
-            # The first func_info record is the program's entry point (insn_off 0).
-            self._get_info(fd, main_function)
-        except BpfError:
-            return None
-        if btf_id not in self._btf_type_names:
-            self._btf_type_names[btf_id] = bpf.btf_type_names(btf_id)
-        names = self._btf_type_names[btf_id]
-        if names is None or not 0 < main_function.type_id < len(names):
-            return None
-        return names[main_function.type_id] or None
-
-
-def fdinfo_memlock(fd: int) -> int | None:
-    """The `memlock:` of an fd's /proc fdinfo: what the kernel charges for the program or map
-    behind it (bpftool shows the same). None if it cannot be read."""
-    # A plain string path: cheaper than pathlib, which parses and interns each part.
-    return fdinfo_number(f"/proc/self/fdinfo/{fd}", b"memlock")
+def _learn(program: ProgramStats, description: ProgramDescription) -> None:
+    """A program's full name and footprint, as kstat's values, into its facts."""
+    footprint = ProgramFootprint(
+        jited_size_bytes=description.jited_size_bytes,
+        xlated_size_bytes=description.xlated_size_bytes,
+        verified_instructions=description.verified_instructions,
+        memlock_bytes=description.memlock_bytes,
+        maps=tuple(MapFootprint(map_id, memlock) for map_id, memlock in description.maps),
+    )
+    facts = program.facts
+    facts.name, facts.footprint, facts.described = description.name, footprint, True

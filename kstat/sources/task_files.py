@@ -22,27 +22,36 @@ How it is built on the running kernel:
 - The walk visits a thread only when its fd table is not its process's (the kernel skips the
   others), and reports it under the process's tgid and the process's comm, as /proc/PID/fd
   and /proc/PID/comm do.
+
+`kstat list` reads owners through it on its lean path, so it imports nothing but kstat's bpf(2)
+layer and the iterator's builder (no attrs, typing or pathlib at run time).
 """
 
 from __future__ import annotations
 
 import contextlib
+import operator
 import os
 import struct
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Final
-
-from attrs import frozen
+from collections import defaultdict
+from itertools import repeat
 
 from kstat.abi import assembler as asm
 from kstat.abi.assembler import Goto, Label
 from kstat.abi.bpf import create_map, map_update_value
 from kstat.abi.enums import MapType
-from kstat.abi.structs import Instruction
 from kstat.errors import FeatureMissing, KstatError
 from kstat.sources import offsets_cache
-from kstat.sources.iterator import VMLINUX_BTF, LinkedIterator, kernel_layout
+from kstat.sources.program_iterator import VMLINUX_BTF, LinkedIterator, kernel_layout
+from kstat.text import from_host
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Collection, Iterator
+    from typing import Final
+
+    from kstat.abi.structs import Instruction
+    from kstat.sources.program_iterator import FilePath
 
 ITERATOR_NAME: Final = "kstat_file_iter"
 # (tgid << 32 | program id), fd, through a link (0 or 1), comm; in the kernel's byte order. The
@@ -56,6 +65,10 @@ SETTINGS: Final = struct.Struct("<QQI4x")
 # TASK_COMM_LEN: the kernel has kept comm at 16 bytes, NUL included, since it had one.
 COMM_SIZE: Final = 16
 ITER_TASK_FILE_SINCE: Final = "5.8"
+# A record's pair: the program id in its low 32 bits, the process under them.
+_LOW_32: Final = (1 << 32) - 1
+# Where a record's comm starts (after tgid, fd, program id and the link flag).
+_COMM_OFFSET: Final = RECORD.size - COMM_SIZE
 
 # The record on the program's stack; then the pair's halves, pointers read from the kernel, and
 # the map's key.
@@ -66,9 +79,25 @@ _AUX = -56
 _KEY = -60
 
 
-@frozen
-class TaskFileOffsets:
+class TaskFileOffsets(offsets_cache.PlainOffsets):
     """Where the task-file iterator finds what it reads, on this kernel."""
+
+    __slots__ = (
+        "attach_btf_id",
+        "aux_id",
+        "context_fd",
+        "context_file",
+        "context_meta",
+        "context_task",
+        "file_operations",
+        "file_private_data",
+        "link_program",
+        "meta_seq",
+        "program_aux",
+        "task_comm",
+        "task_group_leader",
+        "task_tgid",
+    )
 
     attach_btf_id: int
     context_meta: int
@@ -85,8 +114,41 @@ class TaskFileOffsets:
     task_group_leader: int
     task_comm: int
 
+    def __init__(
+        self,
+        *,
+        attach_btf_id: int,
+        context_meta: int,
+        context_task: int,
+        context_fd: int,
+        context_file: int,
+        meta_seq: int,
+        file_operations: int,
+        file_private_data: int,
+        link_program: int,
+        program_aux: int,
+        aux_id: int,
+        task_tgid: int,
+        task_group_leader: int,
+        task_comm: int,
+    ) -> None:
+        self.attach_btf_id = attach_btf_id
+        self.context_meta = context_meta
+        self.context_task = context_task
+        self.context_fd = context_fd
+        self.context_file = context_file
+        self.meta_seq = meta_seq
+        self.file_operations = file_operations
+        self.file_private_data = file_private_data
+        self.link_program = link_program
+        self.program_aux = program_aux
+        self.aux_id = aux_id
+        self.task_tgid = task_tgid
+        self.task_group_leader = task_group_leader
+        self.task_comm = task_comm
+
     @staticmethod
-    def of_running_kernel(btf: Path = VMLINUX_BTF) -> TaskFileOffsets:
+    def of_running_kernel(btf: FilePath = VMLINUX_BTF) -> TaskFileOffsets:
         """FeatureMissing when this kernel lacks one of them (before 5.8, or laid out
         otherwise) or has no BTF to read them from."""
         try:
@@ -191,16 +253,88 @@ def task_file_program(offsets: TaskFileOffsets, settings_map: int) -> list[Instr
     return asm.assemble(items)
 
 
-@frozen
 class HeldFile:
     """An fd of a process that holds a program, directly or through a link."""
 
-    pid: int
-    fd: int
-    program_id: int
-    via_link: bool
-    # The process's comm as the kernel keeps it: up to 15 bytes, whatever they are.
-    comm: bytes
+    __slots__ = ("comm", "fd", "pid", "program_id", "via_link")
+
+    def __init__(self, pid: int, fd: int, program_id: int, via_link: bool, comm: bytes) -> None:
+        self.pid = pid
+        self.fd = fd
+        self.program_id = program_id
+        self.via_link = via_link
+        # The process's comm as the kernel keeps it: up to 15 bytes, whatever they are.
+        self.comm = comm
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, HeldFile):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        pid, fd, program_id, via_link, comm = self._fields()
+        return f"HeldFile({pid=}, {fd=}, {program_id=}, {via_link=}, {comm=})"
+
+    def _fields(self) -> tuple[int, int, int, bool, bytes]:
+        return self.pid, self.fd, self.program_id, self.via_link, self.comm
+
+
+def command_text(comm: bytes) -> str:
+    """A process's comm as text: any bytes the process chose, never an exception (kstat's one
+    rule for host bytes, `kstat.text.from_host`)."""
+    return from_host(comm)
+
+
+class ProgramHolders:
+    """Who holds each program, from one walk: by program id, the pids of the processes holding
+    it, ascending (one tuple shared by every program a process holds alone: most of them), and
+    each holder's command."""
+
+    __slots__ = ("_data", "_first_words", "_record_of", "by_program", "pids")
+
+    def __init__(self, data: bytes, wanted: Collection[int] | None) -> None:
+        # A record's first u64 is its (program, process) pair: tgid << 32 | program id. Plain
+        # ints, read out and split at C speed (`map` over a column), counted without a tuple
+        # each (nor the collections of the garbage collector they would bring about): this
+        # sees every bpf fd of the host.
+        self._first_words = memoryview(data).cast("Q")[:: RECORD.size // 8].tolist()
+        pairs = set(self._first_words)
+        if wanted is not None:
+            pairs = {pair for pair in pairs if pair & _LOW_32 in wanted}
+        programs = list(map(operator.and_, pairs, repeat(_LOW_32)))
+        processes = list(map(operator.rshift, pairs, repeat(32)))
+        holder = dict(zip(programs, processes, strict=True))  # the only process of most
+        self.pids = frozenset(processes)
+        alone = {pid: (pid,) for pid in self.pids}
+        self.by_program: dict[int, tuple[int, ...]] = dict(
+            zip(holder, map(alone.__getitem__, holder.values()), strict=True)
+        )
+        if len(pairs) > len(holder):  # and programs held by several
+            others: dict[int, list[int]] = defaultdict(list)
+            for program_id, pid in zip(programs, processes, strict=True):
+                if holder[program_id] != pid:
+                    others[program_id].append(pid)
+            for program_id, pids_too in others.items():
+                self.by_program[program_id] = tuple(sorted({holder[program_id], *pids_too}))
+        self._data = data
+        self._record_of: dict[int, int] | None = None
+
+    def command(self, pid: int) -> str:
+        """The comm of a holder, as the walk read it."""
+        if self._record_of is None:
+            # A record of each process, for its comm (asked of a listing's owners alone).
+            self._record_of = dict(
+                zip(
+                    map(operator.rshift, self._first_words, repeat(32)),
+                    range(len(self._first_words)),
+                    strict=True,
+                )
+            )
+        start = self._record_of[pid] * RECORD.size + _COMM_OFFSET
+        return command_text(self._data[start : start + COMM_SIZE].split(b"\0", 1)[0])
 
 
 class OwnFilesNotSeen(KstatError):
@@ -213,7 +347,7 @@ class TaskFileIterator:
     """kstat's task-file iterator, loaded, linked and set up; each `read()` is one walk of every
     fd of every process, a record per program or link file."""
 
-    def __init__(self, btf: Path = VMLINUX_BTF) -> None:
+    def __init__(self, btf: FilePath = VMLINUX_BTF) -> None:
         offsets = offsets_cache.offsets(TaskFileOffsets, TaskFileOffsets.of_running_kernel, btf)
         self._settings = create_map(MapType.ARRAY, 4, SETTINGS.size, 1, "kstat_file_set")
         try:
@@ -263,6 +397,10 @@ class TaskFileIterator:
         """One walk's records (RECORD each), in the kernel's order: processes by pid, fds by
         number."""
         return self._whole_records()
+
+    def holders(self, wanted: Collection[int] | None = None) -> ProgramHolders:
+        """One walk: the processes holding each program (of `wanted`, or every one held)."""
+        return ProgramHolders(self.read(), wanted)
 
     def held_files(self) -> Iterator[HeldFile]:
         """One walk, decoded."""
