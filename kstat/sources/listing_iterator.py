@@ -153,8 +153,10 @@ class ListingIterator(LinkedIterator):
         details = offsets_cache.offsets(ListingOffsets, ListingOffsets.of_running_kernel, VMLINUX_BTF)
         self.counts_recursion_misses = offsets.stats_misses is not None
         self.counts_verified_instructions = details.aux_verified_insns is not None
-        super().__init__(
-            iterator_program(offsets, cpu_offsets, details=details_code(details)),
+        # By plain loads where this kernel allows them, as the window's iterator reads.
+        code = details_code(details)
+        self.load_reading_directly(
+            lambda scratch: iterator_program(offsets, cpu_offsets, details=code, scratch_map=scratch),
             LISTING_NAME,
             offsets.attach_btf_id,
         )
