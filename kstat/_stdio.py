@@ -51,7 +51,7 @@ def silence_stdout() -> None:
 def print_stdout(text: str, *, instead: str) -> None:
     """A command's output, as text; a reader that went away (`| head`) ends it quietly.
     `instead` says what to do when there is no standard output, as true for the command as it
-    can be."""
+    can be. OutputError when it cannot be written (a full disk it was sent to)."""
     if sys.stdout is None:
         raise OutputError(f"standard output is closed; {instead}")
     try:
@@ -59,6 +59,11 @@ def print_stdout(text: str, *, instead: str) -> None:
         sys.stdout.flush()
     except BrokenPipeError:
         silence_stdout()
+    except OSError as error:
+        # What is left in the stream's buffer would fail again at the exit's flush, as a
+        # second error after kstat's own line.
+        silence_stdout()
+        raise OutputError(f"cannot write standard output: {error.strerror}") from None
 
 
 def say(line: str) -> None:

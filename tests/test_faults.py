@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.disks import fill_up
-from tests.kstat_process import KstatProcess, run_kstat
+from tests.kstat_process import KSTAT, KstatProcess, run_kstat
 from tests.names import KT
 from tests.windows import LoadFilter
 
@@ -80,6 +80,24 @@ def test_a_failing_sink_is_named_once_in_its_error(tmp_path: Path) -> None:
         completed.stderr.splitlines()[-1]
         == "kstat: error: ndjson:/dev/full: cannot write: No space left on device"
     )
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("arguments", [["--json"], [], ["--id", "1"]], ids=["json", "table", "filtered"])
+def test_a_listing_sent_to_a_full_disk_is_one_line_and_exit_1(arguments: list[str]) -> None:
+    """The lean path (no filter) and the command's (a filter) alike: no traceback, and no exit
+    status 0 for a listing that was not written."""
+    with open("/dev/full", "w") as full:
+        completed = subprocess.run(
+            [*KSTAT, "list", *arguments],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert completed.returncode == 1
+    assert completed.stderr == "kstat: error: cannot write standard output: No space left on device\n"
 
 
 def report_of(path: Path) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import os
 import sys
 
 from kstat._logging import configure_logging
-from kstat._stdio import print_stdout, say
+from kstat._stdio import print_stdout, say, say_error
 from kstat.errors import KstatError
 from kstat.formats.listing import listing_json, listing_table
 
@@ -33,6 +33,7 @@ _FORMS: Final = frozenset({"--json", "--pretty"})
 # With standard output closed: kstat list has no other place to write (it takes no -o).
 ONLY_STDOUT: Final = "kstat list writes only there: redirect it to a file (> FILE)"
 EXIT_OK: Final = 0
+EXIT_FAILURE: Final = 1
 
 
 def run(arguments: Sequence[str]) -> None:
@@ -52,7 +53,11 @@ def run(arguments: Sequence[str]) -> None:
         # cannot be built, and says what it cannot do in its own words.
         return
     columns = listed.columns()
-    write_listing(columns, json="--json" in arguments, pretty="--pretty" in arguments, filtered=False)
+    try:
+        write_listing(columns, json="--json" in arguments, pretty="--pretty" in arguments, filtered=False)
+    except KstatError as error:
+        say_error(str(error))
+        _end(EXIT_FAILURE)
     _end(EXIT_OK)
 
 
