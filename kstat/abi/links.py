@@ -9,13 +9,14 @@ import errno
 import os
 import struct
 
+from kstat._values import PlainValue
 from kstat.abi.bpf import bpf, fd_by_id, walk_ids
 from kstat.abi.enums import Command, link_type_name
 from kstat.abi.structs import GetIdAttr, InfoByFdAttr, LinkInfoStruct
 from kstat.errors import BpfError
 
 
-class LinkInfo:
+class LinkInfo(PlainValue):
     """What a bpf_link says about where its program is attached."""
 
     __slots__ = ("attach_type", "cgroup_id", "id", "ifindex", "netns_inode", "program_id", "type")
@@ -38,24 +39,6 @@ class LinkInfo:
         self.ifindex = ifindex
         self.cgroup_id = cgroup_id
         self.netns_inode = netns_inode
-
-    def _fields(self) -> tuple[int | str | None, ...]:
-        return tuple(getattr(self, name) for name in _LINK_FIELDS)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, LinkInfo):
-            return NotImplemented
-        return self._fields() == other._fields()
-
-    def __hash__(self) -> int:
-        return hash(self._fields())
-
-    def __repr__(self) -> str:
-        values = ", ".join(f"{name}={getattr(self, name)!r}" for name in _LINK_FIELDS)
-        return f"LinkInfo({values})"
-
-
-_LINK_FIELDS = ("id", "type", "program_id", "attach_type", "ifindex", "cgroup_id", "netns_inode")
 
 
 def read_links() -> list[LinkInfo]:

@@ -21,12 +21,13 @@ import time
 from collections.abc import Callable
 from typing import Final, Generic, Protocol, TypeVar
 
+from kstat._values import PlainValue
 
-class Slip:
-    """A gap between two reads longer than twice the interval asked for, and what it was: a
-    value (compared by its fields)."""
 
-    __slots__ = FIELDS = ("gap_ns", "interval_ns", "read_ns", "late_wake_ns", "startup")
+class Slip(PlainValue):
+    """A gap between two reads longer than twice the interval asked for, and what it was."""
+
+    __slots__ = ("gap_ns", "interval_ns", "late_wake_ns", "read_ns", "startup")
 
     gap_ns: int
     interval_ns: int
@@ -45,23 +46,6 @@ class Slip:
         self.read_ns = read_ns
         self.late_wake_ns = late_wake_ns
         self.startup = startup
-
-    def _values(self) -> tuple[int, int, int, int, bool]:
-        return self.gap_ns, self.interval_ns, self.read_ns, self.late_wake_ns, self.startup
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Slip):
-            return NotImplemented
-        return self._values() == other._values()
-
-    def __hash__(self) -> int:
-        return hash(self._values())
-
-    def __repr__(self) -> str:
-        values = ", ".join(
-            f"{name}={value!r}" for name, value in zip(self.FIELDS, self._values(), strict=True)
-        )
-        return f"Slip({values})"
 
     @property
     def cause(self) -> str:

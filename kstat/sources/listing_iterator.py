@@ -18,6 +18,7 @@ import os
 import struct
 from itertools import compress
 
+from kstat._values import PlainValue
 from kstat.abi import assembler as asm
 from kstat.sources import offsets_cache
 from kstat.sources.program_iterator import (
@@ -70,7 +71,7 @@ _SYSCALL_COUNTS: Final = tuple(range(RECORD.size // 4 + 4, RECORD.size // 4 + 7)
 _FIRST: Final = operator.itemgetter(0)
 
 
-class ListingOffsets(offsets_cache.PlainOffsets):
+class ListingOffsets(PlainValue):
     """Where the listing's details are, on this kernel (`bpf_prog` and `bpf_prog_aux`)."""
 
     __slots__ = (

@@ -25,6 +25,7 @@ import struct
 import threading
 
 from kstat._logging import get_logger
+from kstat._values import PlainValue
 from kstat.text import from_host
 
 TYPE_CHECKING = False
@@ -78,7 +79,7 @@ _CLONE_NEWNET: Final = 0x40000000
 _RECEIVE_SIZE: Final = 1 << 16
 
 
-class NetAttachment:
+class NetAttachment(PlainValue):
     """One program attached to a network device through netlink."""
 
     __slots__ = ("device", "direct_action", "handle", "hook", "name", "namespace", "priority", "program_id")
@@ -108,21 +109,6 @@ class NetAttachment:
         # tc only: the name iproute2 gave the filter (`flow.o:[tc]`).
         self.name = name
 
-    def _fields(self) -> tuple[int | str | bool | None, ...]:
-        return tuple(getattr(self, name) for name in _ATTACHMENT_FIELDS)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, NetAttachment):
-            return NotImplemented
-        return self._fields() == other._fields()
-
-    def __hash__(self) -> int:
-        return hash(self._fields())
-
-    def __repr__(self) -> str:
-        values = ", ".join(f"{name}={getattr(self, name)!r}" for name in _ATTACHMENT_FIELDS)
-        return f"NetAttachment({values})"
-
     @property
     def text(self) -> str:
         """`tc/ingress:eth0@blue prio=1 handle=0x1 da`: hook, device, namespace, details."""
@@ -135,18 +121,6 @@ class NetAttachment:
         if self.direct_action:
             details.append("da")
         return " ".join([f"{self.hook}:{place}", *details])
-
-
-_ATTACHMENT_FIELDS = (
-    "program_id",
-    "hook",
-    "device",
-    "namespace",
-    "priority",
-    "handle",
-    "direct_action",
-    "name",
-)
 
 
 def _attributes(data: bytes, offset: int, end: int) -> Iterator[tuple[int, bytes]]:

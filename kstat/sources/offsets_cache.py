@@ -150,31 +150,6 @@ def _read_trusted(path: str) -> dict[str, Any]:
     return found if isinstance(found, dict) and found.get("version") == _VERSION else {}
 
 
-class PlainOffsets:
-    """Offsets as a value without attrs (they are built on paths that import none: the launch's
-    baseline, `kstat list`): a subclass declares its fields as `__slots__` and annotations, and
-    is compared and shown by them."""
-
-    __slots__ = ()
-
-    def _values(self) -> tuple[object, ...]:
-        names: tuple[str, ...] = self.__slots__
-        return tuple(getattr(self, name) for name in names)
-
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not type(self):
-            return NotImplemented
-        return self._values() == other._values()
-
-    def __hash__(self) -> int:
-        return hash(self._values())
-
-    def __repr__(self) -> str:
-        names: tuple[str, ...] = self.__slots__
-        values = ", ".join(f"{name}={value!r}" for name, value in zip(names, self._values(), strict=True))
-        return f"{type(self).__name__}({values})"
-
-
 def _fields(kind: type[Offsets]) -> dict[str, object]:
     """An offsets class's fields and their annotations (a string under postponed evaluation)."""
     return dict(kind.__annotations__)

@@ -14,6 +14,7 @@ import os
 import struct
 import threading
 
+from kstat._values import PlainValue
 from kstat.abi import assembler as asm
 from kstat.abi.bpf import (
     create_iterator,
@@ -89,31 +90,31 @@ def forget_kernel_layout() -> None:
     _layouts.clear()
 
 
-class KernelOffsets:
+class KernelOffsets(PlainValue):
     """Where the iterator finds what it reads, on this kernel: a value (compared by its fields),
     declared by its annotations, which the disk cache reads and writes by name (a plain class,
     not attrs: it is built on the way to the launch's baseline, before attrs is imported)."""
 
-    __slots__ = FIELDS = (
+    __slots__ = (
+        "array_pptrs",
         "attach_btf_id",
+        "aux_id",
+        "aux_load_time",
+        "aux_name",
         "context_meta",
         "context_prog",
         "meta_seq",
-        "prog_type",
-        "prog_tag",
-        "prog_aux",
-        "aux_id",
-        "aux_name",
-        "aux_load_time",
-        "stats_pointer",
-        "stats_in_aux",
-        "stats_count",
-        "stats_time",
-        "stats_misses",
-        "array_pptrs",
         "per_cpu_variable",
-        "stats_type",
+        "prog_aux",
+        "prog_tag",
+        "prog_type",
         "rdonly_cast",
+        "stats_count",
+        "stats_in_aux",
+        "stats_misses",
+        "stats_pointer",
+        "stats_time",
+        "stats_type",
     )
 
     attach_btf_id: int
@@ -181,18 +182,6 @@ class KernelOffsets:
         self.per_cpu_variable = per_cpu_variable
         self.stats_type = stats_type
         self.rdonly_cast = rdonly_cast
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, KernelOffsets):
-            return NotImplemented
-        return all(getattr(self, name) == getattr(other, name) for name in self.FIELDS)
-
-    def __hash__(self) -> int:
-        return hash(tuple(getattr(self, name) for name in self.FIELDS))
-
-    def __repr__(self) -> str:
-        values = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.FIELDS)
-        return f"KernelOffsets({values})"
 
     @staticmethod
     def of_running_kernel(btf: FilePath = VMLINUX_BTF) -> KernelOffsets:

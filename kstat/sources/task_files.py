@@ -36,6 +36,7 @@ import struct
 from collections import defaultdict
 from itertools import repeat
 
+from kstat._values import PlainValue
 from kstat.abi import assembler as asm
 from kstat.abi.assembler import Goto, Label
 from kstat.abi.bpf import create_map, map_update_value
@@ -79,7 +80,7 @@ _AUX = -56
 _KEY = -60
 
 
-class TaskFileOffsets(offsets_cache.PlainOffsets):
+class TaskFileOffsets(PlainValue):
     """Where the task-file iterator finds what it reads, on this kernel."""
 
     __slots__ = (
@@ -253,7 +254,7 @@ def task_file_program(offsets: TaskFileOffsets, settings_map: int) -> list[Instr
     return asm.assemble(items)
 
 
-class HeldFile:
+class HeldFile(PlainValue):
     """An fd of a process that holds a program, directly or through a link."""
 
     __slots__ = ("comm", "fd", "pid", "program_id", "via_link")
@@ -265,21 +266,6 @@ class HeldFile:
         self.via_link = via_link
         # The process's comm as the kernel keeps it: up to 15 bytes, whatever they are.
         self.comm = comm
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, HeldFile):
-            return NotImplemented
-        return self._fields() == other._fields()
-
-    def __hash__(self) -> int:
-        return hash(self._fields())
-
-    def __repr__(self) -> str:
-        pid, fd, program_id, via_link, comm = self._fields()
-        return f"HeldFile({pid=}, {fd=}, {program_id=}, {via_link=}, {comm=})"
-
-    def _fields(self) -> tuple[int, int, int, bool, bytes]:
-        return self.pid, self.fd, self.program_id, self.via_link, self.comm
 
 
 def command_text(comm: bytes) -> str:
