@@ -81,6 +81,37 @@ def require_syscall() -> int:
     return SYS_BPF
 
 
+class ProgInfoCall:
+    """BPF_OBJ_GET_INFO_BY_FD of programs into one bpf_prog_info, reused, its ctypes arguments
+    built once (converting Python ints and addresses on every call costs as much as the call):
+    for the readers that make it once per program (kstat.sources.syscalls, .descriptions)."""
+
+    def __init__(self) -> None:
+        self.info = ProgInfo()
+        # `attr.info_len` says, after a call, how much of the info the kernel wrote.
+        self.attr = InfoByFdAttr(info_len=ctypes.sizeof(ProgInfo), info=ctypes.addressof(self.info))
+        self._info_bytes = memoryview(self.info).cast("B")
+        self._info_zeros = bytes(ctypes.sizeof(ProgInfo))
+        self._sys_bpf = ctypes.c_long(require_syscall())
+        self._command = ctypes.c_int(Command.OBJ_GET_INFO_BY_FD)
+        self._attr_pointer = ctypes.c_void_p(ctypes.addressof(self.attr))
+        self._attr_size = ctypes.c_uint(ctypes.sizeof(InfoByFdAttr))
+
+    def cleared(self) -> ProgInfo:
+        """The info zeroed, for the caller to ask for arrays in it: pointer/count pairs must go
+        in as zero, or the kernel copies arrays to them."""
+        self._info_bytes[:] = self._info_zeros
+        return self.info
+
+    def call(self, fd: int) -> bool:
+        """Whether the kernel filled the info for the program behind `fd` (ctypes.get_errno()
+        says why not)."""
+        attr = self.attr
+        attr.bpf_fd = fd
+        attr.info_len = ctypes.sizeof(ProgInfo)
+        return bool(raw_syscall(self._sys_bpf, self._command, self._attr_pointer, self._attr_size) >= 0)
+
+
 def bpf(command: Command, attr: ctypes.Structure) -> int:
     """Issue one bpf(2) command; return its non-negative result or raise the matching error."""
     result = raw_syscall(require_syscall(), command, ctypes.addressof(attr), ctypes.sizeof(attr))

@@ -14,7 +14,7 @@ import os
 
 from kstat.abi import bpf
 from kstat.abi.enums import Command
-from kstat.abi.structs import VERIFIED_INSNS_END, FuncInfo, GetIdAttr, InfoByFdAttr, ProgInfo
+from kstat.abi.structs import VERIFIED_INSNS_END, FuncInfo, GetIdAttr
 from kstat.errors import BpfError
 from kstat.sources.fdinfo import fdinfo_number
 
@@ -64,15 +64,8 @@ class ProgramDescriber:
 
     def __init__(self) -> None:
         self._id_attr = GetIdAttr()
-        self._info = ProgInfo()
-        self._info_attr = InfoByFdAttr(info_len=ctypes.sizeof(ProgInfo), info=ctypes.addressof(self._info))
-        self._info_bytes = memoryview(self._info).cast("B")
-        self._info_zeros = bytes(ctypes.sizeof(ProgInfo))
-        # Built once: converting Python ints and addresses on every call costs as much as the call.
-        self._sys_bpf = ctypes.c_long(bpf.require_syscall())
-        self._info_command = ctypes.c_int(Command.OBJ_GET_INFO_BY_FD)
-        self._info_attr_pointer = ctypes.c_void_p(ctypes.addressof(self._info_attr))
-        self._info_attr_size = ctypes.c_uint(ctypes.sizeof(InfoByFdAttr))
+        self._info_call = bpf.ProgInfoCall()
+        self._info = self._info_call.info
         # Type names of the BTF objects met during one batch; programs of one object share it.
         self._btf_type_names: dict[int, list[str] | None] = {}
         # Memlock of the maps met during one batch; programs sharing a map look it up once.
@@ -113,7 +106,7 @@ class ProgramDescriber:
         """The description of the program whose bpf_prog_info is in the buffer."""
         info = self._info
         jited_size, xlated_size, map_count = info.jited_prog_len, info.xlated_prog_len, info.nr_map_ids
-        verified = info.verified_insns if self._info_attr.info_len >= VERIFIED_INSNS_END else None
+        verified = info.verified_insns if self._info_call.attr.info_len >= VERIFIED_INSNS_END else None
         # Last: looking up the BTF name and the map ids reuses the info buffer.
         full_name = self._btf_function_name(fd)
         return ProgramDescription(
@@ -126,37 +119,22 @@ class ProgramDescriber:
         )
 
     def _get_info(self, fd: int, func_info: FuncInfo | None = None) -> None:
-        info = self._info
-        # Pointer/count pairs must go in as zero, or the kernel copies arrays to them.
-        self._info_bytes[:] = self._info_zeros
+        info = self._info_call.cleared()
         if func_info is not None:
             info.nr_func_info = 1
             info.func_info_rec_size = ctypes.sizeof(FuncInfo)
             info.func_info = ctypes.addressof(func_info)
-        attr = self._info_attr
-        attr.bpf_fd = fd
-        attr.info_len = ctypes.sizeof(info)
-        if (
-            bpf.raw_syscall(self._sys_bpf, self._info_command, self._info_attr_pointer, self._info_attr_size)
-            < 0
-        ):
+        if not self._info_call.call(fd):
             raise bpf.error_for(Command.OBJ_GET_INFO_BY_FD, ctypes.get_errno())
 
     def _map_ids(self, fd: int, count: int) -> list[int]:
         if not count:
             return []
         ids = (ctypes.c_uint32 * count)()
-        info = self._info
-        self._info_bytes[:] = self._info_zeros
+        info = self._info_call.cleared()
         info.nr_map_ids = count
         info.map_ids = ctypes.addressof(ids)
-        attr = self._info_attr
-        attr.bpf_fd = fd
-        attr.info_len = ctypes.sizeof(info)
-        if (
-            bpf.raw_syscall(self._sys_bpf, self._info_command, self._info_attr_pointer, self._info_attr_size)
-            < 0
-        ):
+        if not self._info_call.call(fd):
             return []
         # The kernel says how many it has; it wrote at most as many as there was room for.
         return list(ids[: min(count, info.nr_map_ids)])

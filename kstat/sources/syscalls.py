@@ -18,7 +18,7 @@ from typing import Final
 
 from kstat.abi import bpf
 from kstat.abi.enums import Command, program_type_name
-from kstat.abi.structs import PROG_INFO_SIZE, RUN_COUNTERS_END, GetIdAttr, InfoByFdAttr, ProgInfo
+from kstat.abi.structs import PROG_INFO_SIZE, RUN_COUNTERS_END, GetIdAttr, ProgInfo
 from kstat.core.counters import COUNTERS, Counters, Value
 from kstat.core.model import MapFootprint, ProgramChanges, ProgramFootprint, ProgramStats, Reading
 from kstat.errors import UnsupportedKernel
@@ -66,19 +66,14 @@ class ProgramReader:
 
     def __init__(self) -> None:
         self._id_attr = GetIdAttr()
-        self._info = ProgInfo()
-        self._info_attr = InfoByFdAttr(info_len=ctypes.sizeof(ProgInfo), info=ctypes.addressof(self._info))
-        self._info_bytes = memoryview(self._info).cast("B")
-        self._info_zeros = bytes(ctypes.sizeof(ProgInfo))
+        # Each program's bpf_prog_info, read inline: this runs once per program per pass.
+        self._info_call = bpf.ProgInfoCall()
         # Built once: converting Python ints and addresses on every call costs as much as the call.
         self._sys_bpf = ctypes.c_long(bpf.require_syscall())
         self._next_id_command = ctypes.c_int(Command.PROG_GET_NEXT_ID)
         self._fd_by_id_command = ctypes.c_int(Command.PROG_GET_FD_BY_ID)
-        self._info_command = ctypes.c_int(Command.OBJ_GET_INFO_BY_FD)
         self._id_attr_pointer = ctypes.c_void_p(ctypes.addressof(self._id_attr))
         self._id_attr_size = ctypes.c_uint(ctypes.sizeof(GetIdAttr))
-        self._info_attr_pointer = ctypes.c_void_p(ctypes.addressof(self._info_attr))
-        self._info_attr_size = ctypes.c_uint(ctypes.sizeof(InfoByFdAttr))
         # The last reading of every program met in the previous pass, by (id, load time).
         self._known: dict[tuple[int, int], ProgramStats] = {}
         # Full names and footprints, for the programs met for the first time.
@@ -209,18 +204,11 @@ class ProgramReader:
     def _read_fd(self, fd: int) -> tuple[tuple[int, int], ProgramStats, ProgramStats | None]:
         """The program's stats, the key (id, load time) the reader remembers it by, and its
         reading in the previous pass (None for a program met for the first time)."""
-        info = self._info
-        # The info read inline: this runs once per program per pass.
-        self._info_bytes[:] = self._info_zeros
-        info_attr = self._info_attr
-        info_attr.bpf_fd = fd
-        info_attr.info_len = PROG_INFO_SIZE
-        if (
-            bpf.raw_syscall(self._sys_bpf, self._info_command, self._info_attr_pointer, self._info_attr_size)
-            < 0
-        ):
+        info_call = self._info_call
+        info = info_call.cleared()
+        if not info_call.call(fd):
             raise bpf.error_for(Command.OBJ_GET_INFO_BY_FD, ctypes.get_errno())
-        written = info_attr.info_len
+        written = info_call.attr.info_len
         if written < RUN_COUNTERS_END:
             raise UnsupportedKernel(
                 "this kernel's bpf_prog_info has no run_time_ns/run_cnt (they arrived in Linux 5.1)"
