@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from kstat.core.counters import Counters
 from kstat.core.model import ProgramStats
-from kstat.formats.report_json import report_from_dict, report_to_dict, report_to_json
+from kstat.core.report import ProgramReport, line_row, line_rows
+from kstat.formats.report_json import program_to_dict, report_from_dict, report_to_dict, report_to_json
 from tests.builders import program, report_of, snapshot
 
 SEED_REPORT_FIELDS = [
@@ -234,3 +235,24 @@ def test_idle_programs_lacking_a_counter_leave_it_unavailable_beside_busy_ones()
     report = report_of(snapshot(0, 0.0, idle, busy_before), snapshot(1, 1.0, idle, busy_after))
     assert report.unavailable_counters == ("recursion_misses",)
     assert report.totals["run_count"] == 2
+
+
+def test_a_windows_lines_read_as_rows_are_its_program_reports_fields() -> None:
+    # The report's writer reads a window's lines as rows, straight from what the window saw;
+    # a library reads them as ProgramReports. Idle, busy, loaded and unloaded lines alike.
+    idle = program(1, 100, 1)
+    busy_before, busy_after = program(2, 100, 1), program(2, 300, 3)
+    gone, loaded = program(3, 50, 5), program(4, 70, 7, load_time_ns=10_500_000_000)
+    report = report_of(
+        snapshot(0, 0.0, idle, busy_before, gone),
+        snapshot(1, 1.0, idle, busy_after, loaded),
+        snapshot(2, 2.0, idle, busy_after, loaded),
+    )
+    rows = dict(line_rows(report.program_stats))
+    assert list(rows) == list(report.program_stats)
+    assert rows == {key: line_row(line) for key, line in report.program_stats.items()}
+    assert {key: ProgramReport(*row) for key, row in rows.items()} == dict(report.program_stats)
+    encoded = json.loads(report_to_json(report))["program_stats"]
+    assert encoded == {key: program_to_dict(line) for key, line in report.program_stats.items()}
+    assert {line.unloaded_during_window for line in report.program_stats.values()} == {True, False}
+    assert {line.loaded_during_window for line in report.program_stats.values()} == {True, False}

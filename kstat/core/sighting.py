@@ -115,6 +115,8 @@ def coverage_percent(existed_from: int, existed_until: int, window_start: int, w
 
 # grown(c, c) by the kinds of a reading's counters (an int, or None where the kernel lacks one).
 _UNCHANGED: dict[tuple[type, ...], Counters] = {}
+# Their ids (they live as long as the process, so no id is reused): asked once per line.
+_UNCHANGED_IDS: set[int] = set()
 
 
 def unchanged(counters: Counters) -> Counters:
@@ -126,12 +128,13 @@ def unchanged(counters: Counters) -> Counters:
     found = _UNCHANGED.get(kinds)
     if found is None:
         found = _UNCHANGED[kinds] = grown(counters, counters)
+        _UNCHANGED_IDS.add(id(found))
     return found
 
 
 def is_unchanged(counters: Counters) -> bool:
     """Whether `counters` is one of `unchanged`'s shared values (so nothing in it grew)."""
-    return any(counters is value for value in _UNCHANGED.values())
+    return id(counters) in _UNCHANGED_IDS
 
 
 def total_growth(many: Iterable[Counters], start: Counters = ZERO) -> Counters:
@@ -139,7 +142,7 @@ def total_growth(many: Iterable[Counters], start: Counters = ZERO) -> Counters:
     again changes nothing (zeros, and None where it has None already)."""
     total = start
     # By identity: the shared values live in `_UNCHANGED` for the process's life.
-    shared = {id(value) for value in _UNCHANGED.values()}
+    shared = _UNCHANGED_IDS
     done: set[int] = set()
     for counters in many:
         key = id(counters)

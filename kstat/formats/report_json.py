@@ -38,7 +38,16 @@ from kstat.core.owner_cost import (
     OwnerMetric,
     OwnersSection,
 )
-from kstat.core.report import AchievedInterval, KstatPrograms, ProgramReport, Report, total_values
+from kstat.core.report import (
+    AchievedInterval,
+    KstatPrograms,
+    LineRow,
+    ProgramReport,
+    Report,
+    line_row,
+    line_rows,
+    total_values,
+)
 from kstat.errors import KstatError
 from kstat.formats.bounded_json import parse_json
 from kstat.formats.program_json import WORKLOAD_FIELDS, owner_to_dict
@@ -105,7 +114,7 @@ _MetricsWritten = dict[int, tuple[Mapping[str, Number], dict[str, Number], dict[
 
 def program_to_dict(line: ProgramReport) -> dict[str, Any]:
     """One program's line, in the report's field order."""
-    return _program_dict(line, {}, {})
+    return _program_dict(line_row(line), {}, {})
 
 
 class LineEncoder:
@@ -118,7 +127,11 @@ class LineEncoder:
         self._metrics: _MetricsWritten = {}
 
     def __call__(self, line: ProgramReport) -> dict[str, Any]:
-        return _program_dict(line, self._owners, self._metrics)
+        return _program_dict(line_row(line), self._owners, self._metrics)
+
+    def row(self, row: LineRow) -> dict[str, Any]:
+        """The same from a line's fields (`line_rows`)."""
+        return _program_dict(row, self._owners, self._metrics)
 
 
 def _metric_fields(metrics: Mapping[str, Number]) -> tuple[dict[str, Number], dict[str, Number]]:
@@ -131,43 +144,58 @@ def _metric_fields(metrics: Mapping[str, Number]) -> tuple[dict[str, Number], di
 
 
 def _program_dict(
-    line: ProgramReport, owners_written: _OwnersWritten, metrics_written: _MetricsWritten
+    row: LineRow, owners_written: _OwnersWritten, metrics_written: _MetricsWritten
 ) -> dict[str, Any]:
     """`program_to_dict`, the owners' objects and the metrics' fields made once for lines that
     share them (10,000 lines per report: written out flat rather than through helpers)."""
-    data: dict[str, Any] = {"name": line.name, "type": line.type, "id": line.id}
-    metrics = line.metrics
+    (
+        name,
+        type_name,
+        program_id,
+        metrics,
+        tag,
+        load_time_ns,
+        kernel_name,
+        loaded,
+        unloaded,
+        coverage,
+        peak_at,
+        owners,
+        attachments,
+        map_ids,
+        per_cpu,
+    ) = row
     fields = metrics_written.get(id(metrics))
     if fields is None or fields[0] is not metrics:
         fields = metrics_written[id(metrics)] = (metrics, *_metric_fields(metrics))
     _, seed, others = fields
-    data.update(seed)
+    data: dict[str, Any] = {"name": name, "type": type_name, "id": program_id, **seed}
     # Fields a report read back did not carry stay out, rather than turning into nulls.
-    if line.tag is not None:
-        data["tag"] = line.tag
-    if line.load_time_ns is not None:
-        data["load_time_ns"] = line.load_time_ns
+    if tag is not None:
+        data["tag"] = tag
+    if load_time_ns is not None:
+        data["load_time_ns"] = load_time_ns
     data.update(others)
-    for key, known in (
-        ("kernel_name", line.kernel_name),
-        ("loaded_during_window", line.loaded_during_window),
-        ("unloaded_during_window", line.unloaded_during_window),
-        ("window_coverage_percent", line.window_coverage_percent),
-        ("peak_cpu_percent_at", line.peak_cpu_percent_at),
-    ):
-        if known is not None:
-            data[key] = known
-    owners = line.owners
+    if kernel_name is not None:
+        data["kernel_name"] = kernel_name
+    if loaded is not None:
+        data["loaded_during_window"] = loaded
+    if unloaded is not None:
+        data["unloaded_during_window"] = unloaded
+    if coverage is not None:
+        data["window_coverage_percent"] = coverage
+    if peak_at is not None:
+        data["peak_cpu_percent_at"] = peak_at
     written = owners_written.get(id(owners))
     if written is None or written[0] is not owners:
         written = owners_written[id(owners)] = (owners, [owner_to_dict(owner) for owner in owners])
     data["owners"] = written[1]
-    data["attachments"] = list(line.attachments)
-    if line.map_ids is not None:
-        data["map_ids"] = list(line.map_ids)
-    if line.per_cpu is not None:
+    data["attachments"] = list(attachments)
+    if map_ids is not None:
+        data["map_ids"] = list(map_ids)
+    if per_cpu is not None:
         # JSON keys are strings: the CPU's number as text.
-        data["per_cpu"] = {str(cpu): dict(values) for cpu, values in line.per_cpu.items()}
+        data["per_cpu"] = {str(cpu): dict(values) for cpu, values in per_cpu.items()}
     return data
 
 
@@ -664,14 +692,14 @@ def _chunks(fields: dict[str, Any], report: Report, *, indented: bool) -> Iterat
         yield head + place + tail
         return
     yield head + place[:-1] + (b"\n" if indented else b"")
-    encode = LineEncoder()
-    lines = iter(report.program_stats.items())
+    encode = LineEncoder().row
+    lines = line_rows(report.program_stats)
     separator = b""
     start, end = len(_BATCH_HEAD[style]), -len(_BATCH_TAIL[style])
     while batch := dict(itertools.islice(lines, _BATCH_PROGRAMS)):
         # A batch's lines in one call of the C encoder, nested as in the report (under a key
         # of the top-level object), so that it indents them as the whole report would be.
-        encoded = orjson.dumps({"": {key: encode(line) for key, line in batch.items()}}, option=option)
+        encoded = orjson.dumps({"": {key: encode(row) for key, row in batch.items()}}, option=option)
         yield separator + encoded[start:end]
         separator = _BATCH_SEPARATOR[style]
     yield _PROGRAMS_END[style] + tail
