@@ -38,6 +38,7 @@ from bench.go_tool import (
     kstat_tool,
     measure_side_by_side,
 )
+from bench.in_turn import InTurn, measure_in_turn
 from bench.interval_work import IntervalWork, measure_interval_work
 from bench.iterator_floor import IteratorFloor, measure_iterator_floor
 from bench.measure import describe_machine
@@ -83,6 +84,8 @@ class Plan:
     # Each streaming sink alone (and none) at 1 s, to see what each costs; shorter windows.
     sink_variant_duration_s: float
     floor_passes: int
+    # Rounds of the floor and kstat's iterator pass in turn, at the largest size.
+    in_turn_rounds: int
     bpftool_trials: int
     bpftool_process_runs: int
     observer_packets: int
@@ -111,6 +114,7 @@ FULL: Final = Plan(
     interval_cost_sizes=(1_000, 10_000),
     sink_variant_duration_s=15.0,
     floor_passes=21,
+    in_turn_rounds=7,
     bpftool_trials=3,
     bpftool_process_runs=5,
     observer_packets=200_000,
@@ -129,6 +133,7 @@ QUICK: Final = Plan(
     interval_cost_sizes=(1_000,),
     sink_variant_duration_s=5.0,
     floor_passes=7,
+    in_turn_rounds=3,
     bpftool_trials=2,
     bpftool_process_runs=3,
     observer_packets=50_000,
@@ -210,12 +215,14 @@ def main() -> int:
                 _print_size(result, foreign)
             iterator_floor = measure_iterator_floor(plan.kstat_repetitions(plan.sizes[-1]))
             _print_iterator_floor(iterator_floor, sizes[-1])
+            in_turn = measure_in_turn(floor, plan.in_turn_rounds, plan.kstat_repetitions(plan.sizes[-1]))
+            _print_in_turn(in_turn)
         breakdown = measure_breakdown(scratch, plan.breakdown_repetitions)
         windows = _windows(plan, scratch, programs, tools)
     _print_slopes(slopes(sizes))
     _print_breakdown(breakdown, sizes[-1])
     _print_scrape(measure_scrape())
-    targets = judge(sizes, steady_states, interval_costs, windows, iterator_floor)
+    targets = judge(sizes, steady_states, interval_costs, windows, iterator_floor, in_turn=in_turn)
     _print_targets(targets)
     results = BenchResults(
         timestamp=timestamp,
@@ -234,10 +241,26 @@ def main() -> int:
         windows=windows,
         go_tool=None if len(tools) == 1 else tools[-1].command[0],
         iterator_floor=iterator_floor,
+        in_turn=in_turn,
     )
     path = write_json(results, RESULTS_DIRECTORY)
     _say(f"\nresults: {path}")
     return 0
+
+
+def _print_in_turn(found: InTurn) -> None:
+    _say(
+        f"  kstat's iterator pass and the C floor in turn at {found.programs_seen} programs "
+        f"(floor, kstat, floor; stats on), {len(found.rounds)} rounds:"
+    )
+    for number, one in enumerate(found.rounds, 1):
+        seen = found.programs_seen
+        _say(
+            f"    round {number}: floor {one.floor_before.median_ns / 1e3 / seen:.2f} then "
+            f"{one.floor_after.median_ns / 1e3 / seen:.2f} us/program, kstat "
+            f"{one.iterator.median_ns / 1e3 / seen:.3f}: {one.ratio:.3f}x"
+        )
+    _say(f"    median {found.median_ratio:.3f}x [{min(found.ratios):.3f}-{max(found.ratios):.3f}]")
 
 
 def _print_iterator_floor(found: IteratorFloor, largest: SizeResult) -> None:
