@@ -134,6 +134,23 @@ def _tails(values: Mapping[str, Number]) -> list[str]:
     return found
 
 
+def _busy_lines(stem: str, suffix: str, values: Mapping[str, Number]) -> list[str]:
+    """`_tails(values)`, each between `stem` and `suffix`: a busy program's lines, made whole
+    in one go (its values differ every interval; an idle program's tails are shared)."""
+    found = []
+    for name, head, counter, gauge in _TAILS:
+        value = values.get(name)
+        if value is None:
+            if not gauge:
+                continue
+            value = 0
+        if counter:
+            found.append(f"{stem}{head}{int(value)}|c{suffix}")
+        else:
+            found.append(f"{stem}{head}{_number(float(value))}|g{suffix}")
+    return found
+
+
 def total_lines(totals: Mapping[str, Number], settings: Naming) -> list[str]:
     return [
         _line(f"{settings.prefix}.total.{metric.name}", metric, totals[metric.name], "")
@@ -353,8 +370,10 @@ class IntervalLines:
         idle_tails = self._idle_tails(idle)
         for identity, values in sent:
             stem, suffix = self._stem(identity, names)
-            tails = idle_tails if values is idle else _tails(values)
-            lines += [f"{stem}{tail}{suffix}" for tail in tails]
+            if values is idle:
+                lines += [f"{stem}{tail}{suffix}" for tail in idle_tails]
+            else:
+                lines += _busy_lines(stem, suffix, values)
         for identity in gone:
             named = self.programs.pop(identity, None)
             if named is not None:
