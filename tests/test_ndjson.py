@@ -11,16 +11,26 @@ from typing import Any
 
 import pytest
 import trio
+from attrs import evolve
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import kstat
+from kstat.core.counters import Counters
 from kstat.core.events import IntervalEnded
 from kstat.core.filters import ProgramFilter
-from kstat.core.model import ProgramStats, Snapshot
+from kstat.core.model import (
+    MapFootprint,
+    ProgramDetails,
+    ProgramFootprint,
+    ProgramOwner,
+    ProgramStats,
+    Snapshot,
+    Workload,
+)
 from kstat.engine.scheduler import merged
 from kstat.formats.ndjson import interval_to_dict, json_line, summary_line, summary_to_dict
-from kstat.formats.report_json import report_to_dict
+from kstat.formats.report_json import program_to_dict, report_to_dict
 from kstat.sinks.ndjson import NdjsonSink
 from kstat.testing.loader import LoopbackTarget, SocketFilter
 from tests.builders import events_of, interval, program, report_of, snapshot
@@ -287,3 +297,66 @@ def test_idle_programs_are_counted_not_listed_in_interval_lines() -> None:
     # Loading or unloading is news even without runs.
     third = snapshot(2, 2.0, program(1, 900, 9, name="busy"))
     assert list(interval_to_dict(interval(second, third))["program_stats"]) == ["idle"]
+
+
+def test_an_interval_line_is_the_report_shape_of_its_program_line() -> None:
+    """Interval lines are written from the delta's sightings and figures, not from its lines:
+    each must be what the report's encoder writes of the line (owners, a footprint told once,
+    per-CPU growth, a program gone, a kernel that lacks a counter), plus `counters`."""
+    owner = ProgramOwner(4242, "loader", Workload(pod="web-0", namespace="shop", container_name="app"))
+    footprint = ProgramFootprint(
+        jited_size_bytes=96,
+        xlated_size_bytes=128,
+        verified_instructions=7,
+        memlock_bytes=4096,
+        maps=(MapFootprint(3, 8192),),
+    )
+    with_owner = ProgramDetails(owners=(owner,), attachments=("xdp:eth0",))
+
+    def busy(program_id: int, runs: int, **fields: Any) -> ProgramStats:
+        return program(program_id, runs * 250, runs, details=with_owner, **fields)
+
+    per_cpu = evolve(
+        busy(4, 10),
+        counters=Counters(2_500, 10, 0, per_cpu_run_time_ns=(1_000, 1_500), per_cpu_run_count=(4, 6)),
+    )
+    first = snapshot(
+        0,
+        0.0,
+        busy(1, 10),
+        busy(2, 10),
+        busy(3, 5, recursion_misses=None),
+        evolve(per_cpu, counters=Counters(0, 0, 0, per_cpu_run_time_ns=(0, 0), per_cpu_run_count=(0, 0))),
+    )
+    second = snapshot(
+        1,
+        1.0,
+        busy(1, 30),
+        busy(3, 9, recursion_misses=None),
+        per_cpu,
+        # Loaded inside the window: its footprint is told in its first line.
+        busy(9, 2, load_time_ns=10_500_000_000, footprint=footprint, name="late"),
+    )
+    event = interval(first, second)
+    lines = interval_to_dict(event)["program_stats"]
+    assert set(lines) == {"prog1", "prog2", "prog3", "prog4", "late"}
+    for key, written in lines.items():
+        expected = program_to_dict(event.delta.lines[key])
+        change = event.delta.active[key]
+        if not change.unloaded:
+            counters = change.last.counters
+            expected["counters"] = {
+                "run_time_ns": counters.run_time_ns,
+                "run_cnt": counters.run_count,
+                "recursion_misses": counters.recursion_misses,
+            }
+        assert json_line(written) == json_line(expected), key
+    assert lines["late"]["map_ids"] == [3] and lines["late"]["jited_size_bytes"] == 96
+    assert lines["prog2"]["unloaded_during_window"] is True and "counters" not in lines["prog2"]
+    assert lines["prog4"]["per_cpu"] == {
+        "0": {"run_count": 4, "runtime_ns": 1_000},
+        "1": {"run_count": 6, "runtime_ns": 1_500},
+    }
+    assert lines["prog1"]["owners"] == [
+        {"pid": 4242, "command": "loader", "container_name": "app", "pod": "web-0", "namespace": "shop"}
+    ]

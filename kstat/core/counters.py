@@ -219,11 +219,24 @@ def added(first: Counters, second: Counters) -> Counters:
 
 
 def summed(many: Iterable[Counters], start: Counters = ZERO) -> Counters:
-    """Several programs' counters together (a total): None for a counter any of them lacks."""
-    total = start
-    for counters in many:
-        total = added(total, counters)
-    return total
+    """Several programs' counters together (a total): None for a counter any of them lacks.
+
+    `added` one after another, but counter by counter over all of them at once: a counter's
+    numbers are summed in C (an interval's total over its busy programs, every interval)."""
+    columns = zip(start, *many, strict=True)
+    return Counters._make(map(_column_sum, columns))
+
+
+def _column_sum(values: tuple[Value, ...]) -> Value:
+    """What `_plus` gives, folded over one counter's values from left to right."""
+    if None in values:
+        return None
+    vectors = [value for value in values if isinstance(value, tuple)]
+    if not vectors:
+        return sum(values)  # type: ignore[arg-type]
+    # As `_plus`: once a vector is in, a plain number beside it adds nothing.
+    width = max(map(len, vectors))
+    return tuple(sum(vector[cpu] for vector in vectors if cpu < len(vector)) for cpu in range(width))
 
 
 def is_zero(counters: Counters) -> bool:

@@ -27,6 +27,8 @@ _ONLY_WITH_RUNS: Final = frozenset(
     for metric in DISTRIBUTED
     if metric.distribution and metric.distribution.only_with_runs
 )
+# Each ranked metric, and whether only the intervals with runs count for it.
+_RANKED_RUNS: Final = tuple((name, name in _ONLY_WITH_RUNS) for name in RANKED)
 # What a program that never did anything has been counted in: nothing (never added to).
 _NOTHING: Final = QuantileSketch()
 # The figures of a program that never did anything, by whether the window had intervals then.
@@ -61,11 +63,12 @@ class IntervalValues:
         if not self.sketches:
             self.sketches = {name: QuantileSketch() for name in RANKED}
         ran = bool(values.get("run_count"))
-        for name in RANKED:
+        sketches = self.sketches
+        for name, only_with_runs in _RANKED_RUNS:
             value = values.get(name)
-            if value is None or (name in _ONLY_WITH_RUNS and not ran):
+            if value is None or (only_with_runs and not ran):
                 continue
-            self.sketches[name].add(float(value))
+            sketches[name].add(float(value))
         peak = values.get(PEAK_OF)
         if peak is not None and peak > self.peak:
             self.peak, self.peak_at_ns = float(peak), end_wall_time_ns

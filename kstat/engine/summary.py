@@ -247,15 +247,17 @@ class Summary:
         self._intervals += 1
         distributions = self._distributions
         end = delta.end_wall_time_ns
-        for key, line in delta.lines.items():
-            change = delta.active[key]
+        active = delta.active
+        # The delta's figures, not its lines: no line is made for the summary.
+        for key, metrics in delta.figures.items():
+            change = active[key]
             identity = change.last.identity
             values = distributions.get(identity)
             if values is None:
                 # Idle so far: since the first interval if the first snapshot had it.
                 from_start = identity in self._sightings and identity not in self._met_later
                 values = distributions[identity] = IntervalValues(0 if from_start else before)
-            values.record(line.metrics, end)
+            values.record(metrics, end)
             if change.unloaded:
                 values.finish(self._intervals)
         self._total_distribution.record(delta.totals, end)

@@ -21,9 +21,9 @@ from kstat.core.catalogue import Kind, Metric, Number, Span, View, in_view
 from kstat.core.counters import Counters, grown
 from kstat.core.delta import IntervalDelta
 from kstat.core.events import IntervalEnded, WindowStarted
-from kstat.core.model import ProgramIdentity, ProgramOwner
+from kstat.core.model import ProgramIdentity, ProgramOwner, ProgramStats
 from kstat.core.owner_cost import OWNER_METRICS, OwnerKind, OwnerSpan, interval_spans, process_grown
-from kstat.core.report import ProgramReport, Report, report_keys
+from kstat.core.report import Report, report_keys
 from kstat.text import for_statsd_name, for_statsd_names, for_statsd_tag
 
 # An idle program's zeros go out once within its first this many intervals (a share of the
@@ -134,6 +134,23 @@ def _tails(values: Mapping[str, Number]) -> list[str]:
     return found
 
 
+def _busy_lines(stem: str, suffix: str, values: Mapping[str, Number]) -> list[str]:
+    """`_tails(values)`, each between `stem` and `suffix`: a busy program's lines, made whole
+    in one go (its values differ every interval; an idle program's tails are shared)."""
+    found = []
+    for name, head, counter, gauge in _TAILS:
+        value = values.get(name)
+        if value is None:
+            if not gauge:
+                continue
+            value = 0
+        if counter:
+            found.append(f"{stem}{head}{int(value)}|c{suffix}")
+        else:
+            found.append(f"{stem}{head}{_number(float(value))}|g{suffix}")
+    return found
+
+
 def total_lines(totals: Mapping[str, Number], settings: Naming) -> list[str]:
     return [
         _line(f"{settings.prefix}.total.{metric.name}", metric, totals[metric.name], "")
@@ -236,13 +253,13 @@ class IntervalLines:
         self._stems = {}
         self._owners = {owner.pid: owner for program in programs for owner in program.details.owners}
 
-    def _name(self, identity: ProgramIdentity, key: str, line: ProgramReport) -> None:
+    def _name(self, identity: ProgramIdentity, key: str, program: ProgramStats) -> None:
         """The program's name in the lines, kept up to date: a program's name, type and owners
         are fixed while it is loaded, its key may change (when another of its name comes)."""
         known = self.programs.get(identity)
-        if known is not None and known.key == key and known.name == line.name and known.id == line.id:
+        if known is not None and known.key == key and known.name == program.name and known.id == program.id:
             return
-        named = ProgramName(key, line.name, line.id, line.type, places_of(line.owners))
+        named = ProgramName(key, program.name, program.id, program.type, places_of(program.details.owners))
         if known != named:
             if known is None or known.key != named.key:
                 self._renamed.append((identity, None if known is None else known.key, named.key))
@@ -326,15 +343,18 @@ class IntervalLines:
         sent: list[tuple[ProgramIdentity, Mapping[str, Number]]] = []
         active: set[ProgramIdentity] = set()
         gone: list[ProgramIdentity] = []
-        for key, line in delta.lines.items():
-            change = delta.active[key]
-            identity = change.last.identity
-            self._learn_idle(change.last.counters)
+        changes = delta.active
+        # The delta's figures and sightings, not its lines: no line is made for StatsD.
+        for key, metrics in delta.figures.items():
+            change = changes[key]
+            program = change.last
+            identity = program.identity
+            self._learn_idle(program.counters)
             if identity not in self.programs and not change.unloaded:
-                self.turns[line.id % FULL_REFRESH_INTERVALS].add(identity)
+                self.turns[program.id % FULL_REFRESH_INTERVALS].add(identity)
             # A program that went is still named among the others for its last lines.
-            self._name(identity, key, line)
-            sent.append((identity, line.metrics))
+            self._name(identity, key, program)
+            sent.append((identity, metrics))
             if change.unloaded:
                 gone.append(identity)
             else:
@@ -350,8 +370,10 @@ class IntervalLines:
         idle_tails = self._idle_tails(idle)
         for identity, values in sent:
             stem, suffix = self._stem(identity, names)
-            tails = idle_tails if values is idle else _tails(values)
-            lines += [f"{stem}{tail}{suffix}" for tail in tails]
+            if values is idle:
+                lines += [f"{stem}{tail}{suffix}" for tail in idle_tails]
+            else:
+                lines += _busy_lines(stem, suffix, values)
         for identity in gone:
             named = self.programs.pop(identity, None)
             if named is not None:
@@ -373,9 +395,10 @@ class IntervalLines:
             return []
         owners = self._owners
         kernel_ns: dict[int, int] = {}
-        for line in delta.lines.values():
-            ran = int(line.metrics.get("runtime_ns", 0))
-            for holder in line.owners:
+        changes = delta.active
+        for key, metrics in delta.figures.items():
+            ran = int(metrics.get("runtime_ns", 0))
+            for holder in changes[key].details.owners:
                 owners.setdefault(holder.pid, holder)
                 kernel_ns[holder.pid] = kernel_ns.get(holder.pid, 0) + ran
         settings = self.settings
