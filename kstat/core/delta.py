@@ -22,10 +22,13 @@ from kstat.core.counters import ZERO, summed
 from kstat.core.model import ProgramChanges, ProgramIdentity, ProgramStats, Snapshot
 from kstat.core.report import (
     Bounds,
+    LineRow,
     ProgramReport,
     disambiguated,
     line_metrics,
+    line_row,
     program_report,
+    program_row,
     report_key,
     total_values,
 )
@@ -69,6 +72,14 @@ class IntervalDelta:
     @property
     def idle_programs(self) -> int:
         return self.program_count - len(self.lines)
+
+    def line_row(self, key: str) -> LineRow:
+        """A line's fields (`kstat.core.report.line_row`), from the interval's sighting and
+        figures where the delta made them: no `ProgramReport` made for a sink that encodes it."""
+        lines = self.lines
+        if isinstance(lines, _DeltaLines):
+            return lines.row(key)
+        return line_row(lines[key])
 
     @property
     def skipped_snapshots(self) -> int:
@@ -239,6 +250,9 @@ class _DeltaLines(Mapping[str, ProgramReport]):
     ) -> None:
         self._by_key, self._figures, self._bounds = by_key, figures, bounds
         self._made: dict[str, ProgramReport] = {}
+
+    def row(self, key: str) -> LineRow:
+        return program_row(self._by_key[key], self._bounds, self._figures[key], None)
 
     def __getitem__(self, key: str) -> ProgramReport:
         line = self._made.get(key)

@@ -423,14 +423,15 @@ def program_report(
     has them already (lines whose figures are alike share one mapping)."""
     if metrics is None:
         metrics = line_metrics(sighting, bounds, distribution)
-    return ProgramReport(*_line_row(sighting, bounds, metrics, peak_cpu_percent_at_ns))
+    return ProgramReport(*program_row(sighting, bounds, metrics, peak_cpu_percent_at_ns))
 
 
-def _line_row(
+def program_row(
     sighting: Sighting, bounds: Bounds, metrics: Mapping[str, Number], peak_cpu_percent_at_ns: int | None
 ) -> LineRow:
-    """A line's fields (`program_report`'s, and a window's lines' straight from what it saw),
-    written out flat: 10,000 lines a report, through the properties they took twice the time."""
+    """`program_report`'s fields as a `LineRow`, its figures given: what a writer reads of a
+    window's or an interval's lines straight from what they saw, no `ProgramReport` made (written
+    out flat: 10,000 lines a report, through the properties they took twice the time)."""
     last = sighting.last
     facts = last.facts
     footprint = facts.footprint if sighting.first_seen else None
@@ -658,7 +659,7 @@ class _Lines(Mapping[str, ProgramReport]):
                 metrics = self._idle_metrics[idle] = line_metrics(sighting, self._bounds, seen.distribution)
         else:
             metrics = line_metrics(sighting, self._bounds, seen.distribution)
-        return _line_row(sighting, self._bounds, metrics, None if values is None else values.peak_time_ns)
+        return program_row(sighting, self._bounds, metrics, None if values is None else values.peak_time_ns)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._by_key)

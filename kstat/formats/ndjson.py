@@ -13,20 +13,12 @@ from typing import Any, Final
 
 import orjson
 
-from kstat.core.catalogue import Number
 from kstat.core.counters import COUNTERS
-from kstat.core.delta import IntervalDelta
 from kstat.core.events import IntervalEnded, WindowStarted
-from kstat.core.model import ProgramOwner
 from kstat.core.report import Report, report_keys
-from kstat.core.sighting import Sighting
 from kstat.core.timestamps import format_timestamp
 from kstat.formats.program_json import footprint_to_dict, owner_to_dict
 from kstat.formats.report_json import LineEncoder, report_line_chunks, report_to_dict, totals_to_dict
-
-# The report's own split of a line's metrics into its seed fields (the Go tool's, in its order)
-# and the others, so that an interval's lines and the report's never differ in shape.
-from kstat.formats.report_json import _metric_fields as line_metric_fields
 
 
 def interval_to_dict(event: IntervalEnded) -> dict[str, Any]:
@@ -39,10 +31,12 @@ def interval_to_dict(event: IntervalEnded) -> dict[str, Any]:
     """
     delta = event.delta
     program_stats: dict[str, Any] = {}
-    encode = _BusyLineEncoder(delta)
-    for key, metrics in delta.figures.items():
+    # Each line from the delta's sighting and figures, by the report's own encoder: no
+    # `ProgramReport` is made for NDJSON, and its lines and the report's never differ in shape.
+    encode = LineEncoder().row
+    for key in delta.figures:
         change = delta.active[key]
-        data = encode(key, change, metrics)
+        data = encode(delta.line_row(key))
         if not change.unloaded:
             # Named as the kernel names them (`run_cnt`); a counter this kernel lacks is null.
             # Per-CPU splits are the line's `per_cpu` (their growth), not absolute vectors here.
@@ -69,50 +63,6 @@ def interval_to_dict(event: IntervalEnded) -> dict[str, Any]:
 _SCALAR_COUNTERS: Final = tuple(index for index, spec in enumerate(COUNTERS) if not spec.per_cpu)
 _COUNTER_KEYS: Final = tuple(COUNTERS[index].kernel_name for index in _SCALAR_COUNTERS)
 _scalar_counters: Final = itemgetter(*_SCALAR_COUNTERS)
-_PER_CPU: Final = tuple(index for index, spec in enumerate(COUNTERS) if spec.per_cpu)
-
-
-class _BusyLineEncoder:
-    """`LineEncoder` for one interval's lines, straight from the delta's sightings and figures:
-    a busy program's line is never made as a `ProgramReport` for NDJSON alone. The same fields
-    in the same order as the report's program lines (`kstat.formats.report_json`, which a test
-    holds this to); a line with per-CPU growth, rare and shaped by the report's code, goes
-    through its `ProgramReport` and `LineEncoder`."""
-
-    def __init__(self, delta: IntervalDelta) -> None:
-        self._delta = delta
-        self._start, self._end = delta.start_boottime_ns, delta.end_boottime_ns
-        self._lines = LineEncoder()
-        # The owners' objects, by the owners' tuple (one loader's programs share one; kept,
-        # so that its id is not reused).
-        self._owners: dict[int, tuple[tuple[ProgramOwner, ...], list[dict[str, Any]]]] = {}
-
-    def __call__(self, key: str, change: Sighting, metrics: Mapping[str, Number]) -> dict[str, Any]:
-        grown = change.grown
-        if any(grown[index] is not None for index in _PER_CPU):
-            return self._lines(self._delta.lines[key])
-        last = change.last
-        seed, others = line_metric_fields(metrics)
-        data: dict[str, Any] = {"name": last.name, "type": last.type, "id": last.id}
-        data.update(seed)
-        data["tag"] = last.tag
-        data["load_time_ns"] = last.load_time_ns
-        data.update(others)
-        data["kernel_name"] = last.kernel_name
-        data["loaded_during_window"] = change.loaded
-        data["unloaded_during_window"] = change.unloaded
-        data["window_coverage_percent"] = change.coverage_percent(self._start, self._end)
-        details = last.details
-        owners = details.owners
-        written = self._owners.get(id(owners))
-        if written is None or written[0] is not owners:
-            written = self._owners[id(owners)] = (owners, [owner_to_dict(owner) for owner in owners])
-        data["owners"] = written[1]
-        data["attachments"] = list(details.attachments)
-        footprint = last.footprint
-        if change.first_seen and footprint is not None:
-            data["map_ids"] = list(footprint.map_ids)
-        return data
 
 
 def start_to_dicts(event: WindowStarted) -> Iterator[dict[str, Any]]:
