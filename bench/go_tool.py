@@ -102,6 +102,8 @@ class WindowRun:
     # The report's num_programs (the Go tool's counts distinct names).
     programs_reported: int
     cpu_s: float
+    # The processes' peak RSS summed (kstat: its own and its counter clock's), and the same with
+    # the pages they share counted once (the clock's private peak added to kstat's own).
     peak_rss_bytes: int
     # Launch to the baseline read of the programs read last (the baseline complete), and from
     # the bench's first program's read to its last's.
@@ -125,6 +127,7 @@ class WindowRun:
     rate_error_percent: float
     rate_error_first_percent: float
     wall_s: float
+    peak_memory_bytes: int = 0
 
 
 def _counted(report: dict[str, Any], program_id: int) -> int:
@@ -149,6 +152,9 @@ class Launched:
     # of what they held at once).
     peak_rss_bytes: int
     children_peak_rss_bytes: int = 0
+    # The children's peak private memory (what their RSS holds that no other process maps: not
+    # the interpreter's and libraries' file pages, which the command's RSS counts already).
+    children_peak_private_bytes: int = 0
 
 
 class Launcher:
@@ -175,6 +181,7 @@ class Launcher:
             # The command's own children's peaks, read while they run (kstat's counter clock is a
             # process of its own): the launcher's wait4 gives the largest process's peak only.
             children_peaks: dict[int, int] = {}
+            children_private: dict[int, int] = {}
             deadline = time.monotonic() + timeout_s
             while process.poll() is None:
                 if time.monotonic() > deadline:
@@ -184,6 +191,7 @@ class Launcher:
                 for launched in _children(process.pid):
                     for child in _children(launched):
                         children_peaks[child] = max(children_peaks.get(child, 0), _peak_rss_bytes(child))
+                        children_private[child] = max(children_private.get(child, 0), _private_bytes(child))
                 time.sleep(_CHILDREN_POLL_S)
         if process.returncode != 0:
             raise RuntimeError(f"the launcher failed ({process.returncode}); its log: {log}")
@@ -196,6 +204,7 @@ class Launcher:
             # ru_maxrss is in KiB on Linux.
             peak_rss_bytes=found["max_rss_kib"] * 1024 + sum(children_peaks.values()),
             children_peak_rss_bytes=sum(children_peaks.values()),
+            children_peak_private_bytes=sum(children_private.values()),
         )
 
 
@@ -217,6 +226,16 @@ def _peak_rss_bytes(pid: int) -> int:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) * 1024
     return 0
+
+
+def _private_bytes(pid: int) -> int:
+    """The process's private pages now (smaps_rollup's Private_Clean and Private_Dirty)."""
+    found = 0
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith(("Private_Clean:", "Private_Dirty:")):
+                found += int(line.split()[1]) * 1024
+    return found
 
 
 def _error_percent(span_ns: int, reported_ns: int) -> float:
@@ -278,6 +297,9 @@ def measure_window(
         programs_reported=int(report["num_programs"]),
         cpu_s=launched.cpu_s,
         peak_rss_bytes=launched.peak_rss_bytes,
+        peak_memory_bytes=(
+            launched.peak_rss_bytes - launched.children_peak_rss_bytes + launched.children_peak_private_bytes
+        ),
         launch_to_baseline_s=(baseline.at_ns - launched_ns) / NS_PER_S,
         baseline_pass_s=(baseline.at_ns - first_baseline.at_ns) / NS_PER_S,
         baseline_uncertainty_s=baseline.uncertainty_ns / NS_PER_S,
@@ -372,6 +394,7 @@ def measure_side_by_side(
 _FIGURES: Final[tuple[tuple[str, Callable[[WindowRun], float], str, str, bool], ...]] = (
     ("CPU for the whole window", lambda run: run.cpu_s, "{:.3f}", "s", True),
     ("peak RSS", lambda run: run.peak_rss_bytes / 2**20, "{:.1f}", "MiB", True),
+    ("peak memory, shared pages once", lambda run: run.peak_memory_bytes / 2**20, "{:.1f}", "MiB", True),
     ("launch to baseline read", lambda run: run.launch_to_baseline_s, "{:.3f}", "s", True),
     ("baseline, first to last read", lambda run: run.baseline_pass_s, "{:.3f}", "s", True),
     ("packets missed after launch", lambda run: run.packets_missed_after_launch, "{:,.0f}", "", True),

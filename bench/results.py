@@ -366,6 +366,8 @@ def _window_targets(windows: Sequence[SideBySide]) -> list[Target]:
         worst_rate = max(abs(run.rate_error_percent) for run in runs)
         peak_rss = found.spread(KSTAT, lambda run: run.peak_rss_bytes / 1e6)
         peak = max(run.peak_rss_bytes for run in runs)
+        memory = found.spread(KSTAT, lambda run: run.peak_memory_bytes / 1e6)
+        peak_memory = max(run.peak_memory_bytes for run in runs)
         targets += [
             Target(
                 f"report written within {REPORT_LIMIT_S:g} s of the window's end at {size:,} programs",
@@ -384,9 +386,19 @@ def _window_targets(windows: Sequence[SideBySide]) -> list[Target]:
             Target(
                 f"peak RSS of a whole window at {size:,} programs",
                 f"{peak / 1e6:.1f} MB at most of {len(runs)} (median {peak_rss.median:.1f} "
-                f"[{peak_rss.low:.1f}-{peak_rss.high:.1f}])",
+                f"[{peak_rss.low:.1f}-{peak_rss.high:.1f}]), summed over kstat's two processes",
                 f"<= {WINDOW_PEAK_RSS_LIMIT_BYTES / 1e6:g} MB",
                 peak <= WINDOW_PEAK_RSS_LIMIT_BYTES,
+                issue=28,
+            ),
+            Target(
+                f"peak memory of a whole window at {size:,} programs, the pages kstat's two "
+                "processes share counted once",
+                f"{peak_memory / 1e6:.1f} MB at most of {len(runs)} (median {memory.median:.1f} "
+                f"[{memory.low:.1f}-{memory.high:.1f}]): kstat's peak RSS and its counter clock's "
+                "private peak",
+                f"<= {WINDOW_PEAK_RSS_LIMIT_BYTES / 1e6:g} MB",
+                peak_memory <= WINDOW_PEAK_RSS_LIMIT_BYTES,
                 issue=28,
             ),
         ]

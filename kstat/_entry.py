@@ -36,6 +36,9 @@ def main() -> None:
         # when several are runnable). A shorter one keeps its reads on time (bench/busy_host.py);
         # a command line's process is kstat's own to tune, a library caller's is not.
         sys.setswitchinterval(_SWITCH_INTERVAL_S)
+        from kstat.engine.heap import one_malloc_arena  # noqa: PLC0415
+
+        one_malloc_arena()
     elif sys.argv[1:2] == ["list"]:
         # `kstat list` without a filter prints (and ends) before the CLI is imported, by a path
         # that imports only what it reads and writes with (kstat.commands._lean_list).

@@ -33,11 +33,15 @@ import socket
 import struct
 import sys
 import threading
-from typing import Final
 
 from kstat.engine.clock import CounterClock, Slip
 from kstat.sources.clocks import ClockStart
 from kstat.sources.program_iterator import WalkBuffers, walk_once
+
+# Not `typing.TYPE_CHECKING`: typing is what this process is kept free of (kstat.engine.clock).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final
 
 # kind, whether a slip is given, whether it is the start-up's, the clocks (monotonic start and
 # end, boot time, wall start and end), the slip (gap, interval, read, late wake), the length.

@@ -18,10 +18,22 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Callable
-from typing import Final, Generic, Protocol, TypeVar
 
 from kstat._values import PlainValue
+
+# Not `typing.TYPE_CHECKING`: the clock's own process (kstat.engine._clock_child) imports this
+# module, and typing (with re and warnings) would be 1.8 MB of its memory for annotations.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Final, Generic, Protocol, TypeVar
+else:
+
+    class Generic:
+        """`typing.Generic` as far as the running code needs it: `CounterClock[R]` is the class."""
+
+        def __class_getitem__(cls, item: object) -> type:
+            return cls
 
 
 class Slip(PlainValue):
@@ -85,25 +97,27 @@ def prioritise_this_thread() -> str:
     return f"real-time (SCHED_RR {CLOCK_PRIORITY})"
 
 
-class ReadMoment(Protocol):
-    """The clocks around a read, as the clock needs them (`PassClocks`, or a stopped
-    `kstat.sources.clocks.ClockStart`)."""
+if TYPE_CHECKING:
 
-    @property
-    def monotonic_ns(self) -> int: ...
+    class ReadMoment(Protocol):
+        """The clocks around a read, as the clock needs them (`PassClocks`, or a stopped
+        `kstat.sources.clocks.ClockStart`)."""
 
-    @property
-    def duration_ns(self) -> int: ...
+        @property
+        def monotonic_ns(self) -> int: ...
 
+        @property
+        def duration_ns(self) -> int: ...
 
-class Stamped(Protocol):
-    """What a read gives the clock: the clocks around it (a Reading, or a read not yet decoded)."""
+    class Stamped(Protocol):
+        """What a read gives the clock: the clocks around it (a Reading, or a read not yet decoded)."""
 
-    @property
-    def clocks(self) -> ReadMoment: ...
+        @property
+        def clocks(self) -> ReadMoment: ...
 
-
-R = TypeVar("R", bound=Stamped)
+    R = TypeVar("R", bound=Stamped)
+else:
+    R = object
 
 
 class CounterClock(Generic[R]):

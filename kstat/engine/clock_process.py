@@ -153,15 +153,21 @@ class ProcessClock:
         return last
 
     def _exactly(self, size: int) -> bytes:
+        """`size` bytes from the process: a walk is received into the bytes kstat keeps, in
+        one call as a rule (MSG_WAITALL), not into a buffer copied after (at 10,000 programs,
+        0.64 MB more of the peak, and a copy, each interval)."""
         assert self._channel is not None
-        buffer = bytearray(size)
-        view, got = memoryview(buffer), 0
-        while got < size:
-            count = self._channel.recv_into(view[got:])
-            if count == 0:
+        pieces: list[bytes] = []
+        got = 0
+        while True:
+            piece = self._channel.recv(size - got, socket.MSG_WAITALL)
+            got += len(piece)
+            if got == size:
+                return piece if not pieces else b"".join([*pieces, piece])
+            if not piece:
                 raise KstatError("the counter clock's process ended before the window did")
-            got += count
-        return bytes(buffer)
+            # Cut short (by a signal): the rest is waited for the same way.
+            pieces.append(piece)
 
     def _end(self) -> None:
         if self._channel is not None:
