@@ -22,7 +22,7 @@ import time
 from kstat._values import PlainValue
 
 # Not `typing.TYPE_CHECKING`: the clock's own process (kstat.engine._clock_child) imports this
-# module, and typing (with re and warnings) would be 1.8 MB of its memory for annotations.
+# module, and typing (with re and warnings) was 0.8 MB of its peak RSS, for annotations.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
