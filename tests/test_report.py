@@ -8,9 +8,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from kstat.core import report as core_report
 from kstat.core.counters import Counters
-from kstat.core.model import ProgramStats
+from kstat.core.model import ProgramFootprint, ProgramStats
 from kstat.core.report import ProgramReport, line_row, line_rows
+from kstat.formats import report_json
 from kstat.formats.report_json import program_to_dict, report_from_dict, report_to_dict, report_to_json
 from tests.builders import program, report_of, snapshot
 
@@ -256,3 +258,24 @@ def test_a_windows_lines_read_as_rows_are_its_program_reports_fields() -> None:
     assert encoded == {key: program_to_dict(line) for key, line in report.program_stats.items()}
     assert {line.unloaded_during_window for line in report.program_stats.values()} == {True, False}
     assert {line.loaded_during_window for line in report.program_stats.values()} == {True, False}
+
+
+def test_a_report_whose_lines_share_nothing_reads_the_same_when_the_encoder_keeps_few(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Idle programs whose footprints all differ share no figures: the report and its encoder
+    # keep only a few to share (their memory, not the bytes written, is what that changes).
+    programs = [
+        program(index, 100, 1, footprint=ProgramFootprint(20 + index, 24 + index, 3, 4096 + index))
+        for index in range(1, 12)
+    ]
+    programs.append(program(12, 100, 1, footprint=ProgramFootprint(21, 25, 3, 4097)))  # as 1's
+
+    def written() -> str:
+        return report_to_json(report_of(snapshot(0, 0.0, *programs), snapshot(1, 1.0, *programs)))
+
+    unbounded = written()
+    monkeypatch.setattr(report_json, "_SHARED_KEPT", 2)
+    monkeypatch.setattr(core_report, "_SHARED_FIGURES_KEPT", 2)
+    assert written() == unbounded
+    assert len(json.loads(unbounded)["program_stats"]) == len(programs)

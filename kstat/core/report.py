@@ -624,6 +624,12 @@ def line_rows(lines: Mapping[str, ProgramReport]) -> Iterator[tuple[str, LineRow
     return ((key, line_row(line)) for key, line in lines.items())
 
 
+# How many idle lines' figures a report keeps to share: a host's idle programs with equal
+# footprints share one, but where every footprint differs each would be kept for the report's
+# life (a mapping of 30 metrics per program, some 15 MB at 10,000 programs).
+_SHARED_FIGURES_KEPT: Final = 256
+
+
 class _Lines(Mapping[str, ProgramReport]):
     """A window's report lines by key, each made when it is read: a report of 10,000 programs
     is written line by line, never held whole (its totals come from the counters)."""
@@ -654,9 +660,12 @@ class _Lines(Mapping[str, ProgramReport]):
             # By identity: the shared "nothing grew" and the intervals' values are the
             # window's own objects, alive as long as the report.
             idle = (id(grown), footprint, id(values), seen.intervals)
-            metrics = self._idle_metrics.get(idle)
+            shared = self._idle_metrics
+            metrics = shared.get(idle)
             if metrics is None:
-                metrics = self._idle_metrics[idle] = line_metrics(sighting, self._bounds, seen.distribution)
+                if len(shared) >= _SHARED_FIGURES_KEPT:
+                    shared.clear()
+                metrics = shared[idle] = line_metrics(sighting, self._bounds, seen.distribution)
         else:
             metrics = line_metrics(sighting, self._bounds, seen.distribution)
         return program_row(sighting, self._bounds, metrics, None if values is None else values.peak_time_ns)

@@ -112,6 +112,13 @@ _OwnersWritten = dict[int, tuple[tuple[ProgramOwner, ...], list[dict[str, Any]]]
 _MetricsWritten = dict[int, tuple[Mapping[str, Number], dict[str, Number], dict[str, Number]]]
 
 
+# How many metrics' fields and owners' objects an encoder keeps to share: lines share a few
+# (one loader's owners, idle programs' figures), and where none is shared, each kept would
+# hold a line's worth for the whole report (some 20 MB at 10,000 programs whose footprints all
+# differ); past this many, it starts again.
+_SHARED_KEPT: Final = 256
+
+
 def program_to_dict(line: ProgramReport) -> dict[str, Any]:
     """One program's line, in the report's field order."""
     return _program_dict(line_row(line), {}, {})
@@ -167,6 +174,8 @@ def _program_dict(
     ) = row
     fields = metrics_written.get(id(metrics))
     if fields is None or fields[0] is not metrics:
+        if len(metrics_written) >= _SHARED_KEPT:
+            metrics_written.clear()
         fields = metrics_written[id(metrics)] = (metrics, *_metric_fields(metrics))
     _, seed, others = fields
     data: dict[str, Any] = {"name": name, "type": type_name, "id": program_id, **seed}
@@ -188,6 +197,8 @@ def _program_dict(
         data["peak_cpu_percent_at"] = peak_at
     written = owners_written.get(id(owners))
     if written is None or written[0] is not owners:
+        if len(owners_written) >= _SHARED_KEPT:
+            owners_written.clear()
         written = owners_written[id(owners)] = (owners, [owner_to_dict(owner) for owner in owners])
     data["owners"] = written[1]
     data["attachments"] = list(attachments)
