@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from functools import reduce
+
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kstat.core.counters import ZERO, Counters, summed
+from kstat.core.counters import ZERO, Counters, added, summed
 
 _PER_CPU = st.one_of(st.none(), st.lists(st.integers(0, 1_000), max_size=4).map(tuple))
 _COUNTERS = st.builds(
@@ -32,3 +34,9 @@ def test_a_total_in_two_parts_is_the_total_of_the_whole(
     first: list[Counters], second: list[Counters]
 ) -> None:
     assert summed(second, summed(first)) == summed(first + second)
+
+
+@given(st.lists(_COUNTERS, max_size=8))
+def test_a_total_is_what_adding_each_in_turn_gives(many: list[Counters]) -> None:
+    # `added`, the pairwise sum every other total is held to, folded from ZERO.
+    assert summed(many) == reduce(added, many, ZERO)

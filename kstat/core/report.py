@@ -654,12 +654,11 @@ class _Lines(Mapping[str, ProgramReport]):
     def _row(self, seen: WindowSighting) -> LineRow:
         sighting = seen.sighting
         grown = sighting.grown
-        values = seen.values
         if is_unchanged(grown):
             footprint = sighting.last.facts.footprint if sighting.first_seen else None
             # By identity: the shared "nothing grew" and the intervals' values are the
             # window's own objects, alive as long as the report.
-            idle = (id(grown), footprint, id(values), seen.intervals)
+            idle = (id(grown), footprint, id(seen.values), seen.intervals)
             shared = self._idle_metrics
             metrics = shared.get(idle)
             if metrics is None:
@@ -668,7 +667,7 @@ class _Lines(Mapping[str, ProgramReport]):
                 metrics = shared[idle] = line_metrics(sighting, self._bounds, seen.distribution)
         else:
             metrics = line_metrics(sighting, self._bounds, seen.distribution)
-        return program_row(sighting, self._bounds, metrics, None if values is None else values.peak_time_ns)
+        return program_row(sighting, self._bounds, metrics, seen.peak_cpu_percent_at_ns)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._by_key)

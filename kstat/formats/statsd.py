@@ -118,25 +118,15 @@ _TAILS: Final = tuple(
 
 
 def _tails(values: Mapping[str, Number]) -> list[str]:
-    """What `program_lines` puts after the stem of each line, before the suffix: a gauge always
-    (0 when unknown), a counter or a footprint figure only when `values` has it."""
-    found = []
-    for name, head, counter, gauge in _TAILS:
-        value = values.get(name)
-        if value is None:
-            if not gauge:
-                continue
-            value = 0
-        if counter:
-            found.append(f"{head}{int(value)}|c")
-        else:
-            found.append(f"{head}{_number(float(value))}|g")
-    return found
+    """What `program_lines` puts after the stem of each line, before the suffix (shared by the
+    idle programs, whose values are alike): `_lines_between` with neither."""
+    return _lines_between("", "", values)
 
 
-def _busy_lines(stem: str, suffix: str, values: Mapping[str, Number]) -> list[str]:
-    """`_tails(values)`, each between `stem` and `suffix`: a busy program's lines, made whole
-    in one go (its values differ every interval; an idle program's tails are shared)."""
+def _lines_between(stem: str, suffix: str, values: Mapping[str, Number]) -> list[str]:
+    """Each exported metric's line for `values`, between `stem` and `suffix`: a gauge always
+    (0 when unknown), a counter or a footprint figure only when `values` has it. A busy
+    program's lines are made whole in one go (its values differ every interval)."""
     found = []
     for name, head, counter, gauge in _TAILS:
         value = values.get(name)
@@ -373,7 +363,7 @@ class IntervalLines:
             if values is idle:
                 lines += [f"{stem}{tail}{suffix}" for tail in idle_tails]
             else:
-                lines += _busy_lines(stem, suffix, values)
+                lines += _lines_between(stem, suffix, values)
         for identity in gone:
             named = self.programs.pop(identity, None)
             if named is not None:
