@@ -6,10 +6,12 @@ import json
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -221,28 +223,43 @@ def test_no_programs_gives_a_warning_and_an_empty_report() -> None:
     assert any(entry["level"] == "warning" and "no eBPF programs" in entry["event"] for entry in kstat.log)
 
 
-@pytest.mark.kernel
-def test_the_demo_counts_exactly_what_it_sends(tmp_path: Path) -> None:
-    output = tmp_path / "demo.json"
+DEMO_NAMES = (
+    "kstat_demo_light_socket_filter",
+    "kstat_demo_medium_socket_filter",
+    "kstat_demo_heavy_socket_filter",
+)
+
+
+def _demo_run(output: Path) -> dict[str, Any]:
+    """One `kstat demo` window; every program's count must be exactly what it sent."""
     kstat = KstatProcess(["demo", "-duration", "1s", "--rate", "2000", "-output", str(output)])
     returncode, _ = kstat.finish()
     assert returncode == 0, kstat.stderr_lines
-    report = json.loads(output.read_text())
+    report: dict[str, Any] = json.loads(output.read_text())
     traffic = [entry for entry in kstat.log if entry["event"] == "demo traffic"]
-    names = [
-        "kstat_demo_light_socket_filter",
-        "kstat_demo_medium_socket_filter",
-        "kstat_demo_heavy_socket_filter",
-    ]
-    assert {entry["program"] for entry in traffic} == set(names)
+    assert {entry["program"] for entry in traffic} == set(DEMO_NAMES)
     for entry in traffic:
         assert entry["packets_sent"] > 0
         assert report["program_stats"][entry["program"]]["run_count"] == entry["packets_sent"]
-    averages = [report["program_stats"][name]["avg_runtime_ns"] for name in names]
-    if not os.environ.get("KSTAT_TEST_EMULATED"):  # under emulation (tests/kernels) times mean nothing
+    return report
+
+
+@pytest.mark.kernel
+def test_the_demo_counts_exactly_what_it_sends(tmp_path: Path) -> None:
+    report = _demo_run(tmp_path / "demo.json")
+    averages = [report["program_stats"][name]["avg_runtime_ns"] for name in DEMO_NAMES]
+    if not os.environ.get("KSTAT_TEST_EMULATED") and averages != sorted(averages):
+        # Under emulation (tests/kernels) times mean nothing. Here the programs differ by a few
+        # hundred nanoseconds a run, and one run held up by an interrupt on a busy host moves a
+        # second's average by as much: the order is judged on the median of three windows.
+        reports = [report, *(_demo_run(tmp_path / f"demo-{again}.json") for again in (1, 2))]
+        averages = [
+            statistics.median(found["program_stats"][name]["avg_runtime_ns"] for found in reports)
+            for name in DEMO_NAMES
+        ]
         assert averages == sorted(averages)
     # The demo unloads its programs when it is done.
-    assert not still_loaded({report["program_stats"][name]["id"] for name in names})
+    assert not still_loaded({report["program_stats"][name]["id"] for name in DEMO_NAMES})
 
 
 @pytest.mark.kernel
