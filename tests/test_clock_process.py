@@ -153,7 +153,8 @@ def test_the_clocks_process_runs_this_kstat_not_one_planted_where_it_was_started
 
 def test_the_clocks_process_imports_only_what_the_walk_and_the_clock_need() -> None:
     """Its memory is kstat's cost too (issue 28's peak RSS counts it): no attrs, no model or
-    decoder, no json, as its interpreter starts it (-I -S, kstat's path given)."""
+    decoder, no json, none of the ABI but the syscall, not even the socket module or typing, as
+    its interpreter starts it (-I -S, kstat's path given)."""
     program = (
         "import sys; sys.path[:] = sys.argv[1:]; import kstat.engine._clock_child; "
         "print(' '.join(sorted(sys.modules)))"
@@ -165,15 +166,23 @@ def test_the_clocks_process_imports_only_what_the_walk_and_the_clock_need() -> N
         check=True,
     )
     imported = completed.stdout.split()
-    assert "kstat.sources.program_iterator" in imported
+    assert "kstat.sources.walks" in imported
+    assert "kstat.abi.syscall" in imported
     heavy = (
         "attr",
         "attrs",
+        "enum",
         "json",
+        "kstat.abi.bpf",
+        "kstat.abi.btf",
+        "kstat.abi.structs",
         "kstat.core",
         "kstat.sources.iterator",
+        "kstat.sources.program_iterator",
         "kstat.formats",
+        "socket",
         "structlog",
         "trio",
+        "typing",
     )
     assert [name for name in imported if name.split(".")[0] in heavy or name.startswith(heavy)] == []

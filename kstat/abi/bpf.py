@@ -12,6 +12,7 @@ import os
 import resource
 import threading
 
+from kstat.abi import syscall
 from kstat.abi.btf import BtfFormatError, single_function_btf, type_names
 from kstat.abi.enums import (
     OBJ_NAME_LEN,
@@ -48,30 +49,11 @@ if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
     from typing import Final
 
-# __NR_bpf per architecture (arch/*/include/uapi/asm/unistd*.h); the generic table covers
-# arm64, riscv64 and loongarch64.
-_SYS_BPF_BY_MACHINE: Final = {
-    "x86_64": 321,
-    "i386": 357,
-    "i686": 357,
-    "aarch64": 280,
-    "riscv64": 280,
-    "loongarch64": 280,
-    "armv7l": 386,
-    "ppc64le": 361,
-    "ppc64": 361,
-    "s390x": 351,
-}
 
-_libc = ctypes.CDLL(None, use_errno=True)
-# The raw syscall(2), for callers on a hot path that build their arguments once (the syscall
-# reader): `raw_syscall(SYS_BPF, command, attr_address, attr_size)`, errno from ctypes.
-raw_syscall = _libc.syscall
-raw_syscall.argtypes = [ctypes.c_long, ctypes.c_int, ctypes.c_void_p, ctypes.c_uint]
-raw_syscall.restype = ctypes.c_long
-
-# None on an architecture kstat does not know.
-SYS_BPF: Final = _SYS_BPF_BY_MACHINE.get(os.uname().machine)
+# The syscall's number and the raw call (kstat.abi.syscall), also under these names: the
+# syscall readers make the raw call themselves, and tests stand in for it here.
+SYS_BPF: Final = syscall.SYS_BPF
+raw_syscall = syscall.raw_syscall
 
 
 def require_syscall() -> int:
@@ -298,6 +280,12 @@ def create_iterator_link(program_fd: int) -> int:
 def create_iterator(link_fd: int) -> int:
     """BPF_ITER_CREATE: a new fd to read one walk of the iterator from."""
     return bpf(Command.ITER_CREATE, IterCreateAttr(link_fd=link_fd))
+
+
+def iterator_create_call(link_fd: int) -> tuple[int, int, bytes]:
+    """BPF_ITER_CREATE of `link_fd` as the syscall's number, the command and its attribute
+    bytes, for a process that makes the call itself (`kstat.abi.syscall.PreparedCall`)."""
+    return require_syscall(), Command.ITER_CREATE, bytes(IterCreateAttr(link_fd=link_fd))
 
 
 # --- RLIMIT_MEMLOCK: what kernels before 5.11 charge BPF memory to ------------------------------

@@ -9,34 +9,41 @@ but the clock's ticks (`CounterClock`, real-time as its thread may be), each a w
 window's iterator (its link fd, inherited) and its time stamps, and sends the walk's bytes
 and stamps to kstat as they are, where the details stage decodes them as before.
 
-    main([LINK_FD, SOCKET_FD, INTERVAL_NS, DURATION_NS, START_NS, END_NS])
+    main([SYS_BPF, COMMAND, ATTR, SOCKET_FD, INTERVAL_NS, DURATION_NS, START_NS, END_NS])
 
-(started isolated, `python -I -c`, on kstat's own import path: `ProcessClock.start`);
-DURATION_NS -1 for a window until stopped; START_NS and END_NS the monotonic clocks around the
-window's first read, taken already (-1 when the clock takes it). One byte from kstat on the
-socket, or its end of the socket closing, stops the clock: it takes its last read at once,
-sends it and exits. Ctrl-C, SIGTERM and SIGHUP are kstat's to handle, not this process's.
+(started isolated, `python -I -S -c`, on kstat's own import path: `ProcessClock.start`);
+SYS_BPF, COMMAND and ATTR (hexadecimal) the bpf(2) call that opens a walk, as
+`kstat.abi.bpf.iterator_create_call` gives it for the window's link (an fd inherited), made
+here by `kstat.abi.syscall.PreparedCall`; DURATION_NS -1 for a window until stopped; START_NS
+and END_NS the monotonic clocks around the window's first read, taken already (-1 when the
+clock takes it). One byte from kstat on the socket, or its end of the socket closing, stops the
+clock: it takes its last read at once, sends it and exits. Ctrl-C, SIGTERM and SIGHUP are
+kstat's to handle, not this process's.
 
 Each read is a frame: `FRAME` (its kind, the clocks around the walk, the slip it ended, the
-length of what follows), then the walk's bytes (or an error's text).
+length of what follows), then the walk's bytes (or an error's text), sent from the buffers the
+walk was read into.
 
 Its memory and CPU are kstat's as much as its own process's are: it imports no more than the
-walk and the clock need (neither attrs nor kstat's model and decoder), and the interpreter is
-started without `site` (`python -I -S`: its import path is kstat's, given).
+walk and the clock need (neither attrs nor kstat's model, decoder or ABI beyond the one call;
+not even the socket module: the socket is written and read as the fd it is), and the
+interpreter is started without `site` (`python -I -S`: its import path is kstat's, given).
 """
 
 from __future__ import annotations
 
+# The signal module's C half: the module itself builds its enums with enum (0.3 MB here).
+import _signal  # type: ignore[import-not-found]
 import contextlib
-import signal
-import socket
+import os
 import struct
 import sys
 import threading
 
+from kstat.abi.syscall import PreparedCall
 from kstat.engine.clock import CounterClock, Slip
 from kstat.sources.clocks import ClockStart
-from kstat.sources.program_iterator import WalkBuffers, walk_once
+from kstat.sources.walks import MOST_PER_CALL, WalkBuffers, walk_once
 
 # Not `typing.TYPE_CHECKING`: typing is what this process is kept free of (kstat.engine.clock).
 TYPE_CHECKING = False
@@ -46,19 +53,40 @@ if TYPE_CHECKING:
 # kind, whether a slip is given, whether it is the start-up's, the clocks (monotonic start and
 # end, boot time, wall start and end), the slip (gap, interval, read, late wake), the length.
 FRAME: Final = struct.Struct("<BBBxqqqqqqqqqQ")
-READ, LAST, ERROR = 0, 1, 2
-# What the socket holds before the clock's sends wait for kstat to take them: some walks.
-_SOCKET_BUFFER: Final = 32 * 1024 * 1024
+# CALL_FAILED: the bpf(2) call failed, its errno the text that follows (kstat words it).
+READ, LAST, ERROR, CALL_FAILED = 0, 1, 2, 3
 
 
 class _Taken:
-    """A walk and its clocks (stopped)."""
+    """A walk (as it lies in the walk's buffers, until the next one is read) and its clocks
+    (stopped)."""
 
-    __slots__ = ("clocks", "data")
+    __slots__ = ("clocks", "pieces")
 
-    def __init__(self, data: bytes, clocks: ClockStart) -> None:
-        self.data = data
+    def __init__(self, pieces: list[memoryview], clocks: ClockStart) -> None:
+        self.pieces = pieces
         self.clocks = clocks
+
+
+class _CallFailed(Exception):
+    """The call that opens a walk failed with this errno."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+def _write_all(fd: int, pieces: list[bytes | memoryview]) -> None:
+    """Every byte of `pieces`, in order: a write to a stream socket may take part of them, and
+    one writev(2) takes IOV_MAX pieces at most."""
+    at = 0
+    while at < len(pieces):
+        written = os.writev(fd, pieces[at : at + MOST_PER_CALL])
+        while at < len(pieces) and written >= len(pieces[at]):
+            written -= len(pieces[at])
+            at += 1
+        if written:
+            pieces[at] = memoryview(pieces[at])[written:]
 
 
 def _frame(kind: int, clocks: ClockStart | None, slip: Slip | None, length: int) -> bytes:
@@ -72,24 +100,30 @@ def _frame(kind: int, clocks: ClockStart | None, slip: Slip | None, length: int)
 
 def main(argv: list[str]) -> int:
     """The clock's process: ticks until stopped, then its last read."""
-    for signal_number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signal_number, signal.SIG_IGN)
-    link_fd, socket_fd, interval_ns, duration_ns, start_ns, end_ns = map(int, argv)
-    channel = socket.socket(fileno=socket_fd)
-    with contextlib.suppress(OSError):
-        channel.setsockopt(socket.SOL_SOCKET, 32, _SOCKET_BUFFER)  # SO_SNDBUFFORCE, as root may
+    for signal_number in (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP):
+        _signal.signal(signal_number, _signal.SIG_IGN)
+    sys_bpf, command, attr = int(argv[0]), int(argv[1]), bytes.fromhex(argv[2])
+    channel, interval_ns, duration_ns, start_ns, end_ns = map(int, argv[3:])
+    call = PreparedCall(sys_bpf, command, attr).call
+
+    def open_walk() -> int:
+        try:
+            return call()
+        except OSError as error:
+            raise _CallFailed(error.errno or 0) from None
+
     buffers = WalkBuffers()
-    first = None if start_ns < 0 else _Taken(b"", ClockStart.given(start_ns, end_ns))
+    first = None if start_ns < 0 else _Taken([], ClockStart.given(start_ns, end_ns))
     failed: list[BaseException] = []
 
     def read() -> _Taken:
-        return _Taken(*walk_once(link_fd, buffers))
+        return _Taken(*walk_once(open_walk, buffers))
 
     def deliver(taken: _Taken, last: bool, slip: Slip | None) -> None:
         if taken is first:
             return  # kstat's own, read at launch
-        channel.sendall(_frame(LAST if last else READ, taken.clocks, slip, len(taken.data)))
-        channel.sendall(taken.data)
+        length = sum(len(piece) for piece in taken.pieces)
+        _write_all(channel, [_frame(LAST if last else READ, taken.clocks, slip, length), *taken.pieces])
 
     clock = CounterClock(
         read,
@@ -103,16 +137,20 @@ def main(argv: list[str]) -> int:
 
     def stop_when_told() -> None:
         with contextlib.suppress(OSError):
-            channel.recv(1)  # a byte, or kstat's end closed
+            os.read(channel, 1)  # a byte, or kstat's end closed
         clock.stop()
 
     threading.Thread(target=stop_when_told, daemon=True).start()
     clock.start()
     clock.join()
     if failed:
-        message = f"{type(failed[0]).__name__}: {failed[0]}".encode(errors="replace")
+        error = failed[0]
+        if isinstance(error, _CallFailed):
+            kind, message = CALL_FAILED, str(error.code).encode()
+        else:
+            kind, message = ERROR, f"{type(error).__name__}: {error}".encode(errors="replace")
         with contextlib.suppress(OSError):
-            channel.sendall(_frame(ERROR, None, None, len(message)) + message)
+            _write_all(channel, [_frame(kind, None, None, len(message)), message])
         return 1
     return 0
 

@@ -19,9 +19,12 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable
+from typing import Final
 
+from kstat.abi.bpf import error_for, iterator_create_call
+from kstat.abi.enums import Command
 from kstat.core.model import PassClocks
-from kstat.engine._clock_child import ERROR, FRAME, LAST
+from kstat.engine._clock_child import CALL_FAILED, ERROR, FRAME, LAST
 from kstat.engine.clock import Slip
 from kstat.engine.sampler import CounterRead
 from kstat.errors import KstatError
@@ -33,6 +36,11 @@ _CHILD = (
     "import sys; n = int(sys.argv[1]); sys.path[:] = sys.argv[2 : 2 + n]; "
     "from kstat.engine._clock_child import main; sys.exit(main(sys.argv[2 + n :]))"
 )
+
+
+# SO_SNDBUFFORCE (asm-generic/socket.h): SO_SNDBUF past the system's limit, as root may.
+_SO_SNDBUFFORCE: Final = 32
+_SOCKET_BUFFER: Final = 32 * 1024 * 1024
 
 
 def _import_path() -> list[str]:
@@ -76,6 +84,10 @@ class ProcessClock:
         """Starts the process (OSError when it cannot be), then the thread that takes its reads."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
+            # What the socket holds before the clock's sends wait for kstat to take them: some
+            # walks (set here, on the clock's end: that process has no socket module).
+            with contextlib.suppress(OSError):
+                theirs.setsockopt(socket.SOL_SOCKET, _SO_SNDBUFFORCE, _SOCKET_BUFFER)
             first = self._first
             start, end = (
                 (-1, -1)
@@ -83,6 +95,8 @@ class ProcessClock:
                 else (first.clocks.monotonic_start_ns, first.clocks.monotonic_end_ns)
             )
             link = self._reader.link_fd
+            # The bpf(2) call that opens a walk of the link, made there as it is given.
+            call = iterator_create_call(link)
             path = _import_path()
             self._process = subprocess.Popen(
                 [
@@ -98,7 +112,8 @@ class ProcessClock:
                     _CHILD,
                     str(len(path)),
                     *path,
-                    str(link),
+                    *(str(number) for number in call[:2]),
+                    call[2].hex(),
                     str(theirs.fileno()),
                     str(self._interval_ns),
                     str(-1 if self._duration_ns is None else self._duration_ns),
@@ -143,6 +158,10 @@ class ProcessClock:
         header = self._exactly(FRAME.size)
         kind, slipped, startup, *times, gap, interval, took, late, length = FRAME.unpack(header)
         body = self._exactly(length)
+        if kind == CALL_FAILED:
+            # Worded here, by the ABI's own words for the errno: that process has none.
+            failure = error_for(Command.ITER_CREATE, int(body))
+            raise KstatError(f"the counter clock's process failed: {type(failure).__name__}: {failure}")
         if kind == ERROR:
             raise KstatError(f"the counter clock's process failed: {body.decode(errors='replace')}")
         clocks = PassClocks(*times)

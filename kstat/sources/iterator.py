@@ -58,7 +58,6 @@ from kstat.sources.program_iterator import (
     KernelOffsets,
     LinkedIterator,
     ProgramIterator,
-    WalkBuffers,
     forget_kernel_layout,
     iterator_program,
     kernel_layout,
@@ -69,6 +68,7 @@ from kstat.sources.program_iterator import (
     walk_once,
 )
 from kstat.sources.syscalls import ProgramReader
+from kstat.sources.walks import WalkBuffers
 from kstat.text import from_host
 
 VMLINUX_BTF: Final = Path(program_iterator.VMLINUX_BTF)

@@ -26,7 +26,9 @@ from kstat.abi.bpf import (
 )
 from kstat.abi.enums import AttachType, MapType, ProgramType
 from kstat.errors import BpfError, FeatureMissing
+from kstat.sources import walks
 from kstat.sources.clocks import ClockStart
+from kstat.sources.walks import WalkBuffers
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -44,10 +46,6 @@ POSSIBLE_CPUS: Final = "/sys/devices/system/cpu/possible"
 ONLINE_CPUS: Final = "/sys/devices/system/cpu/online"
 # id, type, tag, load_time, name, run_cnt, run_time_ns, recursion_misses
 RECORD: Final = struct.Struct("<II8sQ16sQQQ")
-# readv(2)'s buffers: page-sized, as many as the last walk filled (and more as it grows).
-_PAGE: Final = 4096
-_FIRST_BUFFERS: Final = 64
-_MOST_BUFFERS: Final = os.sysconf("SC_IOV_MAX") if "SC_IOV_MAX" in os.sysconf_names else 1024
 # One CPU's run_cnt and run_time_ns, before the record when the iterator keeps them per CPU.
 CPU_ENTRY: Final = struct.Struct("<QQ")
 ITERATOR_NAME: Final = "kstat_prog_iter"
@@ -602,58 +600,10 @@ def scratch_map_fd() -> int:
 
 
 def walk_once(link_fd: int, buffers: WalkBuffers) -> tuple[bytes, ClockStart]:
-    """One walk of the iterator linked at `link_fd`, and the clocks around the walk alone
-    (stopped): the fd is opened and closed outside them (each a system call after which the
-    thread may wait for the interpreter's lock)."""
-    fd = create_iterator(link_fd)
-    try:
-        clocks = ClockStart()
-        data = buffers.read(fd)
-        clocks.stop()
-        return data, clocks
-    finally:
-        os.close(fd)
-
-
-class WalkBuffers:
-    """Where an iterator's walks are read into: one readv(2) of page-sized buffers for the
-    whole walk, as many as the last walk filled (more as walks grow).
-
-    A read(2) of an iterator returns one seq_file buffer at most (32 KiB): at 10,000 programs
-    a walk would be twenty reads, and between any two of them the reading thread gives up the
-    interpreter's lock and may wait up to a switch interval to get it back, stretching the walk
-    that the read's time stamps. A readv(2) into page-sized buffers is read(2) once per buffer
-    inside the kernel, so the whole walk is one system call (or a few, where a kernel returns a
-    short one: the loop goes on until the end)."""
-
-    def __init__(self) -> None:
-        self._buffers = [bytearray(_PAGE) for _ in range(_FIRST_BUFFERS)]
-
-    def release(self) -> None:
-        """Let the pages go (a walk's worth): no walk is read after this."""
-        self._buffers = []
-
-    def read(self, fd: int) -> bytes:
-        """The whole walk of an iterator's fd."""
-        # Each readv's pages joined into one bytes at once (a walk read by one call, the usual
-        # case, is copied once: no growing buffer copied again at the end).
-        pieces: list[bytes] = []
-        while True:
-            buffers = self._buffers
-            count = os.readv(fd, buffers)
-            if count == 0:
-                return pieces[0] if len(pieces) == 1 else b"".join(pieces)
-            full, rest = divmod(count, _PAGE)
-            filled: list[bytes | bytearray | memoryview] = [*buffers[:full]]
-            if rest:
-                filled.append(memoryview(buffers[full])[:rest])
-            pieces.append(b"".join(filled))
-            if count == len(buffers) * _PAGE and len(buffers) < _MOST_BUFFERS:
-                # More than the buffers held: twice as many for the rest, and next time (up to
-                # the kernel's IOV_MAX: beyond 4 MiB a walk is a few readv calls).
-                self._buffers += [
-                    bytearray(_PAGE) for _ in range(min(len(buffers), _MOST_BUFFERS - len(buffers)))
-                ]
+    """One walk of the iterator linked at `link_fd` (`kstat.sources.walks.walk_once`), as one
+    bytes, and the clocks around the walk alone (stopped)."""
+    pieces, clocks = walks.walk_once(lambda: create_iterator(link_fd), buffers)
+    return walks.joined(pieces), clocks
 
 
 class LinkedIterator:
