@@ -10,6 +10,7 @@ Writing a sink: `kstat.sink`. Testing helpers (loader, budgets, the pytest plugi
 from __future__ import annotations
 
 from kstat import _legacy_sinks
+from kstat._lazy import LazyNames
 
 # Not `typing.TYPE_CHECKING`: importing typing (and re with it) costs the launch milliseconds.
 TYPE_CHECKING = False
@@ -59,44 +60,12 @@ if TYPE_CHECKING:  # apart from the block above, which lists only public names
     from typing import Any
 
 
-_names: dict[str, tuple[str, str]] = {}
-
-
-def _public_names() -> dict[str, tuple[str, str]]:
-    """Public name -> (module, name there), read from the TYPE_CHECKING block above (on first
-    use: `import kstat` itself must not parse anything)."""
-    if _names:
-        return _names
-    import ast  # noqa: PLC0415
-    from pathlib import Path  # noqa: PLC0415
-
-    tree = ast.parse(Path(__file__).read_text(encoding="utf-8"))
-    block = next(node for node in tree.body if isinstance(node, ast.If))
-    _names.update(
-        {
-            alias.asname or alias.name: (node.module or "", alias.name)
-            for node in block.body
-            if isinstance(node, ast.ImportFrom)
-            for alias in node.names
-        }
-    )
-    return _names
+_public = LazyNames(__name__)
 
 
 def __getattr__(name: str) -> Any:
-    if name.startswith("_") and not name.endswith("__"):
-        # A private submodule (`from kstat import _baseline` asks here first): nothing public.
-        raise AttributeError(f"module 'kstat' has no attribute {name!r}")
-    try:
-        module, original = _public_names()[name]
-    except KeyError:
-        raise AttributeError(f"module 'kstat' has no attribute {name!r}") from None
-    import importlib  # noqa: PLC0415
-
-    value = getattr(importlib.import_module(module), original)
-    globals()[name] = value
-    return value
+    return _public.get(name)
 
 
 def __dir__() -> list[str]:
-    return sorted(_public_names())
+    return _public.listed()

@@ -11,7 +11,6 @@ could be collected; `run` exits with its command's status.
 from __future__ import annotations
 
 import argparse
-import difflib
 import importlib
 import sys
 from collections.abc import Sequence
@@ -44,6 +43,8 @@ def command_module(name: str = DEFAULT_COMMAND) -> Command:
 
 
 def _unknown_command(parser: argparse.ArgumentParser, word: str) -> NoReturn:
+    import difflib  # noqa: PLC0415 - for a mistyped command only
+
     close = difflib.get_close_matches(word, COMMANDS, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else f" (commands: {', '.join(COMMANDS)})"
     parser.error(f"unknown command {word!r}{hint}")

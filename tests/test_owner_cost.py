@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from attrs import evolve
 
 from kstat.core.counters import Counters
 from kstat.core.model import ProgramOwner, Snapshot, Workload
@@ -189,6 +190,25 @@ def test_the_owners_section_is_written_and_read_back_the_same() -> None:
     assert (alpha.pid, alpha.command, alpha.workload.pod) == (10, "alpha", "agent-x7k2p")
     assert beta.gone and beta.shared_program_ids == (1,)
     assert report.owners.total["kernel_cpu_ns"] == 150_000_000
+
+
+def test_an_owner_of_thousands_of_programs_is_written_as_the_c_encoder_writes_it_whole() -> None:
+    """Its program ids go to the encoder as their JSON (`_long_numbers_encoded`: given as a
+    list, 10,000 ids cost 2 MB of the report's peak), byte for byte what it would have written,
+    in the report file and in the NDJSON stream's last line."""
+    import orjson  # noqa: PLC0415
+
+    from kstat.formats.report_json import report_json_chunks, report_line_chunks  # noqa: PLC0415
+
+    held = [HeldProgram(program_id, (ALPHA, BETA), Counters(program_id, 1)) for program_id in range(1, 3001)]
+    section = owners_section([*held, HeldProgram(5000, (BETA,), Counters(1, 1))], _spans(), 2 * SECOND)
+    report = evolve(report_from_json(_two_agent_report_text()), owners=section)
+    whole = report_to_dict(report)
+    assert len(whole["owners"]["processes"][0]["program_ids"]) == 3000
+    assert b"".join(report_json_chunks(report)) == orjson.dumps(whole, option=orjson.OPT_INDENT_2) + b"\n"
+    first = {"kind": "summary"}
+    assert b"".join(report_line_chunks(report, first)) == orjson.dumps({**first, **whole})
+    assert report_from_json(report_to_json(report)).owners == section
 
 
 def test_a_bad_owners_section_is_one_clear_error() -> None:
@@ -378,8 +398,6 @@ def test_owner_records_have_the_fixed_keys_and_the_sections_figures() -> None:
 
 
 def _replayed() -> list[Snapshot]:
-    from attrs import evolve  # noqa: PLC0415
-
     from kstat.core.model import ProgramDetails  # noqa: PLC0415
     from kstat.core.owner_cost import ProcessUsage  # noqa: PLC0415
     from tests.builders import program, snapshot  # noqa: PLC0415

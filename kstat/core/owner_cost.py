@@ -26,7 +26,7 @@ import typing
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import cache
-from typing import Annotated, Final, NamedTuple
+from typing import Annotated, Final, NamedTuple, Protocol
 
 from attrs import field, frozen
 
@@ -455,14 +455,28 @@ class ProcessSpan:
     gone: bool = False
 
 
+class Held(Protocol):
+    """A program as the owners section needs it (a `HeldProgram`, or a window's `Sighting`
+    itself: at 10,000 programs no object is made for each)."""
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def owners(self) -> tuple[ProgramOwner, ...]: ...
+
+    @property
+    def grown(self) -> Counters: ...
+
+
 def owners_section(
-    programs: Iterable[HeldProgram],
+    programs: Iterable[Held],
     processes: Mapping[int, ProcessSpan],
     elapsed_ns: int,
 ) -> OwnersSection | None:
     """Every owner's whole cost over the window, from its programs' growth and its processes'
     readings (by pid); None when no program has an owner."""
-    held: dict[int, list[HeldProgram]] = defaultdict(list)
+    held: dict[int, list[Held]] = defaultdict(list)
     owner_of: dict[int, ProgramOwner] = {}
     for program in programs:
         for owner in program.owners:

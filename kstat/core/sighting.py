@@ -15,7 +15,7 @@ from attrs import evolve, frozen
 
 from kstat.core.catalogue import Span
 from kstat.core.counters import ZERO, Counters, added, grown, is_zero
-from kstat.core.model import ProgramDetails, ProgramStats
+from kstat.core.model import ProgramDetails, ProgramOwner, ProgramStats
 
 
 @frozen
@@ -45,6 +45,15 @@ class Sighting:
     def details(self) -> ProgramDetails:
         """Its owners and attachments, as learnt when it was first met."""
         return self.last.details
+
+    @property
+    def id(self) -> int:
+        return self.last.id
+
+    @property
+    def owners(self) -> tuple[ProgramOwner, ...]:
+        """The processes holding it, as learnt when it was first met (`owner_cost.Held`)."""
+        return self.last.facts.details.owners
 
     @property
     def unloaded(self) -> bool:

@@ -13,8 +13,8 @@ and stamps to kstat as they are, where the details stage decodes them as before.
 
 (started isolated, `python -I -S -c`, on kstat's own import path: `ProcessClock.start`);
 SYS_BPF, COMMAND and ATTR (hexadecimal) the bpf(2) call that opens a walk, as
-`kstat.abi.bpf.iterator_create_call` gives it for the window's link (an fd inherited), made
-here by `kstat.abi.syscall.PreparedCall`; DURATION_NS -1 for a window until stopped; START_NS
+`kstat.sources.iterator.walk_call` gives it for the window's link (an fd inherited), made
+here (`kstat.sources.walks.walk_opener`); DURATION_NS -1 for a window until stopped; START_NS
 and END_NS the monotonic clocks around the window's first read, taken already (-1 when the
 clock takes it). One byte from kstat on the socket, or its end of the socket closing, stops the
 clock: it takes its last read at once, sends it and exits. Ctrl-C, SIGTERM and SIGHUP are
@@ -40,10 +40,9 @@ import struct
 import sys
 import threading
 
-from kstat.abi.syscall import PreparedCall
 from kstat.engine.clock import CounterClock, Slip
 from kstat.sources.clocks import ClockStart
-from kstat.sources.walks import MOST_PER_CALL, WalkBuffers, walk_once
+from kstat.sources.walks import MOST_PER_CALL, WalkBuffers, WalkCallFailed, walk_once, walk_opener
 
 # Not `typing.TYPE_CHECKING`: typing is what this process is kept free of (kstat.engine.clock).
 TYPE_CHECKING = False
@@ -66,14 +65,6 @@ class _Taken:
     def __init__(self, pieces: list[memoryview], clocks: ClockStart) -> None:
         self.pieces = pieces
         self.clocks = clocks
-
-
-class _CallFailed(Exception):
-    """The call that opens a walk failed with this errno."""
-
-    def __init__(self, code: int) -> None:
-        super().__init__(code)
-        self.code = code
 
 
 def _write_all(fd: int, pieces: list[bytes | memoryview]) -> None:
@@ -104,14 +95,7 @@ def main(argv: list[str]) -> int:
         _signal.signal(signal_number, _signal.SIG_IGN)
     sys_bpf, command, attr = int(argv[0]), int(argv[1]), bytes.fromhex(argv[2])
     channel, interval_ns, duration_ns, start_ns, end_ns = map(int, argv[3:])
-    call = PreparedCall(sys_bpf, command, attr).call
-
-    def open_walk() -> int:
-        try:
-            return call()
-        except OSError as error:
-            raise _CallFailed(error.errno or 0) from None
-
+    open_walk = walk_opener(sys_bpf, command, attr)
     buffers = WalkBuffers()
     first = None if start_ns < 0 else _Taken([], ClockStart.given(start_ns, end_ns))
     failed: list[BaseException] = []
@@ -145,7 +129,7 @@ def main(argv: list[str]) -> int:
     clock.join()
     if failed:
         error = failed[0]
-        if isinstance(error, _CallFailed):
+        if isinstance(error, WalkCallFailed):
             kind, message = CALL_FAILED, str(error.code).encode()
         else:
             kind, message = ERROR, f"{type(error).__name__}: {error}".encode(errors="replace")

@@ -21,14 +21,12 @@ import threading
 from collections.abc import Callable
 from typing import Final
 
-from kstat.abi.bpf import error_for, iterator_create_call
-from kstat.abi.enums import Command
 from kstat.core.model import PassClocks
 from kstat.engine._clock_child import CALL_FAILED, ERROR, FRAME, LAST
 from kstat.engine.clock import Slip
 from kstat.engine.sampler import CounterRead
 from kstat.errors import KstatError
-from kstat.sources.iterator import IteratorReader
+from kstat.sources.iterator import IteratorReader, walk_call, walk_call_failure
 
 # The clock's process, on the import path kstat itself has: its first argument says how many
 # entries, the next ones are the path's (as they are: no json to import), then the clock's.
@@ -96,7 +94,7 @@ class ProcessClock:
             )
             link = self._reader.link_fd
             # The bpf(2) call that opens a walk of the link, made there as it is given.
-            call = iterator_create_call(link)
+            call = walk_call(link)
             path = _import_path()
             self._process = subprocess.Popen(
                 [
@@ -159,8 +157,8 @@ class ProcessClock:
         kind, slipped, startup, *times, gap, interval, took, late, length = FRAME.unpack(header)
         body = self._exactly(length)
         if kind == CALL_FAILED:
-            # Worded here, by the ABI's own words for the errno: that process has none.
-            failure = error_for(Command.ITER_CREATE, int(body))
+            # Worded here, in the ABI's words for the errno: that process has none.
+            failure = walk_call_failure(int(body))
             raise KstatError(f"the counter clock's process failed: {type(failure).__name__}: {failure}")
         if kind == ERROR:
             raise KstatError(f"the counter clock's process failed: {body.decode(errors='replace')}")

@@ -20,7 +20,7 @@ from attrs import define, evolve, field
 from kstat.core.distribution import IntervalValues
 from kstat.core.events import Event, IntervalEnded, WindowStarted
 from kstat.core.model import ProgramIdentity, Snapshot
-from kstat.core.owner_cost import NO_USAGE, HeldProgram, OwnersSection, ProcessSpan, owners_section
+from kstat.core.owner_cost import NO_USAGE, OwnersSection, ProcessSpan, owners_section
 from kstat.core.report import (
     NOTHING_LEFT_OUT,
     AchievedInterval,
@@ -206,14 +206,8 @@ class Summary:
         """The window's owners section: each owner's whole cost over the window."""
         if self.started is None or self.last_snapshot is None:
             return None
-        held = []
-        # Written out: once per program, at the window's end (at 10,000 programs, half the
-        # time of a generator through the properties).
-        for seen in self._sightings.values():
-            last = seen.last
-            owners = last.facts.details.owners
-            if owners:
-                held.append(HeldProgram(last.id, owners, seen.grown))
+        # The sightings themselves (`owner_cost.Held`): no object made for each program.
+        held = [seen for seen in self._sightings.values() if seen.last.facts.details.owners]
         return owners_section(held, self.process_spans(), self.bounds().elapsed_ns)
 
     def _record_gap(self, event: IntervalEnded) -> None:

@@ -41,9 +41,11 @@ from typing import Final
 
 from attrs import frozen
 
-from kstat.abi.enums import program_type_name
+from kstat.abi.bpf import error_for, iterator_create_call
+from kstat.abi.enums import Command, program_type_name
 from kstat.core.counters import Counters
 from kstat.core.model import PassClocks, ProgramChanges, ProgramStats, Reading
+from kstat.errors import BpfError, PermissionDenied, UnsupportedKernel
 from kstat.sources import program_iterator
 from kstat.sources.clocks import ClockStart
 
@@ -93,6 +95,17 @@ __all__ = [
     "probe_program",
     "running_kernel_offsets",
 ]
+
+
+def walk_call(link_fd: int) -> tuple[int, int, bytes]:
+    """The bpf(2) call that opens a walk of the iterator linked at `link_fd`, as numbers and
+    bytes, for a process that makes it itself (`kstat.sources.walks.walk_opener`)."""
+    return iterator_create_call(link_fd)
+
+
+def walk_call_failure(code: int) -> BpfError | UnsupportedKernel | PermissionDenied:
+    """That call's failure with errno `code`, in the ABI's words."""
+    return error_for(Command.ITER_CREATE, code)
 
 
 def read_walk(link_fd: int, buffers: WalkBuffers) -> tuple[bytes, PassClocks]:

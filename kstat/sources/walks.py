@@ -1,12 +1,13 @@
 """An iterator's walk read whole, between two time stamps: kstat's iterator reader reads its
 walks with this, and so does the counter clock's process (`kstat.engine._clock_child`), which
-imports it for that alone: it needs os and kstat's clocks, nothing more.
+imports it for that alone: it needs os, the bpf(2) call and kstat's clocks, nothing more.
 """
 
 from __future__ import annotations
 
 import os
 
+from kstat.abi.syscall import PreparedCall
 from kstat.sources.clocks import ClockStart
 
 # Not `typing.TYPE_CHECKING`: the clock's process imports no typing (kstat.engine.clock).
@@ -91,3 +92,26 @@ def walk_once(open_walk: Callable[[], int], buffers: WalkBuffers) -> tuple[list[
         return pieces, clocks
     finally:
         os.close(fd)
+
+
+class WalkCallFailed(Exception):
+    """The bpf(2) call that opens a walk failed with this errno (worded by kstat's ABI, in
+    kstat's process: `kstat.sources.iterator.walk_call_failure`)."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+def walk_opener(sys_bpf: int, command: int, attr: bytes) -> Callable[[], int]:
+    """What opens a walk, from the call `kstat.sources.iterator.walk_call` gives: its fd, or
+    WalkCallFailed."""
+    call = PreparedCall(sys_bpf, command, attr).call
+
+    def open_walk() -> int:
+        try:
+            return call()
+        except OSError as error:
+            raise WalkCallFailed(error.errno or 0) from None
+
+    return open_walk
