@@ -198,13 +198,22 @@ def test_an_owner_of_thousands_of_programs_is_written_as_the_c_encoder_writes_it
     in the report file and in the NDJSON stream's last line."""
     import orjson  # noqa: PLC0415
 
-    from kstat.formats.report_json import report_json_chunks, report_line_chunks  # noqa: PLC0415
+    from kstat.formats.report_json import (  # noqa: PLC0415
+        _long_numbers_encoded,
+        _unstructure_report,
+        report_json_chunks,
+        report_line_chunks,
+    )
 
     held = [HeldProgram(program_id, (ALPHA, BETA), Counters(program_id, 1)) for program_id in range(1, 3001)]
     section = owners_section([*held, HeldProgram(5000, (BETA,), Counters(1, 1))], _spans(), 2 * SECOND)
     report = evolve(report_from_json(_two_agent_report_text()), owners=section)
     whole = report_to_dict(report)
     assert len(whole["owners"]["processes"][0]["program_ids"]) == 3000
+    fields = _unstructure_report(report, with_programs=False)
+    encoded = _long_numbers_encoded(fields, indented=True)
+    assert isinstance(encoded["owners"]["processes"][0]["program_ids"], orjson.Fragment)  # not the list
+    assert fields["owners"]["processes"][0]["program_ids"] == list(range(1, 3001))  # left as it was
     assert b"".join(report_json_chunks(report)) == orjson.dumps(whole, option=orjson.OPT_INDENT_2) + b"\n"
     first = {"kind": "summary"}
     assert b"".join(report_line_chunks(report, first)) == orjson.dumps({**first, **whole})

@@ -725,22 +725,22 @@ _NUMBERS_A_JOIN: Final = 1024
 
 
 def _long_numbers_encoded(fields: dict[str, Any], indented: bool) -> dict[str, Any]:
-    """`fields` (the report's own, without its lines: owned here) with each long list of whole
-    numbers in it replaced by its JSON, as the encoder would have written it there."""
+    """A copy of `fields` (the report's own, without its lines) with each long list of whole
+    numbers in it replaced by its JSON, as the encoder would have written it there. A copy:
+    some of what `fields` holds may be the report's own."""
 
     def walk(value: Any, level: int) -> Any:
         # `level`: how deep the value's members are indented (the report's own fields: 1).
         if isinstance(value, dict):
-            for key, member in value.items():
-                value[key] = walk(member, level + 1)
-        elif isinstance(value, list):
+            return {key: walk(member, level + 1) for key, member in value.items()}
+        if isinstance(value, list):
             if len(value) >= _ENCODED_WHOLE_AT and all(type(number) is int for number in value):
                 return orjson.Fragment(_numbers_json(value, level, indented))
-            value[:] = [walk(member, level + 1) for member in value]
+            return [walk(member, level + 1) for member in value]
         return value
 
-    walk(fields, 1)
-    return fields
+    encoded: dict[str, Any] = walk(fields, 1)
+    return encoded
 
 
 def _numbers_json(numbers: list[int], level: int, indented: bool) -> str:
