@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn, Protocol, cast
 
-from kstat._deferred import deferred
+from kstat._deferred import deferred, libraries_found_without_ldconfig
 from kstat._logging import configure_logging
 from kstat._stdio import say, say_error
 from kstat.commands import COMMANDS, DEFAULT_COMMAND
@@ -37,8 +37,9 @@ def command_module(name: str = DEFAULT_COMMAND) -> Command:
     module, _ = COMMANDS[name]
     # trio imports ssl and hmac (for its TLS streams and DTLS cookies, which no command uses)
     # and idna (for unicode host names): OpenSSL's libraries and idna's tables, 8 MB of every
-    # window's memory, loaded only if something uses them.
-    with deferred("ssl", "hmac", "idna"):
+    # window's memory, loaded only if something uses them. And it looks for libpthread at its
+    # import, which ctypes does by running ldconfig.
+    with deferred("ssl", "hmac", "idna"), libraries_found_without_ldconfig():
         return cast(Command, importlib.import_module(module))
 
 

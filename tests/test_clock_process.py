@@ -14,7 +14,7 @@ import pytest
 
 from kstat.abi.bpf import enable_run_time_stats
 from kstat.engine import clock_process
-from kstat.engine.clock import Slip
+from kstat.engine.clock import Flag, Slip, start_thread
 from kstat.engine.clock_process import ProcessClock
 from kstat.engine.sampler import CounterRead
 from kstat.sources.iterator import IteratorReader
@@ -184,5 +184,29 @@ def test_the_clocks_process_imports_only_what_the_walk_and_the_clock_need() -> N
         "structlog",
         "trio",
         "typing",
+        # Its thread and stop are _thread's: threading and contextlib bring collections and
+        # functools (0.6 MB of this process).
+        "threading",
+        "contextlib",
+        "collections",
     )
     assert [name for name in imported if name.split(".")[0] in heavy or name.startswith(heavy)] == []
+
+
+def test_the_clocks_flag_waits_until_set_and_stays_set_and_its_thread_is_joined() -> None:
+    """The clock's stop and join (`_thread`'s locks: no threading in the clock's process)."""
+    stop = Flag()
+    assert not stop.is_set()
+    assert not stop.wait(0)
+    ran: list[str] = []
+
+    def run() -> None:
+        ran.append("ran")
+        stop.set()
+
+    finished = start_thread(run)
+    assert stop.wait(None)
+    assert finished.wait(None)
+    assert ran == ["ran"]
+    stop.set()  # set twice: still set, no error
+    assert stop.is_set() and stop.wait(0) and stop.wait(None)

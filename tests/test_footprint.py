@@ -195,3 +195,19 @@ async def test_ndjson_says_a_programs_footprint_once(
         for stats in line["program_stats"].values()
         if stats["name"] == f"{KT}maps"
     )
+
+
+def test_copies_of_one_program_share_one_footprint_and_others_keep_their_own(
+    programs_with_maps: tuple[SocketFilter, SocketFilter, BpfMap, BpfMap],
+) -> None:
+    """A host's copies of one program (one per container or cgroup) describe equal footprints:
+    they are kept once (issue 28's memory at 10,000 programs), and each still reads as its own."""
+    both, shared, _, _ = programs_with_maps
+    with SocketFilter(f"{KT}copy") as first_copy, SocketFilter(f"{KT}copy") as second_copy:
+        ids = (first_copy.id, second_copy.id, both.id, shared.id)
+        found = {program.id: program for program in ProgramReader().read_all()}
+    first, second, with_maps, with_one_map = (found[program_id] for program_id in ids)
+    assert first.footprint is not None and first.footprint == second.footprint
+    assert first.footprint is second.footprint
+    assert with_maps.footprint not in (first.footprint, with_one_map.footprint)
+    assert with_maps.footprint is not None and len(with_maps.footprint.maps) == 2

@@ -244,3 +244,23 @@ def test_a_walk_longer_than_the_buffers_is_read_whole(monkeypatch: pytest.Monkey
         reader.close()
         for program in held:
             program.close()
+
+
+def test_the_last_walk_is_let_go_once_the_reader_is_closed_and_every_walk_decoded(
+    iterator_here: None, load_filter: LoadFilter
+) -> None:
+    """Each walk is compared with the one before it, so the reader keeps the last: until it is
+    closed and the walks the clock took before are decoded (issue 28's peak: 1 MB at 10,000)."""
+    kept = load_filter(f"{KT}kept")
+    reader = IteratorReader()
+    try:
+        first, second = reader.read_walk(), reader.read_walk()
+        reader.decode(first)
+        assert reader._previous is not None
+    finally:
+        reader.close()
+    # Closed with a walk still to decode: that one is still compared with the one before.
+    assert reader._previous is not None
+    reading = reader.decode(second)
+    assert reader._previous is None
+    assert kept.program.id in {program.id for program in reading.programs}

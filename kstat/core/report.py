@@ -12,6 +12,7 @@ module only says over which span each program's counters grew:
 
 from __future__ import annotations
 
+import operator
 import re
 import time
 from collections import Counter
@@ -475,9 +476,15 @@ def line_metrics(
 _PER_CPU_NAMES: Final = tuple(spec.name for spec in COUNTERS if spec.per_cpu)
 
 
+_per_cpu_counters: Final = operator.attrgetter(*_PER_CPU_NAMES)
+_NO_PER_CPU: Final = (None,) * len(_PER_CPU_NAMES)
+
+
 def _per_cpu(grown: Counters) -> dict[int, dict[str, int]] | None:
     """A line's per-CPU growth, CPUs where it ran only; None where no per-CPU counter was read."""
-    if all(getattr(grown, name) is None for name in _PER_CPU_NAMES):
+    found = _per_cpu_counters(grown)
+    # One name gives the value itself, several a tuple of them.
+    if (found if len(_PER_CPU_NAMES) > 1 else (found,)) == _NO_PER_CPU:
         return None
     return by_cpu(grown)
 

@@ -9,9 +9,8 @@ exposition one per program it shows, `kstat top` one per row. Each computes its 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from functools import cached_property
 
-from attrs import evolve, frozen
+from attrs import evolve, field, frozen
 
 from kstat.core.catalogue import Span
 from kstat.core.counters import ZERO, Counters, added, grown, is_zero
@@ -30,6 +29,18 @@ class Sighting:
     first_seen: bool = True
     # Gone by the span's end: CLOCK_BOOTTIME at the start of the last pass that saw it.
     gone_after_boottime_ns: int | None = None
+    # How much each counter grew over the span: worked out as the sighting is made (an
+    # interval's line, its totals and its activity all ask; and the window's report asks for
+    # every program's at once, after the window, where each microsecond is the report's).
+    grown: Counters = field(init=False, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        last = self.last.counters
+        # Never read again since its baseline (an idle program's usual case): the same
+        # "nothing grew" for every such program, made once.
+        object.__setattr__(
+            self, "grown", unchanged(last) if last is self.baseline else grown(last, self.baseline)
+        )
 
     @staticmethod
     def from_zero(program: ProgramStats) -> Sighting:
@@ -59,17 +70,6 @@ class Sighting:
     def unloaded(self) -> bool:
         return self.gone_after_boottime_ns is not None
 
-    @cached_property
-    def grown(self) -> Counters:
-        """How much each counter grew over the span (worked out once: an interval's line, its
-        totals and its activity all ask)."""
-        last = self.last.counters
-        if last is self.baseline:
-            # Never read again since its baseline (an idle program's usual case): the same
-            # "nothing grew" for every such program, made once.
-            return unchanged(last)
-        return grown(last, self.baseline)
-
     @property
     def active(self) -> bool:
         """Did anything happen to it: runs, runtime, misses, a load, an unload, or its first
@@ -86,6 +86,8 @@ class Sighting:
 
     def coverage_percent(self, start_boottime_ns: int, end_boottime_ns: int) -> float:
         """The share of the span between its load (or the span's start) and its last sighting."""
+        if self.gone_after_boottime_ns is None and self.last.load_time_ns <= start_boottime_ns:
+            return 100.0  # there all along (a report's usual line): what the share comes to
         return coverage_percent(
             max(start_boottime_ns, self.last.load_time_ns),
             self.seen_until(end_boottime_ns),

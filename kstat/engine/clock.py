@@ -9,14 +9,14 @@ of queueing missed ones, and says so (`Slip`).
 
 The counter clock's process (`kstat.engine._clock_child`) runs this module in an interpreter
 of its own, whose memory is kstat's too: it imports neither attrs nor kstat's model (hence
-`Slip` is a plain class).
+`Slip` is a plain class), nor threading or contextlib (with collections and functools: 0.9 MB
+of that process's RSS): its thread and its stop are `_thread`'s.
 """
 
 from __future__ import annotations
 
-import contextlib
+import _thread
 import os
-import threading
 import time
 
 from kstat._values import PlainValue
@@ -87,9 +87,11 @@ CLOCK_PRIORITY: Final = 1
 def prioritise_this_thread() -> str:
     """Put the calling thread ahead of the host's other work, as far as it may (root may; a
     container's cgroup may refuse the real-time policy): which it got, for the log."""
-    thread = threading.get_native_id()
-    with contextlib.suppress(OSError):
+    thread = _thread.get_native_id()
+    try:  # noqa: SIM105 - no contextlib in the clock's process
         os.setpriority(os.PRIO_PROCESS, thread, CLOCK_NICENESS)
+    except OSError:
+        pass
     try:
         os.sched_setscheduler(thread, CLOCK_POLICY, os.sched_param(CLOCK_PRIORITY))
     except OSError:
@@ -120,6 +122,51 @@ else:
     R = object
 
 
+class Flag:
+    """`threading.Event`'s `set` and `wait`, made of one `_thread` lock (held while not set)."""
+
+    __slots__ = ("_lock",)
+
+    def __init__(self) -> None:
+        self._lock = _thread.allocate_lock()
+        self._lock.acquire()
+
+    def set(self) -> None:
+        try:  # noqa: SIM105 - no contextlib in the clock's process
+            self._lock.release()
+        except RuntimeError:
+            pass  # set already
+
+    def is_set(self) -> bool:
+        return not self._lock.locked()
+
+    def wait(self, timeout_s: float | None = None) -> bool:
+        """Whether it is set, waiting up to `timeout_s` (None: until it is)."""
+        timeout = -1 if timeout_s is None else min(max(0.0, timeout_s), _thread.TIMEOUT_MAX)
+        if not self._lock.acquire(timeout=timeout):
+            return False
+        try:  # noqa: SIM105 - no contextlib in the clock's process
+            self._lock.release()
+        except RuntimeError:
+            pass  # set again while held here: set it stays
+        return True
+
+
+def start_thread(run: Callable[[], None]) -> Flag:
+    """`run` on a thread of its own (as a daemon thread: nothing waits for it at exit), and the
+    flag set when it has returned (what `join` waits for)."""
+    finished = Flag()
+
+    def thread() -> None:
+        try:
+            run()
+        finally:
+            finished.set()
+
+    _thread.start_new_thread(thread, ())
+    return finished
+
+
 class CounterClock(Generic[R]):
     """`read` is called on the clock's thread, and `deliver` there with each read, whether it is
     the window's last, and the slip it ended (if any): `deliver` must not block (the scheduler
@@ -145,19 +192,21 @@ class CounterClock(Generic[R]):
         self._on_error = on_error
         self._on_finished = on_finished
         self._first = first
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="kstat-counter-clock", daemon=True)
+        self._stop = Flag()
+        self._finished: Flag | None = None
         self.missed_ticks = 0
 
     def start(self) -> None:
-        self._thread.start()
+        self._finished = start_thread(self._run)
 
     def stop(self) -> None:
         """End the window now: the clock takes its last read at once and finishes."""
         self._stop.set()
 
     def join(self) -> None:
-        self._thread.join()
+        if self._finished is None:
+            raise RuntimeError("the counter clock was never started")
+        self._finished.wait()
 
     def _run(self) -> None:
         # Ahead of the host's other work for the CPU (a busy node's tenants, kstat's own

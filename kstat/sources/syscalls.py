@@ -78,6 +78,10 @@ class ProgramReader:
         self._known: dict[tuple[int, int], ProgramStats] = {}
         # Full names and footprints, for the programs met for the first time.
         self._describer = ProgramDescriber()
+        # The batch's footprints by value: a host's copies of one program (one per container,
+        # cgroup or CPU) describe equal footprints, and share one (its object and its numbers,
+        # 0.2 KB a program), as they share their tag's string. Let go with the batch.
+        self._footprints: dict[ProgramFootprint, ProgramFootprint] = {}
         # How this kernel's bpf_prog_info gives the counters (its length decides), once known.
         self._counters_written = -1
         self._read_counters = counters_read_by(PROG_INFO_SIZE)
@@ -175,8 +179,8 @@ class ProgramReader:
     def read_fd(self, fd: int) -> ProgramStats:
         """The stats and facts of the program behind an fd the caller owns."""
         program = self._read_fd(fd)[1]
-        _learn(program, self._describer.describe_fd(fd))
-        self._describer.forget_batch()
+        self._learn(program, self._describer.describe_fd(fd))
+        self._forget_batch()
         return program
 
     def describe_all(self, programs: Sequence[ProgramStats]) -> int:
@@ -188,9 +192,13 @@ class ProgramReader:
                 if not program.facts.described and self.describe(program):
                     described += 1
         finally:
-            # Names and memlocks are cached for one batch of programs, never longer.
-            self._describer.forget_batch()
+            # Names, memlocks and footprints are cached for one batch of programs, never longer.
+            self._forget_batch()
         return described
+
+    def _forget_batch(self) -> None:
+        self._describer.forget_batch()
+        self._footprints.clear()
 
     def describe(self, program: ProgramStats) -> bool:
         """One program's full name and footprint into its facts; False when its id no longer
@@ -198,8 +206,21 @@ class ProgramReader:
         description = self._describer.describe_id(program.id, program.load_time_ns)
         if description is None:
             return False
-        _learn(program, description)
+        self._learn(program, description)
         return True
+
+    def _learn(self, program: ProgramStats, description: ProgramDescription) -> None:
+        """A program's full name and footprint, as kstat's values, into its facts."""
+        footprint = ProgramFootprint(
+            jited_size_bytes=description.jited_size_bytes,
+            xlated_size_bytes=description.xlated_size_bytes,
+            verified_instructions=description.verified_instructions,
+            memlock_bytes=description.memlock_bytes,
+            maps=tuple(MapFootprint(map_id, memlock) for map_id, memlock in description.maps),
+        )
+        facts = program.facts
+        facts.name, facts.footprint = description.name, self._footprints.setdefault(footprint, footprint)
+        facts.described = True
 
     def _read_fd(self, fd: int) -> tuple[tuple[int, int], ProgramStats, ProgramStats | None]:
         """The program's stats, the key (id, load time) the reader remembers it by, and its
@@ -250,16 +271,3 @@ class ProgramReader:
             ),
             None,
         )
-
-
-def _learn(program: ProgramStats, description: ProgramDescription) -> None:
-    """A program's full name and footprint, as kstat's values, into its facts."""
-    footprint = ProgramFootprint(
-        jited_size_bytes=description.jited_size_bytes,
-        xlated_size_bytes=description.xlated_size_bytes,
-        verified_instructions=description.verified_instructions,
-        memlock_bytes=description.memlock_bytes,
-        maps=tuple(MapFootprint(map_id, memlock) for map_id, memlock in description.maps),
-    )
-    facts = program.facts
-    facts.name, facts.footprint, facts.described = description.name, footprint, True
