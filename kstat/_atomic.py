@@ -29,6 +29,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO, Final, TypeAlias
 
+from kstat._writev import write_pieces
 from kstat.errors import OutputError
 
 # The most any file kstat makes may allow, and what the fallback (a report someone else's
@@ -46,10 +47,8 @@ _TEMPORARY_NAME_ATTEMPTS: Final = 100
 # What a write takes: the bytes, or the pieces of them as an encoder makes them (a report of
 # 10,000 programs is 12 MB: streamed, it is never held whole).
 Data: TypeAlias = bytes | Iterable[bytes]
-# Pieces are gathered up to this much before each writev(2): a few syscalls, a bounded list.
+# Pieces are gathered up to this much before they are written: a few syscalls, a bounded list.
 _WRITE_BUFFER_BYTES: Final = 1 << 18
-# And no more pieces than one writev(2) takes (IOV_MAX is 1024 on Linux).
-_PIECES_A_WRITE: Final = 512
 
 
 def shown(path: Path | str) -> str:
@@ -196,28 +195,15 @@ def _write_all(fd: int, data: Data) -> None:
         return
     # The pieces as they come, written together by writev(2) once they add up: never copied
     # into one buffer (which, grown past its size, was 1.2 MB of a 10,000-program report's peak).
-    pending: list[bytes] = []
+    pending: list[bytes | memoryview] = []
     size = 0
     for piece in data:
         pending.append(piece)
         size += len(piece)
-        if size >= _WRITE_BUFFER_BYTES or len(pending) >= _PIECES_A_WRITE:
-            _write_pieces(fd, pending)
+        if size >= _WRITE_BUFFER_BYTES:
+            write_pieces(fd, pending)
             pending, size = [], 0
-    _write_pieces(fd, pending)
-
-
-def _write_pieces(fd: int, pieces: list[bytes]) -> None:
-    """Every byte of `pieces`, in order: a write(2) may take part of them."""
-    views = [memoryview(piece) for piece in pieces if piece]
-    at = 0
-    while at < len(views):
-        written = os.writev(fd, views[at:])
-        while at < len(views) and written >= len(views[at]):
-            written -= len(views[at])
-            at += 1
-        if written:
-            views[at] = views[at][written:]
+    write_pieces(fd, pending)
 
 
 # --- the writes --------------------------------------------------------------------------------

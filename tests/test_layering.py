@@ -16,7 +16,14 @@ import kstat
 PACKAGE: Final = Path(kstat.__file__).parent
 
 # Modules every layer may import: they import nothing of kstat's above them.
-_BASE: Final = ("kstat.errors", "kstat.durations", "kstat._version", "kstat._moments", "kstat._values")
+_BASE: Final = (
+    "kstat.errors",
+    "kstat.durations",
+    "kstat._version",
+    "kstat._moments",
+    "kstat._values",
+    "kstat._writev",
+)
 _LOGGING: Final = ("kstat._logging",)
 _TEXT: Final = ("kstat.text",)
 # Files written as root without following what another user planted.

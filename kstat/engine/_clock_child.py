@@ -38,9 +38,10 @@ import os
 import struct
 import sys
 
+from kstat._writev import write_pieces
 from kstat.engine.clock import CounterClock, Slip, start_thread
 from kstat.sources.clocks import ClockStart
-from kstat.sources.walks import MOST_PER_CALL, WalkBuffers, WalkCallFailed, walk_once, walk_opener
+from kstat.sources.walks import WalkBuffers, WalkCallFailed, walk_once, walk_opener
 
 # Not `typing.TYPE_CHECKING`: typing is what this process is kept free of (kstat.engine.clock).
 TYPE_CHECKING = False
@@ -63,19 +64,6 @@ class _Taken:
     def __init__(self, pieces: list[memoryview], clocks: ClockStart) -> None:
         self.pieces = pieces
         self.clocks = clocks
-
-
-def _write_all(fd: int, pieces: list[bytes | memoryview]) -> None:
-    """Every byte of `pieces`, in order: a write to a stream socket may take part of them, and
-    one writev(2) takes IOV_MAX pieces at most."""
-    at = 0
-    while at < len(pieces):
-        written = os.writev(fd, pieces[at : at + MOST_PER_CALL])
-        while at < len(pieces) and written >= len(pieces[at]):
-            written -= len(pieces[at])
-            at += 1
-        if written:
-            pieces[at] = memoryview(pieces[at])[written:]
 
 
 def _frame(kind: int, clocks: ClockStart | None, slip: Slip | None, length: int) -> bytes:
@@ -105,7 +93,7 @@ def main(argv: list[str]) -> int:
         if taken is first:
             return  # kstat's own, read at launch
         length = sum(len(piece) for piece in taken.pieces)
-        _write_all(channel, [_frame(LAST if last else READ, taken.clocks, slip, length), *taken.pieces])
+        write_pieces(channel, [_frame(LAST if last else READ, taken.clocks, slip, length), *taken.pieces])
 
     clock = CounterClock(
         read,
@@ -134,7 +122,7 @@ def main(argv: list[str]) -> int:
         else:
             kind, message = ERROR, f"{type(error).__name__}: {error}".encode(errors="replace")
         try:  # noqa: SIM105 - no contextlib in the clock's process
-            _write_all(channel, [_frame(kind, None, None, len(message)), message])
+            write_pieces(channel, [_frame(kind, None, None, len(message)), message])
         except OSError:
             pass
         return 1

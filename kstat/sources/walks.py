@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 
+# The most one readv(2) takes (the kernel's IOV_MAX: beyond 4 MiB a walk is a few calls).
+from kstat._writev import MOST_PER_CALL
 from kstat.abi.syscall import PreparedCall
 from kstat.sources.clocks import ClockStart
 
@@ -19,8 +21,6 @@ if TYPE_CHECKING:
 # readv(2)'s buffers: page-sized, as many as the longest walk so far filled.
 PAGE: Final = 4096
 FIRST_BUFFERS: Final = 64
-# The most one readv(2) takes (the kernel's IOV_MAX: beyond 4 MiB a walk is a few calls).
-MOST_PER_CALL: Final = os.sysconf("SC_IOV_MAX") if "SC_IOV_MAX" in os.sysconf_names else 1024
 
 
 class WalkBuffers:
