@@ -8,23 +8,34 @@ before any import. Once a window runs, kstat's own handlers take over (and put t
 from __future__ import annotations
 
 import os
-import signal
 import sys
-from types import FrameType
+
+TYPE_CHECKING = False  # not typing's: see below
+if TYPE_CHECKING:
+    from signal import SIGINT, SIGTERM
+    from signal import signal as set_handler
+    from types import FrameType
+else:
+    # Not signal, which imports enum for its names (with functools and collections): all that
+    # is imported before the baseline read delays it (BENCHMARKS.md, launch to the baseline
+    # read). _signal is what signal wraps (it has no stubs of its own, hence the names above).
+    from _signal import SIGINT, SIGTERM
+    from _signal import signal as set_handler
 
 _SWITCH_INTERVAL_S = 0.001
+_EARLY_SIGNAL_NAMES: dict[int, str] = {SIGINT: "SIGINT", SIGTERM: "SIGTERM"}
 
 
 def _interrupted_early(signal_number: int, frame: FrameType | None) -> None:
     # Nothing has been switched on or written yet: leaving at once leaves nothing behind.
-    name = signal.Signals(signal_number).name
+    name = _EARLY_SIGNAL_NAMES.get(signal_number, f"signal {signal_number}")
     os.write(2, f"kstat: {name} before the window started; nothing was collected\n".encode())
     os._exit(128 + signal_number)
 
 
 def main() -> None:
-    signal.signal(signal.SIGINT, _interrupted_early)
-    signal.signal(signal.SIGTERM, _interrupted_early)
+    set_handler(SIGINT, _interrupted_early)
+    set_handler(SIGTERM, _interrupted_early)
     # Before the CLI is even imported: the window's baseline (`kstat._baseline`), so that what a
     # load test does right after launching kstat is inside the window.
     from kstat import _baseline  # noqa: PLC0415 - only after the handler is in place

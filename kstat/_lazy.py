@@ -9,11 +9,11 @@ name asked for.
 
 from __future__ import annotations
 
-import importlib
 import sys
 
 # Not `typing.TYPE_CHECKING`: `import kstat` imports no typing (nor ast or pathlib: the block
-# is parsed when a name is first asked for).
+# is parsed when a name is first asked for), nor importlib (with warnings): `__import__` and
+# sys.modules do its import_module's work.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
@@ -42,7 +42,8 @@ class LazyNames:
             module, original = self.names()[name]
         except KeyError:
             raise AttributeError(f"module {self._module!r} has no attribute {name!r}") from None
-        value = getattr(importlib.import_module(module), original)
+        __import__(module)
+        value = getattr(sys.modules[module], original)
         setattr(sys.modules[self._module], name, value)
         return value
 

@@ -11,7 +11,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
+import pytest
+
 import kstat
+from kstat.sources import offsets_cache
+from kstat.sources.program_iterator import VMLINUX_BTF, KernelOffsets
 
 PACKAGE: Final = Path(kstat.__file__).parent
 
@@ -150,6 +154,7 @@ def test_the_base_modules_import_nothing_above_them() -> None:
 
 # What the command line's path from launch to its baseline read may not import: each costs the
 # launch milliseconds (BENCHMARKS.md, launch to the baseline read), and none is needed there.
+# re, enum, functools and collections come with json, signal, contextlib and threading.
 _NOT_AT_LAUNCH: Final = (
     "attr",
     "attrs",
@@ -164,19 +169,35 @@ _NOT_AT_LAUNCH: Final = (
     "inspect",
     "ast",
     "dataclasses",
+    "re",
+    "enum",
+    "functools",
+    "collections",
+    "json",
+    "signal",
+    "contextlib",
+    "threading",
+    "importlib",
+    "warnings",
+    "array",
     "kstat.core",
     "kstat.sources.iterator",
     "kstat.sources.syscalls",
     "kstat._logging",
     "kstat._atomic",
 )
+CONSOLE_SCRIPT: Final = PACKAGE.parent / "bin" / "kstat"
+
+
+def _slow(imported: list[str]) -> list[str]:
+    return [name for name in imported if any(_within(name, banned) for banned in _NOT_AT_LAUNCH)]
 
 
 def test_the_launch_imports_nothing_slow_before_its_baseline() -> None:
-    """`kstat._baseline`, as the console script imports it (after `signal`): nothing above.
-    Without site (-S), so that this checkout's own editable-install finder imports nothing."""
+    """`kstat._baseline`, as the console script imports it (through `kstat._entry`): nothing
+    above. Without site (-S), so that this checkout's own editable-install finder imports nothing."""
     program = (
-        f"import sys; sys.path.insert(0, {str(PACKAGE.parent)!r}); import signal; "
+        f"import sys; sys.path.insert(0, {str(PACKAGE.parent)!r}); from kstat import _entry; "
         "from kstat import _baseline; _baseline.collects(['-duration', '1s']); "
         "print(' '.join(sorted(sys.modules)))"
     )
@@ -185,9 +206,58 @@ def test_the_launch_imports_nothing_slow_before_its_baseline() -> None:
     )
     imported = completed.stdout.split()
     assert "kstat.sources.program_iterator" in imported
-    slow = [
-        name
-        for name in imported
-        if any(name == banned or name.startswith(f"{banned}.") for banned in _NOT_AT_LAUNCH)
-    ]
-    assert slow == []
+    assert _slow(imported) == []
+
+
+# Run as the console script: every module imported by the first import after the baseline
+# was taken (or, where it was not, by the CLI's first), printed with what was taken; then out.
+_UNTIL_THE_BASELINE = """
+import os, sys
+sys.path.insert(0, {checkout!r})
+sys.argv = ["kstat", "-duration", "1s", "-output", {output!r}]
+
+def until_the_baseline(event, arguments):
+    if event != "import":
+        return
+    baseline = sys.modules.get("kstat._baseline")
+    taken = getattr(baseline, "_taken", [])
+    if taken or arguments[0] == "kstat.cli":
+        print(" ".join(sorted(sys.modules)), "TAKEN=" + ",".join(type(t).__name__ for t in taken))
+        sys.stdout.flush()
+        os._exit(0)
+
+sys.addaudithook(until_the_baseline)
+exec(compile(open({script!r}).read(), {script!r}, "exec"))
+"""
+
+
+@pytest.mark.kernel
+def test_the_console_script_takes_its_baseline_by_iterator_before_anything_slow(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bin/kstat, run for a window on this kernel with its offsets cached: the baseline is read
+    by kstat's iterator before the CLI is imported, and nothing slow was imported by then."""
+    monkeypatch.setenv("KSTAT_CACHE_DIR", str(tmp_path / "cache"))
+    # Parsed from this kernel's BTF and cached (not by an iterator: this process may have its
+    # offsets already, from an earlier test, and write no cache).
+    offsets_cache.offsets(KernelOffsets, KernelOffsets.of_running_kernel, VMLINUX_BTF)
+    program = _UNTIL_THE_BASELINE.format(
+        checkout=str(PACKAGE.parent), output=str(tmp_path / "report.json"), script=str(CONSOLE_SCRIPT)
+    )
+    completed = subprocess.run(
+        [sys.executable, "-S", "-c", program], capture_output=True, text=True, check=True, timeout=60
+    )
+    *imported, taken = completed.stdout.split()
+    assert taken == "TAKEN=_Walk"
+    assert _slow(imported) == []
+    assert not (tmp_path / "report.json").exists()
+
+
+def test_the_console_scripts_are_kstats_own() -> None:
+    """Not entry points, whose generated wrapper imports re: `#!python` (pip writes the venv's
+    interpreter there), then kstat's entry and nothing else; the Go tool's name is the same file."""
+    lines = CONSOLE_SCRIPT.read_text().splitlines()
+    assert lines[0] == "#!python"
+    code = [line for line in lines[1:] if line and not line.startswith("#")]
+    assert code == ["from kstat._entry import main", "main()"]
+    assert (CONSOLE_SCRIPT.parent / "collect-kernel-stats").resolve() == CONSOLE_SCRIPT.resolve()

@@ -67,7 +67,7 @@ def test_parsed_once_per_kernel_then_read(btf: Path, tmp_path: Path) -> None:
 
 def _a_later_process() -> None:
     """What another kstat of the same boot starts with: no digest worked out yet."""
-    offsets_cache._digest.cache_clear()
+    offsets_cache._digests.clear()
 
 
 def test_a_later_start_of_the_same_boot_takes_the_digest_from_the_note(
@@ -185,7 +185,19 @@ def test_two_versions_of_an_offsets_class_keep_each_their_own(btf: Path) -> None
 
 
 @pytest.mark.parametrize(
-    "content", [b"", b"{", b"\xff\xfe", b"[]", b'{"version": 0, "Offsets": {}}', b"9" * 70_000]
+    "content",
+    [
+        b"",
+        b"{",
+        b"\xff\xfe",
+        b"[]",
+        b'{"version": 0, "Offsets": {}}',
+        b"9" * 70_000,
+        b'{"version": 1} {"version": 1}',
+        b'{"version": 1} x',
+        b'{"version": NaN}',
+        b"[" * 60_000,
+    ],
 )
 def test_a_damaged_file_is_parsed_again(btf: Path, tmp_path: Path, content: bytes) -> None:
     parse = Parser()

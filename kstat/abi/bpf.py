@@ -10,7 +10,9 @@ import ctypes
 import errno
 import os
 import resource
-import threading
+
+# Not threading: it imports more than its lock (the launch reads its baseline through here).
+from _thread import allocate_lock
 
 from kstat.abi import syscall
 from kstat.abi.btf import BtfFormatError, single_function_btf, type_names
@@ -20,6 +22,7 @@ from kstat.abi.enums import (
     AttachType,
     Command,
     MapType,
+    spelled,
 )
 from kstat.abi.structs import (
     RECURSION_MISSES_END,
@@ -94,7 +97,7 @@ class ProgInfoCall:
         return bool(raw_syscall(self._sys_bpf, self._command, self._attr_pointer, self._attr_size) >= 0)
 
 
-def bpf(command: Command, attr: ctypes.Structure) -> int:
+def bpf(command: int, attr: ctypes.Structure) -> int:
     """Issue one bpf(2) command; return its non-negative result or raise the matching error."""
     result = raw_syscall(require_syscall(), command, ctypes.addressof(attr), ctypes.sizeof(attr))
     if result >= 0:
@@ -104,10 +107,7 @@ def bpf(command: Command, attr: ctypes.Structure) -> int:
 
 def error_for(command: int, errno_value: int) -> BpfError | UnsupportedKernel | PermissionDenied:
     """The typed error for a failed command's errno."""
-    try:
-        name = Command(command).spelled
-    except ValueError:
-        name = str(command)
+    name = spelled(command)
     message = os.strerror(errno_value)
     # BPF_PROG_LOAD says EACCES when the verifier rejects a program: that is no privilege matter.
     denied = errno_value == errno.EPERM or (errno_value == errno.EACCES and command != Command.PROG_LOAD)
@@ -150,7 +150,7 @@ def enable_run_time_stats() -> int:
         raise
 
 
-def walk_ids(command: Command, attr: GetIdAttr | None = None) -> Iterator[int]:
+def walk_ids(command: int, attr: GetIdAttr | None = None) -> Iterator[int]:
     """Every id of one kind (BPF_PROG_GET_NEXT_ID, BPF_LINK_GET_NEXT_ID), ascending."""
     attr = GetIdAttr() if attr is None else attr
     current_id = 0
@@ -166,7 +166,7 @@ def walk_ids(command: Command, attr: GetIdAttr | None = None) -> Iterator[int]:
         yield current_id
 
 
-def fd_by_id(command: Command, object_id: int, attr: GetIdAttr | None = None) -> int | None:
+def fd_by_id(command: int, object_id: int, attr: GetIdAttr | None = None) -> int | None:
     """A new fd to the object with this id (BPF_*_GET_FD_BY_ID), or None when it is gone."""
     attr = GetIdAttr() if attr is None else attr
     attr.start_id = object_id
@@ -290,7 +290,7 @@ def iterator_create_call(link_fd: int) -> tuple[int, int, bytes]:
 
 # --- RLIMIT_MEMLOCK: what kernels before 5.11 charge BPF memory to ------------------------------
 
-_memlock_lock = threading.Lock()
+_memlock_lock = allocate_lock()
 _memlock_charged: bool | None = None
 _memlock_allowed = False
 
@@ -477,7 +477,7 @@ def create_xdp_link(program_fd: int, ifindex: int) -> int:
     return create_link(program_fd, ifindex, AttachType.XDP)
 
 
-def create_link(program_fd: int, target: int, attach_type: AttachType) -> int:
+def create_link(program_fd: int, target: int, attach_type: int) -> int:
     """BPF_LINK_CREATE: `target` is an interface's index (XDP) or an fd (a cgroup's, ...)."""
     attr = LinkCreateAttr(prog_fd=program_fd, target_ifindex=target, attach_type=attach_type)
     return bpf(Command.LINK_CREATE, attr)

@@ -8,7 +8,6 @@ function name, which is what bpftool shows and what kstat reports.
 from __future__ import annotations
 
 import struct
-from array import array
 
 from kstat.errors import FeatureMissing, KstatError
 
@@ -142,6 +141,10 @@ class KernelLayout:
     """
 
     def __init__(self, blob: bytes) -> None:
+        # Here, not at the top: array imports collections, and the launch reads its baseline
+        # through this module (for single_function_btf), where no layout is parsed.
+        from array import array  # noqa: PLC0415
+
         position, end, self._strings = _sections(blob)
         self._blob = blob
         # Where each type's 12-byte header starts, by type id (id 0, void, has none).

@@ -1,12 +1,14 @@
-"""The numbers of include/uapi/linux/bpf.h that kstat uses, typed, and the names it gives them.
+"""The numbers of include/uapi/linux/bpf.h that kstat uses, and the names it gives them.
 
 Pure data (no ctypes, no syscalls): the core's filters read the program type names from here
 too, so that a type is spelled one way in reports, filters and the ABI.
+
+The kernel's enums are classes of plain ints, not enum.IntEnum: kstat's launch reads its
+baseline through this module, and enum (with functools and collections) and its classes cost
+that launch milliseconds. A command's name, where an error message wants it, is `spelled`.
 """
 
 from __future__ import annotations
-
-import enum
 
 # Not imported at run time: kstat's launch reads its baseline through this module.
 TYPE_CHECKING = False
@@ -14,65 +16,69 @@ if TYPE_CHECKING:
     from typing import Final
 
 
-class Command(enum.IntEnum):
+class Command:
     """enum bpf_cmd."""
 
-    MAP_CREATE = 0
-    MAP_LOOKUP_ELEM = 1
-    MAP_UPDATE_ELEM = 2
-    PROG_LOAD = 5
-    PROG_TEST_RUN = 10
-    PROG_GET_NEXT_ID = 11
-    PROG_GET_FD_BY_ID = 13
-    MAP_GET_FD_BY_ID = 14
-    OBJ_GET_INFO_BY_FD = 15
-    PROG_QUERY = 16
-    BTF_LOAD = 18
-    BTF_GET_FD_BY_ID = 19
-    LINK_CREATE = 28
-    LINK_GET_FD_BY_ID = 30
-    LINK_GET_NEXT_ID = 31
-    ENABLE_STATS = 32
-    ITER_CREATE = 33
-
-    @property
-    def spelled(self) -> str:
-        """As the kernel's headers and error messages spell it: `BPF_PROG_LOAD`."""
-        return f"BPF_{self.name}"
+    MAP_CREATE: Final = 0
+    MAP_LOOKUP_ELEM: Final = 1
+    MAP_UPDATE_ELEM: Final = 2
+    PROG_LOAD: Final = 5
+    PROG_TEST_RUN: Final = 10
+    PROG_GET_NEXT_ID: Final = 11
+    PROG_GET_FD_BY_ID: Final = 13
+    MAP_GET_FD_BY_ID: Final = 14
+    OBJ_GET_INFO_BY_FD: Final = 15
+    PROG_QUERY: Final = 16
+    BTF_LOAD: Final = 18
+    BTF_GET_FD_BY_ID: Final = 19
+    LINK_CREATE: Final = 28
+    LINK_GET_FD_BY_ID: Final = 30
+    LINK_GET_NEXT_ID: Final = 31
+    ENABLE_STATS: Final = 32
+    ITER_CREATE: Final = 33
 
 
-class ProgramType(enum.IntEnum):
+def spelled(command: int) -> str:
+    """A command as the kernel's headers and error messages spell it (`BPF_PROG_LOAD`); one
+    kstat does not name, by its number."""
+    for name, value in vars(Command).items():
+        if value == command and name.isupper():
+            return f"BPF_{name}"
+    return str(command)
+
+
+class ProgramType:
     """enum bpf_prog_type: the types kstat loads itself (every type has a name below)."""
 
-    SOCKET_FILTER = 1
-    SCHED_CLS = 3
-    XDP = 6
-    CGROUP_SKB = 8
-    RAW_TRACEPOINT = 17
-    TRACING = 26
+    SOCKET_FILTER: Final = 1
+    SCHED_CLS: Final = 3
+    XDP: Final = 6
+    CGROUP_SKB: Final = 8
+    RAW_TRACEPOINT: Final = 17
+    TRACING: Final = 26
 
 
-class MapType(enum.IntEnum):
+class MapType:
     """enum bpf_map_type: the types kstat creates."""
 
-    HASH = 1
-    ARRAY = 2
-    PERCPU_ARRAY = 6
+    HASH: Final = 1
+    ARRAY: Final = 2
+    PERCPU_ARRAY: Final = 6
 
 
-class AttachType(enum.IntEnum):
+class AttachType:
     """enum bpf_attach_type: the ones kstat names or attaches by (checked against this kernel's
     BTF); the cgroup ones are in CGROUP_ATTACH_TYPES."""
 
-    CGROUP_INET_EGRESS = 1
-    FLOW_DISSECTOR = 17
-    TRACE_ITER = 28
-    SK_LOOKUP = 36
-    XDP = 37
-    TCX_INGRESS = 46
-    TCX_EGRESS = 47
-    NETKIT_PRIMARY = 54
-    NETKIT_PEER = 55
+    CGROUP_INET_EGRESS: Final = 1
+    FLOW_DISSECTOR: Final = 17
+    TRACE_ITER: Final = 28
+    SK_LOOKUP: Final = 36
+    XDP: Final = 37
+    TCX_INGRESS: Final = 46
+    TCX_EGRESS: Final = 47
+    NETKIT_PRIMARY: Final = 54
+    NETKIT_PEER: Final = 55
 
 
 # enum bpf_stats_type

@@ -15,8 +15,9 @@ in a directory that is the same; anything else, or any field out of shape, and t
 again and the file replaced (written exclusively, then renamed: `kstat._atomic`).
 
 Reading it is on the command line's path to its baseline (`kstat._baseline`): no attrs, pathlib
-or typing at run time (an offsets class declares its fields by its annotations, attrs or not);
-writing it imports what it needs then. Nor is the BTF hashed at every launch (5 MB read from
+or typing at run time (an offsets class declares its fields by its annotations, attrs or not),
+nor json, contextlib or functools, which bring re, enum and collections (`_read_json`); writing
+it imports what it needs then. Nor is the BTF hashed at every launch (5 MB read from
 sysfs a page at a time, and OpenSSL loaded, to hash it: tens of milliseconds on a busy host):
 the BTF cannot change while the kernel runs, so the first kstat of each boot notes the digest
 in a small file named by the boot's id (`boot-ID.json`, trusted like the others, the previous
@@ -25,9 +26,6 @@ boot's removed), and later ones of the same boot read it there.
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import json
 import os
 import stat
 
@@ -70,13 +68,27 @@ def _btf_key(btf: FilePath) -> tuple[str, int, int, int]:
     return os.fspath(btf), status.st_ino, status.st_size, status.st_mtime_ns
 
 
-@functools.cache
+# Each BTF's digest, by `_btf_key`: once per process for a file that has not changed.
+_digests: dict[tuple[str, int, int, int], str] = {}
+
+
 def _digest(btf: str, inode: int, size: int, mtime_ns: int) -> str:
     """The BTF's SHA-256, as this boot's note has it, else worked out (5 MB read and hashed);
     once per process for a file that has not changed: each of kstat's iterators asks."""
+    key = (btf, inode, size, mtime_ns)
+    if key not in _digests:
+        _digests[key] = _noted_digest(*key) or _hashed(btf)
+    return _digests[key]
+
+
+def _noted_digest(btf: str, inode: int, size: int, mtime_ns: int) -> str | None:
     noted = _boot_note().get(_note_key(btf, inode, size, mtime_ns))
     if isinstance(noted, str) and len(noted) == 32 and all(c in "0123456789abcdef" for c in noted):
         return noted
+    return None
+
+
+def _hashed(btf: str) -> str:
     import hashlib  # noqa: PLC0415 - see the module's docstring
 
     with open(btf, "rb") as file:
@@ -90,8 +102,9 @@ def _note_key(btf: str, inode: int, size: int, mtime_ns: int) -> str:
 def _boot_note_file() -> str | None:
     """This boot's note of BTF digests, or None where the kernel gives no boot id."""
     try:
-        with open(_BOOT_ID, encoding="ascii") as file:
-            boot_id = file.read(64).strip()
+        # Bytes, decoded after: a text file would import its codec's module (the launch's path).
+        with open(_BOOT_ID, "rb") as file:
+            boot_id = file.read(64).decode("ascii").strip()
     except (OSError, ValueError):
         return None
     if not boot_id or not all(c in "0123456789abcdef-" for c in boot_id):
@@ -112,7 +125,9 @@ def _write_boot_note(btf: FilePath) -> None:
     note = _boot_note()
     if path is None or note.get(key) == _digest(*_btf_key(btf)):
         return
-    from pathlib import Path  # noqa: PLC0415 - see the module's docstring
+    import contextlib  # noqa: PLC0415 - see the module's docstring
+    import json  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
 
     from kstat._atomic import write_atomically  # noqa: PLC0415
 
@@ -144,10 +159,51 @@ def _read_trusted(path: str) -> dict[str, Any]:
         if not stat.S_ISREG(status.st_mode) or not _trusted(status) or status.st_size > _LARGEST:
             return {}
         try:
-            found: Any = json.loads(file.read(_LARGEST))
+            found = _read_json(file.read(_LARGEST))
         except (OSError, ValueError):
             return {}
     return found if isinstance(found, dict) and found.get("version") == _VERSION else {}
+
+
+_WHITESPACE: Final = " \t\n\r"  # JSON's
+
+
+class _Strict:
+    """json.loads' settings, for `_json.make_scanner`: no NaN or Infinity, no hooks."""
+
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+
+    @staticmethod
+    def parse_constant(name: str) -> object:
+        raise ValueError(f"{name} is not a number a cache file holds")
+
+
+def _read_json(data: bytes) -> object:
+    """One JSON document, as json.loads reads it, by the C scanner json.loads itself runs:
+    importing json would import re (and enum, functools and collections with it) on the
+    launch's path. Where the C module is missing (another Python), json.loads."""
+    try:
+        from _json import make_scanner  # noqa: PLC0415
+    except ImportError:
+        import json  # noqa: PLC0415
+
+        return json.loads(data)
+    text = data.decode()  # UnicodeDecodeError is a ValueError
+    start = len(text) - len(text.lstrip(_WHITESPACE))
+    try:
+        # The C scanner reads only these settings; typeshed asks for a whole JSONDecoder.
+        found, end = make_scanner(_Strict())(text, start)  # type: ignore[arg-type]
+    except StopIteration:
+        raise ValueError("not a JSON document") from None
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    if text[end:].strip(_WHITESPACE):
+        raise ValueError("more than one JSON document")
+    return found
 
 
 def _fields(kind: type[Offsets]) -> dict[str, object]:
@@ -197,6 +253,9 @@ def offsets(kind: type[Offsets], parse: Callable[[Path], Offsets], btf: FilePath
         return parsed
     # Imported here: only a first run on this kernel writes (tempfile and secrets are slow to
     # import, and a start that reads the cache needs neither).
+    import contextlib  # noqa: PLC0415
+    import json  # noqa: PLC0415
+
     from kstat._atomic import make_directory, write_atomically  # noqa: PLC0415
 
     with contextlib.suppress(OSError, ValueError, KstatError):

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import os
 import struct
-import threading
+
+# Not threading: it imports more than its lock (the launch loads this iterator).
+from _thread import allocate_lock
 
 from kstat._values import PlainValue
 from kstat.abi import assembler as asm
@@ -324,7 +326,7 @@ def probe_program(
     return _offsets_program(_variable_base(variable), _variable_on_cpu(variable), results, cpus)
 
 
-_running_kernel_lock = threading.Lock()
+_running_kernel_lock = allocate_lock()
 _running_kernel: list[tuple[KernelOffsets, list[int], str]] = []
 
 
