@@ -91,6 +91,9 @@ def test_each_reading_is_every_record_decoded_afresh_and_its_changes_what_differ
     clocks = PassClocks(0, 0, 0, 0, 0)
     before: dict[int, ProgramStats] = {}
     walked = first
+    # Every reading's programs as given: a later pass shares an earlier one's list where no
+    # program moved, and changes none of them.
+    given: list[tuple[Sequence[ProgramStats], tuple[ProgramStats, ...]]] = []
     for index in range(len(later) + 1):
         if index:
             changes_made, own_ran = later[index - 1]
@@ -99,6 +102,7 @@ def test_each_reading_is_every_record_decoded_afresh_and_its_changes_what_differ
         programs = [(program_id, load, runs) for program_id, (load, runs) in walked.items()]
         reading = reader.reading_of(_walk([*programs, (OWN_ID, 1, runs_of_own)]), clocks)
         assert [_key(program) for program in reading.programs] == sorted(programs)
+        given.append((reading.programs, tuple(reading.programs)))
         now = {program.id: program for program in reading.programs}
         changes = reading.changes
         same_program = {
@@ -124,3 +128,4 @@ def test_each_reading_is_every_record_decoded_afresh_and_its_changes_what_differ
             if now[program_id].run_count == before[program_id].run_count
         )
         before = now
+    assert all(tuple(programs) == as_given for programs, as_given in given)
