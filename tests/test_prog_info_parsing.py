@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import errno
 import shutil
 import subprocess
 from pathlib import Path
@@ -81,6 +82,12 @@ def test_struct_layout_matches_linux_bpf_h() -> None:
 )
 def test_program_types_are_named_as_the_seed_names_them(type_id: int, name: str) -> None:
     assert program_type_name(type_id) == name
+
+
+def test_a_failed_command_is_named_as_the_kernels_headers_spell_it() -> None:
+    assert "bpf(BPF_ITER_CREATE) failed" in str(_syscalls.error_for(Command.ITER_CREATE, errno.EINVAL))
+    assert "bpf(BPF_MAP_CREATE) failed" in str(_syscalls.error_for(Command.MAP_CREATE, errno.EINVAL))
+    assert "bpf(99) failed" in str(_syscalls.error_for(99, errno.EINVAL))  # one kstat does not name
 
 
 _FIELDS_TO_CHECK = ("load_time", "name", "run_time_ns", "run_cnt", "recursion_misses", "verified_insns")

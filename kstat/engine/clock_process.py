@@ -24,7 +24,7 @@ from typing import Final
 from kstat.core.model import PassClocks
 from kstat.engine._clock_child import CALL_FAILED, ERROR, FRAME, LAST
 from kstat.engine.clock import Slip
-from kstat.engine.sampler import CounterRead
+from kstat.engine.sampler import CounterRead, IgnoredPresent
 from kstat.errors import KstatError
 from kstat.sources.iterator import IteratorReader, walk_call, walk_call_failure
 
@@ -68,6 +68,7 @@ class ProcessClock:
     ) -> None:
         self._reader = reader
         self._ignored = ignored | reader.own_program_ids
+        self._present = IgnoredPresent()
         self._deliver = deliver
         self._interval_ns = interval_ns
         self._duration_ns = duration_ns
@@ -164,7 +165,7 @@ class ProcessClock:
             raise KstatError(f"the counter clock's process failed: {body.decode(errors='replace')}")
         clocks = PassClocks(*times)
         slip = Slip(gap, interval, took, late, startup=bool(startup)) if slipped else None
-        read = CounterRead(self._reader.walk(body, clocks), self._reader, self._ignored, fresh=False)
+        read = CounterRead(self._reader.walk(body, clocks), self._reader, self._ignored, False, self._present)
         last: bool = kind == LAST
         self._deliver(read, last, slip)
         return last

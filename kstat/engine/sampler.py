@@ -117,13 +117,14 @@ _ID: Final = attrgetter("id")
 
 def _dropped(
     programs: Sequence[ProgramStats], ids: Collection[int], unwanted: Callable[[ProgramStats], bool]
-) -> list[ProgramStats]:
+) -> Sequence[ProgramStats]:
     """`programs` without the unwanted ones, `ids` being the ids of every unwanted program there
     (a few: kstat's own). A reader lists its programs in id order (the kernel's), so each is
     found by bisection, and idle programs cost no step of Python each; in a list out of order,
-    the one that is not found where bisection looks sends the whole list through `unwanted`."""
+    the one that is not found where bisection looks sends the whole list through `unwanted`.
+    With none to drop, `programs` itself (a reading's programs are changed by no one)."""
     if not ids:
-        return list(programs)
+        return programs
     found = set()
     for program_id in ids:
         index = bisect.bisect_left(programs, program_id, key=_ID)
@@ -136,11 +137,36 @@ def _dropped(
     return kept
 
 
-def _finished(reading: Reading, ignored: frozenset[int], fresh: bool) -> Reading:
+class IgnoredPresent:
+    """Which of the ignored programs a reader's readings list, kept up from each reading's
+    changes: the whole reading is looked through only on a reader's first reading or when the
+    ignored ids are not those of the last (at 10,000 programs, a look at each program, every
+    interval, for ids that are almost never there). Its readings must come in the order they
+    were read, each once: a `CounterRead`'s are."""
+
+    __slots__ = ("_ids", "_of")
+
+    def __init__(self) -> None:
+        self._ids: set[int] = set()
+        self._of: frozenset[int] | None = None
+
+    def in_reading(self, reading: Reading, ignored: frozenset[int], fresh: bool) -> set[int]:
+        ids = self._ids
+        if fresh or ignored != self._of:
+            ids.clear()
+            ids.update(program.id for program in reading.programs if program.id in ignored)
+            self._of = ignored
+            return ids
+        changes = reading.changes
+        # Gone first: a freed id the kernel gave again in the same pass is there again.
+        ids.difference_update(program.id for program in changes.vanished)
+        ids.update(program.id for program in changes.new if program.id in ignored)
+        return ids
+
+
+def _finished(reading: Reading, ignored: frozenset[int], fresh: bool, present: IgnoredPresent) -> Reading:
     if ignored:
-        reading = _without(
-            reading, ignored, [program.id for program in reading.programs if program.id in ignored]
-        )
+        reading = _without(reading, ignored, present.in_reading(reading, ignored, fresh))
     return evolve(reading, fresh_reader=True) if fresh else reading
 
 
@@ -151,22 +177,29 @@ class CounterRead:
     `reading()` is called once, in the order of the reads, on one thread at a time (the
     details stage's), as the reader's comparison with its previous walk requires."""
 
-    __slots__ = ("_decoded", "_fresh", "_ignored", "_reader", "_taken", "clocks")
+    __slots__ = ("_decoded", "_fresh", "_ignored", "_present", "_reader", "_taken", "clocks")
 
     def __init__(
-        self, taken: Walk | Reading, reader: IteratorReader | None, ignored: frozenset[int], fresh: bool
+        self,
+        taken: Walk | Reading,
+        reader: IteratorReader | None,
+        ignored: frozenset[int],
+        fresh: bool,
+        present: IgnoredPresent,
     ) -> None:
         self._taken = taken
         self._reader = reader
         self._ignored = ignored
         self._fresh = fresh
+        # The reader's: which ignored programs its readings list, from one to the next.
+        self._present = present
         self._decoded: Reading | None = taken if isinstance(taken, Reading) else None
         self.clocks: PassClocks = taken.clocks
 
     @classmethod
     def of(cls, reading: Reading) -> CounterRead:
         """A reading taken already (the window's baseline at launch), as it is."""
-        return cls(reading, None, frozenset(), fresh=False)
+        return cls(reading, None, frozenset(), fresh=False, present=IgnoredPresent())
 
     def program_count(self) -> int:
         """How many programs the read found (kstat's own left out), without decoding it."""
@@ -179,7 +212,8 @@ class CounterRead:
     def reading(self) -> Reading:
         if self._decoded is None:
             assert isinstance(self._taken, Walk) and self._reader is not None
-            self._decoded = _finished(self._reader.decode(self._taken), self._ignored, self._fresh)
+            decoded = self._reader.decode(self._taken)
+            self._decoded = _finished(decoded, self._ignored, self._fresh, self._present)
             self._taken = self._decoded  # the walk's bytes go
         return self._decoded
 
@@ -205,9 +239,8 @@ class CounterTaker:
     # while the syscalls read on), and the lock that hands it over.
     _successor: PassReader | None = None
     _handover: threading.Lock = field(factory=threading.Lock)
-    # The ignored programs' ids the last reading listed, and which ids were ignored then.
-    _present: set[int] = field(factory=set)
-    _present_of: frozenset[int] | None = None
+    # Which ignored programs the readings list, from one to the next.
+    _present: IgnoredPresent = field(factory=IgnoredPresent)
 
     def read(self) -> Reading:
         return self.take().reading()
@@ -226,28 +259,14 @@ class CounterTaker:
         reader = self._reader
         ignored = self.ignored_ids | reader.own_program_ids
         if isinstance(reader, IteratorReader):
-            return CounterRead(reader.read_walk(), reader, ignored, fresh)
-        return CounterRead(_finished(reader.read(), ignored, fresh), None, ignored, fresh)
+            return CounterRead(reader.read_walk(), reader, ignored, fresh, self._present)
+        reading = _finished(reader.read(), ignored, fresh, self._present)
+        return CounterRead(reading, None, ignored, fresh, self._present)
 
     @property
     def reader(self) -> PassReader:
         """The reader of the latest read (a successor handed over reads from the next one)."""
         return self._reader
-
-    def _ignored_present(self, reading: Reading, ignored: frozenset[int], fresh: bool) -> set[int]:
-        """The ignored ids the reading lists: worked out from its changes, but from the whole
-        reading on a reader's first read or when the ignored ids are not those of the last."""
-        present = self._present
-        if fresh or ignored != self._present_of:
-            present.clear()
-            present.update(program.id for program in reading.programs if program.id in ignored)
-            self._present_of = ignored
-            return present
-        changes = reading.changes
-        # Gone first: a freed id the kernel gave again in the same pass is there again.
-        present.difference_update(program.id for program in changes.vanished)
-        present.update(program.id for program in changes.new if program.id in ignored)
-        return present
 
     def hand_over(self, successor: PassReader) -> None:
         """`successor` reads from the next read on (its programs are left out from now on)."""
