@@ -141,8 +141,9 @@ class IgnoredPresent:
     """Which of the ignored programs a reader's readings list, kept up from each reading's
     changes: the whole reading is looked through only on a reader's first reading or when the
     ignored ids are not those of the last (at 10,000 programs, a look at each program, every
-    interval, for ids that are almost never there). Its readings must come in the order they
-    were read, each once: a `CounterRead`'s are."""
+    interval, for ids that are almost never there). It must be given every reading of its
+    reader from the first it sees, in the order they were read, each once: each counter
+    clock's own `CounterRead`s are."""
 
     __slots__ = ("_ids", "_of")
 
