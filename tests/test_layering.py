@@ -186,7 +186,8 @@ _NOT_AT_LAUNCH: Final = (
     "kstat._logging",
     "kstat._atomic",
 )
-CONSOLE_SCRIPT: Final = PACKAGE.parent / "bin" / "kstat"
+# In the repository (an install puts it in its own bin directory, as that interpreter's).
+CONSOLE_SCRIPT: Final = Path(__file__).resolve().parents[1] / "bin" / "kstat"
 
 
 def _slow(imported: list[str]) -> list[str]:
