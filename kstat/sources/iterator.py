@@ -298,16 +298,8 @@ class IteratorReader:
                 span = min(run, old_count - i, count - j)
                 differs = not same(old[i * size : (i + span) * size], j * size)
                 if differs:
-                    # The first record that differs: the block's first half, compared, says
-                    # which half it is in, and so on down to one record.
-                    low, high = 0, span
-                    while high - low > 1:
-                        middle = (low + high) // 2
-                        if same(old[(i + low) * size : (i + middle) * size], (j + low) * size):
-                            low = middle
-                        else:
-                            high = middle
-                    span, run = low, _BLOCK_RECORDS
+                    # Up to the first record that differs.
+                    span, run = _equal_records(data, old, i, j, span=span, size=size), _BLOCK_RECORDS
                 else:
                     run = min(2 * run, _LONGEST_BLOCK)
                 if span:
@@ -388,14 +380,7 @@ class IteratorReader:
                 j += span
                 run = min(2 * run, _LONGEST_BLOCK)
                 continue
-            low, high = 0, span  # the first record that differs, by halving (as `_compare`)
-            while high - low > 1:
-                middle = (low + high) // 2
-                if same(old[(j + low) * size : (j + middle) * size], (j + low) * size):
-                    low = middle
-                else:
-                    high = middle
-            j += low
+            j += _equal_records(data, old, j, j, span=span, size=size)
             run = _BLOCK_RECORDS
             if id_at(data, j * size + header) != id_at(previous.data, j * size + header):
                 return None  # a program came or went: `_compare` merges the two walks
@@ -477,6 +462,20 @@ class IteratorReader:
         self._iterator.close()
         self._closed = True
         self._forget_last_walk_if_done()
+
+
+def _equal_records(data: bytes, old: memoryview, i: int, j: int, *, span: int, size: int) -> int:
+    """How many records of a block that differs are equal before the first that does: the
+    block's first half, compared in place, says which half that one is in, and so on down to
+    one record (the walks' records from `i` in the old walk and `j` in this one)."""
+    low, high = 0, span
+    while high - low > 1:
+        middle = (low + high) // 2
+        if data.startswith(old[(i + low) * size : (i + middle) * size], (j + low) * size):
+            low = middle
+        else:
+            high = middle
+    return low
 
 
 def _placed(values: tuple[int, ...], cpus: list[int], size: int) -> tuple[int, ...]:
